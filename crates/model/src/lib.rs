@@ -1,0 +1,16 @@
+//! The Kubernetes objects Portico understands: loading manifests from files, checking each
+//! object the way the API server would, and reporting every problem as a [`Diagnostic`] tied
+//! to its file, document, object and field.
+#![forbid(unsafe_code)]
+
+pub mod diagnostic;
+pub mod load;
+pub mod names;
+pub mod object;
+pub mod store;
+pub mod validate;
+
+pub use diagnostic::{Diagnostic, ObjectKey, ObjectRef, Origin, Severity};
+pub use load::{Loaded, load_paths, parse_text};
+pub use object::{Object, ObjectKind};
+pub use store::{Store, Stored};

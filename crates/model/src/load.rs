@@ -1,0 +1,369 @@
+//! Reading manifests: files and folders, YAML (multi-document) and JSON, `kind: List`.
+//!
+//! Every document is parsed on its own so that one broken document never hides the others.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::diagnostic::{Diagnostic, ObjectKey, ObjectRef, Origin};
+use crate::object::{Object, ObjectKind};
+
+/// Everything read from a set of paths: the typed objects and the problems met on the way.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Objects in file order, each with where it came from.
+    pub objects: Vec<(Origin, Object)>,
+    /// Read, parse and typing problems.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Every manifest file that was read.
+    pub files: Vec<PathBuf>,
+}
+
+/// Loads every manifest under `paths` (files, or folders searched recursively).
+///
+/// In folders only `.yaml`, `.yml` and `.json` files are read, and entries whose names start
+/// with `.` are skipped: mounted ConfigMaps keep a hidden `..data` copy of every file.
+pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Loaded {
+    let mut loaded = Loaded::default();
+    for path in paths {
+        let path = path.as_ref();
+        match fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => load_dir(path, &mut loaded),
+            Ok(_) => load_file(path, &mut loaded),
+            Err(err) => loaded.diagnostics.push(read_error(path, &err)),
+        }
+    }
+    loaded
+}
+
+fn load_dir(dir: &Path, loaded: &mut Loaded) {
+    let mut entries: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(err) => {
+            loaded.diagnostics.push(read_error(dir, &err));
+            return;
+        }
+    };
+    entries.sort();
+    for path in entries {
+        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        match fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => load_dir(&path, loaded),
+            Ok(_) if is_manifest_name(&path) => load_file(&path, loaded),
+            Ok(_) => {}
+            Err(err) => loaded.diagnostics.push(read_error(&path, &err)),
+        }
+    }
+}
+
+fn is_manifest_name(path: &Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+}
+
+fn read_error(path: &Path, err: &std::io::Error) -> Diagnostic {
+    Diagnostic::error(format!("cannot read: {err}")).at(&Origin::new(path, 0, None))
+}
+
+fn load_file(path: &Path, loaded: &mut Loaded) {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let (objects, diagnostics) = parse_text(path, &text);
+            loaded.objects.extend(objects);
+            loaded.diagnostics.extend(diagnostics);
+            loaded.files.push(path.to_path_buf());
+        }
+        Err(err) => loaded.diagnostics.push(read_error(path, &err)),
+    }
+}
+
+/// Parses the text of one manifest file (YAML or JSON) into typed objects.
+pub fn parse_text(file: &Path, text: &str) -> (Vec<(Origin, Object)>, Vec<Diagnostic>) {
+    let mut out = Parsed { objects: Vec::new(), diagnostics: Vec::new() };
+    let is_json = file.extension().is_some_and(|e| e == "json")
+        || text.trim_start().starts_with(['{', '[']);
+    if is_json {
+        let origin = Origin::new(file, 1, Some(1));
+        match serde_json::from_str::<Value>(text) {
+            Ok(value) => out.value(value, &origin, ""),
+            Err(err) => out.diagnostics.push(
+                Diagnostic::error(format!("invalid JSON: {err}"))
+                    .at(&Origin::new(file, 1, Some(err.line() as u64))),
+            ),
+        }
+    } else {
+        for doc in split_documents(text) {
+            let origin = Origin::new(file, doc.index, Some(doc.first_line));
+            match serde_saphyr::from_str::<Value>(&doc.text) {
+                Ok(value) => out.value(value, &origin, ""),
+                Err(err) => {
+                    let line = err.location().map(|l| doc.first_line + l.line().saturating_sub(1));
+                    let origin = Origin { line: line.or(origin.line), ..origin };
+                    out.diagnostics
+                        .push(Diagnostic::error(format!("invalid YAML: {}", yaml_message(&err))).at(&origin));
+                }
+            }
+        }
+    }
+    (out.objects, out.diagnostics)
+}
+
+/// The parser's message without its rendered source snippet: we print file and line ourselves.
+fn yaml_message(err: &serde_saphyr::Error) -> String {
+    let text = err.without_snippet().to_string();
+    text.lines().next().unwrap_or_default().trim().to_string()
+}
+
+struct Document {
+    index: usize,
+    first_line: u64,
+    text: String,
+}
+
+/// Splits a YAML stream at `---` markers, keeping each document's first line number.
+fn split_documents(text: &str) -> Vec<Document> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut first_line = 1u64;
+    let mut ended = false;
+    let flush = |current: &mut String, first_line: u64, docs: &mut Vec<Document>| {
+        let blank = current.lines().all(|l| {
+            let l = l.trim();
+            l.is_empty() || l.starts_with('#')
+        });
+        if !blank {
+            docs.push(Document { index: docs.len() + 1, first_line, text: std::mem::take(current) });
+        }
+        current.clear();
+    };
+    for (n, line) in text.lines().enumerate() {
+        let line_no = n as u64 + 1;
+        if let Some(rest) = document_marker(line) {
+            flush(&mut current, first_line, &mut docs);
+            ended = false;
+            first_line = line_no;
+            // Keep line numbers aligned: the marker line becomes the document's first line.
+            current.push_str(rest);
+            current.push('\n');
+            continue;
+        }
+        if line.trim_end() == "..." {
+            ended = true;
+            continue;
+        }
+        if ended || (current.is_empty() && line.starts_with('%')) {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    flush(&mut current, first_line, &mut docs);
+    docs
+}
+
+/// For a `---` line, what follows the marker on that line (a comment is dropped).
+fn document_marker(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("---")?;
+    if !(rest.is_empty() || rest.starts_with([' ', '\t'])) {
+        return None;
+    }
+    let rest = rest.trim();
+    Some(if rest.starts_with('#') { "" } else { rest })
+}
+
+struct Parsed {
+    objects: Vec<(Origin, Object)>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Parsed {
+    /// Types one document's value, descending into `kind: *List` items.
+    fn value(&mut self, value: Value, origin: &Origin, prefix: &str) {
+        let Value::Object(map) = &value else {
+            if !value.is_null() {
+                self.diagnostics.push(
+                    Diagnostic::error("a manifest document must be a mapping (a Kubernetes object)")
+                        .at(origin)
+                        .field(prefix.trim_end_matches('.')),
+                );
+            }
+            return;
+        };
+        let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_string);
+        let meta_text = |key: &str| {
+            map.get("metadata").and_then(|m| m.get(key)).and_then(Value::as_str).map(str::to_string)
+        };
+        let (kind, api_version) = (text("kind"), text("apiVersion"));
+        let (name, namespace) = (meta_text("name").unwrap_or_default(), meta_text("namespace"));
+        let is_list = map.contains_key("items");
+        let (Some(kind), Some(api_version)) = (kind, api_version) else {
+            let missing = if text("kind").is_none() { "kind" } else { "apiVersion" };
+            self.diagnostics.push(
+                Diagnostic::error(format!("missing `{missing}`: not a Kubernetes object"))
+                    .at(origin)
+                    .field(format!("{prefix}{missing}")),
+            );
+            return;
+        };
+        if kind.ends_with("List") && is_list {
+            self.list(value, origin, prefix);
+            return;
+        }
+        let reference = |k: Option<ObjectKind>| {
+            let namespaced = k.is_none_or(ObjectKind::namespaced);
+            let key = if namespaced {
+                ObjectKey::new(namespace.clone().unwrap_or_else(|| "default".into()), name.clone())
+            } else {
+                ObjectKey::cluster(name.clone())
+            };
+            ObjectRef::new(kind.clone(), key)
+        };
+        let Some(known) = ObjectKind::from_name(&kind) else {
+            self.diagnostics.push(
+                Diagnostic::warning(format!(
+                    "kind {kind} ({api_version}) is not one Portico serves; skipped"
+                ))
+                .at(origin)
+                .on(reference(None)),
+            );
+            return;
+        };
+        if api_version != known.api_version() {
+            self.diagnostics.push(
+                Diagnostic::error(format!(
+                    "apiVersion {api_version} is not supported for {kind}; use {}",
+                    known.api_version()
+                ))
+                .at(origin)
+                .on(reference(Some(known)))
+                .field(format!("{prefix}apiVersion")),
+            );
+            return;
+        }
+        match typed(known, value) {
+            Ok(mut object) => {
+                if known.namespaced() && object.metadata().namespace.is_none() {
+                    object.metadata_mut().namespace = Some("default".into());
+                }
+                self.objects.push((origin.clone(), object));
+            }
+            Err((path, message)) => self.diagnostics.push(
+                Diagnostic::error(message)
+                    .at(origin)
+                    .on(reference(Some(known)))
+                    .field(format!("{prefix}{path}")),
+            ),
+        }
+    }
+
+    fn list(&mut self, value: Value, origin: &Origin, prefix: &str) {
+        let Value::Object(mut map) = value else { return };
+        match map.remove("items") {
+            Some(Value::Array(items)) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    self.value(item, origin, &format!("{prefix}items[{i}]."));
+                }
+            }
+            Some(Value::Null) => {}
+            Some(_) => self.diagnostics.push(
+                Diagnostic::error("`items` of a List must be a sequence").at(origin).field(format!("{prefix}items")),
+            ),
+            None => {}
+        }
+    }
+}
+
+/// Deserializes a value into the typed object, reporting the failing field path.
+fn typed(kind: ObjectKind, value: Value) -> Result<Object, (String, String)> {
+    fn de<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
+        serde_path_to_error::deserialize(value).map_err(|err| {
+            let path = err.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            (path, err.into_inner().to_string())
+        })
+    }
+    Ok(match kind {
+        ObjectKind::Namespace => Object::Namespace(de(value)?),
+        ObjectKind::Service => Object::Service(de(value)?),
+        ObjectKind::EndpointSlice => Object::EndpointSlice(de(value)?),
+        ObjectKind::Pod => Object::Pod(de(value)?),
+        ObjectKind::Node => Object::Node(de(value)?),
+        ObjectKind::Ingress => Object::Ingress(de(value)?),
+        ObjectKind::IngressClass => Object::IngressClass(de(value)?),
+        ObjectKind::Secret => Object::Secret(de(value)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Vec<(Origin, Object)>, Vec<Diagnostic>) {
+        parse_text(Path::new("test.yaml"), text)
+    }
+
+    #[test]
+    fn splits_documents_and_keeps_line_numbers() {
+        let (objects, diags) = parse(
+            "# leading comment\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: b\n",
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+        let names: Vec<_> = objects.iter().map(|(o, obj)| (o.document, o.line, obj.key().name)).collect();
+        assert_eq!(names, vec![(1, Some(2), "a".to_string()), (2, Some(8), "b".to_string())]);
+    }
+
+    #[test]
+    fn broken_document_does_not_hide_others() {
+        let (objects, diags) = parse(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nmetadata: [oops\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: c}\n",
+        );
+        assert_eq!(objects.len(), 2);
+        assert_eq!(diags.len(), 1);
+        let origin = diags[0].origin.as_ref().expect("origin");
+        assert_eq!(origin.document, 2);
+        assert!(origin.line.is_some_and(|l| l >= 4), "{origin:?}");
+        assert!(diags[0].message.starts_with("invalid YAML"), "{}", diags[0].message);
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let (objects, diags) = parse(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports:\n  - port: eighty\n",
+        );
+        assert!(objects.is_empty());
+        assert_eq!(diags[0].field.as_deref(), Some("spec.ports[0].port"));
+        assert_eq!(diags[0].object.as_ref().map(ToString::to_string).as_deref(), Some("Service default/web"));
+    }
+
+    #[test]
+    fn lists_and_json_and_unknown_kinds() {
+        let json = r#"{"apiVersion":"v1","kind":"List","items":[
+            {"apiVersion":"v1","kind":"Namespace","metadata":{"name":"x"}},
+            {"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"}}]}"#;
+        let (objects, diags) = parse_text(Path::new("list.json"), json);
+        assert_eq!(objects.len(), 1);
+        assert_eq!(diags.len(), 1);
+        assert!(!diags[0].is_error());
+        assert!(diags[0].message.contains("Deployment"));
+    }
+
+    #[test]
+    fn wrong_api_version_is_an_error() {
+        let (objects, diags) = parse(
+            "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: old}\n",
+        );
+        assert!(objects.is_empty());
+        assert_eq!(diags[0].field.as_deref(), Some("apiVersion"));
+        assert!(diags[0].message.contains("networking.k8s.io/v1"));
+    }
+
+    #[test]
+    fn namespace_defaults_to_default() {
+        let (objects, _) = parse("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n");
+        assert_eq!(objects[0].1.key(), ObjectKey::new("default", "web"));
+    }
+}

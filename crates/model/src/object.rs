@@ -1,0 +1,154 @@
+//! The typed Kubernetes objects Portico reads, one enum over the kinds it knows.
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::diagnostic::{ObjectKey, ObjectRef};
+
+/// The kinds Portico understands, with their API group/version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// core/v1 Namespace.
+    Namespace,
+    /// core/v1 Service.
+    Service,
+    /// discovery.k8s.io/v1 EndpointSlice.
+    EndpointSlice,
+    /// core/v1 Pod.
+    Pod,
+    /// core/v1 Node.
+    Node,
+    /// networking.k8s.io/v1 Ingress.
+    Ingress,
+    /// networking.k8s.io/v1 IngressClass.
+    IngressClass,
+    /// core/v1 Secret.
+    Secret,
+}
+
+impl ObjectKind {
+    /// Every kind, in the order objects are reported.
+    pub const ALL: [ObjectKind; 8] = [
+        ObjectKind::Namespace,
+        ObjectKind::Node,
+        ObjectKind::Secret,
+        ObjectKind::Pod,
+        ObjectKind::Service,
+        ObjectKind::EndpointSlice,
+        ObjectKind::IngressClass,
+        ObjectKind::Ingress,
+    ];
+
+    /// The `kind` field value.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Namespace => "Namespace",
+            ObjectKind::Service => "Service",
+            ObjectKind::EndpointSlice => "EndpointSlice",
+            ObjectKind::Pod => "Pod",
+            ObjectKind::Node => "Node",
+            ObjectKind::Ingress => "Ingress",
+            ObjectKind::IngressClass => "IngressClass",
+            ObjectKind::Secret => "Secret",
+        }
+    }
+
+    /// The `apiVersion` this kind is read at.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            ObjectKind::EndpointSlice => "discovery.k8s.io/v1",
+            ObjectKind::Ingress | ObjectKind::IngressClass => "networking.k8s.io/v1",
+            _ => "v1",
+        }
+    }
+
+    /// Looks a kind up by its `kind` field.
+    pub fn from_name(kind: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == kind)
+    }
+
+    /// Whether objects of this kind live in a namespace.
+    pub fn namespaced(self) -> bool {
+        !matches!(self, ObjectKind::Namespace | ObjectKind::Node | ObjectKind::IngressClass)
+    }
+}
+
+/// One typed object read from a manifest.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(missing_docs)]
+pub enum Object {
+    Namespace(Namespace),
+    Service(Service),
+    EndpointSlice(EndpointSlice),
+    Pod(Pod),
+    Node(Node),
+    Ingress(Ingress),
+    IngressClass(IngressClass),
+    Secret(Secret),
+}
+
+impl Object {
+    /// This object's kind.
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            Object::Namespace(_) => ObjectKind::Namespace,
+            Object::Service(_) => ObjectKind::Service,
+            Object::EndpointSlice(_) => ObjectKind::EndpointSlice,
+            Object::Pod(_) => ObjectKind::Pod,
+            Object::Node(_) => ObjectKind::Node,
+            Object::Ingress(_) => ObjectKind::Ingress,
+            Object::IngressClass(_) => ObjectKind::IngressClass,
+            Object::Secret(_) => ObjectKind::Secret,
+        }
+    }
+
+    /// The object's metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Namespace(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
+            Object::Node(o) => &o.metadata,
+            Object::Ingress(o) => &o.metadata,
+            Object::IngressClass(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+        }
+    }
+
+    /// Mutable metadata, for defaulting at load time.
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Object::Namespace(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
+            Object::EndpointSlice(o) => &mut o.metadata,
+            Object::Pod(o) => &mut o.metadata,
+            Object::Node(o) => &mut o.metadata,
+            Object::Ingress(o) => &mut o.metadata,
+            Object::IngressClass(o) => &mut o.metadata,
+            Object::Secret(o) => &mut o.metadata,
+        }
+    }
+
+    /// Namespace (empty for cluster-scoped kinds) and name.
+    pub fn key(&self) -> ObjectKey {
+        key_of(self.kind(), self.metadata())
+    }
+
+    /// Kind, namespace and name, for messages.
+    pub fn reference(&self) -> ObjectRef {
+        ObjectRef::new(self.kind().name(), self.key())
+    }
+}
+
+/// The key of an object of `kind` with `meta`.
+pub fn key_of(kind: ObjectKind, meta: &ObjectMeta) -> ObjectKey {
+    let name = meta.name.clone().unwrap_or_default();
+    if kind.namespaced() {
+        ObjectKey::new(meta.namespace.clone().unwrap_or_else(|| "default".into()), name)
+    } else {
+        ObjectKey::cluster(name)
+    }
+}

@@ -1,0 +1,481 @@
+//! Per-object checks: what the API server would reject, plus exposure mistakes it would
+//! accept that a person still wants to hear about. Checks that need other objects (clashes,
+//! missing backends) belong to the planner, which decides who wins.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::diagnostic::Diagnostic;
+use crate::names::{
+    ingress_host_problem, is_dns_label, is_dns_subdomain, is_dns1035_label, is_port_name,
+};
+use crate::object::{Object, ObjectKind};
+
+/// Label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The Secret type an Ingress TLS certificate must have.
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
+/// All problems of one object on its own. Diagnostics come without origin or object; the
+/// caller attaches both.
+pub fn validate(object: &Object) -> Vec<Diagnostic> {
+    let mut v = Findings::default();
+    v.metadata(object.kind(), object.metadata());
+    match object {
+        Object::Service(s) => v.service(s),
+        Object::EndpointSlice(s) => v.endpoint_slice(s),
+        Object::Pod(p) => v.pod(p),
+        Object::Ingress(i) => v.ingress(i),
+        Object::Secret(s) => v.secret(s),
+        Object::IngressClass(c) => {
+            if c.spec.as_ref().and_then(|s| s.controller.as_deref()).unwrap_or("").is_empty() {
+                v.error("spec.controller", "required: the controller that serves this class");
+            }
+        }
+        Object::Node(n) => {
+            for (i, a) in n.status.iter().flat_map(|s| s.addresses.iter().flatten()).enumerate() {
+                if matches!(a.type_.as_str(), "InternalIP" | "ExternalIP") && a.address.parse::<IpAddr>().is_err() {
+                    v.error(format!("status.addresses[{i}].address"), format!("{:?} is not an IP address", a.address));
+                }
+            }
+        }
+        Object::Namespace(_) => {}
+    }
+    v.0
+}
+
+#[derive(Default)]
+struct Findings(Vec<Diagnostic>);
+
+impl Findings {
+    fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Diagnostic::error(message).field(field));
+    }
+
+    fn warning(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Diagnostic::warning(message).field(field));
+    }
+
+    fn metadata(&mut self, kind: ObjectKind, meta: &ObjectMeta) {
+        let name = meta.name.as_deref().unwrap_or("");
+        let (ok, rule) = match kind {
+            ObjectKind::Service => (is_dns1035_label(name), "a DNS-1035 label (lowercase, starts with a letter)"),
+            ObjectKind::Namespace => (is_dns_label(name), "a DNS label (lowercase alphanumerics and '-')"),
+            _ => (is_dns_subdomain(name), "a lowercase DNS subdomain"),
+        };
+        if name.is_empty() {
+            self.error("metadata.name", "required");
+        } else if !ok {
+            self.error("metadata.name", format!("{name:?} must be {rule}"));
+        }
+        if let Some(ns) = &meta.namespace
+            && kind.namespaced()
+            && !is_dns_label(ns)
+        {
+            self.error("metadata.namespace", format!("{ns:?} is not a valid namespace name"));
+        }
+    }
+
+    fn service(&mut self, service: &Service) {
+        let Some(spec) = &service.spec else {
+            self.error("spec", "required");
+            return;
+        };
+        let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+        if !matches!(kind, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
+            self.error("spec.type", format!("{kind:?} is not one of ClusterIP, NodePort, LoadBalancer, ExternalName"));
+            return;
+        }
+        let headless = spec.cluster_ip.as_deref() == Some("None");
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        if kind == "ExternalName" {
+            match spec.external_name.as_deref() {
+                None | Some("") => self.error("spec.externalName", "required when type is ExternalName"),
+                Some(name) if name.parse::<IpAddr>().is_ok() => self.error(
+                    "spec.externalName",
+                    format!("{name:?} is an IP address; ExternalName must be a DNS name (use a Service without selector and an EndpointSlice for IPs)"),
+                ),
+                Some(name) if !is_dns_subdomain(name.trim_end_matches('.')) => {
+                    self.error("spec.externalName", format!("{name:?} is not a lowercase DNS name (RFC 1123)"))
+                }
+                Some(_) => {}
+            }
+        } else if ports.is_empty() && !headless {
+            self.error("spec.ports", "required: at least one port (only headless and ExternalName Services may have none)");
+        }
+        if headless && matches!(kind, "NodePort" | "LoadBalancer") {
+            self.error("spec.clusterIP", format!("may not be None when type is {kind}: node ports need a cluster IP"));
+        }
+        if let Some(ip) = spec.cluster_ip.as_deref()
+            && !matches!(ip, "" | "None")
+            && ip.parse::<IpAddr>().is_err()
+        {
+            self.error("spec.clusterIP", format!("{ip:?} is not an IP address, \"None\" or empty"));
+        }
+        for (i, ip) in spec.cluster_ips.iter().flatten().enumerate() {
+            if !matches!(ip.as_str(), "" | "None") && ip.parse::<IpAddr>().is_err() {
+                self.error(format!("spec.clusterIPs[{i}]"), format!("{ip:?} is not an IP address"));
+            }
+        }
+        self.service_ports(kind, headless, ports);
+        match spec.session_affinity.as_deref() {
+            None | Some("None") | Some("ClientIP") => {}
+            Some(other) => self.error("spec.sessionAffinity", format!("{other:?} is not None or ClientIP")),
+        }
+        let timeout = spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
+        if let Some(t) = timeout
+            && !(1..=86400).contains(&t)
+        {
+            self.error("spec.sessionAffinityConfig.clientIP.timeoutSeconds", format!("{t} is outside 1–86400"));
+        }
+        for (field, value) in [
+            ("spec.externalTrafficPolicy", &spec.external_traffic_policy),
+            ("spec.internalTrafficPolicy", &spec.internal_traffic_policy),
+        ] {
+            if let Some(p) = value.as_deref()
+                && !matches!(p, "Cluster" | "Local")
+            {
+                self.error(field, format!("{p:?} is not Cluster or Local"));
+            }
+        }
+        if spec.external_traffic_policy.is_some() && !matches!(kind, "NodePort" | "LoadBalancer") && spec.external_ips.is_none() {
+            self.error("spec.externalTrafficPolicy", format!("may only be set when type is NodePort or LoadBalancer, not {kind}"));
+        }
+        if spec.health_check_node_port.is_some()
+            && !(kind == "LoadBalancer" && spec.external_traffic_policy.as_deref() == Some("Local"))
+        {
+            self.error("spec.healthCheckNodePort", "may only be set for type LoadBalancer with externalTrafficPolicy Local");
+        }
+        for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
+            if ip.parse::<IpAddr>().is_err() {
+                self.error(format!("spec.externalIPs[{i}]"), format!("{ip:?} is not an IP address"));
+            }
+        }
+        for (i, cidr) in spec.load_balancer_source_ranges.iter().flatten().enumerate() {
+            if !is_cidr(cidr) {
+                self.error(format!("spec.loadBalancerSourceRanges[{i}]"), format!("{cidr:?} is not a CIDR such as 192.0.2.0/24"));
+            }
+        }
+        if let Some(ip) = spec.load_balancer_ip.as_deref()
+            && !ip.is_empty()
+            && ip.parse::<IpAddr>().is_err()
+        {
+            self.error("spec.loadBalancerIP", format!("{ip:?} is not an IP address"));
+        }
+        if kind == "ExternalName" && spec.selector.as_ref().is_some_and(|s| !s.is_empty()) {
+            self.warning("spec.selector", "ignored: an ExternalName Service has no endpoints");
+        }
+    }
+
+    fn service_ports(&mut self, kind: &str, headless: bool, ports: &[k8s_openapi::api::core::v1::ServicePort]) {
+        let mut names = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        for (i, port) in ports.iter().enumerate() {
+            let at = |f: &str| format!("spec.ports[{i}].{f}");
+            let protocol = port.protocol.as_deref().unwrap_or("TCP");
+            if !matches!(protocol, "TCP" | "UDP" | "SCTP") {
+                self.error(at("protocol"), format!("{protocol:?} is not TCP, UDP or SCTP"));
+            }
+            if !(1..=65535).contains(&port.port) {
+                self.error(at("port"), format!("{} is outside 1–65535", port.port));
+            } else if !seen.insert((port.port, protocol.to_string())) {
+                self.error(at("port"), format!("{}/{protocol} is listed twice", port.port));
+            }
+            match port.name.as_deref() {
+                Some(name) if !name.is_empty() => {
+                    if !is_dns_label(name) {
+                        self.error(at("name"), format!("{name:?} must be a DNS label (lowercase alphanumerics and '-')"));
+                    } else if !names.insert(name.to_string()) {
+                        self.error(at("name"), format!("{name:?} is used by two ports"));
+                    }
+                }
+                _ if ports.len() > 1 => self.error(at("name"), "required when a Service has more than one port"),
+                _ => {}
+            }
+            match &port.target_port {
+                Some(IntOrString::Int(n)) if !(1..=65535).contains(n) => {
+                    self.error(at("targetPort"), format!("{n} is outside 1–65535"))
+                }
+                Some(IntOrString::String(s)) if s.parse::<i32>().is_err() && !is_port_name(s) => self.error(
+                    at("targetPort"),
+                    format!("{s:?} is not a port number or a port name (≤ 15 lowercase alphanumerics and '-', with a letter)"),
+                ),
+                _ => {}
+            }
+            if let Some(node_port) = port.node_port.filter(|p| *p != 0) {
+                if kind == "ClusterIP" || kind == "ExternalName" || headless {
+                    let why = if headless { "a headless Service".to_string() } else { format!("type {kind}") };
+                    self.error(at("nodePort"), format!("may not be set for {why}; use type NodePort or LoadBalancer"));
+                } else if !(1..=65535).contains(&node_port) {
+                    self.error(at("nodePort"), format!("{node_port} is outside 1–65535"));
+                }
+            }
+        }
+    }
+
+    fn endpoint_slice(&mut self, slice: &EndpointSlice) {
+        let family = slice.address_type.as_str();
+        if !matches!(family, "IPv4" | "IPv6" | "FQDN") {
+            self.error("addressType", format!("{family:?} is not IPv4, IPv6 or FQDN"));
+        }
+        if !slice.metadata.labels.as_ref().is_some_and(|l| l.contains_key(SERVICE_NAME_LABEL)) {
+            self.warning(
+                format!("metadata.labels[{SERVICE_NAME_LABEL}]"),
+                "missing: this EndpointSlice belongs to no Service and is not used",
+            );
+        }
+        for (i, endpoint) in slice.endpoints.iter().enumerate() {
+            if endpoint.addresses.is_empty() {
+                self.error(format!("endpoints[{i}].addresses"), "required: at least one address");
+            }
+            for (j, address) in endpoint.addresses.iter().enumerate() {
+                let ok = match family {
+                    "IPv4" => address.parse::<std::net::Ipv4Addr>().is_ok(),
+                    "IPv6" => address.parse::<std::net::Ipv6Addr>().is_ok(),
+                    _ => is_dns_subdomain(address),
+                };
+                if !ok {
+                    self.error(format!("endpoints[{i}].addresses[{j}]"), format!("{address:?} is not a valid {family} address"));
+                }
+            }
+        }
+        for (i, port) in slice.ports.iter().flatten().enumerate() {
+            if let Some(n) = port.port
+                && !(1..=65535).contains(&n)
+            {
+                self.error(format!("ports[{i}].port"), format!("{n} is outside 1–65535"));
+            }
+        }
+    }
+
+    fn pod(&mut self, pod: &Pod) {
+        let Some(spec) = &pod.spec else {
+            self.error("spec", "required");
+            return;
+        };
+        if spec.containers.is_empty() {
+            self.error("spec.containers", "required: at least one container");
+        }
+        let mut names = BTreeSet::new();
+        for (c, container) in spec.containers.iter().enumerate() {
+            for (i, port) in container.ports.iter().flatten().enumerate() {
+                let at = |f: &str| format!("spec.containers[{c}].ports[{i}].{f}");
+                if !(1..=65535).contains(&port.container_port) {
+                    self.error(at("containerPort"), format!("{} is outside 1–65535", port.container_port));
+                }
+                if let Some(hp) = port.host_port.filter(|p| *p != 0)
+                    && !(1..=65535).contains(&hp)
+                {
+                    self.error(at("hostPort"), format!("{hp} is outside 1–65535"));
+                }
+                let protocol = port.protocol.as_deref().unwrap_or("TCP");
+                if !matches!(protocol, "TCP" | "UDP" | "SCTP") {
+                    self.error(at("protocol"), format!("{protocol:?} is not TCP, UDP or SCTP"));
+                }
+                if let Some(ip) = port.host_ip.as_deref()
+                    && !ip.is_empty()
+                    && ip.parse::<IpAddr>().is_err()
+                {
+                    self.error(at("hostIP"), format!("{ip:?} is not an IP address"));
+                }
+                if let Some(name) = port.name.as_deref() {
+                    if !is_port_name(name) {
+                        self.error(at("name"), format!("{name:?} is not a valid port name (≤ 15 lowercase alphanumerics and '-', with a letter)"));
+                    } else if !names.insert((name.to_string(), protocol.to_string())) {
+                        self.error(at("name"), format!("{name:?} is used by two ports of this Pod"));
+                    }
+                }
+            }
+        }
+        if let Some(hostname) = spec.hostname.as_deref()
+            && !is_dns_label(hostname)
+        {
+            self.error("spec.hostname", format!("{hostname:?} must be a DNS label"));
+        }
+        if let Some(subdomain) = spec.subdomain.as_deref()
+            && !is_dns_label(subdomain)
+        {
+            self.error("spec.subdomain", format!("{subdomain:?} must be a DNS label"));
+        }
+        if let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref())
+            && ip.parse::<IpAddr>().is_err()
+        {
+            self.error("status.podIP", format!("{ip:?} is not an IP address"));
+        }
+    }
+
+    fn ingress(&mut self, ingress: &Ingress) {
+        let Some(spec) = &ingress.spec else {
+            self.error("spec", "required");
+            return;
+        };
+        if spec.rules.as_ref().is_none_or(Vec::is_empty) && spec.default_backend.is_none() {
+            self.error("spec", "needs rules or a defaultBackend");
+        }
+        if let Some(backend) = &spec.default_backend {
+            self.backend("spec.defaultBackend", backend);
+        }
+        for (r, rule) in spec.rules.iter().flatten().enumerate() {
+            if let Some(host) = rule.host.as_deref().filter(|h| !h.is_empty())
+                && let Some(problem) = ingress_host_problem(host)
+            {
+                self.error(format!("spec.rules[{r}].host"), problem);
+            }
+            let Some(http) = &rule.http else { continue };
+            if http.paths.is_empty() {
+                self.error(format!("spec.rules[{r}].http.paths"), "required: at least one path");
+            }
+            for (p, path) in http.paths.iter().enumerate() {
+                let at = |f: &str| format!("spec.rules[{r}].http.paths[{p}].{f}");
+                match path.path_type.as_str() {
+                    "Exact" | "Prefix" | "ImplementationSpecific" => {}
+                    "" => self.error(at("pathType"), "required: Exact, Prefix or ImplementationSpecific"),
+                    other => self.error(at("pathType"), format!("{other:?} is not Exact, Prefix or ImplementationSpecific")),
+                }
+                match path.path.as_deref() {
+                    Some(p) if !p.starts_with('/') => self.error(at("path"), format!("{p:?} must start with '/'")),
+                    None if path.path_type != "ImplementationSpecific" => {
+                        self.error(at("path"), format!("required for pathType {}", path.path_type))
+                    }
+                    _ => {}
+                }
+                self.backend(&at("backend"), &path.backend);
+            }
+        }
+        for (t, tls) in spec.tls.iter().flatten().enumerate() {
+            for (h, host) in tls.hosts.iter().flatten().enumerate() {
+                if let Some(problem) = ingress_host_problem(host) {
+                    self.error(format!("spec.tls[{t}].hosts[{h}]"), problem);
+                }
+            }
+        }
+    }
+
+    fn backend(&mut self, at: &str, backend: &IngressBackend) {
+        match (&backend.service, &backend.resource) {
+            (Some(_), Some(_)) => self.error(at, "service and resource are mutually exclusive"),
+            (None, None) => self.error(at, "needs a service or a resource"),
+            (None, Some(_)) => self.warning(format!("{at}.resource"), "resource backends are not served by Portico; requests get 503"),
+            (Some(service), None) => {
+                if service.name.is_empty() {
+                    self.error(format!("{at}.service.name"), "required");
+                }
+                match service.port.as_ref().map(|p| (&p.name, p.number)) {
+                    None | Some((None, None)) => self.error(format!("{at}.service.port"), "required: a number or a name"),
+                    Some((Some(_), Some(_))) => self.error(format!("{at}.service.port"), "name and number are mutually exclusive"),
+                    Some((None, Some(n))) if !(1..=65535).contains(&n) => {
+                        self.error(format!("{at}.service.port.number"), format!("{n} is outside 1–65535"))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn secret(&mut self, secret: &Secret) {
+        if secret.type_.as_deref() != Some(TLS_SECRET_TYPE) {
+            return;
+        }
+        for key in ["tls.crt", "tls.key"] {
+            if secret_value(secret, key).is_none() {
+                self.error(format!("data[{key}]"), format!("required for a Secret of type {TLS_SECRET_TYPE}"));
+            }
+        }
+    }
+}
+
+/// A Secret's value for `key`, from `stringData` (which wins, as on the API server) or `data`.
+pub fn secret_value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|s| s.as_bytes())
+        .or_else(|| secret.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.as_slice()))
+}
+
+fn is_cidr(s: &str) -> bool {
+    let Some((ip, len)) = s.split_once('/') else { return false };
+    let Ok(ip) = ip.parse::<IpAddr>() else { return false };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    len.parse::<u8>().is_ok_and(|l| l <= max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::parse_text;
+    use std::path::Path;
+
+    fn findings(yaml: &str) -> Vec<(String, String)> {
+        let (objects, diags) = parse_text(Path::new("t.yaml"), yaml);
+        assert!(diags.is_empty(), "{diags:?}");
+        objects
+            .iter()
+            .flat_map(|(_, o)| validate(o))
+            .map(|d| (d.field.unwrap_or_default(), d.message))
+            .collect()
+    }
+
+    #[test]
+    fn service_port_mistakes() {
+        let f = findings(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: ClusterIP\n  ports:\n  - {name: a, port: 70000}\n  - {name: a, port: 80, nodePort: 30001}\n  - {port: 81}\n",
+        );
+        let fields: Vec<&str> = f.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, vec!["spec.ports[0].port", "spec.ports[1].name", "spec.ports[1].nodePort", "spec.ports[2].name"]);
+    }
+
+    #[test]
+    fn headless_with_node_ports() {
+        let f = findings(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec:\n  type: NodePort\n  clusterIP: None\n  ports: [{port: 80, nodePort: 30080}]\n",
+        );
+        assert!(f.iter().any(|(field, m)| field == "spec.clusterIP" && m.contains("may not be None")), "{f:?}");
+        assert!(f.iter().any(|(field, _)| field == "spec.ports[0].nodePort"), "{f:?}");
+    }
+
+    #[test]
+    fn external_name_must_be_dns() {
+        let f = findings(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: ext}\nspec: {type: ExternalName, externalName: 192.0.2.1}\n",
+        );
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].0, "spec.externalName");
+        assert!(f[0].1.contains("IP address"));
+    }
+
+    #[test]
+    fn ingress_path_and_host_mistakes() {
+        let f = findings(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec:\n  rules:\n  - host: a.example.com:80\n    http:\n      paths:\n      - path: api\n        pathType: Prefix\n        backend: {service: {name: api, port: {number: 80}}}\n  - host: '*.*.example.com'\n    http:\n      paths:\n      - path: /\n        pathType: ''\n        backend: {service: {name: api, port: {number: 80}}}\n",
+        );
+        let fields: Vec<&str> = f.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec!["spec.rules[0].host", "spec.rules[0].http.paths[0].path", "spec.rules[1].host", "spec.rules[1].http.paths[0].pathType"]
+        );
+    }
+
+    #[test]
+    fn tls_secret_needs_both_keys() {
+        let f = findings(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: kubernetes.io/tls\nstringData: {tls.crt: x}\n",
+        );
+        assert_eq!(f, vec![("data[tls.key]".to_string(), "required for a Secret of type kubernetes.io/tls".to_string())]);
+    }
+
+    #[test]
+    fn valid_service_has_no_findings() {
+        let f = findings(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  ports:\n  - {name: http, port: 80, targetPort: http}\n  - {name: dns, port: 53, protocol: UDP}\n",
+        );
+        assert!(f.is_empty(), "{f:?}");
+    }
+}
