@@ -1,0 +1,294 @@
+//! Pods as the data planes need them: address, node, readiness, ports, and HostPorts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Pod;
+use portico_model::{Diagnostic, ObjectKey, ObjectRef, Stored};
+use serde::Serialize;
+
+use crate::Protocol;
+use crate::alloc::{Allocations, Holders, CidrPool, Claim, assign};
+use crate::config::PlanConfig;
+use crate::order::by_age;
+
+/// A Pod the planner accepted.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodPlan {
+    /// Namespace and name.
+    pub key: ObjectKey,
+    /// The node it runs on.
+    pub node: String,
+    /// Its addresses: `status.podIPs`, or one allocated from the Pod CIDR.
+    pub ips: Vec<IpAddr>,
+    /// Whether the address was allocated by Portico rather than given in the manifest.
+    pub allocated_ip: bool,
+    /// Ready condition (true when the manifest carries no conditions: standalone Pods run).
+    pub ready: bool,
+    /// Being deleted.
+    pub terminating: bool,
+    /// `spec.hostname`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// `spec.subdomain`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subdomain: Option<String>,
+    /// Labels, for selectors.
+    #[serde(skip)]
+    pub labels: BTreeMap<String, String>,
+    /// Containers and their ports.
+    pub containers: Vec<ContainerPlan>,
+}
+
+/// One container of a Pod.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPlan {
+    /// Container name.
+    pub name: String,
+    /// True when the container runs Portico's built-in echo workload: its image's last path
+    /// segment is `portico` and its first argument is `echo`.
+    pub echo: bool,
+    /// Declared ports.
+    pub ports: Vec<ContainerPort>,
+}
+
+/// A declared container port.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    /// Port name, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The port number inside the Pod.
+    pub port: u16,
+    /// Transport protocol.
+    pub protocol: Protocol,
+}
+
+/// A host port mapped to a Pod's port on its node.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostPort {
+    /// The node whose port is opened.
+    pub node: String,
+    /// Only this host address, or every address of the node when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<IpAddr>,
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// Port on the node.
+    pub host_port: u16,
+    /// The Pod served.
+    pub pod: ObjectKey,
+    /// The Pod's address.
+    pub pod_ip: IpAddr,
+    /// The Pod's port.
+    pub container_port: u16,
+}
+
+impl PodPlan {
+    /// The port number a Service `targetPort` name refers to in this Pod.
+    pub fn named_port(&self, name: &str, protocol: Protocol) -> Option<u16> {
+        self.containers
+            .iter()
+            .flat_map(|c| &c.ports)
+            .find(|p| p.protocol == protocol && p.name.as_deref() == Some(name))
+            .map(|p| p.port)
+    }
+}
+
+/// Plans every Pod that is not finished: addresses (allocating where missing) and HostPorts.
+pub fn plan_pods(
+    pods: &BTreeMap<ObjectKey, Stored<Pod>>,
+    config: &PlanConfig,
+    previous: &Allocations,
+    allocations: &mut Allocations,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> (Vec<PodPlan>, Vec<HostPort>) {
+    let live: Vec<&Stored<Pod>> = by_age(pods.values(), |p| &p.object.metadata)
+        .into_iter()
+        .filter(|p| {
+            let phase = p.object.status.as_ref().and_then(|s| s.phase.as_deref());
+            !matches!(phase, Some("Succeeded" | "Failed"))
+        })
+        .collect();
+    let needs_ip: Vec<&Stored<Pod>> = live.iter().copied().filter(|p| given_ips(&p.object).is_empty() && !host_network(&p.object)).collect();
+    let claims: Vec<Claim<IpAddr>> = needs_ip
+        .iter()
+        .map(|p| {
+            let owner = key_of(p).to_string();
+            Claim { previous: previous.pod_ips.get(&owner).copied(), owner, requested: None }
+        })
+        .collect();
+    let mut held: Holders<IpAddr> = live.iter().flat_map(|p| given_ips(&p.object)).map(|ip| (ip, String::from("a Pod manifest"))).collect();
+    let results = assign(&CidrPool::pods(config.pod_cidr), &claims, &mut held, |_| false);
+    let mut allocated: HashMap<ObjectKey, IpAddr> = HashMap::new();
+    for (pod, result) in needs_ip.iter().zip(results) {
+        match result {
+            Ok(ip) => {
+                allocations.pod_ips.insert(key_of(pod).to_string(), ip);
+                allocated.insert(key_of(pod), ip);
+            }
+            Err(err) => diagnostics.push(
+                Diagnostic::error(format!("no Pod IP: {err}")).at(&pod.origin).on(reference(pod)).field("status.podIP"),
+            ),
+        }
+    }
+    let mut plans = Vec::new();
+    for pod in live {
+        let key = key_of(pod);
+        let node = pod.object.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_else(|| config.local_node.clone());
+        let (ips, allocated_ip) = if host_network(&pod.object) {
+            (config.local_node_addresses.clone(), false)
+        } else if let Some(ip) = allocated.get(&key) {
+            (vec![*ip], true)
+        } else {
+            (given_ips(&pod.object), false)
+        };
+        if ips.is_empty() {
+            continue;
+        }
+        plans.push(pod_plan(pod, key, node, ips, allocated_ip));
+    }
+    let host_ports = host_ports(&plans, pods, diagnostics);
+    (plans, host_ports)
+}
+
+fn key_of(pod: &Stored<Pod>) -> ObjectKey {
+    portico_model::object::key_of(portico_model::ObjectKind::Pod, &pod.object.metadata)
+}
+
+fn reference(pod: &Stored<Pod>) -> ObjectRef {
+    ObjectRef::new("Pod", key_of(pod))
+}
+
+fn host_network(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
+}
+
+fn given_ips(pod: &Pod) -> Vec<IpAddr> {
+    let Some(status) = &pod.status else { return Vec::new() };
+    let mut ips: Vec<IpAddr> = status.pod_ips.iter().flatten().filter_map(|p| p.ip.parse().ok()).collect();
+    if ips.is_empty()
+        && let Some(ip) = status.pod_ip.as_deref().and_then(|s| s.parse().ok())
+    {
+        ips.push(ip);
+    }
+    ips
+}
+
+fn pod_plan(pod: &Stored<Pod>, key: ObjectKey, node: String, ips: Vec<IpAddr>, allocated_ip: bool) -> PodPlan {
+    let spec = pod.object.spec.as_ref();
+    let conditions = pod.object.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let ready = match conditions.and_then(|c| c.iter().find(|c| c.type_ == "Ready")) {
+        Some(c) => c.status == "True",
+        None => true,
+    };
+    let containers = spec
+        .map(|s| {
+            s.containers
+                .iter()
+                .map(|c| ContainerPlan {
+                    name: c.name.clone(),
+                    echo: is_echo(c.image.as_deref(), c.command.as_deref(), c.args.as_deref()),
+                    ports: c
+                        .ports
+                        .iter()
+                        .flatten()
+                        .filter_map(|p| {
+                            Some(ContainerPort {
+                                name: p.name.clone(),
+                                port: u16::try_from(p.container_port).ok()?,
+                                protocol: Protocol::parse(p.protocol.as_deref())?,
+                            })
+                        })
+                        .collect(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    PodPlan {
+        key,
+        node,
+        ips,
+        allocated_ip,
+        ready,
+        terminating: pod.object.metadata.deletion_timestamp.is_some(),
+        hostname: spec.and_then(|s| s.hostname.clone()),
+        subdomain: spec.and_then(|s| s.subdomain.clone()),
+        labels: pod.object.metadata.labels.clone().unwrap_or_default(),
+        containers,
+    }
+}
+
+/// Whether a container asks for the built-in echo workload.
+fn is_echo(image: Option<&str>, command: Option<&[String]>, args: Option<&[String]>) -> bool {
+    let Some(image) = image else { return false };
+    let name = image.rsplit('/').next().unwrap_or(image);
+    let name = name.split(['@', ':']).next().unwrap_or(name);
+    let first = command.into_iter().flatten().chain(args.into_iter().flatten()).find(|a| a.as_str() != "portico");
+    name == "portico" && first.is_some_and(|a| a == "echo")
+}
+
+/// HostPorts per node; of two Pods wanting the same (hostIP, protocol, port), the older
+/// keeps it (the scheduler would never have placed the other there).
+fn host_ports(plans: &[PodPlan], pods: &BTreeMap<ObjectKey, Stored<Pod>>, diagnostics: &mut Vec<Diagnostic>) -> Vec<HostPort> {
+    let mut out: Vec<HostPort> = Vec::new();
+    for plan in plans {
+        let Some(stored) = pods.get(&plan.key) else { continue };
+        let Some(spec) = &stored.object.spec else { continue };
+        for (c, container) in spec.containers.iter().enumerate() {
+            for (i, port) in container.ports.iter().flatten().enumerate() {
+                let Some(host_port) = port.host_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) else { continue };
+                let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else { continue };
+                let Ok(container_port) = u16::try_from(port.container_port) else { continue };
+                let host_ip = port.host_ip.as_deref().and_then(|s| s.parse::<IpAddr>().ok()).filter(|ip| !ip.is_unspecified());
+                let clash = out.iter().find(|h| {
+                    h.node == plan.node
+                        && h.protocol == protocol
+                        && h.host_port == host_port
+                        && (h.host_ip.is_none() || host_ip.is_none() || h.host_ip == host_ip)
+                });
+                if let Some(clash) = clash {
+                    diagnostics.push(
+                        Diagnostic::error(format!(
+                            "hostPort {host_port}/{protocol} on node {} is already taken by Pod {}; not served",
+                            plan.node, clash.pod
+                        ))
+                        .at(&stored.origin)
+                        .on(ObjectRef::new("Pod", plan.key.clone()))
+                        .field(format!("spec.containers[{c}].ports[{i}].hostPort")),
+                    );
+                    continue;
+                }
+                let Some(pod_ip) = plan.ips.first().copied() else { continue };
+                out.push(HostPort {
+                    node: plan.node.clone(),
+                    host_ip,
+                    protocol,
+                    host_port,
+                    pod: plan.key.clone(),
+                    pod_ip,
+                    container_port,
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_detection() {
+        let args = vec!["echo".to_string()];
+        assert!(is_echo(Some("ghcr.io/portico-dev/portico:0.1"), None, Some(&args)));
+        assert!(is_echo(Some("portico"), Some(&["portico".into(), "echo".into()]), None));
+        assert!(!is_echo(Some("nginx"), None, Some(&args)));
+        assert!(!is_echo(Some("portico"), None, Some(&["run".into()])));
+    }
+}

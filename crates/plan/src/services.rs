@@ -1,0 +1,502 @@
+//! Services as kube-proxy sees them: addresses, ports, policies and endpoints.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use portico_model::validate::SERVICE_NAME_LABEL;
+use portico_model::{Diagnostic, ObjectKey, ObjectKind, ObjectRef, Store, Stored};
+use serde::Serialize;
+
+use crate::Protocol;
+use crate::alloc::{AllocError, Allocations, Holders, CidrPool, Claim, PortPool, assign};
+use crate::config::PlanConfig;
+use crate::endpoints::Endpoint;
+use crate::order::by_age;
+use crate::pods::PodPlan;
+
+/// Label naming the proxy that owns a Service; kube-proxy (and Portico) leave such Services
+/// to that proxy.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+
+/// How a Service is exposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ServiceKind {
+    /// A virtual IP reachable inside the cluster.
+    ClusterIP,
+    /// ClusterIP plus a port on every node.
+    NodePort,
+    /// NodePort plus an external IP.
+    LoadBalancer,
+    /// No virtual IP: DNS names the endpoints directly.
+    Headless,
+    /// A DNS alias (CNAME) for a name outside the cluster.
+    ExternalName,
+}
+
+/// Traffic policy: any endpoint in the cluster, or only those on the receiving node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum TrafficPolicy {
+    /// Any ready endpoint.
+    #[default]
+    Cluster,
+    /// Only endpoints on the node the traffic arrived at.
+    Local,
+}
+
+/// One Service, ready to serve.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePlan {
+    /// Namespace and name.
+    pub key: ObjectKey,
+    /// How it is exposed.
+    pub kind: ServiceKind,
+    /// False when another proxy owns it (or it has no virtual IP): DNS only.
+    pub proxied: bool,
+    /// The CNAME target of an ExternalName Service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_name: Option<String>,
+    /// Virtual IPs (empty for headless and ExternalName).
+    pub cluster_ips: Vec<IpAddr>,
+    /// `spec.externalIPs`: served like LoadBalancer IPs.
+    pub external_ips: Vec<IpAddr>,
+    /// LoadBalancer IPs.
+    pub load_balancer_ips: Vec<IpAddr>,
+    /// Ports with their endpoints.
+    pub ports: Vec<ServicePort>,
+    /// ClientIP affinity timeout in seconds, when affinity is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_affinity_timeout: Option<u32>,
+    /// Policy for traffic from outside (NodePort, LoadBalancer, external IPs).
+    pub external_traffic_policy: TrafficPolicy,
+    /// Policy for traffic to the ClusterIP.
+    pub internal_traffic_policy: TrafficPolicy,
+    /// NodePort answering health checks for `externalTrafficPolicy: Local`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check_node_port: Option<u16>,
+    /// Only these sources may reach the LoadBalancer IPs (empty: everyone).
+    pub load_balancer_source_ranges: Vec<IpNet>,
+    /// `spec.publishNotReadyAddresses`.
+    pub publish_not_ready_addresses: bool,
+}
+
+/// One port of a Service.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePort {
+    /// Port name ("" when the Service has one unnamed port).
+    pub name: String,
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// Port on the virtual IP.
+    pub port: u16,
+    /// Port on every node, for NodePort and LoadBalancer Services.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u16>,
+    /// `appProtocol`, e.g. `kubernetes.io/h2c`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
+    /// Every endpoint with its own target port and conditions.
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl ServicePlan {
+    /// Ready endpoints and all endpoints, counted over distinct addresses.
+    pub fn backend_counts(&self) -> (usize, usize) {
+        let mut all: BTreeMap<IpAddr, bool> = BTreeMap::new();
+        for e in self.ports.iter().flat_map(|p| &p.endpoints) {
+            *all.entry(e.address).or_default() |= e.ready;
+        }
+        (all.values().filter(|r| **r).count(), all.len())
+    }
+}
+
+/// Plans every Service: allocation first (oldest Services first), then endpoints.
+pub fn plan_services(
+    store: &Store,
+    pods: &[PodPlan],
+    config: &PlanConfig,
+    previous: &Allocations,
+    allocations: &mut Allocations,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<ServicePlan> {
+    let services = by_age(store.services.values(), |s| &s.object.metadata);
+    let mut rejected = vec![false; services.len()];
+    let mut report = |i: usize, field: String, err: String, diagnostics: &mut Vec<Diagnostic>| {
+        rejected[i] = true;
+        diagnostics.push(
+            Diagnostic::error(format!("{err}; the API server would reject this Service"))
+                .at(&services[i].origin)
+                .on(reference(services[i]))
+                .field(field),
+        );
+    };
+    let cluster_ips = allocate_cluster_ips(&services, config, previous, allocations, diagnostics, &mut report);
+    let node_ports = allocate_node_ports(&services, config, previous, allocations, diagnostics, &mut report);
+    let lb_ips = allocate_lb_ips(&services, config, previous, allocations, diagnostics);
+    let slices = slices_by_service(store);
+    let mut plans = Vec::new();
+    for (i, service) in services.iter().enumerate() {
+        if rejected[i] {
+            continue;
+        }
+        let key = key_of(service);
+        let plan = service_plan(
+            service,
+            &key,
+            cluster_ips.get(&key).cloned().unwrap_or_default(),
+            node_ports.get(&key),
+            lb_ips.get(&key).cloned().unwrap_or_default(),
+            slices.get(&key).map(Vec::as_slice).unwrap_or_default(),
+            pods,
+            diagnostics,
+        );
+        plans.push(plan);
+    }
+    plans.sort_by(|a, b| a.key.cmp(&b.key));
+    plans
+}
+
+type Report<'a> = dyn FnMut(usize, String, String, &mut Vec<Diagnostic>) + 'a;
+
+fn key_of(service: &Stored<Service>) -> ObjectKey {
+    portico_model::object::key_of(ObjectKind::Service, &service.object.metadata)
+}
+
+fn reference(service: &Stored<Service>) -> ObjectRef {
+    ObjectRef::new("Service", key_of(service))
+}
+
+fn kind_of(service: &Service) -> ServiceKind {
+    let spec = service.spec.as_ref();
+    match spec.and_then(|s| s.type_.as_deref()) {
+        Some("ExternalName") => ServiceKind::ExternalName,
+        _ if spec.and_then(|s| s.cluster_ip.as_deref()) == Some("None") => ServiceKind::Headless,
+        Some("NodePort") => ServiceKind::NodePort,
+        Some("LoadBalancer") => ServiceKind::LoadBalancer,
+        _ => ServiceKind::ClusterIP,
+    }
+}
+
+fn allocate_cluster_ips(
+    services: &[&Stored<Service>],
+    config: &PlanConfig,
+    previous: &Allocations,
+    allocations: &mut Allocations,
+    diagnostics: &mut Vec<Diagnostic>,
+    report: &mut Report<'_>,
+) -> BTreeMap<ObjectKey, Vec<IpAddr>> {
+    let mut out: BTreeMap<ObjectKey, Vec<IpAddr>> = BTreeMap::new();
+    let mut held = Holders::new();
+    for (family, cidr) in config.service_cidrs.iter().enumerate() {
+        let pool = CidrPool::service(*cidr);
+        let mut who = Vec::new();
+        let mut claims = Vec::new();
+        for (i, service) in services.iter().enumerate() {
+            if !matches!(kind_of(&service.object), ServiceKind::ClusterIP | ServiceKind::NodePort | ServiceKind::LoadBalancer) {
+                continue;
+            }
+            let spec = service.object.spec.as_ref();
+            let requested: Vec<IpAddr> = spec
+                .and_then(|s| s.cluster_ips.clone())
+                .unwrap_or_else(|| spec.and_then(|s| s.cluster_ip.clone()).into_iter().collect())
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            let wants_family = if family == 0 {
+                true
+            } else {
+                matches!(spec.and_then(|s| s.ip_family_policy.as_deref()), Some("PreferDualStack" | "RequireDualStack"))
+                    || requested.iter().any(|ip| ip.is_ipv4() == cidr.addr().is_ipv4())
+            };
+            if !wants_family {
+                continue;
+            }
+            let requested = requested.iter().copied().find(|ip| ip.is_ipv4() == cidr.addr().is_ipv4());
+            if family == 0 && requested.is_none() && spec.and_then(|s| s.cluster_ip.as_deref()).is_some_and(|ip| !ip.is_empty()) {
+                report(i, "spec.clusterIP".into(), format!("is not in the service CIDR {cidr}"), diagnostics);
+                continue;
+            }
+            let owner = key_of(service).to_string();
+            let prev = previous.cluster_ips.get(&owner).and_then(|ips| ips.iter().copied().find(|ip| cidr.contains(ip)));
+            claims.push(Claim { owner, requested, previous: prev });
+            who.push(i);
+        }
+        for (i, result) in who.into_iter().zip(assign(&pool, &claims, &mut held, |_| false)) {
+            match result {
+                Ok(ip) => out.entry(key_of(services[i])).or_default().push(ip),
+                Err(err) => report(i, "spec.clusterIP".into(), err.to_string(), diagnostics),
+            }
+        }
+    }
+    for (key, ips) in &out {
+        allocations.cluster_ips.insert(key.to_string(), ips.clone());
+    }
+    out
+}
+
+/// Per Service: port key → NodePort, plus the health-check NodePort under key "".
+type NodePorts = BTreeMap<ObjectKey, BTreeMap<String, u16>>;
+
+fn port_key(port: &k8s_openapi::api::core::v1::ServicePort) -> String {
+    match port.name.as_deref() {
+        Some(name) if !name.is_empty() => name.to_string(),
+        _ => format!("{}/{}", port.port, port.protocol.as_deref().unwrap_or("TCP")),
+    }
+}
+
+const HEALTH_CHECK: &str = "";
+
+fn allocate_node_ports(
+    services: &[&Stored<Service>],
+    config: &PlanConfig,
+    previous: &Allocations,
+    allocations: &mut Allocations,
+    diagnostics: &mut Vec<Diagnostic>,
+    report: &mut Report<'_>,
+) -> NodePorts {
+    let pool = PortPool::node_ports(config.node_port_range.clone());
+    // NodePorts are unique per protocol; one Service may use one number for TCP and UDP.
+    let mut held_by_proto: BTreeMap<Protocol, Holders<u16>> = BTreeMap::new();
+    let mut out = NodePorts::new();
+    // Explicit and previous NodePorts of every Service are claimed before fresh ones.
+    let mut per_proto: BTreeMap<Protocol, (Vec<(usize, String, String)>, Vec<Claim<u16>>)> = BTreeMap::new();
+    for (i, service) in services.iter().enumerate() {
+        let kind = kind_of(&service.object);
+        if !matches!(kind, ServiceKind::NodePort | ServiceKind::LoadBalancer) {
+            continue;
+        }
+        let Some(spec) = service.object.spec.as_ref() else { continue };
+        let owner = key_of(service).to_string();
+        let allocate = kind == ServiceKind::NodePort || spec.allocate_load_balancer_node_ports != Some(false);
+        for (p, port) in spec.ports.iter().flatten().enumerate() {
+            let requested = port.node_port.filter(|n| *n != 0).and_then(|n| u16::try_from(n).ok());
+            if requested.is_none() && !allocate {
+                continue;
+            }
+            let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else { continue };
+            let key = port_key(port);
+            let prev = previous.node_ports.get(&owner).and_then(|m| m.get(&key)).copied();
+            let entry = per_proto.entry(protocol).or_default();
+            entry.0.push((i, key, format!("spec.ports[{p}].nodePort")));
+            entry.1.push(Claim { owner: owner.clone(), requested, previous: prev });
+        }
+        if kind == ServiceKind::LoadBalancer && spec.external_traffic_policy.as_deref() == Some("Local") {
+            let requested = spec.health_check_node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0);
+            let prev = previous.health_check_node_ports.get(&owner).copied();
+            let entry = per_proto.entry(Protocol::Tcp).or_default();
+            entry.0.push((i, HEALTH_CHECK.into(), "spec.healthCheckNodePort".into()));
+            entry.1.push(Claim { owner: owner.clone(), requested, previous: prev });
+        }
+    }
+    for (protocol, (who, claims)) in &per_proto {
+        let mut held = held_by_proto.remove(protocol).unwrap_or_default();
+        // A fresh NodePort avoids numbers held under any protocol, so that a number means one
+        // Service on every protocol.
+        let other_held: std::collections::HashSet<u16> =
+            held_by_proto.values().flat_map(|m| m.keys().copied()).collect();
+        let results = assign(&pool, claims, &mut held, |n| other_held.contains(&n));
+        for ((i, key, field), (claim, result)) in who.iter().zip(claims.iter().zip(results)) {
+            match result {
+                Ok(port) => {
+                    out.entry(key_of(services[*i])).or_default().insert(key.clone(), port);
+                }
+                Err(AllocError::Taken { holder, .. }) if claim.requested.is_some() && holder == "another protocol" => {
+                    // The same Service may carry one number on TCP and UDP.
+                    let port = claim.requested.unwrap_or_default();
+                    out.entry(key_of(services[*i])).or_default().insert(key.clone(), port);
+                }
+                Err(err) => report(*i, field.clone(), err.to_string(), diagnostics),
+            }
+        }
+        held_by_proto.insert(*protocol, held);
+    }
+    for (key, ports) in &out {
+        let mut ports = ports.clone();
+        if let Some(hc) = ports.remove(HEALTH_CHECK) {
+            allocations.health_check_node_ports.insert(key.to_string(), hc);
+        }
+        allocations.node_ports.insert(key.to_string(), ports);
+    }
+    out
+}
+
+fn allocate_lb_ips(
+    services: &[&Stored<Service>],
+    config: &PlanConfig,
+    previous: &Allocations,
+    allocations: &mut Allocations,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> BTreeMap<ObjectKey, Vec<IpAddr>> {
+    let mut out = BTreeMap::new();
+    let mut held = Holders::new();
+    for net in &config.load_balancer_pools {
+        let pool = CidrPool::load_balancer(*net);
+        let mut who = Vec::new();
+        let mut claims = Vec::new();
+        for (i, service) in services.iter().enumerate() {
+            if kind_of(&service.object) != ServiceKind::LoadBalancer || out.contains_key(&key_of(service)) {
+                continue;
+            }
+            let spec = service.object.spec.as_ref();
+            if spec.and_then(|s| s.load_balancer_class.as_deref()).is_some() {
+                continue;
+            }
+            let owner = key_of(service).to_string();
+            let requested: Option<IpAddr> =
+                spec.and_then(|s| s.load_balancer_ip.as_deref()).filter(|s| !s.is_empty()).and_then(|s| s.parse().ok());
+            if requested.is_some_and(|ip| !net.contains(&ip)) {
+                continue;
+            }
+            let prev = previous.load_balancer_ips.get(&owner).and_then(|ips| ips.iter().copied().find(|ip| net.contains(ip)));
+            claims.push(Claim { owner, requested, previous: prev });
+            who.push(i);
+        }
+        for (i, result) in who.into_iter().zip(assign(&pool, &claims, &mut held, |_| false)) {
+            if let Ok(ip) = result {
+                out.insert(key_of(services[i]), vec![ip]);
+            }
+        }
+    }
+    for service in services {
+        let key = key_of(service);
+        let spec = service.object.spec.as_ref();
+        if kind_of(&service.object) != ServiceKind::LoadBalancer || out.contains_key(&key) {
+            continue;
+        }
+        if spec.and_then(|s| s.load_balancer_class.as_deref()).is_some() {
+            let from_status: Vec<IpAddr> = service
+                .object
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|l| l.ingress.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip.as_deref()?.parse().ok())
+                .collect();
+            out.insert(key, from_status);
+            continue;
+        }
+        let pools = config.load_balancer_pools.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let requested = spec.and_then(|s| s.load_balancer_ip.as_deref()).filter(|s| !s.is_empty());
+        let (field, message) = match requested {
+            Some(ip) => ("spec.loadBalancerIP", format!("{ip} is in no LoadBalancer pool ({pools}); no external IP assigned")),
+            None => ("spec.type", format!("no free LoadBalancer IP in the pools ({pools}); the Service stays pending")),
+        };
+        diagnostics.push(Diagnostic::warning(message).at(&service.origin).on(reference(service)).field(field));
+    }
+    for (key, ips) in &out {
+        if !ips.is_empty() {
+            allocations.load_balancer_ips.insert(key.to_string(), ips.clone());
+        }
+    }
+    out
+}
+
+fn slices_by_service(store: &Store) -> BTreeMap<ObjectKey, Vec<&EndpointSlice>> {
+    let mut out: BTreeMap<ObjectKey, Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in store.endpoint_slices.values() {
+        let meta = &slice.object.metadata;
+        let Some(service) = meta.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) else { continue };
+        let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+        out.entry(ObjectKey::new(namespace, service.clone())).or_default().push(&slice.object);
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn service_plan(
+    service: &Stored<Service>,
+    key: &ObjectKey,
+    cluster_ips: Vec<IpAddr>,
+    node_ports: Option<&BTreeMap<String, u16>>,
+    load_balancer_ips: Vec<IpAddr>,
+    slices: &[&EndpointSlice],
+    pods: &[PodPlan],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> ServicePlan {
+    let spec = service.object.spec.clone().unwrap_or_default();
+    let kind = kind_of(&service.object);
+    let policy = |p: &Option<String>| if p.as_deref() == Some("Local") { TrafficPolicy::Local } else { TrafficPolicy::Cluster };
+    let other_proxy = service.object.metadata.labels.as_ref().is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL));
+    let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
+    let selector = spec.selector.clone().unwrap_or_default();
+    let selected: Vec<&PodPlan> = if selector.is_empty() || kind == ServiceKind::ExternalName {
+        Vec::new()
+    } else {
+        pods.iter()
+            .filter(|p| p.key.namespace == key.namespace && selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+            .collect()
+    };
+    if !selector.is_empty() && kind != ServiceKind::ExternalName && slices.is_empty() && selected.is_empty() {
+        let wanted = selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        diagnostics.push(
+            Diagnostic::warning(format!("selector {wanted} matches no Pod in namespace {}; the Service has no endpoints", key.namespace))
+                .at(&service.origin)
+                .on(reference(service))
+                .field("spec.selector"),
+        );
+    }
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|port| {
+            let protocol = Protocol::parse(port.protocol.as_deref())?;
+            let endpoints = if !slices.is_empty() {
+                crate::endpoints::from_slices(slices, port.name.as_deref().unwrap_or(""), protocol)
+            } else {
+                crate::endpoints::from_pods(&selected, key, port.port, port.target_port.as_ref(), protocol, publish_not_ready)
+            };
+            Some(ServicePort {
+                name: port.name.clone().unwrap_or_default(),
+                protocol,
+                port: u16::try_from(port.port).ok()?,
+                node_port: node_ports.and_then(|m| m.get(&port_key(port))).copied(),
+                app_protocol: port.app_protocol.clone(),
+                endpoints,
+            })
+        })
+        .collect();
+    ServicePlan {
+        key: key.clone(),
+        kind,
+        proxied: !other_proxy && matches!(kind, ServiceKind::ClusterIP | ServiceKind::NodePort | ServiceKind::LoadBalancer),
+        external_name: spec.external_name.clone().filter(|_| kind == ServiceKind::ExternalName),
+        cluster_ips,
+        external_ips: spec.external_ips.iter().flatten().filter_map(|s| s.parse().ok()).collect(),
+        load_balancer_ips,
+        ports,
+        session_affinity_timeout: (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .and_then(|t| u32::try_from(t).ok())
+                .unwrap_or(10800)
+        }),
+        external_traffic_policy: policy(&spec.external_traffic_policy),
+        internal_traffic_policy: policy(&spec.internal_traffic_policy),
+        health_check_node_port: node_ports.and_then(|m| m.get(HEALTH_CHECK)).copied(),
+        load_balancer_source_ranges: spec.load_balancer_source_ranges.iter().flatten().filter_map(|s| s.parse().ok()).collect(),
+        publish_not_ready_addresses: publish_not_ready,
+    }
+}
+
+/// Resolves a Service `targetPort` for one Pod: numbers as they are, names through the
+/// Pod's container ports; `None` when the Pod has no such port.
+pub fn resolve_target_port(pod: &PodPlan, port: i32, target: Option<&IntOrString>, protocol: Protocol) -> Option<u16> {
+    match target {
+        None => u16::try_from(port).ok(),
+        Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
+        Some(IntOrString::String(s)) => match s.parse::<u16>() {
+            Ok(n) => Some(n),
+            Err(_) => pod.named_port(s, protocol),
+        },
+    }
+}
