@@ -1,0 +1,191 @@
+//! What `check` and `explain` print: diagnostics grouped by object, and the exposure table.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::Result;
+use portico_model::{Diagnostic, Severity};
+use portico_plan::exposure::{Exposure, Layer, exposures};
+use serde::Serialize;
+
+use crate::pipeline::Outcome;
+
+/// Width the text table is laid out for.
+const WIDTH: usize = 100;
+
+/// Prints diagnostics; returns whether any is an error.
+pub fn check(outcome: &Outcome, json: bool, out: &mut impl Write) -> Result<bool> {
+    let errors = count(&outcome.diagnostics, Severity::Error);
+    let warnings = count(&outcome.diagnostics, Severity::Warning);
+    if json {
+        #[derive(Serialize)]
+        struct Report<'a> {
+            errors: usize,
+            warnings: usize,
+            files: usize,
+            objects: usize,
+            diagnostics: &'a [Diagnostic],
+        }
+        let report = Report { errors, warnings, files: outcome.files.len(), objects: outcome.objects, diagnostics: &outcome.diagnostics };
+        serde_json::to_writer_pretty(&mut *out, &report)?;
+        writeln!(out)?;
+    } else {
+        write_diagnostics(&outcome.diagnostics, out)?;
+        writeln!(
+            out,
+            "{} error{}, {} warning{} in {} file{} ({} object{} accepted)",
+            errors,
+            plural(errors),
+            warnings,
+            plural(warnings),
+            outcome.files.len(),
+            plural(outcome.files.len()),
+            outcome.objects,
+            plural(outcome.objects)
+        )?;
+    }
+    Ok(errors > 0)
+}
+
+fn count(diagnostics: &[Diagnostic], severity: Severity) -> usize {
+    diagnostics.iter().filter(|d| d.severity == severity).count()
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Diagnostics grouped by file, then object, errors first within each object.
+fn write_diagnostics(diagnostics: &[Diagnostic], out: &mut impl Write) -> Result<()> {
+    let mut groups: BTreeMap<(String, String), Vec<&Diagnostic>> = BTreeMap::new();
+    for d in diagnostics {
+        let file = d.origin.as_ref().map(|o| o.file.display().to_string()).unwrap_or_else(|| "(planner)".into());
+        let object = match (&d.object, &d.origin) {
+            (Some(obj), Some(o)) => format!("{obj} (document {}{})", o.document, o.line.map(|l| format!(", line {l}")).unwrap_or_default()),
+            (Some(obj), None) => obj.to_string(),
+            (None, Some(o)) if o.document > 0 => format!("document {}{}", o.document, o.line.map(|l| format!(", line {l}")).unwrap_or_default()),
+            (None, _) => String::new(),
+        };
+        groups.entry((file, object)).or_default().push(d);
+    }
+    let mut last_file = None;
+    for ((file, object), mut items) in groups {
+        if last_file.as_ref() != Some(&file) {
+            writeln!(out, "{file}")?;
+            last_file = Some(file);
+        }
+        if !object.is_empty() {
+            writeln!(out, "  {object}")?;
+        }
+        items.sort_by_key(|d| d.severity);
+        for d in items {
+            let field = d.field.as_deref().filter(|f| !f.is_empty()).map(|f| format!("{f}: ")).unwrap_or_default();
+            writeln!(out, "    {:<7} {field}{}", d.severity.to_string(), d.message)?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints the exposure table (or JSON), and a one-line diagnostics summary on stderr.
+pub fn explain(outcome: &Outcome, json: bool, out: &mut impl Write) -> Result<()> {
+    let rows = exposures(&outcome.plan);
+    let errors = count(&outcome.diagnostics, Severity::Error);
+    let warnings = count(&outcome.diagnostics, Severity::Warning);
+    if json {
+        #[derive(Serialize)]
+        struct Report<'a> {
+            exposures: &'a [Exposure],
+            diagnostics: &'a [Diagnostic],
+        }
+        serde_json::to_writer_pretty(&mut *out, &Report { exposures: &rows, diagnostics: &outcome.diagnostics })?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    write_table(&rows, out)?;
+    if errors + warnings > 0 {
+        eprintln!(
+            "{errors} error{}, {warnings} warning{}: objects with errors are not shown; `portico check` lists them",
+            plural(errors),
+            plural(warnings)
+        );
+    }
+    Ok(())
+}
+
+const HEADERS: [&str; 7] = ["METHOD", "LAYER", "REACHABLE FROM", "TLS", "READY", "COSTS", "ENTRY POINT"];
+
+/// Where to connect, composed from addresses and ports: `addr:port/PROTO→target, …`.
+fn entry_points(row: &Exposure) -> Vec<String> {
+    let ports = row.ports.join(",");
+    row.addresses
+        .iter()
+        .map(|a| match (row.layer, ports.is_empty()) {
+            (Layer::L4, false) if a.contains(':') && !a.contains('.') => format!("[{a}]:{ports}"),
+            (Layer::L4, false) => format!("{a}:{ports}"),
+            (_, false) => format!("{a} ({ports})"),
+            (_, true) => a.clone(),
+        })
+        .collect()
+}
+
+fn cells(row: &Exposure) -> [String; 6] {
+    [
+        format!("{:?}", row.method),
+        match row.layer {
+            Layer::Dns => "DNS".into(),
+            other => format!("{other:?}"),
+        },
+        row.reachable_from.describe(),
+        if row.tls { "yes".into() } else { "no".into() },
+        format!("{}/{}", row.ready, row.total),
+        row.cost.clone(),
+    ]
+}
+
+/// Rows grouped under their object, columns aligned across the whole table, entry points
+/// last and one per line; an entry point that would pass 100 columns goes on a line of its
+/// own rather than wrapping.
+fn write_table(rows: &[Exposure], out: &mut impl Write) -> Result<()> {
+    if rows.is_empty() {
+        writeln!(out, "Nothing is exposed.")?;
+        return Ok(());
+    }
+    let table: Vec<[String; 6]> = rows.iter().map(cells).collect();
+    let mut widths: Vec<usize> = HEADERS[..6].iter().map(|h| h.chars().count()).collect();
+    for r in &table {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let fixed = |cells: &[String]| -> String {
+        let mut text = String::from("  ");
+        for (cell, w) in cells.iter().zip(&widths) {
+            text.push_str(&format!("{cell:<w$}  "));
+        }
+        text
+    };
+    let header: Vec<String> = HEADERS[..6].iter().map(|h| h.to_string()).collect();
+    writeln!(out, "{}{}", fixed(&header), HEADERS[6])?;
+    let lead = fixed(&header).chars().count();
+    let mut last = None;
+    for (row, cells) in rows.iter().zip(&table) {
+        if last != Some(&row.object) {
+            writeln!(out, "{}", row.object)?;
+            last = Some(&row.object);
+        }
+        let mut prefix = fixed(cells);
+        for entry in entry_points(row) {
+            if lead + entry.chars().count() > WIDTH {
+                writeln!(out, "{}", prefix.trim_end())?;
+                writeln!(out, "      {entry}")?;
+            } else {
+                writeln!(out, "{prefix}{entry}")?;
+            }
+            prefix = " ".repeat(lead);
+        }
+        if row.addresses.is_empty() {
+            writeln!(out, "{}", prefix.trim_end())?;
+        }
+    }
+    Ok(())
+}
