@@ -115,7 +115,9 @@ pub fn parse_text(file: &Path, text: &str) -> (Vec<(Origin, Object)>, Vec<Diagno
 /// The parser's message without its rendered source snippet: we print file and line ourselves.
 fn yaml_message(err: &serde_saphyr::Error) -> String {
     let text = err.without_snippet().to_string();
-    text.lines().next().unwrap_or_default().trim().to_string()
+    let first = text.lines().next().unwrap_or_default().trim();
+    // The parser counts lines within the document; the diagnostic carries the file's line.
+    first.split(" at line ").next().unwrap_or(first).to_string()
 }
 
 struct Document {

@@ -87,13 +87,15 @@ pub trait Pool {
 
 /// Hands out values for `claims`, in order of precedence (callers sort oldest first).
 ///
-/// `taken` reports values already held elsewhere (e.g. a NodePort of the other protocol);
-/// `holders` maps held values to their owners, and is updated.
+/// `taken(value, owner)` reports values held elsewhere for that owner (e.g. a NodePort
+/// another Service holds on another protocol); `holders` maps held values to their owners,
+/// and is updated. What an owner held before is kept first, without consulting `taken`:
+/// previous values were consistent when they were handed out.
 pub fn assign<P: Pool>(
     pool: &P,
     claims: &[Claim<P::Value>],
     holders: &mut Holders<P::Value>,
-    taken: impl Fn(P::Value) -> bool,
+    taken: impl Fn(P::Value, &str) -> bool,
 ) -> Vec<Result<P::Value, AllocError>> {
     let mut results: Vec<Option<Result<P::Value, AllocError>>> = vec![None; claims.len()];
     // Keep what each owner had, unless the manifest now asks for something else.
@@ -102,7 +104,6 @@ pub fn assign<P: Pool>(
             && claim.requested.is_none_or(|r| r == prev)
             && pool.contains(prev)
             && !holders.contains_key(&prev)
-            && !taken(prev)
         {
             holders.insert(prev, claim.owner.clone());
             results[i] = Some(Ok(prev));
@@ -117,8 +118,8 @@ pub fn assign<P: Pool>(
                 Err(AllocError::OutOfRange { value: want.to_string(), range: pool.describe() })
             } else if let Some(holder) = holders.get(&want) {
                 Err(AllocError::Taken { value: want.to_string(), holder: holder.clone() })
-            } else if taken(want) {
-                Err(AllocError::Taken { value: want.to_string(), holder: "another protocol".into() })
+            } else if taken(want, &claim.owner) {
+                Err(AllocError::Taken { value: want.to_string(), holder: "another Service on another protocol".into() })
             } else {
                 holders.insert(want, claim.owner.clone());
                 Ok(want)
@@ -129,7 +130,7 @@ pub fn assign<P: Pool>(
         if results[i].is_some() {
             continue;
         }
-        let fresh = pool.order(&claim.owner).map(|i| pool.at(i)).find(|v| !holders.contains_key(v) && !taken(*v));
+        let fresh = pool.order(&claim.owner).map(|i| pool.at(i)).find(|v| !holders.contains_key(v) && !taken(*v, &claim.owner));
         results[i] = Some(match fresh {
             Some(v) => {
                 holders.insert(v, claim.owner.clone());
@@ -277,7 +278,7 @@ mod tests {
     fn node_ports_prefer_the_upper_band() {
         let pool = PortPool::node_ports(30000..=32767);
         let mut held = Holders::new();
-        let got = assign(&pool, &claims(&["a", "b", "c"]), &mut held, |_| false);
+        let got = assign(&pool, &claims(&["a", "b", "c"]), &mut held, |_, _| false);
         for port in got.into_iter().map(|r| r.expect("free")) {
             assert!(port >= 30086, "{port} is in the static band");
         }
@@ -291,7 +292,7 @@ mod tests {
         c[0].requested = Some(30080);
         c[1].requested = Some(30080);
         c[2].requested = Some(80);
-        let got = assign(&pool, &c, &mut held, |_| false);
+        let got = assign(&pool, &c, &mut held, |_, _| false);
         assert_eq!(got[0], Ok(30080));
         assert_eq!(got[1], Err(AllocError::Taken { value: "30080".into(), holder: "a".into() }));
         assert!(matches!(got[2], Err(AllocError::OutOfRange { .. })));
@@ -306,7 +307,7 @@ mod tests {
             Claim { owner: "new".into(), requested: Some(ip), previous: None },
             Claim { owner: "old".into(), requested: None, previous: Some(ip) },
         ];
-        let got = assign(&pool, &c, &mut held, |_| false);
+        let got = assign(&pool, &c, &mut held, |_, _| false);
         assert_eq!(got[1], Ok(ip));
         assert!(matches!(got[0], Err(AllocError::Taken { .. })));
     }
@@ -317,7 +318,7 @@ mod tests {
         let mut held = Holders::new();
         let c: Vec<Claim<IpAddr>> =
             ["a", "b", "c"].iter().map(|n| Claim { owner: n.to_string(), requested: None, previous: None }).collect();
-        let got = assign(&pool, &c, &mut held, |_| false);
+        let got = assign(&pool, &c, &mut held, |_, _| false);
         assert_eq!(got[0], Ok("127.97.0.1".parse().expect("ip")));
         assert_eq!(got[1], Ok("127.97.0.2".parse().expect("ip")));
         assert!(matches!(got[2], Err(AllocError::Exhausted { .. })));

@@ -221,13 +221,15 @@ fn ingress_exposures(plan: &Plan, out: &mut Vec<Exposure>) {
         for route in &vhost.routes {
             let scheme = if vhost.tls { "https" } else { "http" };
             let suffix = if route.kind == PathKind::Exact { " (exact)" } else { "" };
-            let url = format!("{scheme}://{host}{}{suffix}", route.path);
+            let port = if vhost.tls { plan.ingress_addresses.https.port() } else { plan.ingress_addresses.http.port() };
+            let url = format!("{scheme}://{host}:{port}{}{suffix}", route.path);
             out.push(ingress_row(plan, ObjectRef::new("Ingress", route.ingress.clone()), url, &route.backend, vhost.tls));
         }
     }
     if let Some(backend) = &plan.ingress.default_backend {
         let object = ObjectRef::new("Ingress", plan.ingress.ingresses.first().cloned().unwrap_or_default());
-        out.push(ingress_row(plan, object, "http://* (default backend)".into(), backend, false));
+        let url = format!("http://*:{}/ (default backend)", plan.ingress_addresses.http.port());
+        out.push(ingress_row(plan, object, url, backend, false));
     }
 }
 

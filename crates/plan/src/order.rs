@@ -2,19 +2,21 @@
 //! server would have accepted it first.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use portico_model::Stored;
 
-/// Items sorted oldest first by `metadata.creationTimestamp`; items without one count as
-/// newest and keep their given (file) order among themselves.
-pub fn by_age<'a, T: 'a>(items: impl IntoIterator<Item = &'a T>, meta: impl Fn(&T) -> &ObjectMeta) -> Vec<&'a T> {
-    let mut items: Vec<&T> = items.into_iter().collect();
+/// Objects sorted oldest first by `metadata.creationTimestamp`; objects without one count as
+/// newest and keep manifest order (file, then document) among themselves.
+pub fn by_age<'a, T: 'a>(items: impl IntoIterator<Item = &'a Stored<T>>, meta: impl Fn(&T) -> &ObjectMeta) -> Vec<&'a Stored<T>> {
+    let mut items: Vec<&Stored<T>> = items.into_iter().collect();
     items.sort_by(|a, b| {
-        let (a, b) = (&meta(a).creation_timestamp, &meta(b).creation_timestamp);
-        match (a, b) {
-            (Some(a), Some(b)) => a.0.cmp(&b.0),
+        let (ta, tb) = (&meta(&a.object).creation_timestamp, &meta(&b.object).creation_timestamp);
+        let by_time = match (ta, tb) {
+            (Some(x), Some(y)) => x.0.cmp(&y.0),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => std::cmp::Ordering::Equal,
-        }
+        };
+        by_time.then_with(|| a.origin.cmp(&b.origin))
     });
     items
 }

@@ -107,7 +107,7 @@ pub fn plan_pods(
     allocations: &mut Allocations,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> (Vec<PodPlan>, Vec<HostPort>) {
-    let live: Vec<&Stored<Pod>> = by_age(pods.values(), |p| &p.object.metadata)
+    let live: Vec<&Stored<Pod>> = by_age(pods.values(), |p| &p.metadata)
         .into_iter()
         .filter(|p| {
             let phase = p.object.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -123,7 +123,7 @@ pub fn plan_pods(
         })
         .collect();
     let mut held: Holders<IpAddr> = live.iter().flat_map(|p| given_ips(&p.object)).map(|ip| (ip, String::from("a Pod manifest"))).collect();
-    let results = assign(&CidrPool::pods(config.pod_cidr), &claims, &mut held, |_| false);
+    let results = assign(&CidrPool::pods(config.pod_cidr), &claims, &mut held, |_, _| false);
     let mut allocated: HashMap<ObjectKey, IpAddr> = HashMap::new();
     for (pod, result) in needs_ip.iter().zip(results) {
         match result {

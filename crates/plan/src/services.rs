@@ -12,7 +12,7 @@ use portico_model::{Diagnostic, ObjectKey, ObjectKind, ObjectRef, Store, Stored}
 use serde::Serialize;
 
 use crate::Protocol;
-use crate::alloc::{AllocError, Allocations, Holders, CidrPool, Claim, PortPool, assign};
+use crate::alloc::{Allocations, CidrPool, Holders, Claim, PortPool, assign};
 use crate::config::PlanConfig;
 use crate::endpoints::Endpoint;
 use crate::order::by_age;
@@ -124,7 +124,7 @@ pub fn plan_services(
     allocations: &mut Allocations,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<ServicePlan> {
-    let services = by_age(store.services.values(), |s| &s.object.metadata);
+    let services = by_age(store.services.values(), |s| &s.metadata);
     let mut rejected = vec![false; services.len()];
     let mut report = |i: usize, field: String, err: String, diagnostics: &mut Vec<Diagnostic>| {
         rejected[i] = true;
@@ -226,7 +226,7 @@ fn allocate_cluster_ips(
             claims.push(Claim { owner, requested, previous: prev });
             who.push(i);
         }
-        for (i, result) in who.into_iter().zip(assign(&pool, &claims, &mut held, |_| false)) {
+        for (i, result) in who.into_iter().zip(assign(&pool, &claims, &mut held, |_, _| false)) {
             match result {
                 Ok(ip) => out.entry(key_of(services[i])).or_default().push(ip),
                 Err(err) => report(i, "spec.clusterIP".into(), err.to_string(), diagnostics),
@@ -293,21 +293,30 @@ fn allocate_node_ports(
             entry.1.push(Claim { owner: owner.clone(), requested, previous: prev });
         }
     }
+    // A NodePort number belongs to one Service on every protocol; previous values are
+    // reserved up front so that fresh ones for an earlier protocol cannot take them.
+    let mut other_owner: BTreeMap<Protocol, std::collections::HashMap<u16, String>> = BTreeMap::new();
+    for (protocol, (_, claims)) in &per_proto {
+        for claim in claims {
+            if let Some(prev) = claim.previous.or(claim.requested) {
+                for other in per_proto.keys().filter(|p| *p != protocol) {
+                    other_owner.entry(*other).or_default().entry(prev).or_insert_with(|| claim.owner.clone());
+                }
+            }
+        }
+    }
     for (protocol, (who, claims)) in &per_proto {
-        let mut held = held_by_proto.remove(protocol).unwrap_or_default();
-        // A fresh NodePort avoids numbers held under any protocol, so that a number means one
-        // Service on every protocol.
-        let other_held: std::collections::HashSet<u16> =
-            held_by_proto.values().flat_map(|m| m.keys().copied()).collect();
-        let results = assign(&pool, claims, &mut held, |n| other_held.contains(&n));
-        for ((i, key, field), (claim, result)) in who.iter().zip(claims.iter().zip(results)) {
+        let mut held = Holders::new();
+        let reserved = other_owner.remove(protocol).unwrap_or_default();
+        let held_elsewhere: std::collections::HashMap<u16, String> =
+            held_by_proto.values().flat_map(|m| m.iter().map(|(k, v)| (*k, v.clone()))).collect();
+        let taken = |n: u16, owner: &str| {
+            held_elsewhere.get(&n).is_some_and(|h| h != owner) || reserved.get(&n).is_some_and(|h| h != owner)
+        };
+        let results = assign(&pool, claims, &mut held, taken);
+        for ((i, key, field), result) in who.iter().zip(results) {
             match result {
                 Ok(port) => {
-                    out.entry(key_of(services[*i])).or_default().insert(key.clone(), port);
-                }
-                Err(AllocError::Taken { holder, .. }) if claim.requested.is_some() && holder == "another protocol" => {
-                    // The same Service may carry one number on TCP and UDP.
-                    let port = claim.requested.unwrap_or_default();
                     out.entry(key_of(services[*i])).or_default().insert(key.clone(), port);
                 }
                 Err(err) => report(*i, field.clone(), err.to_string(), diagnostics),
@@ -356,7 +365,7 @@ fn allocate_lb_ips(
             claims.push(Claim { owner, requested, previous: prev });
             who.push(i);
         }
-        for (i, result) in who.into_iter().zip(assign(&pool, &claims, &mut held, |_| false)) {
+        for (i, result) in who.into_iter().zip(assign(&pool, &claims, &mut held, |_, _| false)) {
             if let Ok(ip) = result {
                 out.insert(key_of(services[i]), vec![ip]);
             }

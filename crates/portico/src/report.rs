@@ -122,8 +122,8 @@ fn entry_points(row: &Exposure) -> Vec<String> {
         .map(|a| match (row.layer, ports.is_empty()) {
             (Layer::L4, false) if a.contains(':') && !a.contains('.') => format!("[{a}]:{ports}"),
             (Layer::L4, false) => format!("{a}:{ports}"),
-            (_, false) => format!("{a} ({ports})"),
-            (_, true) => a.clone(),
+            (Layer::Dns, false) => format!("{a} ({ports})"),
+            _ => a.clone(),
         })
         .collect()
 }
