@@ -1,0 +1,181 @@
+//! End-to-end tests of the `portico` binary: check, explain, echo and the state folder.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn portico(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portico")).args(args).current_dir(repo()).output().expect("portico runs")
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+#[test]
+fn broken_manifests_get_exactly_the_expected_diagnostics() {
+    let out = portico(&["check", "--output", "json", "tests/broken"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = json(&out);
+    let mut got: Vec<Value> = report["diagnostics"].as_array().unwrap().clone();
+    let expected = std::fs::read_to_string(repo().join("tests/broken/EXPECTED")).unwrap();
+    let mut want = 0;
+    for line in expected.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        want += 1;
+        let cols: Vec<&str> = line.split('|').map(str::trim).collect();
+        let [severity, file, object, field, words] = cols[..] else { panic!("bad EXPECTED line {line}") };
+        let matches = |d: &Value| {
+            let d_object = match &d["object"] {
+                Value::Null => "-".to_string(),
+                o => {
+                    let ns = o["namespace"].as_str().unwrap_or("");
+                    let name = o["name"].as_str().unwrap_or("");
+                    let key = if ns.is_empty() { name.to_string() } else { format!("{ns}/{name}") };
+                    format!("{} {key}", o["kind"].as_str().unwrap_or(""))
+                }
+            };
+            d["severity"] == severity
+                && d["origin"]["file"].as_str().is_some_and(|f| f.ends_with(file))
+                && d_object == object
+                && d["field"].as_str().unwrap_or("-") == field
+                && d["message"].as_str().is_some_and(|m| m.contains(words))
+        };
+        let found: Vec<usize> = got.iter().enumerate().filter(|(_, d)| matches(d)).map(|(i, _)| i).collect();
+        assert_eq!(found.len(), 1, "expected exactly one diagnostic for: {line}\ngot: {got:#?}");
+        got.remove(found[0]);
+    }
+    assert!(got.is_empty(), "unexpected diagnostics: {got:#?}");
+    assert_eq!(report["errors"].as_u64().unwrap() + report["warnings"].as_u64().unwrap(), want);
+}
+
+#[test]
+fn every_example_checks_clean() {
+    let mut count = 0;
+    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.is_dir() {
+            continue;
+        }
+        count += 1;
+        let out = portico(&["check", "--output", "json", path.to_str().unwrap()]);
+        let report = json(&out);
+        assert_eq!(out.status.code(), Some(0), "{}: {report:#}", path.display());
+        assert_eq!(report["errors"], 0, "{}", path.display());
+        assert!(report["objects"].as_u64().unwrap() > 0, "{} is empty", path.display());
+    }
+    assert!(count >= 8, "only {count} example folders");
+}
+
+#[test]
+fn explain_quickstart_shows_every_method_with_reach_and_cost() {
+    let out = portico(&["explain", "--output", "json", "examples/quickstart"]);
+    assert!(out.status.success());
+    let report = json(&out);
+    let rows = report["exposures"].as_array().unwrap();
+    let row = |method: &str| rows.iter().find(|r| r["method"] == method).unwrap_or_else(|| panic!("no {method} row in {rows:#?}"));
+    for (method, layer, reach) in [
+        ("ClusterIP", "L4", Value::from("cluster")),
+        ("NodePort", "L4", Value::from("everyNode")),
+        ("LoadBalancer", "L4", Value::from("outside")),
+        ("Ingress", "L7", Value::from("outside")),
+        ("Headless", "DNS", Value::from("cluster")),
+        ("ExternalName", "DNS", Value::from("cluster")),
+    ] {
+        let r = row(method);
+        assert_eq!(r["layer"], layer, "{method}");
+        assert_eq!(r["reachableFrom"], reach, "{method}");
+    }
+    assert_eq!(row("HostPort")["reachableFrom"]["node"], "local");
+    // Only LoadBalancer rows cost an external IP of their own, from the loopback pool.
+    for r in rows {
+        let ips = r["externalIps"].as_array().unwrap();
+        if r["method"] == "LoadBalancer" {
+            assert_eq!(ips.len(), 1);
+            assert!(ips[0].as_str().unwrap().starts_with("127.97.0."));
+        } else {
+            assert!(ips.is_empty(), "{r:#}");
+        }
+    }
+    let ingress = row("Ingress");
+    assert_eq!(ingress["tls"], true);
+    assert!(ingress["addresses"][0].as_str().unwrap().starts_with("https://quickstart.example.test:8443/"));
+    let static_node_port = rows.iter().find(|r| r["method"] == "NodePort" && r["object"]["name"] == "web-nodeport").unwrap();
+    assert_eq!(static_node_port["ports"][0], "30081/TCP");
+    assert_eq!(row("Headless")["ready"], 2);
+}
+
+#[test]
+fn explain_text_fits_in_100_columns() {
+    let out = portico(&["explain", "examples/quickstart", "examples/ingress-tls", "examples/nodeport"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("LoadBalancer") && text.contains("ENTRY POINT"));
+    for line in text.lines() {
+        assert!(line.chars().count() <= 100, "too wide ({}): {line}", line.chars().count());
+    }
+}
+
+#[test]
+fn state_folder_keeps_allocations_across_runs_and_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("m");
+    std::fs::create_dir(&manifests).unwrap();
+    let service = |name: &str| format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: LoadBalancer\n  ports: [{{port: 80}}]\n");
+    std::fs::write(manifests.join("a.yaml"), service("alpha")).unwrap();
+    let state = dir.path().join("state");
+    let args = ["explain", "--output", "json", "--state", state.to_str().unwrap(), manifests.to_str().unwrap()];
+    let addresses = |report: &Value, name: &str| -> Vec<Value> {
+        report["exposures"].as_array().unwrap().iter().filter(|r| r["object"]["name"] == name).map(|r| r["addresses"].clone()).collect()
+    };
+    let first = json(&portico(&args));
+    assert!(state.join("allocations.json").exists());
+    // A Service added before it (in name order and in file order) must not move it.
+    std::fs::write(manifests.join("0.yaml"), service("aardvark")).unwrap();
+    let second = json(&portico(&args));
+    assert_eq!(addresses(&first, "alpha"), addresses(&second, "alpha"));
+    assert_eq!(addresses(&second, "aardvark").len(), 3);
+    // The saved state is what keeps it: the LB pool hands out lowest-first, so without the
+    // state folder the older "aardvark" would now get alpha's IP.
+    let fresh = json(&portico(&["explain", "--output", "json", manifests.to_str().unwrap()]));
+    assert_ne!(addresses(&fresh, "alpha"), addresses(&second, "alpha"));
+}
+
+#[test]
+fn echo_answers_http_with_json() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["echo", "--listen", "127.0.0.1:0", "--name", "pod-a", "--namespace", "ns"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line.split_whitespace().find(|w| w.starts_with("127.0.0.1:")).expect("address in banner").to_string();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    write!(stream, "GET /hello?x=1 HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    child.kill().unwrap();
+    let _ = child.wait();
+    let body = response.split("\r\n\r\n").nth(1).unwrap();
+    let v: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["path"], "/hello");
+    assert_eq!(v["host"], "demo");
+    assert_eq!(v["pod"], "pod-a");
+    assert_eq!(v["namespace"], "ns");
+}
+
+#[test]
+fn missing_path_is_a_clear_error_not_a_panic() {
+    let out = portico(&["check", "no/such/folder"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no/such/folder") && text.contains("cannot read"), "{text}");
+}
