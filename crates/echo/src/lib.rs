@@ -89,12 +89,9 @@ pub struct TlsConfig {
 impl TlsConfig {
     /// Builds from PEM bytes: a certificate chain (leaf first) and one private key.
     pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, EchoError> {
-        let certs = CertificateDer::pem_slice_iter(cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| EchoError::Pem {
-                what: "certificate",
-                origin: "PEM bytes".to_owned(),
-                source,
+        let certs =
+            CertificateDer::pem_slice_iter(cert_pem).collect::<Result<Vec<_>, _>>().map_err(|source| {
+                EchoError::Pem { what: "certificate", origin: "PEM bytes".to_owned(), source }
             })?;
         require_certificate(&certs, "PEM bytes")?;
         let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| EchoError::Pem {
@@ -136,18 +133,14 @@ impl TlsConfig {
             .and_then(|builder| builder.with_no_client_auth().with_single_cert(certs, key))
             .map_err(|source| EchoError::Tls { origin, source })?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Self {
-            server_config: Arc::new(config),
-        })
+        Ok(Self { server_config: Arc::new(config) })
     }
 }
 
 /// Fails early on a PEM with no certificate, so the error names the certificate rather than the key.
 fn require_certificate(certs: &[CertificateDer<'_>], origin: &str) -> Result<(), EchoError> {
     if certs.is_empty() {
-        return Err(EchoError::NoCertificate {
-            origin: origin.to_owned(),
-        });
+        return Err(EchoError::NoCertificate { origin: origin.to_owned() });
     }
     Ok(())
 }
@@ -245,13 +238,7 @@ impl Echo {
             let udp = bind_udp(addr).await?;
             (tcp, udp, addr)
         };
-        Ok(Echo {
-            tcp,
-            udp,
-            local_addr,
-            identity: Arc::new(identity),
-            tls,
-        })
+        Ok(Echo { tcp, udp, local_addr, identity: Arc::new(identity), tls })
     }
 
     /// The bound address (with the real port when port 0 was asked for).
@@ -260,26 +247,11 @@ impl Echo {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests up to 5 s.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), EchoError> {
-        let Echo {
-            tcp,
-            udp,
-            local_addr,
-            identity,
-            tls,
-        } = self;
-        let pod_header = identity
-            .pod
-            .as_deref()
-            .and_then(|pod| HeaderValue::from_str(pod).ok());
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), EchoError> {
+        let Echo { tcp, udp, local_addr, identity, tls } = self;
+        let pod_header = identity.pod.as_deref().and_then(|pod| HeaderValue::from_str(pod).ok());
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
         builder.http2().timer(TokioTimer::new());
         let shared = Arc::new(Shared {
             identity,
@@ -291,8 +263,7 @@ impl Echo {
 
         let pod_name = shared.identity.pod.clone().unwrap_or_default();
         let udp_task = tokio::spawn(
-            udp_echo(udp)
-                .instrument(tracing::debug_span!("echo_udp", %local_addr, pod = %pod_name)),
+            udp_echo(udp).instrument(tracing::debug_span!("echo_udp", %local_addr, pod = %pod_name)),
         );
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -367,54 +338,31 @@ struct ConnInfo {
 }
 
 /// Tries kernel-picked TCP ports until the same port number is also free for UDP.
-async fn bind_shared_port(
-    addr: SocketAddr,
-) -> Result<(TcpListener, UdpSocket, SocketAddr), EchoError> {
+async fn bind_shared_port(addr: SocketAddr) -> Result<(TcpListener, UdpSocket, SocketAddr), EchoError> {
     for _ in 0..SHARED_PORT_ATTEMPTS {
         let tcp = bind_tcp(addr).await?;
-        let local = tcp
-            .local_addr()
-            .map_err(|source| EchoError::LocalAddr { addr, source })?;
+        let local = tcp.local_addr().map_err(|source| EchoError::LocalAddr { addr, source })?;
         match UdpSocket::bind(local).await {
             Ok(udp) => return Ok((tcp, udp, local)),
             Err(error) if error.kind() == io::ErrorKind::AddrInUse => {
                 tracing::debug!(%local, "UDP port taken; picking another TCP port");
             }
             Err(source) => {
-                return Err(EchoError::Bind {
-                    proto: "UDP",
-                    addr: local,
-                    source,
-                });
+                return Err(EchoError::Bind { proto: "UDP", addr: local, source });
             }
         }
     }
-    Err(EchoError::NoSharedPort {
-        addr,
-        attempts: SHARED_PORT_ATTEMPTS,
-    })
+    Err(EchoError::NoSharedPort { addr, attempts: SHARED_PORT_ATTEMPTS })
 }
 
 /// Binds the TCP listener, naming the address on failure.
 async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, EchoError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| EchoError::Bind {
-            proto: "TCP",
-            addr,
-            source,
-        })
+    TcpListener::bind(addr).await.map_err(|source| EchoError::Bind { proto: "TCP", addr, source })
 }
 
 /// Binds the UDP socket, naming the address on failure.
 async fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, EchoError> {
-    UdpSocket::bind(addr)
-        .await
-        .map_err(|source| EchoError::Bind {
-            proto: "UDP",
-            addr,
-            source,
-        })
+    UdpSocket::bind(addr).await.map_err(|source| EchoError::Bind { proto: "UDP", addr, source })
 }
 
 /// Reports connection tasks that panicked; cancelled ones are expected at shutdown.
@@ -447,19 +395,13 @@ async fn udp_echo(socket: UdpSocket) {
 }
 
 /// Runs one accepted TCP connection (TLS or plain) to completion, logging rather than failing.
-async fn serve_tcp(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
-) {
+async fn serve_tcp(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "cannot set TCP_NODELAY");
     }
     match shared.tls_acceptor.clone() {
         Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
             match handshake {
                 Ok(Ok(tls_stream)) => serve_http(tls_stream, peer, true, shared, stop).await,
                 Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
@@ -471,20 +413,11 @@ async fn serve_tcp(
 }
 
 /// Serves HTTP/1.x or HTTP/2 on one connection until it closes or shutdown asks it to finish.
-async fn serve_http<I>(
-    io: I,
-    peer: SocketAddr,
-    tls: bool,
-    shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
-) where
+async fn serve_http<I>(io: I, peer: SocketAddr, tls: bool, shared: Arc<Shared>, stop: watch::Receiver<bool>)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let info = Arc::new(ConnInfo {
-        shared: Arc::clone(&shared),
-        peer,
-        tls,
-    });
+    let info = Arc::new(ConnInfo { shared: Arc::clone(&shared), peer, tls });
     let service = service_fn(move |req| {
         let info = Arc::clone(&info);
         async move { Ok::<_, Infallible>(answer(req, &info).await) }
@@ -690,10 +623,7 @@ mod tests {
             }
             let n = self.left.min(64 * 1024);
             self.left -= n;
-            Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(vec![
-                b'x';
-                n
-            ])))))
+            Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(vec![b'x'; n])))))
         }
     }
 
@@ -701,11 +631,7 @@ mod tests {
         let local_addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         ConnInfo {
             shared: Arc::new(Shared {
-                identity: Arc::new(Identity {
-                    pod: Some("p-1".into()),
-                    namespace: None,
-                    service: None,
-                }),
+                identity: Arc::new(Identity { pod: Some("p-1".into()), namespace: None, service: None }),
                 pod_header: Some(HeaderValue::from_static("p-1")),
                 local_addr,
                 builder: auto::Builder::new(TokioExecutor::new()),
@@ -718,11 +644,7 @@ mod tests {
 
     #[tokio::test]
     async fn streamed_body_over_limit_is_413() {
-        let req = Request::post("/x")
-            .body(Chunks {
-                left: MAX_BODY_BYTES + 1,
-            })
-            .unwrap();
+        let req = Request::post("/x").body(Chunks { left: MAX_BODY_BYTES + 1 }).unwrap();
         let resp = answer(req, &info()).await;
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(resp.headers()[POD_HEADER], "p-1");
@@ -730,11 +652,7 @@ mod tests {
 
     #[tokio::test]
     async fn streamed_body_at_limit_is_accepted() {
-        let req = Request::post("/status/201")
-            .body(Chunks {
-                left: MAX_BODY_BYTES,
-            })
-            .unwrap();
+        let req = Request::post("/status/201").body(Chunks { left: MAX_BODY_BYTES }).unwrap();
         let resp = answer(req, &info()).await;
         assert_eq!(resp.status(), StatusCode::CREATED);
         let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -746,10 +664,7 @@ mod tests {
 
     #[test]
     fn status_paths() {
-        assert_eq!(
-            status_for_path("/status/503"),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        assert_eq!(status_for_path("/status/503"), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status_for_path("/status/100"), StatusCode::CONTINUE);
         assert_eq!(status_for_path("/status/599").as_u16(), 599);
         assert_eq!(status_for_path("/status/600"), StatusCode::OK);

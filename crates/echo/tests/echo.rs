@@ -27,10 +27,7 @@ struct Running {
 impl Running {
     async fn stop(self) {
         self.stop.send(()).unwrap();
-        let result = tokio::time::timeout(STEP, self.task)
-            .await
-            .unwrap()
-            .unwrap();
+        let result = tokio::time::timeout(STEP, self.task).await.unwrap().unwrap();
         assert!(result.is_ok(), "run failed: {result:?}");
     }
 }
@@ -40,11 +37,7 @@ fn loopback() -> SocketAddr {
 }
 
 fn identity() -> Identity {
-    Identity {
-        pod: Some("web-0".into()),
-        namespace: Some("shop".into()),
-        service: Some("web".into()),
-    }
+    Identity { pod: Some("web-0".into()), namespace: Some("shop".into()), service: Some("web".into()) }
 }
 
 async fn start(identity: Identity, tls: Option<TlsConfig>) -> Running {
@@ -101,24 +94,12 @@ fn parse_response(buf: &[u8]) -> RawResponse {
         .position(|w| w == b"\r\n\r\n")
         .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(buf)));
     let head = String::from_utf8(buf[..split].to_vec()).unwrap();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u16>()
-        .unwrap();
-    RawResponse {
-        status,
-        head,
-        body: buf[split + 4..].to_vec(),
-    }
+    let status = head.split_whitespace().nth(1).unwrap().parse::<u16>().unwrap();
+    RawResponse { status, head, body: buf[split + 4..].to_vec() }
 }
 
 async fn raw_http(addr: SocketAddr, request: &[u8]) -> RawResponse {
-    let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
-        .await
-        .unwrap()
-        .unwrap();
+    let stream = tokio::time::timeout(STEP, TcpStream::connect(addr)).await.unwrap().unwrap();
     raw_exchange(stream, request).await
 }
 
@@ -137,10 +118,7 @@ async fn http1_get_reports_everything_it_saw() {
     .await;
 
     assert_eq!(response.status, 200);
-    assert_eq!(
-        response.header("content-type").as_deref(),
-        Some("application/json")
-    );
+    assert_eq!(response.header("content-type").as_deref(), Some("application/json"));
     assert_eq!(response.header("x-portico-pod").as_deref(), Some("web-0"));
     let json = response.json();
     assert_eq!(json["path"], "/hello/world");
@@ -186,9 +164,7 @@ async fn http10_without_host_and_identity_reports_nulls() {
 async fn http1_keep_alive_with_bodies_via_hyper_client() {
     let server = start(identity(), None).await;
     let stream = TcpStream::connect(server.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     let conn_task = tokio::spawn(conn);
 
     for (i, path) in ["/first", "/status/503"].into_iter().enumerate() {
@@ -196,20 +172,14 @@ async fn http1_keep_alive_with_bodies_via_hyper_client() {
             .header("host", "keep.alive")
             .body(Full::new(Bytes::from(vec![b'z'; 1000 * (i + 1)])))
             .unwrap();
-        let response = tokio::time::timeout(STEP, sender.send_request(request))
-            .await
-            .unwrap()
-            .unwrap();
+        let response = tokio::time::timeout(STEP, sender.send_request(request)).await.unwrap().unwrap();
         let expected = if i == 0 { 200 } else { 503 };
         assert_eq!(response.status().as_u16(), expected);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let json: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["path"], path);
         assert_eq!(json["method"], "POST");
-        assert_eq!(
-            json["headers"]["content-length"],
-            (1000 * (i + 1)).to_string()
-        );
+        assert_eq!(json["headers"]["content-length"], (1000 * (i + 1)).to_string());
     }
     drop(sender);
     let _ = conn_task.await;
@@ -221,20 +191,12 @@ async fn h2c_prior_knowledge_reports_http2() {
     let server = start(identity(), None).await;
     let stream = TcpStream::connect(server.addr).await.unwrap();
     let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
     let conn_task = tokio::spawn(conn);
 
     let uri = format!("http://{}/over/h2?x=y", server.addr);
-    let request = http::Request::get(&uri)
-        .header("x-test", "h2")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = tokio::time::timeout(STEP, sender.send_request(request))
-        .await
-        .unwrap()
-        .unwrap();
+    let request = http::Request::get(&uri).header("x-test", "h2").body(Full::new(Bytes::new())).unwrap();
+    let response = tokio::time::timeout(STEP, sender.send_request(request)).await.unwrap().unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.version(), http::Version::HTTP_2);
     assert_eq!(response.headers()["x-portico-pod"], "web-0");
@@ -261,20 +223,14 @@ async fn h2c_prior_knowledge_reports_http2() {
 #[tokio::test]
 async fn status_path_sets_the_status_code() {
     let server = start(identity(), None).await;
-    let response = raw_http(
-        server.addr,
-        b"GET /status/503 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let response =
+        raw_http(server.addr, b"GET /status/503 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(response.status, 503);
     assert_eq!(response.json()["path"], "/status/503");
     assert_eq!(response.json()["pod"], "web-0");
 
-    let response = raw_http(
-        server.addr,
-        b"GET /status/600 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let response =
+        raw_http(server.addr, b"GET /status/600 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(response.status, 200);
     server.stop().await;
 }
@@ -288,16 +244,11 @@ async fn informational_statuses_do_not_break_the_server() {
         let mut stream = stream;
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut buf = Vec::new();
-        let _ = tokio::time::timeout(STEP, stream.read_to_end(&mut buf))
-            .await
-            .unwrap();
+        let _ = tokio::time::timeout(STEP, stream.read_to_end(&mut buf)).await.unwrap();
         assert!(buf.starts_with(b"HTTP/1.1 "), "{path}: {buf:?}");
     }
-    let response = raw_http(
-        server.addr,
-        b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let response =
+        raw_http(server.addr, b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["path"], "/after");
     server.stop().await;
@@ -308,28 +259,17 @@ async fn garbage_and_oversized_bodies_are_survived() {
     let server = start(identity(), None).await;
 
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    stream
-        .write_all(b"\x00\x01garbage that is not http\r\n\r\n")
-        .await
-        .unwrap();
+    stream.write_all(b"\x00\x01garbage that is not http\r\n\r\n").await.unwrap();
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(STEP, stream.read_to_end(&mut buf))
-        .await
-        .unwrap();
+    let _ = tokio::time::timeout(STEP, stream.read_to_end(&mut buf)).await.unwrap();
 
-    let response = raw_http(
-        server.addr,
-        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n",
-    )
-    .await;
+    let response =
+        raw_http(server.addr, b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n").await;
     assert_eq!(response.status, 413);
     assert_eq!(response.json()["path"], "/upload");
 
-    let response = raw_http(
-        server.addr,
-        b"GET /still-up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let response =
+        raw_http(server.addr, b"GET /still-up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(response.status, 200);
     server.stop().await;
 }
@@ -342,10 +282,7 @@ async fn udp_datagrams_are_echoed_on_the_tcp_port() {
     for payload in [&b"ping"[..], &[0u8, 255, 7][..], &vec![b'u'; 8000][..]] {
         client.send(payload).await.unwrap();
         let mut buf = vec![0u8; 65_536];
-        let (len, from) = tokio::time::timeout(STEP, client.recv_from(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
+        let (len, from) = tokio::time::timeout(STEP, client.recv_from(&mut buf)).await.unwrap().unwrap();
         assert_eq!(from, server.addr);
         assert_eq!(&buf[..len], payload);
     }
@@ -360,10 +297,7 @@ fn self_signed() -> (TlsConfig, rustls_pki_types::CertificateDer<'static>) {
     (tls, certified.cert.der().clone())
 }
 
-fn tls_connector(
-    cert: rustls_pki_types::CertificateDer<'static>,
-    alpn: &[u8],
-) -> tokio_rustls::TlsConnector {
+fn tls_connector(cert: rustls_pki_types::CertificateDer<'static>, alpn: &[u8]) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -382,10 +316,7 @@ async fn tls_connect(
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    tokio::time::timeout(STEP, connector.connect(name, tcp))
-        .await
-        .unwrap()
-        .unwrap()
+    tokio::time::timeout(STEP, connector.connect(name, tcp)).await.unwrap().unwrap()
 }
 
 #[tokio::test]
@@ -396,11 +327,9 @@ async fn tls_http1_reports_tls_true() {
     let stream = tls_connect(server.addr, &connector).await;
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
 
-    let response = raw_exchange(
-        stream,
-        b"GET /secure?q=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let response =
+        raw_exchange(stream, b"GET /secure?q=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await;
     assert_eq!(response.status, 200);
     let json = response.json();
     assert_eq!(json["tls"], true);
@@ -413,10 +342,7 @@ async fn tls_http1_reports_tls_true() {
     let client = UdpSocket::bind(loopback()).await.unwrap();
     client.send_to(b"plain", server.addr).await.unwrap();
     let mut buf = [0u8; 16];
-    let (len, _) = tokio::time::timeout(STEP, client.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    let (len, _) = tokio::time::timeout(STEP, client.recv_from(&mut buf)).await.unwrap().unwrap();
     assert_eq!(&buf[..len], b"plain");
     server.stop().await;
 }
@@ -430,17 +356,10 @@ async fn tls_alpn_h2_reports_http2() {
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
 
     let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
     let conn_task = tokio::spawn(conn);
-    let request = http::Request::get("https://localhost/h2/tls")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = tokio::time::timeout(STEP, sender.send_request(request))
-        .await
-        .unwrap()
-        .unwrap();
+    let request = http::Request::get("https://localhost/h2/tls").body(Full::new(Bytes::new())).unwrap();
+    let response = tokio::time::timeout(STEP, sender.send_request(request)).await.unwrap().unwrap();
     assert_eq!(response.status(), 200);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let json: Value = serde_json::from_slice(&body).unwrap();
@@ -457,23 +376,15 @@ async fn plain_http_to_tls_port_is_survived() {
     let (tls, cert) = self_signed();
     let server = start(identity(), Some(tls)).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(STEP, stream.read_to_end(&mut buf))
-        .await
-        .unwrap();
+    let _ = tokio::time::timeout(STEP, stream.read_to_end(&mut buf)).await.unwrap();
     assert!(!buf.starts_with(b"HTTP/"), "plain answer on a TLS port");
 
     let connector = tls_connector(cert, b"http/1.1");
     let stream = tls_connect(server.addr, &connector).await;
-    let response = raw_exchange(
-        stream,
-        b"GET /ok HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let response =
+        raw_exchange(stream, b"GET /ok HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["tls"], true);
     server.stop().await;
@@ -482,32 +393,20 @@ async fn plain_http_to_tls_port_is_survived() {
 #[test]
 fn tls_config_errors_name_their_source() {
     let error = TlsConfig::from_pem(b"not pem", b"not pem").unwrap_err();
-    assert!(
-        matches!(error, EchoError::NoCertificate { .. }),
-        "{error:?}"
-    );
+    assert!(matches!(error, EchoError::NoCertificate { .. }), "{error:?}");
 
     let first = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).unwrap();
     let second = rcgen::generate_simple_self_signed(vec!["b.test".to_owned()]).unwrap();
     let cert_pem = first.cert.pem();
     let error = TlsConfig::from_pem(cert_pem.as_bytes(), b"").unwrap_err();
-    assert!(
-        error.to_string().contains("private key"),
-        "unexpected: {error}"
-    );
-    let error = TlsConfig::from_pem(
-        cert_pem.as_bytes(),
-        second.signing_key.serialize_pem().as_bytes(),
-    )
-    .unwrap_err();
+    assert!(error.to_string().contains("private key"), "unexpected: {error}");
+    let error =
+        TlsConfig::from_pem(cert_pem.as_bytes(), second.signing_key.serialize_pem().as_bytes()).unwrap_err();
     assert!(matches!(error, EchoError::Tls { .. }), "{error:?}");
 
     let missing = std::env::temp_dir().join("portico-echo-test-missing-cert.pem");
     let error = TlsConfig::from_files(&missing, &missing).unwrap_err();
-    assert!(
-        error.to_string().contains(&missing.display().to_string()),
-        "unexpected: {error}"
-    );
+    assert!(error.to_string().contains(&missing.display().to_string()), "unexpected: {error}");
 }
 
 #[test]
@@ -528,13 +427,8 @@ fn tls_config_from_files_loads() {
 async fn binding_a_taken_port_names_the_address() {
     let taken = tokio::net::TcpListener::bind(loopback()).await.unwrap();
     let addr = taken.local_addr().unwrap();
-    let error = Echo::bind(addr, Identity::default(), None)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, EchoError::Bind { proto: "TCP", addr: a, .. } if a == addr),
-        "{error:?}"
-    );
+    let error = Echo::bind(addr, Identity::default(), None).await.unwrap_err();
+    assert!(matches!(error, EchoError::Bind { proto: "TCP", addr: a, .. } if a == addr), "{error:?}");
     assert!(error.to_string().contains(&addr.to_string()), "{error}");
 }
 
@@ -544,16 +438,9 @@ async fn shutdown_stops_accepting_and_finishes_in_flight_requests() {
 
     // A request whose body is only half sent is in flight when shutdown starts.
     let mut in_flight = TcpStream::connect(server.addr).await.unwrap();
-    in_flight
-        .write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
-        .await
-        .unwrap();
+    in_flight.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello").await.unwrap();
     // Make sure the server has accepted it before shutting down.
-    let warm = raw_http(
-        server.addr,
-        b"GET /warm HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let warm = raw_http(server.addr, b"GET /warm HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(warm.status, 200);
 
     let Running { addr, stop, task } = server;
@@ -568,17 +455,11 @@ async fn shutdown_stops_accepting_and_finishes_in_flight_requests() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(refused, "port still accepts after shutdown");
-    assert!(
-        !task.is_finished(),
-        "run returned before in-flight finished"
-    );
+    assert!(!task.is_finished(), "run returned before in-flight finished");
 
     in_flight.write_all(b"world").await.unwrap();
     let mut buf = Vec::new();
-    tokio::time::timeout(STEP, in_flight.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(STEP, in_flight.read_to_end(&mut buf)).await.unwrap().unwrap();
     let response = parse_response(&buf);
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["path"], "/slow");
@@ -593,23 +474,14 @@ async fn shutdown_with_idle_connection_returns_promptly() {
     let server = start(identity(), None).await;
     // An idle keep-alive connection must not hold shutdown for the whole drain timeout.
     let mut idle = TcpStream::connect(server.addr).await.unwrap();
-    idle.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    idle.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut first = [0u8; 12];
-    tokio::time::timeout(STEP, idle.read_exact(&mut first))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(STEP, idle.read_exact(&mut first)).await.unwrap().unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
 
     let started = std::time::Instant::now();
     let addr = server.addr;
     server.stop().await;
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     assert!(TcpStream::connect(addr).await.is_err());
 }

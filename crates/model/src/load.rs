@@ -84,16 +84,18 @@ fn load_file(path: &Path, loaded: &mut Loaded) {
 /// Parses the text of one manifest file (YAML or JSON) into typed objects.
 pub fn parse_text(file: &Path, text: &str) -> (Vec<(Origin, Object)>, Vec<Diagnostic>) {
     let mut out = Parsed { objects: Vec::new(), diagnostics: Vec::new() };
-    let is_json = file.extension().is_some_and(|e| e == "json")
-        || text.trim_start().starts_with(['{', '[']);
+    let is_json = file.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with(['{', '[']);
     if is_json {
         let origin = Origin::new(file, 1, Some(1));
         match serde_json::from_str::<Value>(text) {
             Ok(value) => out.value(value, &origin, ""),
-            Err(err) => out.diagnostics.push(
-                Diagnostic::error(format!("invalid JSON: {err}"))
-                    .at(&Origin::new(file, 1, Some(err.line() as u64))),
-            ),
+            Err(err) => {
+                out.diagnostics.push(Diagnostic::error(format!("invalid JSON: {err}")).at(&Origin::new(
+                    file,
+                    1,
+                    Some(err.line() as u64),
+                )))
+            }
         }
     } else {
         for doc in split_documents(text) {
@@ -272,7 +274,9 @@ impl Parsed {
             }
             Some(Value::Null) => {}
             Some(_) => self.diagnostics.push(
-                Diagnostic::error("`items` of a List must be a sequence").at(origin).field(format!("{prefix}items")),
+                Diagnostic::error("`items` of a List must be a sequence")
+                    .at(origin)
+                    .field(format!("{prefix}items")),
             ),
             None => {}
         }
@@ -355,9 +359,8 @@ mod tests {
 
     #[test]
     fn wrong_api_version_is_an_error() {
-        let (objects, diags) = parse(
-            "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: old}\n",
-        );
+        let (objects, diags) =
+            parse("apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: old}\n");
         assert!(objects.is_empty());
         assert_eq!(diags[0].field.as_deref(), Some("apiVersion"));
         assert!(diags[0].message.contains("networking.k8s.io/v1"));

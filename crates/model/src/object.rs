@@ -76,8 +76,10 @@ impl ObjectKind {
 }
 
 /// One typed object read from a manifest.
+// The enum only carries objects from the loader to the store's per-kind maps, so the size
+// difference between a Pod and a Namespace costs nothing worth a Box.
 #[derive(Clone, Debug, PartialEq)]
-#[allow(missing_docs)]
+#[allow(missing_docs, clippy::large_enum_variant)]
 pub enum Object {
     Namespace(Namespace),
     Service(Service),

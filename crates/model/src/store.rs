@@ -49,9 +49,11 @@ impl Store {
             }
             if let Some(first) = store.origin_of(&object) {
                 diagnostics.push(
-                    Diagnostic::error(format!("defined twice; the copy at {first} is used, this one ignored"))
-                        .at(&origin)
-                        .on(reference),
+                    Diagnostic::error(format!(
+                        "defined twice; the copy at {first} is used, this one ignored"
+                    ))
+                    .at(&origin)
+                    .on(reference),
                 );
                 continue;
             }
@@ -81,7 +83,9 @@ impl Store {
         match object {
             Object::Namespace(object) => drop(self.namespaces.insert(key, Stored { origin, object })),
             Object::Service(object) => drop(self.services.insert(key, Stored { origin, object })),
-            Object::EndpointSlice(object) => drop(self.endpoint_slices.insert(key, Stored { origin, object })),
+            Object::EndpointSlice(object) => {
+                drop(self.endpoint_slices.insert(key, Stored { origin, object }))
+            }
             Object::Pod(object) => drop(self.pods.insert(key, Stored { origin, object })),
             Object::Node(object) => drop(self.nodes.insert(key, Stored { origin, object })),
             Object::Ingress(object) => drop(self.ingresses.insert(key, Stored { origin, object })),

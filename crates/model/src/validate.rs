@@ -12,9 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::diagnostic::Diagnostic;
-use crate::names::{
-    ingress_host_problem, is_dns_label, is_dns_subdomain, is_dns1035_label, is_port_name,
-};
+use crate::names::{ingress_host_problem, is_dns_label, is_dns_subdomain, is_dns1035_label, is_port_name};
 use crate::object::{Object, ObjectKind};
 
 /// Label that ties an EndpointSlice to its Service.
@@ -40,8 +38,13 @@ pub fn validate(object: &Object) -> Vec<Diagnostic> {
         }
         Object::Node(n) => {
             for (i, a) in n.status.iter().flat_map(|s| s.addresses.iter().flatten()).enumerate() {
-                if matches!(a.type_.as_str(), "InternalIP" | "ExternalIP") && a.address.parse::<IpAddr>().is_err() {
-                    v.error(format!("status.addresses[{i}].address"), format!("{:?} is not an IP address", a.address));
+                if matches!(a.type_.as_str(), "InternalIP" | "ExternalIP")
+                    && a.address.parse::<IpAddr>().is_err()
+                {
+                    v.error(
+                        format!("status.addresses[{i}].address"),
+                        format!("{:?} is not an IP address", a.address),
+                    );
                 }
             }
         }
@@ -65,7 +68,9 @@ impl Findings {
     fn metadata(&mut self, kind: ObjectKind, meta: &ObjectMeta) {
         let name = meta.name.as_deref().unwrap_or("");
         let (ok, rule) = match kind {
-            ObjectKind::Service => (is_dns1035_label(name), "a DNS-1035 label (lowercase, starts with a letter)"),
+            ObjectKind::Service => {
+                (is_dns1035_label(name), "a DNS-1035 label (lowercase, starts with a letter)")
+            }
             ObjectKind::Namespace => (is_dns_label(name), "a DNS label (lowercase alphanumerics and '-')"),
             _ => (is_dns_subdomain(name), "a lowercase DNS subdomain"),
         };
@@ -89,7 +94,10 @@ impl Findings {
         };
         let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
         if !matches!(kind, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
-            self.error("spec.type", format!("{kind:?} is not one of ClusterIP, NodePort, LoadBalancer, ExternalName"));
+            self.error(
+                "spec.type",
+                format!("{kind:?} is not one of ClusterIP, NodePort, LoadBalancer, ExternalName"),
+            );
             return;
         }
         let headless = spec.cluster_ip.as_deref() == Some("None");
@@ -107,10 +115,16 @@ impl Findings {
                 Some(_) => {}
             }
         } else if ports.is_empty() && !headless {
-            self.error("spec.ports", "required: at least one port (only headless and ExternalName Services may have none)");
+            self.error(
+                "spec.ports",
+                "required: at least one port (only headless and ExternalName Services may have none)",
+            );
         }
         if headless && matches!(kind, "NodePort" | "LoadBalancer") {
-            self.error("spec.clusterIP", format!("may not be None when type is {kind}: node ports need a cluster IP"));
+            self.error(
+                "spec.clusterIP",
+                format!("may not be None when type is {kind}: node ports need a cluster IP"),
+            );
         }
         if let Some(ip) = spec.cluster_ip.as_deref()
             && !matches!(ip, "" | "None")
@@ -128,11 +142,18 @@ impl Findings {
             None | Some("None") | Some("ClientIP") => {}
             Some(other) => self.error("spec.sessionAffinity", format!("{other:?} is not None or ClientIP")),
         }
-        let timeout = spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
+        let timeout = spec
+            .session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds);
         if let Some(t) = timeout
             && !(1..=86400).contains(&t)
         {
-            self.error("spec.sessionAffinityConfig.clientIP.timeoutSeconds", format!("{t} is outside 1–86400"));
+            self.error(
+                "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                format!("{t} is outside 1–86400"),
+            );
         }
         for (field, value) in [
             ("spec.externalTrafficPolicy", &spec.external_traffic_policy),
@@ -144,13 +165,22 @@ impl Findings {
                 self.error(field, format!("{p:?} is not Cluster or Local"));
             }
         }
-        if spec.external_traffic_policy.is_some() && !matches!(kind, "NodePort" | "LoadBalancer") && spec.external_ips.is_none() {
-            self.error("spec.externalTrafficPolicy", format!("may only be set when type is NodePort or LoadBalancer, not {kind}"));
+        if spec.external_traffic_policy.is_some()
+            && !matches!(kind, "NodePort" | "LoadBalancer")
+            && spec.external_ips.is_none()
+        {
+            self.error(
+                "spec.externalTrafficPolicy",
+                format!("may only be set when type is NodePort or LoadBalancer, not {kind}"),
+            );
         }
         if spec.health_check_node_port.is_some()
             && !(kind == "LoadBalancer" && spec.external_traffic_policy.as_deref() == Some("Local"))
         {
-            self.error("spec.healthCheckNodePort", "may only be set for type LoadBalancer with externalTrafficPolicy Local");
+            self.error(
+                "spec.healthCheckNodePort",
+                "may only be set for type LoadBalancer with externalTrafficPolicy Local",
+            );
         }
         for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
             if ip.parse::<IpAddr>().is_err() {
@@ -159,7 +189,10 @@ impl Findings {
         }
         for (i, cidr) in spec.load_balancer_source_ranges.iter().flatten().enumerate() {
             if !is_cidr(cidr) {
-                self.error(format!("spec.loadBalancerSourceRanges[{i}]"), format!("{cidr:?} is not a CIDR such as 192.0.2.0/24"));
+                self.error(
+                    format!("spec.loadBalancerSourceRanges[{i}]"),
+                    format!("{cidr:?} is not a CIDR such as 192.0.2.0/24"),
+                );
             }
         }
         if let Some(ip) = spec.load_balancer_ip.as_deref()
@@ -173,7 +206,12 @@ impl Findings {
         }
     }
 
-    fn service_ports(&mut self, kind: &str, headless: bool, ports: &[k8s_openapi::api::core::v1::ServicePort]) {
+    fn service_ports(
+        &mut self,
+        kind: &str,
+        headless: bool,
+        ports: &[k8s_openapi::api::core::v1::ServicePort],
+    ) {
         let mut names = BTreeSet::new();
         let mut seen = BTreeSet::new();
         for (i, port) in ports.iter().enumerate() {
@@ -190,12 +228,17 @@ impl Findings {
             match port.name.as_deref() {
                 Some(name) if !name.is_empty() => {
                     if !is_dns_label(name) {
-                        self.error(at("name"), format!("{name:?} must be a DNS label (lowercase alphanumerics and '-')"));
+                        self.error(
+                            at("name"),
+                            format!("{name:?} must be a DNS label (lowercase alphanumerics and '-')"),
+                        );
                     } else if !names.insert(name.to_string()) {
                         self.error(at("name"), format!("{name:?} is used by two ports"));
                     }
                 }
-                _ if ports.len() > 1 => self.error(at("name"), "required when a Service has more than one port"),
+                _ if ports.len() > 1 => {
+                    self.error(at("name"), "required when a Service has more than one port")
+                }
                 _ => {}
             }
             match &port.target_port {
@@ -210,8 +253,12 @@ impl Findings {
             }
             if let Some(node_port) = port.node_port.filter(|p| *p != 0) {
                 if kind == "ClusterIP" || kind == "ExternalName" || headless {
-                    let why = if headless { "a headless Service".to_string() } else { format!("type {kind}") };
-                    self.error(at("nodePort"), format!("may not be set for {why}; use type NodePort or LoadBalancer"));
+                    let why =
+                        if headless { "a headless Service".to_string() } else { format!("type {kind}") };
+                    self.error(
+                        at("nodePort"),
+                        format!("may not be set for {why}; use type NodePort or LoadBalancer"),
+                    );
                 } else if !(1..=65535).contains(&node_port) {
                     self.error(at("nodePort"), format!("{node_port} is outside 1–65535"));
                 }
@@ -241,7 +288,10 @@ impl Findings {
                     _ => is_dns_subdomain(address),
                 };
                 if !ok {
-                    self.error(format!("endpoints[{i}].addresses[{j}]"), format!("{address:?} is not a valid {family} address"));
+                    self.error(
+                        format!("endpoints[{i}].addresses[{j}]"),
+                        format!("{address:?} is not a valid {family} address"),
+                    );
                 }
             }
         }
@@ -336,10 +386,15 @@ impl Findings {
                 match path.path_type.as_str() {
                     "Exact" | "Prefix" | "ImplementationSpecific" => {}
                     "" => self.error(at("pathType"), "required: Exact, Prefix or ImplementationSpecific"),
-                    other => self.error(at("pathType"), format!("{other:?} is not Exact, Prefix or ImplementationSpecific")),
+                    other => self.error(
+                        at("pathType"),
+                        format!("{other:?} is not Exact, Prefix or ImplementationSpecific"),
+                    ),
                 }
                 match path.path.as_deref() {
-                    Some(p) if !p.starts_with('/') => self.error(at("path"), format!("{p:?} must start with '/'")),
+                    Some(p) if !p.starts_with('/') => {
+                        self.error(at("path"), format!("{p:?} must start with '/'"))
+                    }
                     None if path.path_type != "ImplementationSpecific" => {
                         self.error(at("path"), format!("required for pathType {}", path.path_type))
                     }
@@ -361,14 +416,21 @@ impl Findings {
         match (&backend.service, &backend.resource) {
             (Some(_), Some(_)) => self.error(at, "service and resource are mutually exclusive"),
             (None, None) => self.error(at, "needs a service or a resource"),
-            (None, Some(_)) => self.warning(format!("{at}.resource"), "resource backends are not served by Portico; requests get 503"),
+            (None, Some(_)) => self.warning(
+                format!("{at}.resource"),
+                "resource backends are not served by Portico; requests get 503",
+            ),
             (Some(service), None) => {
                 if service.name.is_empty() {
                     self.error(format!("{at}.service.name"), "required");
                 }
                 match service.port.as_ref().map(|p| (&p.name, p.number)) {
-                    None | Some((None, None)) => self.error(format!("{at}.service.port"), "required: a number or a name"),
-                    Some((Some(_), Some(_))) => self.error(format!("{at}.service.port"), "name and number are mutually exclusive"),
+                    None | Some((None, None)) => {
+                        self.error(format!("{at}.service.port"), "required: a number or a name")
+                    }
+                    Some((Some(_), Some(_))) => {
+                        self.error(format!("{at}.service.port"), "name and number are mutually exclusive")
+                    }
                     Some((None, Some(n))) if !(1..=65535).contains(&n) => {
                         self.error(format!("{at}.service.port.number"), format!("{n} is outside 1–65535"))
                     }
@@ -384,7 +446,10 @@ impl Findings {
         }
         for key in ["tls.crt", "tls.key"] {
             if secret_value(secret, key).is_none() {
-                self.error(format!("data[{key}]"), format!("required for a Secret of type {TLS_SECRET_TYPE}"));
+                self.error(
+                    format!("data[{key}]"),
+                    format!("required for a Secret of type {TLS_SECRET_TYPE}"),
+                );
             }
         }
     }
@@ -429,7 +494,10 @@ mod tests {
             "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: ClusterIP\n  ports:\n  - {name: a, port: 70000}\n  - {name: a, port: 80, nodePort: 30001}\n  - {port: 81}\n",
         );
         let fields: Vec<&str> = f.iter().map(|(f, _)| f.as_str()).collect();
-        assert_eq!(fields, vec!["spec.ports[0].port", "spec.ports[1].name", "spec.ports[1].nodePort", "spec.ports[2].name"]);
+        assert_eq!(
+            fields,
+            vec!["spec.ports[0].port", "spec.ports[1].name", "spec.ports[1].nodePort", "spec.ports[2].name"]
+        );
     }
 
     #[test]
@@ -437,7 +505,10 @@ mod tests {
         let f = findings(
             "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec:\n  type: NodePort\n  clusterIP: None\n  ports: [{port: 80, nodePort: 30080}]\n",
         );
-        assert!(f.iter().any(|(field, m)| field == "spec.clusterIP" && m.contains("may not be None")), "{f:?}");
+        assert!(
+            f.iter().any(|(field, m)| field == "spec.clusterIP" && m.contains("may not be None")),
+            "{f:?}"
+        );
         assert!(f.iter().any(|(field, _)| field == "spec.ports[0].nodePort"), "{f:?}");
     }
 
@@ -459,7 +530,12 @@ mod tests {
         let fields: Vec<&str> = f.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(
             fields,
-            vec!["spec.rules[0].host", "spec.rules[0].http.paths[0].path", "spec.rules[1].host", "spec.rules[1].http.paths[0].pathType"]
+            vec![
+                "spec.rules[0].host",
+                "spec.rules[0].http.paths[0].path",
+                "spec.rules[1].host",
+                "spec.rules[1].http.paths[0].pathType"
+            ]
         );
     }
 
@@ -468,7 +544,13 @@ mod tests {
         let f = findings(
             "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: kubernetes.io/tls\nstringData: {tls.crt: x}\n",
         );
-        assert_eq!(f, vec![("data[tls.key]".to_string(), "required for a Secret of type kubernetes.io/tls".to_string())]);
+        assert_eq!(
+            f,
+            vec![(
+                "data[tls.key]".to_string(),
+                "required for a Secret of type kubernetes.io/tls".to_string()
+            )]
+        );
     }
 
     #[test]

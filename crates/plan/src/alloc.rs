@@ -119,7 +119,10 @@ pub fn assign<P: Pool>(
             } else if let Some(holder) = holders.get(&want) {
                 Err(AllocError::Taken { value: want.to_string(), holder: holder.clone() })
             } else if taken(want, &claim.owner) {
-                Err(AllocError::Taken { value: want.to_string(), holder: "another Service on another protocol".into() })
+                Err(AllocError::Taken {
+                    value: want.to_string(),
+                    holder: "another Service on another protocol".into(),
+                })
             } else {
                 holders.insert(want, claim.owner.clone());
                 Ok(want)
@@ -130,7 +133,10 @@ pub fn assign<P: Pool>(
         if results[i].is_some() {
             continue;
         }
-        let fresh = pool.order(&claim.owner).map(|i| pool.at(i)).find(|v| !holders.contains_key(v) && !taken(*v, &claim.owner));
+        let fresh = pool
+            .order(&claim.owner)
+            .map(|i| pool.at(i))
+            .find(|v| !holders.contains_key(v) && !taken(*v, &claim.owner));
         results[i] = Some(match fresh {
             Some(v) => {
                 holders.insert(v, claim.owner.clone());
@@ -316,8 +322,10 @@ mod tests {
     fn load_balancer_pool_is_lowest_first_and_skips_network() {
         let pool = CidrPool::load_balancer("127.97.0.0/30".parse().expect("cidr"));
         let mut held = Holders::new();
-        let c: Vec<Claim<IpAddr>> =
-            ["a", "b", "c"].iter().map(|n| Claim { owner: n.to_string(), requested: None, previous: None }).collect();
+        let c: Vec<Claim<IpAddr>> = ["a", "b", "c"]
+            .iter()
+            .map(|n| Claim { owner: n.to_string(), requested: None, previous: None })
+            .collect();
         let got = assign(&pool, &c, &mut held, |_, _| false);
         assert_eq!(got[0], Ok("127.97.0.1".parse().expect("ip")));
         assert_eq!(got[1], Ok("127.97.0.2".parse().expect("ip")));

@@ -90,7 +90,8 @@ pub fn select<'e>(endpoints: &'e [Endpoint], scope: Scope<'_>) -> Vec<&'e Endpoi
             .copied()
             .filter(|e| {
                 e.hints.as_ref().is_some_and(|h| {
-                    h.for_nodes.iter().any(|n| n == node) || zone.is_some_and(|z| h.for_zones.iter().any(|hz| hz == z))
+                    h.for_nodes.iter().any(|n| n == node)
+                        || zone.is_some_and(|z| h.for_zones.iter().any(|hz| hz == z))
                 })
             })
             .collect();
@@ -111,12 +112,16 @@ pub fn from_slices(slices: &[&EndpointSlice], port_name: &str, protocol: Protoco
             continue;
         }
         for slice_port in slice.ports.iter().flatten() {
-            if slice_port.name.as_deref().unwrap_or("") != port_name || Protocol::parse(slice_port.protocol.as_deref()) != Some(protocol) {
+            if slice_port.name.as_deref().unwrap_or("") != port_name
+                || Protocol::parse(slice_port.protocol.as_deref()) != Some(protocol)
+            {
                 continue;
             }
             let Some(port) = slice_port.port.and_then(|p| u16::try_from(p).ok()) else { continue };
             for e in &slice.endpoints {
-                let Some(address) = e.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else { continue };
+                let Some(address) = e.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
+                    continue;
+                };
                 if !seen.insert((address, port)) {
                     continue;
                 }
@@ -159,7 +164,8 @@ pub fn from_pods(
         .filter_map(|pod| {
             let target_port = resolve_target_port(pod, port, target, protocol)?;
             // The hostname is published only for the Service the Pod names as its subdomain.
-            let hostname = pod.hostname.clone().filter(|_| pod.subdomain.as_deref() == Some(service.name.as_str()));
+            let hostname =
+                pod.hostname.clone().filter(|_| pod.subdomain.as_deref() == Some(service.name.as_str()));
             Some(Endpoint {
                 address: *pod.ips.first()?,
                 port: target_port,
@@ -207,10 +213,18 @@ mod tests {
 
     #[test]
     fn ready_first_then_serving_terminating() {
-        let all = vec![ep(1, true, true, false, "a"), ep(2, false, true, true, "a"), ep(3, false, false, true, "b")];
+        let all = vec![
+            ep(1, true, true, false, "a"),
+            ep(2, false, true, true, "a"),
+            ep(3, false, false, true, "b"),
+        ];
         let cluster = Scope::Cluster { node: "a", zone: None };
         assert_eq!(addrs(select(&all, cluster)), vec![1]);
-        let draining = vec![ep(2, false, true, true, "a"), ep(3, false, false, true, "b"), ep(4, false, true, false, "a")];
+        let draining = vec![
+            ep(2, false, true, true, "a"),
+            ep(3, false, false, true, "b"),
+            ep(4, false, true, false, "a"),
+        ];
         assert_eq!(addrs(select(&draining, cluster)), vec![2]);
     }
 

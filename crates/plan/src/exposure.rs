@@ -138,7 +138,13 @@ fn service_exposures(plan: &Plan, service: &ServicePlan, out: &mut Vec<Exposure>
     let (ready, total) = service.backend_counts();
     let object = ObjectRef::new("Service", service.key.clone());
     let dns_name = format!("{}.{}.svc.{}", service.key.name, service.key.namespace, plan.cluster_domain);
-    let row = |method, layer, reachable_from, addresses: Vec<String>, ports: Vec<String>, external_ips: Vec<IpAddr>, cost: String| Exposure {
+    let row = |method,
+               layer,
+               reachable_from,
+               addresses: Vec<String>,
+               ports: Vec<String>,
+               external_ips: Vec<IpAddr>,
+               cost: String| Exposure {
         object: object.clone(),
         method,
         layer,
@@ -161,29 +167,59 @@ fn service_exposures(plan: &Plan, service: &ServicePlan, out: &mut Vec<Exposure>
             _ => "→(per pod)".into(),
         }
     };
-    let service_ports: Vec<String> = service.ports.iter().map(|p| format!("{}/{}{}", p.port, p.protocol, target(p))).collect();
+    let service_ports: Vec<String> =
+        service.ports.iter().map(|p| format!("{}/{}{}", p.port, p.protocol, target(p))).collect();
     match service.kind {
         ServiceKind::ExternalName => {
             let target = service.external_name.clone().unwrap_or_default();
-            out.push(row(Method::ExternalName, Layer::Dns, Reach::Cluster, vec![format!("{dns_name} → CNAME {target}")], Vec::new(), Vec::new(), "none".into()));
+            out.push(row(
+                Method::ExternalName,
+                Layer::Dns,
+                Reach::Cluster,
+                vec![format!("{dns_name} → CNAME {target}")],
+                Vec::new(),
+                Vec::new(),
+                "none".into(),
+            ));
             return;
         }
         ServiceKind::Headless => {
-            out.push(row(Method::Headless, Layer::Dns, Reach::Cluster, vec![dns_name], service_ports, Vec::new(), "none".into()));
+            out.push(row(
+                Method::Headless,
+                Layer::Dns,
+                Reach::Cluster,
+                vec![dns_name],
+                service_ports,
+                Vec::new(),
+                "none".into(),
+            ));
             return;
         }
         _ => {}
     }
     let ips = |ips: &[IpAddr]| ips.iter().map(ToString::to_string).collect::<Vec<_>>();
-    out.push(row(Method::ClusterIP, Layer::L4, Reach::Cluster, ips(&service.cluster_ips), service_ports.clone(), Vec::new(), "none".into()));
+    out.push(row(
+        Method::ClusterIP,
+        Layer::L4,
+        Reach::Cluster,
+        ips(&service.cluster_ips),
+        service_ports.clone(),
+        Vec::new(),
+        "none".into(),
+    ));
     if matches!(service.kind, ServiceKind::NodePort | ServiceKind::LoadBalancer) {
-        let node_ports: Vec<String> = service
-            .ports
-            .iter()
-            .filter_map(|p| p.node_port.map(|n| format!("{n}/{}", p.protocol)))
-            .collect();
+        let node_ports: Vec<String> =
+            service.ports.iter().filter_map(|p| p.node_port.map(|n| format!("{n}/{}", p.protocol))).collect();
         if !node_ports.is_empty() {
-            out.push(row(Method::NodePort, Layer::L4, Reach::EveryNode, node_addresses(plan, None), node_ports, Vec::new(), "port on every node".into()));
+            out.push(row(
+                Method::NodePort,
+                Layer::L4,
+                Reach::EveryNode,
+                node_addresses(plan, None),
+                node_ports,
+                Vec::new(),
+                "port on every node".into(),
+            ));
         }
     }
     if service.kind == ServiceKind::LoadBalancer {
@@ -193,7 +229,15 @@ fn service_exposures(plan: &Plan, service: &ServicePlan, out: &mut Vec<Exposure>
             let n = service.load_balancer_ips.len();
             (ips(&service.load_balancer_ips), format!("{n} own IP{}", if n == 1 { "" } else { "s" }))
         };
-        out.push(row(Method::LoadBalancer, Layer::L4, Reach::Outside, addresses, service_ports.clone(), service.load_balancer_ips.clone(), cost));
+        out.push(row(
+            Method::LoadBalancer,
+            Layer::L4,
+            Reach::Outside,
+            addresses,
+            service_ports.clone(),
+            service.load_balancer_ips.clone(),
+            cost,
+        ));
     }
     if !service.external_ips.is_empty() {
         let n = service.external_ips.len();
@@ -221,9 +265,19 @@ fn ingress_exposures(plan: &Plan, out: &mut Vec<Exposure>) {
         for route in &vhost.routes {
             let scheme = if vhost.tls { "https" } else { "http" };
             let suffix = if route.kind == PathKind::Exact { " (exact)" } else { "" };
-            let port = if vhost.tls { plan.ingress_addresses.https.port() } else { plan.ingress_addresses.http.port() };
+            let port = if vhost.tls {
+                plan.ingress_addresses.https.port()
+            } else {
+                plan.ingress_addresses.http.port()
+            };
             let url = format!("{scheme}://{host}:{port}{}{suffix}", route.path);
-            out.push(ingress_row(plan, ObjectRef::new("Ingress", route.ingress.clone()), url, &route.backend, vhost.tls));
+            out.push(ingress_row(
+                plan,
+                ObjectRef::new("Ingress", route.ingress.clone()),
+                url,
+                &route.backend,
+                vhost.tls,
+            ));
         }
     }
     if let Some(backend) = &plan.ingress.default_backend {
@@ -234,7 +288,8 @@ fn ingress_exposures(plan: &Plan, out: &mut Vec<Exposure>) {
 }
 
 fn ingress_row(plan: &Plan, object: ObjectRef, url: String, backend: &Backend, tls: bool) -> Exposure {
-    let total = plan.services.iter().find(|s| s.key == backend.service).map(|s| s.backend_counts().1).unwrap_or(0);
+    let total =
+        plan.services.iter().find(|s| s.key == backend.service).map(|s| s.backend_counts().1).unwrap_or(0);
     let (http, https) = (plan.ingress_addresses.http, plan.ingress_addresses.https);
     let mut ports = vec![format!("{}/TCP", http.port())];
     if tls {

@@ -136,7 +136,8 @@ impl IngressPlan {
     /// Routes a request by Host header and path (without query or fragment).
     pub fn route(&self, host: &str, path: &str) -> RouteMatch<'_> {
         let vhost = self.virtual_host(host);
-        if let Some(route) = vhost.and_then(|v| v.routes.iter().find(|r| path_matches(r.kind, &r.path, path))) {
+        if let Some(route) = vhost.and_then(|v| v.routes.iter().find(|r| path_matches(r.kind, &r.path, path)))
+        {
             return RouteMatch::Route(route);
         }
         match vhost.and_then(|v| v.default_backend.as_ref()).or(self.default_backend.as_ref()) {
@@ -151,8 +152,10 @@ impl IngressPlan {
         let wildcard = name.split_once('.').map(|(_, suffix)| format!("*.{suffix}"));
         self.certificates
             .iter()
-            .find(|c| c.hosts.iter().any(|h| *h == name))
-            .or_else(|| self.certificates.iter().find(|c| c.hosts.iter().any(|h| Some(h) == wildcard.as_ref())))
+            .find(|c| c.hosts.contains(&name))
+            .or_else(|| {
+                self.certificates.iter().find(|c| c.hosts.iter().any(|h| Some(h) == wildcard.as_ref()))
+            })
             .or_else(|| self.certificates.iter().find(|c| c.hosts.is_empty()))
     }
 }
@@ -162,7 +165,10 @@ pub fn normalize_host(host: &str) -> String {
     let host = if host.starts_with('[') {
         host.split_once(']').map(|(h, _)| &h[1..]).unwrap_or(host)
     } else {
-        host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map(|(h, _)| h).unwrap_or(host)
+        host.rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(h, _)| h)
+            .unwrap_or(host)
     };
     host.trim_end_matches('.').to_ascii_lowercase()
 }
@@ -175,7 +181,9 @@ pub fn path_matches(kind: PathKind, rule: &str, request: &str) -> bool {
             let rule = rule.trim_end_matches('/');
             rule.is_empty()
                 || request == rule
-                || (request.len() > rule.len() && request.starts_with(rule) && request.as_bytes()[rule.len()] == b'/')
+                || (request.len() > rule.len()
+                    && request.starts_with(rule)
+                    && request.as_bytes()[rule.len()] == b'/')
         }
     }
 }
@@ -190,7 +198,12 @@ fn precedence(route: &Route) -> (std::cmp::Reverse<usize>, u8) {
 }
 
 /// Plans every Ingress whose class is ours.
-pub fn plan_ingress(store: &Store, services: &[ServicePlan], config: &PlanConfig, diagnostics: &mut Vec<Diagnostic>) -> IngressPlan {
+pub fn plan_ingress(
+    store: &Store,
+    services: &[ServicePlan],
+    config: &PlanConfig,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> IngressPlan {
     let classes = Classes::new(store, config);
     let by_key: BTreeMap<&ObjectKey, &ServicePlan> = services.iter().map(|s| (&s.key, s)).collect();
     let mut plan = IngressPlan::default();
@@ -202,14 +215,21 @@ pub fn plan_ingress(store: &Store, services: &[ServicePlan], config: &PlanConfig
         match classes.serves(&ingress.object) {
             Ok(()) => {}
             Err(why) => {
-                diagnostics.push(Diagnostic::warning(format!("not served: {why}")).at(&ingress.origin).on(reference).field("spec.ingressClassName"));
+                diagnostics.push(
+                    Diagnostic::warning(format!("not served: {why}"))
+                        .at(&ingress.origin)
+                        .on(reference)
+                        .field("spec.ingressClassName"),
+                );
                 continue;
             }
         }
         let Some(spec) = &ingress.object.spec else { continue };
         let mut ctx = IngressCtx { ingress, key: &key, services: &by_key, diagnostics: &mut *diagnostics };
         for (t, tls) in spec.tls.iter().flatten().enumerate() {
-            if let Some(cert) = ctx.certificate(t, tls.secret_name.as_deref(), tls.hosts.clone().unwrap_or_default(), store) {
+            if let Some(cert) =
+                ctx.certificate(t, tls.secret_name.as_deref(), tls.hosts.clone().unwrap_or_default(), store)
+            {
                 host_tls.extend(cert.hosts.iter().cloned());
                 plan.certificates.push(cert);
             }
@@ -254,7 +274,11 @@ pub fn plan_ingress(store: &Store, services: &[ServicePlan], config: &PlanConfig
         }
         plan.ingresses.push(key);
     }
-    let all_hosts = plan.exact_hosts.iter_mut().map(|(h, v)| (h.clone(), v)).chain(plan.wildcard_hosts.iter_mut().map(|(h, v)| (format!("*.{h}"), v)));
+    let all_hosts = plan
+        .exact_hosts
+        .iter_mut()
+        .map(|(h, v)| (h.clone(), v))
+        .chain(plan.wildcard_hosts.iter_mut().map(|(h, v)| (format!("*.{h}"), v)));
     for (host, vhost) in all_hosts {
         // Stable sort keeps older Ingresses first among equals.
         vhost.routes.sort_by_key(precedence);
@@ -279,13 +303,21 @@ impl Classes {
         let mut default = None;
         for class in store.ingress_classes.values() {
             let name = class.object.metadata.name.clone().unwrap_or_default();
-            let mine = class.object.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(INGRESS_CONTROLLER);
+            let mine =
+                class.object.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(INGRESS_CONTROLLER);
             if mine {
                 ours.push(name.clone());
             } else {
                 ours.retain(|n| *n != name);
             }
-            let is_default = class.object.metadata.annotations.as_ref().and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION)).map(String::as_str) == Some("true");
+            let is_default = class
+                .object
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                .map(String::as_str)
+                == Some("true");
             if is_default && default.is_none() {
                 default = Some((name, mine));
             }
@@ -303,7 +335,9 @@ impl Classes {
                 self.ours.join(", ")
             )),
             (None, Some((_, true))) | (None, None) => Ok(()),
-            (None, Some((name, false))) => Err(format!("no class given and the default IngressClass {name:?} belongs to another controller")),
+            (None, Some((name, false))) => Err(format!(
+                "no class given and the default IngressClass {name:?} belongs to another controller"
+            )),
         }
     }
 }
@@ -318,7 +352,10 @@ struct IngressCtx<'a> {
 impl IngressCtx<'_> {
     fn error(&mut self, field: String, message: String) {
         self.diagnostics.push(
-            Diagnostic::error(message).at(&self.ingress.origin).on(ObjectRef::new("Ingress", self.key.clone())).field(field),
+            Diagnostic::error(message)
+                .at(&self.ingress.origin)
+                .on(ObjectRef::new("Ingress", self.key.clone()))
+                .field(field),
         );
     }
 
@@ -330,10 +367,17 @@ impl IngressCtx<'_> {
         };
         let service_key = ObjectKey::new(self.key.namespace.clone(), svc.name.clone());
         let port_ref = svc.port.as_ref();
-        let port_text = port_ref.and_then(|p| p.name.clone()).or_else(|| port_ref.and_then(|p| p.number).map(|n| n.to_string())).unwrap_or_default();
-        let mut out = Backend { service: service_key.clone(), port: port_text.clone(), endpoints: Vec::new() };
+        let port_text = port_ref
+            .and_then(|p| p.name.clone())
+            .or_else(|| port_ref.and_then(|p| p.number).map(|n| n.to_string()))
+            .unwrap_or_default();
+        let mut out =
+            Backend { service: service_key.clone(), port: port_text.clone(), endpoints: Vec::new() };
         let Some(service) = self.services.get(&service_key) else {
-            self.error(format!("{field}.service.name"), format!("Service {service_key} does not exist; requests get 503"));
+            self.error(
+                format!("{field}.service.name"),
+                format!("Service {service_key} does not exist; requests get 503"),
+            );
             return out;
         };
         let port = service.ports.iter().find(|p| match port_ref {
@@ -342,15 +386,39 @@ impl IngressCtx<'_> {
             None => false,
         });
         let Some(port) = port else {
-            let have = service.ports.iter().map(|p| if p.name.is_empty() { p.port.to_string() } else { format!("{} ({})", p.port, p.name) }).collect::<Vec<_>>().join(", ");
-            self.error(format!("{field}.service.port"), format!("Service {service_key} has no port {port_text} (it has: {have}); requests get 503"));
+            let have =
+                service
+                    .ports
+                    .iter()
+                    .map(|p| {
+                        if p.name.is_empty() {
+                            p.port.to_string()
+                        } else {
+                            format!("{} ({})", p.port, p.name)
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+            self.error(
+                format!("{field}.service.port"),
+                format!("Service {service_key} has no port {port_text} (it has: {have}); requests get 503"),
+            );
             return out;
         };
-        out.endpoints = select(&port.endpoints, Scope::Cluster { node: "", zone: None }).iter().map(|e| SocketAddr::new(e.address, e.port)).collect();
+        out.endpoints = select(&port.endpoints, Scope::Cluster { node: "", zone: None })
+            .iter()
+            .map(|e| SocketAddr::new(e.address, e.port))
+            .collect();
         out
     }
 
-    fn certificate(&mut self, t: usize, secret_name: Option<&str>, hosts: Vec<String>, store: &Store) -> Option<Certificate> {
+    fn certificate(
+        &mut self,
+        t: usize,
+        secret_name: Option<&str>,
+        hosts: Vec<String>,
+        store: &Store,
+    ) -> Option<Certificate> {
         let field = format!("spec.tls[{t}].secretName");
         let Some(name) = secret_name.filter(|n| !n.is_empty()) else {
             self.error(field, "required: the kubernetes.io/tls Secret holding the certificate".into());
@@ -358,7 +426,10 @@ impl IngressCtx<'_> {
         };
         let secret_key = ObjectKey::new(self.key.namespace.clone(), name);
         let Some(secret) = store.secrets.get(&secret_key) else {
-            self.error(field, format!("Secret {secret_key} does not exist; TLS for these hosts is not served"));
+            self.error(
+                field,
+                format!("Secret {secret_key} does not exist; TLS for these hosts is not served"),
+            );
             return None;
         };
         if secret.object.type_.as_deref() != Some(TLS_SECRET_TYPE) {
@@ -371,7 +442,11 @@ impl IngressCtx<'_> {
         let certs_ok = CertificateDer::pem_slice_iter(cert).next().is_some_and(|c| c.is_ok());
         let key_ok = PrivateKeyDer::from_pem_slice(key).is_ok();
         if !certs_ok || !key_ok {
-            let which = if certs_ok { "tls.key holds no PEM private key" } else { "tls.crt holds no PEM certificate" };
+            let which = if certs_ok {
+                "tls.key holds no PEM private key"
+            } else {
+                "tls.crt holds no PEM certificate"
+            };
             self.error(field, format!("Secret {secret_key}: {which}; TLS for these hosts is not served"));
             return None;
         }
@@ -392,7 +467,11 @@ mod tests {
         Route {
             path: path.into(),
             kind,
-            backend: Backend { service: ObjectKey::new("default", service), port: "80".into(), endpoints: vec![] },
+            backend: Backend {
+                service: ObjectKey::new("default", service),
+                port: "80".into(),
+                endpoints: vec![],
+            },
             ingress: ObjectKey::new("default", "i"),
         }
     }
@@ -407,7 +486,9 @@ mod tests {
     #[test]
     fn kubernetes_docs_examples_table() {
         use PathKind::{Exact, Prefix};
-        let rows: Vec<(Vec<(&str, PathKind)>, &str, Option<&str>)> = vec![
+        // (rule paths, request, the rule path that should match)
+        type Row<'a> = (Vec<(&'a str, PathKind)>, &'a str, Option<&'a str>);
+        let rows: Vec<Row> = vec![
             (vec![("/", Prefix)], "/anything/at/all", Some("/")),
             (vec![("/foo", Exact)], "/foo", Some("/foo")),
             (vec![("/foo", Exact)], "/bar", None),
@@ -438,7 +519,12 @@ mod tests {
         }
         // Mixed: /foo Prefix and /foo Exact, request /foo → Exact, whatever the YAML order.
         for order in [vec![("/foo", Prefix), ("/foo", Exact)], vec![("/foo", Exact), ("/foo", Prefix)]] {
-            let plan = plan_with(order.iter().map(|(p, k)| route(p, *k, if *k == Exact { "exact" } else { "prefix" })).collect());
+            let plan = plan_with(
+                order
+                    .iter()
+                    .map(|(p, k)| route(p, *k, if *k == Exact { "exact" } else { "prefix" }))
+                    .collect(),
+            );
             match plan.route("h", "/foo") {
                 RouteMatch::Route(r) => assert_eq!(r.backend.service.name, "exact"),
                 other => panic!("no match: {other:?}"),
@@ -449,8 +535,14 @@ mod tests {
     #[test]
     fn hosts_exact_wildcard_and_any() {
         let mut plan = IngressPlan::default();
-        plan.exact_hosts.insert("foo.bar.com".into(), VirtualHost { routes: vec![route("/", PathKind::Prefix, "exact")], ..Default::default() });
-        plan.wildcard_hosts.insert("foo.com".into(), VirtualHost { routes: vec![route("/", PathKind::Prefix, "wild")], ..Default::default() });
+        plan.exact_hosts.insert(
+            "foo.bar.com".into(),
+            VirtualHost { routes: vec![route("/", PathKind::Prefix, "exact")], ..Default::default() },
+        );
+        plan.wildcard_hosts.insert(
+            "foo.com".into(),
+            VirtualHost { routes: vec![route("/", PathKind::Prefix, "wild")], ..Default::default() },
+        );
         let name = |host: &str| match plan.route(host, "/") {
             RouteMatch::Route(r) => r.backend.service.name.clone(),
             _ => "404".into(),

@@ -120,8 +120,10 @@ pub fn plan(store: &Store, config: &PlanConfig, previous: &Allocations, generati
     let mut allocations = Allocations::default();
     let mut diagnostics = Vec::new();
     let nodes = plan_nodes(store, config);
-    let (pods, host_ports) = pods::plan_pods(&store.pods, config, previous, &mut allocations, &mut diagnostics);
-    let services = services::plan_services(store, &pods, config, previous, &mut allocations, &mut diagnostics);
+    let (pods, host_ports) =
+        pods::plan_pods(&store.pods, config, previous, &mut allocations, &mut diagnostics);
+    let services =
+        services::plan_services(store, &pods, config, previous, &mut allocations, &mut diagnostics);
     let ingress = ingress::plan_ingress(store, &services, config, &mut diagnostics);
     let plan = Plan {
         generation,
@@ -152,12 +154,22 @@ fn plan_nodes(store: &Store, config: &PlanConfig) -> Vec<NodePlan> {
             NodePlan {
                 name: n.object.metadata.name.clone().unwrap_or_default(),
                 addresses,
-                zone: n.object.metadata.labels.as_ref().and_then(|l| l.get("topology.kubernetes.io/zone")).cloned(),
+                zone: n
+                    .object
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("topology.kubernetes.io/zone"))
+                    .cloned(),
             }
         })
         .collect();
     if !nodes.iter().any(|n| n.name == config.local_node) {
-        nodes.push(NodePlan { name: config.local_node.clone(), addresses: config.local_node_addresses.clone(), zone: None });
+        nodes.push(NodePlan {
+            name: config.local_node.clone(),
+            addresses: config.local_node_addresses.clone(),
+            zone: None,
+        });
     }
     nodes
 }

@@ -6,7 +6,10 @@ use portico_model::Stored;
 
 /// Objects sorted oldest first by `metadata.creationTimestamp`; objects without one count as
 /// newest and keep manifest order (file, then document) among themselves.
-pub fn by_age<'a, T: 'a>(items: impl IntoIterator<Item = &'a Stored<T>>, meta: impl Fn(&T) -> &ObjectMeta) -> Vec<&'a Stored<T>> {
+pub fn by_age<'a, T: 'a>(
+    items: impl IntoIterator<Item = &'a Stored<T>>,
+    meta: impl Fn(&T) -> &ObjectMeta,
+) -> Vec<&'a Stored<T>> {
     let mut items: Vec<&Stored<T>> = items.into_iter().collect();
     items.sort_by(|a, b| {
         let (ta, tb) = (&meta(&a.object).creation_timestamp, &meta(&b.object).creation_timestamp);

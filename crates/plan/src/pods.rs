@@ -8,7 +8,7 @@ use portico_model::{Diagnostic, ObjectKey, ObjectRef, Stored};
 use serde::Serialize;
 
 use crate::Protocol;
-use crate::alloc::{Allocations, Holders, CidrPool, Claim, assign};
+use crate::alloc::{Allocations, CidrPool, Claim, Holders, assign};
 use crate::config::PlanConfig;
 use crate::order::by_age;
 
@@ -114,7 +114,11 @@ pub fn plan_pods(
             !matches!(phase, Some("Succeeded" | "Failed"))
         })
         .collect();
-    let needs_ip: Vec<&Stored<Pod>> = live.iter().copied().filter(|p| given_ips(&p.object).is_empty() && !host_network(&p.object)).collect();
+    let needs_ip: Vec<&Stored<Pod>> = live
+        .iter()
+        .copied()
+        .filter(|p| given_ips(&p.object).is_empty() && !host_network(&p.object))
+        .collect();
     let claims: Vec<Claim<IpAddr>> = needs_ip
         .iter()
         .map(|p| {
@@ -122,7 +126,11 @@ pub fn plan_pods(
             Claim { previous: previous.pod_ips.get(&owner).copied(), owner, requested: None }
         })
         .collect();
-    let mut held: Holders<IpAddr> = live.iter().flat_map(|p| given_ips(&p.object)).map(|ip| (ip, String::from("a Pod manifest"))).collect();
+    let mut held: Holders<IpAddr> = live
+        .iter()
+        .flat_map(|p| given_ips(&p.object))
+        .map(|ip| (ip, String::from("a Pod manifest")))
+        .collect();
     let results = assign(&CidrPool::pods(config.pod_cidr), &claims, &mut held, |_, _| false);
     let mut allocated: HashMap<ObjectKey, IpAddr> = HashMap::new();
     for (pod, result) in needs_ip.iter().zip(results) {
@@ -132,14 +140,22 @@ pub fn plan_pods(
                 allocated.insert(key_of(pod), ip);
             }
             Err(err) => diagnostics.push(
-                Diagnostic::error(format!("no Pod IP: {err}")).at(&pod.origin).on(reference(pod)).field("status.podIP"),
+                Diagnostic::error(format!("no Pod IP: {err}"))
+                    .at(&pod.origin)
+                    .on(reference(pod))
+                    .field("status.podIP"),
             ),
         }
     }
     let mut plans = Vec::new();
     for pod in live {
         let key = key_of(pod);
-        let node = pod.object.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_else(|| config.local_node.clone());
+        let node = pod
+            .object
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_else(|| config.local_node.clone());
         let (ips, allocated_ip) = if host_network(&pod.object) {
             (config.local_node_addresses.clone(), false)
         } else if let Some(ip) = allocated.get(&key) {
@@ -179,7 +195,13 @@ fn given_ips(pod: &Pod) -> Vec<IpAddr> {
     ips
 }
 
-fn pod_plan(pod: &Stored<Pod>, key: ObjectKey, node: String, ips: Vec<IpAddr>, allocated_ip: bool) -> PodPlan {
+fn pod_plan(
+    pod: &Stored<Pod>,
+    key: ObjectKey,
+    node: String,
+    ips: Vec<IpAddr>,
+    allocated_ip: bool,
+) -> PodPlan {
     let spec = pod.object.spec.as_ref();
     let conditions = pod.object.status.as_ref().and_then(|s| s.conditions.as_ref());
     let ready = match conditions.and_then(|c| c.iter().find(|c| c.type_ == "Ready")) {
@@ -228,23 +250,35 @@ fn is_echo(image: Option<&str>, command: Option<&[String]>, args: Option<&[Strin
     let Some(image) = image else { return false };
     let name = image.rsplit('/').next().unwrap_or(image);
     let name = name.split(['@', ':']).next().unwrap_or(name);
-    let first = command.into_iter().flatten().chain(args.into_iter().flatten()).find(|a| a.as_str() != "portico");
+    let first =
+        command.into_iter().flatten().chain(args.into_iter().flatten()).find(|a| a.as_str() != "portico");
     name == "portico" && first.is_some_and(|a| a == "echo")
 }
 
 /// HostPorts per node; of two Pods wanting the same (hostIP, protocol, port), the older
 /// keeps it (the scheduler would never have placed the other there).
-fn host_ports(plans: &[PodPlan], pods: &BTreeMap<ObjectKey, Stored<Pod>>, diagnostics: &mut Vec<Diagnostic>) -> Vec<HostPort> {
+fn host_ports(
+    plans: &[PodPlan],
+    pods: &BTreeMap<ObjectKey, Stored<Pod>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<HostPort> {
     let mut out: Vec<HostPort> = Vec::new();
     for plan in plans {
         let Some(stored) = pods.get(&plan.key) else { continue };
         let Some(spec) = &stored.object.spec else { continue };
         for (c, container) in spec.containers.iter().enumerate() {
             for (i, port) in container.ports.iter().flatten().enumerate() {
-                let Some(host_port) = port.host_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) else { continue };
+                let Some(host_port) = port.host_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0)
+                else {
+                    continue;
+                };
                 let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else { continue };
                 let Ok(container_port) = u16::try_from(port.container_port) else { continue };
-                let host_ip = port.host_ip.as_deref().and_then(|s| s.parse::<IpAddr>().ok()).filter(|ip| !ip.is_unspecified());
+                let host_ip = port
+                    .host_ip
+                    .as_deref()
+                    .and_then(|s| s.parse::<IpAddr>().ok())
+                    .filter(|ip| !ip.is_unspecified());
                 let clash = out.iter().find(|h| {
                     h.node == plan.node
                         && h.protocol == protocol

@@ -12,7 +12,7 @@ use portico_model::{Diagnostic, ObjectKey, ObjectKind, ObjectRef, Store, Stored}
 use serde::Serialize;
 
 use crate::Protocol;
-use crate::alloc::{Allocations, CidrPool, Holders, Claim, PortPool, assign};
+use crate::alloc::{Allocations, CidrPool, Claim, Holders, PortPool, assign};
 use crate::config::PlanConfig;
 use crate::endpoints::Endpoint;
 use crate::order::by_age;
@@ -135,7 +135,8 @@ pub fn plan_services(
                 .field(field),
         );
     };
-    let cluster_ips = allocate_cluster_ips(&services, config, previous, allocations, diagnostics, &mut report);
+    let cluster_ips =
+        allocate_cluster_ips(&services, config, previous, allocations, diagnostics, &mut report);
     let node_ports = allocate_node_ports(&services, config, previous, allocations, diagnostics, &mut report);
     let lb_ips = allocate_lb_ips(&services, config, previous, allocations, diagnostics);
     let slices = slices_by_service(store);
@@ -197,7 +198,10 @@ fn allocate_cluster_ips(
         let mut who = Vec::new();
         let mut claims = Vec::new();
         for (i, service) in services.iter().enumerate() {
-            if !matches!(kind_of(&service.object), ServiceKind::ClusterIP | ServiceKind::NodePort | ServiceKind::LoadBalancer) {
+            if !matches!(
+                kind_of(&service.object),
+                ServiceKind::ClusterIP | ServiceKind::NodePort | ServiceKind::LoadBalancer
+            ) {
                 continue;
             }
             let spec = service.object.spec.as_ref();
@@ -210,19 +214,27 @@ fn allocate_cluster_ips(
             let wants_family = if family == 0 {
                 true
             } else {
-                matches!(spec.and_then(|s| s.ip_family_policy.as_deref()), Some("PreferDualStack" | "RequireDualStack"))
-                    || requested.iter().any(|ip| ip.is_ipv4() == cidr.addr().is_ipv4())
+                matches!(
+                    spec.and_then(|s| s.ip_family_policy.as_deref()),
+                    Some("PreferDualStack" | "RequireDualStack")
+                ) || requested.iter().any(|ip| ip.is_ipv4() == cidr.addr().is_ipv4())
             };
             if !wants_family {
                 continue;
             }
             let requested = requested.iter().copied().find(|ip| ip.is_ipv4() == cidr.addr().is_ipv4());
-            if family == 0 && requested.is_none() && spec.and_then(|s| s.cluster_ip.as_deref()).is_some_and(|ip| !ip.is_empty()) {
+            if family == 0
+                && requested.is_none()
+                && spec.and_then(|s| s.cluster_ip.as_deref()).is_some_and(|ip| !ip.is_empty())
+            {
                 report(i, "spec.clusterIP".into(), format!("is not in the service CIDR {cidr}"), diagnostics);
                 continue;
             }
             let owner = key_of(service).to_string();
-            let prev = previous.cluster_ips.get(&owner).and_then(|ips| ips.iter().copied().find(|ip| cidr.contains(ip)));
+            let prev = previous
+                .cluster_ips
+                .get(&owner)
+                .and_then(|ips| ips.iter().copied().find(|ip| cidr.contains(ip)));
             claims.push(Claim { owner, requested, previous: prev });
             who.push(i);
         }
@@ -251,6 +263,9 @@ fn port_key(port: &k8s_openapi::api::core::v1::ServicePort) -> String {
 
 const HEALTH_CHECK: &str = "";
 
+/// Which Service (index), port key and field a NodePort claim is for.
+type PortSlot = (usize, String, String);
+
 fn allocate_node_ports(
     services: &[&Stored<Service>],
     config: &PlanConfig,
@@ -264,7 +279,7 @@ fn allocate_node_ports(
     let mut held_by_proto: BTreeMap<Protocol, Holders<u16>> = BTreeMap::new();
     let mut out = NodePorts::new();
     // Explicit and previous NodePorts of every Service are claimed before fresh ones.
-    let mut per_proto: BTreeMap<Protocol, (Vec<(usize, String, String)>, Vec<Claim<u16>>)> = BTreeMap::new();
+    let mut per_proto: BTreeMap<Protocol, (Vec<PortSlot>, Vec<Claim<u16>>)> = BTreeMap::new();
     for (i, service) in services.iter().enumerate() {
         let kind = kind_of(&service.object);
         if !matches!(kind, ServiceKind::NodePort | ServiceKind::LoadBalancer) {
@@ -286,7 +301,8 @@ fn allocate_node_ports(
             entry.1.push(Claim { owner: owner.clone(), requested, previous: prev });
         }
         if kind == ServiceKind::LoadBalancer && spec.external_traffic_policy.as_deref() == Some("Local") {
-            let requested = spec.health_check_node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0);
+            let requested =
+                spec.health_check_node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0);
             let prev = previous.health_check_node_ports.get(&owner).copied();
             let entry = per_proto.entry(Protocol::Tcp).or_default();
             entry.0.push((i, HEALTH_CHECK.into(), "spec.healthCheckNodePort".into()));
@@ -356,12 +372,17 @@ fn allocate_lb_ips(
                 continue;
             }
             let owner = key_of(service).to_string();
-            let requested: Option<IpAddr> =
-                spec.and_then(|s| s.load_balancer_ip.as_deref()).filter(|s| !s.is_empty()).and_then(|s| s.parse().ok());
+            let requested: Option<IpAddr> = spec
+                .and_then(|s| s.load_balancer_ip.as_deref())
+                .filter(|s| !s.is_empty())
+                .and_then(|s| s.parse().ok());
             if requested.is_some_and(|ip| !net.contains(&ip)) {
                 continue;
             }
-            let prev = previous.load_balancer_ips.get(&owner).and_then(|ips| ips.iter().copied().find(|ip| net.contains(ip)));
+            let prev = previous
+                .load_balancer_ips
+                .get(&owner)
+                .and_then(|ips| ips.iter().copied().find(|ip| net.contains(ip)));
             claims.push(Claim { owner, requested, previous: prev });
             who.push(i);
         }
@@ -394,10 +415,17 @@ fn allocate_lb_ips(
         let pools = config.load_balancer_pools.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         let requested = spec.and_then(|s| s.load_balancer_ip.as_deref()).filter(|s| !s.is_empty());
         let (field, message) = match requested {
-            Some(ip) => ("spec.loadBalancerIP", format!("{ip} is in no LoadBalancer pool ({pools}); no external IP assigned")),
-            None => ("spec.type", format!("no free LoadBalancer IP in the pools ({pools}); the Service stays pending")),
+            Some(ip) => (
+                "spec.loadBalancerIP",
+                format!("{ip} is in no LoadBalancer pool ({pools}); no external IP assigned"),
+            ),
+            None => (
+                "spec.type",
+                format!("no free LoadBalancer IP in the pools ({pools}); the Service stays pending"),
+            ),
         };
-        diagnostics.push(Diagnostic::warning(message).at(&service.origin).on(reference(service)).field(field));
+        diagnostics
+            .push(Diagnostic::warning(message).at(&service.origin).on(reference(service)).field(field));
     }
     for (key, ips) in &out {
         if !ips.is_empty() {
@@ -431,24 +459,32 @@ fn service_plan(
 ) -> ServicePlan {
     let spec = service.object.spec.clone().unwrap_or_default();
     let kind = kind_of(&service.object);
-    let policy = |p: &Option<String>| if p.as_deref() == Some("Local") { TrafficPolicy::Local } else { TrafficPolicy::Cluster };
-    let other_proxy = service.object.metadata.labels.as_ref().is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL));
+    let policy = |p: &Option<String>| {
+        if p.as_deref() == Some("Local") { TrafficPolicy::Local } else { TrafficPolicy::Cluster }
+    };
+    let other_proxy =
+        service.object.metadata.labels.as_ref().is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL));
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
     let selector = spec.selector.clone().unwrap_or_default();
     let selected: Vec<&PodPlan> = if selector.is_empty() || kind == ServiceKind::ExternalName {
         Vec::new()
     } else {
         pods.iter()
-            .filter(|p| p.key.namespace == key.namespace && selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+            .filter(|p| {
+                p.key.namespace == key.namespace && selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+            })
             .collect()
     };
     if !selector.is_empty() && kind != ServiceKind::ExternalName && slices.is_empty() && selected.is_empty() {
         let wanted = selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
         diagnostics.push(
-            Diagnostic::warning(format!("selector {wanted} matches no Pod in namespace {}; the Service has no endpoints", key.namespace))
-                .at(&service.origin)
-                .on(reference(service))
-                .field("spec.selector"),
+            Diagnostic::warning(format!(
+                "selector {wanted} matches no Pod in namespace {}; the Service has no endpoints",
+                key.namespace
+            ))
+            .at(&service.origin)
+            .on(reference(service))
+            .field("spec.selector"),
         );
     }
     let ports = spec
@@ -460,7 +496,14 @@ fn service_plan(
             let endpoints = if !slices.is_empty() {
                 crate::endpoints::from_slices(slices, port.name.as_deref().unwrap_or(""), protocol)
             } else {
-                crate::endpoints::from_pods(&selected, key, port.port, port.target_port.as_ref(), protocol, publish_not_ready)
+                crate::endpoints::from_pods(
+                    &selected,
+                    key,
+                    port.port,
+                    port.target_port.as_ref(),
+                    protocol,
+                    publish_not_ready,
+                )
             };
             Some(ServicePort {
                 name: port.name.clone().unwrap_or_default(),
@@ -475,7 +518,8 @@ fn service_plan(
     ServicePlan {
         key: key.clone(),
         kind,
-        proxied: !other_proxy && matches!(kind, ServiceKind::ClusterIP | ServiceKind::NodePort | ServiceKind::LoadBalancer),
+        proxied: !other_proxy
+            && matches!(kind, ServiceKind::ClusterIP | ServiceKind::NodePort | ServiceKind::LoadBalancer),
         external_name: spec.external_name.clone().filter(|_| kind == ServiceKind::ExternalName),
         cluster_ips,
         external_ips: spec.external_ips.iter().flatten().filter_map(|s| s.parse().ok()).collect(),
@@ -492,14 +536,24 @@ fn service_plan(
         external_traffic_policy: policy(&spec.external_traffic_policy),
         internal_traffic_policy: policy(&spec.internal_traffic_policy),
         health_check_node_port: node_ports.and_then(|m| m.get(HEALTH_CHECK)).copied(),
-        load_balancer_source_ranges: spec.load_balancer_source_ranges.iter().flatten().filter_map(|s| s.parse().ok()).collect(),
+        load_balancer_source_ranges: spec
+            .load_balancer_source_ranges
+            .iter()
+            .flatten()
+            .filter_map(|s| s.parse().ok())
+            .collect(),
         publish_not_ready_addresses: publish_not_ready,
     }
 }
 
 /// Resolves a Service `targetPort` for one Pod: numbers as they are, names through the
 /// Pod's container ports; `None` when the Pod has no such port.
-pub fn resolve_target_port(pod: &PodPlan, port: i32, target: Option<&IntOrString>, protocol: Protocol) -> Option<u16> {
+pub fn resolve_target_port(
+    pod: &PodPlan,
+    port: i32,
+    target: Option<&IntOrString>,
+    protocol: Protocol,
+) -> Option<u16> {
     match target {
         None => u16::try_from(port).ok(),
         Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),

@@ -43,10 +43,21 @@ fn planned(services: &[Svc], config: &PlanConfig, previous: &Allocations) -> (Pl
 fn svc_strategy() -> impl Strategy<Value = Vec<Svc>> {
     prop::collection::btree_map(
         0u16..400,
-        (prop_oneof![Just("ClusterIP"), Just("NodePort"), Just("LoadBalancer")], prop::option::weighted(0.2, 30000u16..30040)),
+        (
+            prop_oneof![Just("ClusterIP"), Just("NodePort"), Just("LoadBalancer")],
+            prop::option::weighted(0.2, 30000u16..30040),
+        ),
         1..40,
     )
-    .prop_map(|m| m.into_iter().map(|(id, (kind, node_port))| Svc { id, kind, node_port: node_port.filter(|_| kind != "ClusterIP") }).collect())
+    .prop_map(|m| {
+        m.into_iter()
+            .map(|(id, (kind, node_port))| Svc {
+                id,
+                kind,
+                node_port: node_port.filter(|_| kind != "ClusterIP"),
+            })
+            .collect()
+    })
 }
 
 /// What each Service holds: ClusterIPs, NodePorts by port, LB IPs.
@@ -56,7 +67,11 @@ fn holdings(plan: &Plan) -> Holdings {
     plan.services
         .iter()
         .map(|s| {
-            let ports = s.ports.iter().filter_map(|p| Some((format!("{}/{}", p.name, p.protocol), p.node_port?))).collect();
+            let ports = s
+                .ports
+                .iter()
+                .filter_map(|p| Some((format!("{}/{}", p.name, p.protocol), p.node_port?)))
+                .collect();
             (s.key.name.clone(), (s.cluster_ips.clone(), ports, s.load_balancer_ips.clone()))
         })
         .collect()

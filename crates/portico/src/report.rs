@@ -26,7 +26,13 @@ pub fn check(outcome: &Outcome, json: bool, out: &mut impl Write) -> Result<bool
             objects: usize,
             diagnostics: &'a [Diagnostic],
         }
-        let report = Report { errors, warnings, files: outcome.files.len(), objects: outcome.objects, diagnostics: &outcome.diagnostics };
+        let report = Report {
+            errors,
+            warnings,
+            files: outcome.files.len(),
+            objects: outcome.objects,
+            diagnostics: &outcome.diagnostics,
+        };
         serde_json::to_writer_pretty(&mut *out, &report)?;
         writeln!(out)?;
     } else {
@@ -59,11 +65,20 @@ fn plural(n: usize) -> &'static str {
 fn write_diagnostics(diagnostics: &[Diagnostic], out: &mut impl Write) -> Result<()> {
     let mut groups: BTreeMap<(String, String), Vec<&Diagnostic>> = BTreeMap::new();
     for d in diagnostics {
-        let file = d.origin.as_ref().map(|o| o.file.display().to_string()).unwrap_or_else(|| "(planner)".into());
+        let file =
+            d.origin.as_ref().map(|o| o.file.display().to_string()).unwrap_or_else(|| "(planner)".into());
         let object = match (&d.object, &d.origin) {
-            (Some(obj), Some(o)) => format!("{obj} (document {}{})", o.document, o.line.map(|l| format!(", line {l}")).unwrap_or_default()),
+            (Some(obj), Some(o)) => format!(
+                "{obj} (document {}{})",
+                o.document,
+                o.line.map(|l| format!(", line {l}")).unwrap_or_default()
+            ),
             (Some(obj), None) => obj.to_string(),
-            (None, Some(o)) if o.document > 0 => format!("document {}{}", o.document, o.line.map(|l| format!(", line {l}")).unwrap_or_default()),
+            (None, Some(o)) if o.document > 0 => format!(
+                "document {}{}",
+                o.document,
+                o.line.map(|l| format!(", line {l}")).unwrap_or_default()
+            ),
             (None, _) => String::new(),
         };
         groups.entry((file, object)).or_default().push(d);
@@ -79,7 +94,8 @@ fn write_diagnostics(diagnostics: &[Diagnostic], out: &mut impl Write) -> Result
         }
         items.sort_by_key(|d| d.severity);
         for d in items {
-            let field = d.field.as_deref().filter(|f| !f.is_empty()).map(|f| format!("{f}: ")).unwrap_or_default();
+            let field =
+                d.field.as_deref().filter(|f| !f.is_empty()).map(|f| format!("{f}: ")).unwrap_or_default();
             writeln!(out, "    {:<7} {field}{}", d.severity.to_string(), d.message)?;
         }
     }
@@ -97,7 +113,10 @@ pub fn explain(outcome: &Outcome, json: bool, out: &mut impl Write) -> Result<()
             exposures: &'a [Exposure],
             diagnostics: &'a [Diagnostic],
         }
-        serde_json::to_writer_pretty(&mut *out, &Report { exposures: &rows, diagnostics: &outcome.diagnostics })?;
+        serde_json::to_writer_pretty(
+            &mut *out,
+            &Report { exposures: &rows, diagnostics: &outcome.diagnostics },
+        )?;
         writeln!(out)?;
         return Ok(());
     }

@@ -13,7 +13,8 @@ const FILE: &str = "allocations.json";
 pub fn load(dir: &Path) -> Result<Allocations> {
     let path = dir.join(FILE);
     match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{}: not a valid allocations file", path.display())),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not a valid allocations file", path.display())),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Allocations::default()),
         Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
     }
@@ -23,7 +24,8 @@ pub fn load(dir: &Path) -> Result<Allocations> {
 /// old one, so a crash leaves either the old or the new state, never half of one.
 pub fn save(dir: &Path, allocations: &Allocations) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating state folder {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing in {}", dir.display()))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing in {}", dir.display()))?;
     serde_json::to_writer_pretty(&mut tmp, allocations)?;
     tmp.write_all(b"\n")?;
     tmp.as_file().sync_all()?;

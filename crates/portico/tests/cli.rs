@@ -17,7 +17,8 @@ fn portico(args: &[&str]) -> Output {
 }
 
 fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 #[test]
@@ -80,7 +81,9 @@ fn explain_quickstart_shows_every_method_with_reach_and_cost() {
     assert!(out.status.success());
     let report = json(&out);
     let rows = report["exposures"].as_array().unwrap();
-    let row = |method: &str| rows.iter().find(|r| r["method"] == method).unwrap_or_else(|| panic!("no {method} row in {rows:#?}"));
+    let row = |method: &str| {
+        rows.iter().find(|r| r["method"] == method).unwrap_or_else(|| panic!("no {method} row in {rows:#?}"))
+    };
     for (method, layer, reach) in [
         ("ClusterIP", "L4", Value::from("cluster")),
         ("NodePort", "L4", Value::from("everyNode")),
@@ -107,7 +110,8 @@ fn explain_quickstart_shows_every_method_with_reach_and_cost() {
     let ingress = row("Ingress");
     assert_eq!(ingress["tls"], true);
     assert!(ingress["addresses"][0].as_str().unwrap().starts_with("https://quickstart.example.test:8443/"));
-    let static_node_port = rows.iter().find(|r| r["method"] == "NodePort" && r["object"]["name"] == "web-nodeport").unwrap();
+    let static_node_port =
+        rows.iter().find(|r| r["method"] == "NodePort" && r["object"]["name"] == "web-nodeport").unwrap();
     assert_eq!(static_node_port["ports"][0], "30081/TCP");
     assert_eq!(row("Headless")["ready"], 2);
 }
@@ -127,12 +131,23 @@ fn state_folder_keeps_allocations_across_runs_and_edits() {
     let dir = tempfile::tempdir().unwrap();
     let manifests = dir.path().join("m");
     std::fs::create_dir(&manifests).unwrap();
-    let service = |name: &str| format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: LoadBalancer\n  ports: [{{port: 80}}]\n");
+    let service = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: LoadBalancer\n  ports: [{{port: 80}}]\n"
+        )
+    };
     std::fs::write(manifests.join("a.yaml"), service("alpha")).unwrap();
     let state = dir.path().join("state");
-    let args = ["explain", "--output", "json", "--state", state.to_str().unwrap(), manifests.to_str().unwrap()];
+    let args =
+        ["explain", "--output", "json", "--state", state.to_str().unwrap(), manifests.to_str().unwrap()];
     let addresses = |report: &Value, name: &str| -> Vec<Value> {
-        report["exposures"].as_array().unwrap().iter().filter(|r| r["object"]["name"] == name).map(|r| r["addresses"].clone()).collect()
+        report["exposures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["object"]["name"] == name)
+            .map(|r| r["addresses"].clone())
+            .collect()
     };
     let first = json(&portico(&args));
     assert!(state.join("allocations.json").exists());
@@ -157,7 +172,8 @@ fn echo_answers_http_with_json() {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
-    let addr = line.split_whitespace().find(|w| w.starts_with("127.0.0.1:")).expect("address in banner").to_string();
+    let addr =
+        line.split_whitespace().find(|w| w.starts_with("127.0.0.1:")).expect("address in banner").to_string();
     let mut stream = TcpStream::connect(&addr).unwrap();
     write!(stream, "GET /hello?x=1 HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = String::new();
