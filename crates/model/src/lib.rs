@@ -5,6 +5,7 @@
 
 pub mod diagnostic;
 pub mod load;
+pub mod locate;
 pub mod names;
 pub mod object;
 pub mod store;

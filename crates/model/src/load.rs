@@ -99,7 +99,7 @@ pub fn parse_text(file: &Path, text: &str) -> (Vec<(Origin, Object)>, Vec<Diagno
         }
     } else {
         for doc in split_documents(text) {
-            let origin = Origin::new(file, doc.index, Some(doc.first_line));
+            let origin = Origin::new(file, doc.index, Some(doc.content_line()));
             match serde_saphyr::from_str::<Value>(&doc.text) {
                 Ok(value) => out.value(value, &origin, ""),
                 Err(err) => {
@@ -122,14 +122,26 @@ fn yaml_message(err: &serde_saphyr::Error) -> String {
     first.split(" at line ").next().unwrap_or(first).to_string()
 }
 
-struct Document {
-    index: usize,
-    first_line: u64,
-    text: String,
+/// One YAML document of a stream.
+pub(crate) struct Document {
+    pub(crate) index: usize,
+    pub(crate) first_line: u64,
+    pub(crate) text: String,
+}
+
+impl Document {
+    /// The file line of the document's first content (not the `---` marker, not a comment).
+    fn content_line(&self) -> u64 {
+        let skip = self.text.lines().position(|l| {
+            let l = l.trim();
+            !l.is_empty() && !l.starts_with('#')
+        });
+        self.first_line + skip.unwrap_or(0) as u64
+    }
 }
 
 /// Splits a YAML stream at `---` markers, keeping each document's first line number.
-fn split_documents(text: &str) -> Vec<Document> {
+pub(crate) fn split_documents(text: &str) -> Vec<Document> {
     let mut docs = Vec::new();
     let mut current = String::new();
     let mut first_line = 1u64;
@@ -319,7 +331,7 @@ mod tests {
         );
         assert!(diags.is_empty(), "{diags:?}");
         let names: Vec<_> = objects.iter().map(|(o, obj)| (o.document, o.line, obj.key().name)).collect();
-        assert_eq!(names, vec![(1, Some(2), "a".to_string()), (2, Some(8), "b".to_string())]);
+        assert_eq!(names, vec![(1, Some(3), "a".to_string()), (2, Some(9), "b".to_string())]);
     }
 
     #[test]

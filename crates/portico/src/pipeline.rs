@@ -37,5 +37,6 @@ pub fn load_and_plan(paths: &[PathBuf], config: &PlanConfig, state_dir: Option<&
         state::save(dir, &planned.allocations)?;
     }
     all.extend(planned.diagnostics);
+    portico_model::locate::locate_fields(&mut all);
     Ok(Outcome { plan: planned.plan, diagnostics: all, files: loaded.files, objects: store.len() })
 }

@@ -61,42 +61,35 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// Diagnostics grouped by file, then object, errors first within each object.
+/// Diagnostics grouped by file, then object (with its document), errors first within each.
 fn write_diagnostics(diagnostics: &[Diagnostic], out: &mut impl Write) -> Result<()> {
-    let mut groups: BTreeMap<(String, String), Vec<&Diagnostic>> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, usize, String), Vec<&Diagnostic>> = BTreeMap::new();
     for d in diagnostics {
         let file =
             d.origin.as_ref().map(|o| o.file.display().to_string()).unwrap_or_else(|| "(planner)".into());
-        let object = match (&d.object, &d.origin) {
-            (Some(obj), Some(o)) => format!(
-                "{obj} (document {}{})",
-                o.document,
-                o.line.map(|l| format!(", line {l}")).unwrap_or_default()
-            ),
-            (Some(obj), None) => obj.to_string(),
-            (None, Some(o)) if o.document > 0 => format!(
-                "document {}{}",
-                o.document,
-                o.line.map(|l| format!(", line {l}")).unwrap_or_default()
-            ),
-            (None, _) => String::new(),
-        };
-        groups.entry((file, object)).or_default().push(d);
+        let document = d.origin.as_ref().map(|o| o.document).unwrap_or_default();
+        let object = d.object.as_ref().map(ToString::to_string).unwrap_or_default();
+        groups.entry((file, document, object)).or_default().push(d);
     }
     let mut last_file = None;
-    for ((file, object), mut items) in groups {
+    for ((file, document, object), mut items) in groups {
         if last_file.as_ref() != Some(&file) {
             writeln!(out, "{file}")?;
             last_file = Some(file);
         }
-        if !object.is_empty() {
-            writeln!(out, "  {object}")?;
+        match (object.is_empty(), document) {
+            (false, 0) => writeln!(out, "  {object}")?,
+            (false, n) => writeln!(out, "  {object} (document {n})")?,
+            (true, 0) => {}
+            (true, n) => writeln!(out, "  document {n}")?,
         }
-        items.sort_by_key(|d| d.severity);
+        items.sort_by_key(|d| (d.severity, d.origin.as_ref().and_then(|o| o.line)));
         for d in items {
+            let line =
+                d.origin.as_ref().and_then(|o| o.line).map(|l| format!("line {l}: ")).unwrap_or_default();
             let field =
                 d.field.as_deref().filter(|f| !f.is_empty()).map(|f| format!("{f}: ")).unwrap_or_default();
-            writeln!(out, "    {:<7} {field}{}", d.severity.to_string(), d.message)?;
+            writeln!(out, "    {:<7} {line}{field}{}", d.severity.to_string(), d.message)?;
         }
     }
     Ok(())

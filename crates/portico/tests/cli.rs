@@ -32,7 +32,9 @@ fn broken_manifests_get_exactly_the_expected_diagnostics() {
     for line in expected.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
         want += 1;
         let cols: Vec<&str> = line.split('|').map(str::trim).collect();
-        let [severity, file, object, field, words] = cols[..] else { panic!("bad EXPECTED line {line}") };
+        let [severity, file, line_no, object, field, words] = cols[..] else {
+            panic!("bad EXPECTED line {line}")
+        };
         let matches = |d: &Value| {
             let d_object = match &d["object"] {
                 Value::Null => "-".to_string(),
@@ -45,6 +47,7 @@ fn broken_manifests_get_exactly_the_expected_diagnostics() {
             };
             d["severity"] == severity
                 && d["origin"]["file"].as_str().is_some_and(|f| f.ends_with(file))
+                && d["origin"]["line"].as_u64().map(|l| l.to_string()).as_deref() == Some(line_no)
                 && d_object == object
                 && d["field"].as_str().unwrap_or("-") == field
                 && d["message"].as_str().is_some_and(|m| m.contains(words))

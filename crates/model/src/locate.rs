@@ -1,0 +1,189 @@
+//! Finding the line of a field: diagnostics name a field path (`spec.ports[1].nodePort`);
+//! this maps it back to the line in the manifest, by parsing the document again with
+//! positions. It only runs for diagnostics, so loading stays lean.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+
+use crate::diagnostic::Diagnostic;
+use crate::load::split_documents;
+
+/// A YAML node with the line each child starts on.
+enum Node {
+    Scalar,
+    Seq(Vec<Spanned<Node>>),
+    Map(Vec<(String, Spanned<Node>)>),
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+macro_rules! scalar {
+    ($($name:ident: $ty:ty),*) => {
+        $(fn $name<E: de::Error>(self, _: $ty) -> Result<Node, E> { Ok(Node::Scalar) })*
+    };
+}
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML node")
+    }
+
+    scalar!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+
+    fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Spanned<Node>>()? {
+            items.push(item);
+        }
+        Ok(Node::Seq(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<Key>()? {
+            let value = map.next_value::<Spanned<Node>>()?;
+            entries.push((key.0, value));
+        }
+        Ok(Node::Map(entries))
+    }
+}
+
+/// A mapping key of any scalar type, as text.
+struct Key(String);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(Key(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Key, E> {
+                Ok(Key(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Key, E> {
+                Ok(Key(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Key, E> {
+                Ok(Key(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(KeyVisitor)
+    }
+}
+
+/// One step of a field path: `spec`, `[1]`, or a bracketed key such as `[tls.crt]`.
+#[derive(Debug, PartialEq)]
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn steps(field: &str) -> Vec<Step<'_>> {
+    let mut out = Vec::new();
+    let mut rest = field;
+    while !rest.is_empty() {
+        if let Some(inner) = rest.strip_prefix('[') {
+            let Some(end) = inner.find(']') else { break };
+            let text = &inner[..end];
+            out.push(text.parse().map(Step::Index).unwrap_or(Step::Key(text)));
+            rest = inner[end + 1..].trim_start_matches('.');
+        } else {
+            let end = rest.find(['.', '[']).unwrap_or(rest.len());
+            out.push(Step::Key(&rest[..end]));
+            rest = rest[end..].trim_start_matches('.');
+        }
+    }
+    out
+}
+
+/// The file line of `field` in the `document`-th document (1-based) of a YAML file, or of
+/// the deepest part of the path that exists; `None` when the document does not parse.
+pub fn field_line(text: &str, document: usize, field: &str) -> Option<u64> {
+    let doc = split_documents(text).into_iter().find(|d| d.index == document)?;
+    let root: Spanned<Node> = serde_saphyr::from_str(&doc.text).ok()?;
+    let mut line = root.referenced.line();
+    let mut node = &root.value;
+    for step in steps(field) {
+        let child = match (node, step) {
+            (Node::Map(entries), Step::Key(k)) => entries.iter().find(|(key, _)| key == k).map(|(_, v)| v),
+            (Node::Seq(items), Step::Index(i)) => items.get(i),
+            _ => None,
+        };
+        let Some(child) = child else { break };
+        line = child.referenced.line();
+        node = &child.value;
+    }
+    Some(doc.first_line + line.saturating_sub(1))
+}
+
+/// Points each diagnostic that names a field at that field's line, reading each manifest
+/// file once. Diagnostics whose file or field cannot be found keep their line.
+pub fn locate_fields(diagnostics: &mut [Diagnostic]) {
+    let mut files: HashMap<PathBuf, Option<String>> = HashMap::new();
+    for d in diagnostics {
+        let (Some(origin), Some(field)) = (&mut d.origin, &d.field) else { continue };
+        if field.is_empty() || origin.document == 0 {
+            continue;
+        }
+        let text =
+            files.entry(origin.file.clone()).or_insert_with(|| std::fs::read_to_string(&origin.file).ok());
+        if let Some(line) = text.as_deref().and_then(|t| field_line(t, origin.document, field)) {
+            origin.line = Some(line);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - name: a\n    port: 80\n  - {name: b, port: 70000}\n";
+
+    #[test]
+    fn finds_fields_in_later_documents() {
+        assert_eq!(field_line(TEXT, 2, "spec.ports[0].port"), Some(12));
+        assert_eq!(field_line(TEXT, 2, "spec.ports[1].port"), Some(13));
+        assert_eq!(field_line(TEXT, 2, "metadata.name"), Some(8));
+    }
+
+    #[test]
+    fn stops_at_the_deepest_existing_part() {
+        assert_eq!(field_line(TEXT, 2, "spec.ports[1].nodePort"), Some(13));
+        assert_eq!(field_line(TEXT, 3, "spec"), None);
+    }
+
+    #[test]
+    fn path_steps() {
+        assert_eq!(
+            steps("metadata.labels[kubernetes.io/service-name]"),
+            vec![Step::Key("metadata"), Step::Key("labels"), Step::Key("kubernetes.io/service-name")]
+        );
+        assert_eq!(steps("items[2].spec"), vec![Step::Key("items"), Step::Index(2), Step::Key("spec")]);
+    }
+}
