@@ -231,10 +231,7 @@ fn allocate_cluster_ips(
                 continue;
             }
             let owner = key_of(service).to_string();
-            let prev = previous
-                .cluster_ips
-                .get(&owner)
-                .and_then(|ips| ips.iter().copied().find(|ip| cidr.contains(ip)));
+            let prev = previous_in(&previous.cluster_ips, &owner, cidr);
             claims.push(Claim { owner, requested, previous: prev });
             who.push(i);
         }
@@ -249,6 +246,11 @@ fn allocate_cluster_ips(
         allocations.cluster_ips.insert(key.to_string(), ips.clone());
     }
     out
+}
+
+/// The address `owner` held before inside `net`, if any.
+fn previous_in(held: &BTreeMap<String, Vec<IpAddr>>, owner: &str, net: &IpNet) -> Option<IpAddr> {
+    held.get(owner).and_then(|ips| ips.iter().copied().find(|ip| net.contains(ip)))
 }
 
 /// Per Service: port key → NodePort, plus the health-check NodePort under key "".
@@ -379,10 +381,7 @@ fn allocate_lb_ips(
             if requested.is_some_and(|ip| !net.contains(&ip)) {
                 continue;
             }
-            let prev = previous
-                .load_balancer_ips
-                .get(&owner)
-                .and_then(|ips| ips.iter().copied().find(|ip| net.contains(ip)));
+            let prev = previous_in(&previous.load_balancer_ips, &owner, net);
             claims.push(Claim { owner, requested, previous: prev });
             who.push(i);
         }

@@ -24,28 +24,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Check manifests: print every error and warning, grouped by object.
-    Check {
-        /// Manifest files or folders (searched recursively for .yaml, .yml, .json).
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        #[command(flatten)]
-        plan: PlanArgs,
-        /// Output format.
-        #[arg(long, short, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
+    Check(ManifestArgs),
     /// Explain how each workload in the manifests is exposed: method, layer, reach,
     /// addresses, ports, TLS, backends and cost.
-    Explain {
-        /// Manifest files or folders (searched recursively for .yaml, .yml, .json).
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        #[command(flatten)]
-        plan: PlanArgs,
-        /// Output format.
-        #[arg(long, short, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
+    Explain(ManifestArgs),
     /// Run the built-in echo workload: answers HTTP/1.1, h2c (and HTTPS with --tls-cert)
     /// with JSON describing the request, and echoes UDP datagrams on the same port.
     Echo {
@@ -68,6 +50,19 @@ enum Command {
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
     },
+}
+
+/// What the one-shot commands read and how they print.
+#[derive(Args)]
+struct ManifestArgs {
+    /// Manifest files or folders (searched recursively for .yaml, .yml, .json).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 /// How results are printed.
@@ -121,6 +116,12 @@ impl PlanArgs {
     }
 }
 
+impl ManifestArgs {
+    fn load_and_plan(&self) -> Result<pipeline::Outcome> {
+        pipeline::load_and_plan(&self.paths, &self.plan.config(), self.plan.state.as_deref())
+    }
+}
+
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
     let (a, b) = s.split_once('-').ok_or_else(|| format!("{s:?} is not FIRST-LAST"))?;
     let a: u16 = a.trim().parse().map_err(|e| format!("{a:?}: {e}"))?;
@@ -157,14 +158,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Check { paths, plan, output } => {
-            let outcome = pipeline::load_and_plan(&paths, &plan.config(), plan.state.as_deref())?;
-            let errors = report::check(&outcome, output == Output::Json, &mut std::io::stdout().lock())?;
+        Command::Check(args) => {
+            let outcome = args.load_and_plan()?;
+            let errors = report::check(&outcome, args.output == Output::Json, &mut std::io::stdout().lock())?;
             Ok(if errors { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
-        Command::Explain { paths, plan, output } => {
-            let outcome = pipeline::load_and_plan(&paths, &plan.config(), plan.state.as_deref())?;
-            report::explain(&outcome, output == Output::Json, &mut std::io::stdout().lock())?;
+        Command::Explain(args) => {
+            let outcome = args.load_and_plan()?;
+            report::explain(&outcome, args.output == Output::Json, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Echo { listen, name, namespace, service, tls_cert, tls_key } => {
