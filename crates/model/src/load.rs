@@ -31,6 +31,11 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Loaded {
         let path = path.as_ref();
         match fs::metadata(path) {
             Ok(meta) if meta.is_dir() => load_dir(path, &mut loaded),
+            // A shell glob such as `examples/*` also names READMEs: skip them, but say so.
+            Ok(_) if path.extension().is_some() && !is_manifest_name(path) => loaded.diagnostics.push(
+                Diagnostic::warning("not a manifest file (.yaml, .yml or .json); skipped")
+                    .at(&Origin::new(path, 0, None)),
+            ),
             Ok(_) => load_file(path, &mut loaded),
             Err(err) => loaded.diagnostics.push(read_error(path, &err)),
         }

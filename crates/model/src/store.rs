@@ -47,7 +47,11 @@ impl Store {
             if rejected {
                 continue;
             }
-            if let Some(first) = store.origin_of(&object) {
+            if let Some((first, same)) = store.existing(&object) {
+                // Applying the same object twice is harmless, as with `kubectl apply`.
+                if same {
+                    continue;
+                }
                 diagnostics.push(
                     Diagnostic::error(format!(
                         "defined twice; the copy at {first} is used, this one ignored"
@@ -62,18 +66,26 @@ impl Store {
         (store, diagnostics)
     }
 
-    /// Where an object with the same kind and key is already stored from, if any.
-    fn origin_of(&self, object: &Object) -> Option<&Origin> {
+    /// Where an object with the same kind and key is already stored from, and whether it is
+    /// the same object.
+    fn existing(&self, object: &Object) -> Option<(&Origin, bool)> {
+        fn check<'a, T: PartialEq>(
+            map: &'a BTreeMap<ObjectKey, Stored<T>>,
+            key: &ObjectKey,
+            object: &T,
+        ) -> Option<(&'a Origin, bool)> {
+            map.get(key).map(|s| (&s.origin, s.object == *object))
+        }
         let key = object.key();
         match object {
-            Object::Namespace(_) => self.namespaces.get(&key).map(|s| &s.origin),
-            Object::Service(_) => self.services.get(&key).map(|s| &s.origin),
-            Object::EndpointSlice(_) => self.endpoint_slices.get(&key).map(|s| &s.origin),
-            Object::Pod(_) => self.pods.get(&key).map(|s| &s.origin),
-            Object::Node(_) => self.nodes.get(&key).map(|s| &s.origin),
-            Object::Ingress(_) => self.ingresses.get(&key).map(|s| &s.origin),
-            Object::IngressClass(_) => self.ingress_classes.get(&key).map(|s| &s.origin),
-            Object::Secret(_) => self.secrets.get(&key).map(|s| &s.origin),
+            Object::Namespace(o) => check(&self.namespaces, &key, o),
+            Object::Service(o) => check(&self.services, &key, o),
+            Object::EndpointSlice(o) => check(&self.endpoint_slices, &key, o),
+            Object::Pod(o) => check(&self.pods, &key, o),
+            Object::Node(o) => check(&self.nodes, &key, o),
+            Object::Ingress(o) => check(&self.ingresses, &key, o),
+            Object::IngressClass(o) => check(&self.ingress_classes, &key, o),
+            Object::Secret(o) => check(&self.secrets, &key, o),
         }
     }
 
@@ -118,4 +130,39 @@ pub fn in_namespace<'a, T>(
     namespace: &'a str,
 ) -> impl Iterator<Item = (&'a ObjectKey, &'a Stored<T>)> + 'a {
     map.range(ObjectKey::new(namespace, "")..).take_while(move |(k, _)| k.namespace == namespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::parse_text;
+    use std::path::Path;
+
+    #[test]
+    fn identical_duplicates_are_fine_different_ones_are_errors() {
+        let ns = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: PORT}]}\n";
+        let text = format!(
+            "{}---\n{}---\n{}",
+            ns.replace("PORT", "80"),
+            ns.replace("PORT", "80"),
+            ns.replace("PORT", "81")
+        );
+        let (objects, _) = parse_text(Path::new("dup.yaml"), &text);
+        let (store, diags) = Store::from_objects(objects);
+        assert_eq!(store.services.len(), 1);
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].origin.as_ref().map(|o| o.document), Some(3));
+        assert!(diags[0].message.contains("defined twice, differently"));
+        let kept = &store.services[&ObjectKey::new("default", "web")];
+        assert_eq!(kept.origin.document, 1);
+    }
+
+    #[test]
+    fn objects_with_errors_stay_out() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: bad}\nspec: {ports: [{port: 0}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: good}\nspec: {ports: [{port: 80}]}\n";
+        let (objects, _) = parse_text(Path::new("s.yaml"), text);
+        let (store, diags) = Store::from_objects(objects);
+        assert_eq!(store.services.keys().map(|k| k.name.as_str()).collect::<Vec<_>>(), vec!["good"]);
+        assert!(diags.iter().all(|d| d.object.as_ref().is_some_and(|o| o.key.name == "bad")));
+    }
 }

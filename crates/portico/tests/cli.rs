@@ -79,6 +79,22 @@ fn every_example_checks_clean() {
 }
 
 #[test]
+fn all_examples_together_as_a_shell_glob_names_them() {
+    // `portico check examples/*` also passes examples/README.md; the shared IngressClass
+    // appears in two folders, identically.
+    let mut args = vec!["check".to_string()];
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(repo().join("examples")).unwrap().map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    args.extend(entries.iter().map(|p| p.to_str().unwrap().to_string()));
+    let out = Command::new(env!("CARGO_BIN_EXE_portico")).args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("README.md") && text.contains("not a manifest file"), "{text}");
+    assert!(text.contains("0 errors, 1 warning"), "{text}");
+}
+
+#[test]
 fn explain_quickstart_shows_every_method_with_reach_and_cost() {
     let out = portico(&["explain", "--output", "json", "examples/quickstart"]);
     assert!(out.status.success());
