@@ -54,7 +54,7 @@ impl Store {
                 }
                 diagnostics.push(
                     Diagnostic::error(format!(
-                        "defined twice; the copy at {first} is used, this one ignored"
+                        "defined twice, differently; the copy at {first} is used, this one ignored"
                     ))
                     .at(&origin)
                     .on(reference),
