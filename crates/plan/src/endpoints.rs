@@ -173,7 +173,7 @@ pub fn from_pods(
                 serving: publish_not_ready || pod.ready,
                 terminating: pod.terminating,
                 node: Some(pod.node.clone()),
-                zone: None,
+                zone: pod.zone.clone(),
                 hostname,
                 pod: Some(pod.key.clone()),
                 hints: None,

@@ -121,7 +121,7 @@ pub fn plan(store: &Store, config: &PlanConfig, previous: &Allocations, generati
     let mut diagnostics = Vec::new();
     let nodes = plan_nodes(store, config);
     let (pods, host_ports) =
-        pods::plan_pods(&store.pods, config, previous, &mut allocations, &mut diagnostics);
+        pods::plan_pods(&store.pods, &nodes, config, previous, &mut allocations, &mut diagnostics);
     let services =
         services::plan_services(store, &pods, config, previous, &mut allocations, &mut diagnostics);
     let ingress = ingress::plan_ingress(store, &services, config, &mut diagnostics);

@@ -7,10 +7,10 @@ use k8s_openapi::api::core::v1::Pod;
 use portico_model::{Diagnostic, ObjectKey, ObjectRef, Stored};
 use serde::Serialize;
 
-use crate::Protocol;
 use crate::alloc::{Allocations, CidrPool, Claim, Holders, assign};
 use crate::config::PlanConfig;
 use crate::order::by_age;
+use crate::{NodePlan, Protocol};
 
 /// A Pod the planner accepted.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -20,6 +20,9 @@ pub struct PodPlan {
     pub key: ObjectKey,
     /// The node it runs on.
     pub node: String,
+    /// The node's zone, if labelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// Its addresses: `status.podIPs`, or one allocated from the Pod CIDR.
     pub ips: Vec<IpAddr>,
     /// Whether the address was allocated by Portico rather than given in the manifest.
@@ -102,6 +105,7 @@ impl PodPlan {
 /// Plans every Pod that is not finished: addresses (allocating where missing) and HostPorts.
 pub fn plan_pods(
     pods: &BTreeMap<ObjectKey, Stored<Pod>>,
+    nodes: &[NodePlan],
     config: &PlanConfig,
     previous: &Allocations,
     allocations: &mut Allocations,
@@ -156,8 +160,9 @@ pub fn plan_pods(
             .as_ref()
             .and_then(|s| s.node_name.clone())
             .unwrap_or_else(|| config.local_node.clone());
+        let node_plan = nodes.iter().find(|n| n.name == node);
         let (ips, allocated_ip) = if host_network(&pod.object) {
-            (config.local_node_addresses.clone(), false)
+            (node_plan.map(|n| n.addresses.clone()).unwrap_or_default(), false)
         } else if let Some(ip) = allocated.get(&key) {
             (vec![*ip], true)
         } else {
@@ -166,9 +171,12 @@ pub fn plan_pods(
         if ips.is_empty() {
             continue;
         }
-        plans.push(pod_plan(pod, key, node, ips, allocated_ip));
+        let zone = node_plan.and_then(|n| n.zone.clone());
+        plans.push(pod_plan(pod, key, Placement { node, zone }, ips, allocated_ip));
     }
+    // HostPort clashes are settled oldest first; the plan lists Pods by name.
     let host_ports = host_ports(&plans, pods, diagnostics);
+    plans.sort_by(|a, b| a.key.cmp(&b.key));
     (plans, host_ports)
 }
 
@@ -195,10 +203,16 @@ fn given_ips(pod: &Pod) -> Vec<IpAddr> {
     ips
 }
 
+/// Where a Pod runs.
+struct Placement {
+    node: String,
+    zone: Option<String>,
+}
+
 fn pod_plan(
     pod: &Stored<Pod>,
     key: ObjectKey,
-    node: String,
+    at: Placement,
     ips: Vec<IpAddr>,
     allocated_ip: bool,
 ) -> PodPlan {
@@ -233,7 +247,8 @@ fn pod_plan(
         .unwrap_or_default();
     PodPlan {
         key,
-        node,
+        node: at.node,
+        zone: at.zone,
         ips,
         allocated_ip,
         ready,
