@@ -8,10 +8,11 @@ pub mod load;
 pub mod locate;
 pub mod names;
 pub mod object;
+pub mod selector;
 pub mod store;
 pub mod validate;
 
 pub use diagnostic::{Diagnostic, ObjectKey, ObjectRef, Origin, Severity};
 pub use load::{Loaded, load_paths, parse_text};
-pub use object::{Object, ObjectKind};
+pub use object::{Object, ObjectKind, Workload};
 pub use store::{Store, Stored};

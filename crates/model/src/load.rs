@@ -318,6 +318,16 @@ fn typed(kind: ObjectKind, value: Value) -> Result<Object, (String, String)> {
         ObjectKind::Ingress => Object::Ingress(de(value)?),
         ObjectKind::IngressClass => Object::IngressClass(de(value)?),
         ObjectKind::Secret => Object::Secret(de(value)?),
+        ObjectKind::Deployment => {
+            Object::Workload(de::<k8s_openapi::api::apps::v1::Deployment>(value)?.into())
+        }
+        ObjectKind::StatefulSet => {
+            Object::Workload(de::<k8s_openapi::api::apps::v1::StatefulSet>(value)?.into())
+        }
+        ObjectKind::DaemonSet => Object::Workload(de::<k8s_openapi::api::apps::v1::DaemonSet>(value)?.into()),
+        ObjectKind::ReplicaSet => {
+            Object::Workload(de::<k8s_openapi::api::apps::v1::ReplicaSet>(value)?.into())
+        }
     })
 }
 
@@ -366,12 +376,12 @@ mod tests {
     fn lists_and_json_and_unknown_kinds() {
         let json = r#"{"apiVersion":"v1","kind":"List","items":[
             {"apiVersion":"v1","kind":"Namespace","metadata":{"name":"x"}},
-            {"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"}}]}"#;
+            {"apiVersion":"batch/v1","kind":"CronJob","metadata":{"name":"d"}}]}"#;
         let (objects, diags) = parse_text(Path::new("list.json"), json);
         assert_eq!(objects.len(), 1);
         assert_eq!(diags.len(), 1);
         assert!(!diags[0].is_error());
-        assert!(diags[0].message.contains("Deployment"));
+        assert!(diags[0].message.contains("CronJob"));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The typed Kubernetes objects Portico reads, one enum over the kinds it knows.
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodTemplateSpec, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::diagnostic::{ObjectKey, ObjectRef};
 
@@ -26,14 +27,26 @@ pub enum ObjectKind {
     IngressClass,
     /// core/v1 Secret.
     Secret,
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+    /// apps/v1 DaemonSet.
+    DaemonSet,
+    /// apps/v1 ReplicaSet.
+    ReplicaSet,
 }
 
 impl ObjectKind {
     /// Every kind, in the order objects are reported.
-    pub const ALL: [ObjectKind; 8] = [
+    pub const ALL: [ObjectKind; 12] = [
         ObjectKind::Namespace,
         ObjectKind::Node,
         ObjectKind::Secret,
+        ObjectKind::Deployment,
+        ObjectKind::StatefulSet,
+        ObjectKind::DaemonSet,
+        ObjectKind::ReplicaSet,
         ObjectKind::Pod,
         ObjectKind::Service,
         ObjectKind::EndpointSlice,
@@ -52,6 +65,10 @@ impl ObjectKind {
             ObjectKind::Ingress => "Ingress",
             ObjectKind::IngressClass => "IngressClass",
             ObjectKind::Secret => "Secret",
+            ObjectKind::Deployment => "Deployment",
+            ObjectKind::StatefulSet => "StatefulSet",
+            ObjectKind::DaemonSet => "DaemonSet",
+            ObjectKind::ReplicaSet => "ReplicaSet",
         }
     }
 
@@ -60,6 +77,10 @@ impl ObjectKind {
         match self {
             ObjectKind::EndpointSlice => "discovery.k8s.io/v1",
             ObjectKind::Ingress | ObjectKind::IngressClass => "networking.k8s.io/v1",
+            ObjectKind::Deployment
+            | ObjectKind::StatefulSet
+            | ObjectKind::DaemonSet
+            | ObjectKind::ReplicaSet => "apps/v1",
             _ => "v1",
         }
     }
@@ -89,6 +110,81 @@ pub enum Object {
     Ingress(Ingress),
     IngressClass(IngressClass),
     Secret(Secret),
+    Workload(Workload),
+}
+
+/// A controller that runs Pods from a template (Deployment, StatefulSet, DaemonSet,
+/// ReplicaSet), reduced to what running its Pods needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    /// Which controller kind.
+    pub kind: ObjectKind,
+    /// The workload's own metadata.
+    pub metadata: ObjectMeta,
+    /// `spec.replicas` (DaemonSets have none: one Pod per node).
+    pub replicas: Option<i32>,
+    /// `spec.selector`.
+    pub selector: LabelSelector,
+    /// `spec.template`.
+    pub template: PodTemplateSpec,
+    /// `spec.serviceName` of a StatefulSet: the headless Service giving its Pods DNS names.
+    pub service_name: Option<String>,
+}
+
+impl From<Deployment> for Workload {
+    fn from(d: Deployment) -> Self {
+        let spec = d.spec.unwrap_or_default();
+        Workload {
+            kind: ObjectKind::Deployment,
+            metadata: d.metadata,
+            replicas: spec.replicas,
+            selector: spec.selector,
+            template: spec.template,
+            service_name: None,
+        }
+    }
+}
+
+impl From<StatefulSet> for Workload {
+    fn from(s: StatefulSet) -> Self {
+        let spec = s.spec.unwrap_or_default();
+        Workload {
+            kind: ObjectKind::StatefulSet,
+            metadata: s.metadata,
+            replicas: spec.replicas,
+            selector: spec.selector,
+            template: spec.template,
+            service_name: spec.service_name,
+        }
+    }
+}
+
+impl From<DaemonSet> for Workload {
+    fn from(d: DaemonSet) -> Self {
+        let spec = d.spec.unwrap_or_default();
+        Workload {
+            kind: ObjectKind::DaemonSet,
+            metadata: d.metadata,
+            replicas: None,
+            selector: spec.selector,
+            template: spec.template,
+            service_name: None,
+        }
+    }
+}
+
+impl From<ReplicaSet> for Workload {
+    fn from(r: ReplicaSet) -> Self {
+        let spec = r.spec.unwrap_or_default();
+        Workload {
+            kind: ObjectKind::ReplicaSet,
+            metadata: r.metadata,
+            replicas: spec.replicas,
+            selector: spec.selector,
+            template: spec.template.unwrap_or_default(),
+            service_name: None,
+        }
+    }
 }
 
 impl Object {
@@ -103,6 +199,7 @@ impl Object {
             Object::Ingress(_) => ObjectKind::Ingress,
             Object::IngressClass(_) => ObjectKind::IngressClass,
             Object::Secret(_) => ObjectKind::Secret,
+            Object::Workload(w) => w.kind,
         }
     }
 
@@ -117,6 +214,7 @@ impl Object {
             Object::Ingress(o) => &o.metadata,
             Object::IngressClass(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
+            Object::Workload(o) => &o.metadata,
         }
     }
 
@@ -131,6 +229,7 @@ impl Object {
             Object::Ingress(o) => &mut o.metadata,
             Object::IngressClass(o) => &mut o.metadata,
             Object::Secret(o) => &mut o.metadata,
+            Object::Workload(o) => &mut o.metadata,
         }
     }
 

@@ -6,8 +6,8 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
-use crate::diagnostic::{Diagnostic, ObjectKey, Origin};
-use crate::object::Object;
+use crate::diagnostic::{Diagnostic, ObjectKey, ObjectRef, Origin};
+use crate::object::{Object, Workload};
 use crate::validate::validate;
 
 /// An accepted object with where it came from.
@@ -31,6 +31,8 @@ pub struct Store {
     pub ingresses: BTreeMap<ObjectKey, Stored<Ingress>>,
     pub ingress_classes: BTreeMap<ObjectKey, Stored<IngressClass>>,
     pub secrets: BTreeMap<ObjectKey, Stored<Secret>>,
+    /// Deployments, StatefulSets, DaemonSets and ReplicaSets, by kind and key.
+    pub workloads: BTreeMap<ObjectRef, Stored<Workload>>,
 }
 
 impl Store {
@@ -86,12 +88,16 @@ impl Store {
             Object::Ingress(o) => check(&self.ingresses, &key, o),
             Object::IngressClass(o) => check(&self.ingress_classes, &key, o),
             Object::Secret(o) => check(&self.secrets, &key, o),
+            Object::Workload(o) => {
+                self.workloads.get(&object.reference()).map(|s| (&s.origin, s.object == *o))
+            }
         }
     }
 
     /// Stores an object without validating it, replacing any object with the same key.
     pub fn insert(&mut self, origin: Origin, object: Object) {
         let key = object.key();
+        let reference = object.reference();
         match object {
             Object::Namespace(object) => drop(self.namespaces.insert(key, Stored { origin, object })),
             Object::Service(object) => drop(self.services.insert(key, Stored { origin, object })),
@@ -103,6 +109,7 @@ impl Store {
             Object::Ingress(object) => drop(self.ingresses.insert(key, Stored { origin, object })),
             Object::IngressClass(object) => drop(self.ingress_classes.insert(key, Stored { origin, object })),
             Object::Secret(object) => drop(self.secrets.insert(key, Stored { origin, object })),
+            Object::Workload(object) => drop(self.workloads.insert(reference, Stored { origin, object })),
         }
     }
 
@@ -116,6 +123,7 @@ impl Store {
             + self.ingresses.len()
             + self.ingress_classes.len()
             + self.secrets.len()
+            + self.workloads.len()
     }
 
     /// True when nothing is stored.

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -13,7 +13,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::diagnostic::Diagnostic;
 use crate::names::{ingress_host_problem, is_dns_label, is_dns_subdomain, is_dns1035_label, is_port_name};
-use crate::object::{Object, ObjectKind};
+use crate::object::{Object, ObjectKind, Workload};
+use crate::selector::selector_matches;
 
 /// Label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -48,6 +49,7 @@ pub fn validate(object: &Object) -> Vec<Diagnostic> {
                 }
             }
         }
+        Object::Workload(w) => v.workload(w),
         Object::Namespace(_) => {}
     }
     v.0
@@ -309,13 +311,23 @@ impl Findings {
             self.error("spec", "required");
             return;
         };
+        self.pod_spec("spec", spec);
+        if let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref())
+            && ip.parse::<IpAddr>().is_err()
+        {
+            self.error("status.podIP", format!("{ip:?} is not an IP address"));
+        }
+    }
+
+    /// A Pod's spec, or a workload's Pod template spec, found at `at`.
+    fn pod_spec(&mut self, at: &str, spec: &PodSpec) {
         if spec.containers.is_empty() {
-            self.error("spec.containers", "required: at least one container");
+            self.error(format!("{at}.containers"), "required: at least one container");
         }
         let mut names = BTreeSet::new();
         for (c, container) in spec.containers.iter().enumerate() {
             for (i, port) in container.ports.iter().flatten().enumerate() {
-                let at = |f: &str| format!("spec.containers[{c}].ports[{i}].{f}");
+                let at = |f: &str| format!("{at}.containers[{c}].ports[{i}].{f}");
                 if !(1..=65535).contains(&port.container_port) {
                     self.error(at("containerPort"), format!("{} is outside 1–65535", port.container_port));
                 }
@@ -343,20 +355,38 @@ impl Findings {
                 }
             }
         }
-        if let Some(hostname) = spec.hostname.as_deref()
-            && !is_dns_label(hostname)
-        {
-            self.error("spec.hostname", format!("{hostname:?} must be a DNS label"));
+        for (field, value) in [("hostname", &spec.hostname), ("subdomain", &spec.subdomain)] {
+            if let Some(v) = value.as_deref()
+                && !is_dns_label(v)
+            {
+                self.error(format!("{at}.{field}"), format!("{v:?} must be a DNS label"));
+            }
         }
-        if let Some(subdomain) = spec.subdomain.as_deref()
-            && !is_dns_label(subdomain)
-        {
-            self.error("spec.subdomain", format!("{subdomain:?} must be a DNS label"));
+    }
+
+    fn workload(&mut self, workload: &Workload) {
+        if workload.replicas.is_some_and(|r| r < 0) {
+            self.error("spec.replicas", "must not be negative");
         }
-        if let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref())
-            && ip.parse::<IpAddr>().is_err()
+        let labels = workload.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+        let selector = &workload.selector;
+        if selector.match_labels.as_ref().is_none_or(|l| l.is_empty())
+            && selector.match_expressions.as_ref().is_none_or(|e| e.is_empty())
         {
-            self.error("status.podIP", format!("{ip:?} is not an IP address"));
+            self.error("spec.selector", "required: a label selector matching the Pod template's labels");
+        } else {
+            match selector_matches(selector, &labels) {
+                Ok(true) => {}
+                Ok(false) => self.error(
+                    "spec.template.metadata.labels",
+                    "do not match spec.selector: the controller would never see its own Pods",
+                ),
+                Err(problem) => self.error("spec.selector", problem),
+            }
+        }
+        match &workload.template.spec {
+            Some(spec) => self.pod_spec("spec.template.spec", spec),
+            None => self.error("spec.template.spec", "required"),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod ingress;
 mod order;
 pub mod pods;
 pub mod services;
+pub mod workloads;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -120,8 +121,15 @@ pub fn plan(store: &Store, config: &PlanConfig, previous: &Allocations, generati
     let mut allocations = Allocations::default();
     let mut diagnostics = Vec::new();
     let nodes = plan_nodes(store, config);
-    let (pods, host_ports) =
-        pods::plan_pods(&store.pods, &nodes, config, previous, &mut allocations, &mut diagnostics);
+    let workload_pods = workloads::expand(store, &nodes, &mut diagnostics);
+    let (pods, host_ports) = pods::plan_pods(
+        &[&store.pods, &workload_pods],
+        &nodes,
+        config,
+        previous,
+        &mut allocations,
+        &mut diagnostics,
+    );
     let services =
         services::plan_services(store, &pods, config, previous, &mut allocations, &mut diagnostics);
     let ingress = ingress::plan_ingress(store, &services, config, &mut diagnostics);

@@ -42,6 +42,9 @@ pub struct PodPlan {
     pub labels: BTreeMap<String, String>,
     /// Containers and their ports.
     pub containers: Vec<ContainerPlan>,
+    /// The controller that runs it, e.g. `Deployment default/web`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<ObjectRef>,
 }
 
 /// One container of a Pod.
@@ -103,15 +106,16 @@ impl PodPlan {
 }
 
 /// Plans every Pod that is not finished: addresses (allocating where missing) and HostPorts.
+/// `pods` holds the Pods of the manifests and those the workloads run.
 pub fn plan_pods(
-    pods: &BTreeMap<ObjectKey, Stored<Pod>>,
+    pods: &[&BTreeMap<ObjectKey, Stored<Pod>>],
     nodes: &[NodePlan],
     config: &PlanConfig,
     previous: &Allocations,
     allocations: &mut Allocations,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> (Vec<PodPlan>, Vec<HostPort>) {
-    let live: Vec<&Stored<Pod>> = by_age(pods.values(), |p| &p.metadata)
+    let live: Vec<&Stored<Pod>> = by_age(pods.iter().flat_map(|m| m.values()), |p| &p.metadata)
         .into_iter()
         .filter(|p| {
             let phase = p.object.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -257,6 +261,19 @@ fn pod_plan(
         subdomain: spec.and_then(|s| s.subdomain.clone()),
         labels: pod.object.metadata.labels.clone().unwrap_or_default(),
         containers,
+        owner: pod
+            .object
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| {
+                ObjectRef::new(
+                    o.kind.clone(),
+                    ObjectKey::new(pod.object.metadata.namespace.clone().unwrap_or_default(), o.name.clone()),
+                )
+            }),
     }
 }
 
@@ -274,12 +291,12 @@ fn is_echo(image: Option<&str>, command: Option<&[String]>, args: Option<&[Strin
 /// keeps it (the scheduler would never have placed the other there).
 fn host_ports(
     plans: &[PodPlan],
-    pods: &BTreeMap<ObjectKey, Stored<Pod>>,
+    pods: &[&BTreeMap<ObjectKey, Stored<Pod>>],
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<HostPort> {
     let mut out: Vec<HostPort> = Vec::new();
     for plan in plans {
-        let Some(stored) = pods.get(&plan.key) else { continue };
+        let Some(stored) = pods.iter().find_map(|m| m.get(&plan.key)) else { continue };
         let Some(spec) = &stored.object.spec else { continue };
         for (c, container) in spec.containers.iter().enumerate() {
             for (i, port) in container.ports.iter().flatten().enumerate() {

@@ -212,3 +212,44 @@ fn ingress_classes_and_the_oldest_rule_wins() {
         "annotated also routes / on x.example.test after older: {warned:?}"
     );
 }
+
+#[test]
+fn workloads_run_the_pods_their_controllers_would() {
+    let template = |labels: &str| {
+        format!(
+            "  selector: {{matchLabels: {{{labels}}}}}\n  template:\n    metadata: {{labels: {{{labels}}}}}\n    spec: {{containers: [{{name: c, image: x, ports: [{{name: http, containerPort: 8080}}]}}]}}\n---\n"
+        )
+    };
+    let yaml = [
+        "apiVersion: v1\nkind: Node\nmetadata: {name: n2, labels: {topology.kubernetes.io/zone: z2}}\nstatus: {addresses: [{type: InternalIP, address: 127.0.2.1}]}\n---\n".to_string(),
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 3\n{}", template("app: web")),
+        format!("apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db}}\nspec:\n  serviceName: db\n  replicas: 2\n{}", template("app: db")),
+        format!("apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent}}\nspec:\n{}", template("app: agent")),
+        format!("apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {{name: many}}\nspec:\n  replicas: 5000\n{}", template("app: many")),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec: {clusterIP: None, selector: {app: db}, ports: [{name: http, port: 8080}]}\n---\n".into(),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {app: web}, ports: [{port: 80, targetPort: http}]}\n".into(),
+    ]
+    .concat();
+    let (plan, diags) = planned(&yaml);
+    let names = |prefix: &str| {
+        plan.pods
+            .iter()
+            .filter(|p| p.key.name.starts_with(prefix))
+            .map(|p| p.key.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names("web-"), vec!["web-0", "web-1", "web-2"]);
+    assert_eq!(names("agent-"), vec!["agent-local", "agent-n2"]);
+    assert_eq!(names("many-").len(), portico_plan::workloads::MAX_REPLICAS as usize);
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert_eq!(diags[0].field.as_deref(), Some("spec.replicas"));
+    let web = service(&plan, "web");
+    assert_eq!(web.backend_counts(), (3, 3));
+    assert!(web.ports[0].endpoints.iter().all(|e| e.port == 8080));
+    let db = service(&plan, "db");
+    let hostnames: Vec<_> = db.ports[0].endpoints.iter().filter_map(|e| e.hostname.clone()).collect();
+    assert_eq!(hostnames, vec!["db-0", "db-1"]);
+    let agent_n2 = plan.pods.iter().find(|p| p.key.name == "agent-n2").unwrap();
+    assert_eq!((agent_n2.node.as_str(), agent_n2.zone.as_deref()), ("n2", Some("z2")));
+    assert_eq!(agent_n2.owner.as_ref().map(ToString::to_string).as_deref(), Some("DaemonSet default/agent"));
+}
