@@ -125,20 +125,11 @@ pub fn plan_services(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<ServicePlan> {
     let services = by_age(store.services.values(), |s| &s.metadata);
-    let mut rejected = vec![false; services.len()];
-    let mut report = |i: usize, field: String, err: String, diagnostics: &mut Vec<Diagnostic>| {
-        rejected[i] = true;
-        diagnostics.push(
-            Diagnostic::error(format!("{err}; the API server would reject this Service"))
-                .at(&services[i].origin)
-                .on(reference(services[i]))
-                .field(field),
-        );
-    };
-    let cluster_ips =
-        allocate_cluster_ips(&services, config, previous, allocations, diagnostics, &mut report);
-    let node_ports = allocate_node_ports(&services, config, previous, allocations, diagnostics, &mut report);
-    let lb_ips = allocate_lb_ips(&services, config, previous, allocations, diagnostics);
+    let mut admission = Admission { services: &services, rejected: vec![false; services.len()], diagnostics };
+    let cluster_ips = allocate_cluster_ips(config, previous, allocations, &mut admission);
+    let node_ports = allocate_node_ports(config, previous, allocations, &mut admission);
+    let lb_ips = allocate_lb_ips(&services, config, previous, allocations, admission.diagnostics);
+    let rejected = admission.rejected;
     let slices = slices_by_service(store);
     let mut plans = Vec::new();
     for (i, service) in services.iter().enumerate() {
@@ -162,7 +153,25 @@ pub fn plan_services(
     plans
 }
 
-type Report<'a> = dyn FnMut(usize, String, String, &mut Vec<Diagnostic>) + 'a;
+/// Services in age order, and which of them the API server would have rejected.
+struct Admission<'a> {
+    services: &'a [&'a Stored<Service>],
+    rejected: Vec<bool>,
+    diagnostics: &'a mut Vec<Diagnostic>,
+}
+
+impl Admission<'_> {
+    fn reject(&mut self, i: usize, field: impl Into<String>, problem: impl std::fmt::Display) {
+        self.rejected[i] = true;
+        let service = self.services[i];
+        self.diagnostics.push(
+            Diagnostic::error(format!("{problem}; the API server would reject this Service"))
+                .at(&service.origin)
+                .on(reference(service))
+                .field(field),
+        );
+    }
+}
 
 fn key_of(service: &Stored<Service>) -> ObjectKey {
     portico_model::object::key_of(ObjectKind::Service, &service.object.metadata)
@@ -184,13 +193,12 @@ fn kind_of(service: &Service) -> ServiceKind {
 }
 
 fn allocate_cluster_ips(
-    services: &[&Stored<Service>],
     config: &PlanConfig,
     previous: &Allocations,
     allocations: &mut Allocations,
-    diagnostics: &mut Vec<Diagnostic>,
-    report: &mut Report<'_>,
+    admission: &mut Admission<'_>,
 ) -> BTreeMap<ObjectKey, Vec<IpAddr>> {
+    let services = admission.services;
     let mut out: BTreeMap<ObjectKey, Vec<IpAddr>> = BTreeMap::new();
     let mut held = Holders::new();
     for (family, cidr) in config.service_cidrs.iter().enumerate() {
@@ -227,7 +235,7 @@ fn allocate_cluster_ips(
                 && requested.is_none()
                 && spec.and_then(|s| s.cluster_ip.as_deref()).is_some_and(|ip| !ip.is_empty())
             {
-                report(i, "spec.clusterIP".into(), format!("is not in the service CIDR {cidr}"), diagnostics);
+                admission.reject(i, "spec.clusterIP", format!("is not in the service CIDR {cidr}"));
                 continue;
             }
             let owner = key_of(service).to_string();
@@ -238,7 +246,7 @@ fn allocate_cluster_ips(
         for (i, result) in who.into_iter().zip(assign(&pool, &claims, &mut held, |_, _| false)) {
             match result {
                 Ok(ip) => out.entry(key_of(services[i])).or_default().push(ip),
-                Err(err) => report(i, "spec.clusterIP".into(), err.to_string(), diagnostics),
+                Err(err) => admission.reject(i, "spec.clusterIP", err),
             }
         }
     }
@@ -269,13 +277,12 @@ const HEALTH_CHECK: &str = "";
 type PortSlot = (usize, String, String);
 
 fn allocate_node_ports(
-    services: &[&Stored<Service>],
     config: &PlanConfig,
     previous: &Allocations,
     allocations: &mut Allocations,
-    diagnostics: &mut Vec<Diagnostic>,
-    report: &mut Report<'_>,
+    admission: &mut Admission<'_>,
 ) -> NodePorts {
+    let services = admission.services;
     let pool = PortPool::node_ports(config.node_port_range.clone());
     // NodePorts are unique per protocol; one Service may use one number for TCP and UDP.
     let mut held_by_proto: BTreeMap<Protocol, Holders<u16>> = BTreeMap::new();
@@ -337,7 +344,7 @@ fn allocate_node_ports(
                 Ok(port) => {
                     out.entry(key_of(services[*i])).or_default().insert(key.clone(), port);
                 }
-                Err(err) => report(*i, field.clone(), err.to_string(), diagnostics),
+                Err(err) => admission.reject(*i, field.clone(), err),
             }
         }
         held_by_proto.insert(*protocol, held);
