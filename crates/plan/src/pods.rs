@@ -105,6 +105,41 @@ impl PodPlan {
     }
 }
 
+/// Pods by (namespace, label key, label value): a selector looks only at Pods carrying its
+/// rarest pair, instead of every Pod for every Service.
+pub struct PodIndex<'a> {
+    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<&'a PodPlan>>,
+}
+
+impl<'a> PodIndex<'a> {
+    /// Indexes `pods`, keeping their order within each entry.
+    pub fn new(pods: &'a [PodPlan]) -> Self {
+        let mut by_label: HashMap<(&str, &str, &str), Vec<&PodPlan>> = HashMap::new();
+        for pod in pods {
+            for (k, v) in &pod.labels {
+                by_label.entry((&pod.key.namespace, k, v)).or_default().push(pod);
+            }
+        }
+        Self { by_label }
+    }
+
+    /// Pods in `namespace` whose labels carry every pair of a non-empty `selector`.
+    pub fn select(&self, namespace: &str, selector: &BTreeMap<String, String>) -> Vec<&'a PodPlan> {
+        let candidates = selector
+            .iter()
+            .map(|(k, v)| {
+                self.by_label.get(&(namespace, k.as_str(), v.as_str())).map_or(&[][..], Vec::as_slice)
+            })
+            .min_by_key(|pods| pods.len())
+            .unwrap_or_default();
+        candidates
+            .iter()
+            .copied()
+            .filter(|p| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+            .collect()
+    }
+}
+
 /// Plans every Pod that is not finished: addresses (allocating where missing) and HostPorts.
 /// `pods` holds the Pods of the manifests and those the workloads run.
 pub fn plan_pods(
@@ -348,6 +383,42 @@ fn host_ports(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(namespace: &str, name: &str, labels: &[(&str, &str)]) -> PodPlan {
+        PodPlan {
+            key: ObjectKey::new(namespace, name),
+            node: "n".into(),
+            zone: None,
+            ips: vec![IpAddr::from([127, 98, 0, 1])],
+            allocated_ip: true,
+            ready: true,
+            terminating: false,
+            hostname: None,
+            subdomain: None,
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            containers: Vec::new(),
+            owner: None,
+        }
+    }
+
+    #[test]
+    fn index_selects_by_every_pair_within_the_namespace() {
+        let pods = vec![
+            pod("a", "web-1", &[("app", "web"), ("tier", "front")]),
+            pod("a", "web-2", &[("app", "web")]),
+            pod("b", "web-3", &[("app", "web"), ("tier", "front")]),
+        ];
+        let index = PodIndex::new(&pods);
+        let names = |ns: &str, sel: &[(&str, &str)]| {
+            let sel: BTreeMap<String, String> =
+                sel.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            index.select(ns, &sel).iter().map(|p| p.key.name.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(names("a", &[("app", "web")]), vec!["web-1", "web-2"]);
+        assert_eq!(names("a", &[("app", "web"), ("tier", "front")]), vec!["web-1"]);
+        assert_eq!(names("b", &[("app", "web")]), vec!["web-3"]);
+        assert!(names("a", &[("app", "db")]).is_empty());
+    }
 
     #[test]
     fn echo_detection() {

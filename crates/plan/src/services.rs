@@ -16,7 +16,7 @@ use crate::alloc::{Allocations, CidrPool, Claim, Holders, PortPool, assign};
 use crate::config::PlanConfig;
 use crate::endpoints::Endpoint;
 use crate::order::by_age;
-use crate::pods::PodPlan;
+use crate::pods::{PodIndex, PodPlan};
 
 /// Label naming the proxy that owns a Service; kube-proxy (and Portico) leave such Services
 /// to that proxy.
@@ -131,6 +131,7 @@ pub fn plan_services(
     let lb_ips = allocate_lb_ips(&services, config, previous, allocations, admission.diagnostics);
     let rejected = admission.rejected;
     let slices = slices_by_service(store);
+    let pods = PodIndex::new(pods);
     let mut plans = Vec::new();
     for (i, service) in services.iter().enumerate() {
         if rejected[i] {
@@ -144,7 +145,7 @@ pub fn plan_services(
             node_ports.get(&key),
             lb_ips.get(&key).cloned().unwrap_or_default(),
             slices.get(&key).map(Vec::as_slice).unwrap_or_default(),
-            pods,
+            &pods,
             diagnostics,
         );
         plans.push(plan);
@@ -460,7 +461,7 @@ fn service_plan(
     node_ports: Option<&BTreeMap<String, u16>>,
     load_balancer_ips: Vec<IpAddr>,
     slices: &[&EndpointSlice],
-    pods: &[PodPlan],
+    pods: &PodIndex<'_>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> ServicePlan {
     let spec = service.object.spec.clone().unwrap_or_default();
@@ -475,11 +476,7 @@ fn service_plan(
     let selected: Vec<&PodPlan> = if selector.is_empty() || kind == ServiceKind::ExternalName {
         Vec::new()
     } else {
-        pods.iter()
-            .filter(|p| {
-                p.key.namespace == key.namespace && selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
-            })
-            .collect()
+        pods.select(&key.namespace, &selector)
     };
     if !selector.is_empty() && kind != ServiceKind::ExternalName && slices.is_empty() && selected.is_empty() {
         let wanted = selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
