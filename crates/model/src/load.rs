@@ -310,23 +310,25 @@ fn typed(kind: ObjectKind, value: Value) -> Result<Object, (String, String)> {
         })
     }
     Ok(match kind {
-        ObjectKind::Namespace => Object::Namespace(de(value)?),
-        ObjectKind::Service => Object::Service(de(value)?),
-        ObjectKind::EndpointSlice => Object::EndpointSlice(de(value)?),
-        ObjectKind::Pod => Object::Pod(de(value)?),
-        ObjectKind::Node => Object::Node(de(value)?),
-        ObjectKind::Ingress => Object::Ingress(de(value)?),
-        ObjectKind::IngressClass => Object::IngressClass(de(value)?),
-        ObjectKind::Secret => Object::Secret(de(value)?),
+        ObjectKind::Namespace => Object::Namespace(Box::new(de(value)?)),
+        ObjectKind::Service => Object::Service(Box::new(de(value)?)),
+        ObjectKind::EndpointSlice => Object::EndpointSlice(Box::new(de(value)?)),
+        ObjectKind::Pod => Object::Pod(Box::new(de(value)?)),
+        ObjectKind::Node => Object::Node(Box::new(de(value)?)),
+        ObjectKind::Ingress => Object::Ingress(Box::new(de(value)?)),
+        ObjectKind::IngressClass => Object::IngressClass(Box::new(de(value)?)),
+        ObjectKind::Secret => Object::Secret(Box::new(de(value)?)),
         ObjectKind::Deployment => {
-            Object::Workload(de::<k8s_openapi::api::apps::v1::Deployment>(value)?.into())
+            Object::Workload(Box::new(de::<k8s_openapi::api::apps::v1::Deployment>(value)?.into()))
         }
         ObjectKind::StatefulSet => {
-            Object::Workload(de::<k8s_openapi::api::apps::v1::StatefulSet>(value)?.into())
+            Object::Workload(Box::new(de::<k8s_openapi::api::apps::v1::StatefulSet>(value)?.into()))
         }
-        ObjectKind::DaemonSet => Object::Workload(de::<k8s_openapi::api::apps::v1::DaemonSet>(value)?.into()),
+        ObjectKind::DaemonSet => {
+            Object::Workload(Box::new(de::<k8s_openapi::api::apps::v1::DaemonSet>(value)?.into()))
+        }
         ObjectKind::ReplicaSet => {
-            Object::Workload(de::<k8s_openapi::api::apps::v1::ReplicaSet>(value)?.into())
+            Object::Workload(Box::new(de::<k8s_openapi::api::apps::v1::ReplicaSet>(value)?.into()))
         }
     })
 }

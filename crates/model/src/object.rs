@@ -96,21 +96,20 @@ impl ObjectKind {
     }
 }
 
-/// One typed object read from a manifest.
-// The enum only carries objects from the loader to the store's per-kind maps, so the size
-// difference between a Pod and a Namespace costs nothing worth a Box.
+/// One typed object read from a manifest. Boxed, so that a list of freshly parsed objects
+/// costs a pointer each rather than the size of the largest kind.
 #[derive(Clone, Debug, PartialEq)]
-#[allow(missing_docs, clippy::large_enum_variant)]
+#[allow(missing_docs)]
 pub enum Object {
-    Namespace(Namespace),
-    Service(Service),
-    EndpointSlice(EndpointSlice),
-    Pod(Pod),
-    Node(Node),
-    Ingress(Ingress),
-    IngressClass(IngressClass),
-    Secret(Secret),
-    Workload(Workload),
+    Namespace(Box<Namespace>),
+    Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
+    Pod(Box<Pod>),
+    Node(Box<Node>),
+    Ingress(Box<Ingress>),
+    IngressClass(Box<IngressClass>),
+    Secret(Box<Secret>),
+    Workload(Box<Workload>),
 }
 
 /// A controller that runs Pods from a template (Deployment, StatefulSet, DaemonSet,

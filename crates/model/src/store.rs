@@ -80,16 +80,16 @@ impl Store {
         }
         let key = object.key();
         match object {
-            Object::Namespace(o) => check(&self.namespaces, &key, o),
-            Object::Service(o) => check(&self.services, &key, o),
-            Object::EndpointSlice(o) => check(&self.endpoint_slices, &key, o),
-            Object::Pod(o) => check(&self.pods, &key, o),
-            Object::Node(o) => check(&self.nodes, &key, o),
-            Object::Ingress(o) => check(&self.ingresses, &key, o),
-            Object::IngressClass(o) => check(&self.ingress_classes, &key, o),
-            Object::Secret(o) => check(&self.secrets, &key, o),
+            Object::Namespace(o) => check(&self.namespaces, &key, o.as_ref()),
+            Object::Service(o) => check(&self.services, &key, o.as_ref()),
+            Object::EndpointSlice(o) => check(&self.endpoint_slices, &key, o.as_ref()),
+            Object::Pod(o) => check(&self.pods, &key, o.as_ref()),
+            Object::Node(o) => check(&self.nodes, &key, o.as_ref()),
+            Object::Ingress(o) => check(&self.ingresses, &key, o.as_ref()),
+            Object::IngressClass(o) => check(&self.ingress_classes, &key, o.as_ref()),
+            Object::Secret(o) => check(&self.secrets, &key, o.as_ref()),
             Object::Workload(o) => {
-                self.workloads.get(&object.reference()).map(|s| (&s.origin, s.object == *o))
+                self.workloads.get(&object.reference()).map(|s| (&s.origin, s.object == **o))
             }
         }
     }
@@ -99,17 +99,23 @@ impl Store {
         let key = object.key();
         let reference = object.reference();
         match object {
-            Object::Namespace(object) => drop(self.namespaces.insert(key, Stored { origin, object })),
-            Object::Service(object) => drop(self.services.insert(key, Stored { origin, object })),
-            Object::EndpointSlice(object) => {
-                drop(self.endpoint_slices.insert(key, Stored { origin, object }))
+            Object::Namespace(object) => {
+                drop(self.namespaces.insert(key, Stored { origin, object: *object }))
             }
-            Object::Pod(object) => drop(self.pods.insert(key, Stored { origin, object })),
-            Object::Node(object) => drop(self.nodes.insert(key, Stored { origin, object })),
-            Object::Ingress(object) => drop(self.ingresses.insert(key, Stored { origin, object })),
-            Object::IngressClass(object) => drop(self.ingress_classes.insert(key, Stored { origin, object })),
-            Object::Secret(object) => drop(self.secrets.insert(key, Stored { origin, object })),
-            Object::Workload(object) => drop(self.workloads.insert(reference, Stored { origin, object })),
+            Object::Service(object) => drop(self.services.insert(key, Stored { origin, object: *object })),
+            Object::EndpointSlice(object) => {
+                drop(self.endpoint_slices.insert(key, Stored { origin, object: *object }))
+            }
+            Object::Pod(object) => drop(self.pods.insert(key, Stored { origin, object: *object })),
+            Object::Node(object) => drop(self.nodes.insert(key, Stored { origin, object: *object })),
+            Object::Ingress(object) => drop(self.ingresses.insert(key, Stored { origin, object: *object })),
+            Object::IngressClass(object) => {
+                drop(self.ingress_classes.insert(key, Stored { origin, object: *object }))
+            }
+            Object::Secret(object) => drop(self.secrets.insert(key, Stored { origin, object: *object })),
+            Object::Workload(object) => {
+                drop(self.workloads.insert(reference, Stored { origin, object: *object }))
+            }
         }
     }
 

@@ -1,4 +1,9 @@
-//! Planner benchmark: 10,000 Services × 10 endpoints (100,000 Pods) + 1,000 Ingresses.
+//! Planner benchmark: 10,000 Services × 10 endpoints + 1,000 Ingresses.
+//!
+//! The endpoints come either from 10,000 EndpointSlices (`PORTICO_BENCH_ENDPOINTS=slices`, the
+//! default: what a cluster's API server hands any Service proxy) or from 100,000 Pods the
+//! planner selects and turns into endpoints itself (`PORTICO_BENCH_ENDPOINTS=pods`, the
+//! standalone API-server duty).
 //!
 //! Builds the scenario in memory as manifest text (the same text `bench/gen_manifests.py`
 //! writes to files), then times each stage on its own: parsing (`parse_text`), validating and
@@ -22,8 +27,11 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use portico_model::{Diagnostic, Object, Origin, Store, parse_text};
-use portico_plan::{Allocations, Plan, PlanConfig, Planned, ingress, pods, services};
+use k8s_openapi::api::core::v1::Pod;
+use portico_model::{Diagnostic, Object, Origin, Store, Stored, parse_text};
+use portico_plan::{
+    Allocations, Endpoint, Plan, PlanConfig, Planned, PodPlan, ingress, pods, services, workloads,
+};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
@@ -32,6 +40,15 @@ const TARGET_PLAN_SECONDS: f64 = 1.0;
 /// Target for the peak resident memory, from the issue.
 const TARGET_PEAK_MB: f64 = 200.0;
 
+/// Where the scenario's endpoints come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoints {
+    /// One EndpointSlice per Service, Services without selectors.
+    Slices,
+    /// Pods selected by each Service's selector.
+    Pods,
+}
+
 /// The scenario's shape. Keep in step with `bench/gen_manifests.py`.
 #[derive(Clone, Copy, Debug)]
 struct Scenario {
@@ -39,10 +56,16 @@ struct Scenario {
     services: usize,
     pods_per_service: usize,
     ingresses: usize,
+    endpoints: Endpoints,
 }
 
-const SCENARIO: Scenario =
-    Scenario { namespaces: 100, services: 10_000, pods_per_service: 10, ingresses: 1_000 };
+const SCENARIO: Scenario = Scenario {
+    namespaces: 100,
+    services: 10_000,
+    pods_per_service: 10,
+    ingresses: 1_000,
+    endpoints: Endpoints::Slices,
+};
 
 /// Hosts per Ingress and paths per host.
 const HOSTS_PER_INGRESS: usize = 2;
@@ -57,8 +80,26 @@ impl Scenario {
         self.ingresses / self.namespaces
     }
 
+    /// Endpoints in all (one per Pod, or per slice entry).
     fn pods(&self) -> usize {
         self.services * self.pods_per_service
+    }
+
+    /// Objects the text holds.
+    fn objects(&self) -> usize {
+        let per_service = match self.endpoints {
+            Endpoints::Pods => 1 + self.pods_per_service,
+            Endpoints::Slices => 2,
+        };
+        self.namespaces + self.services * per_service + self.ingresses
+    }
+
+    /// Pods the plan should hold.
+    fn planned_pods(&self) -> usize {
+        match self.endpoints {
+            Endpoints::Pods => self.pods(),
+            Endpoints::Slices => 0,
+        }
     }
 
     fn routes(&self) -> usize {
@@ -67,8 +108,8 @@ impl Scenario {
 
     fn validate(&self) -> Result<()> {
         if self.namespaces == 0
-            || self.services % self.namespaces != 0
-            || self.ingresses % self.namespaces != 0
+            || !self.services.is_multiple_of(self.namespaces)
+            || !self.ingresses.is_multiple_of(self.namespaces)
             || self.pods() > 1 << 22
         {
             return Err(format!(
@@ -88,18 +129,37 @@ impl Scenario {
         writeln!(out, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}")?;
         let first = n * self.services_per_namespace();
         for s in first..first + self.services_per_namespace() {
-            let service_type = if s % 50 == 0 {
+            let service_type = if s.is_multiple_of(50) {
                 "LoadBalancer"
-            } else if s % 10 == 0 {
+            } else if s.is_multiple_of(10) {
                 "NodePort"
             } else {
                 "ClusterIP"
             };
+            let selector = match self.endpoints {
+                Endpoints::Pods => format!("\n  selector:\n    app: svc-{s:05}"),
+                Endpoints::Slices => String::new(),
+            };
             writeln!(
                 out,
                 "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{s:05}\n  namespace: {ns}\n  labels:\n    app: svc-{s:05}\n\
-                 spec:\n  type: {service_type}\n  selector:\n    app: svc-{s:05}\n  ports:\n  - name: http\n    protocol: TCP\n    port: 80\n    targetPort: http"
+                 spec:\n  type: {service_type}{selector}\n  ports:\n  - name: http\n    protocol: TCP\n    port: 80\n    targetPort: http"
             )?;
+            if self.endpoints == Endpoints::Slices {
+                writeln!(
+                    out,
+                    "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-{s:05}-1\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: svc-{s:05}\n\
+                     addressType: IPv4\nports:\n- name: http\n  port: 8080\n  protocol: TCP\nendpoints:"
+                )?;
+                for k in 0..self.pods_per_service {
+                    let ip = pod_ip(s * self.pods_per_service + k);
+                    writeln!(
+                        out,
+                        "- addresses: [\"{ip}\"]\n  conditions: {{ready: true}}\n  nodeName: local"
+                    )?;
+                }
+                continue;
+            }
             for k in 0..self.pods_per_service {
                 let p = s * self.pods_per_service + k;
                 writeln!(
@@ -210,7 +270,7 @@ fn check_plan(plan: &Plan, scenario: &Scenario) -> Result<()> {
         }
     };
     expect("services", services, scenario.services);
-    expect("pods", plan.pods.len(), scenario.pods());
+    expect("pods", plan.pods.len(), scenario.planned_pods());
     expect("endpoints (first port of each service)", endpoints, scenario.pods());
     expect("ready endpoints", ready, scenario.pods());
     expect("ingress hosts", plan.ingress.exact_hosts.len(), scenario.ingresses * HOSTS_PER_INGRESS);
@@ -230,7 +290,12 @@ fn row(stage: &str, runs: usize, best: Duration, median: Duration, note: &str) {
 }
 
 fn main() -> Result<()> {
-    let scenario = SCENARIO;
+    let endpoints = match std::env::var("PORTICO_BENCH_ENDPOINTS").as_deref() {
+        Ok("pods") => Endpoints::Pods,
+        Ok("slices") | Err(_) => Endpoints::Slices,
+        Ok(other) => return Err(format!("PORTICO_BENCH_ENDPOINTS={other:?}: use slices or pods").into()),
+    };
+    let scenario = Scenario { endpoints, ..SCENARIO };
     scenario.validate()?;
     let runs: usize = match std::env::var("PORTICO_BENCH_RUNS") {
         Ok(v) => v.parse().map_err(|e| format!("PORTICO_BENCH_RUNS={v:?}: {e}"))?,
@@ -243,8 +308,12 @@ fn main() -> Result<()> {
         ..PlanConfig::default()
     };
 
+    let source = match scenario.endpoints {
+        Endpoints::Slices => "from one EndpointSlice each",
+        Endpoints::Pods => "from Pods the selector picks",
+    };
     println!(
-        "portico-plan bench: {} Services × {} Pods each ({} Pods) in {} namespaces, {} Ingresses × {} hosts × {} paths",
+        "portico-plan bench: {} Services × {} endpoints ({} in all, {source}) in {} namespaces, {} Ingresses × {} hosts × {} paths",
         scenario.services,
         scenario.pods_per_service,
         scenario.pods(),
@@ -264,8 +333,7 @@ fn main() -> Result<()> {
     let rss_start = proc_status("VmRSS");
 
     // (a) Parse: one namespace at a time, like one file at a time; generating is not timed.
-    let mut objects: Vec<(Origin, Object)> =
-        Vec::with_capacity(scenario.namespaces + scenario.services + scenario.pods() + scenario.ingresses);
+    let mut objects: Vec<(Origin, Object)> = Vec::with_capacity(scenario.objects());
     let mut parse_time = Duration::ZERO;
     let mut text_bytes = 0usize;
     let mut parse_diagnostics = Vec::new();
@@ -281,7 +349,7 @@ fn main() -> Result<()> {
     }
     no_errors("parse", &parse_diagnostics)?;
     let object_count = objects.len();
-    let expected_objects = scenario.namespaces + scenario.services + scenario.pods() + scenario.ingresses;
+    let expected_objects = scenario.objects();
     if object_count != expected_objects {
         return Err(format!("parsed {object_count} objects, expected {expected_objects}").into());
     }
@@ -311,6 +379,7 @@ fn main() -> Result<()> {
     check_plan(&first.plan, &scenario)?;
     let warnings = first.diagnostics.len();
     let allocations = first.allocations.clone();
+    let nodes = first.plan.nodes.clone();
     drop(first);
 
     let mut cold = vec![first_time];
@@ -338,12 +407,15 @@ fn main() -> Result<()> {
     }
     drop(warm_planned);
 
-    // Where one cold plan spends its time: the planner's stages, called the way plan() does.
+    // Where one cold plan spends its time: the planner's stages, called as plan() calls them.
     let mut stage_allocations = Allocations::default();
     let mut stage_diagnostics = Vec::new();
+    // Nodes are planned first; they are cheap (one here), so the cold plan's are reused.
     let start = Instant::now();
+    let workload_pods = workloads::expand(&store, &nodes, &mut stage_diagnostics);
     let (pod_plans, _host_ports) = pods::plan_pods(
-        &store.pods,
+        &[&store.pods, &workload_pods],
+        &nodes,
         &config,
         &Allocations::default(),
         &mut stage_allocations,
@@ -386,7 +458,7 @@ fn main() -> Result<()> {
     row("Store::from_objects", 1, store_time, store_time, "validate + insert");
     row("plan() cold", runs, cold_best, cold_median, "previous allocations empty");
     row("plan() warm", runs, warm_best, warm_median, "allocations of the cold plan passed in");
-    row("  of which plan_pods", 1, pods_time, pods_time, "Pod IPs, PodPlans, HostPorts");
+    row("  of which pods", 1, pods_time, pods_time, "workloads::expand + plan_pods: Pod IPs, PodPlans");
     row("  of which plan_services", 1, services_time, services_time, "allocation, selectors, endpoints");
     row("  of which plan_ingress", 1, ingress_time, ingress_time, "hosts, routes, backend endpoints");
     println!();
@@ -414,6 +486,13 @@ fn main() -> Result<()> {
     println!("  VmHWM at end                  {:>10}{peak_note}", show_mb(hwm_end));
     let process_peak = [hwm_parsed, hwm_stored, hwm_end].into_iter().flatten().max();
     println!("  plan warnings (not errors)    {warnings:>10}");
+    println!(
+        "  inline sizes (bytes; heap not counted): (Origin, Object) {}, Stored<Pod> {}, PodPlan {}, Endpoint {}",
+        size_of::<(Origin, Object)>(),
+        size_of::<Stored<Pod>>(),
+        size_of::<PodPlan>(),
+        size_of::<Endpoint>()
+    );
     println!();
     println!("targets (issue: plan 10,000 Services × 10 endpoints + 1,000 Ingresses under 1 s and 200 MB)");
     println!(
