@@ -13,6 +13,6 @@ pub mod store;
 pub mod validate;
 
 pub use diagnostic::{Diagnostic, ObjectKey, ObjectRef, Origin, Severity};
-pub use load::{Loaded, load_paths, parse_text};
+pub use load::{Loaded, load_paths, load_paths_with, manifest_files, parse_text};
 pub use object::{Object, ObjectKind, Workload};
 pub use store::{Store, Stored};

@@ -22,32 +22,50 @@ pub struct Loaded {
 }
 
 /// Loads every manifest under `paths` (files, or folders searched recursively).
-///
-/// In folders only `.yaml`, `.yml` and `.json` files are read, and entries whose names start
-/// with `.` are skipped: mounted ConfigMaps keep a hidden `..data` copy of every file.
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Loaded {
-    let mut loaded = Loaded::default();
-    for path in paths {
-        let path = path.as_ref();
-        match fs::metadata(path) {
-            Ok(meta) if meta.is_dir() => load_dir(path, &mut loaded),
-            // A shell glob such as `examples/*` also names READMEs: skip them, but say so.
-            Ok(_) if path.extension().is_some() && !is_manifest_name(path) => loaded.diagnostics.push(
-                Diagnostic::warning("not a manifest file (.yaml, .yml or .json); skipped")
-                    .at(&Origin::new(path, 0, None)),
-            ),
-            Ok(_) => load_file(path, &mut loaded),
-            Err(err) => loaded.diagnostics.push(read_error(path, &err)),
-        }
+    load_paths_with(paths, |_, _| {})
+}
+
+/// Like [`load_paths`], calling `progress(files read, files in all)` after each file.
+pub fn load_paths_with<P: AsRef<Path>>(paths: &[P], mut progress: impl FnMut(usize, usize)) -> Loaded {
+    let (files, diagnostics) = manifest_files(paths);
+    let mut loaded = Loaded { diagnostics, ..Loaded::default() };
+    for (i, file) in files.iter().enumerate() {
+        load_file(file, &mut loaded);
+        progress(i + 1, files.len());
     }
     loaded
 }
 
-fn load_dir(dir: &Path, loaded: &mut Loaded) {
+/// The manifest files `paths` name, in order: files as given, folders searched recursively
+/// and sorted.
+///
+/// In folders only `.yaml`, `.yml` and `.json` files count, and entries whose names start
+/// with `.` are skipped: mounted ConfigMaps keep a hidden `..data` copy of every file.
+pub fn manifest_files<P: AsRef<Path>>(paths: &[P]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
+    let mut files = Vec::new();
+    let mut diagnostics = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        match fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => find_in_dir(path, &mut files, &mut diagnostics),
+            // A shell glob such as `examples/*` also names READMEs: skip them, but say so.
+            Ok(_) if path.extension().is_some() && !is_manifest_name(path) => diagnostics.push(
+                Diagnostic::warning("not a manifest file (.yaml, .yml or .json); skipped")
+                    .at(&Origin::new(path, 0, None)),
+            ),
+            Ok(_) => files.push(path.to_path_buf()),
+            Err(err) => diagnostics.push(read_error(path, &err)),
+        }
+    }
+    (files, diagnostics)
+}
+
+fn find_in_dir(dir: &Path, files: &mut Vec<PathBuf>, diagnostics: &mut Vec<Diagnostic>) {
     let mut entries: Vec<PathBuf> = match fs::read_dir(dir) {
         Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
         Err(err) => {
-            loaded.diagnostics.push(read_error(dir, &err));
+            diagnostics.push(read_error(dir, &err));
             return;
         }
     };
@@ -58,10 +76,10 @@ fn load_dir(dir: &Path, loaded: &mut Loaded) {
             continue;
         }
         match fs::metadata(&path) {
-            Ok(meta) if meta.is_dir() => load_dir(&path, loaded),
-            Ok(_) if is_manifest_name(&path) => load_file(&path, loaded),
+            Ok(meta) if meta.is_dir() => find_in_dir(&path, files, diagnostics),
+            Ok(_) if is_manifest_name(&path) => files.push(path),
             Ok(_) => {}
-            Err(err) => loaded.diagnostics.push(read_error(&path, &err)),
+            Err(err) => diagnostics.push(read_error(&path, &err)),
         }
     }
 }
