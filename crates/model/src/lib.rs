@@ -8,11 +8,13 @@ pub mod load;
 pub mod locate;
 pub mod names;
 pub mod object;
+pub mod pod;
 pub mod selector;
 pub mod store;
 pub mod validate;
 
 pub use diagnostic::{Diagnostic, ObjectKey, ObjectRef, Origin, Severity};
-pub use load::{Loaded, load_paths, load_paths_with, manifest_files, parse_text};
+pub use load::{Loaded, load_paths, manifest_files, parse_text, read_manifests};
 pub use object::{Object, ObjectKind, Workload};
+pub use pod::{ContainerRecord, PodRecord};
 pub use store::{Store, Stored};

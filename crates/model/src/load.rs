@@ -23,18 +23,34 @@ pub struct Loaded {
 
 /// Loads every manifest under `paths` (files, or folders searched recursively).
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Loaded {
-    load_paths_with(paths, |_, _| {})
+    let mut objects = Vec::new();
+    let (files, diagnostics) = read_manifests(paths, |parsed| objects.extend(parsed), |_, _| {});
+    Loaded { objects, diagnostics, files }
 }
 
-/// Like [`load_paths`], calling `progress(files read, files in all)` after each file.
-pub fn load_paths_with<P: AsRef<Path>>(paths: &[P], mut progress: impl FnMut(usize, usize)) -> Loaded {
-    let (files, diagnostics) = manifest_files(paths);
-    let mut loaded = Loaded { diagnostics, ..Loaded::default() };
+/// Reads every manifest file under `paths`, handing each file's objects to `admit` as soon
+/// as the file is parsed (so that a caller can store them before the next file is read) and
+/// calling `progress(files read, files in all)`. Returns the files read and the problems met.
+pub fn read_manifests<P: AsRef<Path>>(
+    paths: &[P],
+    mut admit: impl FnMut(Vec<(Origin, Object)>),
+    mut progress: impl FnMut(usize, usize),
+) -> (Vec<PathBuf>, Vec<Diagnostic>) {
+    let (files, mut diagnostics) = manifest_files(paths);
+    let mut read = Vec::with_capacity(files.len());
     for (i, file) in files.iter().enumerate() {
-        load_file(file, &mut loaded);
+        match fs::read_to_string(file) {
+            Ok(text) => {
+                let (objects, found) = parse_text(file, &text);
+                diagnostics.extend(found);
+                admit(objects);
+                read.push(file.clone());
+            }
+            Err(err) => diagnostics.push(read_error(file, &err)),
+        }
         progress(i + 1, files.len());
     }
-    loaded
+    (read, diagnostics)
 }
 
 /// The manifest files `paths` name, in order: files as given, folders searched recursively
@@ -90,18 +106,6 @@ fn is_manifest_name(path: &Path) -> bool {
 
 fn read_error(path: &Path, err: &std::io::Error) -> Diagnostic {
     Diagnostic::error(format!("cannot read: {err}")).at(&Origin::new(path, 0, None))
-}
-
-fn load_file(path: &Path, loaded: &mut Loaded) {
-    match fs::read_to_string(path) {
-        Ok(text) => {
-            let (objects, diagnostics) = parse_text(path, &text);
-            loaded.objects.extend(objects);
-            loaded.diagnostics.extend(diagnostics);
-            loaded.files.push(path.to_path_buf());
-        }
-        Err(err) => loaded.diagnostics.push(read_error(path, &err)),
-    }
 }
 
 /// Parses the text of one manifest file (YAML or JSON) into typed objects.

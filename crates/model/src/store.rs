@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use crate::diagnostic::{Diagnostic, ObjectKey, ObjectRef, Origin};
 use crate::object::{Object, Workload};
+use crate::pod::PodRecord;
 use crate::validate::validate;
 
 /// An accepted object with where it came from.
@@ -26,7 +27,8 @@ pub struct Store {
     pub namespaces: BTreeMap<ObjectKey, Stored<Namespace>>,
     pub services: BTreeMap<ObjectKey, Stored<Service>>,
     pub endpoint_slices: BTreeMap<ObjectKey, Stored<EndpointSlice>>,
-    pub pods: BTreeMap<ObjectKey, Stored<Pod>>,
+    /// Pods, kept as [`PodRecord`]s once checked.
+    pub pods: BTreeMap<ObjectKey, Stored<PodRecord>>,
     pub nodes: BTreeMap<ObjectKey, Stored<Node>>,
     pub ingresses: BTreeMap<ObjectKey, Stored<Ingress>>,
     pub ingress_classes: BTreeMap<ObjectKey, Stored<IngressClass>>,
@@ -41,6 +43,17 @@ impl Store {
     pub fn from_objects(objects: impl IntoIterator<Item = (Origin, Object)>) -> (Store, Vec<Diagnostic>) {
         let mut store = Store::default();
         let mut diagnostics = Vec::new();
+        store.admit(objects, &mut diagnostics);
+        (store, diagnostics)
+    }
+
+    /// Validates each object and keeps those without errors, as [`Store::from_objects`]
+    /// does, adding to what is stored already.
+    pub fn admit(
+        &mut self,
+        objects: impl IntoIterator<Item = (Origin, Object)>,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) {
         for (origin, object) in objects {
             let reference = object.reference();
             let findings = validate(&object);
@@ -49,7 +62,7 @@ impl Store {
             if rejected {
                 continue;
             }
-            if let Some((first, same)) = store.existing(&object) {
+            if let Some((first, same)) = self.existing(&object) {
                 // Applying the same object twice is harmless, as with `kubectl apply`.
                 if same {
                     continue;
@@ -63,9 +76,8 @@ impl Store {
                 );
                 continue;
             }
-            store.insert(origin, object);
+            self.insert(origin, object);
         }
-        (store, diagnostics)
     }
 
     /// Where an object with the same kind and key is already stored from, and whether it is
@@ -83,7 +95,9 @@ impl Store {
             Object::Namespace(o) => check(&self.namespaces, &key, o.as_ref()),
             Object::Service(o) => check(&self.services, &key, o.as_ref()),
             Object::EndpointSlice(o) => check(&self.endpoint_slices, &key, o.as_ref()),
-            Object::Pod(o) => check(&self.pods, &key, o.as_ref()),
+            Object::Pod(o) => {
+                self.pods.get(&key).map(|s| (&s.origin, s.object == PodRecord::from(o.as_ref().clone())))
+            }
             Object::Node(o) => check(&self.nodes, &key, o.as_ref()),
             Object::Ingress(o) => check(&self.ingresses, &key, o.as_ref()),
             Object::IngressClass(o) => check(&self.ingress_classes, &key, o.as_ref()),
@@ -106,7 +120,9 @@ impl Store {
             Object::EndpointSlice(object) => {
                 drop(self.endpoint_slices.insert(key, Stored { origin, object: *object }))
             }
-            Object::Pod(object) => drop(self.pods.insert(key, Stored { origin, object: *object })),
+            Object::Pod(object) => {
+                drop(self.pods.insert(key, Stored { origin, object: PodRecord::from(*object) }))
+            }
             Object::Node(object) => drop(self.nodes.insert(key, Stored { origin, object: *object })),
             Object::Ingress(object) => drop(self.ingresses.insert(key, Stored { origin, object: *object })),
             Object::IngressClass(object) => {

@@ -317,6 +317,11 @@ impl Findings {
         {
             self.error("status.podIP", format!("{ip:?} is not an IP address"));
         }
+        for (i, ip) in pod.status.iter().flat_map(|s| s.pod_ips.iter().flatten()).enumerate() {
+            if ip.ip.parse::<IpAddr>().is_err() {
+                self.error(format!("status.podIPs[{i}].ip"), format!("{:?} is not an IP address", ip.ip));
+            }
+        }
     }
 
     /// A Pod's spec, or a workload's Pod template spec, found at `at`.

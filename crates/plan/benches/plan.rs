@@ -7,7 +7,7 @@
 //!
 //! Builds the scenario in memory as manifest text (the same text `bench/gen_manifests.py`
 //! writes to files), then times each stage on its own: parsing (`parse_text`), validating and
-//! storing (`Store::from_objects`), planning cold (no previous allocations) and planning warm
+//! storing (`Store::admit`, text by text), planning cold (no previous allocations) and planning warm
 //! (the allocations of the cold plan passed back in, as a reload does). Memory comes from
 //! `/proc/self/status`: the process's peak (VmHWM) and the resident growth caused by holding
 //! one Plan.
@@ -27,8 +27,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
-use portico_model::{Diagnostic, Object, Origin, Store, Stored, parse_text};
+use portico_model::{Diagnostic, Object, Origin, PodRecord, Store, Stored, parse_text};
 use portico_plan::{
     Allocations, Endpoint, Plan, PlanConfig, Planned, PodPlan, ingress, pods, services, workloads,
 };
@@ -332,11 +331,16 @@ fn main() -> Result<()> {
     );
     let rss_start = proc_status("VmRSS");
 
-    // (a) Parse: one namespace at a time, like one file at a time; generating is not timed.
-    let mut objects: Vec<(Origin, Object)> = Vec::with_capacity(scenario.objects());
+    // (a) + (b) One namespace text at a time, like one file at a time, as `portico` loads:
+    // parse it, then validate and store its objects before the next text. Generating the
+    // text is not timed.
+    let mut store = Store::default();
     let mut parse_time = Duration::ZERO;
+    let mut store_time = Duration::ZERO;
     let mut text_bytes = 0usize;
+    let mut object_count = 0usize;
     let mut parse_diagnostics = Vec::new();
+    let mut store_diagnostics = Vec::new();
     for n in 0..scenario.namespaces {
         let text = scenario.namespace_text(n)?;
         text_bytes += text.len();
@@ -344,23 +348,18 @@ fn main() -> Result<()> {
         let start = Instant::now();
         let (parsed, diagnostics) = parse_text(&path, &text);
         parse_time += start.elapsed();
-        objects.extend(parsed);
+        object_count += parsed.len();
         parse_diagnostics.extend(diagnostics);
+        let start = Instant::now();
+        store.admit(parsed, &mut store_diagnostics);
+        store_time += start.elapsed();
     }
     no_errors("parse", &parse_diagnostics)?;
-    let object_count = objects.len();
+    no_errors("Store::admit", &store_diagnostics)?;
     let expected_objects = scenario.objects();
     if object_count != expected_objects {
         return Err(format!("parsed {object_count} objects, expected {expected_objects}").into());
     }
-    let rss_parsed = proc_status("VmRSS");
-    let hwm_parsed = proc_status("VmHWM");
-
-    // (b) Validate and store.
-    let start = Instant::now();
-    let (store, store_diagnostics) = Store::from_objects(objects);
-    let store_time = start.elapsed();
-    no_errors("Store::from_objects", &store_diagnostics)?;
     if store.len() != object_count {
         return Err(format!("the store kept {} of {object_count} objects", store.len()).into());
     }
@@ -455,7 +454,7 @@ fn main() -> Result<()> {
             scenario.namespaces
         ),
     );
-    row("Store::from_objects", 1, store_time, store_time, "validate + insert");
+    row("Store::admit", 1, store_time, store_time, "validate + insert, text by text");
     row("plan() cold", runs, cold_best, cold_median, "previous allocations empty");
     row("plan() warm", runs, warm_best, warm_median, "allocations of the cold plan passed in");
     row("  of which pods", 1, pods_time, pods_time, "workloads::expand + plan_pods: Pod IPs, PodPlans");
@@ -464,11 +463,6 @@ fn main() -> Result<()> {
     println!();
     println!("memory (from /proc/self/status)");
     println!("  VmRSS at start                {:>10}", show_mb(rss_start));
-    println!(
-        "  VmRSS after parse             {:>10}   (objects held; VmHWM {})",
-        show_mb(rss_parsed),
-        show_mb(hwm_parsed)
-    );
     println!("  VmRSS after store             {:>10}   (VmHWM {})", show_mb(rss_stored), show_mb(hwm_stored));
     let delta = rss_before_plan.zip(rss_holding_plan).map(|(a, b)| b.saturating_sub(a));
     println!(
@@ -484,12 +478,12 @@ fn main() -> Result<()> {
     let peak_note =
         if peak_reset { " (peak since the plan stage began; parse/store peaks above)" } else { "" };
     println!("  VmHWM at end                  {:>10}{peak_note}", show_mb(hwm_end));
-    let process_peak = [hwm_parsed, hwm_stored, hwm_end].into_iter().flatten().max();
+    let process_peak = [hwm_stored, hwm_end].into_iter().flatten().max();
     println!("  plan warnings (not errors)    {warnings:>10}");
     println!(
-        "  inline sizes (bytes; heap not counted): (Origin, Object) {}, Stored<Pod> {}, PodPlan {}, Endpoint {}",
+        "  inline sizes (bytes; heap not counted): (Origin, Object) {}, Stored<PodRecord> {}, PodPlan {}, Endpoint {}",
         size_of::<(Origin, Object)>(),
-        size_of::<Stored<Pod>>(),
+        size_of::<Stored<PodRecord>>(),
         size_of::<PodPlan>(),
         size_of::<Endpoint>()
     );

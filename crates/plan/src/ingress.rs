@@ -208,7 +208,7 @@ pub fn plan_ingress(
     let by_key: BTreeMap<&ObjectKey, &ServicePlan> = services.iter().map(|s| (&s.key, s)).collect();
     let mut plan = IngressPlan::default();
     let mut host_tls: Vec<String> = Vec::new();
-    let ingresses = by_age(store.ingresses.values(), |i| &i.metadata);
+    let ingresses = by_age(store.ingresses.values(), |i| i.metadata.creation_timestamp.as_ref());
     for ingress in ingresses {
         let key = portico_model::object::key_of(ObjectKind::Ingress, &ingress.object.metadata);
         let reference = ObjectRef::new("Ingress", key.clone());

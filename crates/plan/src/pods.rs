@@ -3,8 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Pod;
-use portico_model::{Diagnostic, ObjectKey, ObjectRef, Stored};
+use portico_model::{Diagnostic, ObjectKey, ObjectRef, PodRecord, Stored};
 use serde::Serialize;
 
 use crate::alloc::{Allocations, CidrPool, Claim, Holders, assign};
@@ -143,103 +142,69 @@ impl<'a> PodIndex<'a> {
 /// Plans every Pod that is not finished: addresses (allocating where missing) and HostPorts.
 /// `pods` holds the Pods of the manifests and those the workloads run.
 pub fn plan_pods(
-    pods: &[&BTreeMap<ObjectKey, Stored<Pod>>],
+    pods: &[&BTreeMap<ObjectKey, Stored<PodRecord>>],
     nodes: &[NodePlan],
     config: &PlanConfig,
     previous: &Allocations,
     allocations: &mut Allocations,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> (Vec<PodPlan>, Vec<HostPort>) {
-    let live: Vec<&Stored<Pod>> = by_age(pods.iter().flat_map(|m| m.values()), |p| &p.metadata)
+    let live: Vec<&Stored<PodRecord>> = by_age(pods.iter().flat_map(|m| m.values()), |p| p.created.as_ref())
         .into_iter()
-        .filter(|p| {
-            let phase = p.object.status.as_ref().and_then(|s| s.phase.as_deref());
-            !matches!(phase, Some("Succeeded" | "Failed"))
-        })
+        .filter(|p| !matches!(p.object.phase.as_deref(), Some("Succeeded" | "Failed")))
         .collect();
-    let needs_ip: Vec<&Stored<Pod>> = live
-        .iter()
-        .copied()
-        .filter(|p| given_ips(&p.object).is_empty() && !host_network(&p.object))
-        .collect();
+    let needs_ip: Vec<&Stored<PodRecord>> =
+        live.iter().copied().filter(|p| p.object.ips.is_empty() && !p.object.host_network).collect();
     let claims: Vec<Claim<IpAddr>> = needs_ip
         .iter()
         .map(|p| {
-            let owner = key_of(p).to_string();
+            let owner = p.object.key.to_string();
             Claim { previous: previous.pod_ips.get(&owner).copied(), owner, requested: None }
         })
         .collect();
     let mut held: Holders<IpAddr> = live
         .iter()
-        .flat_map(|p| given_ips(&p.object))
-        .map(|ip| (ip, String::from("a Pod manifest")))
+        .flat_map(|p| p.object.ips.iter())
+        .map(|ip| (*ip, String::from("a Pod manifest")))
         .collect();
     let results = assign(&CidrPool::pods(config.pod_cidr), &claims, &mut held, |_, _| false);
     let mut allocated: HashMap<ObjectKey, IpAddr> = HashMap::new();
     for (pod, result) in needs_ip.iter().zip(results) {
         match result {
             Ok(ip) => {
-                allocations.pod_ips.insert(key_of(pod).to_string(), ip);
-                allocated.insert(key_of(pod), ip);
+                allocations.pod_ips.insert(pod.object.key.to_string(), ip);
+                allocated.insert(pod.object.key.clone(), ip);
             }
             Err(err) => diagnostics.push(
                 Diagnostic::error(format!("no Pod IP: {err}"))
                     .at(&pod.origin)
-                    .on(reference(pod))
+                    .on(ObjectRef::new("Pod", pod.object.key.clone()))
                     .field("status.podIP"),
             ),
         }
     }
     let mut plans = Vec::new();
     for pod in live {
-        let key = key_of(pod);
-        let node = pod
-            .object
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .unwrap_or_else(|| config.local_node.clone());
+        let record = &pod.object;
+        let node = record.node_name.clone().unwrap_or_else(|| config.local_node.clone());
         let node_plan = nodes.iter().find(|n| n.name == node);
-        let (ips, allocated_ip) = if host_network(&pod.object) {
+        let (ips, allocated_ip) = if record.host_network {
             (node_plan.map(|n| n.addresses.clone()).unwrap_or_default(), false)
-        } else if let Some(ip) = allocated.get(&key) {
+        } else if let Some(ip) = allocated.get(&record.key) {
             (vec![*ip], true)
         } else {
-            (given_ips(&pod.object), false)
+            (record.ips.clone(), false)
         };
         if ips.is_empty() {
             continue;
         }
         let zone = node_plan.and_then(|n| n.zone.clone());
-        plans.push(pod_plan(pod, key, Placement { node, zone }, ips, allocated_ip));
+        plans.push(pod_plan(record, Placement { node, zone }, ips, allocated_ip));
     }
     // HostPort clashes are settled oldest first; the plan lists Pods by name.
     let host_ports = host_ports(&plans, pods, diagnostics);
     plans.sort_by(|a, b| a.key.cmp(&b.key));
     (plans, host_ports)
-}
-
-fn key_of(pod: &Stored<Pod>) -> ObjectKey {
-    portico_model::object::key_of(portico_model::ObjectKind::Pod, &pod.object.metadata)
-}
-
-fn reference(pod: &Stored<Pod>) -> ObjectRef {
-    ObjectRef::new("Pod", key_of(pod))
-}
-
-fn host_network(pod: &Pod) -> bool {
-    pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
-}
-
-fn given_ips(pod: &Pod) -> Vec<IpAddr> {
-    let Some(status) = &pod.status else { return Vec::new() };
-    let mut ips: Vec<IpAddr> = status.pod_ips.iter().flatten().filter_map(|p| p.ip.parse().ok()).collect();
-    if ips.is_empty()
-        && let Some(ip) = status.pod_ip.as_deref().and_then(|s| s.parse().ok())
-    {
-        ips.push(ip);
-    }
-    ips
 }
 
 /// Where a Pod runs.
@@ -248,77 +213,49 @@ struct Placement {
     zone: Option<String>,
 }
 
-fn pod_plan(
-    pod: &Stored<Pod>,
-    key: ObjectKey,
-    at: Placement,
-    ips: Vec<IpAddr>,
-    allocated_ip: bool,
-) -> PodPlan {
-    let spec = pod.object.spec.as_ref();
-    let conditions = pod.object.status.as_ref().and_then(|s| s.conditions.as_ref());
-    let ready = match conditions.and_then(|c| c.iter().find(|c| c.type_ == "Ready")) {
-        Some(c) => c.status == "True",
-        None => true,
-    };
-    let containers = spec
-        .map(|s| {
-            s.containers
+fn pod_plan(pod: &PodRecord, at: Placement, ips: Vec<IpAddr>, allocated_ip: bool) -> PodPlan {
+    let containers = pod
+        .containers
+        .iter()
+        .map(|c| ContainerPlan {
+            name: c.name.clone(),
+            echo: is_echo(c.image.as_deref(), &c.argv),
+            ports: c
+                .ports
                 .iter()
-                .map(|c| ContainerPlan {
-                    name: c.name.clone(),
-                    echo: is_echo(c.image.as_deref(), c.command.as_deref(), c.args.as_deref()),
-                    ports: c
-                        .ports
-                        .iter()
-                        .flatten()
-                        .filter_map(|p| {
-                            Some(ContainerPort {
-                                name: p.name.clone(),
-                                port: u16::try_from(p.container_port).ok()?,
-                                protocol: Protocol::parse(p.protocol.as_deref())?,
-                            })
-                        })
-                        .collect(),
+                .filter_map(|p| {
+                    Some(ContainerPort {
+                        name: p.name.clone(),
+                        port: u16::try_from(p.container_port).ok()?,
+                        protocol: Protocol::parse(p.protocol.as_deref())?,
+                    })
                 })
-                .collect()
+                .collect(),
         })
-        .unwrap_or_default();
+        .collect();
     PodPlan {
-        key,
+        key: pod.key.clone(),
         node: at.node,
         zone: at.zone,
         ips,
         allocated_ip,
-        ready,
-        terminating: pod.object.metadata.deletion_timestamp.is_some(),
-        hostname: spec.and_then(|s| s.hostname.clone()),
-        subdomain: spec.and_then(|s| s.subdomain.clone()),
-        labels: pod.object.metadata.labels.clone().unwrap_or_default(),
+        // A Pod whose manifest carries no conditions is one standalone Portico runs.
+        ready: pod.ready.unwrap_or(true),
+        terminating: pod.deleting,
+        hostname: pod.hostname.clone(),
+        subdomain: pod.subdomain.clone(),
+        labels: pod.labels.clone(),
         containers,
-        owner: pod
-            .object
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|o| o.controller == Some(true))
-            .map(|o| {
-                ObjectRef::new(
-                    o.kind.clone(),
-                    ObjectKey::new(pod.object.metadata.namespace.clone().unwrap_or_default(), o.name.clone()),
-                )
-            }),
+        owner: pod.owner.clone(),
     }
 }
 
 /// Whether a container asks for the built-in echo workload.
-fn is_echo(image: Option<&str>, command: Option<&[String]>, args: Option<&[String]>) -> bool {
+fn is_echo(image: Option<&str>, argv: &[String]) -> bool {
     let Some(image) = image else { return false };
     let name = image.rsplit('/').next().unwrap_or(image);
     let name = name.split(['@', ':']).next().unwrap_or(name);
-    let first =
-        command.into_iter().flatten().chain(args.into_iter().flatten()).find(|a| a.as_str() != "portico");
+    let first = argv.iter().find(|a| a.as_str() != "portico");
     name == "portico" && first.is_some_and(|a| a == "echo")
 }
 
@@ -326,15 +263,14 @@ fn is_echo(image: Option<&str>, command: Option<&[String]>, args: Option<&[Strin
 /// keeps it (the scheduler would never have placed the other there).
 fn host_ports(
     plans: &[PodPlan],
-    pods: &[&BTreeMap<ObjectKey, Stored<Pod>>],
+    pods: &[&BTreeMap<ObjectKey, Stored<PodRecord>>],
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<HostPort> {
     let mut out: Vec<HostPort> = Vec::new();
     for plan in plans {
         let Some(stored) = pods.iter().find_map(|m| m.get(&plan.key)) else { continue };
-        let Some(spec) = &stored.object.spec else { continue };
-        for (c, container) in spec.containers.iter().enumerate() {
-            for (i, port) in container.ports.iter().flatten().enumerate() {
+        for (c, container) in stored.object.containers.iter().enumerate() {
+            for (i, port) in container.ports.iter().enumerate() {
                 let Some(host_port) = port.host_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0)
                 else {
                     continue;
@@ -423,9 +359,9 @@ mod tests {
     #[test]
     fn echo_detection() {
         let args = vec!["echo".to_string()];
-        assert!(is_echo(Some("ghcr.io/portico-dev/portico:0.1"), None, Some(&args)));
-        assert!(is_echo(Some("portico"), Some(&["portico".into(), "echo".into()]), None));
-        assert!(!is_echo(Some("nginx"), None, Some(&args)));
-        assert!(!is_echo(Some("portico"), None, Some(&["run".into()])));
+        assert!(is_echo(Some("ghcr.io/portico-dev/portico:0.1"), &args));
+        assert!(is_echo(Some("portico"), &["portico".into(), "echo".into()]));
+        assert!(!is_echo(Some("nginx"), &args));
+        assert!(!is_echo(Some("portico"), &["run".into()]));
     }
 }

@@ -124,7 +124,7 @@ pub fn plan_services(
     allocations: &mut Allocations,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<ServicePlan> {
-    let services = by_age(store.services.values(), |s| &s.metadata);
+    let services = by_age(store.services.values(), |s| s.metadata.creation_timestamp.as_ref());
     let mut admission = Admission { services: &services, rejected: vec![false; services.len()], diagnostics };
     let cluster_ips = allocate_cluster_ips(config, previous, allocations, &mut admission);
     let node_ports = allocate_node_ports(config, previous, allocations, &mut admission);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use portico_model::{Diagnostic, ObjectKey, ObjectKind, Store, Stored, Workload};
+use portico_model::{Diagnostic, ObjectKey, ObjectKind, PodRecord, Store, Stored, Workload};
 
 use crate::NodePlan;
 
@@ -19,7 +19,7 @@ pub fn expand(
     store: &Store,
     nodes: &[NodePlan],
     diagnostics: &mut Vec<Diagnostic>,
-) -> BTreeMap<ObjectKey, Stored<Pod>> {
+) -> BTreeMap<ObjectKey, Stored<PodRecord>> {
     let mut out = BTreeMap::new();
     for (reference, workload) in &store.workloads {
         let name = &reference.key.name;
@@ -51,7 +51,7 @@ pub fn expand(
                 continue;
             }
             let pod = member(&workload.object, namespace, &pod_name, node);
-            out.insert(key, Stored { origin: workload.origin.clone(), object: pod });
+            out.insert(key, Stored { origin: workload.origin.clone(), object: PodRecord::from(pod) });
         }
     }
     out

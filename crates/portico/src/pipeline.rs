@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
-use portico_model::{Diagnostic, Store, load_paths_with};
+use portico_model::{Diagnostic, Store, read_manifests};
 use portico_plan::{Plan, PlanConfig};
 use tracing::{debug, info_span};
 
@@ -28,15 +28,18 @@ pub fn load_and_plan(paths: &[PathBuf], config: &PlanConfig, state_dir: Option<&
     let _span = info_span!("load_and_plan", paths = ?paths).entered();
     let started = Instant::now();
     let mut progress = Progress::new();
-    let loaded = load_paths_with(paths, |done, all| progress.update(done, all));
+    // Each file's objects are checked and stored before the next file is read, so that only
+    // one file's worth of full objects exists at a time.
+    let mut store = Store::default();
+    let mut admitted = Vec::new();
+    let (files, mut all) = read_manifests(
+        paths,
+        |objects| store.admit(objects, &mut admitted),
+        |done, total| progress.update(done, total),
+    );
     progress.finish();
-    debug!(files = loaded.files.len(), objects = loaded.objects.len(), elapsed = ?started.elapsed(), "loaded");
-
-    let started = Instant::now();
-    let (store, mut diagnostics) = Store::from_objects(loaded.objects);
-    let mut all = loaded.diagnostics;
-    all.append(&mut diagnostics);
-    debug!(accepted = store.len(), elapsed = ?started.elapsed(), "validated and stored");
+    all.append(&mut admitted);
+    debug!(files = files.len(), accepted = store.len(), elapsed = ?started.elapsed(), "loaded and stored");
 
     let previous = match state_dir {
         Some(dir) => state::load(dir)?,
@@ -59,7 +62,7 @@ pub fn load_and_plan(paths: &[PathBuf], config: &PlanConfig, state_dir: Option<&
     }
     all.extend(planned.diagnostics);
     portico_model::locate::locate_fields(&mut all);
-    Ok(Outcome { plan: planned.plan, diagnostics: all, files: loaded.files, objects: store.len() })
+    Ok(Outcome { plan: planned.plan, diagnostics: all, files, objects: store.len() })
 }
 
 /// "reading manifests: 37/100 files" on a terminal's stderr, for loads that take a while.
