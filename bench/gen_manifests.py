@@ -57,7 +57,7 @@ def namespace_text(n, services_per_ns, pods_per_service, ingresses_per_ns, endpo
             )
             for k in range(pods_per_service):
                 ip = pod_ip(s * pods_per_service + k)
-                out.append(f'- addresses: ["{ip}"]\n  conditions: {{ready: true}}\n  nodeName: local\n')
+                out.append(f'- addresses: ["{ip}"]\n  conditions: {{ready: true}}\n  nodeName: localhost\n')
             continue
         for k in range(pods_per_service):
             p = s * pods_per_service + k

@@ -154,7 +154,7 @@ impl Scenario {
                     let ip = pod_ip(s * self.pods_per_service + k);
                     writeln!(
                         out,
-                        "- addresses: [\"{ip}\"]\n  conditions: {{ready: true}}\n  nodeName: local"
+                        "- addresses: [\"{ip}\"]\n  conditions: {{ready: true}}\n  nodeName: localhost"
                     )?;
                 }
                 continue;

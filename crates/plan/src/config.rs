@@ -46,7 +46,7 @@ impl Default for PlanConfig {
             node_port_range: 30000..=32767,
             load_balancer_pools: vec![net("127.97.0.0/24")],
             pod_cidr: net("127.98.0.0/16"),
-            local_node: "local".into(),
+            local_node: "localhost".into(),
             local_node_addresses: vec![loopback],
             ingress_class_names: vec!["portico".into()],
             ingress_http: SocketAddr::new(loopback, 8080),

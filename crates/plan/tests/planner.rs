@@ -239,7 +239,7 @@ fn workloads_run_the_pods_their_controllers_would() {
             .collect::<Vec<_>>()
     };
     assert_eq!(names("web-"), vec!["web-0", "web-1", "web-2"]);
-    assert_eq!(names("agent-"), vec!["agent-local", "agent-n2"]);
+    assert_eq!(names("agent-"), vec!["agent-localhost", "agent-n2"]);
     assert_eq!(names("many-").len(), portico_plan::workloads::MAX_REPLICAS as usize);
     assert_eq!(diags.len(), 1, "{diags:?}");
     assert_eq!(diags[0].field.as_deref(), Some("spec.replicas"));

@@ -115,7 +115,7 @@ fn explain_quickstart_shows_every_method_with_reach_and_cost() {
         assert_eq!(r["layer"], layer, "{method}");
         assert_eq!(r["reachableFrom"], reach, "{method}");
     }
-    assert_eq!(row("HostPort")["reachableFrom"]["node"], "local");
+    assert_eq!(row("HostPort")["reachableFrom"]["node"], "localhost");
     // Only LoadBalancer rows cost an external IP of their own, from the loopback pool.
     for r in rows {
         let ips = r["externalIps"].as_array().unwrap();
