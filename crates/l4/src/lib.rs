@@ -1,0 +1,1 @@
+//! The userspace L4 service proxy.

@@ -1,0 +1,1 @@
+//! Sources of objects: a watched folder of manifests.
