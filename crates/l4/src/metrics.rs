@@ -1,0 +1,80 @@
+//! Prometheus metrics of the L4 proxy, per service, port and method.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::table::{Frontend, ListenKey};
+
+/// Labels of one frontend.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FrontendLabels {
+    /// `namespace/name`.
+    pub service: String,
+    /// Port name or number.
+    pub port: String,
+    /// TCP or UDP.
+    pub protocol: String,
+    /// ClusterIP, NodePort, LoadBalancer, ExternalIP or HostPort.
+    pub method: String,
+}
+
+impl FrontendLabels {
+    /// The labels of `frontend` listening at `key`.
+    pub fn new(key: &ListenKey, frontend: &Frontend) -> Self {
+        Self {
+            service: frontend.service.clone(),
+            port: frontend.port.clone(),
+            protocol: key.protocol.to_string(),
+            method: frontend.method.to_string(),
+        }
+    }
+}
+
+/// The proxy's counters and gauges.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open TCP connections and UDP flows.
+    pub active: Family<FrontendLabels, Gauge>,
+    /// TCP connections and UDP flows accepted.
+    pub accepted: Family<FrontendLabels, Counter>,
+    /// Bytes from clients to endpoints.
+    pub bytes_to_endpoints: Family<FrontendLabels, Counter>,
+    /// Bytes from endpoints to clients.
+    pub bytes_to_clients: Family<FrontendLabels, Counter>,
+    /// Connections refused because no endpoint was ready.
+    pub no_endpoint: Family<FrontendLabels, Counter>,
+    /// Connections whose endpoints could not be reached.
+    pub connect_errors: Family<FrontendLabels, Counter>,
+}
+
+impl Metrics {
+    /// New metrics registered under `portico_l4_*`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Metrics::default();
+        let l4 = registry.sub_registry_with_prefix("portico_l4");
+        l4.register("active", "Open TCP connections and UDP flows", metrics.active.clone());
+        l4.register("accepted", "TCP connections and UDP flows accepted", metrics.accepted.clone());
+        l4.register_with_unit(
+            "to_endpoints",
+            "Bytes from clients to endpoints",
+            prometheus_client::registry::Unit::Bytes,
+            metrics.bytes_to_endpoints.clone(),
+        );
+        l4.register_with_unit(
+            "to_clients",
+            "Bytes from endpoints to clients",
+            prometheus_client::registry::Unit::Bytes,
+            metrics.bytes_to_clients.clone(),
+        );
+        l4.register("no_endpoint", "Connections refused: no endpoint ready", metrics.no_endpoint.clone());
+        l4.register(
+            "connect_errors",
+            "Connections whose endpoints could not be reached",
+            metrics.connect_errors.clone(),
+        );
+        metrics
+    }
+}

@@ -1,0 +1,181 @@
+//! The running proxy: one task per listener, reconciled with each new table.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use portico_plan::Protocol;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{Mutex, watch};
+use tracing::{debug, info};
+
+use crate::balance::{Balancer, DEFAULT_UDP_IDLE};
+use crate::metrics::{FrontendLabels, Metrics};
+use crate::table::{Frontend, ListenKey, Table};
+use crate::{tcp, udp};
+
+/// Tunables of the proxy.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How long a UDP flow lives without an answer from its endpoint.
+    pub udp_idle: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { udp_idle: DEFAULT_UDP_IDLE }
+    }
+}
+
+/// A listener that could not be opened (its port is taken, the address is not local, ...).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {key} for {method} {service}: {source}")]
+pub struct BindError {
+    /// The listener.
+    pub key: ListenKey,
+    /// What wanted it.
+    pub method: &'static str,
+    /// `namespace/name` of the Service (or Pod, for a HostPort).
+    pub service: String,
+    /// Why not.
+    #[source]
+    pub source: io::Error,
+}
+
+/// What a listener serves right now; swapped whole on reload.
+pub(crate) struct Current {
+    pub(crate) frontend: Frontend,
+    pub(crate) labels: FrontendLabels,
+}
+
+/// One listener's lasting state.
+pub(crate) struct Slot {
+    pub(crate) key: ListenKey,
+    pub(crate) current: ArcSwap<Current>,
+    pub(crate) balancer: Balancer,
+}
+
+/// What every connection task shares.
+pub(crate) struct Ctx {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) options: Options,
+    active: AtomicUsize,
+}
+
+/// Counts one open connection or flow while alive.
+pub(crate) struct Active<'a> {
+    ctx: &'a Ctx,
+    labels: FrontendLabels,
+}
+
+impl Ctx {
+    pub(crate) fn track(&self, labels: &FrontendLabels) -> Active<'_> {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.metrics.active.get_or_create(labels).inc();
+        self.metrics.accepted.get_or_create(labels).inc();
+        Active { ctx: self, labels: labels.clone() }
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.ctx.active.fetch_sub(1, Ordering::Relaxed);
+        self.ctx.metrics.active.get_or_create(&self.labels).dec();
+    }
+}
+
+struct Running {
+    slot: Arc<Slot>,
+    stop: watch::Sender<bool>,
+}
+
+/// The userspace proxy: listeners for every frontend of the table last applied.
+pub struct L4Proxy {
+    ctx: Arc<Ctx>,
+    running: Mutex<BTreeMap<ListenKey, Running>>,
+}
+
+impl L4Proxy {
+    /// A proxy with no listeners yet.
+    pub fn new(options: Options, metrics: Arc<Metrics>) -> Self {
+        Self {
+            ctx: Arc::new(Ctx { metrics, options, active: AtomicUsize::new(0) }),
+            running: Mutex::default(),
+        }
+    }
+
+    /// Makes the listeners match `table`: new ones open, gone ones close (their established
+    /// connections carry on), the rest switch to their new frontend at once. Listeners that
+    /// cannot be opened are returned; everything else is served.
+    pub async fn apply(&self, table: &Table) -> Vec<BindError> {
+        let mut running = self.running.lock().await;
+        running.retain(|key, r| {
+            let keep = table.frontends.contains_key(key);
+            if !keep {
+                debug!(listener = %key, "closing listener");
+                let _ = r.stop.send(true);
+            }
+            keep
+        });
+        let mut errors = Vec::new();
+        for (key, frontend) in &table.frontends {
+            let current =
+                Arc::new(Current { frontend: frontend.clone(), labels: FrontendLabels::new(key, frontend) });
+            if let Some(r) = running.get(key) {
+                r.slot.current.store(current);
+                continue;
+            }
+            let slot =
+                Arc::new(Slot { key: *key, current: ArcSwap::new(current), balancer: Balancer::default() });
+            let (stop, stopped) = watch::channel(false);
+            let ctx = Arc::clone(&self.ctx);
+            let opened = match key.protocol {
+                Protocol::Tcp => TcpListener::bind(key.addr)
+                    .await
+                    .map(|l| drop(tokio::spawn(tcp::serve(l, Arc::clone(&slot), ctx, stopped)))),
+                Protocol::Udp => UdpSocket::bind(key.addr)
+                    .await
+                    .map(|s| drop(tokio::spawn(udp::serve(s, Arc::clone(&slot), ctx, stopped)))),
+                Protocol::Sctp => Err(io::Error::new(io::ErrorKind::Unsupported, "SCTP is not proxied")),
+            };
+            match opened {
+                Ok(()) => {
+                    debug!(listener = %key, service = %frontend.service, method = frontend.method, "listening");
+                    running.insert(*key, Running { slot, stop });
+                }
+                Err(source) => errors.push(BindError {
+                    key: *key,
+                    method: frontend.method,
+                    service: frontend.service.clone(),
+                    source,
+                }),
+            }
+        }
+        info!(listeners = running.len(), failed = errors.len(), "L4 listeners applied");
+        errors
+    }
+
+    /// Every listener being served.
+    pub async fn listeners(&self) -> Vec<ListenKey> {
+        self.running.lock().await.keys().copied().collect()
+    }
+
+    /// Open connections and UDP flows.
+    pub fn active(&self) -> usize {
+        self.ctx.active.load(Ordering::Relaxed)
+    }
+
+    /// Closes every listener, then waits up to `grace` for open connections to finish.
+    pub async fn shutdown(&self, grace: Duration) {
+        for (_, r) in std::mem::take(&mut *self.running.lock().await) {
+            let _ = r.stop.send(true);
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.active() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! TCP listeners: accept, choose an endpoint, splice bytes both ways.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::proxy::{Ctx, Slot};
+
+/// Bytes buffered per direction of a connection: large enough to keep a fast stream busy,
+/// small enough that ten thousand connections stay under a gigabyte.
+const COPY_BUFFER: usize = 64 * 1024;
+/// How long a connect to an endpoint may take before the next endpoint is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Accepts on `listener` until `stop` fires; connections already running are not touched.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    slot: Arc<Slot>,
+    ctx: Arc<Ctx>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => accept(stream, peer, &slot, &ctx),
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(listener = %slot.key, %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+fn accept(client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<Ctx>) {
+    let current = slot.current.load_full();
+    if !current.frontend.admits(peer.ip()) {
+        debug!(listener = %slot.key, %peer, "source not in loadBalancerSourceRanges; refused");
+        refuse(&client);
+        return;
+    }
+    let Some(endpoint) = slot.balancer.pick(&current.frontend, peer.ip(), Instant::now()) else {
+        ctx.metrics.no_endpoint.get_or_create(&current.labels).inc();
+        refuse(&client);
+        return;
+    };
+    let slot = Arc::clone(slot);
+    let ctx = Arc::clone(ctx);
+    tokio::spawn(async move {
+        let _active = ctx.track(&current.labels);
+        let upstream = match connect(endpoint).await {
+            Ok(upstream) => upstream,
+            Err(err) => {
+                ctx.metrics.connect_errors.get_or_create(&current.labels).inc();
+                debug!(listener = %slot.key, %endpoint, %err, "connect failed; trying another endpoint");
+                let retry = slot.balancer.other(&current.frontend, endpoint);
+                match retry {
+                    Some(other) => match connect(other).await {
+                        Ok(upstream) => upstream,
+                        Err(_) => return refuse(&client),
+                    },
+                    None => return refuse(&client),
+                }
+            }
+        };
+        splice(client, upstream, &current.labels, &ctx).await;
+    });
+}
+
+async fn connect(endpoint: SocketAddr) -> io::Result<TcpStream> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+async fn splice(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    labels: &crate::metrics::FrontendLabels,
+    ctx: &Ctx,
+) {
+    let _ = client.set_nodelay(true);
+    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER, COPY_BUFFER).await
+    {
+        Ok((to_endpoint, to_client)) => {
+            ctx.metrics.bytes_to_endpoints.get_or_create(labels).inc_by(to_endpoint);
+            ctx.metrics.bytes_to_clients.get_or_create(labels).inc_by(to_client);
+        }
+        Err(err) => debug!(%err, "connection ended with an error"),
+    }
+}
+
+/// Closes with a TCP RST, so that the client learns at once that nobody will answer, as
+/// kube-proxy's reject rules make it learn.
+fn refuse(client: &TcpStream) {
+    let _ = socket2::SockRef::from(client).set_linger(Some(Duration::ZERO));
+}

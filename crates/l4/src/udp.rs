@@ -1,0 +1,162 @@
+//! UDP listeners: one flow per client address, each with its own socket towards the
+//! chosen endpoint, forgotten after an idle timeout.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::proxy::{Ctx, Slot};
+
+/// Largest datagram relayed.
+const MAX_DATAGRAM: usize = 65_535;
+
+struct Flow {
+    endpoint: SocketAddr,
+    upstream: Arc<UdpSocket>,
+}
+
+type Flows = Arc<Mutex<HashMap<SocketAddr, Flow>>>;
+
+/// Relays datagrams on `socket` until `stop` fires.
+pub(crate) async fn serve(
+    socket: UdpSocket,
+    slot: Arc<Slot>,
+    ctx: Arc<Ctx>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let socket = Arc::new(socket);
+    let flows: Flows = Arc::default();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (len, client) = tokio::select! {
+            _ = stop.changed() => return,
+            received = socket.recv_from(&mut buf) => match received {
+                Ok(r) => r,
+                Err(err) => {
+                    // ICMP errors from earlier sends surface here on Linux; they concern one
+                    // client, not the listener.
+                    debug!(listener = %slot.key, %err, "receive failed");
+                    continue;
+                }
+            },
+        };
+        let current = slot.current.load_full();
+        if !current.frontend.admits(client.ip()) {
+            continue;
+        }
+        let upstream = match flow_for(&flows, client, &slot, &ctx, &socket).await {
+            Some(upstream) => upstream,
+            None => {
+                ctx.metrics.no_endpoint.get_or_create(&current.labels).inc();
+                continue;
+            }
+        };
+        match upstream.send(&buf[..len]).await {
+            Ok(sent) => {
+                ctx.metrics.bytes_to_endpoints.get_or_create(&current.labels).inc_by(sent as u64);
+            }
+            Err(err) => debug!(listener = %slot.key, %client, %err, "send to endpoint failed"),
+        }
+    }
+}
+
+/// The client's flow: kept while its endpoint is still chosen, else a new one.
+async fn flow_for(
+    flows: &Flows,
+    client: SocketAddr,
+    slot: &Arc<Slot>,
+    ctx: &Arc<Ctx>,
+    listener: &Arc<UdpSocket>,
+) -> Option<Arc<UdpSocket>> {
+    let current = slot.current.load_full();
+    {
+        let mut flows = flows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(flow) = flows.get(&client) {
+            // A removed endpoint loses its flows at once, as kube-proxy clears conntrack.
+            if current.frontend.endpoints.contains(&flow.endpoint) {
+                return Some(Arc::clone(&flow.upstream));
+            }
+            flows.remove(&client);
+        }
+    }
+    let endpoint = slot.balancer.pick(&current.frontend, client.ip(), Instant::now())?;
+    let local: SocketAddr = match endpoint.ip() {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let upstream = match UdpSocket::bind(local).await {
+        Ok(s) => s,
+        Err(err) => {
+            warn!(listener = %slot.key, %err, "no socket for a UDP flow");
+            return None;
+        }
+    };
+    if let Err(err) = upstream.connect(endpoint).await {
+        ctx.metrics.connect_errors.get_or_create(&current.labels).inc();
+        debug!(listener = %slot.key, %endpoint, %err, "UDP connect failed");
+        return None;
+    }
+    let upstream = Arc::new(upstream);
+    flows
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(client, Flow { endpoint, upstream: Arc::clone(&upstream) });
+    tokio::spawn(replies(
+        Arc::clone(&upstream),
+        client,
+        Arc::clone(listener),
+        Arc::clone(flows),
+        Arc::clone(slot),
+        Arc::clone(ctx),
+    ));
+    Some(upstream)
+}
+
+/// Sends the endpoint's answers back to the client from the service address, until the
+/// flow has been idle for the idle timeout or was replaced.
+async fn replies(
+    upstream: Arc<UdpSocket>,
+    client: SocketAddr,
+    listener: Arc<UdpSocket>,
+    flows: Flows,
+    slot: Arc<Slot>,
+    ctx: Arc<Ctx>,
+) {
+    let labels = slot.current.load_full().labels.clone();
+    let _active = ctx.track(&labels);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        match tokio::time::timeout(ctx.options.udp_idle, upstream.recv(&mut buf)).await {
+            Ok(Ok(len)) => {
+                if let Ok(sent) = listener.send_to(&buf[..len], client).await {
+                    ctx.metrics.bytes_to_clients.get_or_create(&labels).inc_by(sent as u64);
+                }
+            }
+            Ok(Err(err)) => {
+                debug!(listener = %slot.key, %client, %err, "endpoint unreachable");
+                break;
+            }
+            Err(_) => break,
+        }
+        if !same_flow(&flows, client, &upstream) {
+            return;
+        }
+    }
+    let mut flows = flows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if flows.get(&client).is_some_and(|f| Arc::ptr_eq(&f.upstream, &upstream)) {
+        flows.remove(&client);
+    }
+}
+
+fn same_flow(flows: &Flows, client: SocketAddr, upstream: &Arc<UdpSocket>) -> bool {
+    flows
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&client)
+        .is_some_and(|f| Arc::ptr_eq(&f.upstream, upstream))
+}

@@ -1,0 +1,273 @@
+//! The proxy over real loopback sockets: spread, refusal, affinity, reloads, UDP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portico_echo::{Echo, Identity};
+use portico_l4::{Frontend, L4Proxy, ListenKey, Metrics, Options, Table};
+use portico_plan::Protocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+
+/// Starts `n` echo backends on 127.0.0.1 and returns their addresses.
+async fn backends(n: usize) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let identity = Identity { pod: Some(format!("pod-{i}")), ..Identity::default() };
+        let echo = Echo::bind("127.0.0.1:0".parse().unwrap(), identity, None).await.unwrap();
+        out.push(echo.local_addr());
+        tokio::spawn(echo.run(std::future::pending()));
+    }
+    out
+}
+
+/// A free TCP+UDP port on `ip`.
+fn free_port(ip: IpAddr) -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn frontend(endpoints: Vec<SocketAddr>, affinity: Option<Duration>) -> Frontend {
+    Frontend {
+        service: "default/web".into(),
+        port: "http".into(),
+        method: "ClusterIP",
+        endpoints,
+        affinity,
+        source_ranges: Vec::new(),
+    }
+}
+
+fn table(key: ListenKey, frontend: Frontend) -> Table {
+    let mut t = Table::default();
+    t.frontends.insert(key, frontend);
+    t
+}
+
+fn tcp_key(last: u8) -> ListenKey {
+    let ip = IpAddr::from([127, 96, 200, last]);
+    ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Tcp }
+}
+
+fn proxy() -> L4Proxy {
+    let mut registry = prometheus_client::registry::Registry::default();
+    L4Proxy::new(Options { udp_idle: Duration::from_millis(500) }, Arc::new(Metrics::register(&mut registry)))
+}
+
+/// One HTTP request on `stream`; returns the pod that answered.
+async fn ask(stream: &mut TcpStream) -> String {
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let mut got = Vec::new();
+    loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed early");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap();
+            if body.len() >= len {
+                let v: serde_json::Value = serde_json::from_str(&body[..len]).unwrap();
+                return v["pod"].as_str().unwrap().to_string();
+            }
+        }
+    }
+}
+
+async fn connect_from(client: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(client, 0))?;
+    socket.connect(to).await
+}
+
+#[tokio::test]
+async fn spreads_over_ten_endpoints() {
+    let endpoints = backends(10).await;
+    let key = tcp_key(1);
+    let proxy = proxy();
+    assert!(proxy.apply(&table(key, frontend(endpoints, None))).await.is_empty());
+    let mut pods = BTreeSet::new();
+    for _ in 0..30 {
+        let mut s = TcpStream::connect(key.addr).await.unwrap();
+        pods.insert(ask(&mut s).await);
+    }
+    assert_eq!(pods.len(), 10, "{pods:?}");
+}
+
+#[tokio::test]
+async fn no_endpoints_resets_at_once() {
+    let key = tcp_key(2);
+    let proxy = proxy();
+    assert!(proxy.apply(&table(key, frontend(Vec::new(), None))).await.is_empty());
+    let started = Instant::now();
+    let mut s = TcpStream::connect(key.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let outcome = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.expect("no hang");
+    match outcome {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+        Ok(n) => assert_eq!(n, 0),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn client_ip_affinity_pins_and_expires() {
+    let endpoints = backends(3).await;
+    let key = tcp_key(3);
+    let proxy = proxy();
+    proxy.apply(&table(key, frontend(endpoints, Some(Duration::from_millis(800))))).await;
+    let a = IpAddr::from([127, 0, 0, 11]);
+    let b = IpAddr::from([127, 0, 0, 12]);
+    let mut first = connect_from(a, key.addr).await.unwrap();
+    let pinned = ask(&mut first).await;
+    for _ in 0..5 {
+        let mut again = connect_from(a, key.addr).await.unwrap();
+        assert_eq!(ask(&mut again).await, pinned);
+        let mut other = connect_from(b, key.addr).await.unwrap();
+        ask(&mut other).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut after: BTreeSet<String> = BTreeSet::new();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let mut s = connect_from(a, key.addr).await.unwrap();
+        after.insert(ask(&mut s).await);
+    }
+    assert!(after.len() > 1, "affinity did not expire: {after:?}");
+}
+
+#[tokio::test]
+async fn reload_keeps_established_connections_and_moves_new_ones() {
+    let endpoints = backends(2).await;
+    let key = tcp_key(4);
+    let proxy = proxy();
+    proxy.apply(&table(key, frontend(vec![endpoints[0]], None))).await;
+    let mut long_lived = TcpStream::connect(key.addr).await.unwrap();
+    assert_eq!(ask(&mut long_lived).await, "pod-0");
+    // The endpoint the stream uses leaves; a new one arrives.
+    proxy.apply(&table(key, frontend(vec![endpoints[1]], None))).await;
+    for _ in 0..3 {
+        assert_eq!(ask(&mut long_lived).await, "pod-0", "the established stream keeps its endpoint");
+        let mut fresh = TcpStream::connect(key.addr).await.unwrap();
+        assert_eq!(ask(&mut fresh).await, "pod-1", "new connections go to the new endpoint");
+    }
+    // Removing the listener closes the port but not the stream.
+    proxy.apply(&Table::default()).await;
+    assert!(TcpStream::connect(key.addr).await.is_err());
+    assert_eq!(ask(&mut long_lived).await, "pod-0");
+    assert_eq!(proxy.active(), 1);
+}
+
+#[tokio::test]
+async fn a_taken_port_is_reported_and_the_rest_is_served() {
+    let endpoints = backends(1).await;
+    let taken = std::net::TcpListener::bind("127.96.201.1:0").unwrap();
+    let busy = ListenKey { addr: taken.local_addr().unwrap(), protocol: Protocol::Tcp };
+    let fine = tcp_key(5);
+    let mut t = table(fine, frontend(endpoints.clone(), None));
+    t.frontends.insert(busy, frontend(endpoints, None));
+    let proxy = proxy();
+    let errors = proxy.apply(&t).await;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].key, busy);
+    assert!(errors[0].to_string().contains("ClusterIP default/web"), "{}", errors[0]);
+    let mut s = TcpStream::connect(fine.addr).await.unwrap();
+    assert_eq!(ask(&mut s).await, "pod-0");
+}
+
+#[tokio::test]
+async fn source_ranges_filter_clients() {
+    let endpoints = backends(1).await;
+    let key = tcp_key(6);
+    let mut f = frontend(endpoints, None);
+    f.method = "LoadBalancer";
+    f.source_ranges = vec!["127.0.0.20/32".parse().unwrap()];
+    let proxy = proxy();
+    proxy.apply(&table(key, f)).await;
+    let mut allowed = connect_from(IpAddr::from([127, 0, 0, 20]), key.addr).await.unwrap();
+    assert_eq!(ask(&mut allowed).await, "pod-0");
+    let mut denied = connect_from(IpAddr::from([127, 0, 0, 21]), key.addr).await.unwrap();
+    let mut buf = [0u8; 8];
+    denied.write_all(b"GET / HTTP/1.1\r\n\r\n").await.ok();
+    let read = tokio::time::timeout(Duration::from_secs(2), denied.read(&mut buf)).await.expect("no hang");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+/// A UDP server answering every datagram with its own name.
+async fn named_udp(name: &'static str) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((_, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(name.as_bytes(), from).await;
+        }
+    });
+    addr
+}
+
+async fn udp_ask(client: &UdpSocket, to: SocketAddr) -> String {
+    client.send_to(b"hi", to).await.unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(2), client.recv_from(&mut buf))
+        .await
+        .expect("answer")
+        .unwrap();
+    assert_eq!(from, to, "answers come from the service address");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn udp_flows_spread_stick_and_follow_endpoint_changes() {
+    let a = named_udp("a").await;
+    let b = named_udp("b").await;
+    let ip = IpAddr::from([127, 96, 202, 1]);
+    let key = ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Udp };
+    let proxy = proxy();
+    proxy.apply(&table(key, frontend(vec![a, b], None))).await;
+    let c1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let c2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let first = udp_ask(&c1, key.addr).await;
+    let second = udp_ask(&c2, key.addr).await;
+    assert_ne!(first, second, "two clients, two endpoints");
+    for _ in 0..3 {
+        assert_eq!(udp_ask(&c1, key.addr).await, first, "a flow sticks to its endpoint");
+    }
+    // The endpoint of c1's flow leaves: its next datagram goes to the other one.
+    let remaining = if first == "a" { b } else { a };
+    proxy.apply(&table(key, frontend(vec![remaining], None))).await;
+    assert_eq!(udp_ask(&c1, key.addr).await, second);
+    // No endpoints: datagrams are dropped, the listener stays.
+    proxy.apply(&table(key, frontend(Vec::new(), None))).await;
+    c1.send_to(b"hi", key.addr).await.unwrap();
+    let mut buf = [0u8; 8];
+    assert!(tokio::time::timeout(Duration::from_millis(300), c1.recv_from(&mut buf)).await.is_err());
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_open_connections_within_grace() {
+    let endpoints = backends(1).await;
+    let key = tcp_key(7);
+    let proxy = Arc::new(proxy());
+    proxy.apply(&table(key, frontend(endpoints, None))).await;
+    let mut s = TcpStream::connect(key.addr).await.unwrap();
+    ask(&mut s).await;
+    let started = Instant::now();
+    proxy.shutdown(Duration::from_millis(300)).await;
+    assert!(started.elapsed() >= Duration::from_millis(250), "waited for the open connection");
+    assert!(TcpStream::connect(key.addr).await.is_err(), "listener closed");
+    drop(s);
+}
