@@ -1,6 +1,7 @@
 //! The typed store: the accepted objects, one map per kind, keyed by namespace and name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -135,6 +136,50 @@ impl Store {
         }
     }
 
+    /// After a reload, gives back the last good version of every object that is missing now
+    /// because it is broken: an error diagnostic names it, or names a document of its file
+    /// that no longer parses. A bad edit never takes down what was served; an object
+    /// deleted on purpose (no error) stays deleted.
+    pub fn keep_last_good(&mut self, last: &Store, diagnostics: &[Diagnostic]) {
+        let errors = || diagnostics.iter().filter(|d| d.is_error());
+        let objects: BTreeSet<&ObjectRef> = errors().filter_map(|d| d.object.as_ref()).collect();
+        let files: BTreeSet<&Path> = errors()
+            .filter(|d| d.object.is_none())
+            .filter_map(|d| d.origin.as_ref())
+            .map(|o| o.file.as_path())
+            .collect();
+        let broken = |kind: &str, key: &ObjectKey, origin: &Origin| {
+            files.contains(origin.file.as_path()) || objects.contains(&ObjectRef::new(kind, key.clone()))
+        };
+        fn keep<T: Clone>(
+            now: &mut BTreeMap<ObjectKey, Stored<T>>,
+            last: &BTreeMap<ObjectKey, Stored<T>>,
+            kind: &str,
+            broken: &impl Fn(&str, &ObjectKey, &Origin) -> bool,
+        ) {
+            for (key, stored) in last {
+                if !now.contains_key(key) && broken(kind, key, &stored.origin) {
+                    now.insert(key.clone(), stored.clone());
+                }
+            }
+        }
+        keep(&mut self.namespaces, &last.namespaces, "Namespace", &broken);
+        keep(&mut self.services, &last.services, "Service", &broken);
+        keep(&mut self.endpoint_slices, &last.endpoint_slices, "EndpointSlice", &broken);
+        keep(&mut self.pods, &last.pods, "Pod", &broken);
+        keep(&mut self.nodes, &last.nodes, "Node", &broken);
+        keep(&mut self.ingresses, &last.ingresses, "Ingress", &broken);
+        keep(&mut self.ingress_classes, &last.ingress_classes, "IngressClass", &broken);
+        keep(&mut self.secrets, &last.secrets, "Secret", &broken);
+        for (reference, stored) in &last.workloads {
+            if !self.workloads.contains_key(reference)
+                && broken(&reference.kind, &reference.key, &stored.origin)
+            {
+                self.workloads.insert(reference.clone(), stored.clone());
+            }
+        }
+    }
+
     /// Number of objects held.
     pub fn len(&self) -> usize {
         self.namespaces.len()
@@ -185,6 +230,30 @@ mod tests {
         assert!(diags[0].message.contains("defined twice, differently"));
         let kept = &store.services[&ObjectKey::new("default", "web")];
         assert_eq!(kept.origin.document, 1);
+    }
+
+    #[test]
+    fn broken_edits_keep_the_last_good_version() {
+        let v1 = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {ports: [{port: 80}]}\n";
+        let (objects, _) = parse_text(Path::new("f.yaml"), v1);
+        let (last, _) = Store::from_objects(objects);
+        // a gets an invalid port, b is deleted on purpose.
+        let v2 = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 0}]}\n";
+        let (objects, mut diags) = parse_text(Path::new("f.yaml"), v2);
+        let (mut now, more) = Store::from_objects(objects);
+        diags.extend(more);
+        now.keep_last_good(&last, &diags);
+        let names: Vec<&str> = now.services.keys().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, vec!["a"]);
+        assert_eq!(
+            now.services[&ObjectKey::new("default", "a")],
+            last.services[&ObjectKey::new("default", "a")]
+        );
+        // A file that no longer parses keeps all of its objects.
+        let (objects, diags) = parse_text(Path::new("f.yaml"), "apiVersion: v1\nkind: [\n");
+        let (mut now, _) = Store::from_objects(objects);
+        now.keep_last_good(&last, &diags);
+        assert_eq!(now.services.len(), 2);
     }
 
     #[test]
