@@ -78,3 +78,35 @@ impl Metrics {
         metrics
     }
 }
+
+/// One frontend's metrics, looked up once per reload so that a connection only touches
+/// atomics.
+#[derive(Clone, Debug)]
+pub struct Counters {
+    /// Open connections and flows.
+    pub active: Gauge,
+    /// Connections and flows accepted.
+    pub accepted: Counter,
+    /// Bytes from clients to endpoints.
+    pub to_endpoints: Counter,
+    /// Bytes from endpoints to clients.
+    pub to_clients: Counter,
+    /// Refused: no endpoint.
+    pub no_endpoint: Counter,
+    /// Endpoints unreachable.
+    pub connect_errors: Counter,
+}
+
+impl Metrics {
+    /// The metrics of the frontend labelled `labels`.
+    pub fn counters(&self, labels: &FrontendLabels) -> Counters {
+        Counters {
+            active: self.active.get_or_create(labels).clone(),
+            accepted: self.accepted.get_or_create(labels).clone(),
+            to_endpoints: self.bytes_to_endpoints.get_or_create(labels).clone(),
+            to_clients: self.bytes_to_clients.get_or_create(labels).clone(),
+            no_endpoint: self.no_endpoint.get_or_create(labels).clone(),
+            connect_errors: self.connect_errors.get_or_create(labels).clone(),
+        }
+    }
+}

@@ -13,9 +13,10 @@ use tokio::sync::{Mutex, watch};
 use tracing::{debug, info};
 
 use crate::balance::{Balancer, DEFAULT_UDP_IDLE};
-use crate::metrics::{FrontendLabels, Metrics};
+use crate::metrics::{Counters, FrontendLabels, Metrics};
 use crate::table::{Frontend, ListenKey, Table};
 use crate::{tcp, udp};
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Tunables of the proxy.
 #[derive(Clone, Debug)]
@@ -48,7 +49,7 @@ pub struct BindError {
 /// What a listener serves right now; swapped whole on reload.
 pub(crate) struct Current {
     pub(crate) frontend: Frontend,
-    pub(crate) labels: FrontendLabels,
+    pub(crate) counters: Counters,
 }
 
 /// One listener's lasting state.
@@ -68,22 +69,22 @@ pub(crate) struct Ctx {
 /// Counts one open connection or flow while alive.
 pub(crate) struct Active<'a> {
     ctx: &'a Ctx,
-    labels: FrontendLabels,
+    gauge: Gauge,
 }
 
 impl Ctx {
-    pub(crate) fn track(&self, labels: &FrontendLabels) -> Active<'_> {
+    pub(crate) fn track(&self, counters: &Counters) -> Active<'_> {
         self.active.fetch_add(1, Ordering::Relaxed);
-        self.metrics.active.get_or_create(labels).inc();
-        self.metrics.accepted.get_or_create(labels).inc();
-        Active { ctx: self, labels: labels.clone() }
+        counters.active.inc();
+        counters.accepted.inc();
+        Active { ctx: self, gauge: counters.active.clone() }
     }
 }
 
 impl Drop for Active<'_> {
     fn drop(&mut self) {
         self.ctx.active.fetch_sub(1, Ordering::Relaxed);
-        self.ctx.metrics.active.get_or_create(&self.labels).dec();
+        self.gauge.dec();
     }
 }
 
@@ -122,8 +123,8 @@ impl L4Proxy {
         });
         let mut errors = Vec::new();
         for (key, frontend) in &table.frontends {
-            let current =
-                Arc::new(Current { frontend: frontend.clone(), labels: FrontendLabels::new(key, frontend) });
+            let counters = self.ctx.metrics.counters(&FrontendLabels::new(key, frontend));
+            let current = Arc::new(Current { frontend: frontend.clone(), counters });
             if let Some(r) = running.get(key) {
                 r.slot.current.store(current);
                 continue;

@@ -47,18 +47,18 @@ fn accept(client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<Ctx>)
         return;
     }
     let Some(endpoint) = slot.balancer.pick(&current.frontend, peer.ip(), Instant::now()) else {
-        ctx.metrics.no_endpoint.get_or_create(&current.labels).inc();
+        current.counters.no_endpoint.inc();
         refuse(&client);
         return;
     };
     let slot = Arc::clone(slot);
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
-        let _active = ctx.track(&current.labels);
+        let _active = ctx.track(&current.counters);
         let upstream = match connect(endpoint).await {
             Ok(upstream) => upstream,
             Err(err) => {
-                ctx.metrics.connect_errors.get_or_create(&current.labels).inc();
+                current.counters.connect_errors.inc();
                 debug!(listener = %slot.key, %endpoint, %err, "connect failed; trying another endpoint");
                 let retry = slot.balancer.other(&current.frontend, endpoint);
                 match retry {
@@ -70,7 +70,7 @@ fn accept(client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<Ctx>)
                 }
             }
         };
-        splice(client, upstream, &current.labels, &ctx).await;
+        splice(client, upstream, &current.counters).await;
     });
 }
 
@@ -82,18 +82,13 @@ async fn connect(endpoint: SocketAddr) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-async fn splice(
-    mut client: TcpStream,
-    mut upstream: TcpStream,
-    labels: &crate::metrics::FrontendLabels,
-    ctx: &Ctx,
-) {
+async fn splice(mut client: TcpStream, mut upstream: TcpStream, counters: &crate::metrics::Counters) {
     let _ = client.set_nodelay(true);
     match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER, COPY_BUFFER).await
     {
         Ok((to_endpoint, to_client)) => {
-            ctx.metrics.bytes_to_endpoints.get_or_create(labels).inc_by(to_endpoint);
-            ctx.metrics.bytes_to_clients.get_or_create(labels).inc_by(to_client);
+            counters.to_endpoints.inc_by(to_endpoint);
+            counters.to_clients.inc_by(to_client);
         }
         Err(err) => debug!(%err, "connection ended with an error"),
     }

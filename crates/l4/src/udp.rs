@@ -52,13 +52,13 @@ pub(crate) async fn serve(
         let upstream = match flow_for(&flows, client, &slot, &ctx, &socket).await {
             Some(upstream) => upstream,
             None => {
-                ctx.metrics.no_endpoint.get_or_create(&current.labels).inc();
+                current.counters.no_endpoint.inc();
                 continue;
             }
         };
         match upstream.send(&buf[..len]).await {
             Ok(sent) => {
-                ctx.metrics.bytes_to_endpoints.get_or_create(&current.labels).inc_by(sent as u64);
+                current.counters.to_endpoints.inc_by(sent as u64);
             }
             Err(err) => debug!(listener = %slot.key, %client, %err, "send to endpoint failed"),
         }
@@ -97,7 +97,7 @@ async fn flow_for(
         }
     };
     if let Err(err) = upstream.connect(endpoint).await {
-        ctx.metrics.connect_errors.get_or_create(&current.labels).inc();
+        current.counters.connect_errors.inc();
         debug!(listener = %slot.key, %endpoint, %err, "UDP connect failed");
         return None;
     }
@@ -127,14 +127,14 @@ async fn replies(
     slot: Arc<Slot>,
     ctx: Arc<Ctx>,
 ) {
-    let labels = slot.current.load_full().labels.clone();
-    let _active = ctx.track(&labels);
+    let counters = slot.current.load_full().counters.clone();
+    let _active = ctx.track(&counters);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         match tokio::time::timeout(ctx.options.udp_idle, upstream.recv(&mut buf)).await {
             Ok(Ok(len)) => {
                 if let Ok(sent) = listener.send_to(&buf[..len], client).await {
-                    ctx.metrics.bytes_to_clients.get_or_create(&labels).inc_by(sent as u64);
+                    counters.to_clients.inc_by(sent as u64);
                 }
             }
             Ok(Err(err)) => {
