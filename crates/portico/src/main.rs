@@ -1,13 +1,17 @@
 //! `portico`: every way to expose Kubernetes workloads, in one binary.
 #![forbid(unsafe_code)]
 
+mod admin;
+mod local_pods;
 mod pipeline;
 mod report;
+mod run;
 mod state;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -28,6 +32,10 @@ enum Command {
     /// Explain how each workload in the manifests is exposed: method, layer, reach,
     /// addresses, ports, TLS, backends and cost.
     Explain(ManifestArgs),
+    /// Serve every exposure of the manifests on this host (ClusterIP, NodePort,
+    /// LoadBalancer, external IPs, HostPort; the echo workload of Pods that ask for it) and
+    /// apply every change to them live.
+    Run(RunArgs),
     /// Run the built-in echo workload: answers HTTP/1.1, h2c (and HTTPS with --tls-cert)
     /// with JSON describing the request, and echoes UDP datagrams on the same port.
     Echo {
@@ -65,6 +73,71 @@ struct ManifestArgs {
     output: Output,
 }
 
+/// What `run` serves and how.
+#[derive(Args)]
+struct RunArgs {
+    /// Manifest folder or file to serve and watch (repeatable).
+    #[arg(long = "manifests", required = true)]
+    manifests: Vec<PathBuf>,
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// Admin HTTP address: /healthz, /readyz, /metrics, /plan.
+    #[arg(long, default_value = "127.0.0.1:9650")]
+    admin: SocketAddr,
+    /// This host's addresses, where NodePorts and HostPorts listen (repeatable).
+    #[arg(long = "node-address", default_value = "127.0.0.1")]
+    node_addresses: Vec<IpAddr>,
+    /// How long a UDP flow lives without an answer from its endpoint.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    udp_idle: Duration,
+    /// How long shutdown waits for open connections to finish.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    drain: Duration,
+    /// Quiet time after a change before it is applied.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    debounce: Duration,
+}
+
+impl RunArgs {
+    fn into_config(self) -> run::RunConfig {
+        let mut plan = self.plan.config();
+        plan.local_node_addresses = self.node_addresses;
+        run::RunConfig {
+            state: self.plan.state.clone().unwrap_or_else(default_state_dir),
+            manifests: self.manifests,
+            plan,
+            admin: self.admin,
+            udp_idle: self.udp_idle,
+            drain: self.drain,
+            debounce: self.debounce,
+        }
+    }
+}
+
+/// `$XDG_STATE_HOME/portico`, else `~/.local/state/portico`, else `.portico-state`.
+fn default_state_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    match (std::env::var_os("XDG_STATE_HOME"), home) {
+        (Some(state), _) if !state.is_empty() => PathBuf::from(state).join("portico"),
+        (_, Some(home)) => home.join(".local/state/portico"),
+        _ => PathBuf::from(".portico-state"),
+    }
+}
+
+/// `250ms`, `30s`, `5m` or `1h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration such as 30s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?}: unit must be ms, s, m or h")),
+    }
+}
+
 /// How results are printed.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
@@ -78,7 +151,8 @@ enum Output {
 #[derive(Args, Clone)]
 struct PlanArgs {
     /// State folder keeping allocations (ClusterIPs, NodePorts, LB and Pod IPs) stable across
-    /// runs; without it allocations are computed afresh (deterministically) and not saved.
+    /// runs. `run` defaults to $XDG_STATE_HOME/portico (or ~/.local/state/portico); `check`
+    /// and `explain` keep none unless given one (allocations are then deterministic).
     #[arg(long)]
     state: Option<PathBuf>,
     /// Service CIDR for ClusterIPs (repeat for dual stack).
@@ -167,6 +241,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Explain(args) => {
             let outcome = args.load_and_plan()?;
             report::explain(&outcome, args.output == Output::Json, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => {
+            let config = args.into_config();
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(run::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Echo { listen, name, namespace, service, tls_cert, tls_key } => {

@@ -1,4 +1,4 @@
-//! Sources → store → planner, for the one-shot commands.
+//! Sources → store → planner, shared by the one-shot commands and `run`.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -6,10 +6,20 @@ use std::time::Instant;
 
 use anyhow::Result;
 use portico_model::{Diagnostic, Store, read_manifests};
-use portico_plan::{Plan, PlanConfig};
+use portico_plan::{Allocations, Plan, PlanConfig};
 use tracing::{debug, info_span};
 
 use crate::state;
+
+/// Manifests read and checked, not yet planned.
+pub struct Loaded {
+    /// The accepted objects.
+    pub store: Store,
+    /// Every problem met reading and checking them.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Files read.
+    pub files: Vec<PathBuf>,
+}
 
 /// A loaded and planned set of manifests.
 pub struct Outcome {
@@ -23,46 +33,64 @@ pub struct Outcome {
     pub objects: usize,
 }
 
-/// Loads `paths`, plans them, and keeps allocations in `state_dir` when given.
-pub fn load_and_plan(paths: &[PathBuf], config: &PlanConfig, state_dir: Option<&Path>) -> Result<Outcome> {
-    let _span = info_span!("load_and_plan", paths = ?paths).entered();
+/// Reads and checks every manifest under `paths`.
+pub fn load(paths: &[PathBuf]) -> Loaded {
+    let _span = info_span!("load", paths = ?paths).entered();
     let started = Instant::now();
     let mut progress = Progress::new();
     // Each file's objects are checked and stored before the next file is read, so that only
     // one file's worth of full objects exists at a time.
     let mut store = Store::default();
     let mut admitted = Vec::new();
-    let (files, mut all) = read_manifests(
+    let (files, mut diagnostics) = read_manifests(
         paths,
         |objects| store.admit(objects, &mut admitted),
         |done, total| progress.update(done, total),
     );
     progress.finish();
-    all.append(&mut admitted);
+    diagnostics.append(&mut admitted);
     debug!(files = files.len(), accepted = store.len(), elapsed = ?started.elapsed(), "loaded and stored");
+    Loaded { store, diagnostics, files }
+}
 
-    let previous = match state_dir {
-        Some(dir) => state::load(dir)?,
-        None => Default::default(),
-    };
+/// Plans `store`, keeping what `previous` allocated; returns the plan, the allocations to
+/// keep, and the planner's diagnostics (with the fields' lines found).
+pub fn plan(
+    store: &Store,
+    config: &PlanConfig,
+    previous: &Allocations,
+    generation: u64,
+) -> portico_plan::Planned {
     let started = Instant::now();
-    let planned = portico_plan::plan(&store, config, &previous, 1);
+    let mut planned = portico_plan::plan(store, config, previous, generation);
     debug!(
+        generation,
         services = planned.plan.services.len(),
         pods = planned.plan.pods.len(),
         ingresses = planned.plan.ingress.ingresses.len(),
         elapsed = ?started.elapsed(),
         "planned"
     );
+    portico_model::locate::locate_fields(&mut planned.diagnostics);
+    planned
+}
+
+/// Loads `paths`, plans them, and keeps allocations in `state_dir` when given.
+pub fn load_and_plan(paths: &[PathBuf], config: &PlanConfig, state_dir: Option<&Path>) -> Result<Outcome> {
+    let Loaded { store, mut diagnostics, files } = load(paths);
+    portico_model::locate::locate_fields(&mut diagnostics);
+    let previous = match state_dir {
+        Some(dir) => state::load(dir)?,
+        None => Allocations::default(),
+    };
+    let planned = plan(&store, config, &previous, 1);
     if let Some(dir) = state_dir
         && planned.allocations != previous
     {
         state::save(dir, &planned.allocations)?;
-        debug!(state = %dir.display(), "allocations saved");
     }
-    all.extend(planned.diagnostics);
-    portico_model::locate::locate_fields(&mut all);
-    Ok(Outcome { plan: planned.plan, diagnostics: all, files, objects: store.len() })
+    diagnostics.extend(planned.diagnostics);
+    Ok(Outcome { plan: planned.plan, diagnostics, files, objects: store.len() })
 }
 
 /// "reading manifests: 37/100 files" on a terminal's stderr, for loads that take a while.

@@ -1,0 +1,262 @@
+//! `portico run`: load, plan and serve a folder of manifests, and follow every change.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use portico_l4::{L4Proxy, Metrics as L4Metrics, Options, frontends};
+use portico_model::{Diagnostic, Severity, Store};
+use portico_plan::exposure::{Layer, Method, exposures};
+use portico_plan::{Allocations, Plan, PlanConfig, Protocol};
+use portico_source::Watcher;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::admin::{self, Admin};
+use crate::local_pods::LocalPods;
+use crate::{pipeline, state};
+
+/// Everything `run` needs to know.
+pub struct RunConfig {
+    /// Manifest folders or files, served and watched.
+    pub manifests: Vec<PathBuf>,
+    /// Ranges, pools and this node.
+    pub plan: PlanConfig,
+    /// Where allocations are kept.
+    pub state: PathBuf,
+    /// Admin HTTP address.
+    pub admin: SocketAddr,
+    /// Idle timeout of UDP flows.
+    pub udp_idle: Duration,
+    /// How long shutdown waits for open connections.
+    pub drain: Duration,
+    /// Quiet time before a change is applied.
+    pub debounce: Duration,
+}
+
+/// Labels of the diagnostics gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SeverityLabel {
+    severity: String,
+}
+
+/// Metrics of the reload loop.
+#[derive(Default)]
+struct ReloadMetrics {
+    generation: Gauge,
+    reloads: Counter,
+    failures: Counter,
+    diagnostics: Family<SeverityLabel, Gauge>,
+}
+
+impl ReloadMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = ReloadMetrics::default();
+        registry.register(
+            "portico_config_generation",
+            "Generation of the plan being served",
+            m.generation.clone(),
+        );
+        registry.register("portico_reloads", "Plans applied", m.reloads.clone());
+        registry.register(
+            "portico_reload_failures",
+            "Plans applied with errors (the objects in error keep their last good version)",
+            m.failures.clone(),
+        );
+        registry.register(
+            "portico_diagnostics",
+            "Problems in the manifests being served",
+            m.diagnostics.clone(),
+        );
+        m
+    }
+}
+
+/// The serving state carried from one reload to the next.
+struct Server {
+    config: RunConfig,
+    proxy: L4Proxy,
+    pods: LocalPods,
+    admin: Arc<Admin>,
+    metrics: ReloadMetrics,
+    last_good: Option<Store>,
+    allocations: Allocations,
+    generation: u64,
+}
+
+/// Serves until SIGINT or SIGTERM, then drains.
+pub async fn run(config: RunConfig) -> Result<()> {
+    let mut registry = Registry::default();
+    let l4_metrics = Arc::new(L4Metrics::register(&mut registry));
+    let metrics = ReloadMetrics::register(&mut registry);
+    let admin = Arc::new(Admin::new(registry));
+    let admin_listener =
+        TcpListener::bind(config.admin).await.with_context(|| format!("admin address {}", config.admin))?;
+    let (stop, stopped) = watch::channel(false);
+    let admin_task = tokio::spawn(admin::serve(admin_listener, Arc::clone(&admin), until(stopped.clone())));
+    let (_watcher, mut changes) = Watcher::start(&config.manifests, config.debounce)
+        .with_context(|| format!("watching {:?}", config.manifests))?;
+    let allocations = state::load(&config.state)?;
+    let proxy = L4Proxy::new(Options { udp_idle: config.udp_idle }, l4_metrics);
+    let mut server = Server {
+        config,
+        proxy,
+        pods: LocalPods::default(),
+        admin,
+        metrics,
+        last_good: None,
+        allocations,
+        generation: 0,
+    };
+    let plan = server.reload().await;
+    print_entry_points(&plan, &server.config);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            change = changes.recv() => match change {
+                Some(change) => {
+                    info!(paths = ?change.paths, "manifests changed");
+                    server.reload().await;
+                }
+                None => {
+                    error!("the manifest watcher stopped; serving the last plan until told to stop");
+                    break wait_for_signal(&mut terminate).await;
+                }
+            },
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    info!(drain = ?server.config.drain, "shutting down");
+    server.proxy.shutdown(server.config.drain).await;
+    server.pods.stop_all();
+    let _ = stop.send(true);
+    let _ = admin_task.await;
+    Ok(())
+}
+
+async fn wait_for_signal(terminate: &mut tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+async fn until(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+impl Server {
+    /// Loads, plans and applies; a broken object keeps its last good version. Returns the
+    /// plan now served.
+    async fn reload(&mut self) -> Arc<Plan> {
+        self.generation += 1;
+        let span = info_span!("reload", generation = self.generation);
+        self.apply().instrument(span).await
+    }
+
+    async fn apply(&mut self) -> Arc<Plan> {
+        let mut loaded = pipeline::load(&self.config.manifests);
+        if let Some(last) = &self.last_good {
+            loaded.store.keep_last_good(last, &loaded.diagnostics);
+        }
+        portico_model::locate::locate_fields(&mut loaded.diagnostics);
+        let planned = pipeline::plan(&loaded.store, &self.config.plan, &self.allocations, self.generation);
+        let mut diagnostics = loaded.diagnostics;
+        diagnostics.extend(planned.diagnostics);
+        if planned.allocations != self.allocations {
+            match state::save(&self.config.state, &planned.allocations) {
+                Ok(()) => self.allocations = planned.allocations,
+                Err(err) => diagnostics.push(Diagnostic::error(format!("allocations not saved: {err:#}"))),
+            }
+        }
+        let plan = Arc::new(planned.plan);
+        let node = self.config.plan.local_node.clone();
+        for problem in self.pods.apply(&plan, &node).await {
+            diagnostics.push(Diagnostic::error(problem));
+        }
+        let table = frontends(&plan, &node);
+        for (key, conflict) in &table.conflicts {
+            diagnostics.push(Diagnostic::warning(format!("{key}: {conflict}; not served")));
+        }
+        for err in self.proxy.apply(&table).await {
+            diagnostics.push(Diagnostic::error(err.to_string()));
+        }
+        self.report(&diagnostics);
+        self.admin.plan.store(Some(Arc::clone(&plan)));
+        self.admin.ready.store(true, Ordering::Release);
+        self.last_good = Some(loaded.store);
+        plan
+    }
+
+    fn report(&self, diagnostics: &[Diagnostic]) {
+        let count = |s: Severity| diagnostics.iter().filter(|d| d.severity == s).count();
+        let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
+        for d in diagnostics {
+            match d.severity {
+                Severity::Error => warn!("{d}"),
+                Severity::Warning => info!("{d}"),
+            }
+        }
+        self.metrics.generation.set(i64::try_from(self.generation).unwrap_or(i64::MAX));
+        self.metrics.reloads.inc();
+        if errors > 0 {
+            self.metrics.failures.inc();
+        }
+        for (severity, n) in [("error", errors), ("warning", warnings)] {
+            self.metrics
+                .diagnostics
+                .get_or_create(&SeverityLabel { severity: severity.into() })
+                .set(n as i64);
+        }
+        info!(errors, warnings, "plan applied");
+    }
+}
+
+/// The lines a person can paste to reach each workload, printed once serving starts.
+fn print_entry_points(plan: &Plan, config: &RunConfig) {
+    let manifests: Vec<String> = config.manifests.iter().map(|p| p.display().to_string()).collect();
+    println!("portico is serving {} (admin: http://{}/plan)", manifests.join(", "), config.admin);
+    let mut later = Vec::new();
+    for row in exposures(plan) {
+        let object = row.object.to_string();
+        match (row.method, row.layer) {
+            (Method::Ingress, _) => {
+                later.push(format!("{object}: HTTP routes, served once the ingress listener lands"))
+            }
+            (_, Layer::Dns) => {
+                later.push(format!("{object} ({:?}): a DNS name, served once cluster DNS lands", row.method))
+            }
+            _ => {
+                for address in &row.addresses {
+                    for port in &row.ports {
+                        let (number, protocol) = port.split_once('/').unwrap_or((port, "TCP"));
+                        let host = match address.parse::<IpAddr>() {
+                            Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+                            _ => address.clone(),
+                        };
+                        let command = if protocol.starts_with(&Protocol::Udp.to_string()) {
+                            format!("echo hello | nc -u -w1 {address} {number}")
+                        } else {
+                            format!("curl http://{host}:{number}/")
+                        };
+                        println!("  {:<13} {command:<48} # {object}", format!("{:?}", row.method));
+                    }
+                }
+            }
+        }
+    }
+    later.dedup();
+    for line in later {
+        println!("  {line}");
+    }
+}

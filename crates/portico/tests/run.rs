@@ -1,0 +1,328 @@
+//! `portico run` as a child process against temporary manifest folders, reached over real
+//! loopback sockets. Each test uses its own address ranges, so tests run in parallel.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running `portico run` and its folders; killed when dropped.
+struct Portico {
+    child: Child,
+    admin: SocketAddr,
+    manifests: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Portico {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `portico run` on `files` with the address block 127.<net>.0.0/16 of its own.
+fn start(net: u8, files: &[(&str, String)]) -> Portico {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    for (name, text) in files {
+        std::fs::write(manifests.join(name), text).unwrap();
+    }
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["run", "--manifests"])
+        .arg(&manifests)
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .args(["--admin", &admin.to_string()])
+        .args(["--service-cidr", &format!("127.{net}.0.0/24")])
+        .args(["--lb-pool", &format!("127.{net}.1.0/24")])
+        .args(["--pod-cidr", &format!("127.{net}.2.0/24")])
+        .args(["--node-address", &format!("127.{net}.3.1")])
+        .args(["--debounce", "100ms", "--drain", "2s", "--udp-idle", "5s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let portico = Portico { child, admin, manifests, _dir: dir };
+    portico.wait_for(|plan| plan["generation"].as_u64() >= Some(1));
+    portico
+}
+
+impl Portico {
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path).unwrap_or((0, String::new()))
+    }
+
+    fn plan(&self) -> Value {
+        let (status, body) = self.get("/plan");
+        if status != 200 {
+            return Value::Null;
+        }
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Waits (up to 15 s) until the served plan satisfies `ready`.
+    fn wait_for(&self, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let plan = self.plan();
+            if ready(&plan) {
+                return plan;
+            }
+            assert!(Instant::now() < deadline, "timed out; last plan: {plan:#}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        // Write then rename, as editors and ConfigMap updates do.
+        let tmp = self.manifests.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, self.manifests.join(name)).unwrap();
+    }
+
+    fn generation(&self) -> u64 {
+        self.plan()["generation"].as_u64().unwrap_or(0)
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The pod that answered a GET through `addr`.
+fn pod_at(addr: SocketAddr) -> String {
+    let (status, body) = http_get(addr, "/").unwrap_or_else(|e| panic!("{addr}: {e}"));
+    assert_eq!(status, 200, "{addr}: {body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["pod"].as_str().unwrap().to_string()
+}
+
+/// One request on an open keep-alive connection; returns the pod that answered.
+fn ask(stream: &mut TcpStream) -> String {
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "stream closed");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap();
+            if body.len() >= len {
+                let v: Value = serde_json::from_str(&body[..len]).unwrap();
+                return v["pod"].as_str().unwrap().to_string();
+            }
+        }
+    }
+}
+
+fn udp_echo(addr: SocketAddr) -> String {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.send_to(b"ping", addr).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = s.recv_from(&mut buf).unwrap_or_else(|e| panic!("no UDP answer from {addr}: {e}"));
+    assert_eq!(from, addr);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+fn deployment(name: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers:\n      - name: echo\n        image: ghcr.io/portico-dev/portico:0.1\n        args: [echo]\n        ports:\n        - {{name: http, containerPort: 8080}}\n        - {{name: dns, containerPort: 8080, protocol: UDP}}\n"
+    )
+}
+
+fn service(name: &str, app: &str, kind: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: {kind}\n  selector: {{app: {app}}}\n{extra}  ports:\n  - {{name: http, port: 80, targetPort: http}}\n  - {{name: dns, port: 53, protocol: UDP, targetPort: 8080}}\n"
+    )
+}
+
+fn service_plan<'a>(plan: &'a Value, name: &str) -> &'a Value {
+    plan["services"].as_array().unwrap().iter().find(|s| s["key"]["name"] == name).unwrap()
+}
+
+fn ip(v: &Value) -> IpAddr {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn every_method_reaches_its_pods_over_tcp_and_udp() {
+    let files = [
+        ("web.yaml", deployment("web", 2)),
+        (
+            "services.yaml",
+            [
+                service("cip", "web", "ClusterIP", ""),
+                service("np", "web", "NodePort", ""),
+                service("lb", "web", "LoadBalancer", ""),
+                service("ext", "web", "ClusterIP", "  externalIPs: [127.121.9.10]\n"),
+            ]
+            .join("---\n"),
+        ),
+        (
+            "edge.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: edge}\nspec:\n  containers:\n  - name: echo\n    image: portico\n    args: [echo]\n    ports:\n    - {containerPort: 9000, hostPort: 18121}\n    - {containerPort: 9000, hostPort: 18121, protocol: UDP}\n".into(),
+        ),
+    ];
+    let portico = start(121, &files);
+    let plan = portico.plan();
+    let node = "127.121.3.1".parse::<IpAddr>().unwrap();
+    let cip = ip(&service_plan(&plan, "cip")["clusterIps"][0]);
+    let np = service_plan(&plan, "np")["ports"][0]["nodePort"].as_u64().unwrap() as u16;
+    let np_udp = service_plan(&plan, "np")["ports"][1]["nodePort"].as_u64().unwrap() as u16;
+    let lb = ip(&service_plan(&plan, "lb")["loadBalancerIps"][0]);
+    let entry_points: Vec<(&str, SocketAddr, SocketAddr)> = vec![
+        ("ClusterIP", SocketAddr::new(cip, 80), SocketAddr::new(cip, 53)),
+        ("NodePort", SocketAddr::new(node, np), SocketAddr::new(node, np_udp)),
+        ("LoadBalancer", SocketAddr::new(lb, 80), SocketAddr::new(lb, 53)),
+        ("externalIPs", "127.121.9.10:80".parse().unwrap(), "127.121.9.10:53".parse().unwrap()),
+    ];
+    for (method, tcp, udp) in entry_points {
+        assert!(pod_at(tcp).starts_with("web-"), "{method} over TCP");
+        assert_eq!(udp_echo(udp), "ping", "{method} over UDP");
+    }
+    assert_eq!(pod_at(SocketAddr::new(node, 18121)), "edge", "HostPort over TCP");
+    assert_eq!(udp_echo(SocketAddr::new(node, 18121)), "ping", "HostPort over UDP");
+    let (status, metrics) = portico.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("portico_l4_accepted_total{service=\"default/cip\""), "{metrics}");
+    assert_eq!(portico.get("/healthz").0, 200);
+    assert_eq!(portico.get("/readyz").0, 200);
+}
+
+#[test]
+fn traffic_spreads_across_ten_endpoints_and_affinity_pins() {
+    let files = [
+        ("web.yaml", deployment("web", 10)),
+        (
+            "services.yaml",
+            [
+                service("web", "web", "ClusterIP", ""),
+                service("sticky", "web", "ClusterIP", "  sessionAffinity: ClientIP\n"),
+            ]
+            .join("---\n"),
+        ),
+    ];
+    let portico = start(122, &files);
+    let plan = portico.plan();
+    let web = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
+    let pods: BTreeSet<String> = (0..40).map(|_| pod_at(web)).collect();
+    assert_eq!(pods.len(), 10, "{pods:?}");
+    let sticky = SocketAddr::new(ip(&service_plan(&plan, "sticky")["clusterIps"][0]), 80);
+    let pinned: BTreeSet<String> = (0..10).map(|_| pod_at(sticky)).collect();
+    assert_eq!(pinned.len(), 1, "{pinned:?}");
+}
+
+#[test]
+fn no_endpoints_are_refused_at_once() {
+    let files = [("svc.yaml", service("lonely", "nobody", "ClusterIP", ""))];
+    let portico = start(123, &files);
+    let plan = portico.plan();
+    let addr = SocketAddr::new(ip(&service_plan(&plan, "lonely")["clusterIps"][0]), 80);
+    let started = Instant::now();
+    let outcome = http_get(addr, "/");
+    assert!(matches!(outcome, Err(_) | Ok((0, _))), "{outcome:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "refused, not hung");
+}
+
+#[test]
+fn edits_apply_live_without_breaking_an_open_stream() {
+    let files = [("web.yaml", deployment("web", 1)), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
+    let portico = start(124, &files);
+    let plan = portico.plan();
+    let addr = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(ask(&mut stream), "web-0");
+    // Scale out: new endpoints join, the open stream stays where it is.
+    let generation = portico.generation();
+    portico.write("web.yaml", &deployment("web", 3));
+    portico.wait_for(|p| p["generation"].as_u64() > Some(generation));
+    let seen: BTreeSet<String> = (0..12).map(|_| pod_at(addr)).collect();
+    assert_eq!(seen, ["web-0", "web-1", "web-2"].map(String::from).into_iter().collect());
+    assert_eq!(ask(&mut stream), "web-0");
+    // Scale in: web-2 leaves, new connections avoid it, the stream carries on.
+    let generation = portico.generation();
+    portico.write("web.yaml", &deployment("web", 2));
+    portico.wait_for(|p| p["generation"].as_u64() > Some(generation));
+    let seen: BTreeSet<String> = (0..12).map(|_| pod_at(addr)).collect();
+    assert_eq!(seen, ["web-0", "web-1"].map(String::from).into_iter().collect());
+    assert_eq!(ask(&mut stream), "web-0");
+}
+
+#[test]
+fn a_broken_edit_changes_nothing_that_was_serving() {
+    let files = [("web.yaml", deployment("web", 2)), ("svc.yaml", service("web", "web", "NodePort", ""))];
+    let portico = start(125, &files);
+    let plan = portico.plan();
+    let addr = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
+    let node_port = service_plan(&plan, "web")["ports"][0]["nodePort"].as_u64().unwrap() as u16;
+    assert!(pod_at(addr).starts_with("web-"));
+    // A YAML syntax error in one file, an invalid field in the other.
+    let generation = portico.generation();
+    portico.write("web.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: [broken\n");
+    portico.write("svc.yaml", &service("web", "web", "NodePort", "").replace("port: 80,", "port: 70000,"));
+    portico.wait_for(|p| p["generation"].as_u64() > Some(generation));
+    // The two edits may arrive as one change or two; wait until both are reported.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !portico.get("/metrics").1.contains("portico_diagnostics{severity=\"error\"} 2") {
+        assert!(Instant::now() < deadline, "{}", portico.get("/metrics").1);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = portico.plan();
+    assert_eq!(service_plan(&after, "web")["clusterIps"], service_plan(&plan, "web")["clusterIps"]);
+    let seen: BTreeSet<String> = (0..6).map(|_| pod_at(addr)).collect();
+    assert_eq!(seen.len(), 2, "both pods still serve: {seen:?}");
+    assert!(pod_at(SocketAddr::new("127.125.3.1".parse().unwrap(), node_port)).starts_with("web-"));
+    let (_, metrics) = portico.get("/metrics");
+    let failures: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("portico_reload_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(failures >= 1, "{metrics}");
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let files = [("web.yaml", deployment("web", 1)), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
+    let mut portico = start(126, &files);
+    let status = Command::new("kill").args(["-TERM", &portico.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = portico.child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(TcpStream::connect_timeout(&portico.admin, Duration::from_millis(500)).is_err());
+}
