@@ -5,15 +5,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::proxy::{Ctx, Slot};
 
-/// Bytes buffered per direction of a connection: large enough to keep a fast stream busy,
-/// small enough that ten thousand connections stay under a gigabyte.
+/// Most bytes buffered per direction of a connection: large enough to keep a fast stream
+/// busy, small enough that ten thousand streams stay under a gigabyte.
 const COPY_BUFFER: usize = 64 * 1024;
+/// Bytes buffered per direction at first.
+const FIRST_BUFFER: usize = 4 * 1024;
 /// How long a connect to an endpoint may take before the next endpoint is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -84,13 +88,39 @@ async fn connect(endpoint: SocketAddr) -> io::Result<TcpStream> {
 
 async fn splice(mut client: TcpStream, mut upstream: TcpStream, counters: &crate::metrics::Counters) {
     let _ = client.set_nodelay(true);
-    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER, COPY_BUFFER).await
-    {
+    let (client_read, client_write) = client.split();
+    let (upstream_read, upstream_write) = upstream.split();
+    let outcome = tokio::try_join!(pipe(client_read, upstream_write), pipe(upstream_read, client_write));
+    match outcome {
         Ok((to_endpoint, to_client)) => {
             counters.to_endpoints.inc_by(to_endpoint);
             counters.to_clients.inc_by(to_client);
         }
         Err(err) => debug!(%err, "connection ended with an error"),
+    }
+}
+
+/// Copies one direction until end of stream, then half-closes the other side.
+///
+/// The buffer starts small and doubles while reads fill it, up to `COPY_BUFFER`: short
+/// request/response connections never pay for (or zero) 64 KiB, long streams get it.
+async fn pipe(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin) -> io::Result<u64> {
+    let mut buf = BytesMut::with_capacity(FIRST_BUFFER);
+    let mut total = 0u64;
+    loop {
+        let n = from.read_buf(&mut buf).await?;
+        if n == 0 {
+            to.shutdown().await?;
+            return Ok(total);
+        }
+        to.write_all(&buf).await?;
+        total += n as u64;
+        let grow = n == buf.capacity() && buf.capacity() < COPY_BUFFER;
+        let capacity = buf.capacity();
+        buf.clear();
+        if grow {
+            buf.reserve(capacity * 2);
+        }
     }
 }
 
