@@ -3,6 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -90,7 +91,11 @@ async fn splice(mut client: TcpStream, mut upstream: TcpStream, counters: &crate
     let _ = client.set_nodelay(true);
     let (client_read, client_write) = client.split();
     let (upstream_read, upstream_write) = upstream.split();
-    let outcome = tokio::try_join!(pipe(client_read, upstream_write), pipe(upstream_read, client_write));
+    let ended = AtomicBool::new(false);
+    let outcome = tokio::try_join!(
+        pipe(client_read, upstream_write, &ended),
+        pipe(upstream_read, client_write, &ended)
+    );
     match outcome {
         Ok((to_endpoint, to_client)) => {
             counters.to_endpoints.inc_by(to_endpoint);
@@ -100,17 +105,24 @@ async fn splice(mut client: TcpStream, mut upstream: TcpStream, counters: &crate
     }
 }
 
-/// Copies one direction until end of stream, then half-closes the other side.
+/// Copies one direction until end of stream, then half-closes the other side; the second
+/// direction to end skips that, since dropping both sockets right after sends the FIN.
 ///
 /// The buffer starts small and doubles while reads fill it, up to `COPY_BUFFER`: short
 /// request/response connections never pay for (or zero) 64 KiB, long streams get it.
-async fn pipe(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin) -> io::Result<u64> {
+async fn pipe(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    ended: &AtomicBool,
+) -> io::Result<u64> {
     let mut buf = BytesMut::with_capacity(FIRST_BUFFER);
     let mut total = 0u64;
     loop {
         let n = from.read_buf(&mut buf).await?;
         if n == 0 {
-            to.shutdown().await?;
+            if !ended.swap(true, Ordering::AcqRel) {
+                to.shutdown().await?;
+            }
             return Ok(total);
         }
         to.write_all(&buf).await?;

@@ -271,3 +271,31 @@ async fn shutdown_waits_for_open_connections_within_grace() {
     assert!(TcpStream::connect(key.addr).await.is_err(), "listener closed");
     drop(s);
 }
+
+#[tokio::test]
+async fn half_close_passes_through_both_ways() {
+    // A server that answers only once the client has finished sending.
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = server.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.unwrap();
+                s.write_all(format!("got {} bytes", got.len()).as_bytes()).await.unwrap();
+            });
+        }
+    });
+    let key = tcp_key(8);
+    let proxy = proxy();
+    proxy.apply(&table(key, frontend(vec![backend], None))).await;
+    let mut s = TcpStream::connect(key.addr).await.unwrap();
+    s.write_all(&[7u8; 100_000]).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut answer))
+        .await
+        .expect("no hang")
+        .unwrap();
+    assert_eq!(answer, "got 100000 bytes");
+}
