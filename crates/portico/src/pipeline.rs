@@ -54,7 +54,7 @@ pub fn load(paths: &[PathBuf]) -> Loaded {
 }
 
 /// Plans `store`, keeping what `previous` allocated; returns the plan, the allocations to
-/// keep, and the planner's diagnostics (with the fields' lines found).
+/// keep, and the planner's diagnostics.
 pub fn plan(
     store: &Store,
     config: &PlanConfig,
@@ -62,7 +62,7 @@ pub fn plan(
     generation: u64,
 ) -> portico_plan::Planned {
     let started = Instant::now();
-    let mut planned = portico_plan::plan(store, config, previous, generation);
+    let planned = portico_plan::plan(store, config, previous, generation);
     debug!(
         generation,
         services = planned.plan.services.len(),
@@ -71,14 +71,12 @@ pub fn plan(
         elapsed = ?started.elapsed(),
         "planned"
     );
-    portico_model::locate::locate_fields(&mut planned.diagnostics);
     planned
 }
 
 /// Loads `paths`, plans them, and keeps allocations in `state_dir` when given.
 pub fn load_and_plan(paths: &[PathBuf], config: &PlanConfig, state_dir: Option<&Path>) -> Result<Outcome> {
     let Loaded { store, mut diagnostics, files } = load(paths);
-    portico_model::locate::locate_fields(&mut diagnostics);
     let previous = match state_dir {
         Some(dir) => state::load(dir)?,
         None => Allocations::default(),
@@ -90,6 +88,7 @@ pub fn load_and_plan(paths: &[PathBuf], config: &PlanConfig, state_dir: Option<&
         state::save(dir, &planned.allocations)?;
     }
     diagnostics.extend(planned.diagnostics);
+    portico_model::locate::locate_fields(&mut diagnostics);
     Ok(Outcome { plan: planned.plan, diagnostics, files, objects: store.len() })
 }
 

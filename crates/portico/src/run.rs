@@ -169,7 +169,6 @@ impl Server {
         if let Some(last) = &self.last_good {
             loaded.store.keep_last_good(last, &loaded.diagnostics);
         }
-        portico_model::locate::locate_fields(&mut loaded.diagnostics);
         let planned = pipeline::plan(&loaded.store, &self.config.plan, &self.allocations, self.generation);
         let mut diagnostics = loaded.diagnostics;
         diagnostics.extend(planned.diagnostics);
@@ -191,6 +190,7 @@ impl Server {
         for err in self.proxy.apply(&table).await {
             diagnostics.push(Diagnostic::error(err.to_string()));
         }
+        portico_model::locate::locate_fields(&mut diagnostics);
         self.report(&diagnostics);
         self.admin.plan.store(Some(Arc::clone(&plan)));
         self.admin.ready.store(true, Ordering::Release);
