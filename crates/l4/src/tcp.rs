@@ -33,7 +33,12 @@ pub(crate) async fn serve(
         tokio::select! {
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => accept(stream, peer, &slot, &ctx),
+                Ok((stream, peer)) => {
+                    accept(stream, peer, &slot, &ctx);
+                    // Let connections already in flight run before the next accept, so that
+                    // a backlog of new clients does not stretch the latency of the old ones.
+                    tokio::task::yield_now().await;
+                }
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     warn!(listener = %slot.key, %err, "accept failed");
