@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::table::Frontend;
 
@@ -57,12 +57,10 @@ impl Balancer {
     }
 }
 
-/// How long an idle UDP flow is kept (and, with affinity, the default timeout unit).
-pub const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(30);
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn frontend(n: u8, affinity: Option<u64>) -> Frontend {
         Frontend {

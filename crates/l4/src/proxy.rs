@@ -12,11 +12,14 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Mutex, watch};
 use tracing::{debug, info};
 
-use crate::balance::{Balancer, DEFAULT_UDP_IDLE};
+use crate::balance::Balancer;
 use crate::metrics::{Counters, FrontendLabels, Metrics};
 use crate::table::{Frontend, ListenKey, Table};
 use crate::{tcp, udp};
 use prometheus_client::metrics::gauge::Gauge;
+
+/// How long a UDP flow lives without an answer, as conntrack keeps an unreplied UDP entry.
+const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(30);
 
 /// Tunables of the proxy.
 #[derive(Clone, Debug)]

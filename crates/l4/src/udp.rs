@@ -10,7 +10,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::proxy::{Ctx, Slot};
+use crate::proxy::{Ctx, Current, Slot};
 
 /// Largest datagram relayed.
 const MAX_DATAGRAM: usize = 65_535;
@@ -49,7 +49,7 @@ pub(crate) async fn serve(
         if !current.frontend.admits(client.ip()) {
             continue;
         }
-        let upstream = match flow_for(&flows, client, &slot, &ctx, &socket).await {
+        let upstream = match flow_for(&flows, client, &current, &slot, &ctx, &socket).await {
             Some(upstream) => upstream,
             None => {
                 current.counters.no_endpoint.inc();
@@ -69,11 +69,11 @@ pub(crate) async fn serve(
 async fn flow_for(
     flows: &Flows,
     client: SocketAddr,
+    current: &Current,
     slot: &Arc<Slot>,
     ctx: &Arc<Ctx>,
     listener: &Arc<UdpSocket>,
 ) -> Option<Arc<UdpSocket>> {
-    let current = slot.current.load_full();
     {
         let mut flows = flows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(flow) = flows.get(&client) {
