@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use portico_plan::Protocol;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::sync::{Mutex, watch};
 use tracing::{debug, info};
 
@@ -137,7 +137,7 @@ impl L4Proxy {
             let (stop, stopped) = watch::channel(false);
             let ctx = Arc::clone(&self.ctx);
             let opened = match key.protocol {
-                Protocol::Tcp => TcpListener::bind(key.addr)
+                Protocol::Tcp => tcp::listen(key.addr)
                     .await
                     .map(|l| drop(tokio::spawn(tcp::serve(l, Arc::clone(&slot), ctx, stopped)))),
                 Protocol::Udp => UdpSocket::bind(key.addr)

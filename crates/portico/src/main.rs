@@ -206,6 +206,26 @@ fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
     Ok(a..=b)
 }
 
+/// The async runtime: one worker per core this process may use (`TOKIO_WORKER_THREADS`
+/// overrides). On one core a current-thread runtime does the same work without the
+/// cross-thread hand-offs of the work-stealing scheduler.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut multi = tokio::runtime::Builder::new_multi_thread();
+        multi.worker_threads(workers);
+        multi
+    };
+    builder.enable_all().build().context("starting the async runtime")
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -245,7 +265,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run(args) => {
             let config = args.into_config();
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let runtime = runtime()?;
             runtime.block_on(run::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -255,7 +275,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 _ => None,
             };
             let identity = portico_echo::Identity { pod: name, namespace, service };
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let runtime = runtime()?;
             runtime.block_on(async move {
                 let echo = portico_echo::Echo::bind(listen, identity, tls).await?;
                 eprintln!("echo listening on {} (TCP and UDP); Ctrl-C stops", echo.local_addr());

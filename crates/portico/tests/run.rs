@@ -32,6 +32,11 @@ fn free_port() -> u16 {
 
 /// Starts `portico run` on `files` with the address block 127.<net>.0.0/16 of its own.
 fn start(net: u8, files: &[(&str, String)]) -> Portico {
+    start_with(net, files, &[])
+}
+
+/// `start` with extra environment variables for the child.
+fn start_with(net: u8, files: &[(&str, String)], env: &[(&str, &str)]) -> Portico {
     let dir = tempfile::tempdir().unwrap();
     let manifests = dir.path().join("manifests");
     std::fs::create_dir(&manifests).unwrap();
@@ -50,6 +55,7 @@ fn start(net: u8, files: &[(&str, String)]) -> Portico {
         .args(["--pod-cidr", &format!("127.{net}.2.0/24")])
         .args(["--node-address", &format!("127.{net}.3.1")])
         .args(["--debounce", "100ms", "--drain", "2s", "--udp-idle", "5s"])
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -254,7 +260,8 @@ fn no_endpoints_are_refused_at_once() {
 #[test]
 fn edits_apply_live_without_breaking_an_open_stream() {
     let files = [("web.yaml", deployment("web", 1)), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
-    let portico = start(124, &files);
+    // One worker: the reloads and the proxy share the current-thread runtime.
+    let portico = start_with(124, &files, &[("TOKIO_WORKER_THREADS", "1")]);
     let plan = portico.plan();
     let addr = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
     let mut stream = TcpStream::connect(addr).unwrap();
