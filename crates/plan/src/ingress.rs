@@ -6,16 +6,18 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
 use portico_model::validate::{TLS_SECRET_TYPE, secret_value};
 use portico_model::{Diagnostic, ObjectKey, ObjectKind, ObjectRef, Store, Stored};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 
+use crate::annotations::{self, CanaryRule, IngressOptions};
 use crate::config::{INGRESS_CONTROLLER, PlanConfig};
 use crate::endpoints::{Scope, select};
 use crate::order::by_age;
+use crate::pattern::Pattern;
 use crate::services::ServicePlan;
 
 /// Annotation naming an Ingress's class, older than (and preferred over) `ingressClassName`.
@@ -63,6 +65,9 @@ pub enum PathKind {
     Exact,
     /// Element-wise prefix on `/`, trailing slashes ignored (also ImplementationSpecific).
     Prefix,
+    /// ImplementationSpecific with `use-regex` or `rewrite-target`: a case-insensitive regex
+    /// anchored at the start of the path, as ingress-nginx reads it.
+    Regex,
 }
 
 /// One path rule.
@@ -76,6 +81,53 @@ pub struct Route {
     /// Where matching requests go.
     pub backend: Backend,
     /// The Ingress the rule comes from.
+    pub ingress: ObjectKey,
+    /// The compiled path of a `Regex` rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<Pattern>,
+    /// The Ingress's annotations, typed.
+    pub options: Arc<IngressOptions>,
+    /// A canary Ingress that takes part of this rule's requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+}
+
+impl Route {
+    /// Whether the request path (normalised, without query) matches this rule.
+    pub fn matches(&self, path: &str) -> bool {
+        match &self.pattern {
+            Some(pattern) => pattern.is_match(path),
+            None => path_matches(self.kind, &self.path, path),
+        }
+    }
+
+    /// The path to send upstream: `rewrite-target` applied (with the regex's groups), or the
+    /// request path as it is.
+    pub fn upstream_path<'p>(&self, path: &'p str) -> std::borrow::Cow<'p, str> {
+        let Some(target) = &self.options.rewrite_target else { return path.into() };
+        match self.pattern.as_ref().and_then(|p| p.regex().captures(path)) {
+            Some(captures) => {
+                let mut out = String::new();
+                captures.expand(target, &mut out);
+                if !out.starts_with('/') {
+                    out.insert(0, '/');
+                }
+                out.into()
+            }
+            None => target.clone().into(),
+        }
+    }
+}
+
+/// The canary side of a rule.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Canary {
+    /// Where the canary's requests go.
+    pub backend: Backend,
+    /// When a request is the canary's.
+    pub rule: CanaryRule,
+    /// The canary Ingress.
     pub ingress: ObjectKey,
 }
 
@@ -136,13 +188,34 @@ impl IngressPlan {
     /// Routes a request by Host header and path (without query or fragment).
     pub fn route(&self, host: &str, path: &str) -> RouteMatch<'_> {
         let vhost = self.virtual_host(host);
-        if let Some(route) = vhost.and_then(|v| v.routes.iter().find(|r| path_matches(r.kind, &r.path, path)))
-        {
+        if let Some(route) = vhost.and_then(|v| v.routes.iter().find(|r| r.matches(path))) {
             return RouteMatch::Route(route);
         }
         match vhost.and_then(|v| v.default_backend.as_ref()).or(self.default_backend.as_ref()) {
             Some(backend) => RouteMatch::Default(backend),
             None => RouteMatch::NotFound,
+        }
+    }
+
+    /// The virtual host of a rule's host (`None`: every host), created when new.
+    fn virtual_host_mut(&mut self, host: Option<&str>) -> &mut VirtualHost {
+        match host {
+            Some(h) => match h.strip_prefix("*.") {
+                Some(suffix) => self.wildcard_hosts.entry(suffix.to_owned()).or_default(),
+                None => self.exact_hosts.entry(h.to_owned()).or_default(),
+            },
+            None => self.any_host.get_or_insert_with(VirtualHost::default),
+        }
+    }
+
+    /// The existing virtual host of a rule's host.
+    fn existing_virtual_host_mut(&mut self, host: Option<&str>) -> Option<&mut VirtualHost> {
+        match host {
+            Some(h) => match h.strip_prefix("*.") {
+                Some(suffix) => self.wildcard_hosts.get_mut(suffix),
+                None => self.exact_hosts.get_mut(h),
+            },
+            None => self.any_host.as_mut(),
         }
     }
 
@@ -177,6 +250,7 @@ pub fn normalize_host(host: &str) -> String {
 pub fn path_matches(kind: PathKind, rule: &str, request: &str) -> bool {
     match kind {
         PathKind::Exact => rule == request,
+        PathKind::Regex => Pattern::new(&regex_source(rule)).is_ok_and(|p| p.is_match(request)),
         PathKind::Prefix => {
             let rule = rule.trim_end_matches('/');
             rule.is_empty()
@@ -188,10 +262,15 @@ pub fn path_matches(kind: PathKind, rule: &str, request: &str) -> bool {
     }
 }
 
+/// The regex an ingress-nginx regex path stands for: case-insensitive, anchored at the start.
+fn regex_source(path: &str) -> String {
+    format!("(?i)^(?:{path})")
+}
+
 /// Sort key for match order: longer (trailing slash ignored for Prefix) first, Exact first.
 fn precedence(route: &Route) -> (std::cmp::Reverse<usize>, u8) {
     let len = match route.kind {
-        PathKind::Exact => route.path.len(),
+        PathKind::Exact | PathKind::Regex => route.path.len(),
         PathKind::Prefix => route.path.trim_end_matches('/').len(),
     };
     (std::cmp::Reverse(len), if route.kind == PathKind::Exact { 0 } else { 1 })
@@ -209,6 +288,7 @@ pub fn plan_ingress(
     let mut plan = IngressPlan::default();
     let mut host_tls: Vec<String> = Vec::new();
     let ingresses = by_age(store.ingresses.values(), |i| i.metadata.creation_timestamp.as_ref());
+    let mut canaries = Vec::new();
     for ingress in ingresses {
         let key = portico_model::object::key_of(ObjectKind::Ingress, &ingress.object.metadata);
         let reference = ObjectRef::new("Ingress", key.clone());
@@ -225,7 +305,16 @@ pub fn plan_ingress(
             }
         }
         let Some(spec) = &ingress.object.spec else { continue };
+        let (options, problems) = annotations::parse(ingress.object.metadata.annotations.as_ref());
         let mut ctx = IngressCtx { ingress, key: &key, services: &by_key, diagnostics: &mut *diagnostics };
+        for problem in problems {
+            ctx.report(problem.warning, format!("metadata.annotations[{}]", problem.key), problem.message);
+        }
+        let options = Arc::new(options);
+        if options.canary.is_some() {
+            canaries.push((ingress, key.clone(), Arc::clone(&options)));
+            continue;
+        }
         for (t, tls) in spec.tls.iter().flatten().enumerate() {
             if let Some(cert) =
                 ctx.certificate(t, tls.secret_name.as_deref(), tls.hosts.clone().unwrap_or_default(), store)
@@ -237,42 +326,40 @@ pub fn plan_ingress(
         let default_backend = spec.default_backend.as_ref().map(|b| ctx.backend("spec.defaultBackend", b));
         for (r, rule) in spec.rules.iter().flatten().enumerate() {
             let host = rule.host.as_deref().filter(|h| !h.is_empty()).map(str::to_ascii_lowercase);
-            let vhost = match &host {
-                Some(h) => match h.strip_prefix("*.") {
-                    Some(suffix) => plan.wildcard_hosts.entry(suffix.to_string()).or_default(),
-                    None => plan.exact_hosts.entry(h.clone()).or_default(),
-                },
-                None => plan.any_host.get_or_insert_with(VirtualHost::default),
-            };
+            let vhost = plan.virtual_host_mut(host.as_deref());
             if vhost.default_backend.is_none() {
                 vhost.default_backend.clone_from(&default_backend);
             }
             for (p, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
-                let kind = if path.path_type == "Exact" { PathKind::Exact } else { PathKind::Prefix };
-                let rule_path = path.path.clone().unwrap_or_else(|| "/".into());
                 let field = format!("spec.rules[{r}].http.paths[{p}]");
-                let backend = ctx.backend(&format!("{field}.backend"), &path.backend);
-                if let Some(older) = vhost.routes.iter().find(|o| o.kind == kind && o.path == rule_path) {
-                    ctx.diagnostics.push(
-                        Diagnostic::warning(format!(
-                            "{} {rule_path} on host {} is already routed by the older Ingress {}; this rule is ignored",
-                            if kind == PathKind::Exact { "Exact" } else { "Prefix" },
+                let Some(mut route) = ctx.route(&field, path, &options) else { continue };
+                if let Some(older) =
+                    vhost.routes.iter().find(|o| o.kind == route.kind && o.path == route.path)
+                {
+                    ctx.report(
+                        true,
+                        format!("{field}.path"),
+                        format!(
+                            "{:?} {} on host {} is already routed by the older Ingress {}; this rule is ignored",
+                            route.kind,
+                            route.path,
                             host.as_deref().unwrap_or("*"),
                             older.ingress
-                        ))
-                        .at(&ingress.origin)
-                        .on(ObjectRef::new("Ingress", key.clone()))
-                        .field(format!("{field}.path")),
+                        ),
                     );
                     continue;
                 }
-                vhost.routes.push(Route { path: rule_path, kind, backend, ingress: key.clone() });
+                route.ingress = key.clone();
+                vhost.routes.push(route);
             }
         }
         if plan.default_backend.is_none() {
             plan.default_backend = default_backend;
         }
         plan.ingresses.push(key);
+    }
+    for (ingress, key, options) in canaries {
+        attach_canaries(&mut plan, ingress, &key, &options, &by_key, diagnostics);
     }
     let all_hosts = plan
         .exact_hosts
@@ -289,6 +376,50 @@ pub fn plan_ingress(
     }
     plan.ingresses.sort();
     plan
+}
+
+/// Gives each canary Ingress's rules to the routes they shadow: same host, same path and
+/// path type, served by a non-canary Ingress.
+fn attach_canaries(
+    plan: &mut IngressPlan,
+    ingress: &Stored<Ingress>,
+    key: &ObjectKey,
+    options: &Arc<IngressOptions>,
+    services: &BTreeMap<&ObjectKey, &ServicePlan>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let Some(rule) = &options.canary else { return };
+    let mut ctx = IngressCtx { ingress, key, services, diagnostics };
+    let rules = ingress.object.spec.iter().flat_map(|s| s.rules.iter().flatten());
+    for (r, ingress_rule) in rules.enumerate() {
+        let host = ingress_rule.host.as_deref().filter(|h| !h.is_empty()).map(str::to_ascii_lowercase);
+        for (p, path) in ingress_rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
+            let field = format!("spec.rules[{r}].http.paths[{p}]");
+            let Some(canary) = ctx.route(&field, path, options) else { continue };
+            let main = plan
+                .existing_virtual_host_mut(host.as_deref())
+                .and_then(|v| v.routes.iter_mut().find(|m| m.kind == canary.kind && m.path == canary.path));
+            let problem = match main {
+                Some(main) if main.canary.is_none() => {
+                    main.canary =
+                        Some(Canary { backend: canary.backend, rule: rule.clone(), ingress: key.clone() });
+                    continue;
+                }
+                Some(main) => format!(
+                    "the rule of {} already has the canary {}; this one is ignored",
+                    main.ingress,
+                    main.canary.as_ref().map(|c| c.ingress.to_string()).unwrap_or_default()
+                ),
+                None => format!(
+                    "no non-canary Ingress routes {:?} {} on host {}; this canary rule is ignored",
+                    canary.kind,
+                    canary.path,
+                    host.as_deref().unwrap_or("*")
+                ),
+            };
+            ctx.report(true, format!("{field}.path"), problem);
+        }
+    }
 }
 
 /// The IngressClasses Portico serves.
@@ -350,13 +481,61 @@ struct IngressCtx<'a> {
 }
 
 impl IngressCtx<'_> {
-    fn error(&mut self, field: String, message: String) {
+    fn report(&mut self, warning: bool, field: String, message: String) {
+        let diagnostic = if warning { Diagnostic::warning(message) } else { Diagnostic::error(message) };
         self.diagnostics.push(
-            Diagnostic::error(message)
-                .at(&self.ingress.origin)
-                .on(ObjectRef::new("Ingress", self.key.clone()))
-                .field(field),
+            diagnostic.at(&self.ingress.origin).on(ObjectRef::new("Ingress", self.key.clone())).field(field),
         );
+    }
+
+    fn error(&mut self, field: String, message: String) {
+        self.report(false, field, message);
+    }
+
+    /// One path rule, typed; `None` (reported) when its regex does not compile.
+    fn route(&mut self, field: &str, path: &HTTPIngressPath, options: &Arc<IngressOptions>) -> Option<Route> {
+        let kind = match path.path_type.as_str() {
+            "Exact" => PathKind::Exact,
+            "ImplementationSpecific" if options.use_regex => PathKind::Regex,
+            _ => PathKind::Prefix,
+        };
+        let rule_path = path.path.clone().unwrap_or_else(|| "/".into());
+        let pattern = match kind {
+            PathKind::Regex => match Pattern::new(&regex_source(&rule_path)) {
+                Ok(p) => Some(p),
+                Err(err) => {
+                    self.error(
+                        format!("{field}.path"),
+                        format!("not a regular expression ({err}); rule not served"),
+                    );
+                    return None;
+                }
+            },
+            _ => None,
+        };
+        let mut options = Arc::clone(options);
+        let captures = options.rewrite_target.as_deref().is_some_and(|t| {
+            t.as_bytes().windows(2).any(|w| w[0] == b'$' && (w[1].is_ascii_digit() || w[1] == b'{'))
+        });
+        if captures && kind != PathKind::Regex {
+            self.error(
+                format!("{field}.pathType"),
+                "rewrite-target refers to capture groups, which only an ImplementationSpecific (regex) path has; \
+                 this rule is served without the rewrite"
+                    .into(),
+            );
+            Arc::make_mut(&mut options).rewrite_target = None;
+        }
+        let backend = self.backend(&format!("{field}.backend"), &path.backend);
+        Some(Route {
+            path: rule_path,
+            kind,
+            backend,
+            ingress: self.key.clone(),
+            pattern,
+            options,
+            canary: None,
+        })
     }
 
     /// Resolves a backend to endpoints; a missing Service or port is reported and the route
@@ -473,6 +652,9 @@ mod tests {
                 endpoints: vec![],
             },
             ingress: ObjectKey::new("default", "i"),
+            pattern: None,
+            options: Arc::default(),
+            canary: None,
         }
     }
 

@@ -3,11 +3,13 @@
 #![forbid(unsafe_code)]
 
 pub mod alloc;
+pub mod annotations;
 pub mod config;
 pub mod endpoints;
 pub mod exposure;
 pub mod ingress;
 mod order;
+pub mod pattern;
 pub mod pods;
 pub mod services;
 pub mod workloads;

@@ -253,3 +253,89 @@ fn workloads_run_the_pods_their_controllers_would() {
     assert_eq!((agent_n2.node.as_str(), agent_n2.zone.as_deref()), ("n2", Some("z2")));
     assert_eq!(agent_n2.owner.as_ref().map(ToString::to_string).as_deref(), Some("DaemonSet default/agent"));
 }
+
+fn annotated_ingress(name: &str, annotations: &str, path: &str, path_type: &str, service: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, annotations: {{{annotations}}}}}\nspec:\n  rules:\n  - host: c.example.test\n    http:\n      paths: [{{path: '{path}', pathType: {path_type}, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}]\n---\n"
+    )
+}
+
+#[test]
+fn canaries_shadow_the_rule_with_the_same_host_and_path() {
+    let yaml = [
+        WEB.to_string(),
+        WEB.replace("name: web", "name: web-canary"),
+        annotated_ingress("main", "", "/", "Prefix", "web"),
+        annotated_ingress(
+            "canary",
+            "nginx.ingress.kubernetes.io/canary: 'true', nginx.ingress.kubernetes.io/canary-weight: '25'",
+            "/",
+            "Prefix",
+            "web-canary",
+        ),
+        annotated_ingress(
+            "stray",
+            "nginx.ingress.kubernetes.io/canary: 'true'",
+            "/other",
+            "Prefix",
+            "web-canary",
+        ),
+    ]
+    .concat();
+    let (plan, diags) = planned(&yaml);
+    let routes = &plan.ingress.exact_hosts["c.example.test"].routes;
+    assert_eq!(routes.len(), 1, "a canary adds no route of its own");
+    let canary = routes[0].canary.as_ref().expect("canary attached");
+    assert_eq!(canary.ingress.name, "canary");
+    assert_eq!(canary.backend.service.name, "web-canary");
+    assert_eq!(canary.rule.weight, 25);
+    assert!(
+        diags.iter().any(|d| d.object.as_ref().is_some_and(|o| o.key.name == "stray")
+            && d.message.contains("no non-canary Ingress")),
+        "{diags:#?}"
+    );
+}
+
+#[test]
+fn regex_paths_rewrite_with_capture_groups() {
+    let yaml = [
+        WEB.to_string(),
+        annotated_ingress(
+            "rewrite",
+            "nginx.ingress.kubernetes.io/rewrite-target: /$2",
+            "/something(/|$)(.*)",
+            "ImplementationSpecific",
+            "web",
+        ),
+        annotated_ingress(
+            "literal",
+            "nginx.ingress.kubernetes.io/rewrite-target: /$1, nginx.ingress.kubernetes.io/ssl-redirect: maybe",
+            "/plain",
+            "Prefix",
+            "web",
+        ),
+        annotated_ingress("broken", "nginx.ingress.kubernetes.io/use-regex: 'true'", "/(unclosed", "ImplementationSpecific", "web"),
+    ]
+    .concat();
+    let (plan, diags) = planned(&yaml);
+    let route = |path: &str| match plan.ingress.route("c.example.test", path) {
+        RouteMatch::Route(r) => Some(r),
+        _ => None,
+    };
+    let r = route("/SOMETHING/new/path").expect("regex paths are case-insensitive");
+    assert_eq!(r.upstream_path("/SOMETHING/new/path"), "/new/path");
+    assert_eq!(route("/something").map(|r| r.upstream_path("/something")).as_deref(), Some("/"));
+    assert!(route("/somethingelse").is_none());
+    let plain = route("/plain/x").expect("plain route");
+    assert_eq!(plain.upstream_path("/plain/x"), "/plain/x", "captures on a Prefix path: no rewrite");
+    let fields: Vec<(&str, &str)> = diags
+        .iter()
+        .filter_map(|d| Some((d.object.as_ref()?.key.name.as_str(), d.field.as_deref()?)))
+        .collect();
+    assert!(fields.contains(&("literal", "spec.rules[0].http.paths[0].pathType")), "{fields:?}");
+    assert!(
+        fields.contains(&("literal", "metadata.annotations[nginx.ingress.kubernetes.io/ssl-redirect]")),
+        "{fields:?}"
+    );
+    assert!(fields.contains(&("broken", "spec.rules[0].http.paths[0].path")), "{fields:?}");
+}
