@@ -187,7 +187,11 @@ impl IngressPlan {
 
     /// Routes a request by Host header and path (without query or fragment).
     pub fn route(&self, host: &str, path: &str) -> RouteMatch<'_> {
-        let vhost = self.virtual_host(host);
+        self.route_in(self.virtual_host(host), path)
+    }
+
+    /// Routes a path within the virtual host [`Self::virtual_host`] chose.
+    pub fn route_in<'a>(&'a self, vhost: Option<&'a VirtualHost>, path: &str) -> RouteMatch<'a> {
         if let Some(route) = vhost.and_then(|v| v.routes.iter().find(|r| r.matches(path))) {
             return RouteMatch::Route(route);
         }

@@ -96,6 +96,9 @@ struct RunArgs {
     /// Quiet time after a change before it is applied.
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     debounce: Duration,
+    /// Ingress access log, one JSON line per request: `-` for stdout, a file path, or `off`.
+    #[arg(long, default_value = "-")]
+    access_log: String,
 }
 
 impl RunArgs {
@@ -110,6 +113,11 @@ impl RunArgs {
             udp_idle: self.udp_idle,
             drain: self.drain,
             debounce: self.debounce,
+            access_log: match self.access_log.as_str() {
+                "off" => None,
+                "-" => Some(run::AccessLogTarget::Stdout),
+                path => Some(run::AccessLogTarget::File(PathBuf::from(path))),
+            },
         }
     }
 }
@@ -173,6 +181,12 @@ struct PlanArgs {
     /// Extra IngressClass name to serve without an IngressClass object (repeatable).
     #[arg(long = "ingress-class")]
     ingress_classes: Vec<String>,
+    /// Where Ingresses are served over plain HTTP.
+    #[arg(long, default_value_t = PlanConfig::default().ingress_http)]
+    ingress_http: SocketAddr,
+    /// Where Ingresses are served over HTTPS.
+    #[arg(long, default_value_t = PlanConfig::default().ingress_https)]
+    ingress_https: SocketAddr,
 }
 
 impl PlanArgs {
@@ -183,6 +197,8 @@ impl PlanArgs {
             pod_cidr: self.pod_cidr,
             node_port_range: self.node_port_range.clone(),
             local_node: self.node_name.clone(),
+            ingress_http: self.ingress_http,
+            ingress_https: self.ingress_https,
             ..PlanConfig::default()
         };
         config.ingress_class_names.extend(self.ingress_classes.iter().cloned());

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use portico_l4::{L4Proxy, Metrics as L4Metrics, Options, frontends};
+use portico_l7::{AccessLog, IngressProxy, Metrics as L7Metrics, Options as L7Options};
 use portico_model::{Diagnostic, Severity, Store};
 use portico_plan::exposure::{Layer, Method, exposures};
+use portico_plan::ingress::PathKind;
 use portico_plan::{Allocations, Plan, PlanConfig, Protocol};
 use portico_source::Watcher;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -41,6 +43,32 @@ pub struct RunConfig {
     pub drain: Duration,
     /// Quiet time before a change is applied.
     pub debounce: Duration,
+    /// Where the Ingress access log goes, if anywhere.
+    pub access_log: Option<AccessLogTarget>,
+}
+
+/// Destination of the Ingress access log.
+pub enum AccessLogTarget {
+    /// Standard output.
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+impl AccessLogTarget {
+    fn open(&self) -> Result<Arc<AccessLog>> {
+        let out: Box<dyn std::io::Write + Send> = match self {
+            AccessLogTarget::Stdout => Box::new(std::io::stdout()),
+            AccessLogTarget::File(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening the access log {}", path.display()))?,
+            ),
+        };
+        Ok(AccessLog::new(out))
+    }
 }
 
 /// Labels of the diagnostics gauge.
@@ -85,6 +113,7 @@ impl ReloadMetrics {
 struct Server {
     config: RunConfig,
     proxy: L4Proxy,
+    ingress: IngressProxy,
     pods: LocalPods,
     admin: Arc<Admin>,
     metrics: ReloadMetrics,
@@ -97,6 +126,7 @@ struct Server {
 pub async fn run(config: RunConfig) -> Result<()> {
     let mut registry = Registry::default();
     let l4_metrics = Arc::new(L4Metrics::register(&mut registry));
+    let l7_metrics = Arc::new(L7Metrics::register(&mut registry));
     let metrics = ReloadMetrics::register(&mut registry);
     let admin = Arc::new(Admin::new(registry));
     let admin_listener =
@@ -107,9 +137,15 @@ pub async fn run(config: RunConfig) -> Result<()> {
         .with_context(|| format!("watching {:?}", config.manifests))?;
     let allocations = state::load(&config.state)?;
     let proxy = L4Proxy::new(Options { udp_idle: config.udp_idle }, l4_metrics);
+    let access_log = config.access_log.as_ref().map(AccessLogTarget::open).transpose()?;
+    if let Some(log) = &access_log {
+        tokio::spawn(flush_every_second(Arc::clone(log)));
+    }
+    let ingress = IngressProxy::new(L7Options { access_log, ..L7Options::default() }, l7_metrics)?;
     let mut server = Server {
         config,
         proxy,
+        ingress,
         pods: LocalPods::default(),
         admin,
         metrics,
@@ -137,7 +173,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         }
     }
     info!(drain = ?server.config.drain, "shutting down");
-    server.proxy.shutdown(server.config.drain).await;
+    tokio::join!(server.proxy.shutdown(server.config.drain), server.ingress.shutdown(server.config.drain));
     server.pods.stop_all();
     let _ = stop.send(true);
     let _ = admin_task.await;
@@ -148,6 +184,14 @@ async fn wait_for_signal(terminate: &mut tokio::signal::unix::Signal) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+async fn flush_every_second(log: Arc<AccessLog>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        log.flush();
     }
 }
 
@@ -190,6 +234,9 @@ impl Server {
         for err in self.proxy.apply(&table).await {
             diagnostics.push(Diagnostic::error(err.to_string()));
         }
+        for err in self.ingress.apply(&plan).await {
+            diagnostics.push(Diagnostic::error(err.to_string()));
+        }
         portico_model::locate::locate_fields(&mut diagnostics);
         self.report(&diagnostics);
         self.admin.plan.store(Some(Arc::clone(&plan)));
@@ -222,6 +269,39 @@ impl Server {
     }
 }
 
+/// One `curl` per Ingress rule: `--resolve` points the rule's host at the listener, so
+/// that both the Host header and TLS SNI are the rule's.
+fn ingress_entry_points(plan: &Plan) -> Vec<(String, String)> {
+    let ingress = &plan.ingress;
+    let (http, https) = (plan.ingress_addresses.http, plan.ingress_addresses.https);
+    let hosts = ingress
+        .exact_hosts
+        .iter()
+        .map(|(h, v)| (Some(h.clone()), v))
+        .chain(ingress.wildcard_hosts.iter().map(|(suffix, v)| (Some(format!("any.{suffix}")), v)))
+        .chain(ingress.any_host.iter().map(|v| (None, v)));
+    let mut out = Vec::new();
+    for (host, vhost) in hosts {
+        for route in vhost.routes.iter().filter(|r| r.kind != PathKind::Regex) {
+            let listener = if vhost.tls { https } else { http };
+            let scheme = if vhost.tls { "https" } else { "http" };
+            let command = match &host {
+                Some(host) => format!(
+                    "curl{} --resolve {host}:{}:{} {scheme}://{host}:{}{}",
+                    if vhost.tls { " -k" } else { "" },
+                    listener.port(),
+                    listener.ip(),
+                    listener.port(),
+                    route.path
+                ),
+                None => format!("curl {scheme}://{listener}{}", route.path),
+            };
+            out.push((command, format!("Ingress {}", route.ingress)));
+        }
+    }
+    out
+}
+
 /// The lines a person can paste to reach each workload, printed once serving starts.
 fn print_entry_points(plan: &Plan, config: &RunConfig) {
     let manifests: Vec<String> = config.manifests.iter().map(|p| p.display().to_string()).collect();
@@ -230,9 +310,7 @@ fn print_entry_points(plan: &Plan, config: &RunConfig) {
     for row in exposures(plan) {
         let object = row.object.to_string();
         match (row.method, row.layer) {
-            (Method::Ingress, _) => {
-                later.push(format!("{object}: HTTP routes, served once the ingress listener lands"))
-            }
+            (Method::Ingress, _) => {}
             (_, Layer::Dns) => {
                 later.push(format!("{object} ({:?}): a DNS name, served once cluster DNS lands", row.method))
             }
@@ -254,6 +332,9 @@ fn print_entry_points(plan: &Plan, config: &RunConfig) {
                 }
             }
         }
+    }
+    for (command, object) in ingress_entry_points(plan) {
+        println!("  {:<13} {command:<48} # {object}", "Ingress");
     }
     later.dedup();
     for line in later {

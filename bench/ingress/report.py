@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""Reads the raw results of bench/ingress.sh: checks each run, prints per-run lines, the
+tables, the ratios and the verdict.
+
+Usage:
+  report.py line-wrk PEER WRK_OUT          one line for a wrk run; exits 1 when the run is
+                                           invalid (non-2xx responses, socket errors, nothing done)
+  report.py h2log LOG                      summarises h2load's --log-file: "requests non2xx
+                                           p50_ms p99_ms mean_ms"
+  report.py line-h2 PEER H2_OUT H2LAT      one line for an h2load run; exits 1 when invalid
+                                           (not h2, failed/errored requests, non-2xx)
+  report.py report RESULTS_DIR ROUNDS PEER...
+                                           the tables and the verdict; peers in table order
+
+RESULTS_DIR holds, per peer and round R (1..ROUNDS):
+  wrk-PEER-R.txt        `wrk --latency` output
+  h2-PEER-R.txt         h2load output (no file for the backend)
+  h2lat-PEER-R.txt      the summary of h2load's request log (h2log above)
+  cpu-PEER-{wrk,h2}-R.txt
+                        "cpu_seconds wall_seconds core_busy": CPU of the proxy's processes
+                        during the run, the run's length, and the busy share of the proxy's core
+  rss-PEER.txt          "VmHWM_kB VmRSS_kB processes", summed over the proxy's processes, read
+                        after all the runs
+  portico-not-serving.txt
+                        present when Portico was not measured: why
+
+With more than one round, every figure is the median over the rounds, and the spread
+(lowest-highest) of req/s and p99 is printed below the tables.
+
+Exits non-zero when a result of a serving peer is missing or invalid; a missed target is only
+reported.
+"""
+
+import os
+import re
+import statistics
+import sys
+
+UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+# Targets: Portico against the best peer by HTTP/1.1 requests/s.
+TARGET_RPS_RATIO = 1.2
+TARGET_RSS_MIB = 20.0
+PROXIES_COMPARED = ("nginx", "haproxy", "envoy", "traefik")
+
+
+class Invalid(Exception):
+    pass
+
+
+def fail(msg):
+    print(f"ingress bench: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as err:
+        raise Invalid(f"{path}: missing ({err.strerror})")
+
+
+def to_ms(value, unit):
+    return float(value) * UNITS_MS[unit]
+
+
+def wrk_result(path):
+    text = read(path)
+    m = re.search(r"^\s*(\d+) requests in ([\d.]+)(\w+)", text, re.M)
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+    if not m or not rps:
+        raise Invalid(f"{path}: cannot read wrk output:\n{text}")
+    requests = int(m.group(1))
+    pct = {}
+    for p, v, u in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M):
+        pct[p] = to_ms(v, u)
+    if "50" not in pct or "99" not in pct:
+        raise Invalid(f"{path}: no latency distribution in wrk output (--latency missing?)")
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    errors = sum(int(x) for x in sock.groups()) if sock else 0
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    bad = int(non2xx.group(1)) if non2xx else 0
+    if requests == 0:
+        raise Invalid(f"{path}: wrk completed no request")
+    if bad:
+        raise Invalid(f"{path}: {bad} of {requests} responses were not 2xx: a route is missing or the proxy is broken")
+    if errors:
+        raise Invalid(f"{path}: {errors} socket errors ({sock.group(0)}) for {requests} requests")
+    return {"rps": float(rps.group(1)), "p50": pct["50"], "p99": pct["99"], "requests": requests}
+
+
+def h2log(path):
+    """h2load --log-file: start (us since epoch) <TAB> status <TAB> us until end of response."""
+    times = []
+    non2xx = 0
+    with open(path) as f:
+        for line in f:
+            cols = line.split("\t")
+            if len(cols) < 3:
+                continue
+            status = int(cols[1])
+            if not 200 <= status < 300:
+                non2xx += 1
+                continue
+            times.append(int(cols[2]))
+    if not times:
+        fail(f"{path}: no successful request in h2load's log")
+    times.sort()
+
+    def pct(q):
+        return times[min(len(times) - 1, int(q * len(times)))] / 1000.0
+
+    mean = sum(times) / len(times) / 1000.0
+    print(f"{len(times)} {non2xx} {pct(0.50):.3f} {pct(0.99):.3f} {mean:.3f}")
+
+
+def h2_result(path, lat_path):
+    text = read(path)
+    fin = re.search(r"finished in ([\d.]+)(\w+), ([\d.]+) req/s", text)
+    req = re.search(
+        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout",
+        text,
+    )
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    proto = re.search(r"Application protocol: (\S+)", text)
+    if not fin or not req or not codes:
+        raise Invalid(f"{path}: cannot read h2load output:\n{text[-2000:]}")
+    if not proto or proto.group(1) != "h2":
+        raise Invalid(f"{path}: the connection did not negotiate h2 ({proto.group(1) if proto else 'no ALPN'})")
+    done, ok, failed, errored, timeout = (int(req.group(i)) for i in (3, 4, 5, 6, 7))
+    non2xx = sum(int(codes.group(i)) for i in (2, 3, 4))
+    if ok == 0:
+        raise Invalid(f"{path}: no request succeeded")
+    if errored or timeout or non2xx:
+        raise Invalid(
+            f"{path}: {errored} errored, {timeout} timed out, {non2xx} non-2xx of {done} requests: not a valid run"
+        )
+    if failed > done // 1000:
+        # Streams still open when the measuring period ends are counted as failed: a few are normal.
+        raise Invalid(f"{path}: {failed} of {done} requests failed: not a valid run")
+    n, lat_non2xx, p50, p99, mean = read(lat_path).split()
+    if int(lat_non2xx):
+        raise Invalid(f"{lat_path}: {lat_non2xx} requests in h2load's log were not 2xx")
+    return {"rps": float(fin.group(3)), "p50": float(p50), "p99": float(p99), "mean": float(mean), "failed": failed}
+
+
+def cpu_file(path):
+    """(proxy CPU share of one core, busy share of the proxy's core) over a run."""
+    if not os.path.exists(path):
+        return None, None
+    cpu, wall, core = (float(x) for x in read(path).split())
+    return (cpu / wall if wall > 0 else None), core
+
+
+def us_per_request(share, rps):
+    return 1e6 * share / rps if share is not None and rps else None
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def fmt_ratio(r):
+    return "-" if r is None else f"{r:.2f}x"
+
+
+def fmt(x, spec):
+    return "-" if x is None else format(x, spec)
+
+
+def fmt_pct(c):
+    return "-" if c is None else f"{100 * c:.0f}%"
+
+
+def one_round(results, peer, r):
+    row = {}
+    wrk = wrk_result(os.path.join(results, f"wrk-{peer}-{r}.txt"))
+    row.update(wrk)
+    row["cpu"], row["core"] = cpu_file(os.path.join(results, f"cpu-{peer}-wrk-{r}.txt"))
+    row["us_req"] = us_per_request(row["cpu"], row["rps"]) if peer != "backend" else None
+    if peer == "backend":
+        row["cpu"] = None
+        for k in ("h2_rps", "h2_p50", "h2_p99", "h2_mean", "h2_cpu", "h2_core", "h2_us_req"):
+            row[k] = None
+        return row
+    h2 = h2_result(os.path.join(results, f"h2-{peer}-{r}.txt"), os.path.join(results, f"h2lat-{peer}-{r}.txt"))
+    row["h2_rps"], row["h2_p50"], row["h2_p99"], row["h2_mean"] = h2["rps"], h2["p50"], h2["p99"], h2["mean"]
+    row["h2_cpu"], row["h2_core"] = cpu_file(os.path.join(results, f"cpu-{peer}-h2-{r}.txt"))
+    row["h2_us_req"] = us_per_request(row["h2_cpu"], row["h2_rps"])
+    return row
+
+
+def median_row(rounds):
+    row = {}
+    for key in rounds[0]:
+        values = [r[key] for r in rounds if r[key] is not None]
+        row[key] = statistics.median(values) if values else None
+    return row
+
+
+def rss(results, peer):
+    path = os.path.join(results, f"rss-{peer}.txt")
+    if not os.path.exists(path):
+        return None, None, None
+    hwm, cur, n = (int(x) for x in read(path).split())
+    return hwm / 1024.0, cur / 1024.0, n
+
+
+def report(results, n, peers):
+    not_serving = None
+    path = os.path.join(results, "portico-not-serving.txt")
+    if os.path.exists(path):
+        not_serving = read(path).strip()
+    rows, spreads, problems = {}, {}, []
+    for peer in peers:
+        if peer == "portico" and not_serving is not None:
+            continue
+        try:
+            per_round = [one_round(results, peer, r) for r in range(1, n + 1)]
+        except Invalid as err:
+            problems.append(f"{peer}: {err}")
+            continue
+        rows[peer] = median_row(per_round)
+        rows[peer]["rss"], rows[peer]["rss_now"], rows[peer]["procs"] = rss(results, peer)
+        spreads[peer] = per_round
+
+    if n > 1:
+        print(f"medians of {n} rounds")
+    print("HTTP/1.1 keep-alive (wrk), 200 host/path pairs:")
+    header = (
+        f"{'peer':<9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU':>10} {'core busy':>10}"
+        f" {'CPU us/req':>11} {'max RSS MiB':>12} {'RSS now':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for peer in peers:
+        r = rows.get(peer)
+        if r is None:
+            what = "NOT SERVING" if peer == "portico" and not_serving is not None else "INVALID"
+            print(f"{peer:<9} {what:>9}")
+            continue
+        procs = f" ({r['procs']} procs)" if r["procs"] and r["procs"] > 1 else ""
+        print(
+            f"{peer:<9} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {fmt_pct(r['cpu']):>10}"
+            f" {fmt_pct(r['core']):>10} {fmt(r['us_req'], '.1f'):>11} {fmt(r['rss'], '.1f'):>12}"
+            f" {fmt(r['rss_now'], '.1f'):>8}{procs}"
+        )
+    print()
+    print("h2 over TLS (h2load), one host, 10 paths:")
+    header = (
+        f"{'peer':<9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'proxy CPU':>10}"
+        f" {'core busy':>10} {'CPU us/req':>11}"
+    )
+    print(header)
+    print("-" * len(header))
+    for peer in peers:
+        if peer == "backend":
+            continue
+        r = rows.get(peer)
+        if r is None:
+            what = "NOT SERVING" if peer == "portico" and not_serving is not None else "INVALID"
+            print(f"{peer:<9} {what:>9}")
+            continue
+        print(
+            f"{peer:<9} {r['h2_rps']:>9.0f} {r['h2_p50']:>8.2f} {r['h2_p99']:>8.2f} {r['h2_mean']:>8.2f}"
+            f" {fmt_pct(r['h2_cpu']):>10} {fmt_pct(r['h2_core']):>10} {fmt(r['h2_us_req'], '.1f'):>11}"
+        )
+    print(
+        "(proxy CPU: user+system time of all the proxy's processes during the run, as a share of its"
+        " one core;\n core busy: the proxy's core, loopback softirq work included; CPU us/req: proxy CPU"
+        " per request;\n max RSS: VmHWM summed over the proxy's processes after all runs (nginx: master"
+        " + worker, shared pages counted twice);\n h2 p50/p99/mean from h2load's per-request log, time"
+        " from request start to end of response)"
+    )
+    if n > 1:
+        print("spread over the rounds (lowest-highest):")
+        for peer, rs in spreads.items():
+
+            def span(key, spec):
+                vals = [r[key] for r in rs if r[key] is not None]
+                return f"{format(min(vals), spec)}-{format(max(vals), spec)}" if vals else "-"
+
+            line = f"  {peer:<9} HTTP/1.1 {span('rps', '.0f')} req/s, p99 {span('p99', '.2f')} ms"
+            if peer != "backend":
+                line += f"; h2 {span('h2_rps', '.0f')} req/s, p99 {span('h2_p99', '.2f')} ms"
+            print(line)
+
+    print()
+    others = [p for p in PROXIES_COMPARED if p in rows]
+    best = max(others, key=lambda p: rows[p]["rps"]) if others else None
+    if "portico" in rows:
+        p = rows["portico"]
+        print("ratios portico / peer     HTTP/1.1 req/s   p99 (lower is better)   h2 req/s   h2 p99   max RSS")
+        for peer in others:
+            o = rows[peer]
+            mark = "  <- best peer by HTTP/1.1 req/s" if peer == best else ""
+            print(
+                f"  portico / {peer:<13} {fmt_ratio(ratio(p['rps'], o['rps'])):>14}"
+                f" {fmt_ratio(ratio(p['p99'], o['p99'])):>23} {fmt_ratio(ratio(p['h2_rps'], o['h2_rps'])):>10}"
+                f" {fmt_ratio(ratio(p['h2_p99'], o['h2_p99'])):>8} {fmt_ratio(ratio(p['rss'], o['rss'])):>9}{mark}"
+            )
+        if "backend" in rows:
+            print(f"  portico / backend alone {fmt_ratio(ratio(p['rps'], rows['backend']['rps'])):>14}")
+        print()
+    if "portico" not in rows:
+        why = not_serving if not_serving is not None else "its runs were invalid"
+        print(f"verdict: not measured -- Portico NOT SERVING ({why})")
+        if best:
+            b = rows[best]
+            print(
+                f"  (best peer by HTTP/1.1 req/s: {best}, {b['rps']:.0f} req/s, p99 {b['p99']:.2f} ms;"
+                f" the target is >= {TARGET_RPS_RATIO * b['rps']:.0f} req/s)"
+            )
+    elif best:
+        p, b = rows["portico"], rows[best]
+        checks = [
+            (
+                f"HTTP/1.1 req/s >= {TARGET_RPS_RATIO}x {best}",
+                fmt_ratio(ratio(p["rps"], b["rps"])),
+                p["rps"] >= TARGET_RPS_RATIO * b["rps"],
+            ),
+            (f"p99 <= {best}'s", fmt_ratio(ratio(p["p99"], b["p99"])), p["p99"] <= b["p99"]),
+            (
+                f"RSS < {TARGET_RSS_MIB:.0f} MiB",
+                f"{fmt(p['rss'], '.1f')} MiB",
+                p["rss"] is not None and p["rss"] < TARGET_RSS_MIB,
+            ),
+        ]
+        parts = [f"{what}: {value} {'ok' if ok else 'MISSED'}" for what, value, ok in checks]
+        met = sum(ok for _, _, ok in checks)
+        print(f"verdict: {met}/{len(checks)} targets met -- " + "; ".join(parts))
+    if problems:
+        print()
+        for problem in problems:
+            print(f"ingress bench: INVALID {problem}", file=sys.stderr)
+        sys.exit(1)
+
+
+def main():
+    args = sys.argv[1:]
+    try:
+        if len(args) == 3 and args[0] == "line-wrk":
+            r = wrk_result(args[2])
+            print(f"  {args[1]:<8} {r['rps']:>8.0f} req/s  p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms")
+        elif len(args) == 2 and args[0] == "h2log":
+            h2log(args[1])
+        elif len(args) == 4 and args[0] == "line-h2":
+            r = h2_result(args[2], args[3])
+            print(
+                f"  {args[1]:<8} {r['rps']:>8.0f} req/s  p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms"
+                f"  mean {r['mean']:.2f} ms"
+            )
+        elif len(args) >= 4 and args[0] == "report":
+            report(args[1], int(args[2]), args[3:])
+        else:
+            fail("usage: report.py line-wrk PEER FILE | h2log LOG | line-h2 PEER OUT LAT | report DIR ROUNDS PEER...")
+    except Invalid as err:
+        fail(str(err))
+
+
+if __name__ == "__main__":
+    main()

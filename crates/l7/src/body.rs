@@ -1,0 +1,129 @@
+//! Bodies streamed through the proxy, frame by frame (never buffered whole): bytes counted,
+//! a size limit, a timeout between frames, and the bookkeeping when a response ends.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use crate::upstream::BoxError;
+
+/// What to do once a response body has been sent (or abandoned).
+pub(crate) trait OnEnd: Send {
+    /// `complete`: the body was read to its end.
+    fn end(self: Box<Self>, complete: bool);
+}
+
+/// A body passed through with a byte count, an optional limit and an idle timeout.
+pub(crate) struct Watched<B> {
+    inner: B,
+    bytes: Arc<AtomicU64>,
+    limit: Option<u64>,
+    idle: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    on_end: Option<Box<dyn OnEnd>>,
+    /// Known empty from the start: dropping it unread still counts as complete.
+    empty: bool,
+}
+
+/// A body larger than `proxy-body-size`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than {0} bytes")]
+pub(crate) struct TooLarge(pub u64);
+
+/// No frame within the timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no body data for {0:?}")]
+pub(crate) struct Stalled(pub Duration);
+
+impl<B> Watched<B> {
+    pub(crate) fn new(inner: B, bytes: Arc<AtomicU64>, limit: Option<u64>, idle: Duration) -> Self {
+        Watched { inner, bytes, limit, idle, sleep: None, on_end: None, empty: false }
+    }
+}
+
+impl<B: Body> Watched<B> {
+    pub(crate) fn on_end(mut self, on_end: Box<dyn OnEnd>) -> Self {
+        self.empty = self.inner.is_end_stream();
+        self.on_end = Some(on_end);
+        self
+    }
+
+    fn end(&mut self, complete: bool) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end.end(complete);
+        }
+    }
+}
+
+impl<B> Body for Watched<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(sleep) = &mut this.sleep {
+                    sleep.as_mut().reset(Instant::now() + this.idle);
+                }
+                if let Some(data) = frame.data_ref() {
+                    let total =
+                        this.bytes.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+                    if let Some(limit) = this.limit.filter(|l| total > *l) {
+                        this.end(false);
+                        return Poll::Ready(Some(Err(TooLarge(limit).into())));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                this.end(false);
+                Poll::Ready(Some(Err(err.into())))
+            }
+            Poll::Ready(None) => {
+                this.end(true);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    this.end(false);
+                    return Poll::Ready(Some(Err(Stalled(idle).into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Watched<B> {
+    fn drop(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            // Bodies known to be empty (HEAD, 204, 304, Content-Length: 0) are dropped unread.
+            on_end.end(self.empty);
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The Ingress data plane: HTTP and HTTPS listeners that route requests by host and path to
+//! the ready endpoints of Services, as the Plan's [`IngressPlan`](portico_plan::IngressPlan)
+//! says. A new Plan swaps the route table and certificates atomically: requests and
+//! connections already open carry on with what they started with.
+#![forbid(unsafe_code)]
+
+mod body;
+pub mod metrics;
+pub mod normalize;
+mod proxy;
+pub mod tls;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use portico_plan::Plan;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, watch};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+pub use metrics::{AccessLog, Metrics};
+pub use tls::{CertResolver, TlsError};
+
+use crate::proxy::{Conn, Shared, Table};
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of the Ingress listeners.
+#[derive(Clone)]
+pub struct Options {
+    /// Longest wait for a request's headers, idle keep-alive time included (slowloris).
+    pub header_timeout: Duration,
+    /// Where access log lines go; `None` for no access log.
+    pub access_log: Option<Arc<AccessLog>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { header_timeout: Duration::from_secs(60), access_log: None }
+    }
+}
+
+/// What can go wrong applying a Plan.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    /// A listener could not be opened (address taken, not local).
+    #[error("Ingress {scheme} listener {addr}: {source}")]
+    Bind {
+        /// `HTTP` or `HTTPS`.
+        scheme: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A certificate did not load.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+struct Listener {
+    addr: SocketAddr,
+    tls: bool,
+    stop: watch::Sender<bool>,
+}
+
+/// The Ingress listeners and what they route to.
+pub struct IngressProxy {
+    shared: Arc<Shared>,
+    certs: Arc<CertResolver>,
+    acceptor: TlsAcceptor,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    listeners: Mutex<Vec<Listener>>,
+    draining: watch::Sender<bool>,
+    open: Arc<AtomicUsize>,
+}
+
+impl IngressProxy {
+    /// A proxy with nothing to serve yet.
+    pub fn new(options: Options, metrics: Arc<Metrics>) -> Result<Self, IngressError> {
+        let certs = Arc::new(CertResolver::new()?);
+        let acceptor = TlsAcceptor::from(tls::server_config(Arc::clone(&certs))?);
+        let tls_http = upstream::tls_connector(false).map_err(TlsError::from)?;
+        let tls_h2 = upstream::tls_connector(true).map_err(TlsError::from)?;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_timeout).keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let shared = Arc::new(Shared {
+            table: ArcSwapOption::empty(),
+            tls_http,
+            tls_h2,
+            metrics,
+            access_log: options.access_log,
+            sequence: AtomicU64::new(0),
+        });
+        Ok(IngressProxy {
+            shared,
+            certs,
+            acceptor,
+            builder: Arc::new(builder),
+            listeners: Mutex::new(Vec::new()),
+            draining: watch::channel(false).0,
+            open: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Serves `plan` from the next request on. Listeners open once the Plan serves an Ingress
+    /// and move when their address changes; open connections are never cut.
+    pub async fn apply(&self, plan: &Arc<Plan>) -> Vec<IngressError> {
+        let previous = self.shared.table.load_full();
+        let table = Table::new(Arc::clone(plan), previous.as_deref());
+        self.shared.table.store(Some(Arc::new(table)));
+        let mut errors: Vec<IngressError> =
+            self.certs.apply(&plan.ingress.certificates).into_iter().map(IngressError::from).collect();
+        let wanted = if plan.ingress.ingresses.is_empty() {
+            Vec::new()
+        } else {
+            vec![(plan.ingress_addresses.http, false), (plan.ingress_addresses.https, true)]
+        };
+        let mut listeners = self.listeners.lock().await;
+        listeners.retain(|l| {
+            let keep = wanted.contains(&(l.addr, l.tls));
+            if !keep {
+                info!(listener = %l.addr, "closing Ingress listener");
+                let _ = l.stop.send(true);
+            }
+            keep
+        });
+        for (addr, tls) in wanted {
+            if listeners.iter().any(|l| l.addr == addr && l.tls == tls) {
+                continue;
+            }
+            let scheme = if tls { "HTTPS" } else { "HTTP" };
+            match TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    let (stop, stopped) = watch::channel(false);
+                    let acceptor = tls.then(|| self.acceptor.clone());
+                    tokio::spawn(self.accept_loop(listener, acceptor, stopped));
+                    info!(listener = %addr, scheme, "Ingress listener open");
+                    listeners.push(Listener { addr, tls, stop });
+                }
+                Err(source) => errors.push(IngressError::Bind { scheme, addr, source }),
+            }
+        }
+        errors
+    }
+
+    /// Addresses listened on.
+    pub async fn listeners(&self) -> Vec<SocketAddr> {
+        self.listeners.lock().await.iter().map(|l| l.addr).collect()
+    }
+
+    /// Client connections open.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting, asks open connections to finish their requests and close, and waits
+    /// up to `grace` for them.
+    pub async fn shutdown(&self, grace: Duration) {
+        for l in self.listeners.lock().await.drain(..) {
+            let _ = l.stop.send(true);
+        }
+        let _ = self.draining.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(log) = &self.shared.access_log {
+            log.flush();
+        }
+    }
+
+    fn accept_loop(
+        &self,
+        listener: TcpListener,
+        acceptor: Option<TlsAcceptor>,
+        mut stop: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let shared = Arc::clone(&self.shared);
+        let builder = Arc::clone(&self.builder);
+        let draining = self.draining.subscribe();
+        let open = Arc::clone(&self.open);
+        async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, peer)) => {
+                            let task = Connection {
+                                shared: Arc::clone(&shared),
+                                builder: Arc::clone(&builder),
+                                draining: draining.clone(),
+                                _open: OpenGuard::new(&open, &shared),
+                            };
+                            tokio::spawn(task.run(stream, peer, acceptor.clone()));
+                        }
+                        Err(err) => {
+                            warn!(%err, "Ingress accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// One client connection.
+struct Connection {
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    draining: watch::Receiver<bool>,
+    _open: OpenGuard,
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream, peer: SocketAddr, acceptor: Option<TlsAcceptor>) {
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
+        let conn = Conn { peer, local, tls: acceptor.is_some() };
+        match acceptor {
+            None => self.serve(TokioIo::new(stream), conn).await,
+            Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => self.serve(TokioIo::new(tls), conn).await,
+                Ok(Err(err)) => debug!(%peer, %err, "TLS handshake failed"),
+                Err(_) => debug!(%peer, "TLS handshake timed out"),
+            },
+        }
+    }
+
+    async fn serve<I>(mut self, io: I, conn: Conn)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            proxy::handle(req, conn, Arc::clone(&shared))
+        });
+        let connection = self.builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    debug!(peer = %conn.peer, %err, "client connection ended");
+                }
+            }
+            () = draining(&mut self.draining) => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+        }
+    }
+}
+
+/// Resolves once shutdown begins.
+async fn draining(signal: &mut watch::Receiver<bool>) {
+    let _ = signal.wait_for(|d| *d).await;
+}
+
+/// Counts a client connection as open while it lives.
+struct OpenGuard {
+    open: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+impl OpenGuard {
+    fn new(open: &Arc<AtomicUsize>, shared: &Arc<Shared>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.connections.inc();
+        OpenGuard { open: Arc::clone(open), shared: Arc::clone(shared) }
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.shared.metrics.connections.dec();
+    }
+}

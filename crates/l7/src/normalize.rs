@@ -1,0 +1,153 @@
+//! Request paths as routes see them. One normal form is used both to match and to send
+//! upstream, so that no spelling (`/a/../admin`, `//admin`, `%2e%2e`) reaches a route its
+//! plain form would not reach, and the endpoint sees what was routed.
+
+use std::borrow::Cow;
+
+/// Why a request path is refused (400).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadPath {
+    /// Not an absolute path.
+    #[error("the path does not start with /")]
+    NotAbsolute,
+    /// `%` not followed by two hex digits.
+    #[error("broken percent-encoding")]
+    BadEscape,
+    /// An encoded control character (NUL and the like).
+    #[error("encoded control character")]
+    Control,
+    /// `..` above the root.
+    #[error("the path climbs above /")]
+    AboveRoot,
+}
+
+/// The normal form of a request path (without the query):
+/// - `%XX` of unreserved characters (letters, digits, `-._~`) are decoded, so `%2e` is `.`;
+///   other escapes stay encoded, upper-cased: an encoded `/` (`%2F`) is part of a segment,
+///   never a separator, so it cannot split or join segments behind the router's back;
+/// - empty segments (`//`) are merged and `.`/`..` segments resolved (RFC 3986 §5.2.4);
+///   `..` above the root is refused rather than clamped.
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, BadPath> {
+    if !raw.starts_with('/') {
+        return Err(BadPath::NotAbsolute);
+    }
+    if is_normal(raw) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let decoded = decode_unreserved(raw)?;
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded[1..].split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(BadPath::AboveRoot);
+                }
+            }
+            s => segments.push(s),
+        }
+    }
+    let last = decoded.rsplit('/').next().unwrap_or("");
+    // A trailing slash (or a final `.`/`..`) means the path names a directory: keep it so.
+    let trailing = !segments.is_empty() && matches!(last, "" | "." | "..");
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing || out.is_empty() {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// The common case, checked without allocating: no escapes, no empty or dot segments.
+fn is_normal(path: &str) -> bool {
+    if path.contains('%') {
+        return false;
+    }
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(s) = segments.next() {
+        let last = segments.peek().is_none();
+        if (s.is_empty() && !last) || s == "." || s == ".." {
+            return false;
+        }
+    }
+    true
+}
+
+fn decode_unreserved(raw: &str) -> Result<String, BadPath> {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b != b'%' {
+            // The path came from a valid URI: it is ASCII.
+            out.push(char::from(b));
+            i += 1;
+            continue;
+        }
+        let hex = |c: u8| char::from(c).to_digit(16);
+        let (Some(hi), Some(lo)) =
+            (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+        else {
+            return Err(BadPath::BadEscape);
+        };
+        let value = u8::try_from(hi * 16 + lo).map_err(|_| BadPath::BadEscape)?;
+        if value < 0x20 || value == 0x7f {
+            return Err(BadPath::Control);
+        }
+        if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
+            out.push(char::from(value));
+        } else {
+            out.push('%');
+            out.push_str(&format!("{value:02X}"));
+        }
+        i += 3;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(path: &str) -> Result<String, BadPath> {
+        normalize_path(path).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn plain_paths_are_untouched() {
+        for p in ["/", "/a", "/a/b", "/a/b/", "/a.b/c-d_e~f", "/a/.well-known/x"] {
+            assert!(matches!(normalize_path(p), Ok(Cow::Borrowed(_))), "{p}");
+            assert_eq!(n(p).as_deref(), Ok(p));
+        }
+    }
+
+    #[test]
+    fn dot_segments_and_empty_segments() {
+        assert_eq!(n("/public/../admin").as_deref(), Ok("/admin"));
+        assert_eq!(n("//admin").as_deref(), Ok("/admin"));
+        assert_eq!(n("/a/./b//c/").as_deref(), Ok("/a/b/c/"));
+        assert_eq!(n("/a/b/..").as_deref(), Ok("/a/"));
+        assert_eq!(n("/a/..").as_deref(), Ok("/"));
+        assert_eq!(n("/.."), Err(BadPath::AboveRoot));
+        assert_eq!(n("/a/../../etc"), Err(BadPath::AboveRoot));
+    }
+
+    #[test]
+    fn escapes() {
+        assert_eq!(n("/public/%2e%2e/admin").as_deref(), Ok("/admin"));
+        assert_eq!(n("/public/%2E%2E/admin").as_deref(), Ok("/admin"));
+        assert_eq!(n("/%61dmin").as_deref(), Ok("/admin"));
+        // Encoded slashes stay inside their segment.
+        assert_eq!(n("/public%2F..%2Fadmin").as_deref(), Ok("/public%2F..%2Fadmin"));
+        assert_eq!(n("/public%2f..%2fadmin").as_deref(), Ok("/public%2F..%2Fadmin"));
+        assert_eq!(n("/a%20b").as_deref(), Ok("/a%20b"));
+        assert_eq!(n("/a%2"), Err(BadPath::BadEscape));
+        assert_eq!(n("/a%zz"), Err(BadPath::BadEscape));
+        assert_eq!(n("/a%00b"), Err(BadPath::Control));
+        assert_eq!(n("admin"), Err(BadPath::NotAbsolute));
+    }
+}

@@ -1,0 +1,204 @@
+//! Connections to endpoints: pooled HTTP/1.1 keep-alive connections, or one shared HTTP/2
+//! connection, with or without TLS, per endpoint.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use portico_plan::annotations::BackendProtocol;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+/// Errors a body can carry.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Request bodies sent to endpoints.
+pub(crate) type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Idle HTTP/1.1 connections kept per endpoint.
+const MAX_IDLE: usize = 256;
+/// How long an idle connection is kept: shorter than the usual server keep-alive timeouts,
+/// so that a server rarely closes a connection just as it is reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// One endpoint of a backend, as spoken to with one protocol.
+pub(crate) struct Endpoint {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// How it is spoken to.
+    pub protocol: BackendProtocol,
+    /// Requests being served now (for least-loaded choice).
+    pub in_flight: AtomicUsize,
+    idle: Mutex<Vec<(http1::SendRequest<UpstreamBody>, Instant)>>,
+    shared: Mutex<Option<http2::SendRequest<UpstreamBody>>>,
+}
+
+/// A connection ready for one request.
+pub(crate) enum Sender {
+    /// HTTP/1.1: one request at a time; back to the pool once the response has been read.
+    Http1(http1::SendRequest<UpstreamBody>),
+    /// HTTP/2: multiplexed, shared by all requests to the endpoint.
+    Http2(http2::SendRequest<UpstreamBody>),
+}
+
+impl Endpoint {
+    pub(crate) fn new(addr: SocketAddr, protocol: BackendProtocol) -> Self {
+        Endpoint {
+            addr,
+            protocol,
+            in_flight: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+            shared: Mutex::new(None),
+        }
+    }
+
+    /// A pooled connection if one is open; otherwise `None` (connect with [`Self::connect`]).
+    pub(crate) async fn pooled(&self) -> Option<Sender> {
+        if is_h2(self.protocol) {
+            let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            return shared.as_ref().filter(|s| s.is_ready()).cloned().map(Sender::Http2);
+        }
+        loop {
+            let popped = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let (mut sender, since) = popped?;
+            if sender.is_closed() || since.elapsed() >= IDLE_TIMEOUT {
+                continue;
+            }
+            // A connection checked in as its response ended may still be settling: wait.
+            if sender.ready().await.is_ok() {
+                return Some(Sender::Http1(sender));
+            }
+        }
+    }
+
+    /// Gives a connection whose response has been read in full back to the pool.
+    pub(crate) fn check_in(&self, sender: http1::SendRequest<UpstreamBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push((sender, Instant::now()));
+        }
+    }
+
+    /// Opens a new connection (TLS and HTTP handshakes included) within `timeout`.
+    pub(crate) async fn connect(
+        &self,
+        tls: &tokio_rustls::TlsConnector,
+        timeout: Duration,
+    ) -> io::Result<Sender> {
+        let connecting = async {
+            let stream = TcpStream::connect(self.addr).await?;
+            stream.set_nodelay(true)?;
+            match self.protocol {
+                BackendProtocol::Http | BackendProtocol::Grpc => self.handshake(stream).await,
+                BackendProtocol::Https | BackendProtocol::Grpcs => {
+                    let name = ServerName::IpAddress(self.addr.ip().into());
+                    let stream = tls.connect(name, stream).await?;
+                    self.handshake(stream).await
+                }
+            }
+        };
+        tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+    }
+
+    async fn handshake<I>(&self, io: I) -> io::Result<Sender>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = TokioIo::new(io);
+        let addr = self.addr;
+        if is_h2(self.protocol) {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .handshake(io)
+                .await
+                .map_err(io::Error::other)?;
+            tokio::spawn(async move {
+                if let Err(err) = conn.await {
+                    debug!(endpoint = %addr, %err, "HTTP/2 connection to endpoint ended");
+                }
+            });
+            *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
+            return Ok(Sender::Http2(sender));
+        }
+        let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(io::Error::other)?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.with_upgrades().await {
+                debug!(endpoint = %addr, %err, "connection to endpoint ended");
+            }
+        });
+        Ok(Sender::Http1(sender))
+    }
+}
+
+/// Whether requests go to the endpoint over HTTP/2.
+pub(crate) fn is_h2(protocol: BackendProtocol) -> bool {
+    matches!(protocol, BackendProtocol::Grpc | BackendProtocol::Grpcs)
+}
+
+/// TLS towards endpoints: like ingress-nginx (`proxy-ssl-verify` off by default), the
+/// endpoint's certificate is not checked against a CA, since in-cluster endpoints are reached
+/// by IP and mostly carry self-signed certificates; signatures are still verified.
+pub(crate) fn tls_connector(alpn_h2: bool) -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(AnyCertificate(Arc::clone(&provider)));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = if alpn_h2 { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
