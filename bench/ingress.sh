@@ -220,7 +220,7 @@ wait_listen() {
     local name=$1 pid=$2 addr=$3 port=$4 owners p
     for _ in $(seq 150); do
         alive "$name" "$pid" || return 1
-        owners="$(ss -Hltnp "src $addr and sport = :$port" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u)"
+        owners="$(ss -Hltnp "src $addr and sport = :$port" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true)"
         if [ -n "$owners" ]; then
             for p in $(tree "$pid"); do
                 if grep -qx "$p" <<<"$owners"; then return 0; fi

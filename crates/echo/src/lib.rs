@@ -418,11 +418,17 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let info = Arc::new(ConnInfo { shared: Arc::clone(&shared), peer, tls });
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
         let info = Arc::clone(&info);
-        async move { Ok::<_, Infallible>(answer(req, &info).await) }
+        async move {
+            if let Some(switching) = upgrade(&req) {
+                tunnel_echo(req);
+                return Ok::<_, Infallible>(switching);
+            }
+            Ok::<_, Infallible>(answer(req, &info).await)
+        }
     });
-    let conn = shared.builder.serve_connection(TokioIo::new(io), service);
+    let conn = shared.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
@@ -435,6 +441,72 @@ where
     if let Err(error) = result {
         tracing::debug!(%error, "echo connection ended with an error");
     }
+}
+
+/// The 101 answer to an HTTP/1.1 `Upgrade` request (WebSocket or any other protocol); `None`
+/// for ordinary requests.
+fn upgrade<B>(req: &Request<B>) -> Option<Response<Full<Bytes>>> {
+    let protocol = req.headers().get(hyper::header::UPGRADE)?;
+    let asks = req
+        .headers()
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    if !asks || req.version() != http::Version::HTTP_11 {
+        return None;
+    }
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(hyper::header::UPGRADE, protocol.clone());
+    headers.insert(hyper::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+    if let Some(key) = req.headers().get("sec-websocket-key") {
+        let accept = websocket_accept(key.as_bytes());
+        if let Ok(value) = http::HeaderValue::from_str(&accept) {
+            headers.insert("sec-websocket-accept", value);
+        }
+    }
+    Some(response)
+}
+
+/// After a 101, sends back every byte received, until the client closes.
+fn tunnel_echo(req: Request<hyper::body::Incoming>) {
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                let (mut read, mut write) = tokio::io::split(TokioIo::new(upgraded));
+                if let Err(error) = tokio::io::copy(&mut read, &mut write).await {
+                    tracing::debug!(%error, "upgraded echo ended");
+                }
+            }
+            Err(error) => tracing::debug!(%error, "upgrade failed"),
+        }
+    });
+}
+
+/// `Sec-WebSocket-Accept` for a key (RFC 6455 §4.2.2): base64 of SHA-1 of key + GUID.
+fn websocket_accept(key: &[u8]) -> String {
+    let mut hashed = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    hashed.update(key);
+    hashed.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64(hashed.finish().as_ref())
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Resolves once shutdown has been asked for (or the server is gone).
@@ -604,6 +676,14 @@ mod tests {
     use super::*;
     use std::pin::Pin;
     use std::task::{Context, Poll};
+
+    #[test]
+    fn websocket_accept_matches_rfc_6455() {
+        // The example handshake of RFC 6455 §1.3.
+        assert_eq!(websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"a"), "YQ==");
+    }
 
     /// A body with no size hint, so only the streaming limit can catch it.
     struct Chunks {

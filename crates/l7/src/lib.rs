@@ -105,6 +105,7 @@ impl IngressProxy {
             tls_h2,
             metrics,
             access_log: options.access_log,
+            rotation: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
         });
         Ok(IngressProxy {

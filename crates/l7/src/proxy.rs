@@ -38,7 +38,9 @@ pub(crate) struct Shared {
     pub tls_h2: tokio_rustls::TlsConnector,
     pub metrics: Arc<Metrics>,
     pub access_log: Option<Arc<AccessLog>>,
-    /// Drives round-robin, canary weights and request ids.
+    /// Drives round-robin.
+    pub rotation: AtomicU64,
+    /// Drives canary weights and request ids.
     pub sequence: AtomicU64,
 }
 
@@ -212,7 +214,8 @@ impl Exchange {
         if n == 0 {
             return None;
         }
-        let first = usize::try_from(self.next() % n as u64).unwrap_or(0);
+        let turn = self.shared.rotation.fetch_add(1, Ordering::Relaxed);
+        let first = usize::try_from(turn % n as u64).unwrap_or(0);
         let a = self.table.endpoints.get(&(*candidates[first], protocol))?;
         if n == 1 {
             return Some(Arc::clone(a));

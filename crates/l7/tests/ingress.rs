@@ -1,0 +1,481 @@
+//! The Ingress data plane end to end: Plans built by the planner from manifests, served by
+//! `IngressProxy` on loopback, in front of echo Pods, reached by real clients.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use portico_echo::{Echo, Identity};
+use portico_l7::{IngressProxy, Metrics, Options};
+use portico_model::{Store, parse_text};
+use portico_plan::{Allocations, Plan, PlanConfig, plan};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+const POD_PORT: u16 = 18080;
+
+/// Echo Pods and an Ingress proxy, on addresses of their own (127.<net>.x.y).
+struct Harness {
+    proxy: IngressProxy,
+    http: SocketAddr,
+    https: SocketAddr,
+    generation: u64,
+    _stop_pods: watch::Sender<bool>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The address of pod `i` of Service number `svc`.
+fn pod_ip(net: u8, svc: u8, i: u8) -> IpAddr {
+    IpAddr::from([127, net, svc, i + 1])
+}
+
+/// A Service named `name` (number `svc`) with `pods` echo endpoints, as manifests.
+fn service(net: u8, svc: u8, name: &str, pods: u8) -> String {
+    let endpoints: Vec<String> =
+        (0..pods).map(|i| format!("{{addresses: [\"{}\"]}}", pod_ip(net, svc, i))).collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{clusterIP: None, ports: [{{name: http, port: 80, targetPort: {POD_PORT}}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {POD_PORT}}}]\nendpoints: [{}]\n---\n",
+        endpoints.join(", ")
+    )
+}
+
+/// An Ingress with one host (or none) and `paths` as (path, pathType, service).
+fn ingress(
+    name: &str,
+    annotations: &str,
+    host: Option<&str>,
+    paths: &[(&str, &str, &str)],
+    extra: &str,
+) -> String {
+    let paths: Vec<String> = paths
+        .iter()
+        .map(|(p, t, s)| {
+            format!(
+                "{{path: '{p}', pathType: {t}, backend: {{service: {{name: {s}, port: {{number: 80}}}}}}}}"
+            )
+        })
+        .collect();
+    let host = host.map(|h| format!("host: '{h}'\n    ")).unwrap_or_default();
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, annotations: {{{annotations}}}}}\nspec:\n{extra}  rules:\n  - {host}http:\n      paths: [{}]\n---\n",
+        paths.join(", ")
+    )
+}
+
+impl Harness {
+    /// Starts `pods[svc]` echo Pods for each Service number.
+    async fn start(net: u8, pods: &[(u8, &str, u8)]) -> Harness {
+        let (stop, stopped) = watch::channel(false);
+        for (svc, name, count) in pods {
+            for i in 0..*count {
+                let addr = SocketAddr::new(pod_ip(net, *svc, i), POD_PORT);
+                let identity = Identity { pod: Some(format!("{name}-{i}")), namespace: None, service: None };
+                let echo = Echo::bind(addr, identity, None).await.expect("echo binds");
+                let mut stopped = stopped.clone();
+                tokio::spawn(echo.run(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                }));
+            }
+        }
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let metrics = Arc::new(Metrics::register(&mut prometheus_client::registry::Registry::default()));
+        let proxy = IngressProxy::new(Options::default(), metrics).expect("proxy");
+        Harness { proxy, http, https, generation: 0, _stop_pods: stop }
+    }
+
+    fn plan(&mut self, yaml: &str) -> Arc<Plan> {
+        let (objects, diagnostics) = parse_text(Path::new("test.yaml"), yaml);
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        let (store, _) = Store::from_objects(objects);
+        let config =
+            PlanConfig { ingress_http: self.http, ingress_https: self.https, ..PlanConfig::default() };
+        self.generation += 1;
+        let planned = plan(&store, &config, &Allocations::default(), self.generation);
+        let errors: Vec<_> =
+            planned.diagnostics.iter().filter(|d| d.severity == portico_model::Severity::Error).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        Arc::new(planned.plan)
+    }
+
+    async fn apply(&mut self, yaml: &str) {
+        let plan = self.plan(yaml);
+        let errors = self.proxy.apply(&plan).await;
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+}
+
+/// A response as a raw HTTP/1.1 client saw it.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+
+    /// The echo Pod that answered.
+    fn pod(&self) -> String {
+        assert_eq!(self.status, 200, "{self:?}");
+        self.json()["pod"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// Sends one request exactly as written (no client-side path clean-up) and reads the answer.
+async fn request(addr: SocketAddr, host: &str, target: &str, extra: &str) -> Answer {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let head = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Answer { status, headers, body: body.to_owned() }
+}
+
+async fn pod_for(addr: SocketAddr, host: &str, path: &str) -> String {
+    request(addr, host, path, "").await.pod()
+}
+
+#[tokio::test]
+async fn hosts_paths_default_backend_and_normalisation() {
+    let pods = [
+        (1, "default", 1),
+        (2, "exact", 1),
+        (3, "prefix", 1),
+        (4, "wild", 1),
+        (5, "admin", 1),
+        (6, "any", 1),
+    ];
+    let mut h = Harness::start(71, &pods).await;
+    let yaml = [
+        service(71, 1, "default", 1),
+        service(71, 2, "exact", 1),
+        service(71, 3, "prefix", 1),
+        service(71, 4, "wild", 1),
+        service(71, 5, "admin", 1),
+        service(71, 6, "any", 1),
+        ingress(
+            "site",
+            "",
+            Some("a.example.test"),
+            &[("/foo", "Exact", "exact"), ("/foo", "Prefix", "prefix"), ("/dir/", "Prefix", "prefix")],
+            "  defaultBackend: {service: {name: default, port: {number: 80}}}\n",
+        ),
+        ingress("wild", "", Some("*.wild.test"), &[("/", "Prefix", "wild")], ""),
+        ingress(
+            "admin",
+            "nginx.ingress.kubernetes.io/whitelist-source-range: 10.0.0.0/8",
+            Some("b.example.test"),
+            &[("/admin", "Prefix", "admin")],
+            "",
+        ),
+        ingress("public", "", Some("b.example.test"), &[("/public", "Prefix", "prefix")], ""),
+        ingress("any", "", None, &[("/anyhost", "Exact", "any")], ""),
+    ]
+    .concat();
+    h.apply(&yaml).await;
+    let a = "a.example.test";
+    // Exact beats Prefix on the same path; Prefix is element-wise; trailing slashes ignored.
+    assert_eq!(pod_for(h.http, a, "/foo").await, "exact-0");
+    assert_eq!(pod_for(h.http, "A.Example.TEST:8080", "/foo/").await, "prefix-0");
+    assert_eq!(pod_for(h.http, a, "/foo/bar?x=1").await, "prefix-0");
+    assert_eq!(pod_for(h.http, a, "/dir").await, "prefix-0");
+    assert_eq!(pod_for(h.http, a, "/foobar").await, "default-0", "no match: the default backend");
+    // The query string reaches the endpoint untouched.
+    let echoed = request(h.http, a, "/foo/x?b=2&a=%2F1", "").await.json();
+    assert_eq!(echoed["query"], "b=2&a=%2F1");
+    // Wildcards match one label only; other hosts fall to host-less rules, then the default.
+    assert_eq!(pod_for(h.http, "x.wild.test", "/").await, "wild-0");
+    assert_eq!(pod_for(h.http, "x.y.wild.test", "/").await, "default-0");
+    assert_eq!(pod_for(h.http, "wild.test", "/").await, "default-0");
+    assert_eq!(pod_for(h.http, "whatever.test", "/anyhost").await, "any-0");
+    assert_eq!(pod_for(h.http, "whatever.test", "/other").await, "default-0");
+    // Spellings of /admin are /admin: its allow-list applies, /public's backend never sees them.
+    let b = "b.example.test";
+    assert_eq!(pod_for(h.http, b, "/public/x").await, "prefix-0");
+    for sneaky in [
+        "/admin",
+        "/public/../admin",
+        "//admin",
+        "/public/%2e%2e/admin",
+        "/public/%2E%2E/admin/x",
+        "/./admin",
+    ] {
+        assert_eq!(request(h.http, b, sneaky, "").await.status, 403, "{sneaky}");
+    }
+    // An encoded slash is not a separator: this is neither /public/.. nor /admin.
+    assert_eq!(pod_for(h.http, b, "/public%2F..%2Fadmin").await, "default-0");
+    assert_eq!(request(h.http, b, "/../admin", "").await.status, 400);
+    assert_eq!(request(h.http, b, "/a%zz", "").await.status, 400);
+    // The endpoint sees the normalised path and the forwarding headers.
+    let seen = request(h.http, a, "/dir//x/./y", "X-Forwarded-For: 203.0.113.9\r\n").await;
+    let seen = seen.json();
+    assert_eq!(seen["path"], "/dir/x/y");
+    assert_eq!(seen["headers"]["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(seen["headers"]["x-forwarded-host"], a);
+    assert_eq!(seen["headers"]["x-request-id"].as_str().map(str::len), Some(32));
+    let answer = request(h.http, a, "/foo", "Connection: close, X-Secret\r\nX-Secret: 1\r\n").await;
+    assert!(answer.json()["headers"].get("x-secret").is_none(), "hop-by-hop headers are dropped");
+    assert_eq!(answer.headers.get("server").map(String::as_str), Some("portico"));
+    // Without a default backend, what no rule matches is 404.
+    h.apply(&yaml.replace("  defaultBackend: {service: {name: default, port: {number: 80}}}\n", "")).await;
+    assert_eq!(request(h.http, a, "/foobar", "").await.status, 404);
+    assert_eq!(request(h.http, "x.y.wild.test", "/", "").await.status, 404);
+    assert_eq!(request(h.http, b, "/public%2F..%2Fadmin", "").await.status, 404);
+}
+
+#[tokio::test]
+async fn requests_spread_over_ten_pods_affinity_sticks_and_no_endpoint_is_503() {
+    let mut h = Harness::start(72, &[(1, "web", 10), (2, "sticky", 3)]).await;
+    let yaml = [
+        service(72, 1, "web", 10),
+        service(72, 2, "sticky", 3),
+        service(72, 3, "empty", 0),
+        ingress("web", "", Some("web.test"), &[("/", "Prefix", "web"), ("/none", "Prefix", "empty")], ""),
+        ingress(
+            "sticky",
+            "nginx.ingress.kubernetes.io/affinity: cookie, nginx.ingress.kubernetes.io/session-cookie-name: route",
+            Some("sticky.test"),
+            &[("/", "Prefix", "sticky")],
+            "",
+        ),
+    ]
+    .concat();
+    h.apply(&yaml).await;
+    let mut seen = BTreeSet::new();
+    for _ in 0..100 {
+        seen.insert(pod_for(h.http, "web.test", "/").await);
+    }
+    assert_eq!(seen.len(), 10, "{seen:?}");
+    let none = request(h.http, "web.test", "/none", "").await;
+    assert_eq!(none.status, 503, "{none:?}");
+    // The first answer sets the cookie; requests carrying it stay on that Pod.
+    let first = request(h.http, "sticky.test", "/", "").await;
+    let cookie = first.headers.get("set-cookie").expect("affinity cookie").clone();
+    assert!(cookie.starts_with("route=") && cookie.contains("Path=/"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap();
+    for _ in 0..10 {
+        let again = request(h.http, "sticky.test", "/", &format!("Cookie: {pair}\r\n")).await;
+        assert_eq!(again.pod(), first.pod());
+        assert!(!again.headers.contains_key("set-cookie"));
+    }
+}
+
+#[tokio::test]
+async fn canary_weight_and_header() {
+    let mut h = Harness::start(73, &[(1, "main", 1), (2, "canary", 1)]).await;
+    let yaml = [
+        service(73, 1, "main", 1),
+        service(73, 2, "canary", 1),
+        ingress("main", "", Some("c.test"), &[("/", "Prefix", "main")], ""),
+        ingress(
+            "canary",
+            "nginx.ingress.kubernetes.io/canary: 'true', nginx.ingress.kubernetes.io/canary-weight: '30', nginx.ingress.kubernetes.io/canary-by-header: X-Canary",
+            Some("c.test"),
+            &[("/", "Prefix", "canary")],
+            "",
+        ),
+    ]
+    .concat();
+    h.apply(&yaml).await;
+    let mut canary = 0;
+    for _ in 0..400 {
+        if pod_for(h.http, "c.test", "/").await == "canary-0" {
+            canary += 1;
+        }
+    }
+    assert!((90..=150).contains(&canary), "30% of 400 expected, got {canary}");
+    for _ in 0..20 {
+        assert_eq!(request(h.http, "c.test", "/", "X-Canary: always\r\n").await.pod(), "canary-0");
+        assert_eq!(request(h.http, "c.test", "/", "X-Canary: never\r\n").await.pod(), "main-0");
+    }
+}
+
+fn tls_secret(name: &str, host: &str) -> (String, rustls::pki_types::CertificateDer<'static>) {
+    let generated = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
+    let crt = serde_json::to_string(&generated.cert.pem()).unwrap();
+    let key = serde_json::to_string(&generated.signing_key.serialize_pem()).unwrap();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\nstringData: {{tls.crt: {crt}, tls.key: {key}}}\n---\n"
+    );
+    (yaml, generated.cert.der().clone())
+}
+
+/// A TLS client trusting `roots`, offering `alpn`.
+fn tls_client(
+    roots: &[rustls::pki_types::CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> tokio_rustls::TlsConnector {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn tls_by_sni_http2_and_the_https_redirect() {
+    let mut h = Harness::start(74, &[(1, "a", 1), (2, "b", 1)]).await;
+    let (secret_a, cert_a) = tls_secret("cert-a", "a.test");
+    let (secret_b, cert_b) = tls_secret("cert-b", "b.test");
+    let tls = |host: &str, secret: &str| format!("  tls: [{{hosts: ['{host}'], secretName: {secret}}}]\n");
+    let yaml = [
+        service(74, 1, "a", 1),
+        service(74, 2, "b", 1),
+        secret_a,
+        secret_b,
+        ingress("a", "", Some("a.test"), &[("/", "Prefix", "a")], &tls("a.test", "cert-a")),
+        ingress(
+            "b",
+            "nginx.ingress.kubernetes.io/ssl-redirect: 'false'",
+            Some("b.test"),
+            &[("/", "Prefix", "b")],
+            &tls("b.test", "cert-b"),
+        ),
+    ]
+    .concat();
+    h.apply(&yaml).await;
+    let roots = [cert_a, cert_b];
+    // Each name gets its own certificate (the client checks the name), over HTTP/2 via ALPN.
+    for (host, pod) in [("a.test", "a-0"), ("b.test", "b-0")] {
+        let stream = TcpStream::connect(h.https).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
+        let tls = tls_client(&roots, &[b"h2", b"http/1.1"]).connect(name, stream).await.expect("handshake");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get(format!("https://{host}/x")).body(Empty::<Bytes>::new()).unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let echoed: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echoed["pod"], pod);
+        assert_eq!(echoed["headers"]["x-forwarded-proto"], "https");
+    }
+    // A name no certificate covers gets the default certificate, which the client rejects.
+    let stream = TcpStream::connect(h.https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("c.test").unwrap();
+    let refused = tls_client(&roots, &[]).connect(name, stream).await;
+    assert!(refused.is_err(), "an unknown name must not get a.test's or b.test's certificate");
+    // Plain HTTP to a TLS host: 308 to https, path and query kept; unless ssl-redirect is off.
+    let moved = request(h.http, "a.test", "/p?q=1", "").await;
+    assert_eq!(moved.status, 308);
+    assert_eq!(moved.headers["location"], format!("https://a.test:{}/p?q=1", h.https.port()));
+    assert_eq!(pod_for(h.http, "b.test", "/").await, "b-0");
+}
+
+/// Opens a WebSocket through the proxy; returns the stream after the 101.
+async fn websocket(addr: SocketAddr, host: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "GET /chat HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+    stream
+}
+
+async fn round_trip(stream: &mut TcpStream, message: &[u8]) {
+    stream.write_all(message).await.unwrap();
+    let mut back = vec![0u8; message.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    assert_eq!(back, message);
+}
+
+#[tokio::test]
+async fn reloads_every_100ms_under_load_lose_no_request_and_keep_a_websocket() {
+    let mut h = Harness::start(75, &[(1, "web", 4)]).await;
+    let yaml = |pods: u8| {
+        [service(75, 1, "web", pods), ingress("web", "", Some("r.test"), &[("/", "Prefix", "web")], "")]
+            .concat()
+    };
+    h.apply(&yaml(4)).await;
+    let mut ws = websocket(h.http, "r.test").await;
+    round_trip(&mut ws, b"before").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, addr) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed), h.http);
+        // Keep-alive clients: one connection each, requests back to back.
+        clients.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            tokio::spawn(conn);
+            while !stop.load(Ordering::Relaxed) {
+                let req =
+                    http::Request::get("/").header("host", "r.test").body(Empty::<Bytes>::new()).unwrap();
+                let done = match sender.send_request(req).await {
+                    Ok(r) if r.status() == 200 => r.into_body().collect().await.is_ok(),
+                    _ => false,
+                };
+                let counter = if done { &ok } else { &failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for round in 0..20u8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Endpoints come and go (the Pods themselves keep running): 2, 3 or 4 of them.
+        h.apply(&yaml(2 + round % 3)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    round_trip(&mut ws, b"after twenty reloads").await;
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    assert!(ok.load(Ordering::Relaxed) > 100, "load ran: {}", ok.load(Ordering::Relaxed));
+}
