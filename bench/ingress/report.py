@@ -5,8 +5,10 @@ tables, the ratios and the verdict.
 Usage:
   report.py line-wrk PEER WRK_OUT          one line for a wrk run; exits 1 when the run is
                                            invalid (non-2xx responses, socket errors, nothing done)
-  report.py h2log LOG                      summarises h2load's --log-file: "ok failed non2xx
-                                           p50_ms p99_ms mean_ms" (latencies of the 2xx ones)
+  report.py h2log LOG                      summarises h2load's --log-file: "ok edge non2xx
+                                           p50_ms p99_ms mean_ms" (latencies of the 2xx ones;
+                                           edge: status -1 or 0, streams cut by the start or
+                                           end of the measuring period)
   report.py line-h2 PEER H2_OUT H2LAT      one line for an h2load run; exits 1 when invalid
                                            (not h2, failed/errored requests, non-2xx)
   report.py report RESULTS_DIR ROUNDS PEER...
@@ -101,9 +103,9 @@ def h2log(path):
             if len(cols) < 3:
                 continue
             status = int(cols[1])
-            if status == -1:
-                # A failed stream: h2load marks so the streams still open when the measuring
-                # period ends.
+            if status <= 0:
+                # At the edges of the measuring period: -1 marks the streams still open when it
+                # ends, 0 streams started in the warm-up whose status line came before it began.
                 failed += 1
                 continue
             if not 200 <= status < 300:
@@ -145,8 +147,8 @@ def h2_result(path, lat_path):
     n, lat_failed, lat_non2xx, p50, p99, mean = read(lat_path).split()
     failed = max(failed, int(lat_failed))
     if failed > H2_IN_FLIGHT:
-        # Streams still open when the measuring period ends count as failed: up to all the
-        # streams in flight (connections x streams per connection) is normal, more is not.
+        # Streams cut by the start or the end of the measuring period count as failed: up to
+        # all the streams in flight (connections x streams per connection) is normal.
         raise Invalid(f"{path}: {failed} of {done} requests failed: not a valid run")
     if int(lat_non2xx):
         raise Invalid(f"{lat_path}: {lat_non2xx} requests in h2load's log were not 2xx")
@@ -188,7 +190,8 @@ def one_round(results, peer, r):
     row["cpu"], row["core"] = cpu_file(os.path.join(results, f"cpu-{peer}-wrk-{r}.txt"))
     row["us_req"] = us_per_request(row["cpu"], row["rps"]) if peer != "backend" else None
     if peer == "backend":
-        row["cpu"] = None
+        # The backend runs on the load generator's core: neither figure is about a proxy.
+        row["cpu"] = row["core"] = None
         for k in ("h2_rps", "h2_p50", "h2_p99", "h2_mean", "h2_cpu", "h2_core", "h2_us_req"):
             row[k] = None
         return row

@@ -104,7 +104,8 @@ fn is_manifest_name(path: &Path) -> bool {
     matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
 }
 
-fn read_error(path: &Path, err: &std::io::Error) -> Diagnostic {
+/// The diagnostic for a file or folder that cannot be read.
+pub fn read_error(path: &Path, err: &std::io::Error) -> Diagnostic {
     Diagnostic::error(format!("cannot read: {err}")).at(&Origin::new(path, 0, None))
 }
 

@@ -1,7 +1,7 @@
 //! The typed store: the accepted objects, one map per kind, keyed by namespace and name.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -38,7 +38,33 @@ pub struct Store {
     pub workloads: BTreeMap<ObjectRef, Stored<Workload>>,
 }
 
+/// How the diagnostic for a second, different copy of an object begins.
+pub const DEFINED_TWICE: &str = "defined twice";
+
 impl Store {
+    /// Moves out every object that came from one of `files`, into a store of its own.
+    pub fn take_files(&mut self, files: &BTreeSet<PathBuf>) -> Store {
+        fn take<K: Ord + Clone, T>(
+            map: &mut BTreeMap<K, Stored<T>>,
+            files: &BTreeSet<PathBuf>,
+        ) -> BTreeMap<K, Stored<T>> {
+            let keys: Vec<K> =
+                map.iter().filter(|(_, s)| files.contains(&s.origin.file)).map(|(k, _)| k.clone()).collect();
+            keys.into_iter().filter_map(|k| map.remove(&k).map(|s| (k, s))).collect()
+        }
+        Store {
+            namespaces: take(&mut self.namespaces, files),
+            services: take(&mut self.services, files),
+            endpoint_slices: take(&mut self.endpoint_slices, files),
+            pods: take(&mut self.pods, files),
+            nodes: take(&mut self.nodes, files),
+            ingresses: take(&mut self.ingresses, files),
+            ingress_classes: take(&mut self.ingress_classes, files),
+            secrets: take(&mut self.secrets, files),
+            workloads: take(&mut self.workloads, files),
+        }
+    }
+
     /// Validates each object and keeps those without errors; the first of two objects with
     /// the same kind, namespace and name wins.
     pub fn from_objects(objects: impl IntoIterator<Item = (Origin, Object)>) -> (Store, Vec<Diagnostic>) {
@@ -70,7 +96,7 @@ impl Store {
                 }
                 diagnostics.push(
                     Diagnostic::error(format!(
-                        "defined twice, differently; the copy at {first} is used, this one ignored"
+                        "{DEFINED_TWICE}, differently; the copy at {first} is used, this one ignored"
                     ))
                     .at(&origin)
                     .on(reference),

@@ -293,6 +293,7 @@ pub fn plan_ingress(
     let mut host_tls: Vec<String> = Vec::new();
     let ingresses = by_age(store.ingresses.values(), |i| i.metadata.creation_timestamp.as_ref());
     let mut canaries = Vec::new();
+    let defaults = Arc::new(IngressOptions::default());
     for ingress in ingresses {
         let key = portico_model::object::key_of(ObjectKind::Ingress, &ingress.object.metadata);
         let reference = ObjectRef::new("Ingress", key.clone());
@@ -309,12 +310,23 @@ pub fn plan_ingress(
             }
         }
         let Some(spec) = &ingress.object.spec else { continue };
-        let (options, problems) = annotations::parse(ingress.object.metadata.annotations.as_ref());
         let mut ctx = IngressCtx { ingress, key: &key, services: &by_key, diagnostics: &mut *diagnostics };
-        for problem in problems {
-            ctx.report(problem.warning, format!("metadata.annotations[{}]", problem.key), problem.message);
-        }
-        let options = Arc::new(options);
+        let annotated = ingress.object.metadata.annotations.as_ref();
+        let options = if annotated.is_some_and(|a| a.keys().any(|k| k.starts_with(annotations::NGINX_PREFIX)))
+        {
+            let (options, problems) = annotations::parse(annotated);
+            for problem in problems {
+                ctx.report(
+                    problem.warning,
+                    format!("metadata.annotations[{}]", problem.key),
+                    problem.message,
+                );
+            }
+            Arc::new(options)
+        } else {
+            // Most Ingresses carry no ingress-nginx annotation: they share one default.
+            Arc::clone(&defaults)
+        };
         if options.canary.is_some() {
             canaries.push((ingress, key.clone(), Arc::clone(&options)));
             continue;

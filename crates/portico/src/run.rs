@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use portico_l4::{L4Proxy, Metrics as L4Metrics, Options, frontends};
 use portico_l7::{AccessLog, IngressProxy, Metrics as L7Metrics, Options as L7Options};
-use portico_model::{Diagnostic, Severity, Store};
+use portico_model::{Diagnostic, Severity};
 use portico_plan::exposure::{Layer, Method, exposures};
 use portico_plan::ingress::PathKind;
 use portico_plan::{Allocations, Plan, PlanConfig, Protocol};
@@ -83,6 +83,7 @@ struct ReloadMetrics {
     generation: Gauge,
     reloads: Counter,
     failures: Counter,
+    files_parsed: Counter,
     diagnostics: Family<SeverityLabel, Gauge>,
 }
 
@@ -101,6 +102,11 @@ impl ReloadMetrics {
             m.failures.clone(),
         );
         registry.register(
+            "portico_reload_files_parsed",
+            "Manifest files parsed by reloads (files whose bytes did not change are not parsed again)",
+            m.files_parsed.clone(),
+        );
+        registry.register(
             "portico_diagnostics",
             "Problems in the manifests being served",
             m.diagnostics.clone(),
@@ -117,7 +123,7 @@ struct Server {
     pods: LocalPods,
     admin: Arc<Admin>,
     metrics: ReloadMetrics,
-    last_good: Option<Store>,
+    loader: pipeline::Loader,
     allocations: Allocations,
     generation: u64,
 }
@@ -149,7 +155,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
         pods: LocalPods::default(),
         admin,
         metrics,
-        last_good: None,
+        loader: pipeline::Loader::default(),
         allocations,
         generation: 0,
     };
@@ -209,12 +215,9 @@ impl Server {
     }
 
     async fn apply(&mut self) -> Arc<Plan> {
-        let mut loaded = pipeline::load(&self.config.manifests);
-        if let Some(last) = &self.last_good {
-            loaded.store.keep_last_good(last, &loaded.diagnostics);
-        }
-        let planned = pipeline::plan(&loaded.store, &self.config.plan, &self.allocations, self.generation);
-        let mut diagnostics = loaded.diagnostics;
+        let (store, mut diagnostics) = self.loader.load(&self.config.manifests);
+        let planned = pipeline::plan(store, &self.config.plan, &self.allocations, self.generation);
+        self.metrics.files_parsed.inc_by(self.loader.reparsed() as u64);
         diagnostics.extend(planned.diagnostics);
         if planned.allocations != self.allocations {
             match state::save(&self.config.state, &planned.allocations) {
@@ -241,7 +244,6 @@ impl Server {
         self.report(&diagnostics);
         self.admin.plan.store(Some(Arc::clone(&plan)));
         self.admin.ready.store(true, Ordering::Release);
-        self.last_good = Some(loaded.store);
         plan
     }
 
@@ -302,10 +304,14 @@ fn ingress_entry_points(plan: &Plan) -> Vec<(String, String)> {
     out
 }
 
+/// Most entry-point lines printed; `portico explain` lists them all.
+const MAX_ENTRY_POINTS: usize = 40;
+
 /// The lines a person can paste to reach each workload, printed once serving starts.
 fn print_entry_points(plan: &Plan, config: &RunConfig) {
     let manifests: Vec<String> = config.manifests.iter().map(|p| p.display().to_string()).collect();
     println!("portico is serving {} (admin: http://{}/plan)", manifests.join(", "), config.admin);
+    let mut lines = Vec::new();
     let mut later = Vec::new();
     for row in exposures(plan) {
         let object = row.object.to_string();
@@ -327,14 +333,23 @@ fn print_entry_points(plan: &Plan, config: &RunConfig) {
                         } else {
                             format!("curl http://{host}:{number}/")
                         };
-                        println!("  {:<13} {command:<48} # {object}", format!("{:?}", row.method));
+                        lines.push((format!("{:?}", row.method), command, object.clone()));
                     }
                 }
             }
         }
     }
-    for (command, object) in ingress_entry_points(plan) {
-        println!("  {:<13} {command:<48} # {object}", "Ingress");
+    lines.extend(ingress_entry_points(plan).into_iter().map(|(c, o)| ("Ingress".to_owned(), c, o)));
+    let total = lines.len();
+    for (method, command, object) in lines.into_iter().take(MAX_ENTRY_POINTS) {
+        println!("  {method:<13} {command:<48} # {object}");
+    }
+    if total > MAX_ENTRY_POINTS {
+        println!(
+            "  … and {} more: `portico explain {}` lists them all",
+            total - MAX_ENTRY_POINTS,
+            manifests.join(" ")
+        );
     }
     later.dedup();
     for line in later {
