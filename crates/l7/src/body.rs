@@ -21,15 +21,13 @@ pub(crate) trait OnEnd: Send {
 }
 
 /// A body passed through with a byte count, an optional limit and an idle timeout.
-pub(crate) struct Watched<B> {
+pub(crate) struct Watched<B: Body> {
     inner: B,
     bytes: Arc<AtomicU64>,
     limit: Option<u64>,
     idle: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     on_end: Option<Box<dyn OnEnd>>,
-    /// Known empty from the start: dropping it unread still counts as complete.
-    empty: bool,
 }
 
 /// A body larger than `proxy-body-size`.
@@ -42,15 +40,12 @@ pub(crate) struct TooLarge(pub u64);
 #[error("no body data for {0:?}")]
 pub(crate) struct Stalled(pub Duration);
 
-impl<B> Watched<B> {
-    pub(crate) fn new(inner: B, bytes: Arc<AtomicU64>, limit: Option<u64>, idle: Duration) -> Self {
-        Watched { inner, bytes, limit, idle, sleep: None, on_end: None, empty: false }
-    }
-}
-
 impl<B: Body> Watched<B> {
+    pub(crate) fn new(inner: B, bytes: Arc<AtomicU64>, limit: Option<u64>, idle: Duration) -> Self {
+        Watched { inner, bytes, limit, idle, sleep: None, on_end: None }
+    }
+
     pub(crate) fn on_end(mut self, on_end: Box<dyn OnEnd>) -> Self {
-        self.empty = self.inner.is_end_stream();
         self.on_end = Some(on_end);
         self
     }
@@ -119,11 +114,11 @@ where
     }
 }
 
-impl<B> Drop for Watched<B> {
+impl<B: Body> Drop for Watched<B> {
     fn drop(&mut self) {
-        if let Some(on_end) = self.on_end.take() {
-            // Bodies known to be empty (HEAD, 204, 304, Content-Length: 0) are dropped unread.
-            on_end.end(self.empty);
-        }
+        // A body whose length is known is dropped as soon as its last byte is out, without
+        // being polled for its end (and empty ones are never polled): that is complete too.
+        let complete = self.inner.is_end_stream();
+        self.end(complete);
     }
 }

@@ -479,3 +479,17 @@ async fn reloads_every_100ms_under_load_lose_no_request_and_keep_a_websocket() {
     assert_eq!(failed.load(Ordering::Relaxed), 0);
     assert!(ok.load(Ordering::Relaxed) > 100, "load ran: {}", ok.load(Ordering::Relaxed));
 }
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let mut h = Harness::start(76, &[(1, "web", 1)]).await;
+    h.apply(&[service(76, 1, "web", 1), ingress("web", "", Some("k.test"), &[("/", "Prefix", "web")], "")].concat())
+        .await;
+    // The echo Pod reports the address each request came from: the proxy's upstream socket.
+    let mut sources = BTreeSet::new();
+    for _ in 0..20 {
+        let answer = request(h.http, "k.test", "/", "").await;
+        sources.insert(answer.json()["client"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(sources.len(), 1, "one pooled connection serves sequential requests: {sources:?}");
+}
