@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -12,7 +12,10 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::upstream::BoxError;
+use crate::proxy::Counted;
+
+/// Errors a body can carry.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What to do once a response body has been sent (or abandoned).
 pub(crate) trait OnEnd: Send {
@@ -23,7 +26,9 @@ pub(crate) trait OnEnd: Send {
 /// A body passed through with a byte count, an optional limit and an idle timeout.
 pub(crate) struct Watched<B: Body> {
     inner: B,
-    bytes: Arc<AtomicU64>,
+    counted: Arc<Counted>,
+    /// Counts request bytes (towards the endpoint) rather than response bytes.
+    inbound: bool,
     limit: Option<u64>,
     idle: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
@@ -41,8 +46,14 @@ pub(crate) struct TooLarge(pub u64);
 pub(crate) struct Stalled(pub Duration);
 
 impl<B: Body> Watched<B> {
-    pub(crate) fn new(inner: B, bytes: Arc<AtomicU64>, limit: Option<u64>, idle: Duration) -> Self {
-        Watched { inner, bytes, limit, idle, sleep: None, on_end: None }
+    pub(crate) fn new(
+        inner: B,
+        counted: Arc<Counted>,
+        inbound: bool,
+        limit: Option<u64>,
+        idle: Duration,
+    ) -> Self {
+        Watched { inner, counted, inbound, limit, idle, sleep: None, on_end: None }
     }
 
     pub(crate) fn on_end(mut self, on_end: Box<dyn OnEnd>) -> Self {
@@ -76,8 +87,8 @@ where
                     sleep.as_mut().reset(Instant::now() + this.idle);
                 }
                 if let Some(data) = frame.data_ref() {
-                    let total =
-                        this.bytes.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+                    let counter = if this.inbound { &this.counted.bytes_in } else { &this.counted.bytes_out };
+                    let total = counter.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
                     if let Some(limit) = this.limit.filter(|l| total > *l) {
                         this.end(false);
                         return Poll::Ready(Some(Err(TooLarge(limit).into())));

@@ -123,7 +123,7 @@ impl IngressProxy {
     /// and move when their address changes; open connections are never cut.
     pub async fn apply(&self, plan: &Arc<Plan>) -> Vec<IngressError> {
         let previous = self.shared.table.load_full();
-        let table = Table::new(Arc::clone(plan), previous.as_deref());
+        let table = Table::new(Arc::clone(plan), previous.as_deref(), &self.shared.metrics);
         self.shared.table.store(Some(Arc::new(table)));
         let mut errors: Vec<IngressError> =
             self.certs.apply(&plan.ingress.certificates).into_iter().map(IngressError::from).collect();
@@ -233,7 +233,7 @@ impl Connection {
     async fn run(self, stream: TcpStream, peer: SocketAddr, acceptor: Option<TlsAcceptor>) {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
-        let conn = Conn { peer, local, tls: acceptor.is_some() };
+        let conn = Arc::new(Conn::new(peer, local, acceptor.is_some()));
         match acceptor {
             None => self.serve(TokioIo::new(stream), conn).await,
             Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -244,13 +244,13 @@ impl Connection {
         }
     }
 
-    async fn serve<I>(mut self, io: I, conn: Conn)
+    async fn serve<I>(mut self, io: I, conn: Arc<Conn>)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let shared = Arc::clone(&self.shared);
+        let (shared, info) = (Arc::clone(&self.shared), Arc::clone(&conn));
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            proxy::handle(req, conn, Arc::clone(&shared))
+            proxy::handle(req, Arc::clone(&info), Arc::clone(&shared))
         });
         let connection = self.builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(connection);

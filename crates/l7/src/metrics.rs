@@ -87,51 +87,76 @@ impl Metrics {
         m
     }
 
-    /// Counts a connect failure towards a Service's endpoint.
-    pub(crate) fn connect_error(&self, ingress: &str, service: &str) {
-        self.connect_errors
-            .get_or_create(&RouteLabels { ingress: ingress.into(), service: service.into() })
-            .inc();
-    }
-
-    /// Records a finished request.
-    pub(crate) fn record(&self, entry: &AccessEntry) {
-        let class = match entry.status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
+    /// The series of one Ingress → Service pair, looked up once per route table rather than
+    /// once per request.
+    pub(crate) fn route(&self, ingress: &str, service: &str) -> RouteMetrics {
+        let pair = RouteLabels { ingress: ingress.into(), service: service.into() };
+        let class = |status: &str| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    ingress: ingress.into(),
+                    service: service.into(),
+                    status: status.into(),
+                })
+                .clone()
         };
-        let route = RouteLabels { ingress: entry.ingress.clone(), service: entry.service.clone() };
-        self.requests
-            .get_or_create(&RequestLabels {
-                ingress: entry.ingress.clone(),
-                service: entry.service.clone(),
-                status: class.into(),
-            })
-            .inc();
-        self.duration.get_or_create(&route).observe(entry.duration.as_secs_f64());
-        self.bytes_out.get_or_create(&route).inc_by(entry.bytes_out);
-        self.bytes_in.get_or_create(&route).inc_by(entry.bytes_in);
+        RouteMetrics {
+            ingress: ingress.into(),
+            service: service.into(),
+            by_class: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(class),
+            duration: self.duration.get_or_create(&pair).clone(),
+            bytes_out: self.bytes_out.get_or_create(&pair).clone(),
+            bytes_in: self.bytes_in.get_or_create(&pair).clone(),
+            connect_errors: self.connect_errors.get_or_create(&pair).clone(),
+        }
     }
 }
 
-/// What the access log says about one request.
+/// The series of one Ingress → Service pair, and its names for the access log.
+pub(crate) struct RouteMetrics {
+    pub ingress: Arc<str>,
+    pub service: Arc<str>,
+    by_class: [Counter; 5],
+    duration: Histogram,
+    bytes_out: Counter,
+    bytes_in: Counter,
+    connect_errors: Counter,
+}
+
+impl RouteMetrics {
+    /// Counts a failed connect to one of the Service's endpoints.
+    pub(crate) fn connect_error(&self) {
+        self.connect_errors.inc();
+    }
+
+    /// Records a finished request.
+    pub(crate) fn record(&self, status: u16, duration: Duration, bytes_in: u64, bytes_out: u64) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].inc();
+        self.duration.observe(duration.as_secs_f64());
+        self.bytes_in.inc_by(bytes_in);
+        self.bytes_out.inc_by(bytes_out);
+    }
+}
+
+/// What the access log says about a request beyond its route and figures; filled in only
+/// when there is an access log.
 #[derive(Debug, Default)]
-pub(crate) struct AccessEntry {
+pub(crate) struct LogLine {
     pub client: String,
     pub method: String,
     pub host: String,
     pub path: String,
-    pub ingress: String,
-    pub service: String,
     pub endpoint: String,
+    pub request_id: String,
+}
+
+/// One request's figures, for the access log.
+pub(crate) struct Figures {
     pub status: u16,
     pub duration: Duration,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    pub request_id: String,
 }
 
 /// One JSON line per request, buffered and flushed every second (and when dropped).
@@ -150,7 +175,7 @@ impl AccessLog {
         let _ = self.out.lock().unwrap_or_else(PoisonError::into_inner).flush();
     }
 
-    pub(crate) fn write(&self, e: &AccessEntry) {
+    pub(crate) fn write(&self, route: &RouteMetrics, f: &Figures, e: &LogLine) {
         let time = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
         let line = serde_json::json!({
             "time": time,
@@ -158,13 +183,13 @@ impl AccessLog {
             "method": e.method,
             "host": e.host,
             "path": e.path,
-            "status": e.status,
-            "ingress": e.ingress,
-            "service": e.service,
+            "status": f.status,
+            "ingress": &*route.ingress,
+            "service": &*route.service,
             "endpoint": e.endpoint,
-            "duration_ms": (e.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-            "bytes_in": e.bytes_in,
-            "bytes_out": e.bytes_out,
+            "duration_ms": (f.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            "bytes_in": f.bytes_in,
+            "bytes_out": f.bytes_out,
             "request_id": e.request_id,
         });
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);

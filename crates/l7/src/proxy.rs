@@ -12,23 +12,23 @@ use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use portico_model::ObjectKey;
 use portico_plan::Plan;
 use portico_plan::annotations::{BackendProtocol, CanaryRule, IngressOptions};
 use portico_plan::ingress::{Backend, Route, RouteMatch};
 use tracing::debug;
 
 use crate::body::{OnEnd, Watched};
-use crate::metrics::{AccessEntry, AccessLog, Metrics};
+use crate::metrics::{AccessLog, Figures, LogLine, Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
-use crate::upstream::{BoxError, Endpoint, Sender, UpstreamBody, is_h2};
+use crate::upstream::{Endpoint, Sender, UpstreamBody, is_h2};
 
-/// Bodies sent to clients.
-pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+/// Bodies sent to clients: an endpoint's, passed through, or one made here.
+pub(crate) type ProxyBody = Either<Watched<Incoming>, Full<Bytes>>;
 
 /// What every request handler shares.
 pub(crate) struct Shared {
@@ -44,30 +44,37 @@ pub(crate) struct Shared {
     pub sequence: AtomicU64,
 }
 
-/// The routes being served and the endpoints behind them.
+/// The routes being served, the endpoints behind them and their metrics.
 pub(crate) struct Table {
     pub plan: Arc<Plan>,
     pub endpoints: HashMap<(SocketAddr, BackendProtocol), Arc<Endpoint>>,
+    /// By Ingress, then Service.
+    routes: HashMap<ObjectKey, HashMap<ObjectKey, Arc<RouteMetrics>>>,
+    /// Requests no rule matched.
+    unrouted: Arc<RouteMetrics>,
 }
 
 impl Table {
-    /// The table for `plan`, keeping the endpoint state (pools, load) of `previous`.
-    pub(crate) fn new(plan: Arc<Plan>, previous: Option<&Table>) -> Table {
+    /// The table for `plan`, keeping the endpoint state (pools, load) and metric handles of
+    /// `previous`.
+    pub(crate) fn new(plan: Arc<Plan>, previous: Option<&Table>, metrics: &Metrics) -> Table {
         let mut endpoints = HashMap::new();
+        let mut routes: HashMap<ObjectKey, HashMap<ObjectKey, Arc<RouteMetrics>>> = HashMap::new();
         let ingress = &plan.ingress;
         let hosts =
             ingress.exact_hosts.values().chain(ingress.wildcard_hosts.values()).chain(&ingress.any_host);
-        let mut backends: Vec<(&Backend, BackendProtocol)> = Vec::new();
+        let mut backends: Vec<(&ObjectKey, &Backend, BackendProtocol)> = Vec::new();
+        let unnamed = ObjectKey::default();
         for vhost in hosts {
-            backends.extend(vhost.default_backend.iter().map(|b| (b, BackendProtocol::Http)));
+            backends.extend(vhost.default_backend.iter().map(|b| (&unnamed, b, BackendProtocol::Http)));
             for route in &vhost.routes {
                 let protocol = route.options.backend_protocol;
-                backends.push((&route.backend, protocol));
-                backends.extend(route.canary.iter().map(|c| (&c.backend, protocol)));
+                backends.push((&route.ingress, &route.backend, protocol));
+                backends.extend(route.canary.iter().map(|c| (&c.ingress, &c.backend, protocol)));
             }
         }
-        backends.extend(ingress.default_backend.iter().map(|b| (b, BackendProtocol::Http)));
-        for (backend, protocol) in backends {
+        backends.extend(ingress.default_backend.iter().map(|b| (&unnamed, b, BackendProtocol::Http)));
+        for (ingress, backend, protocol) in backends {
             for addr in &backend.endpoints {
                 let key = (*addr, protocol);
                 endpoints.entry(key).or_insert_with(|| match previous.and_then(|p| p.endpoints.get(&key)) {
@@ -75,38 +82,73 @@ impl Table {
                     None => Arc::new(Endpoint::new(*addr, protocol)),
                 });
             }
+            let by_service = routes.entry(ingress.clone()).or_default();
+            if !by_service.contains_key(&backend.service) {
+                let kept = previous.and_then(|p| p.routes.get(ingress)?.get(&backend.service)).cloned();
+                let handles = kept
+                    .unwrap_or_else(|| Arc::new(metrics.route(&label(ingress), &label(&backend.service))));
+                by_service.insert(backend.service.clone(), handles);
+            }
         }
-        Table { plan, endpoints }
+        let unrouted = match previous {
+            Some(p) => Arc::clone(&p.unrouted),
+            None => Arc::new(metrics.route("", "")),
+        };
+        Table { plan, endpoints, routes, unrouted }
+    }
+
+    fn route_metrics(&self, ingress: &ObjectKey, service: &ObjectKey) -> Arc<RouteMetrics> {
+        let found = self.routes.get(ingress).and_then(|s| s.get(service));
+        Arc::clone(found.unwrap_or(&self.unrouted))
     }
 }
 
+/// `namespace/name`, or empty for no object.
+fn label(key: &ObjectKey) -> String {
+    if key.name.is_empty() { String::new() } else { key.to_string() }
+}
+
 /// The client connection a request came on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub(crate) struct Conn {
     pub peer: SocketAddr,
-    pub local: SocketAddr,
     pub tls: bool,
+    /// The peer's address and the local port, as header values, made once per connection.
+    client_ip: HeaderValue,
+    local_port: HeaderValue,
+}
+
+impl Conn {
+    pub(crate) fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> Self {
+        let value = |text: String| HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""));
+        Conn {
+            peer,
+            tls,
+            client_ip: value(peer.ip().to_string()),
+            local_port: value(local.port().to_string()),
+        }
+    }
 }
 
 /// Serves one request; never fails (errors become 4xx/5xx responses).
 pub(crate) async fn handle(
     req: Request<Incoming>,
-    conn: Conn,
+    conn: Arc<Conn>,
     shared: Arc<Shared>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let Some(table) = shared.table.load_full() else {
-        let mut response =
-            Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync());
+        let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         return Ok(response);
     };
-    let entry = AccessEntry {
+    let log = shared.access_log.as_ref().map(|_| LogLine {
         client: conn.peer.ip().to_string(),
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
-        ..AccessEntry::default()
-    };
-    let mut exchange = Exchange { shared, table, conn, started: Instant::now(), entry };
+        ..LogLine::default()
+    });
+    let route = Arc::clone(&table.unrouted);
+    let mut exchange = Exchange { shared, table, conn, started: Instant::now(), route, log };
     Ok(exchange.serve(req).await)
 }
 
@@ -114,32 +156,41 @@ pub(crate) async fn handle(
 struct Exchange {
     shared: Arc<Shared>,
     table: Arc<Table>,
-    conn: Conn,
+    conn: Arc<Conn>,
     started: Instant,
-    entry: AccessEntry,
+    /// Where the request's figures are counted: its Ingress and Service, once known.
+    route: Arc<RouteMetrics>,
+    log: Option<LogLine>,
 }
 
 impl Exchange {
     async fn serve(&mut self, req: Request<Incoming>) -> Response<ProxyBody> {
-        let Some(host) = host_of(&req).map(str::to_owned) else {
+        let Some(host) = host_of(&req) else {
             return self.local(StatusCode::BAD_REQUEST, "no Host header\n");
         };
-        self.entry.host.clone_from(&host);
-        let path = match normalize_path(req.uri().path()) {
-            Ok(path) => path.into_owned(),
+        if let Some(log) = &mut self.log {
+            log.host = host.to_owned();
+        }
+        // `Some` only when the normal form differs from what the client sent.
+        let normalized = match normalize_path(req.uri().path()) {
+            Ok(std::borrow::Cow::Borrowed(_)) => None,
+            Ok(std::borrow::Cow::Owned(path)) => Some(path),
             Err(why) => return self.local(StatusCode::BAD_REQUEST, &format!("bad path: {why}\n")),
         };
         let table = Arc::clone(&self.table);
         let ingress = &table.plan.ingress;
-        let vhost = ingress.virtual_host(&host);
+        let vhost = ingress.virtual_host(host);
+        let path = normalized.as_deref().unwrap_or(req.uri().path());
         let defaults = IngressOptions::default();
-        let (route, backend, options) = match ingress.route_in(vhost, &path) {
+        let (route, backend, options) = match ingress.route_in(vhost, path) {
             RouteMatch::NotFound => return self.local(StatusCode::NOT_FOUND, "no Ingress rule matches\n"),
             RouteMatch::Default(backend) => (None, backend, &defaults),
             RouteMatch::Route(route) => (Some(route), &route.backend, &*route.options),
         };
-        if let Some(route) = route {
-            self.entry.ingress = route.ingress.to_string();
+        let unnamed = ObjectKey::default();
+        let mut ingress_key = route.map_or(&unnamed, |r| &r.ingress);
+        self.route = self.table.route_metrics(ingress_key, &backend.service);
+        if route.is_some() {
             if !options.allow_sources.is_empty()
                 && !options.allow_sources.iter().any(|net| net.contains(&self.conn.peer.ip()))
             {
@@ -147,7 +198,7 @@ impl Exchange {
             }
             let host_tls = vhost.is_some_and(|v| v.tls);
             if !self.conn.tls && (options.force_ssl_redirect || (options.ssl_redirect && host_tls)) {
-                return self.redirect_to_https(&req, &host);
+                return self.redirect_to_https(&req, host);
             }
         }
         if let Some(limit) = options.body_limit
@@ -157,13 +208,18 @@ impl Exchange {
         }
         let backend = match route.and_then(|r| r.canary.as_ref()) {
             Some(canary) if self.takes_canary(&canary.rule, req.headers()) => {
-                self.entry.ingress = canary.ingress.to_string();
+                ingress_key = &canary.ingress;
+                self.route = self.table.route_metrics(ingress_key, &canary.backend.service);
                 &canary.backend
             }
             _ => backend,
         };
-        let upstream_path = route.map_or(path.as_str().into(), |r| r.upstream_path(&path)).into_owned();
-        self.forward(req, backend, options, &host, &upstream_path, route).await
+        let rewritten = match route.map(|r| r.upstream_path(path)) {
+            Some(std::borrow::Cow::Owned(p)) => Some(p),
+            _ => normalized.clone(),
+        };
+        let host = host.to_owned();
+        self.forward(req, backend, options, &host, rewritten, route).await
     }
 
     fn takes_canary(&self, rule: &CanaryRule, headers: &HeaderMap) -> bool {
@@ -204,24 +260,25 @@ impl Exchange {
         avoid: Option<SocketAddr>,
         sticky: Option<&str>,
     ) -> Option<Arc<Endpoint>> {
-        let candidates: Vec<&SocketAddr> = backend.endpoints.iter().filter(|a| Some(**a) != avoid).collect();
+        let endpoint = |addr: &SocketAddr| self.table.endpoints.get(&(*addr, protocol));
         if let Some(token) = sticky
-            && let Some(addr) = candidates.iter().find(|a| affinity_token(a) == token)
+            && let Some(addr) =
+                backend.endpoints.iter().find(|a| Some(**a) != avoid && affinity_token(a) == token)
         {
-            return self.table.endpoints.get(&(**addr, protocol)).cloned();
+            return endpoint(addr).cloned();
         }
-        let n = candidates.len();
-        if n == 0 {
+        let usable = backend.endpoints.iter().filter(|a| Some(**a) != avoid).count();
+        if usable == 0 {
             return None;
         }
         let turn = self.shared.rotation.fetch_add(1, Ordering::Relaxed);
-        let first = usize::try_from(turn % n as u64).unwrap_or(0);
-        let a = self.table.endpoints.get(&(*candidates[first], protocol))?;
-        if n == 1 {
+        let first = usize::try_from(turn % usable as u64).unwrap_or(0);
+        let mut candidates = backend.endpoints.iter().filter(|a| Some(**a) != avoid).cycle().skip(first);
+        let a = endpoint(candidates.next()?)?;
+        if usable == 1 {
             return Some(Arc::clone(a));
         }
-        let b = self.table.endpoints.get(&(*candidates[(first + 1) % n], protocol));
-        match b {
+        match candidates.next().and_then(endpoint) {
             Some(b) if b.in_flight.load(Ordering::Relaxed) < a.in_flight.load(Ordering::Relaxed) => {
                 Some(Arc::clone(b))
             }
@@ -235,10 +292,9 @@ impl Exchange {
         backend: &Backend,
         options: &IngressOptions,
         host: &str,
-        upstream_path: &str,
+        rewritten: Option<String>,
         route: Option<&Route>,
     ) -> Response<ProxyBody> {
-        self.entry.service = backend.service.to_string();
         let protocol = options.backend_protocol;
         let affinity = options.affinity.as_ref();
         let sticky = affinity.and_then(|a| cookie(req.headers(), &a.name)).map(str::to_owned);
@@ -249,34 +305,32 @@ impl Exchange {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let request_id = self.request_id(&parts.headers);
-        self.entry.request_id.clone_from(&request_id);
+        if let Some(log) = &mut self.log {
+            log.request_id = request_id.to_str().unwrap_or_default().to_owned();
+        }
+        let host_value = parts.headers.get(header::HOST).cloned();
         prepare_request(&mut parts.headers, upgrade);
-        self.add_forwarding(&mut parts.headers, host, &request_id);
-        let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        self.add_forwarding(&mut parts.headers, host, request_id);
         let h2 = is_h2(protocol);
-        let uri = if h2 {
-            let scheme = if protocol == BackendProtocol::Grpcs { "https" } else { "http" };
-            format!("{scheme}://{host}{upstream_path}{query}")
-        } else {
-            format!("{upstream_path}{query}")
-        };
-        parts.uri = match uri.parse::<Uri>() {
-            Ok(uri) => uri,
-            Err(_) => return self.local(StatusCode::BAD_REQUEST, "bad request target\n"),
-        };
-        if !h2
-            && !parts.headers.contains_key(header::HOST)
-            && let Ok(value) = HeaderValue::from_str(host)
-        {
-            parts.headers.insert(header::HOST, value);
+        if let Some(uri) = upstream_uri(&parts.uri, rewritten.as_deref(), h2.then_some((protocol, host))) {
+            match uri.parse::<Uri>() {
+                Ok(uri) => parts.uri = uri,
+                Err(_) => return self.local(StatusCode::BAD_REQUEST, "bad request target\n"),
+            }
+        }
+        if !h2 && !parts.headers.contains_key(header::HOST) {
+            let value = host_value.or_else(|| HeaderValue::from_str(host).ok());
+            if let Some(value) = value {
+                parts.headers.insert(header::HOST, value);
+            }
         }
         parts.version = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
-        let bytes_in = Arc::new(AtomicU64::new(0));
+        let counted = Arc::new(Counted::default());
         let send_timeout = Duration::from_secs(options.send_timeout_seconds);
         let read_timeout = Duration::from_secs(options.read_timeout_seconds);
         let connect_timeout = Duration::from_secs(options.connect_timeout_seconds);
-        let body = Watched::new(body, Arc::clone(&bytes_in), options.body_limit, send_timeout);
-        let mut request = Some(Request::from_parts(parts, body.boxed_unsync()));
+        let body = Watched::new(body, Arc::clone(&counted), true, options.body_limit, send_timeout);
+        let mut request = Some(Request::from_parts(parts, body));
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut in_flight = InFlight(Arc::clone(&endpoint));
         let mut retried = false;
@@ -285,7 +339,7 @@ impl Exchange {
             let sender = match self.connection(&endpoint, connect_timeout).await {
                 Ok(sender) => sender,
                 Err(err) => {
-                    self.shared.metrics.connect_error(&self.entry.ingress, &self.entry.service);
+                    self.route.connect_error();
                     debug!(endpoint = %endpoint.addr, %err, "connect to endpoint failed");
                     // Nothing was sent: any request may go to another endpoint, once.
                     let other = (!retried)
@@ -316,12 +370,15 @@ impl Exchange {
                 }
                 Ok(Err((err, _))) => {
                     debug!(endpoint = %endpoint.addr, %err, "request to endpoint failed");
-                    let too_large = options.body_limit.is_some_and(|l| bytes_in.load(Ordering::Relaxed) > l);
+                    let too_large =
+                        options.body_limit.is_some_and(|l| counted.bytes_in.load(Ordering::Relaxed) > l);
                     break Err(if too_large { Failure::TooLarge } else { Failure::Gateway });
                 }
             }
         };
-        self.entry.endpoint = endpoint.addr.to_string();
+        if let Some(log) = &mut self.log {
+            log.endpoint = endpoint.addr.to_string();
+        }
         let (mut response, sender) = match outcome {
             Ok(sent) => sent,
             Err(Failure::Timeout) => {
@@ -354,19 +411,18 @@ impl Exchange {
                 parts.headers.append(header::SET_COOKIE, value);
             }
         }
-        self.entry.status = parts.status.as_u16();
-        let bytes_out = Arc::new(AtomicU64::new(0));
         let finish = Finish {
             shared: Arc::clone(&self.shared),
-            entry: std::mem::take(&mut self.entry),
+            route: Arc::clone(&self.route),
+            log: self.log.take(),
+            status: parts.status.as_u16(),
             started: self.started,
-            bytes_in,
-            bytes_out: Arc::clone(&bytes_out),
+            counted: Arc::clone(&counted),
             sender: if switching { None } else { sender },
             in_flight,
         };
-        let body = Watched::new(body, bytes_out, None, read_timeout).on_end(Box::new(finish));
-        Response::from_parts(parts, body.boxed_unsync())
+        let body = Watched::new(body, counted, false, None, read_timeout).on_end(Box::new(finish));
+        Response::from_parts(parts, Either::Left(body))
     }
 
     /// A connection to `endpoint`: pooled if one is free, else new.
@@ -378,42 +434,45 @@ impl Exchange {
         endpoint.connect(tls, timeout).await
     }
 
-    fn request_id(&self, headers: &HeaderMap) -> String {
-        let given = headers.get("x-request-id").and_then(|v| v.to_str().ok());
-        match given.filter(|v| !v.is_empty() && v.len() <= 200) {
-            Some(id) => id.to_owned(),
-            None => {
-                format!("{:016x}{:016x}", mix(self.next()), mix(self.started.elapsed().as_nanos() as u64))
+    /// The client's `X-Request-Id` when it gives a sensible one, else a new random one.
+    fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
+        if let Some(given) = headers.get("x-request-id").filter(|v| !v.is_empty() && v.len() <= 200) {
+            return given.clone();
+        }
+        let mut id = [0u8; 32];
+        for (half, word) in [mix(self.next()), mix(self.next())].into_iter().enumerate() {
+            for i in 0..16 {
+                let nibble = (word >> (60 - 4 * i)) & 0xf;
+                id[half * 16 + i] = b"0123456789abcdef"[nibble as usize];
             }
         }
+        HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"))
     }
 
-    fn add_forwarding(&self, headers: &mut HeaderMap, host: &str, request_id: &str) {
-        let client = self.conn.peer.ip().to_string();
-        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            // Appended, never trusted: routing and allow-lists use the socket's address.
-            Some(earlier) => format!("{earlier}, {client}"),
-            None => client.clone(),
+    fn add_forwarding(&self, headers: &mut HeaderMap, host: &str, request_id: HeaderValue) {
+        let client = self.conn.client_ip.clone();
+        let earlier = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        // Appended, never trusted: routing and allow-lists use the socket's address.
+        let forwarded_for = match earlier {
+            Some(earlier) => HeaderValue::from_str(&format!("{earlier}, {}", self.conn.peer.ip())).ok(),
+            None => Some(client.clone()),
         };
-        let proto = if self.conn.tls { "https" } else { "http" };
-        let pairs = [
-            ("x-forwarded-for", forwarded_for),
-            ("x-real-ip", client),
-            ("x-forwarded-proto", proto.to_owned()),
-            ("x-forwarded-host", host.to_owned()),
-            ("x-forwarded-port", self.conn.local.port().to_string()),
-            ("x-request-id", request_id.to_owned()),
-        ];
-        for (name, value) in pairs {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(HeaderName::from_static(name), value);
-            }
+        if let Some(value) = forwarded_for {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), value);
         }
+        headers.insert(HeaderName::from_static("x-real-ip"), client);
+        let proto = HeaderValue::from_static(if self.conn.tls { "https" } else { "http" });
+        headers.insert(HeaderName::from_static("x-forwarded-proto"), proto);
+        if let Ok(value) = HeaderValue::from_str(host) {
+            headers.insert(HeaderName::from_static("x-forwarded-host"), value);
+        }
+        headers.insert(HeaderName::from_static("x-forwarded-port"), self.conn.local_port.clone());
+        headers.insert(HeaderName::from_static("x-request-id"), request_id);
     }
 
     fn redirect_to_https(&mut self, req: &Request<Incoming>, host: &str) -> Response<ProxyBody> {
         let bare = portico_plan::ingress::normalize_host(host);
-        let bare = if bare.contains(':') { format!("[{bare}]") } else { bare };
+        let bare = if bare.contains(':') { format!("[{bare}]") } else { bare.into_owned() };
         let port = self.table.plan.ingress_addresses.https.port();
         let authority = if port == 443 { bare } else { format!("{bare}:{port}") };
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -425,14 +484,12 @@ impl Exchange {
         response
     }
 
-    /// A response made here rather than by an endpoint; logged at once.
+    /// A response made here rather than by an endpoint; counted and logged at once.
     fn local(&mut self, status: StatusCode, text: &str) -> Response<ProxyBody> {
-        self.entry.status = status.as_u16();
-        self.entry.duration = self.started.elapsed();
-        self.shared.log(&self.entry);
-        let body =
-            Full::new(Bytes::copy_from_slice(text.as_bytes())).map_err(|never| match never {}).boxed_unsync();
-        let mut response = Response::new(body);
+        let figures =
+            Figures { status: status.as_u16(), duration: self.started.elapsed(), bytes_in: 0, bytes_out: 0 };
+        self.shared.finish(&self.route, &figures, self.log.as_ref());
+        let mut response = Response::new(Either::Right(Full::new(Bytes::copy_from_slice(text.as_bytes()))));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(header::SERVER, HeaderValue::from_static("portico"));
@@ -441,13 +498,38 @@ impl Exchange {
     }
 }
 
+/// The request target to send upstream, when it is not the client's as it came: a new path
+/// (normalised or rewritten; the query is kept), or the absolute form HTTP/2 needs.
+fn upstream_uri(original: &Uri, path: Option<&str>, h2: Option<(BackendProtocol, &str)>) -> Option<String> {
+    let absolute = original.scheme().is_some();
+    if path.is_none() && h2.is_none() && !absolute {
+        return None;
+    }
+    let path = path.unwrap_or(original.path());
+    let query = original.query().map(|q| format!("?{q}")).unwrap_or_default();
+    Some(match h2 {
+        Some((protocol, host)) => {
+            let scheme = if protocol == BackendProtocol::Grpcs { "https" } else { "http" };
+            format!("{scheme}://{host}{path}{query}")
+        }
+        None => format!("{path}{query}"),
+    })
+}
+
 impl Shared {
-    fn log(&self, entry: &AccessEntry) {
-        self.metrics.record(entry);
-        if let Some(log) = &self.access_log {
-            log.write(entry);
+    fn finish(&self, route: &RouteMetrics, figures: &Figures, log: Option<&LogLine>) {
+        route.record(figures.status, figures.duration, figures.bytes_in, figures.bytes_out);
+        if let (Some(access_log), Some(line)) = (&self.access_log, log) {
+            access_log.write(route, figures, line);
         }
     }
+}
+
+/// Body bytes of one exchange, counted as they pass.
+#[derive(Default)]
+pub(crate) struct Counted {
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
 }
 
 enum Failure {
@@ -493,24 +575,28 @@ impl Drop for InFlight {
 /// Bookkeeping when a proxied response body ends.
 struct Finish {
     shared: Arc<Shared>,
-    entry: AccessEntry,
+    route: Arc<RouteMetrics>,
+    log: Option<LogLine>,
+    status: u16,
     started: Instant,
-    bytes_in: Arc<AtomicU64>,
-    bytes_out: Arc<AtomicU64>,
+    counted: Arc<Counted>,
     sender: Option<http1::SendRequest<UpstreamBody>>,
     in_flight: InFlight,
 }
 
 impl OnEnd for Finish {
     fn end(self: Box<Self>, complete: bool) {
-        let Finish { shared, mut entry, started, bytes_in, bytes_out, sender, in_flight } = *self;
+        let Finish { shared, route, log, status, started, counted, sender, in_flight } = *self;
         if complete && let Some(sender) = sender {
             in_flight.0.check_in(sender);
         }
-        entry.duration = started.elapsed();
-        entry.bytes_in = bytes_in.load(Ordering::Relaxed);
-        entry.bytes_out = bytes_out.load(Ordering::Relaxed);
-        shared.log(&entry);
+        let figures = Figures {
+            status,
+            duration: started.elapsed(),
+            bytes_in: counted.bytes_in.load(Ordering::Relaxed),
+            bytes_out: counted.bytes_out.load(Ordering::Relaxed),
+        };
+        shared.finish(&route, &figures, log.as_ref());
     }
 }
 
@@ -560,6 +646,10 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// Headers of one hop that must not be forwarded (RFC 9110 §7.6.1), plus those the
 /// `Connection` header names. An upgrade keeps `Connection: upgrade` and `Upgrade`.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of them: one pass over the names beats nine removals.
+    if !upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -567,22 +657,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    for name in listed {
-        if !(upgrade && name == header::UPGRADE) {
-            headers.remove(name);
-        }
-    }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    let hop_by_hop: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+    for name in listed.into_iter().chain(hop_by_hop) {
         if !(upgrade && name == header::UPGRADE) {
             headers.remove(name);
         }
@@ -590,6 +666,18 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 /// Request headers as the endpoint should see them.

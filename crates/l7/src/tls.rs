@@ -108,7 +108,7 @@ impl CertResolver {
         let set = self.current.load();
         let found = server_name.map(normalize_host).and_then(|name| {
             set.exact
-                .get(&name)
+                .get(name.as_ref())
                 .or_else(|| name.split_once('.').and_then(|(_, suffix)| set.wildcard.get(suffix)))
         });
         Arc::clone(found.or(set.fallback.as_ref()).unwrap_or(&self.default))

@@ -483,8 +483,11 @@ async fn reloads_every_100ms_under_load_lose_no_request_and_keep_a_websocket() {
 #[tokio::test]
 async fn upstream_connections_are_kept_alive_and_reused() {
     let mut h = Harness::start(76, &[(1, "web", 1)]).await;
-    h.apply(&[service(76, 1, "web", 1), ingress("web", "", Some("k.test"), &[("/", "Prefix", "web")], "")].concat())
-        .await;
+    h.apply(
+        &[service(76, 1, "web", 1), ingress("web", "", Some("k.test"), &[("/", "Prefix", "web")], "")]
+            .concat(),
+    )
+    .await;
     // The echo Pod reports the address each request came from: the proxy's upstream socket.
     let mut sources = BTreeSet::new();
     for _ in 0..20 {

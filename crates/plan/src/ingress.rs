@@ -174,7 +174,7 @@ impl IngressPlan {
     /// The virtual host a Host header selects: exact, then wildcard, then host-less rules.
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
         let host = normalize_host(host);
-        if let Some(v) = self.exact_hosts.get(&host) {
+        if let Some(v) = self.exact_hosts.get(host.as_ref()) {
             return Some(v);
         }
         if let Some((_, suffix)) = host.split_once('.')
@@ -229,7 +229,7 @@ impl IngressPlan {
         let wildcard = name.split_once('.').map(|(_, suffix)| format!("*.{suffix}"));
         self.certificates
             .iter()
-            .find(|c| c.hosts.contains(&name))
+            .find(|c| c.hosts.iter().any(|h| *h == name))
             .or_else(|| {
                 self.certificates.iter().find(|c| c.hosts.iter().any(|h| Some(h) == wildcard.as_ref()))
             })
@@ -237,8 +237,8 @@ impl IngressPlan {
     }
 }
 
-/// Lowercase, without `:port` and without a trailing dot.
-pub fn normalize_host(host: &str) -> String {
+/// Lowercase, without `:port` and without a trailing dot (borrowed when already so).
+pub fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
     let host = if host.starts_with('[') {
         host.split_once(']').map(|(h, _)| &h[1..]).unwrap_or(host)
     } else {
@@ -247,7 +247,8 @@ pub fn normalize_host(host: &str) -> String {
             .map(|(h, _)| h)
             .unwrap_or(host)
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) { host.to_ascii_lowercase().into() } else { host.into() }
 }
 
 /// Whether a request path matches a rule path of `kind`.
