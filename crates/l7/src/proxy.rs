@@ -309,9 +309,9 @@ impl Exchange {
             log.request_id = request_id.to_str().unwrap_or_default().to_owned();
         }
         let host_value = parts.headers.get(header::HOST).cloned();
-        prepare_request(&mut parts.headers, upgrade);
-        self.add_forwarding(&mut parts.headers, host, request_id);
         let h2 = is_h2(protocol);
+        prepare_request(&mut parts.headers, upgrade, h2);
+        self.add_forwarding(&mut parts.headers, host, request_id);
         if let Some(uri) = upstream_uri(&parts.uri, rewritten.as_deref(), h2.then_some((protocol, host))) {
             match uri.parse::<Uri>() {
                 Ok(uri) => parts.uri = uri,
@@ -681,16 +681,25 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Request headers as the endpoint should see them.
-fn prepare_request(headers: &mut HeaderMap, upgrade: bool) {
+fn prepare_request(headers: &mut HeaderMap, upgrade: bool, h2: bool) {
     let trailers = headers
         .get_all(header::TE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+    // A body of unknown length is sent on chunked again: the endpoint's connection is a new
+    // hop, but without the header the client library would drop a GET's body.
+    // (HTTP/2 frames bodies itself and forbids the header.)
+    let chunked = !h2
+        && headers.contains_key(header::TRANSFER_ENCODING)
+        && !headers.contains_key(header::CONTENT_LENGTH);
     strip_hop_by_hop(headers, upgrade);
     // gRPC servers insist on `te: trailers`; it is the one TE value passed on.
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if chunked {
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
     // 100-continue is answered here, when the body is first read.
     headers.remove(header::EXPECT);
@@ -739,7 +748,7 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
         h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
         h.insert("x-kept", HeaderValue::from_static("1"));
-        prepare_request(&mut h, false);
+        prepare_request(&mut h, false, false);
         assert!(
             h.get("x-private").is_none()
                 && h.get("keep-alive").is_none()

@@ -79,6 +79,10 @@ fn ingress(
 impl Harness {
     /// Starts `pods[svc]` echo Pods for each Service number.
     async fn start(net: u8, pods: &[(u8, &str, u8)]) -> Harness {
+        Harness::start_with(net, pods, Options::default()).await
+    }
+
+    async fn start_with(net: u8, pods: &[(u8, &str, u8)], options: Options) -> Harness {
         let (stop, stopped) = watch::channel(false);
         for (svc, name, count) in pods {
             for i in 0..*count {
@@ -94,7 +98,7 @@ impl Harness {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let metrics = Arc::new(Metrics::register(&mut prometheus_client::registry::Registry::default()));
-        let proxy = IngressProxy::new(Options::default(), metrics).expect("proxy");
+        let proxy = IngressProxy::new(options, metrics).expect("proxy");
         Harness { proxy, http, https, generation: 0, _stop_pods: stop }
     }
 
@@ -495,4 +499,160 @@ async fn upstream_connections_are_kept_alive_and_reused() {
         sources.insert(answer.json()["client"].as_str().unwrap_or_default().to_owned());
     }
     assert_eq!(sources.len(), 1, "one pooled connection serves sequential requests: {sources:?}");
+}
+
+#[tokio::test]
+async fn grpc_backends_get_http2_and_trailers_come_back() {
+    let mut h = Harness::start(77, &[]).await;
+    // A gRPC-like endpoint: HTTP/2 without TLS, answering with a body and trailers.
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(pod_ip(77, 1, 0), POD_PORT)).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let service =
+                hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let te = req.headers().get("te").map(|v| v.to_str().unwrap_or_default().to_owned());
+                    let seen = format!("{:?} te={te:?}", req.version());
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    let body = http_body_util::Full::new(Bytes::from(seen))
+                        .with_trailers(async move { Some(Ok::<_, std::convert::Infallible>(trailers)) });
+                    Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    let yaml = [
+        service(77, 1, "grpc", 1),
+        ingress(
+            "grpc",
+            "nginx.ingress.kubernetes.io/backend-protocol: GRPC",
+            Some("g.test"),
+            &[("/", "Prefix", "grpc")],
+            "",
+        ),
+    ]
+    .concat();
+    h.apply(&yaml).await;
+    // The client speaks HTTP/2 without TLS (prior knowledge) to the plain listener.
+    let stream = TcpStream::connect(h.http).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("http://g.test/pkg.Service/Method")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers passed through");
+    assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
+    let seen = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+    assert!(seen.starts_with("HTTP/2.0") && seen.contains("te=Some(\"trailers\")"), "{seen}");
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_is_retried_elsewhere_and_limits_apply() {
+    let options = Options { header_timeout: Duration::from_millis(300), ..Options::default() };
+    let mut h = Harness::start_with(78, &[(1, "live", 1)], options).await;
+    // Pod 1 of the Service listens nowhere; pod 0 is a live echo.
+    let mut yaml = service(78, 1, "web", 2);
+    // An endpoint that accepts and never answers, for the read timeout.
+    let silent = tokio::net::TcpListener::bind(SocketAddr::new(pod_ip(78, 2, 0), POD_PORT)).await.unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    yaml.push_str(&service(78, 2, "silent", 1));
+    yaml.push_str(&ingress(
+        "web",
+        "nginx.ingress.kubernetes.io/proxy-body-size: 1k",
+        Some("d.test"),
+        &[("/", "Prefix", "web")],
+        "",
+    ));
+    yaml.push_str(&ingress(
+        "silent",
+        "nginx.ingress.kubernetes.io/proxy-read-timeout: '1'",
+        Some("s.test"),
+        &[("/", "Prefix", "silent")],
+        "",
+    ));
+    h.apply(&yaml).await;
+    for _ in 0..10 {
+        assert_eq!(
+            pod_for(h.http, "d.test", "/").await,
+            "live-0",
+            "the dead endpoint is retried on the live one"
+        );
+    }
+    // Declared too large: 413 before anything is sent; streamed too large: 413 as well.
+    let big = "x".repeat(2048);
+    let declared = request(h.http, "d.test", "/", &format!("Content-Length: 2048\r\n\r\n{big}")).await;
+    assert_eq!(declared.status, 413, "{declared:?}");
+    let chunked = format!("Transfer-Encoding: chunked\r\n\r\n800\r\n{big}\r\n0\r\n");
+    let streamed = request(h.http, "d.test", "/", &chunked).await;
+    assert_eq!(streamed.status, 413, "{streamed:?}");
+    assert_eq!(request(h.http, "d.test", "/", "Content-Length: 5\r\n\r\nsmall").await.status, 200);
+    // An endpoint that never answers: 504 after proxy-read-timeout.
+    let started = std::time::Instant::now();
+    assert_eq!(request(h.http, "s.test", "/", "").await.status, 504);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Slowloris: headers that never finish are cut off after the header timeout.
+    let mut slow = TcpStream::connect(h.http).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: d.test\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection is closed by the proxy");
+}
+
+#[tokio::test]
+async fn certificates_rotate_rewrites_apply_and_redirects_can_be_forced() {
+    let mut h = Harness::start(79, &[(1, "web", 1)]).await;
+    let tls = "  tls: [{hosts: ['a.test'], secretName: cert}]\n";
+    let site = |secret: &str| {
+        [
+            service(79, 1, "web", 1),
+            secret.to_owned(),
+            ingress("a", "", Some("a.test"), &[("/", "Prefix", "web")], tls),
+            ingress(
+                "rewrite",
+                "nginx.ingress.kubernetes.io/rewrite-target: /$2, nginx.ingress.kubernetes.io/force-ssl-redirect: 'false'",
+                Some("r.test"),
+                &[("/api(/|$)(.*)", "ImplementationSpecific", "web")],
+                "",
+            ),
+            ingress("forced", "nginx.ingress.kubernetes.io/force-ssl-redirect: 'true'", Some("f.test"), &[("/", "Prefix", "web")], ""),
+        ]
+        .concat()
+    };
+    let (first, first_root) = tls_secret("cert", "a.test");
+    h.apply(&site(&first)).await;
+    let https = h.https;
+    let handshake = |root: rustls::pki_types::CertificateDer<'static>| async move {
+        let stream = TcpStream::connect(https).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+        tls_client(&[root], &[]).connect(name, stream).await.is_ok()
+    };
+    assert!(handshake(first_root.clone()).await);
+    let (second, second_root) = tls_secret("cert", "a.test");
+    h.apply(&site(&second)).await;
+    assert!(handshake(second_root).await, "the new certificate is served without a restart");
+    assert!(!handshake(first_root).await, "the old one is gone");
+    let seen = request(h.http, "r.test", "/api/v1/items?x=1", "").await.json();
+    assert_eq!((seen["path"].as_str(), seen["query"].as_str()), (Some("/v1/items"), Some("x=1")));
+    let moved = request(h.http, "f.test", "/x", "").await;
+    assert_eq!(
+        (moved.status, moved.headers.get("location").cloned()),
+        (308, Some(format!("https://f.test:{}/x", h.https.port())))
+    );
 }
