@@ -306,6 +306,9 @@ fn ingress_row(plan: &Plan, object: ObjectRef, url: String, backend: &Backend, t
         ready: backend.endpoints.len(),
         total,
         external_ips: Vec::new(),
-        cost: "shared IP".into(),
+        cost: format!(
+            "shared {}",
+            if tls { plan.ingress_addresses.https.ip() } else { plan.ingress_addresses.http.ip() }
+        ),
     }
 }

@@ -43,6 +43,18 @@ pub struct IngressPlan {
     pub certificates: Vec<Certificate>,
     /// Ingresses served, for their status.
     pub ingresses: Vec<ObjectKey>,
+    /// Where each served Ingress can be reached: its `status.loadBalancer`.
+    pub status: Vec<IngressStatus>,
+}
+
+/// The addresses one Ingress is served on.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressStatus {
+    /// The Ingress.
+    pub ingress: ObjectKey,
+    /// The HTTP listener, and the HTTPS one when the Ingress has `tls`.
+    pub addresses: Vec<SocketAddr>,
 }
 
 /// Routes of one host.
@@ -328,7 +340,14 @@ pub fn plan_ingress(
             // Most Ingresses carry no ingress-nginx annotation: they share one default.
             Arc::clone(&defaults)
         };
+        let has_tls = spec.tls.as_ref().is_some_and(|t| !t.is_empty());
+        let mut addresses = vec![config.ingress_http];
+        if has_tls {
+            addresses.push(config.ingress_https);
+        }
+        plan.status.push(IngressStatus { ingress: key.clone(), addresses });
         if options.canary.is_some() {
+            plan.ingresses.push(key.clone());
             canaries.push((ingress, key.clone(), Arc::clone(&options)));
             continue;
         }
@@ -392,6 +411,7 @@ pub fn plan_ingress(
         any.routes.sort_by_key(precedence);
     }
     plan.ingresses.sort();
+    plan.status.sort_by(|a, b| a.ingress.cmp(&b.ingress));
     plan
 }
 

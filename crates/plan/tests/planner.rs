@@ -171,6 +171,10 @@ fn ingress_routes_reach_endpoints_and_certificates_follow_sni() {
     assert_eq!(cert("b.example.test").as_deref(), Some("wild"));
     assert_eq!(cert("c.b.example.test"), None);
     assert!(plan.ingress.exact_hosts["a.example.test"].tls);
+    // Its status: the HTTP and (it has TLS) the HTTPS listener.
+    let config = PlanConfig::default();
+    assert_eq!(plan.ingress.status.len(), 1);
+    assert_eq!(plan.ingress.status[0].addresses, vec![config.ingress_http, config.ingress_https]);
     // Keys never leave the process in serialized plans.
     let json = serde_json::to_string(&plan).unwrap();
     assert!(!json.contains("PRIVATE KEY"));
@@ -289,6 +293,8 @@ fn canaries_shadow_the_rule_with_the_same_host_and_path() {
     assert_eq!(canary.ingress.name, "canary");
     assert_eq!(canary.backend.service.name, "web-canary");
     assert_eq!(canary.rule.weight, 25);
+    let served: Vec<&str> = plan.ingress.status.iter().map(|s| s.ingress.name.as_str()).collect();
+    assert_eq!(served, vec!["canary", "main", "stray"], "canaries are served, so they get a status");
     assert!(
         diags.iter().any(|d| d.object.as_ref().is_some_and(|o| o.key.name == "stray")
             && d.message.contains("no non-canary Ingress")),

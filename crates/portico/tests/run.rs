@@ -16,6 +16,9 @@ struct Portico {
     child: Child,
     admin: SocketAddr,
     manifests: PathBuf,
+    /// The Ingress HTTP listener.
+    ingress: SocketAddr,
+    access_log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -44,6 +47,8 @@ fn start_with(net: u8, files: &[(&str, String)], env: &[(&str, &str)]) -> Portic
         std::fs::write(manifests.join(name), text).unwrap();
     }
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let ingress: SocketAddr = format!("127.{net}.4.1:8080").parse().unwrap();
+    let access_log = dir.path().join("access.log");
     let child = Command::new(env!("CARGO_BIN_EXE_portico"))
         .args(["run", "--manifests"])
         .arg(&manifests)
@@ -55,19 +60,22 @@ fn start_with(net: u8, files: &[(&str, String)], env: &[(&str, &str)]) -> Portic
         .args(["--pod-cidr", &format!("127.{net}.2.0/24")])
         .args(["--node-address", &format!("127.{net}.3.1")])
         .args(["--debounce", "100ms", "--drain", "2s", "--udp-idle", "5s"])
+        .args(["--ingress-http", &ingress.to_string(), "--ingress-https", &format!("127.{net}.4.1:8443")])
+        .arg("--access-log")
+        .arg(&access_log)
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let portico = Portico { child, admin, manifests, _dir: dir };
+    let portico = Portico { child, admin, manifests, ingress, access_log, _dir: dir };
     portico.wait_for(|plan| plan["generation"].as_u64() >= Some(1));
     portico
 }
 
 impl Portico {
     fn get(&self, path: &str) -> (u16, String) {
-        http_get(self.admin, path).unwrap_or((0, String::new()))
+        http_get(self.admin, "t", path).unwrap_or((0, String::new()))
     }
 
     fn plan(&self) -> Value {
@@ -103,10 +111,10 @@ impl Portico {
     }
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -116,7 +124,7 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
 
 /// The pod that answered a GET through `addr`.
 fn pod_at(addr: SocketAddr) -> String {
-    let (status, body) = http_get(addr, "/").unwrap_or_else(|e| panic!("{addr}: {e}"));
+    let (status, body) = http_get(addr, "t", "/").unwrap_or_else(|e| panic!("{addr}: {e}"));
     assert_eq!(status, 200, "{addr}: {body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     v["pod"].as_str().unwrap().to_string()
@@ -252,7 +260,7 @@ fn no_endpoints_are_refused_at_once() {
     let plan = portico.plan();
     let addr = SocketAddr::new(ip(&service_plan(&plan, "lonely")["clusterIps"][0]), 80);
     let started = Instant::now();
-    let outcome = http_get(addr, "/");
+    let outcome = http_get(addr, "t", "/");
     assert!(matches!(outcome, Err(_) | Ok((0, _))), "{outcome:?}");
     assert!(started.elapsed() < Duration::from_secs(1), "refused, not hung");
 }
@@ -332,4 +340,51 @@ fn sigterm_drains_and_exits_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(TcpStream::connect_timeout(&portico.admin, Duration::from_millis(500)).is_err());
+}
+
+#[test]
+fn ingresses_are_served_with_status_metrics_and_an_access_log() {
+    let site = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: site}\nspec:\n  rules:\n  - host: site.test\n    http:\n      paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]\n";
+    let files = [
+        ("web.yaml", deployment("web", 2)),
+        ("svc.yaml", service("web", "web", "ClusterIP", "")),
+        ("site.yaml", site.to_string()),
+    ];
+    let portico = start(127, &files);
+    let plan = portico.plan();
+    assert_eq!(plan["ingress"]["status"][0]["addresses"][0], portico.ingress.to_string());
+    let mut pods = BTreeSet::new();
+    for _ in 0..6 {
+        let (status, body) = http_get(portico.ingress, "site.test", "/").unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        pods.insert(v["pod"].as_str().unwrap().to_string());
+    }
+    assert_eq!(pods, ["web-0", "web-1"].map(String::from).into_iter().collect());
+    assert_eq!(http_get(portico.ingress, "other.test", "/").unwrap().0, 404);
+    let (_, metrics) = portico.get("/metrics");
+    let served =
+        r#"portico_ingress_requests_total{ingress="default/site",service="default/web",status="2xx"} 6"#;
+    assert!(metrics.contains(served), "{metrics}");
+    assert!(
+        metrics.contains(r#"portico_ingress_requests_total{ingress="",service="",status="4xx"} 1"#),
+        "{metrics}"
+    );
+    // The access log is flushed every second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let text = std::fs::read_to_string(&portico.access_log).unwrap_or_default();
+        if text.lines().count() >= 7 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let first: Value = serde_json::from_str(lines.lines().next().unwrap_or("{}")).unwrap();
+    assert_eq!(
+        (first["ingress"].as_str(), first["service"].as_str()),
+        (Some("default/site"), Some("default/web"))
+    );
+    assert_eq!((first["status"].as_u64(), first["host"].as_str()), (Some(200), Some("site.test")));
+    assert!(first["endpoint"].as_str().is_some_and(|e| e.ends_with(":8080")), "{first}");
+    assert_eq!(lines.lines().count(), 7, "{lines}");
 }
