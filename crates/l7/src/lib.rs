@@ -99,8 +99,11 @@ impl IngressProxy {
             .max_concurrent_streams(256)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
+        let unrouted = Arc::new(metrics.route("", ""));
         let shared = Arc::new(Shared {
             table: ArcSwapOption::empty(),
+            routes: std::sync::RwLock::default(),
+            unrouted,
             tls_http,
             tls_h2,
             metrics,
@@ -123,7 +126,7 @@ impl IngressProxy {
     /// and move when their address changes; open connections are never cut.
     pub async fn apply(&self, plan: &Arc<Plan>) -> Vec<IngressError> {
         let previous = self.shared.table.load_full();
-        let table = Table::new(Arc::clone(plan), previous.as_deref(), &self.shared.metrics);
+        let table = Table::new(Arc::clone(plan), previous.as_deref());
         self.shared.table.store(Some(Arc::new(table)));
         let mut errors: Vec<IngressError> =
             self.certs.apply(&plan.ingress.certificates).into_iter().map(IngressError::from).collect();

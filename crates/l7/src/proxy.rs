@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -38,43 +38,41 @@ pub(crate) struct Shared {
     pub tls_h2: tokio_rustls::TlsConnector,
     pub metrics: Arc<Metrics>,
     pub access_log: Option<Arc<AccessLog>>,
+    /// Metric handles by Ingress, then Service, made on first use and kept across tables
+    /// (their series live as long as the process anyway).
+    pub routes: RwLock<HashMap<ObjectKey, HashMap<ObjectKey, Arc<RouteMetrics>>>>,
+    /// Requests no rule matched.
+    pub unrouted: Arc<RouteMetrics>,
     /// Drives round-robin.
     pub rotation: AtomicU64,
     /// Drives canary weights and request ids.
     pub sequence: AtomicU64,
 }
 
-/// The routes being served, the endpoints behind them and their metrics.
+/// The routes being served and the endpoints behind them.
 pub(crate) struct Table {
     pub plan: Arc<Plan>,
     pub endpoints: HashMap<(SocketAddr, BackendProtocol), Arc<Endpoint>>,
-    /// By Ingress, then Service.
-    routes: HashMap<ObjectKey, HashMap<ObjectKey, Arc<RouteMetrics>>>,
-    /// Requests no rule matched.
-    unrouted: Arc<RouteMetrics>,
 }
 
 impl Table {
-    /// The table for `plan`, keeping the endpoint state (pools, load) and metric handles of
-    /// `previous`.
-    pub(crate) fn new(plan: Arc<Plan>, previous: Option<&Table>, metrics: &Metrics) -> Table {
+    /// The table for `plan`, keeping the endpoint state (pools, load) of `previous`.
+    pub(crate) fn new(plan: Arc<Plan>, previous: Option<&Table>) -> Table {
         let mut endpoints = HashMap::new();
-        let mut routes: HashMap<ObjectKey, HashMap<ObjectKey, Arc<RouteMetrics>>> = HashMap::new();
         let ingress = &plan.ingress;
         let hosts =
             ingress.exact_hosts.values().chain(ingress.wildcard_hosts.values()).chain(&ingress.any_host);
-        let mut backends: Vec<(&ObjectKey, &Backend, BackendProtocol)> = Vec::new();
-        let unnamed = ObjectKey::default();
+        let mut backends: Vec<(&Backend, BackendProtocol)> = Vec::new();
         for vhost in hosts {
-            backends.extend(vhost.default_backend.iter().map(|b| (&unnamed, b, BackendProtocol::Http)));
+            backends.extend(vhost.default_backend.iter().map(|b| (b, BackendProtocol::Http)));
             for route in &vhost.routes {
                 let protocol = route.options.backend_protocol;
-                backends.push((&route.ingress, &route.backend, protocol));
-                backends.extend(route.canary.iter().map(|c| (&c.ingress, &c.backend, protocol)));
+                backends.push((&route.backend, protocol));
+                backends.extend(route.canary.iter().map(|c| (&c.backend, protocol)));
             }
         }
-        backends.extend(ingress.default_backend.iter().map(|b| (&unnamed, b, BackendProtocol::Http)));
-        for (ingress, backend, protocol) in backends {
+        backends.extend(ingress.default_backend.iter().map(|b| (b, BackendProtocol::Http)));
+        for (backend, protocol) in backends {
             for addr in &backend.endpoints {
                 let key = (*addr, protocol);
                 endpoints.entry(key).or_insert_with(|| match previous.and_then(|p| p.endpoints.get(&key)) {
@@ -82,24 +80,23 @@ impl Table {
                     None => Arc::new(Endpoint::new(*addr, protocol)),
                 });
             }
-            let by_service = routes.entry(ingress.clone()).or_default();
-            if !by_service.contains_key(&backend.service) {
-                let kept = previous.and_then(|p| p.routes.get(ingress)?.get(&backend.service)).cloned();
-                let handles = kept
-                    .unwrap_or_else(|| Arc::new(metrics.route(&label(ingress), &label(&backend.service))));
-                by_service.insert(backend.service.clone(), handles);
-            }
         }
-        let unrouted = match previous {
-            Some(p) => Arc::clone(&p.unrouted),
-            None => Arc::new(metrics.route("", "")),
-        };
-        Table { plan, endpoints, routes, unrouted }
+        Table { plan, endpoints }
     }
+}
 
+impl Shared {
+    /// The metric handles of an Ingress → Service pair (`ingress` empty: a default backend).
     fn route_metrics(&self, ingress: &ObjectKey, service: &ObjectKey) -> Arc<RouteMetrics> {
-        let found = self.routes.get(ingress).and_then(|s| s.get(service));
-        Arc::clone(found.unwrap_or(&self.unrouted))
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = routes.get(ingress).and_then(|s| s.get(service)) {
+            return Arc::clone(found);
+        }
+        drop(routes);
+        let made = Arc::new(self.metrics.route(&label(ingress), &label(service)));
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let by_service = routes.entry(ingress.clone()).or_default();
+        Arc::clone(by_service.entry(service.clone()).or_insert(made))
     }
 }
 
@@ -147,7 +144,7 @@ pub(crate) async fn handle(
         path: req.uri().path().to_owned(),
         ..LogLine::default()
     });
-    let route = Arc::clone(&table.unrouted);
+    let route = Arc::clone(&shared.unrouted);
     let mut exchange = Exchange { shared, table, conn, started: Instant::now(), route, log };
     Ok(exchange.serve(req).await)
 }
@@ -189,7 +186,7 @@ impl Exchange {
         };
         let unnamed = ObjectKey::default();
         let mut ingress_key = route.map_or(&unnamed, |r| &r.ingress);
-        self.route = self.table.route_metrics(ingress_key, &backend.service);
+        self.route = self.shared.route_metrics(ingress_key, &backend.service);
         if route.is_some() {
             if !options.allow_sources.is_empty()
                 && !options.allow_sources.iter().any(|net| net.contains(&self.conn.peer.ip()))
@@ -209,7 +206,7 @@ impl Exchange {
         let backend = match route.and_then(|r| r.canary.as_ref()) {
             Some(canary) if self.takes_canary(&canary.rule, req.headers()) => {
                 ingress_key = &canary.ingress;
-                self.route = self.table.route_metrics(ingress_key, &canary.backend.service);
+                self.route = self.shared.route_metrics(ingress_key, &canary.backend.service);
                 &canary.backend
             }
             _ => backend,

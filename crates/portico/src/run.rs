@@ -159,8 +159,9 @@ pub async fn run(config: RunConfig) -> Result<()> {
         allocations,
         generation: 0,
     };
-    let plan = server.reload().await;
-    print_entry_points(&plan, &server.config);
+    if let Some(plan) = server.reload().await {
+        print_entry_points(&plan, &server.config);
+    }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
@@ -207,25 +208,46 @@ async fn until(mut stopped: watch::Receiver<bool>) {
 
 impl Server {
     /// Loads, plans and applies; a broken object keeps its last good version. Returns the
-    /// plan now served.
-    async fn reload(&mut self) -> Arc<Plan> {
+    /// plan now served (`None` only if planning itself failed before any plan was served).
+    async fn reload(&mut self) -> Option<Arc<Plan>> {
         self.generation += 1;
         let span = info_span!("reload", generation = self.generation);
         self.apply().instrument(span).await
     }
 
-    async fn apply(&mut self) -> Arc<Plan> {
-        let (store, mut diagnostics) = self.loader.load(&self.config.manifests);
-        let planned = pipeline::plan(store, &self.config.plan, &self.allocations, self.generation);
+    async fn apply(&mut self) -> Option<Arc<Plan>> {
+        // Loading and planning run off the async thread: with one core the proxies keep
+        // answering while ten thousand objects are planned.
+        let mut loader = std::mem::take(&mut self.loader);
+        let (manifests, config) = (self.config.manifests.clone(), self.config.plan.clone());
+        let (previous, generation) = (self.allocations.clone(), self.generation);
+        let work = tokio::task::spawn_blocking(move || {
+            let (mut diagnostics, planned) = {
+                let (store, diagnostics) = loader.load(&manifests);
+                (diagnostics, pipeline::plan(store, &config, &previous, generation))
+            };
+            diagnostics.extend(planned.diagnostics);
+            portico_model::locate::locate_fields(&mut diagnostics);
+            (loader, diagnostics, planned.plan, planned.allocations)
+        });
+        let (loader, mut diagnostics, plan, allocations) = match work.await {
+            Ok(done) => done,
+            Err(err) => {
+                // A panic in the planner is a bug; what was served stays served.
+                error!(%err, "reload failed; the previous plan stays");
+                self.metrics.failures.inc();
+                return self.admin.plan.load_full();
+            }
+        };
+        self.loader = loader;
         self.metrics.files_parsed.inc_by(self.loader.reparsed() as u64);
-        diagnostics.extend(planned.diagnostics);
-        if planned.allocations != self.allocations {
-            match state::save(&self.config.state, &planned.allocations) {
-                Ok(()) => self.allocations = planned.allocations,
+        if allocations != self.allocations {
+            match state::save(&self.config.state, &allocations) {
+                Ok(()) => self.allocations = allocations,
                 Err(err) => diagnostics.push(Diagnostic::error(format!("allocations not saved: {err:#}"))),
             }
         }
-        let plan = Arc::new(planned.plan);
+        let plan = Arc::new(plan);
         let node = self.config.plan.local_node.clone();
         for problem in self.pods.apply(&plan, &node).await {
             diagnostics.push(Diagnostic::error(problem));
@@ -240,11 +262,12 @@ impl Server {
         for err in self.ingress.apply(&plan).await {
             diagnostics.push(Diagnostic::error(err.to_string()));
         }
-        portico_model::locate::locate_fields(&mut diagnostics);
         self.report(&diagnostics);
-        self.admin.plan.store(Some(Arc::clone(&plan)));
+        let previous = self.admin.plan.swap(Some(Arc::clone(&plan)));
         self.admin.ready.store(true, Ordering::Release);
-        plan
+        // The last reference to a large old plan may be this one: free it off the async thread.
+        drop(tokio::task::spawn_blocking(move || drop(previous)));
+        Some(plan)
     }
 
     fn report(&self, diagnostics: &[Diagnostic]) {
