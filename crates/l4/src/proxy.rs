@@ -162,11 +162,6 @@ impl L4Proxy {
         errors
     }
 
-    /// Every listener being served.
-    pub async fn listeners(&self) -> Vec<ListenKey> {
-        self.running.lock().await.keys().copied().collect()
-    }
-
     /// Open connections and UDP flows.
     pub fn active(&self) -> usize {
         self.ctx.active.load(Ordering::Relaxed)

@@ -163,13 +163,8 @@ impl IngressProxy {
         errors
     }
 
-    /// Addresses listened on.
-    pub async fn listeners(&self) -> Vec<SocketAddr> {
-        self.listeners.lock().await.iter().map(|l| l.addr).collect()
-    }
-
     /// Client connections open.
-    pub fn open_connections(&self) -> usize {
+    fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 
