@@ -501,10 +501,45 @@ async fn upstream_connections_are_kept_alive_and_reused() {
     assert_eq!(sources.len(), 1, "one pooled connection serves sequential requests: {sources:?}");
 }
 
+/// A streamed gRPC-like answer: what the endpoint saw, then a `.` every 100 ms, then trailers.
+struct Drip {
+    seen: Option<Bytes>,
+    dots: u8,
+    tick: tokio::time::Interval,
+}
+
+impl http_body::Body for Drip {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        if let Some(seen) = self.seen.take() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(seen))));
+        }
+        if self.dots == 0 {
+            return Poll::Ready(None);
+        }
+        if self.tick.poll_tick(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.dots -= 1;
+        if self.dots == 0 {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+        }
+        Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b".")))))
+    }
+}
+
 #[tokio::test]
-async fn grpc_backends_get_http2_and_trailers_come_back() {
+async fn grpc_streams_get_http2_keep_their_trailers_and_outlive_reloads() {
     let mut h = Harness::start(77, &[]).await;
-    // A gRPC-like endpoint: HTTP/2 without TLS, answering with a body and trailers.
+    // A gRPC-like endpoint: HTTP/2 without TLS, streaming its answer for about half a second.
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(pod_ip(77, 1, 0), POD_PORT)).await.unwrap();
     tokio::spawn(async move {
         loop {
@@ -512,12 +547,13 @@ async fn grpc_backends_get_http2_and_trailers_come_back() {
             let service =
                 hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
                     let te = req.headers().get("te").map(|v| v.to_str().unwrap_or_default().to_owned());
-                    let seen = format!("{:?} te={te:?}", req.version());
-                    let mut trailers = http::HeaderMap::new();
-                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                    let body = http_body_util::Full::new(Bytes::from(seen))
-                        .with_trailers(async move { Some(Ok::<_, std::convert::Infallible>(trailers)) });
-                    Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                    let seen = Bytes::from(format!("{:?} te={te:?} ", req.version()));
+                    let tick = tokio::time::interval(Duration::from_millis(100));
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Drip {
+                        seen: Some(seen),
+                        dots: 6,
+                        tick,
+                    }))
                 });
             tokio::spawn(
                 hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
@@ -525,18 +561,24 @@ async fn grpc_backends_get_http2_and_trailers_come_back() {
             );
         }
     });
-    let yaml = [
-        service(77, 1, "grpc", 1),
-        ingress(
-            "grpc",
-            "nginx.ingress.kubernetes.io/backend-protocol: GRPC",
-            Some("g.test"),
-            &[("/", "Prefix", "grpc")],
-            "",
-        ),
-    ]
-    .concat();
-    h.apply(&yaml).await;
+    let yaml = |extra: bool| {
+        let mut yaml = [
+            service(77, 1, "grpc", 1),
+            ingress(
+                "grpc",
+                "nginx.ingress.kubernetes.io/backend-protocol: GRPC",
+                Some("g.test"),
+                &[("/", "Prefix", "grpc")],
+                "",
+            ),
+        ]
+        .concat();
+        if extra {
+            yaml.push_str(&ingress("other", "", Some("o.test"), &[("/", "Prefix", "grpc")], ""));
+        }
+        yaml
+    };
+    h.apply(&yaml(false)).await;
     // The client speaks HTTP/2 without TLS (prior knowledge) to the plain listener.
     let stream = TcpStream::connect(h.http).await.unwrap();
     let (mut sender, conn) =
@@ -551,11 +593,17 @@ async fn grpc_backends_get_http2_and_trailers_come_back() {
         .unwrap();
     let response = sender.send_request(req).await.unwrap();
     assert_eq!(response.status(), 200);
-    let collected = response.into_body().collect().await.unwrap();
+    let streaming = tokio::spawn(async move { response.into_body().collect().await });
+    // The route table changes under the open stream.
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        h.apply(&yaml(round % 2 == 0)).await;
+    }
+    let collected = streaming.await.unwrap().expect("the stream finished");
     let trailers = collected.trailers().cloned().expect("trailers passed through");
     assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
     let seen = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
-    assert!(seen.starts_with("HTTP/2.0") && seen.contains("te=Some(\"trailers\")"), "{seen}");
+    assert_eq!(seen, "HTTP/2.0 te=Some(\"trailers\") .....");
 }
 
 #[tokio::test]
