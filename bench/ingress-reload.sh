@@ -27,15 +27,19 @@
 # Usage: bench/ingress-reload.sh                               (from any folder)
 #        PORTICO_BENCH_INGRESSES=1000 bench/ingress-reload.sh  (fewer Ingresses; default 10000)
 #        PORTICO_BENCH_KEEP=DIR bench/ingress-reload.sh        (keep Portico's log and the manifests)
+#        PORTICO_BENCH_BIN=FILE bench/ingress-reload.sh        (measure this portico binary; no cargo build)
 # All traffic stays on 127.0.0.0/8.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 here="$root/bench/ingress"
+bench_name="ingress reload bench"
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 cd "$root"
 
 INGRESSES="${PORTICO_BENCH_INGRESSES:-10000}"
-[[ "$INGRESSES" =~ ^[1-9][0-9]*$ ]] || { echo "ingress reload bench: PORTICO_BENCH_INGRESSES takes a whole number >= 1" >&2; exit 2; }
+whole_numbers "PORTICO_BENCH_INGRESSES takes a whole number >= 1" "$INGRESSES"
 FILES=100
 [ "$INGRESSES" -ge "$FILES" ] || FILES="$INGRESSES"
 CHANGES=5
@@ -48,135 +52,33 @@ PORTICO_HTTPS_PORT=18444
 BACKEND_IP=127.0.0.1
 BACKEND_PORT=8080
 
-if [ "$(nproc --all)" -ge 2 ]; then
-    LOAD_CPU=0
-    PROXY_CPU=1
-else
-    echo "warning: one core only; everything runs on core 0 and the figures mean little" >&2
-    LOAD_CPU=0
-    PROXY_CPU=0
-fi
+pick_cpus
 
 # --- tools -------------------------------------------------------------------------------
-export PATH="$PATH:/usr/sbin:/sbin"
-if ! command -v nginx >/dev/null 2>&1; then
-    echo "installing: nginx"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
-fi
-for tool in curl taskset python3 ss; do
-    command -v "$tool" >/dev/null 2>&1 || { echo "ingress reload bench: $tool is required" >&2; exit 1; }
-done
+install_missing nginx
+require_tools curl taskset python3 ss
 
 # --- build -------------------------------------------------------------------------------
-# Others may be editing the workspace: retry a failed build a few times, then fall back on
-# the last binary built.
-portico="$root/target/release/portico"
-built=0
-for attempt in 1 2 3; do
-    if cargo build --release -p portico; then
-        built=1
-        break
-    fi
-    if [ "$attempt" -lt 3 ]; then
-        echo "build failed; retrying in 60 s" >&2
-        sleep 60
-    fi
-done
-if [ "$built" -eq 0 ]; then
-    echo "warning: cargo build failed; using the last built $portico" >&2
-fi
+build_portico
 help="$("$portico" run --help 2>&1)" || { echo "ingress reload bench: $portico has no 'run' command" >&2; exit 1; }
 for flag in --ingress-http --ingress-https --access-log --debounce; do
     grep -q -- "$flag" <<<"$help" || { echo "ingress reload bench: \`portico run --help\` has no $flag yet" >&2; exit 1; }
 done
 
 # --- processes and cleanup ---------------------------------------------------------------
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/portico-ingress-reload.XXXXXX")"
+make_tmp portico-ingress-reload
 mkdir -p "$tmp/state" "$tmp/backend"
-pids=()
-
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ -n "${PORTICO_BENCH_KEEP:-}" ]; then
-        mkdir -p "$PORTICO_BENCH_KEEP"
-        cp "$tmp"/*.log "$PORTICO_BENCH_KEEP"/ 2>/dev/null || true
-        cp -r "$tmp/manifests" "$PORTICO_BENCH_KEEP"/ 2>/dev/null || true
-    fi
-    rm -rf "$tmp"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-alive() {
-    if ! kill -0 "$2" 2>/dev/null; then
-        echo "ingress reload bench: $1 exited; its log:" >&2
-        tail -n 20 "$tmp/$1.log" >&2 || true
-        exit 1
-    fi
-}
-
-# tree PID: PID and all its descendants.
-tree() {
-    local pid=$1 child
-    echo "$pid"
-    for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
-        tree "$child"
-    done
-}
-
-# wait_listen NAME PID ADDR PORT: waits (15 s at most) until PID (or a child) listens there.
-wait_listen() {
-    local name=$1 pid=$2 addr=$3 port=$4 owners p
-    for _ in $(seq 150); do
-        alive "$name" "$pid"
-        owners="$(ss -Hltnp "src $addr and sport = :$port" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true)"
-        if [ -n "$owners" ]; then
-            for p in $(tree "$pid"); do
-                if grep -qx "$p" <<<"$owners"; then return 0; fi
-            done
-            echo "ingress reload bench: $addr:$port is taken by another program, not $name:" >&2
-            ss -Hltnp "src $addr and sport = :$port" >&2 || true
-            exit 1
-        fi
-        sleep 0.1
-    done
-    echo "ingress reload bench: $name does not listen on $addr:$port" >&2
-    exit 1
-}
-
-ensure_free() {
-    local addr=$1 port=$2
-    if ss -Hltn "sport = :$port" | awk -v a="$addr:$port" -v p=":$port" \
-        '$4 == a || $4 == "0.0.0.0" p || $4 == "*" p || $4 == "[::]" p { found = 1 } END { exit !found }'; then
-        echo "ingress reload bench: $addr:$port is already in use; stop what listens there first:" >&2
-        ss -Hltnp "sport = :$port" >&2 || true
-        exit 1
-    fi
-}
+# PORTICO_BENCH_KEEP also keeps the manifests (with the Ingresses appended).
+KEEP_DIRS=(manifests)
 
 # memory PID: "VmRSS VmHWM" in MiB.
 memory() {
     awk '/^VmRSS:/ { r = $2 } /^VmHWM:/ { h = $2 } END { printf "%.1f MiB (peak VmHWM %.1f MiB)", r / 1024, h / 1024 }' "/proc/$1/status"
 }
+# cpu_seconds PID: user + system CPU seconds of the process so far.
 cpu_seconds() {
-    awk -v t="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"
+    awk -v c="$(cpu_ticks "$1")" -v t="$clk_tck" 'BEGIN { printf "%.2f", c / t }'
 }
-now() { date +%s.%N; }
 
 ensure_free "$BACKEND_IP" "$BACKEND_PORT"
 ensure_free "${ADMIN%:*}" "${ADMIN##*:}"
@@ -190,15 +92,13 @@ files=("$tmp"/manifests/ingresses-*.yaml)
 size="$(du -sk "$tmp/manifests" | awk '{ printf "%.1f MB", $1 / 1024 }')"
 
 sed "s#@DIR@#$tmp/backend#g" "$here/backend.conf.in" >"$tmp/backend/nginx.conf"
-taskset -c "$LOAD_CPU" nginx -p "$tmp/backend/" -e "$tmp/backend/error.log" -c "$tmp/backend/nginx.conf" \
-    >"$tmp/backend.log" 2>&1 &
+spawn backend "$LOAD_CPU" nginx -p "$tmp/backend/" -e "$tmp/backend/error.log" -c "$tmp/backend/nginx.conf"
 backend_pid=$!
-pids+=("$backend_pid")
 wait_listen backend "$backend_pid" "$BACKEND_IP" "$BACKEND_PORT"
 
 echo
-echo "== Ingress route change benchmark: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc --all) cores, $(uname -r) =="
-echo "portico $("$portico" --version | awk '{print $2}') (TOKIO_WORKER_THREADS=1, --debounce $DEBOUNCE): core $PROXY_CPU;" \
+banner "Ingress route change benchmark"
+echo "portico $(portico_version) (TOKIO_WORKER_THREADS=1, --debounce $DEBOUNCE): core $PROXY_CPU;" \
     "nginx backend and the poller: core $LOAD_CPU"
 echo "$INGRESSES Ingresses (one host, path / each) in ${#files[@]} files, $size"
 echo "note: --debounce $DEBOUNCE (default 200ms): the quiet time Portico waits after a change is part of each latency"
@@ -206,23 +106,15 @@ echo
 
 # --- 1. start ----------------------------------------------------------------------------
 t0="$(now)"
-TOKIO_WORKER_THREADS=1 RUST_LOG="${RUST_LOG:-warn}" taskset -c "$PROXY_CPU" "$portico" run \
+TOKIO_WORKER_THREADS=1 RUST_LOG="${RUST_LOG:-warn}" spawn portico "$PROXY_CPU" "$portico" run \
     --manifests "$tmp/manifests" --state "$tmp/state" --admin "$ADMIN" \
     --ingress-http "$PORTICO_IP:$PORTICO_HTTP_PORT" --ingress-https "$PORTICO_IP:$PORTICO_HTTPS_PORT" \
-    --access-log off --debounce "$DEBOUNCE" --drain 1s >"$tmp/portico.log" 2>&1 &
+    --access-log off --debounce "$DEBOUNCE" --drain 1s
 portico_pid=$!
-pids+=("$portico_pid")
 
-ready=""
-for _ in $(seq 3000); do
-    alive portico "$portico_pid"
-    if curl -sf "http://$ADMIN/readyz" >/dev/null 2>&1; then
-        ready="$(now)"
-        break
-    fi
-    sleep 0.1
-done
-[ -n "$ready" ] || { echo "ingress reload bench: Portico not ready after 300 s (http://$ADMIN/readyz)" >&2; exit 1; }
+wait_ready "$portico_pid" "$ADMIN" 300 \
+    || { echo "ingress reload bench: Portico not ready after 300 s (http://$ADMIN/readyz)" >&2; exit 1; }
+ready="$(now)"
 wait_listen portico "$portico_pid" "$PORTICO_IP" "$PORTICO_HTTP_PORT"
 first_host="i00000.reload.test"
 last_host="$(printf 'i%05d.reload.test' $((INGRESSES - 1)))"

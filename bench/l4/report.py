@@ -19,16 +19,17 @@ Exits non-zero only when a result is missing or shows that the wrong thing was m
 
 import json
 import os
-import re
-import statistics
 import sys
 
-UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+# bench/report_common.py, wherever this is run from; no __pycache__ left in the source tree.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.dont_write_bytecode = True
+from report_common import Invalid, bench_fail, fmt, fmt_pct, fmt_ratio, median_row, parse_wrk  # noqa: E402
+from report_common import print_header, print_verdict, ratio, span  # noqa: E402
 
 
 def fail(msg):
-    print(f"l4 bench: {msg}", file=sys.stderr)
-    sys.exit(1)
+    bench_fail("l4 bench", msg)
 
 
 def iperf_gbits(path):
@@ -48,48 +49,22 @@ def iperf_gbits(path):
     return bits / 1e9
 
 
-def to_ms(value, unit):
-    return float(value) * UNITS_MS[unit]
-
-
 def wrk_result(path):
     try:
         with open(path) as f:
             text = f.read()
     except OSError as err:
         fail(f"{path}: no wrk result ({err})")
-    m = re.search(r"^\s*(\d+) requests in ([\d.]+)(\w+)", text, re.M)
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
-    if not m or not rps:
-        fail(f"{path}: cannot read wrk output:\n{text}")
-    requests = int(m.group(1))
-    pct = {}
-    for p, v, u in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M):
-        pct[p] = to_ms(v, u)
-    if "50" not in pct or "99" not in pct:
-        fail(f"{path}: no latency distribution in wrk output (--latency missing?)")
-    errors = 0
-    sock = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
-    )
-    if sock:
-        errors += sum(int(x) for x in sock.groups())
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    bad = int(non2xx.group(1)) if non2xx else 0
-    if requests == 0:
-        fail(f"{path}: wrk completed no request")
+    try:
+        r = parse_wrk(path, text)
+    except Invalid as err:
+        fail(str(err))
+    requests, errors, bad = r["requests"], r["errors"], r["non2xx"]
     if bad > requests // 100:
         fail(f"{path}: {bad} of {requests} responses were not 2xx: the backend or proxy is broken")
     if errors > requests // 10:
         fail(f"{path}: {errors} socket errors for {requests} requests: not a valid run")
-    return {
-        "rps": float(rps.group(1)),
-        "p50": pct["50"],
-        "p99": pct["99"],
-        "requests": requests,
-        "errors": errors,
-        "non2xx": bad,
-    }
+    return {k: r[k] for k in ("rps", "p50", "p99", "requests", "errors", "non2xx")}
 
 
 def cpu_seconds(path):
@@ -113,22 +88,6 @@ def cpu_us_per_request(path, requests):
     return 1e6 * cpu / requests if cpu is not None and requests else None
 
 
-def ratio(a, b):
-    return a / b if a is not None and b else None
-
-
-def fmt_ratio(r):
-    return "-" if r is None else f"{r:.2f}x"
-
-
-def fmt_num(x):
-    return "-" if x is None else f"{x:.0f}"
-
-
-def fmt_cpu(c):
-    return "-" if c is None else f"{100 * c:.0f}%"
-
-
 def one_round(results, peer, r):
     wrk = wrk_result(os.path.join(results, f"wrk-{peer}-{r}.txt"))
     cpu_wrk = os.path.join(results, f"cpu-{peer}-wrk-{r}.txt")
@@ -143,11 +102,9 @@ def one_round(results, peer, r):
     }
 
 
-def median_row(rounds):
-    row = {}
-    for key in rounds[0]:
-        values = [r[key] for r in rounds if r[key] is not None]
-        row[key] = statistics.median(values) if values else None
+def l4_row(rounds):
+    """Medians over the rounds; errors and non-2xx responses summed."""
+    row = median_row(rounds)
     row["errors"] = sum(r["errors"] for r in rounds)
     row["non2xx"] = sum(r["non2xx"] for r in rounds)
     return row
@@ -158,21 +115,20 @@ def main():
         fail("usage: report.py RESULTS_DIR ROUNDS PEER...")
     results, n, peers = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     per_round = {peer: [one_round(results, peer, r) for r in range(1, n + 1)] for peer in peers}
-    rows = {peer: median_row(per_round[peer]) for peer in peers}
+    rows = {peer: l4_row(per_round[peer]) for peer in peers}
     if n > 1:
         print(f"medians of {n} rounds")
     header = (
         f"{'peer':<9} {'iperf3 Gbit/s':>13} {'-R Gbit/s':>10} {'CPU fwd':>8}"
         f" {'conn/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU wrk':>8} {'us/conn':>8} {'errors':>7}"
     )
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for peer in peers:
         r = rows[peer]
         print(
-            f"{peer:<9} {r['fwd']:>13.2f} {r['rev']:>10.2f} {fmt_cpu(r['cpu_fwd']):>8}"
-            f" {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {fmt_cpu(r['cpu_wrk']):>8}"
-            f" {fmt_num(r['us_conn']):>8}"
+            f"{peer:<9} {r['fwd']:>13.2f} {r['rev']:>10.2f} {fmt_pct(r['cpu_fwd']):>8}"
+            f" {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {fmt_pct(r['cpu_wrk']):>8}"
+            f" {fmt(r['us_conn'], '.0f'):>8}"
             f" {r['errors'] + r['non2xx']:>7}"
         )
     print(
@@ -184,14 +140,9 @@ def main():
         print("spread over the rounds (lowest-highest):")
         for peer in peers:
             rs = per_round[peer]
-
-            def span(key, fmt):
-                vals = [r[key] for r in rs]
-                return f"{fmt.format(min(vals))}-{fmt.format(max(vals))}"
-
             print(
-                f"  {peer:<9} iperf3 {span('fwd', '{:.1f}')} Gbit/s, -R {span('rev', '{:.1f}')} Gbit/s,"
-                f" conn/s {span('rps', '{:.0f}')}, p99 {span('p99', '{:.2f}')} ms"
+                f"  {peer:<9} iperf3 {span(rs, 'fwd', '.1f')} Gbit/s, -R {span(rs, 'rev', '.1f')} Gbit/s,"
+                f" conn/s {span(rs, 'rps', '.0f')}, p99 {span(rs, 'p99', '.2f')} ms"
             )
 
     print()
@@ -215,14 +166,12 @@ def main():
     if "portico" in rows and "haproxy" in rows:
         p, h = rows["portico"], rows["haproxy"]
         checks = [
-            ("throughput >= 1.1x HAProxy", ratio(p["fwd"], h["fwd"]), p["fwd"] >= 1.1 * h["fwd"]),
-            ("conn/s >= 1.1x HAProxy", ratio(p["rps"], h["rps"]), p["rps"] >= 1.1 * h["rps"]),
-            ("p99 <= HAProxy's", ratio(p["p99"], h["p99"]), p["p99"] <= h["p99"]),
+            ("throughput >= 1.1x HAProxy", fmt_ratio(ratio(p["fwd"], h["fwd"])), p["fwd"] >= 1.1 * h["fwd"]),
+            ("conn/s >= 1.1x HAProxy", fmt_ratio(ratio(p["rps"], h["rps"])), p["rps"] >= 1.1 * h["rps"]),
+            ("p99 <= HAProxy's", fmt_ratio(ratio(p["p99"], h["p99"])), p["p99"] <= h["p99"]),
         ]
         print()
-        parts = [f"{what}: {fmt_ratio(r)} {'ok' if ok else 'MISSED'}" for what, r, ok in checks]
-        met = sum(ok for _, _, ok in checks)
-        print(f"verdict: {met}/{len(checks)} targets met -- " + "; ".join(parts))
+        print_verdict(checks)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,286 @@
+# shellcheck shell=bash
+# Shared helpers of the benchmark scripts (bench/l4.sh, bench/ingress.sh,
+# bench/ingress-reload.sh). Sourced, never run. Before sourcing it, a script sets:
+#   root        the repository (the scripts find it from their own path)
+#   bench_name  the prefix of its error messages, e.g. "l4 bench"
+# A script may also define these hooks:
+#   peer_down NAME WHY  called when NAME exits or does not listen; returning 0 takes NAME out
+#                       of the benchmark (alive and wait_listen then return 1) instead of
+#                       stopping the script
+#   KEEP_DIRS=(DIR...)  folders of $tmp whose configurations and logs PORTICO_BENCH_KEEP keeps,
+#                       each in a folder of its own
+# All traffic stays on 127.0.0.0/8.
+
+# haproxy and nginx live in /usr/sbin, which is not on every user's PATH.
+export PATH="$PATH:/usr/sbin:/sbin"
+
+# --- knobs and cores ---------------------------------------------------------------------
+
+# whole_numbers WHAT VALUE...: exits 2 with "WHAT" unless every VALUE is a whole number >= 1.
+whole_numbers() {
+    local what=$1 n
+    shift
+    for n in "$@"; do
+        [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "$bench_name: $what" >&2; exit 2; }
+    done
+}
+
+# runs_and_rounds: SECONDS_PER_RUN (PORTICO_BENCH_SECONDS, default 10) and ROUNDS
+# (PORTICO_BENCH_ROUNDS, default 1); exits 2 when either is not a whole number >= 1.
+runs_and_rounds() {
+    SECONDS_PER_RUN="${PORTICO_BENCH_SECONDS:-10}"
+    ROUNDS="${PORTICO_BENCH_ROUNDS:-1}"
+    whole_numbers "PORTICO_BENCH_SECONDS and _ROUNDS take a whole number >= 1" "$SECONDS_PER_RUN" "$ROUNDS"
+}
+
+# pick_cpus: LOAD_CPU (load generators, backends) and PROXY_CPU (the proxy under test), two
+# different cores when the machine has them.
+pick_cpus() {
+    LOAD_CPU=0
+    if [ "$(nproc --all)" -ge 2 ]; then
+        PROXY_CPU=1
+    else
+        echo "warning: one core only; everything runs on core 0 and the figures mean little" >&2
+        PROXY_CPU=0
+    fi
+}
+
+# --- tools -------------------------------------------------------------------------------
+
+# require_tools TOOL...: exits 1 when a TOOL is not on the PATH.
+require_tools() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null 2>&1 || { echo "$bench_name: $tool is required" >&2; exit 1; }
+    done
+}
+
+# install_missing TOOL[:PACKAGE]...: apt-get installs the PACKAGE (default: TOOL) of every
+# TOOL not on the PATH (as root).
+install_missing() {
+    local pair missing=()
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+# --- build -------------------------------------------------------------------------------
+
+# build_portico: sets $portico, the binary to measure. PORTICO_BENCH_BIN names one and skips
+# the build. Else `cargo build --release -p portico`; others may be editing the workspace, so
+# a failed build is retried a few times, then the last binary built is used.
+build_portico() {
+    local attempt
+    portico="${PORTICO_BENCH_BIN:-$root/target/release/portico}"
+    [ -z "${PORTICO_BENCH_BIN:-}" ] || return 0
+    for attempt in 1 2 3; do
+        if cargo build --release -p portico; then
+            return 0
+        fi
+        if [ "$attempt" -lt 3 ]; then
+            echo "build failed; retrying in 60 s" >&2
+            sleep 60
+        fi
+    done
+    echo "warning: cargo build failed; using the last built $portico" >&2
+}
+
+# --- processes and cleanup ---------------------------------------------------------------
+
+# make_tmp NAME: a fresh folder $tmp (NAME.XXXXXX under $TMPDIR) with $results in it, and the
+# traps that on any exit stop every process in $pids and remove $tmp (see cleanup).
+make_tmp() {
+    tmp="$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")"
+    results="$tmp/results"
+    mkdir -p "$results"
+    pids=()
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# cleanup: the EXIT trap. Stops every process in $pids (TERM, then KILL after 5 s), copies
+# $results, the logs and the KEEP_DIRS to PORTICO_BENCH_KEEP when set, removes $tmp and
+# exits with the script's status.
+cleanup() {
+    local status=$? pid d
+    trap - EXIT INT TERM
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ -n "${PORTICO_BENCH_KEEP:-}" ]; then
+        mkdir -p "$PORTICO_BENCH_KEEP"
+        cp -r "$results"/. "$PORTICO_BENCH_KEEP"/ 2>/dev/null || true
+        cp "$tmp"/*.log "$PORTICO_BENCH_KEEP"/ 2>/dev/null || true
+        for d in ${KEEP_DIRS[@]+"${KEEP_DIRS[@]}"}; do
+            mkdir -p "$PORTICO_BENCH_KEEP/$d"
+            find "$tmp/$d" -maxdepth 2 -type f \( -name '*.conf' -o -name '*.cfg' -o -name '*.map' \
+                -o -name '*.yml' -o -name '*.yaml' -o -name '*.log' \) -exec cp {} "$PORTICO_BENCH_KEEP/$d/" \; 2>/dev/null || true
+        done
+    fi
+    rm -rf "$tmp"
+    exit "$status"
+}
+
+# spawn NAME CPU CMD...: starts CMD in the background pinned to core CPU, its output in
+# $tmp/NAME.log, and adds it to $pids (stopped on exit); $! is its pid afterwards.
+spawn() {
+    local name=$1 cpu=$2
+    shift 2
+    taskset -c "$cpu" "$@" >"$tmp/$name.log" 2>&1 &
+    pids+=("$!")
+}
+
+# peer_spared NAME WHY: true when the script's peer_down hook took NAME out of the benchmark
+# for WHY; false (the caller stops the script) when there is no such hook or it declined.
+peer_spared() {
+    declare -F peer_down >/dev/null && peer_down "$1" "$2"
+}
+
+# alive NAME PID: fails with the process's log ($tmp/NAME.log) when it has exited, or returns
+# 1 when peer_down spares NAME.
+alive() {
+    if ! kill -0 "$2" 2>/dev/null; then
+        peer_spared "$1" "the $1 process exited" && return 1
+        echo "$bench_name: $1 exited; its log:" >&2
+        tail -n 20 "$tmp/$1.log" >&2 || true
+        exit 1
+    fi
+}
+
+# tree PID: PID and all its descendants.
+tree() {
+    local pid=$1 child
+    echo "$pid"
+    for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
+        tree "$child"
+    done
+}
+
+# wait_listen NAME PID ADDR PORT: waits (15 s at most) until ADDR:PORT accepts connections
+# and checks that it is PID (or one of its children) listening there, not some other program
+# that took the address meanwhile (other people on this machine run servers too). Fails, or
+# returns 1 when peer_down spares NAME.
+wait_listen() {
+    local name=$1 pid=$2 addr=$3 port=$4 owners p
+    for _ in $(seq 150); do
+        alive "$name" "$pid" || return 1
+        owners="$(ss -Hltnp "src $addr and sport = :$port" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true)"
+        if [ -n "$owners" ]; then
+            for p in $(tree "$pid"); do
+                if grep -qx "$p" <<<"$owners"; then return 0; fi
+            done
+            echo "$bench_name: $addr:$port is taken by another program, not $name:" >&2
+            ss -Hltnp "src $addr and sport = :$port" >&2 || true
+            peer_spared "$name" "$addr:$port is taken by another program" && return 1
+            exit 1
+        fi
+        sleep 0.1
+    done
+    peer_spared "$name" "does not listen on $addr:$port" && return 1
+    echo "$bench_name: $name does not listen on $addr:$port" >&2
+    tail -n 20 "$tmp/$name.log" >&2 || true
+    exit 1
+}
+
+# wait_ready PID ADDR SECONDS: waits until Portico (PID) answers http://ADDR/readyz; returns 1
+# after SECONDS, or when alive spares a Portico that exited.
+wait_ready() {
+    local pid=$1 addr=$2 seconds=$3
+    for _ in $(seq $((seconds * 10))); do
+        alive portico "$pid" || return 1
+        if curl -sf "http://$addr/readyz" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# ensure_free ADDR PORT: fails when something already listens there (or on every address),
+# so that no figure is taken from a stranger's server.
+ensure_free() {
+    local addr=$1 port=$2
+    if ss -Hltn "sport = :$port" | awk -v a="$addr:$port" -v p=":$port" \
+        '$4 == a || $4 == "0.0.0.0" p || $4 == "*" p || $4 == "[::]" p { found = 1 } END { exit !found }'; then
+        echo "$bench_name: $addr:$port is already in use; stop what listens there first:" >&2
+        ss -Hltnp "sport = :$port" >&2 || true
+        exit 1
+    fi
+}
+
+# --- measuring ---------------------------------------------------------------------------
+
+clk_tck="$(getconf CLK_TCK)"
+
+# now: seconds since the epoch, with nanoseconds.
+now() { date +%s.%N; }
+
+# cpu_ticks PID: user + system clock ticks of the process, all its threads.
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# tree_ticks PID: user + system clock ticks of PID and its descendants, all threads.
+tree_ticks() {
+    local sum=0 p t
+    for p in $(tree "$1"); do
+        t="$(cpu_ticks "$p" 2>/dev/null || echo 0)"
+        sum=$((sum + t))
+    done
+    echo "$sum"
+}
+
+# tree_rss PID: "VmHWM VmRSS processes" summed over PID and its descendants, in kB.
+tree_rss() {
+    local p hwm=0 rss=0 n=0 a b
+    for p in $(tree "$1"); do
+        a="$(awk '/^VmHWM:/ { print $2 }' "/proc/$p/status" 2>/dev/null || true)"
+        b="$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null || true)"
+        [ -n "$a" ] || continue
+        hwm=$((hwm + a))
+        rss=$((rss + b))
+        n=$((n + 1))
+    done
+    echo "$hwm $rss $n"
+}
+
+# core_ticks CPU: "busy total" jiffies of one core from /proc/stat (idle and iowait are not busy).
+core_ticks() {
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+# --- output ------------------------------------------------------------------------------
+
+# banner TITLE: the first line of a report: TITLE, the time, the cores and the kernel.
+banner() {
+    echo "== $1: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc --all) cores, $(uname -r) =="
+}
+
+# portico_version: the version of $portico.
+portico_version() {
+    "$portico" --version | awk '{print $2}'
+}
+
+# round_start ROUND: sets $order, PEERS rotated by ROUND - 1, and heads the round when there
+# are several. Each round runs the peers one after the other, starting with a different peer
+# each round, so that a slow spell of this shared machine does not always fall on the same peer.
+round_start() {
+    local round=$1 i
+    order=()
+    for i in "${!PEERS[@]}"; do
+        order+=("${PEERS[$(((i + round - 1) % ${#PEERS[@]}))]}")
+    done
+    if [ "$ROUNDS" -gt 1 ]; then echo "== round $round of $ROUNDS =="; fi
+}

@@ -1,0 +1,99 @@
+"""Helpers shared by the benchmark reports (bench/l4/report.py, bench/ingress/report.py):
+reading wrk output, medians and spreads over rounds, ratios, table and verdict formatting.
+Standard library only.
+"""
+
+import re
+import statistics
+import sys
+
+UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+class Invalid(Exception):
+    """A result that is missing or shows that the wrong thing was measured."""
+
+
+def bench_fail(bench, msg):
+    """Prints "BENCH: MSG" on stderr and exits 1."""
+    print(f"{bench}: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def to_ms(value, unit):
+    return float(value) * UNITS_MS[unit]
+
+
+def parse_wrk(path, text):
+    """The figures of one `wrk --latency` output TEXT (read from PATH, named in errors): rps,
+    p50 and p99 (ms), requests, errors (socket errors), non2xx and sock (wrk's socket errors
+    line, "" without one). Raises Invalid when TEXT is not a wrk result with a latency
+    distribution or wrk completed no request; how many errors are too many is the caller's."""
+    m = re.search(r"^\s*(\d+) requests in ([\d.]+)(\w+)", text, re.M)
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+    if not m or not rps:
+        raise Invalid(f"{path}: cannot read wrk output:\n{text}")
+    requests = int(m.group(1))
+    pct = {}
+    for p, v, u in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M):
+        pct[p] = to_ms(v, u)
+    if "50" not in pct or "99" not in pct:
+        raise Invalid(f"{path}: no latency distribution in wrk output (--latency missing?)")
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if requests == 0:
+        raise Invalid(f"{path}: wrk completed no request")
+    return {
+        "rps": float(rps.group(1)),
+        "p50": pct["50"],
+        "p99": pct["99"],
+        "requests": requests,
+        "errors": sum(int(x) for x in sock.groups()) if sock else 0,
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "sock": sock.group(0) if sock else "",
+    }
+
+
+def median_row(rounds):
+    """Per key of the rounds' rows, the median over the rounds of its values that are not None
+    (None when all are)."""
+    row = {}
+    for key in rounds[0]:
+        values = [r[key] for r in rounds if r[key] is not None]
+        row[key] = statistics.median(values) if values else None
+    return row
+
+
+def span(rounds, key, spec):
+    """"lowest-highest" of KEY over the rounds' rows, each formatted with SPEC ("-" when none)."""
+    vals = [r[key] for r in rounds if r[key] is not None]
+    return f"{format(min(vals), spec)}-{format(max(vals), spec)}" if vals else "-"
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def fmt_ratio(r):
+    return "-" if r is None else f"{r:.2f}x"
+
+
+def fmt(x, spec):
+    return "-" if x is None else format(x, spec)
+
+
+def fmt_pct(c):
+    return "-" if c is None else f"{100 * c:.0f}%"
+
+
+def print_header(header):
+    """A table's header line, underlined."""
+    print(header)
+    print("-" * len(header))
+
+
+def print_verdict(checks):
+    """The verdict line of CHECKS: (what, value as printed, met) each."""
+    parts = [f"{what}: {value} {'ok' if ok else 'MISSED'}" for what, value, ok in checks]
+    met = sum(ok for _, _, ok in checks)
+    print(f"verdict: {met}/{len(checks)} targets met -- " + "; ".join(parts))
