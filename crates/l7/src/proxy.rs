@@ -185,8 +185,7 @@ impl Exchange {
             RouteMatch::Route(route) => (Some(route), &route.backend, &*route.options),
         };
         let unnamed = ObjectKey::default();
-        let mut ingress_key = route.map_or(&unnamed, |r| &r.ingress);
-        self.route = self.shared.route_metrics(ingress_key, &backend.service);
+        self.route = self.shared.route_metrics(route.map_or(&unnamed, |r| &r.ingress), &backend.service);
         if route.is_some() {
             if !options.allow_sources.is_empty()
                 && !options.allow_sources.iter().any(|net| net.contains(&self.conn.peer.ip()))
@@ -205,8 +204,7 @@ impl Exchange {
         }
         let backend = match route.and_then(|r| r.canary.as_ref()) {
             Some(canary) if self.takes_canary(&canary.rule, req.headers()) => {
-                ingress_key = &canary.ingress;
-                self.route = self.shared.route_metrics(ingress_key, &canary.backend.service);
+                self.route = self.shared.route_metrics(&canary.ingress, &canary.backend.service);
                 &canary.backend
             }
             _ => backend,
