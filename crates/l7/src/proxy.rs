@@ -60,10 +60,8 @@ impl Table {
     pub(crate) fn new(plan: Arc<Plan>, previous: Option<&Table>) -> Table {
         let mut endpoints = HashMap::new();
         let ingress = &plan.ingress;
-        let hosts =
-            ingress.exact_hosts.values().chain(ingress.wildcard_hosts.values()).chain(&ingress.any_host);
         let mut backends: Vec<(&Backend, BackendProtocol)> = Vec::new();
-        for vhost in hosts {
+        for (_, vhost) in ingress.virtual_hosts() {
             backends.extend(vhost.default_backend.iter().map(|b| (b, BackendProtocol::Http)));
             for route in &vhost.routes {
                 let protocol = route.options.backend_protocol;

@@ -254,14 +254,7 @@ fn service_exposures(plan: &Plan, service: &ServicePlan, out: &mut Vec<Exposure>
 }
 
 fn ingress_exposures(plan: &Plan, out: &mut Vec<Exposure>) {
-    let hosts = plan
-        .ingress
-        .exact_hosts
-        .iter()
-        .map(|(h, v)| (h.clone(), v))
-        .chain(plan.ingress.wildcard_hosts.iter().map(|(h, v)| (format!("*.{h}"), v)))
-        .chain(plan.ingress.any_host.iter().map(|v| ("*".to_string(), v)));
-    for (host, vhost) in hosts {
+    for (host, vhost) in plan.ingress.virtual_hosts() {
         for route in &vhost.routes {
             let scheme = if vhost.tls { "https" } else { "http" };
             let suffix = if route.kind == PathKind::Exact { " (exact)" } else { "" };

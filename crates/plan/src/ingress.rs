@@ -171,6 +171,27 @@ pub struct Certificate {
     pub key_pem: Arc<[u8]>,
 }
 
+/// The host of a rule: one name, a one-label wildcard, or every host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleHost<'a> {
+    /// Exactly this name.
+    Exact(&'a str),
+    /// `*.` followed by this suffix.
+    Wildcard(&'a str),
+    /// A rule without host.
+    Any,
+}
+
+impl std::fmt::Display for RuleHost<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuleHost::Exact(name) => f.write_str(name),
+            RuleHost::Wildcard(suffix) => write!(f, "*.{suffix}"),
+            RuleHost::Any => f.write_str("*"),
+        }
+    }
+}
+
 /// What a request matched.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RouteMatch<'a> {
@@ -183,6 +204,13 @@ pub enum RouteMatch<'a> {
 }
 
 impl IngressPlan {
+    /// Every virtual host with its rule host: exact names, wildcards, then host-less rules.
+    pub fn virtual_hosts(&self) -> impl Iterator<Item = (RuleHost<'_>, &VirtualHost)> {
+        let exact = self.exact_hosts.iter().map(|(h, v)| (RuleHost::Exact(h.as_str()), v));
+        let wildcard = self.wildcard_hosts.iter().map(|(s, v)| (RuleHost::Wildcard(s.as_str()), v));
+        exact.chain(wildcard).chain(self.any_host.iter().map(|v| (RuleHost::Any, v)))
+    }
+
     /// The virtual host a Host header selects: exact, then wildcard, then host-less rules.
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
         let host = normalize_host(host);

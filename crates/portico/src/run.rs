@@ -11,7 +11,7 @@ use portico_l4::{L4Proxy, Metrics as L4Metrics, Options, frontends};
 use portico_l7::{AccessLog, IngressProxy, Metrics as L7Metrics, Options as L7Options};
 use portico_model::{Diagnostic, Severity};
 use portico_plan::exposure::{Layer, Method, exposures};
-use portico_plan::ingress::PathKind;
+use portico_plan::ingress::{PathKind, RuleHost};
 use portico_plan::{Allocations, Plan, PlanConfig, Protocol};
 use portico_source::Watcher;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -297,16 +297,15 @@ impl Server {
 /// One `curl` per Ingress rule: `--resolve` points the rule's host at the listener, so
 /// that both the Host header and TLS SNI are the rule's.
 fn ingress_entry_points(plan: &Plan) -> Vec<(String, String)> {
-    let ingress = &plan.ingress;
     let (http, https) = (plan.ingress_addresses.http, plan.ingress_addresses.https);
-    let hosts = ingress
-        .exact_hosts
-        .iter()
-        .map(|(h, v)| (Some(h.clone()), v))
-        .chain(ingress.wildcard_hosts.iter().map(|(suffix, v)| (Some(format!("any.{suffix}")), v)))
-        .chain(ingress.any_host.iter().map(|v| (None, v)));
     let mut out = Vec::new();
-    for (host, vhost) in hosts {
+    for (rule_host, vhost) in plan.ingress.virtual_hosts() {
+        // A name a wildcard rule matches: one label in front of its suffix.
+        let host = match rule_host {
+            RuleHost::Exact(name) => Some(name.to_owned()),
+            RuleHost::Wildcard(suffix) => Some(format!("any.{suffix}")),
+            RuleHost::Any => None,
+        };
         for route in vhost.routes.iter().filter(|r| r.kind != PathKind::Regex) {
             let listener = if vhost.tls { https } else { http };
             let scheme = if vhost.tls { "https" } else { "http" };
