@@ -108,20 +108,72 @@ fn label(key: &ObjectKey) -> String {
 pub(crate) struct Conn {
     pub peer: SocketAddr,
     pub tls: bool,
-    /// The peer's address and the local port, as header values, made once per connection.
-    client_ip: HeaderValue,
-    local_port: HeaderValue,
+    /// The peer's address and the local port as text, made once per connection.
+    client_ip: String,
+    local_port: String,
 }
 
 impl Conn {
     pub(crate) fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> Self {
-        let value = |text: String| HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""));
-        Conn {
-            peer,
-            tls,
-            client_ip: value(peer.ip().to_string()),
-            local_port: value(local.port().to_string()),
+        Conn { peer, tls, client_ip: peer.ip().to_string(), local_port: local.port().to_string() }
+    }
+}
+
+/// A request's id: the client's or one made here.
+pub(crate) enum RequestId<'f> {
+    Given(&'f str),
+    Made([u8; 32]),
+}
+
+impl RequestId<'_> {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            RequestId::Given(given) => given,
+            RequestId::Made(hex) => std::str::from_utf8(hex).unwrap_or("-"),
         }
+    }
+}
+
+/// Names of the request fields set here, replacing any the client sent.
+pub(crate) const FORWARDING_FIELDS: [&str; 6] = [
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-request-id",
+];
+
+/// The fields that tell an endpoint who asked, and how.
+pub(crate) struct Forwarding<'f> {
+    conn: Arc<Conn>,
+    /// The client's `X-Forwarded-For` list with its address appended; `None` if it sent none.
+    forwarded_for: Option<String>,
+    host: &'f str,
+    request_id: RequestId<'f>,
+}
+
+impl Forwarding<'_> {
+    /// The values of [`FORWARDING_FIELDS`], in that order.
+    pub(crate) fn values(&self) -> [&str; 6] {
+        [
+            self.forwarded_for.as_deref().unwrap_or(&self.conn.client_ip),
+            &self.conn.client_ip,
+            if self.conn.tls { "https" } else { "http" },
+            self.host,
+            &self.conn.local_port,
+            self.request_id.as_str(),
+        ]
+    }
+
+    fn header_values(&self) -> Vec<(HeaderName, HeaderValue)> {
+        FORWARDING_FIELDS
+            .iter()
+            .zip(self.values())
+            .filter_map(|(name, value)| {
+                Some((HeaderName::from_static(name), HeaderValue::from_str(value).ok()?))
+            })
+            .collect()
     }
 }
 
@@ -158,28 +210,99 @@ struct Exchange {
     log: Option<LogLine>,
 }
 
+/// Read access to a request's header fields, wherever they are held.
+pub(crate) trait Fields {
+    /// The text values of field `name` (any case), in order.
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a;
+
+    /// The first text value of field `name`.
+    fn first<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.all(name).next()
+    }
+
+    /// Whether the comma-separated lists of field `name` hold `token` (any case).
+    fn lists(&self, name: &str, token: &str) -> bool {
+        self.all(name).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+}
+
+impl Fields for HeaderMap {
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.get_all(name).iter().filter_map(|v| v.to_str().ok())
+    }
+}
+
+/// What routing needs of a request.
+pub(crate) struct Head<'r, F> {
+    pub host: &'r str,
+    /// The path as the client sent it.
+    pub path: &'r str,
+    pub query: Option<&'r str>,
+    pub fields: &'r F,
+}
+
+/// What to do with a request, decided from its head.
+pub(crate) enum Decision<'t> {
+    /// Answer here with this status and text.
+    Answer(StatusCode, std::borrow::Cow<'static, str>),
+    /// Send the client to this HTTPS location.
+    Redirect(String),
+    /// Pass the request on.
+    Forward(Forward<'t>),
+}
+
+/// Where a request goes, and with which options.
+pub(crate) struct Forward<'t> {
+    pub route: Option<&'t Route>,
+    pub backend: &'t Backend,
+    pub options: &'t IngressOptions,
+    /// The path to send upstream when it is not the client's (normalised or rewritten).
+    pub path: Option<String>,
+}
+
+/// Options of requests that reach a default backend.
+static DEFAULT_OPTIONS: std::sync::LazyLock<IngressOptions> =
+    std::sync::LazyLock::new(IngressOptions::default);
+
 impl Exchange {
     async fn serve(&mut self, req: Request<Incoming>) -> Response<ProxyBody> {
         let Some(host) = host_of(&req) else {
             return self.local(StatusCode::BAD_REQUEST, "no Host header\n");
         };
+        let table = Arc::clone(&self.table);
+        let head = Head { host, path: req.uri().path(), query: req.uri().query(), fields: req.headers() };
+        match self.decide(&table, &head) {
+            Decision::Answer(status, text) => self.local(status, &text),
+            Decision::Redirect(location) => self.redirect(&location),
+            Decision::Forward(forward) => {
+                let host = host.to_owned();
+                self.forward(req, forward, &host).await
+            }
+        }
+    }
+
+    /// Routes a request and applies its Ingress's checks; counts it against its route from
+    /// here on.
+    pub(crate) fn decide<'t, F: Fields>(&mut self, table: &'t Table, head: &Head<'_, F>) -> Decision<'t> {
         if let Some(log) = &mut self.log {
-            log.host = host.to_owned();
+            log.host = head.host.to_owned();
         }
         // `Some` only when the normal form differs from what the client sent.
-        let normalized = match normalize_path(req.uri().path()) {
+        let normalized = match normalize_path(head.path) {
             Ok(std::borrow::Cow::Borrowed(_)) => None,
             Ok(std::borrow::Cow::Owned(path)) => Some(path),
-            Err(why) => return self.local(StatusCode::BAD_REQUEST, &format!("bad path: {why}\n")),
+            Err(why) => {
+                return Decision::Answer(StatusCode::BAD_REQUEST, format!("bad path: {why}\n").into());
+            }
         };
-        let table = Arc::clone(&self.table);
         let ingress = &table.plan.ingress;
-        let vhost = ingress.virtual_host(host);
-        let path = normalized.as_deref().unwrap_or(req.uri().path());
-        let defaults = IngressOptions::default();
+        let vhost = ingress.virtual_host(head.host);
+        let path = normalized.as_deref().unwrap_or(head.path);
         let (route, backend, options) = match ingress.route_in(vhost, path) {
-            RouteMatch::NotFound => return self.local(StatusCode::NOT_FOUND, "no Ingress rule matches\n"),
-            RouteMatch::Default(backend) => (None, backend, &defaults),
+            RouteMatch::NotFound => {
+                return Decision::Answer(StatusCode::NOT_FOUND, "no Ingress rule matches\n".into());
+            }
+            RouteMatch::Default(backend) => (None, backend, &*DEFAULT_OPTIONS),
             RouteMatch::Route(route) => (Some(route), &route.backend, &*route.options),
         };
         let unnamed = ObjectKey::default();
@@ -188,37 +311,34 @@ impl Exchange {
             if !options.allow_sources.is_empty()
                 && !options.allow_sources.iter().any(|net| net.contains(&self.conn.peer.ip()))
             {
-                return self.local(StatusCode::FORBIDDEN, "client address not allowed\n");
+                return Decision::Answer(StatusCode::FORBIDDEN, "client address not allowed\n".into());
             }
             let host_tls = vhost.is_some_and(|v| v.tls);
             if !self.conn.tls && (options.force_ssl_redirect || (options.ssl_redirect && host_tls)) {
-                return self.redirect_to_https(&req, host);
+                return Decision::Redirect(self.https_location(head));
             }
         }
         if let Some(limit) = options.body_limit
-            && content_length(req.headers()).is_some_and(|n| n > limit)
+            && content_length(head.fields).is_some_and(|n| n > limit)
         {
-            return self.local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+            return Decision::Answer(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n".into());
         }
         let backend = match route.and_then(|r| r.canary.as_ref()) {
-            Some(canary) if self.takes_canary(&canary.rule, req.headers()) => {
+            Some(canary) if self.takes_canary(&canary.rule, head.fields) => {
                 self.route = self.shared.route_metrics(&canary.ingress, &canary.backend.service);
                 &canary.backend
             }
             _ => backend,
         };
-        let rewritten = match route.map(|r| r.upstream_path(path)) {
+        let path = match route.map(|r| r.upstream_path(path)) {
             Some(std::borrow::Cow::Owned(p)) => Some(p),
-            _ => normalized.clone(),
+            _ => normalized,
         };
-        let host = host.to_owned();
-        self.forward(req, backend, options, &host, rewritten, route).await
+        Decision::Forward(Forward { route, backend, options, path })
     }
 
-    fn takes_canary(&self, rule: &CanaryRule, headers: &HeaderMap) -> bool {
-        if let Some(value) =
-            rule.header.as_ref().and_then(|h| headers.get(h.as_str())).and_then(|v| v.to_str().ok())
-        {
+    fn takes_canary(&self, rule: &CanaryRule, fields: &impl Fields) -> bool {
+        if let Some(value) = rule.header.as_ref().and_then(|h| fields.first(h)) {
             let chosen = match (&rule.header_value, &rule.header_pattern) {
                 (Some(want), _) => (value == want).then_some(true),
                 (None, Some(pattern)) => pattern.is_match(value).then_some(true),
@@ -232,7 +352,7 @@ impl Exchange {
                 return chosen;
             }
         }
-        match rule.cookie.as_deref().and_then(|c| cookie(headers, c)) {
+        match rule.cookie.as_deref().and_then(|c| cookie(fields, c)) {
             Some("always") => return true,
             Some("never") => return false,
             _ => {}
@@ -246,7 +366,7 @@ impl Exchange {
 
     /// The endpoint for a request: the affinity cookie's if it is still there, else the less
     /// busy of the next two in round-robin order.
-    fn choose(
+    pub(crate) fn choose(
         &self,
         backend: &Backend,
         protocol: BackendProtocol,
@@ -282,12 +402,10 @@ impl Exchange {
     async fn forward(
         &mut self,
         mut req: Request<Incoming>,
-        backend: &Backend,
-        options: &IngressOptions,
+        to: Forward<'_>,
         host: &str,
-        rewritten: Option<String>,
-        route: Option<&Route>,
     ) -> Response<ProxyBody> {
+        let Forward { route, backend, options, path: rewritten } = to;
         let protocol = options.backend_protocol;
         let affinity = options.affinity.as_ref();
         let sticky = affinity.and_then(|a| cookie(req.headers(), &a.name)).map(str::to_owned);
@@ -297,14 +415,13 @@ impl Exchange {
         let upgrade = is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let request_id = self.request_id(&parts.headers);
-        if let Some(log) = &mut self.log {
-            log.request_id = request_id.to_str().unwrap_or_default().to_owned();
-        }
+        let forwarding = self.forwarding(&parts.headers, host).header_values();
         let host_value = parts.headers.get(header::HOST).cloned();
         let h2 = is_h2(protocol);
         prepare_request(&mut parts.headers, upgrade, h2);
-        self.add_forwarding(&mut parts.headers, host, request_id);
+        for (name, value) in forwarding {
+            parts.headers.insert(name, value);
+        }
         if let Some(uri) = upstream_uri(&parts.uri, rewritten.as_deref(), h2.then_some((protocol, host))) {
             match uri.parse::<Uri>() {
                 Ok(uri) => parts.uri = uri,
@@ -391,18 +508,10 @@ impl Exchange {
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(&mut parts.headers, switching);
         parts.headers.insert(header::SERVER, HeaderValue::from_static("portico"));
-        if let Some(affinity) = affinity
-            && sticky.as_deref() != Some(affinity_token(&endpoint.addr).as_str())
+        if let Some(cookie) = affinity_cookie(options, route, sticky.as_deref(), endpoint.addr)
+            && let Ok(value) = HeaderValue::from_str(&cookie)
         {
-            let path = affinity.path.as_deref().or(route.map(|r| r.path.as_str())).unwrap_or("/");
-            let mut cookie =
-                format!("{}={}; Path={path}; HttpOnly", affinity.name, affinity_token(&endpoint.addr));
-            if let Some(max_age) = affinity.max_age_seconds {
-                cookie.push_str(&format!("; Max-Age={max_age}"));
-            }
-            if let Ok(value) = HeaderValue::from_str(&cookie) {
-                parts.headers.append(header::SET_COOKIE, value);
-            }
+            parts.headers.append(header::SET_COOKIE, value);
         }
         let finish = Finish {
             shared: Arc::clone(&self.shared),
@@ -428,9 +537,9 @@ impl Exchange {
     }
 
     /// The client's `X-Request-Id` when it gives a sensible one, else a new random one.
-    fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
-        if let Some(given) = headers.get("x-request-id").filter(|v| !v.is_empty() && v.len() <= 200) {
-            return given.clone();
+    pub(crate) fn request_id<'f>(&self, fields: &'f impl Fields) -> RequestId<'f> {
+        if let Some(given) = fields.first("x-request-id").filter(|v| !v.is_empty() && v.len() <= 200) {
+            return RequestId::Given(given);
         }
         let mut id = [0u8; 32];
         for (half, word) in [mix(self.next()), mix(self.next())].into_iter().enumerate() {
@@ -439,49 +548,50 @@ impl Exchange {
                 id[half * 16 + i] = b"0123456789abcdef"[nibble as usize];
             }
         }
-        HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"))
+        RequestId::Made(id)
     }
 
-    fn add_forwarding(&self, headers: &mut HeaderMap, host: &str, request_id: HeaderValue) {
-        let client = self.conn.client_ip.clone();
-        let earlier = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    /// The forwarding fields the endpoint gets for a request to `host`; logs the request id.
+    pub(crate) fn forwarding<'f>(&mut self, fields: &'f impl Fields, host: &'f str) -> Forwarding<'f> {
+        let request_id = self.request_id(fields);
+        if let Some(log) = &mut self.log {
+            log.request_id = request_id.as_str().to_owned();
+        }
         // Appended, never trusted: routing and allow-lists use the socket's address.
-        let forwarded_for = match earlier {
-            Some(earlier) => HeaderValue::from_str(&format!("{earlier}, {}", self.conn.peer.ip())).ok(),
-            None => Some(client.clone()),
-        };
-        if let Some(value) = forwarded_for {
-            headers.insert(HeaderName::from_static("x-forwarded-for"), value);
-        }
-        headers.insert(HeaderName::from_static("x-real-ip"), client);
-        let proto = HeaderValue::from_static(if self.conn.tls { "https" } else { "http" });
-        headers.insert(HeaderName::from_static("x-forwarded-proto"), proto);
-        if let Ok(value) = HeaderValue::from_str(host) {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), value);
-        }
-        headers.insert(HeaderName::from_static("x-forwarded-port"), self.conn.local_port.clone());
-        headers.insert(HeaderName::from_static("x-request-id"), request_id);
+        let earlier: Vec<&str> = fields.all("x-forwarded-for").collect();
+        let forwarded_for =
+            (!earlier.is_empty()).then(|| format!("{}, {}", earlier.join(", "), self.conn.peer.ip()));
+        Forwarding { conn: Arc::clone(&self.conn), forwarded_for, host, request_id }
     }
 
-    fn redirect_to_https(&mut self, req: &Request<Incoming>, host: &str) -> Response<ProxyBody> {
-        let bare = portico_plan::ingress::normalize_host(host);
+    /// Where a plain-HTTP request goes to be served over HTTPS.
+    fn https_location<F>(&self, head: &Head<'_, F>) -> String {
+        let bare = portico_plan::ingress::normalize_host(head.host);
         let bare = if bare.contains(':') { format!("[{bare}]") } else { bare.into_owned() };
         let port = self.table.plan.ingress_addresses.https.port();
         let authority = if port == 443 { bare } else { format!("{bare}:{port}") };
-        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let location = format!("https://{authority}{target}");
+        let query = head.query.map(|q| format!("?{q}")).unwrap_or_default();
+        format!("https://{authority}{}{query}", head.path)
+    }
+
+    fn redirect(&mut self, location: &str) -> Response<ProxyBody> {
         let mut response = self.local(StatusCode::PERMANENT_REDIRECT, "");
-        if let Ok(value) = HeaderValue::from_str(&location) {
+        if let Ok(value) = HeaderValue::from_str(location) {
             response.headers_mut().insert(header::LOCATION, value);
         }
         response
     }
 
-    /// A response made here rather than by an endpoint; counted and logged at once.
-    fn local(&mut self, status: StatusCode, text: &str) -> Response<ProxyBody> {
+    /// Counts and logs a response made here.
+    pub(crate) fn settle(&mut self, status: StatusCode) {
         let figures =
             Figures { status: status.as_u16(), duration: self.started.elapsed(), bytes_in: 0, bytes_out: 0 };
         self.shared.finish(&self.route, &figures, self.log.as_ref());
+    }
+
+    /// A response made here rather than by an endpoint; counted and logged at once.
+    fn local(&mut self, status: StatusCode, text: &str) -> Response<ProxyBody> {
+        self.settle(status);
         let mut response = Response::new(Either::Right(Full::new(Bytes::copy_from_slice(text.as_bytes()))));
         *response.status_mut() = status;
         let headers = response.headers_mut();
@@ -620,37 +730,27 @@ fn host_of<B>(req: &Request<B>) -> Option<&str> {
 fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
-        && connection_lists(req.headers(), "upgrade")
+        && req.headers().lists("connection", "upgrade")
 }
 
-fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+/// The declared body length; `None` when absent or unreadable.
+pub(crate) fn content_length(fields: &impl Fields) -> Option<u64> {
+    fields.first("content-length")?.parse().ok()
 }
 
 /// Headers of one hop that must not be forwarded (RFC 9110 §7.6.1), plus those the
 /// `Connection` header names. An upgrade keeps `Connection: upgrade` and `Upgrade`.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // Most messages carry none of them: one pass over the names beats nine removals.
-    if !upgrade && !headers.keys().any(is_hop_by_hop) {
+    if !upgrade && !headers.keys().any(|n| is_hop_by_hop(n.as_str())) {
         return;
     }
     let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .all("connection")
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    let hop_by_hop: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+    let hop_by_hop: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n.as_str())).cloned().collect();
     for name in listed.into_iter().chain(hop_by_hop) {
         if !(upgrade && name == header::UPGRADE) {
             headers.remove(name);
@@ -661,25 +761,26 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+/// Fields that describe one hop only (any case).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+];
+
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
 /// Request headers as the endpoint should see them.
 fn prepare_request(headers: &mut HeaderMap, upgrade: bool, h2: bool) {
-    let trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+    let trailers = headers.lists("te", "trailers");
     // A body of unknown length is sent on chunked again: the endpoint's connection is a new
     // hop, but without the header the client library would drop a GET's body.
     // (HTTP/2 frames bodies itself and forbids the header.)
@@ -699,15 +800,33 @@ fn prepare_request(headers: &mut HeaderMap, upgrade: bool, h2: bool) {
 }
 
 /// The value of cookie `name` in the request.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+pub(crate) fn cookie<'h>(fields: &'h impl Fields, name: &str) -> Option<&'h str> {
+    fields
+        .all("cookie")
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// The `Set-Cookie` value that pins a client to `endpoint`, unless its cookie already does.
+pub(crate) fn affinity_cookie(
+    options: &IngressOptions,
+    route: Option<&Route>,
+    sticky: Option<&str>,
+    endpoint: SocketAddr,
+) -> Option<String> {
+    let affinity = options.affinity.as_ref()?;
+    let token = affinity_token(&endpoint);
+    if sticky == Some(token.as_str()) {
+        return None;
+    }
+    let path = affinity.path.as_deref().or(route.map(|r| r.path.as_str())).unwrap_or("/");
+    let mut cookie = format!("{}={token}; Path={path}; HttpOnly", affinity.name);
+    if let Some(max_age) = affinity.max_age_seconds {
+        cookie.push_str(&format!("; Max-Age={max_age}"));
+    }
+    Some(cookie)
 }
 
 /// The affinity cookie's value for an endpoint: a hash, so the cookie does not reveal
