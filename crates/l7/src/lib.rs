@@ -5,9 +5,12 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod chunked;
+mod h1;
 pub mod metrics;
 pub mod normalize;
 mod proxy;
+mod rewind;
 pub mod tls;
 mod upstream;
 
@@ -21,6 +24,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use portico_plan::Plan;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, watch};
 use tokio_rustls::TlsAcceptor;
@@ -30,6 +34,7 @@ pub use metrics::{AccessLog, Metrics};
 pub use tls::{CertResolver, TlsError};
 
 use crate::proxy::{Conn, Shared, Table};
+use crate::rewind::Rewind;
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,6 +85,7 @@ pub struct IngressProxy {
     acceptor: TlsAcceptor,
     builder: Arc<auto::Builder<TokioExecutor>>,
     listeners: Mutex<Vec<Listener>>,
+    header_timeout: Duration,
     draining: watch::Sender<bool>,
     open: Arc<AtomicUsize>,
 }
@@ -117,6 +123,7 @@ impl IngressProxy {
             acceptor,
             builder: Arc::new(builder),
             listeners: Mutex::new(Vec::new()),
+            header_timeout: options.header_timeout,
             draining: watch::channel(false).0,
             open: Arc::new(AtomicUsize::new(0)),
         })
@@ -192,6 +199,7 @@ impl IngressProxy {
     ) -> impl Future<Output = ()> + Send + 'static {
         let shared = Arc::clone(&self.shared);
         let builder = Arc::clone(&self.builder);
+        let header_timeout = self.header_timeout;
         let draining = self.draining.subscribe();
         let open = Arc::clone(&self.open);
         async move {
@@ -202,6 +210,7 @@ impl IngressProxy {
                         Ok((stream, peer)) => {
                             let task = Connection {
                                 shared: Arc::clone(&shared),
+                                header_timeout,
                                 builder: Arc::clone(&builder),
                                 draining: draining.clone(),
                                 _open: OpenGuard::new(&open, &shared),
@@ -222,6 +231,7 @@ impl IngressProxy {
 /// One client connection.
 struct Connection {
     shared: Arc<Shared>,
+    header_timeout: Duration,
     builder: Arc<auto::Builder<TokioExecutor>>,
     draining: watch::Receiver<bool>,
     _open: OpenGuard,
@@ -233,12 +243,32 @@ impl Connection {
         let local = stream.local_addr().unwrap_or(peer);
         let conn = Arc::new(Conn::new(peer, local, acceptor.is_some()));
         match acceptor {
-            None => self.serve(TokioIo::new(stream), conn).await,
+            None => self.serve_http1(stream, conn).await,
             Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => self.serve(TokioIo::new(tls), conn).await,
+                Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                    self.serve(TokioIo::new(tls), conn).await;
+                }
+                Ok(Ok(tls)) => self.serve_http1(tls, conn).await,
                 Ok(Err(err)) => debug!(%peer, %err, "TLS handshake failed"),
                 Err(_) => debug!(%peer, "TLS handshake timed out"),
             },
+        }
+    }
+
+    /// Serves on the HTTP/1.1 path; hyper takes over what that path hands off.
+    async fn serve_http1<I>(self, io: I, conn: Arc<Conn>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let client = h1::Client::new(
+            io,
+            Arc::clone(&conn),
+            Arc::clone(&self.shared),
+            self.header_timeout,
+            self.draining.clone(),
+        );
+        if let h1::Served::Handoff(io, read) = client.serve().await {
+            self.serve(TokioIo::new(Rewind::new(read, io)), conn).await;
         }
     }
 

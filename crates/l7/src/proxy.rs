@@ -188,19 +188,12 @@ pub(crate) async fn handle(
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         return Ok(response);
     };
-    let log = shared.access_log.as_ref().map(|_| LogLine {
-        client: conn.peer.ip().to_string(),
-        method: req.method().to_string(),
-        path: req.uri().path().to_owned(),
-        ..LogLine::default()
-    });
-    let route = Arc::clone(&shared.unrouted);
-    let mut exchange = Exchange { shared, table, conn, started: Instant::now(), route, log };
+    let mut exchange = Exchange::new(shared, table, conn, req.method().as_str(), req.uri().path());
     Ok(exchange.serve(req).await)
 }
 
 /// The state of one request while it is being served.
-struct Exchange {
+pub(crate) struct Exchange {
     shared: Arc<Shared>,
     table: Arc<Table>,
     conn: Arc<Conn>,
@@ -208,6 +201,45 @@ struct Exchange {
     /// Where the request's figures are counted: its Ingress and Service, once known.
     route: Arc<RouteMetrics>,
     log: Option<LogLine>,
+}
+
+impl Exchange {
+    /// A request that has just arrived, routed by `table`.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        table: Arc<Table>,
+        conn: Arc<Conn>,
+        method: &str,
+        path: &str,
+    ) -> Self {
+        let log = shared.access_log.as_ref().map(|_| LogLine {
+            client: conn.peer.ip().to_string(),
+            method: method.to_owned(),
+            path: path.to_owned(),
+            ..LogLine::default()
+        });
+        let route = Arc::clone(&shared.unrouted);
+        Exchange { shared, table, conn, started: Instant::now(), route, log }
+    }
+
+    /// Counts a failed connect to one of the chosen Service's endpoints.
+    pub(crate) fn connect_failed(&self, endpoint: SocketAddr, err: &std::io::Error) {
+        self.route.connect_error();
+        debug!(%endpoint, %err, "connect to endpoint failed");
+    }
+
+    /// Notes the endpoint that served the request, for the access log.
+    pub(crate) fn served_by(&mut self, endpoint: SocketAddr) {
+        if let Some(log) = &mut self.log {
+            log.endpoint = endpoint.to_string();
+        }
+    }
+
+    /// Counts and logs the request as finished.
+    pub(crate) fn complete(&self, status: u16, bytes_in: u64, bytes_out: u64) {
+        let figures = Figures { status, duration: self.started.elapsed(), bytes_in, bytes_out };
+        self.shared.finish(&self.route, &figures, self.log.as_ref());
+    }
 }
 
 /// Read access to a request's header fields, wherever they are held.
@@ -441,16 +473,14 @@ impl Exchange {
         let connect_timeout = Duration::from_secs(options.connect_timeout_seconds);
         let body = Watched::new(body, Arc::clone(&counted), true, options.body_limit, send_timeout);
         let mut request = Some(Request::from_parts(parts, body));
-        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
-        let mut in_flight = InFlight(Arc::clone(&endpoint));
+        let mut in_flight = InFlight::new(&endpoint);
         let mut retried = false;
         let outcome = loop {
             let Some(req) = request.take() else { break Err(Failure::Gateway) };
             let sender = match self.connection(&endpoint, connect_timeout).await {
                 Ok(sender) => sender,
                 Err(err) => {
-                    self.route.connect_error();
-                    debug!(endpoint = %endpoint.addr, %err, "connect to endpoint failed");
+                    self.connect_failed(endpoint.addr, &err);
                     // Nothing was sent: any request may go to another endpoint, once.
                     let other = (!retried)
                         .then(|| self.choose(backend, protocol, Some(endpoint.addr), None))
@@ -458,8 +488,7 @@ impl Exchange {
                     match other {
                         Some(next) => {
                             retried = true;
-                            next.in_flight.fetch_add(1, Ordering::Relaxed);
-                            in_flight = InFlight(Arc::clone(&next));
+                            in_flight = InFlight::new(&next);
                             endpoint = next;
                             request = Some(req);
                             continue;
@@ -486,9 +515,7 @@ impl Exchange {
                 }
             }
         };
-        if let Some(log) = &mut self.log {
-            log.endpoint = endpoint.addr.to_string();
-        }
+        self.served_by(endpoint.addr);
         let (mut response, sender) = match outcome {
             Ok(sent) => sent,
             Err(Failure::Timeout) => {
@@ -584,9 +611,7 @@ impl Exchange {
 
     /// Counts and logs a response made here.
     pub(crate) fn settle(&mut self, status: StatusCode) {
-        let figures =
-            Figures { status: status.as_u16(), duration: self.started.elapsed(), bytes_in: 0, bytes_out: 0 };
-        self.shared.finish(&self.route, &figures, self.log.as_ref());
+        self.complete(status.as_u16(), 0, 0);
     }
 
     /// A response made here rather than by an endpoint; counted and logged at once.
@@ -666,8 +691,15 @@ async fn send(
     }
 }
 
-/// Decrements an endpoint's in-flight count when the request is over.
-struct InFlight(Arc<Endpoint>);
+/// Counts a request against an endpoint's in-flight requests while it lives.
+pub(crate) struct InFlight(Arc<Endpoint>);
+
+impl InFlight {
+    pub(crate) fn new(endpoint: &Arc<Endpoint>) -> Self {
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(endpoint))
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {

@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -23,7 +24,7 @@ use crate::body::Watched;
 /// Request bodies sent to endpoints.
 pub(crate) type UpstreamBody = Watched<Incoming>;
 
-/// Idle HTTP/1.1 connections kept per endpoint.
+/// Idle HTTP/1.1 connections kept per endpoint (for each of the two HTTP/1.1 paths).
 const MAX_IDLE: usize = 256;
 /// How long an idle connection is kept: shorter than the usual server keep-alive timeouts,
 /// so that a server rarely closes a connection just as it is reused.
@@ -39,6 +40,8 @@ pub(crate) struct Endpoint {
     pub in_flight: AtomicUsize,
     idle: Mutex<Vec<(http1::SendRequest<UpstreamBody>, Instant)>>,
     shared: Mutex<Option<http2::SendRequest<UpstreamBody>>>,
+    /// Idle plain connections of the HTTP/1.1 path (`crate::h1`).
+    streams: Mutex<Vec<(TcpStream, Instant)>>,
 }
 
 /// A connection ready for one request.
@@ -57,6 +60,25 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
             shared: Mutex::new(None),
+            streams: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An idle plain connection that is still open, if there is one.
+    pub(crate) fn idle_stream(&self) -> Option<TcpStream> {
+        loop {
+            let (stream, since) = self.streams.lock().unwrap_or_else(PoisonError::into_inner).pop()?;
+            if since.elapsed() < IDLE_TIMEOUT && still_open(&stream) {
+                return Some(stream);
+            }
+        }
+    }
+
+    /// Keeps a plain connection whose exchange ended cleanly for the next request.
+    pub(crate) fn keep_stream(&self, stream: TcpStream) {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        if streams.len() < MAX_IDLE {
+            streams.push((stream, Instant::now()));
         }
     }
 
@@ -97,8 +119,7 @@ impl Endpoint {
         timeout: Duration,
     ) -> io::Result<Sender> {
         let connecting = async {
-            let stream = TcpStream::connect(self.addr).await?;
-            stream.set_nodelay(true)?;
+            let stream = open(self.addr).await?;
             match self.protocol {
                 BackendProtocol::Http | BackendProtocol::Grpc => self.handshake(stream).await,
                 BackendProtocol::Https | BackendProtocol::Grpcs => {
@@ -108,9 +129,7 @@ impl Endpoint {
                 }
             }
         };
-        tokio::time::timeout(timeout, connecting)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+        within(timeout, connecting).await
     }
 
     async fn handshake<I>(&self, io: I) -> io::Result<Sender>
@@ -141,6 +160,33 @@ impl Endpoint {
             }
         });
         Ok(Sender::Http1(sender))
+    }
+}
+
+/// A TCP connection to `addr`, Nagle off (requests and answers are written whole).
+pub(crate) async fn open(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Runs a connect step, failing with `TimedOut` after `timeout`.
+pub(crate) async fn within<T>(timeout: Duration, step: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(timeout, step)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+}
+
+/// Whether an idle connection is still usable: nothing, not even its end, has arrived on it.
+/// The readiness the reactor already holds answers without a system call in the usual case.
+fn still_open(stream: &TcpStream) -> bool {
+    match stream.poll_read_ready(&mut Context::from_waker(Waker::noop())) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        // Readiness can be left over from the last answer: a read settles it.
+        Poll::Ready(Ok(())) => {
+            matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
     }
 }
 

@@ -1,0 +1,693 @@
+//! The HTTP/1.1 path that serves the bulk of Ingress traffic: a request head is parsed once,
+//! routed, rewritten and written to a pooled endpoint socket; the answer's head is rewritten
+//! and its body bytes pass through as they are, framing followed but not re-encoded.
+//! Whatever this path does not do (HTTP/2, HTTP/1.0, upgrades, `Expect`, chunked request
+//! bodies, absolute or authority request targets, endpoints spoken to over TLS or HTTP/2)
+//! makes it hand the connection, with the bytes it has read, to hyper.
+
+use std::borrow::Cow;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use http::StatusCode;
+use portico_plan::annotations::BackendProtocol;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::chunked::Chunks;
+use crate::proxy::{
+    Conn, Decision, Exchange, FORWARDING_FIELDS, Fields, Forward, Head, InFlight, Shared, affinity_cookie,
+    cookie, is_hop_by_hop,
+};
+use crate::upstream::{open, within};
+
+/// Largest request or answer head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in a head.
+const MAX_FIELDS: usize = 100;
+/// Room made for each read from the client.
+const CLIENT_READ: usize = 8 * 1024;
+/// Room made for each read from an endpoint.
+const UPSTREAM_READ: usize = 16 * 1024;
+
+/// How a client connection left this path.
+pub(crate) enum Served<I> {
+    /// It is over.
+    Closed,
+    /// It needs hyper: the connection, and the bytes read from it but not served.
+    Handoff(I, BytesMut),
+}
+
+/// One client connection on this path.
+pub(crate) struct Client<I> {
+    io: I,
+    conn: Arc<Conn>,
+    shared: Arc<Shared>,
+    header_timeout: Duration,
+    draining: watch::Receiver<bool>,
+    /// Bytes from the client not yet served.
+    input: BytesMut,
+    /// Bytes from the endpoint not yet passed on.
+    answer: BytesMut,
+    /// The next write, to either side.
+    output: Vec<u8>,
+}
+
+/// What to do after a request.
+enum Step {
+    Next,
+    Close,
+    Handoff,
+}
+
+/// How far reading a request head got.
+enum HeadRead {
+    /// A complete head of this many bytes is at the start of the input.
+    Complete(usize),
+    /// The head cannot be served: answer with this status and close.
+    Reject(StatusCode),
+    /// Not HTTP/1.x: hyper's turn.
+    Handoff,
+    /// The client left, went quiet too long, or the proxy is shutting down.
+    End,
+}
+
+/// What a request's head asks for.
+enum Action<'t> {
+    Handoff,
+    /// Answer here; `close` once answered.
+    Answer {
+        status: StatusCode,
+        text: Cow<'static, str>,
+        location: Option<String>,
+        close: bool,
+    },
+    Forward(Forward<'t>, Request),
+}
+
+/// What forwarding a request needs to know about it, once its head is written for the endpoint.
+struct Request {
+    head_len: usize,
+    content_length: u64,
+    /// How much of the body had arrived with the head.
+    buffered: u64,
+    head: bool,
+    idempotent: bool,
+    close: bool,
+    /// The affinity cookie's value, when the route uses one.
+    sticky: Option<String>,
+}
+
+/// How an answer's body is delimited (RFC 9112 §6.3).
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked(Chunks),
+    /// Until the endpoint closes.
+    Close,
+}
+
+/// A failure while waiting for an endpoint's answer head.
+enum AnswerFailure {
+    /// Closed before a byte of the answer arrived.
+    Closed,
+    TimedOut,
+    Broken,
+}
+
+/// The parsed header fields of a head.
+struct Parsed<'h, 'b>(&'h [httparse::Header<'b>]);
+
+impl Fields for Parsed<'_, '_> {
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |f| f.name.eq_ignore_ascii_case(name))
+            .filter_map(|f| std::str::from_utf8(f.value).ok())
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
+    pub(crate) fn new(
+        io: I,
+        conn: Arc<Conn>,
+        shared: Arc<Shared>,
+        header_timeout: Duration,
+        draining: watch::Receiver<bool>,
+    ) -> Self {
+        Client {
+            io,
+            conn,
+            shared,
+            header_timeout,
+            draining,
+            input: BytesMut::new(),
+            answer: BytesMut::new(),
+            output: Vec::new(),
+        }
+    }
+
+    /// Serves requests until the connection ends or needs hyper.
+    pub(crate) async fn serve(mut self) -> Served<I> {
+        loop {
+            match self.request().await {
+                Step::Next => {}
+                Step::Close => return Served::Closed,
+                Step::Handoff => return Served::Handoff(self.io, self.input),
+            }
+        }
+    }
+
+    async fn request(&mut self) -> Step {
+        let head_len = match self.read_head().await {
+            HeadRead::Complete(n) => n,
+            HeadRead::Handoff => return Step::Handoff,
+            HeadRead::End => return Step::Close,
+            HeadRead::Reject(status) => {
+                let text = format!("{}\n", status.canonical_reason().unwrap_or("bad request"));
+                write_answer(&mut self.output, status, &text, None, false, true);
+                let _ = self.write_output().await;
+                return Step::Close;
+            }
+        };
+        let Some(table) = self.shared.table.load_full() else { return Step::Handoff };
+        let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut parsed = httparse::Request::new(&mut storage);
+        if !matches!(parsed.parse(&self.input[..head_len]), Ok(httparse::Status::Complete(_))) {
+            return Step::Close;
+        }
+        let (method, target) = (parsed.method.unwrap_or_default(), parsed.path.unwrap_or_default());
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let mut exchange =
+            Exchange::new(Arc::clone(&self.shared), Arc::clone(&table), Arc::clone(&self.conn), method, path);
+        let action = action(&mut self.output, &mut exchange, &table, &parsed, head_len);
+        match action {
+            Action::Handoff => Step::Handoff,
+            Action::Answer { status, text, location, close } => {
+                let head = method == "HEAD";
+                exchange.settle(status);
+                self.input.advance(head_len);
+                write_answer(&mut self.output, status, &text, location.as_deref(), head, close);
+                match self.write_output().await {
+                    Ok(()) if !close => Step::Next,
+                    _ => Step::Close,
+                }
+            }
+            Action::Forward(to, request) => {
+                self.forward(&mut exchange, to, request).await
+            }
+        }
+    }
+
+    /// Reads until the input starts with a complete request head.
+    async fn read_head(&mut self) -> HeadRead {
+        let deadline = Instant::now() + self.header_timeout;
+        loop {
+            if !self.input.is_empty() {
+                let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
+                match httparse::Request::new(&mut storage).parse(&self.input) {
+                    Ok(httparse::Status::Complete(n)) => return HeadRead::Complete(n),
+                    Ok(httparse::Status::Partial) if self.input.len() < MAX_HEAD => {}
+                    Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                        return HeadRead::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+                    }
+                    // HTTP/2's preface, and any version hyper should judge.
+                    Err(httparse::Error::Version) => return HeadRead::Handoff,
+                    Err(_) => return HeadRead::Reject(StatusCode::BAD_REQUEST),
+                }
+            } else if *self.draining.borrow() {
+                return HeadRead::End;
+            }
+            self.input.reserve(CLIENT_READ);
+            let idle = self.input.is_empty();
+            let read = tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.input));
+            let read = if idle {
+                // Idle between requests: shutdown ends the connection at once.
+                tokio::select! {
+                    read = read => read,
+                    _ = self.draining.wait_for(|d| *d) => return HeadRead::End,
+                }
+            } else {
+                read.await
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::End,
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    debug!(peer = %self.conn.peer, "no complete request head in time");
+                    return HeadRead::End;
+                }
+            }
+        }
+    }
+
+    /// Sends the request written to the output, with its body, to an endpoint and passes the
+    /// answer back.
+    async fn forward(&mut self, exchange: &mut Exchange, to: Forward<'_>, mut request: Request) -> Step {
+        self.input.advance(request.head_len);
+        let buffered =
+            usize::try_from(request.content_length).map_or(self.input.len(), |n| n.min(self.input.len()));
+        self.output.extend_from_slice(&self.input[..buffered]);
+        self.input.advance(buffered);
+        request.buffered = buffered as u64;
+        let mut unsent = request.content_length - request.buffered;
+        // The whole request is in the output: it can be sent again if a connection fails.
+        let replayable = unsent == 0;
+        let options = to.options;
+        let connect_timeout = Duration::from_secs(options.connect_timeout_seconds);
+        let send_timeout = Duration::from_secs(options.send_timeout_seconds);
+        let read_timeout = Duration::from_secs(options.read_timeout_seconds);
+        let sticky = request.sticky.as_deref();
+        let Some(mut endpoint) = exchange.choose(to.backend, BackendProtocol::Http, None, sticky) else {
+            return self
+                .answer_here(exchange, StatusCode::SERVICE_UNAVAILABLE, "no ready endpoint\n", &request)
+                .await;
+        };
+        let mut in_flight = InFlight::new(&endpoint);
+        let (mut retried, mut fresh) = (false, false);
+        let mut bytes_in = buffered as u64;
+        let (mut upstream, head_len) = loop {
+            let pooled = if fresh { None } else { endpoint.idle_stream() };
+            let reused = pooled.is_some();
+            let mut upstream = match pooled {
+                Some(stream) => stream,
+                None => match within(connect_timeout, open(endpoint.addr)).await {
+                    Ok(stream) => stream,
+                    Err(err) => {
+                        exchange.connect_failed(endpoint.addr, &err);
+                        // Nothing was sent: any request may go to another endpoint, once.
+                        let other = (!retried)
+                            .then(|| {
+                                exchange.choose(to.backend, BackendProtocol::Http, Some(endpoint.addr), None)
+                            })
+                            .flatten();
+                        let Some(next) = other else {
+                            return self
+                                .answer_here(
+                                    exchange,
+                                    StatusCode::BAD_GATEWAY,
+                                    "endpoint unreachable\n",
+                                    &request,
+                                )
+                                .await;
+                        };
+                        retried = true;
+                        in_flight = InFlight::new(&next);
+                        endpoint = next;
+                        continue;
+                    }
+                },
+            };
+            if let Err(err) = upstream.write_all(&self.output).await {
+                debug!(endpoint = %endpoint.addr, %err, "writing to endpoint failed");
+                if reused && replayable {
+                    // The pooled connection had been closed: the request goes on a new one.
+                    fresh = true;
+                    continue;
+                }
+                return self
+                    .answer_here(exchange, StatusCode::BAD_GATEWAY, "endpoint unreachable\n", &request)
+                    .await;
+            }
+            while unsent > 0 {
+                if self.input.is_empty() {
+                    self.input.reserve(CLIENT_READ);
+                    match tokio::time::timeout(send_timeout, self.io.read_buf(&mut self.input)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => {
+                            debug!(peer = %self.conn.peer, "client stopped sending its request body");
+                            // 499: nginx's code for a client that gave up.
+                            exchange.complete(499, bytes_in, 0);
+                            return Step::Close;
+                        }
+                    }
+                }
+                let n = usize::try_from(unsent).map_or(self.input.len(), |u| u.min(self.input.len()));
+                if let Err(err) = upstream.write_all(&self.input[..n]).await {
+                    debug!(endpoint = %endpoint.addr, %err, "writing a request body to endpoint failed");
+                    exchange.served_by(endpoint.addr);
+                    exchange.complete(502, bytes_in, 0);
+                    return Step::Close;
+                }
+                self.input.advance(n);
+                unsent -= n as u64;
+                bytes_in += n as u64;
+            }
+            match self.read_answer_head(&mut upstream, read_timeout).await {
+                Ok(n) => break (upstream, n),
+                Err(AnswerFailure::Closed) if reused && replayable && request.idempotent => {
+                    debug!(endpoint = %endpoint.addr, "pooled connection was closed; retrying");
+                    fresh = true;
+                }
+                Err(AnswerFailure::TimedOut) => {
+                    let text = "endpoint did not answer in time\n";
+                    return self.answer_here(exchange, StatusCode::GATEWAY_TIMEOUT, text, &request).await;
+                }
+                Err(_) => {
+                    return self
+                        .answer_here(exchange, StatusCode::BAD_GATEWAY, "endpoint unreachable\n", &request)
+                        .await;
+                }
+            }
+        };
+        exchange.served_by(endpoint.addr);
+        let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut parsed = httparse::Response::new(&mut storage);
+        if !matches!(parsed.parse(&self.answer[..head_len]), Ok(httparse::Status::Complete(_))) {
+            return self
+                .answer_here(exchange, StatusCode::BAD_GATEWAY, "endpoint answered badly\n", &request)
+                .await;
+        }
+        let status = parsed.code.unwrap_or(502);
+        let fields = Parsed(parsed.headers);
+        let chunked = fields.all("transfer-encoding").last().is_some_and(|te| {
+            te.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+        });
+        let framing = if request.head || status == 204 || status == 304 {
+            Framing::Empty
+        } else if chunked {
+            Framing::Chunked(Chunks::default())
+        } else if fields.first("transfer-encoding").is_some() {
+            Framing::Close
+        } else {
+            match fields.first("content-length").map(str::parse::<u64>) {
+                Some(Ok(n)) => Framing::Length(n),
+                Some(Err(_)) => {
+                    let text = "endpoint answered badly\n";
+                    return self.answer_here(exchange, StatusCode::BAD_GATEWAY, text, &request).await;
+                }
+                None => Framing::Close,
+            }
+        };
+        let keep_alive = parsed.version == Some(1) && !fields.lists("connection", "close");
+        let close = request.close || matches!(framing, Framing::Close);
+        let set_cookie = affinity_cookie(options, to.route, request.sticky.as_deref(), endpoint.addr);
+        write_answer_head(&mut self.output, &parsed, &fields, chunked, set_cookie.as_deref(), close);
+        self.answer.advance(head_len);
+        let mut framing = framing;
+        let (mut bytes_out, mut ended, mut leftover) = (0, false, false);
+        // The first body bytes go out with the head, in one write.
+        loop {
+            let mut broken = false;
+            match pass(&mut framing, &self.answer) {
+                Ok((used, done)) => {
+                    self.output.extend_from_slice(&self.answer[..used]);
+                    bytes_out += used as u64;
+                    leftover |= used < self.answer.len();
+                    ended = done;
+                }
+                Err(err) => {
+                    debug!(endpoint = %endpoint.addr, %err, "endpoint's answer body is malformed");
+                    broken = true;
+                }
+            }
+            self.answer.clear();
+            if self.write_output().await.is_err() {
+                debug!(peer = %self.conn.peer, "client went away during the answer");
+                ended = false;
+                break;
+            }
+            if ended || broken {
+                break;
+            }
+            self.answer.reserve(UPSTREAM_READ);
+            match tokio::time::timeout(read_timeout, upstream.read_buf(&mut self.answer)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(_)) => {
+                    // The end of a close-delimited body; any other ends too early.
+                    ended = matches!(framing, Framing::Close);
+                    break;
+                }
+                Ok(Err(_)) | Err(_) => {
+                    debug!(endpoint = %endpoint.addr, "endpoint's answer stopped before its end");
+                    break;
+                }
+            }
+        }
+        exchange.complete(status, bytes_in, bytes_out);
+        drop(in_flight);
+        if ended && keep_alive && !leftover && !matches!(framing, Framing::Close) {
+            endpoint.keep_stream(upstream);
+        } else {
+            let _ = upstream.shutdown().await;
+        }
+        if ended && !close { Step::Next } else { Step::Close }
+    }
+
+    /// Reads an endpoint's answer head into `self.answer`, passing 1xx answers on to the
+    /// client; returns the head's length.
+    async fn read_answer_head(
+        &mut self,
+        upstream: &mut TcpStream,
+        timeout: Duration,
+    ) -> Result<usize, AnswerFailure> {
+        let deadline = Instant::now() + timeout;
+        self.answer.clear();
+        let mut received = false;
+        loop {
+            if !self.answer.is_empty() {
+                let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
+                let mut parsed = httparse::Response::new(&mut storage);
+                match parsed.parse(&self.answer) {
+                    Ok(httparse::Status::Complete(n)) => match parsed.code {
+                        // An upgrade nobody asked for.
+                        Some(101) => return Err(AnswerFailure::Broken),
+                        Some(100..=199) => {
+                            // Interim answers (103 Early Hints) go to the client as they are.
+                            let interim = self.answer.split_to(n);
+                            self.io.write_all(&interim).await.map_err(|_| AnswerFailure::Broken)?;
+                            continue;
+                        }
+                        _ => return Ok(n),
+                    },
+                    Ok(httparse::Status::Partial) if self.answer.len() < MAX_HEAD => {}
+                    _ => return Err(AnswerFailure::Broken),
+                }
+            }
+            self.answer.reserve(UPSTREAM_READ);
+            match tokio::time::timeout_at(deadline, upstream.read_buf(&mut self.answer)).await {
+                Ok(Ok(0)) | Ok(Err(_)) if !received => return Err(AnswerFailure::Closed),
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(AnswerFailure::Broken),
+                Ok(Ok(_)) => received = true,
+                Err(_) => return Err(AnswerFailure::TimedOut),
+            }
+        }
+    }
+
+    /// Answers a forwarded request here after all (no endpoint, or it failed).
+    async fn answer_here(
+        &mut self,
+        exchange: &mut Exchange,
+        status: StatusCode,
+        text: &str,
+        request: &Request,
+    ) -> Step {
+        exchange.settle(status);
+        // A request body not read in full leaves the connection unusable.
+        let close = request.close || request.content_length > request.buffered;
+        write_answer(&mut self.output, status, text, None, request.head, close);
+        match self.write_output().await {
+            Ok(()) if !close => Step::Next,
+            _ => Step::Close,
+        }
+    }
+
+    async fn write_output(&mut self) -> std::io::Result<()> {
+        self.io.write_all(&self.output).await?;
+        self.output.clear();
+        self.io.flush().await
+    }
+}
+
+/// Decides what to do with the request whose head is `parsed`; when it is forwarded,
+/// its head for the endpoint is written to the output.
+fn action<'t>(
+    out: &mut Vec<u8>,
+    exchange: &mut Exchange,
+    table: &'t crate::proxy::Table,
+    parsed: &httparse::Request<'_, '_>,
+    head_len: usize,
+) -> Action<'t> {
+    let fields = Parsed(parsed.headers);
+    let (method, target) = (parsed.method.unwrap_or_default(), parsed.path.unwrap_or_default());
+    let hosts = parsed.headers.iter().filter(|f| f.name.eq_ignore_ascii_case("host")).count();
+    if parsed.version != Some(1)
+        || method == "CONNECT"
+        || !target.starts_with('/')
+        || hosts != 1
+        || ["upgrade", "expect", "transfer-encoding"].iter().any(|name| fields.first(name).is_some())
+    {
+        return Action::Handoff;
+    }
+    let close = fields.lists("connection", "close");
+    let mut lengths = fields.all("content-length").map(|v| v.parse::<u64>().ok());
+    let content_length = match lengths.next() {
+        None => 0,
+        Some(Some(n)) if lengths.all(|other| other == Some(n)) => n,
+        Some(_) => {
+            let text = "bad Content-Length\n".into();
+            return Action::Answer { status: StatusCode::BAD_REQUEST, text, location: None, close: true };
+        }
+    };
+    let Some(host) = fields.first("host").filter(|h| !h.is_empty()) else {
+        let text = "no Host header\n".into();
+        return Action::Answer { status: StatusCode::BAD_REQUEST, text, location: None, close: true };
+    };
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    let head = Head { host, path, query, fields: &fields };
+    // An answer made here leaves a request body unread: the connection closes after it.
+    let close_after = |close: bool| close || content_length > 0;
+    let to = match exchange.decide(table, &head) {
+        Decision::Answer(status, text) => {
+            return Action::Answer { status, text, location: None, close: close_after(close) };
+        }
+        Decision::Redirect(location) => {
+            let (status, text) = (StatusCode::PERMANENT_REDIRECT, "".into());
+            return Action::Answer { status, text, location: Some(location), close: close_after(close) };
+        }
+        Decision::Forward(to) => to,
+    };
+    if to.options.backend_protocol != BackendProtocol::Http {
+        return Action::Handoff;
+    }
+    let sticky = to.options.affinity.as_ref().and_then(|a| cookie(&fields, &a.name)).map(str::to_owned);
+    let forwarding = exchange.forwarding(&fields, host);
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    match &to.path {
+        Some(rewritten) => {
+            out.extend_from_slice(rewritten.as_bytes());
+            if let Some(query) = query {
+                out.push(b'?');
+                out.extend_from_slice(query.as_bytes());
+            }
+        }
+        None => out.extend_from_slice(target.as_bytes()),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let listed: Vec<&str> = fields.all("connection").flat_map(|v| v.split(',')).map(str::trim).collect();
+    for field in parsed.headers.iter() {
+        let name = field.name;
+        let dropped = is_hop_by_hop(name)
+            || listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+            || FORWARDING_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name));
+        if !dropped {
+            put_field(out, name, field.value);
+        }
+    }
+    // gRPC-style servers insist on `te: trailers`; it is the one TE value passed on.
+    if fields.lists("te", "trailers") {
+        put_field(out, "te", b"trailers");
+    }
+    for (name, value) in FORWARDING_FIELDS.iter().zip(forwarding.values()) {
+        put_field(out, name, value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    let request = Request {
+        head_len,
+        content_length,
+        buffered: 0,
+        head: method == "HEAD",
+        idempotent: matches!(method, "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"),
+        close,
+        sticky,
+    };
+    Action::Forward(to, request)
+}
+
+/// How many of `bytes` belong to the answer body, and whether it has ended with them.
+fn pass(framing: &mut Framing, bytes: &[u8]) -> Result<(usize, bool), crate::chunked::BadChunk> {
+    Ok(match framing {
+        Framing::Empty => (0, true),
+        Framing::Length(left) => {
+            let used = usize::try_from(*left).map_or(bytes.len(), |l| l.min(bytes.len()));
+            *left -= used as u64;
+            (used, *left == 0)
+        }
+        Framing::Chunked(chunks) => chunks.feed(bytes)?,
+        Framing::Close => (bytes.len(), false),
+    })
+}
+
+fn put_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The head of an endpoint's answer as the client gets it: hop-by-hop fields and `Server`
+/// replaced, chunked coding kept when the body passes through chunked.
+fn write_answer_head(
+    out: &mut Vec<u8>,
+    parsed: &httparse::Response<'_, '_>,
+    fields: &Parsed<'_, '_>,
+    chunked: bool,
+    set_cookie: Option<&str>,
+    close: bool,
+) {
+    out.clear();
+    let code = parsed.code.unwrap_or(502);
+    let reason = parsed
+        .reason
+        .filter(|r| !r.is_empty())
+        .or_else(|| StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason()));
+    let _ = write!(out, "HTTP/1.1 {code} {}\r\n", reason.unwrap_or(""));
+    let listed: Vec<&str> = fields.all("connection").flat_map(|v| v.split(',')).map(str::trim).collect();
+    for field in parsed.headers.iter() {
+        let name = field.name;
+        let dropped = is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case("server")
+            || (chunked && name.eq_ignore_ascii_case("content-length"))
+            || listed.iter().any(|l| l.eq_ignore_ascii_case(name));
+        if !dropped {
+            put_field(out, name, field.value);
+        }
+    }
+    if chunked {
+        put_field(out, "transfer-encoding", b"chunked");
+    }
+    put_field(out, "server", b"portico");
+    if let Some(cookie) = set_cookie {
+        put_field(out, "set-cookie", cookie.as_bytes());
+    }
+    if close {
+        put_field(out, "connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// An answer made here.
+fn write_answer(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    text: &str,
+    location: Option<&str>,
+    head: bool,
+    close: bool,
+) {
+    out.clear();
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    put_field(out, "server", b"portico");
+    put_field(out, "content-type", b"text/plain; charset=utf-8");
+    let _ = write!(out, "content-length: {}\r\n", text.len());
+    if let Some(location) = location {
+        put_field(out, "location", location.as_bytes());
+    }
+    if close {
+        put_field(out, "connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head {
+        out.extend_from_slice(text.as_bytes());
+    }
+}
