@@ -6,7 +6,10 @@
 //! makes it hand the connection, with the bytes it has read, to hyper.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::io::Write as _;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,10 +72,8 @@ enum Step {
 enum HeadRead {
     /// A complete head of this many bytes is at the start of the input.
     Complete(usize),
-    /// The head cannot be served: answer with this status and close.
-    Reject(StatusCode),
-    /// Not HTTP/1.x: hyper's turn.
-    Handoff,
+    /// The head is larger than this path accepts.
+    TooLarge,
     /// The client left, went quiet too long, or the proxy is shutting down.
     End,
 }
@@ -120,6 +121,36 @@ enum AnswerFailure {
     Broken,
 }
 
+/// What this path checks in a request's fields, found in one pass over them.
+#[derive(Default)]
+struct Known {
+    /// How many `Host` fields.
+    hosts: usize,
+    /// `Upgrade`, `Expect` or `Transfer-Encoding`: hyper serves such requests.
+    unusual: bool,
+    connection: bool,
+    te: bool,
+}
+
+impl Known {
+    fn of(fields: &[httparse::Header<'_>]) -> Self {
+        let mut known = Known::default();
+        for field in fields {
+            let is = |name: &str| field.name.eq_ignore_ascii_case(name);
+            match field.name.len() {
+                4 if is("host") => known.hosts += 1,
+                7 if is("upgrade") => known.unusual = true,
+                6 if is("expect") => known.unusual = true,
+                17 if is("transfer-encoding") => known.unusual = true,
+                10 if is("connection") => known.connection = true,
+                2 if is("te") => known.te = true,
+                _ => {}
+            }
+        }
+        known
+    }
+}
+
 /// The parsed header fields of a head.
 struct Parsed<'h, 'b>(&'h [httparse::Header<'b>]);
 
@@ -154,8 +185,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
 
     /// Serves requests until the connection ends or needs hyper.
     pub(crate) async fn serve(mut self) -> Served<I> {
+        // One wait for shutdown per connection, polled whenever the connection is idle.
+        let mut draining = self.draining.clone();
+        let shutdown = draining.wait_for(|d| *d);
+        tokio::pin!(shutdown);
         loop {
-            match self.request().await {
+            match self.request(shutdown.as_mut()).await {
                 Step::Next => {}
                 Step::Close => return Served::Closed,
                 Step::Handoff => return Served::Handoff(self.io, self.input),
@@ -163,23 +198,24 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         }
     }
 
-    async fn request(&mut self) -> Step {
-        let head_len = match self.read_head().await {
+    async fn request(&mut self, shutdown: Pin<&mut impl Future>) -> Step {
+        let head_len = match self.read_head(shutdown).await {
             HeadRead::Complete(n) => n,
-            HeadRead::Handoff => return Step::Handoff,
             HeadRead::End => return Step::Close,
-            HeadRead::Reject(status) => {
-                let text = format!("{}\n", status.canonical_reason().unwrap_or("bad request"));
-                write_answer(&mut self.output, status, &text, None, false, true);
-                let _ = self.write_output().await;
-                return Step::Close;
-            }
+            HeadRead::TooLarge => return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await,
         };
         let Some(table) = self.shared.table.load_full() else { return Step::Handoff };
-        let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut parsed = httparse::Request::new(&mut storage);
-        if !matches!(parsed.parse(&self.input[..head_len]), Ok(httparse::Status::Complete(_))) {
-            return Step::Close;
+        let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+        let mut parsed = httparse::Request::new(&mut []);
+        match parsed.parse_with_uninit_headers(&self.input[..head_len], &mut storage) {
+            Ok(httparse::Status::Complete(_)) => {}
+            // HTTP/2's preface, and any version hyper should judge.
+            Err(httparse::Error::Version) => return Step::Handoff,
+            Err(httparse::Error::TooManyHeaders) => {
+                return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
+            }
+            // Malformed, or nothing but empty lines.
+            _ => return self.reject(StatusCode::BAD_REQUEST).await,
         }
         let (method, target) = (parsed.method.unwrap_or_default(), parsed.path.unwrap_or_default());
         let path = target.split_once('?').map_or(target, |(p, _)| p);
@@ -198,39 +234,39 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                     _ => Step::Close,
                 }
             }
-            Action::Forward(to, request) => {
-                self.forward(&mut exchange, to, request).await
-            }
+            Action::Forward(to, request) => self.forward(&mut exchange, to, request).await,
         }
     }
 
+    /// Answers a head that cannot be served, and closes.
+    async fn reject(&mut self, status: StatusCode) -> Step {
+        let text = format!("{}\n", status.canonical_reason().unwrap_or("bad request"));
+        write_answer(&mut self.output, status, &text, None, false, true);
+        let _ = self.write_output().await;
+        Step::Close
+    }
+
     /// Reads until the input starts with a complete request head.
-    async fn read_head(&mut self) -> HeadRead {
+    async fn read_head(&mut self, mut shutdown: Pin<&mut impl Future>) -> HeadRead {
         let deadline = Instant::now() + self.header_timeout;
         loop {
-            if !self.input.is_empty() {
-                let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
-                match httparse::Request::new(&mut storage).parse(&self.input) {
-                    Ok(httparse::Status::Complete(n)) => return HeadRead::Complete(n),
-                    Ok(httparse::Status::Partial) if self.input.len() < MAX_HEAD => {}
-                    Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
-                        return HeadRead::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-                    }
-                    // HTTP/2's preface, and any version hyper should judge.
-                    Err(httparse::Error::Version) => return HeadRead::Handoff,
-                    Err(_) => return HeadRead::Reject(StatusCode::BAD_REQUEST),
-                }
-            } else if *self.draining.borrow() {
+            if let Some(n) = head_end(&self.input) {
+                return HeadRead::Complete(n);
+            }
+            if self.input.len() >= MAX_HEAD {
+                return HeadRead::TooLarge;
+            }
+            let idle = self.input.is_empty();
+            if idle && *self.draining.borrow() {
                 return HeadRead::End;
             }
             self.input.reserve(CLIENT_READ);
-            let idle = self.input.is_empty();
             let read = tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.input));
             let read = if idle {
                 // Idle between requests: shutdown ends the connection at once.
                 tokio::select! {
                     read = read => read,
-                    _ = self.draining.wait_for(|d| *d) => return HeadRead::End,
+                    _ = shutdown.as_mut() => return HeadRead::End,
                 }
             } else {
                 read.await
@@ -356,9 +392,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             }
         };
         exchange.served_by(endpoint.addr);
-        let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut parsed = httparse::Response::new(&mut storage);
-        if !matches!(parsed.parse(&self.answer[..head_len]), Ok(httparse::Status::Complete(_))) {
+        let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            &self.answer[..head_len],
+            &mut storage,
+        );
+        if !matches!(parsing, Ok(httparse::Status::Complete(_))) {
             return self
                 .answer_here(exchange, StatusCode::BAD_GATEWAY, "endpoint answered badly\n", &request)
                 .await;
@@ -450,24 +491,21 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         self.answer.clear();
         let mut received = false;
         loop {
-            if !self.answer.is_empty() {
-                let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
-                let mut parsed = httparse::Response::new(&mut storage);
-                match parsed.parse(&self.answer) {
-                    Ok(httparse::Status::Complete(n)) => match parsed.code {
-                        // An upgrade nobody asked for.
-                        Some(101) => return Err(AnswerFailure::Broken),
-                        Some(100..=199) => {
-                            // Interim answers (103 Early Hints) go to the client as they are.
-                            let interim = self.answer.split_to(n);
-                            self.io.write_all(&interim).await.map_err(|_| AnswerFailure::Broken)?;
-                            continue;
-                        }
-                        _ => return Ok(n),
-                    },
-                    Ok(httparse::Status::Partial) if self.answer.len() < MAX_HEAD => {}
-                    _ => return Err(AnswerFailure::Broken),
+            if let Some(n) = head_end(&self.answer) {
+                match self.answer.get(9..12) {
+                    // An upgrade nobody asked for.
+                    Some(b"101") => return Err(AnswerFailure::Broken),
+                    Some([b'1', ..]) => {
+                        // Interim answers (103 Early Hints) go to the client as they are.
+                        let interim = self.answer.split_to(n);
+                        self.io.write_all(&interim).await.map_err(|_| AnswerFailure::Broken)?;
+                        continue;
+                    }
+                    _ => return Ok(n),
                 }
+            }
+            if self.answer.len() >= MAX_HEAD {
+                return Err(AnswerFailure::Broken);
             }
             self.answer.reserve(UPSTREAM_READ);
             match tokio::time::timeout_at(deadline, upstream.read_buf(&mut self.answer)).await {
@@ -515,16 +553,16 @@ fn action<'t>(
 ) -> Action<'t> {
     let fields = Parsed(parsed.headers);
     let (method, target) = (parsed.method.unwrap_or_default(), parsed.path.unwrap_or_default());
-    let hosts = parsed.headers.iter().filter(|f| f.name.eq_ignore_ascii_case("host")).count();
+    let known = Known::of(parsed.headers);
     if parsed.version != Some(1)
         || method == "CONNECT"
         || !target.starts_with('/')
-        || hosts != 1
-        || ["upgrade", "expect", "transfer-encoding"].iter().any(|name| fields.first(name).is_some())
+        || known.hosts != 1
+        || known.unusual
     {
         return Action::Handoff;
     }
-    let close = fields.lists("connection", "close");
+    let close = known.connection && fields.lists("connection", "close");
     let mut lengths = fields.all("content-length").map(|v| v.parse::<u64>().ok());
     let content_length = match lengths.next() {
         None => 0,
@@ -574,7 +612,11 @@ fn action<'t>(
         None => out.extend_from_slice(target.as_bytes()),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let listed: Vec<&str> = fields.all("connection").flat_map(|v| v.split(',')).map(str::trim).collect();
+    let listed: Vec<&str> = if known.connection {
+        fields.all("connection").flat_map(|v| v.split(',')).map(str::trim).collect()
+    } else {
+        Vec::new()
+    };
     for field in parsed.headers.iter() {
         let name = field.name;
         let dropped = is_hop_by_hop(name)
@@ -585,7 +627,7 @@ fn action<'t>(
         }
     }
     // gRPC-style servers insist on `te: trailers`; it is the one TE value passed on.
-    if fields.lists("te", "trailers") {
+    if known.te && fields.lists("te", "trailers") {
         put_field(out, "te", b"trailers");
     }
     for (name, value) in FORWARDING_FIELDS.iter().zip(forwarding.values()) {
@@ -602,6 +644,21 @@ fn action<'t>(
         sticky,
     };
     Action::Forward(to, request)
+}
+
+/// Where the head at the start of `buf` ends: just after its empty line (lines end in CRLF
+/// or, tolerated, a bare LF).
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(at) = buf[from..].iter().position(|&b| b == b'\n') {
+        let next = from + at + 1;
+        match &buf[next..] {
+            [b'\n', ..] => return Some(next + 1),
+            [b'\r', b'\n', ..] => return Some(next + 2),
+            _ => from = next,
+        }
+    }
+    None
 }
 
 /// How many of `bytes` belong to the answer body, and whether it has ended with them.

@@ -6,6 +6,7 @@
 
 mod body;
 mod chunked;
+mod fnv;
 mod h1;
 pub mod metrics;
 pub mod normalize;
@@ -133,7 +134,7 @@ impl IngressProxy {
     /// and move when their address changes; open connections are never cut.
     pub async fn apply(&self, plan: &Arc<Plan>) -> Vec<IngressError> {
         let previous = self.shared.table.load_full();
-        let table = Table::new(Arc::clone(plan), previous.as_deref());
+        let table = Table::new(Arc::clone(plan), previous.as_deref(), &self.shared);
         self.shared.table.store(Some(Arc::new(table)));
         let mut errors: Vec<IngressError> =
             self.certs.apply(&plan.ingress.certificates).into_iter().map(IngressError::from).collect();

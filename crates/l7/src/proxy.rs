@@ -23,6 +23,7 @@ use portico_plan::ingress::{Backend, Route, RouteMatch};
 use tracing::debug;
 
 use crate::body::{OnEnd, Watched};
+use crate::fnv::FnvMap;
 use crate::metrics::{AccessLog, Figures, LogLine, Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
 use crate::upstream::{Endpoint, Sender, UpstreamBody, is_h2};
@@ -52,25 +53,30 @@ pub(crate) struct Shared {
 /// The routes being served and the endpoints behind them.
 pub(crate) struct Table {
     pub plan: Arc<Plan>,
-    pub endpoints: HashMap<(SocketAddr, BackendProtocol), Arc<Endpoint>>,
+    pub endpoints: FnvMap<(SocketAddr, BackendProtocol), Arc<Endpoint>>,
+    /// The metric handles of each backend in the Plan, by its address there.
+    metrics: FnvMap<usize, Arc<RouteMetrics>>,
 }
 
 impl Table {
     /// The table for `plan`, keeping the endpoint state (pools, load) of `previous`.
-    pub(crate) fn new(plan: Arc<Plan>, previous: Option<&Table>) -> Table {
-        let mut endpoints = HashMap::new();
+    pub(crate) fn new(plan: Arc<Plan>, previous: Option<&Table>, shared: &Shared) -> Table {
+        let mut endpoints = FnvMap::default();
+        let mut metrics = FnvMap::default();
         let ingress = &plan.ingress;
-        let mut backends: Vec<(&Backend, BackendProtocol)> = Vec::new();
+        let unnamed = ObjectKey::default();
+        let mut backends: Vec<(&Backend, BackendProtocol, &ObjectKey)> = Vec::new();
         for (_, vhost) in ingress.virtual_hosts() {
-            backends.extend(vhost.default_backend.iter().map(|b| (b, BackendProtocol::Http)));
+            backends.extend(vhost.default_backend.iter().map(|b| (b, BackendProtocol::Http, &unnamed)));
             for route in &vhost.routes {
                 let protocol = route.options.backend_protocol;
-                backends.push((&route.backend, protocol));
-                backends.extend(route.canary.iter().map(|c| (&c.backend, protocol)));
+                backends.push((&route.backend, protocol, &route.ingress));
+                backends.extend(route.canary.iter().map(|c| (&c.backend, protocol, &c.ingress)));
             }
         }
-        backends.extend(ingress.default_backend.iter().map(|b| (b, BackendProtocol::Http)));
-        for (backend, protocol) in backends {
+        backends.extend(ingress.default_backend.iter().map(|b| (b, BackendProtocol::Http, &unnamed)));
+        for (backend, protocol, from) in backends {
+            metrics.insert(address(backend), shared.route_metrics(from, &backend.service));
             for addr in &backend.endpoints {
                 let key = (*addr, protocol);
                 endpoints.entry(key).or_insert_with(|| match previous.and_then(|p| p.endpoints.get(&key)) {
@@ -79,8 +85,21 @@ impl Table {
                 });
             }
         }
-        Table { plan, endpoints }
+        Table { plan, endpoints, metrics }
     }
+
+    /// The metric handles of requests from Ingress `from` to `backend`.
+    fn route_metrics(&self, shared: &Shared, from: &ObjectKey, backend: &Backend) -> Arc<RouteMetrics> {
+        match self.metrics.get(&address(backend)) {
+            Some(found) => Arc::clone(found),
+            None => shared.route_metrics(from, &backend.service),
+        }
+    }
+}
+
+/// Where a backend is in its Plan: the same for the Plan's life, and distinct per backend.
+fn address(backend: &Backend) -> usize {
+    std::ptr::from_ref(backend) as usize
 }
 
 impl Shared {
@@ -338,7 +357,7 @@ impl Exchange {
             RouteMatch::Route(route) => (Some(route), &route.backend, &*route.options),
         };
         let unnamed = ObjectKey::default();
-        self.route = self.shared.route_metrics(route.map_or(&unnamed, |r| &r.ingress), &backend.service);
+        self.route = table.route_metrics(&self.shared, route.map_or(&unnamed, |r| &r.ingress), backend);
         if route.is_some() {
             if !options.allow_sources.is_empty()
                 && !options.allow_sources.iter().any(|net| net.contains(&self.conn.peer.ip()))
@@ -357,7 +376,7 @@ impl Exchange {
         }
         let backend = match route.and_then(|r| r.canary.as_ref()) {
             Some(canary) if self.takes_canary(&canary.rule, head.fields) => {
-                self.route = self.shared.route_metrics(&canary.ingress, &canary.backend.service);
+                self.route = table.route_metrics(&self.shared, &canary.ingress, &canary.backend);
                 &canary.backend
             }
             _ => backend,
