@@ -53,6 +53,8 @@ pub(crate) struct Client<I> {
     shared: Arc<Shared>,
     header_timeout: Duration,
     draining: watch::Receiver<bool>,
+    /// When the connection last became idle: its start, or the end of its last request.
+    idle_since: std::time::Instant,
     /// Bytes from the client not yet served.
     input: BytesMut,
     /// Bytes from the endpoint not yet passed on.
@@ -177,6 +179,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             shared,
             header_timeout,
             draining,
+            idle_since: std::time::Instant::now(),
             input: BytesMut::new(),
             answer: BytesMut::new(),
             output: Vec::new(),
@@ -226,7 +229,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             Action::Handoff => Step::Handoff,
             Action::Answer { status, text, location, close } => {
                 let head = method == "HEAD";
-                exchange.settle(status);
+                self.idle_since = exchange.settle(status);
                 self.input.advance(head_len);
                 write_answer(&mut self.output, status, &text, location.as_deref(), head, close);
                 match self.write_output().await {
@@ -248,7 +251,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
 
     /// Reads until the input starts with a complete request head.
     async fn read_head(&mut self, mut shutdown: Pin<&mut impl Future>) -> HeadRead {
-        let deadline = Instant::now() + self.header_timeout;
+        // From the end of the previous request: the clock was read then.
+        let deadline = Instant::from_std(self.idle_since) + self.header_timeout;
         loop {
             if let Some(n) = head_end(&self.input) {
                 return HeadRead::Complete(n);
@@ -308,7 +312,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         let (mut retried, mut fresh) = (false, false);
         let mut bytes_in = buffered as u64;
         let (mut upstream, head_len) = loop {
-            let pooled = if fresh { None } else { endpoint.idle_stream() };
+            let pooled = if fresh { None } else { endpoint.idle_stream(exchange.started()) };
             let reused = pooled.is_some();
             let mut upstream = match pooled {
                 Some(stream) => stream,
@@ -374,7 +378,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                 unsent -= n as u64;
                 bytes_in += n as u64;
             }
-            match self.read_answer_head(&mut upstream, read_timeout).await {
+            let deadline = Instant::from_std(exchange.started()) + read_timeout;
+            match self.read_answer_head(&mut upstream, deadline).await {
                 Ok(n) => break (upstream, n),
                 Err(AnswerFailure::Closed) if reused && replayable && request.idempotent => {
                     debug!(endpoint = %endpoint.addr, "pooled connection was closed; retrying");
@@ -470,10 +475,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                 }
             }
         }
-        exchange.complete(status, bytes_in, bytes_out);
+        self.idle_since = exchange.complete(status, bytes_in, bytes_out);
         drop(in_flight);
         if ended && keep_alive && !leftover && !matches!(framing, Framing::Close) {
-            endpoint.keep_stream(upstream);
+            endpoint.keep_stream(upstream, self.idle_since);
         } else {
             let _ = upstream.shutdown().await;
         }
@@ -485,9 +490,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
     async fn read_answer_head(
         &mut self,
         upstream: &mut TcpStream,
-        timeout: Duration,
+        deadline: Instant,
     ) -> Result<usize, AnswerFailure> {
-        let deadline = Instant::now() + timeout;
         self.answer.clear();
         let mut received = false;
         loop {
@@ -525,7 +529,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         text: &str,
         request: &Request,
     ) -> Step {
-        exchange.settle(status);
+        self.idle_since = exchange.settle(status);
         // A request body not read in full leaves the connection unusable.
         let close = request.close || request.content_length > request.buffered;
         write_answer(&mut self.output, status, text, None, request.head, close);
@@ -649,16 +653,11 @@ fn action<'t>(
 /// Where the head at the start of `buf` ends: just after its empty line (lines end in CRLF
 /// or, tolerated, a bare LF).
 fn head_end(buf: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(at) = buf[from..].iter().position(|&b| b == b'\n') {
-        let next = from + at + 1;
-        match &buf[next..] {
-            [b'\n', ..] => return Some(next + 1),
-            [b'\r', b'\n', ..] => return Some(next + 2),
-            _ => from = next,
-        }
-    }
-    None
+    memchr::memchr_iter(b'\n', buf).find_map(|at| match &buf[at + 1..] {
+        [b'\n', ..] => Some(at + 2),
+        [b'\r', b'\n', ..] => Some(at + 3),
+        _ => None,
+    })
 }
 
 /// How many of `bytes` belong to the answer body, and whether it has ended with them.
@@ -746,5 +745,48 @@ fn write_answer(
     out.extend_from_slice(b"\r\n");
     if !head {
         out.extend_from_slice(text.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_ends_after_its_empty_line() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Some(27));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\nbody"), Some(24));
+        // Pipelined requests: the first head only.
+        assert_eq!(head_end(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n"), Some(19));
+        // An empty line before the request line is not the end of the head.
+        assert_eq!(head_end(b"\r\nGET / HTTP/1.1\r\n\r\n"), Some(20));
+        for partial in [
+            &b""[..],
+            b"GET / HTTP/1.1\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r",
+            b"GET / HTTP/1.1\r\nHost: a\n",
+        ] {
+            assert_eq!(head_end(partial), None, "{:?}", String::from_utf8_lossy(partial));
+        }
+    }
+
+    #[test]
+    fn answer_heads_lose_hop_by_hop_fields_and_name_portico() {
+        let raw = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\nX-Kept: yes\r\n\r\n";
+        let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let done = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            raw,
+            &mut storage,
+        );
+        assert!(matches!(done, Ok(httparse::Status::Complete(_))));
+        let fields = Parsed(parsed.headers);
+        let mut out = Vec::new();
+        write_answer_head(&mut out, &parsed, &fields, true, Some("route=abc"), false);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 200 OK\r\nX-Kept: yes\r\ntransfer-encoding: chunked\r\nserver: portico\r\nset-cookie: route=abc\r\n\r\n"
+        );
     }
 }

@@ -254,10 +254,17 @@ impl Exchange {
         }
     }
 
-    /// Counts and logs the request as finished.
-    pub(crate) fn complete(&self, status: u16, bytes_in: u64, bytes_out: u64) {
-        let figures = Figures { status, duration: self.started.elapsed(), bytes_in, bytes_out };
+    /// When the request arrived.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Counts and logs the request as finished; returns the time it finished.
+    pub(crate) fn complete(&self, status: u16, bytes_in: u64, bytes_out: u64) -> Instant {
+        let now = Instant::now();
+        let figures = Figures { status, duration: now - self.started, bytes_in, bytes_out };
         self.shared.finish(&self.route, &figures, self.log.as_ref());
+        now
     }
 }
 
@@ -629,8 +636,8 @@ impl Exchange {
     }
 
     /// Counts and logs a response made here.
-    pub(crate) fn settle(&mut self, status: StatusCode) {
-        self.complete(status.as_u16(), 0, 0);
+    pub(crate) fn settle(&mut self, status: StatusCode) -> Instant {
+        self.complete(status.as_u16(), 0, 0)
     }
 
     /// A response made here rather than by an endpoint; counted and logged at once.

@@ -64,21 +64,21 @@ impl Endpoint {
         }
     }
 
-    /// An idle plain connection that is still open, if there is one.
-    pub(crate) fn idle_stream(&self) -> Option<TcpStream> {
+    /// An idle plain connection that is still open at `now`, if there is one.
+    pub(crate) fn idle_stream(&self, now: Instant) -> Option<TcpStream> {
         loop {
             let (stream, since) = self.streams.lock().unwrap_or_else(PoisonError::into_inner).pop()?;
-            if since.elapsed() < IDLE_TIMEOUT && still_open(&stream) {
+            if now.saturating_duration_since(since) < IDLE_TIMEOUT && still_open(&stream) {
                 return Some(stream);
             }
         }
     }
 
-    /// Keeps a plain connection whose exchange ended cleanly for the next request.
-    pub(crate) fn keep_stream(&self, stream: TcpStream) {
+    /// Keeps a plain connection whose exchange ended cleanly at `now` for the next request.
+    pub(crate) fn keep_stream(&self, stream: TcpStream, now: Instant) {
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
         if streams.len() < MAX_IDLE {
-            streams.push((stream, Instant::now()));
+            streams.push((stream, now));
         }
     }
 
