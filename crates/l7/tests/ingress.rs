@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -410,21 +410,30 @@ async fn tls_by_sni_http2_and_the_https_redirect() {
 
 /// Opens a WebSocket through the proxy; returns the stream after the 101.
 async fn websocket(addr: SocketAddr, host: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    upgrade(TcpStream::connect(addr).await.unwrap(), host).await
+}
+
+/// Asks for a WebSocket on an open connection; returns it after the 101.
+async fn upgrade(mut stream: TcpStream, host: &str) -> TcpStream {
     let head = format!(
         "GET /chat HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
+    let head = read_head(&mut stream).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+    stream
+}
+
+/// Reads one head, byte by byte so nothing after it is consumed.
+async fn read_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
         stream.read_exact(&mut byte).await.unwrap();
         head.push(byte[0]);
     }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 101"), "{head}");
-    assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
-    stream
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 async fn round_trip(stream: &mut TcpStream, message: &[u8]) {
@@ -703,4 +712,173 @@ async fn certificates_rotate_rewrites_apply_and_redirects_can_be_forced() {
         (moved.status, moved.headers.get("location").cloned()),
         (308, Some(format!("https://f.test:{}/x", h.https.port())))
     );
+}
+
+/// A hand-written HTTP/1.1 endpoint answering by path with framings the echo Pods never use:
+/// chunked with trailers, an interim 103, close-delimited, and a close right after an answer
+/// that promised keep-alive. It keeps every request head it reads and counts connections.
+async fn framing_endpoint(addr: SocketAddr) -> (Arc<Mutex<Vec<String>>>, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let (heads, connections) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicUsize::new(0)));
+    let (seen, count) = (Arc::clone(&heads), Arc::clone(&connections));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let head_end = loop {
+                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        let mut chunk = [0u8; 16384];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                    buf.drain(..head_end);
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < length {
+                        let mut chunk = [0u8; 16384];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body: Vec<u8> = buf.drain(..length).collect();
+                    let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                    seen.lock().unwrap().push(head);
+                    let answer = match path.as_str() {
+                        "/chunked" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n".to_owned(),
+                        "/early" => "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_owned(),
+                        "/body" => {
+                            let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
+                            let text = format!("{} {sum}", body.len());
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len())
+                        }
+                        "/close" => "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end".to_owned(),
+                        "/drop" => "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndrop".to_owned(),
+                        _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned(),
+                    };
+                    if stream.write_all(answer.as_bytes()).await.is_err()
+                        || matches!(path.as_str(), "/close" | "/drop")
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (heads, connections)
+}
+
+#[tokio::test]
+async fn http1_answers_keep_their_framing_pipelines_work_and_hyper_takes_over_upgrades() {
+    let mut h = Harness::start(81, &[(2, "ws", 1)]).await;
+    let (heads, connections) = framing_endpoint(SocketAddr::new(pod_ip(81, 1, 0), POD_PORT)).await;
+    let yaml = [
+        service(81, 1, "raw", 1),
+        service(81, 2, "ws", 1),
+        ingress("raw", "", Some("raw.test"), &[("/", "Prefix", "raw")], ""),
+        ingress("ws", "", Some("ws.test"), &[("/", "Prefix", "ws")], ""),
+    ]
+    .concat();
+    h.apply(&yaml).await;
+
+    // One keep-alive client connection for several kinds of answer.
+    let stream = TcpStream::connect(h.http).await.unwrap();
+    let (mut client, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let send = |method: &str, path: &str, body: Vec<u8>| {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "raw.test")
+            .header("te", "trailers")
+            .header("connection", "keep-alive, x-private")
+            .header("x-private", "1")
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let chunked = client.send_request(send("GET", "/chunked", Vec::new())).await.unwrap();
+    assert_eq!(chunked.headers().get("transfer-encoding").map(|v| v.as_bytes()), Some(&b"chunked"[..]));
+    let collected = chunked.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().and_then(|t| t.get("x-sum")).map(|v| v.as_bytes()), Some(&b"11"[..]));
+    assert_eq!(collected.to_bytes(), "hello world");
+    let forwarded = heads.lock().unwrap()[0].to_ascii_lowercase();
+    for wanted in [
+        "get /chunked http/1.1\r\n",
+        "host: raw.test\r\n",
+        "te: trailers\r\n",
+        "x-forwarded-for: 127.0.0.1\r\n",
+        "x-forwarded-proto: http\r\n",
+        "x-request-id: ",
+    ] {
+        assert!(forwarded.contains(wanted), "{wanted:?} in {forwarded}");
+    }
+    for gone in ["x-private", "connection:", "keep-alive"] {
+        assert!(!forwarded.contains(gone), "{gone:?} in {forwarded}");
+    }
+    let early = client.send_request(send("GET", "/early", Vec::new())).await.unwrap();
+    assert_eq!(early.status(), 200);
+    assert_eq!(early.into_body().collect().await.unwrap().to_bytes(), "ok");
+    // A body larger than any buffer streams through.
+    let big: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
+    let sum: u64 = big.iter().map(|b| u64::from(*b)).sum();
+    let posted = client.send_request(send("POST", "/body", big)).await.unwrap();
+    assert_eq!(posted.into_body().collect().await.unwrap().to_bytes(), format!("1048576 {sum}"));
+    // A close-delimited answer reaches its end, and then the client connection closes too.
+    let closing = client.send_request(send("GET", "/close", Vec::new())).await.unwrap();
+    assert_eq!(closing.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
+    assert_eq!(closing.into_body().collect().await.unwrap().to_bytes(), "until the end");
+    let ended = tokio::time::timeout(Duration::from_secs(5), connection).await;
+    assert!(ended.is_ok(), "the client connection is closed after a close-delimited answer");
+
+    // An endpoint that closes a kept-alive connection: the next request gets a new one.
+    let before = connections.load(Ordering::SeqCst);
+    assert_eq!(request(h.http, "raw.test", "/drop", "").await.body, "drop");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after_drop = request(h.http, "raw.test", "/body", "").await;
+    assert_eq!((after_drop.status, after_drop.body.as_str()), (200, "0 0"), "{after_drop:?}");
+    assert_eq!(connections.load(Ordering::SeqCst), before + 2);
+
+    // Pipelined requests are answered in order on one connection.
+    let mut pipelined = TcpStream::connect(h.http).await.unwrap();
+    pipelined
+        .write_all(b"GET /chunked HTTP/1.1\r\nHost: raw.test\r\n\r\nGET /early HTTP/1.1\r\nHost: raw.test\r\n\r\nPOST /body HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), pipelined.read_to_end(&mut raw))
+        .await
+        .expect("answers in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let order: Vec<Option<usize>> =
+        ["hello\r\n", "103 Early Hints", "\r\n\r\nok", "3 294"].iter().map(|p| text.find(p)).collect();
+    assert!(order.iter().all(Option::is_some) && order.is_sorted(), "{order:?} in {text}");
+
+    // A plain request, then an upgrade on the same connection: hyper takes the connection over.
+    let mut stream = TcpStream::connect(h.http).await.unwrap();
+    stream.write_all(b"GET /first HTTP/1.1\r\nHost: ws.test\r\n\r\n").await.unwrap();
+    let head = read_head(&mut stream).await.to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .expect("a content length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("/first"));
+    let mut upgraded = upgrade(stream, "ws.test").await;
+    round_trip(&mut upgraded, b"after a plain request").await;
 }
