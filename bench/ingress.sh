@@ -30,10 +30,14 @@
 #
 # For each peer: req/s, p50, p99, the proxy's CPU (user + system of all its processes, as a
 # share of one core), how busy core 1 was (softirq of the loopback traffic included), CPU µs
-# per request, and the peak RSS (VmHWM summed over the proxy's processes, e.g. nginx master +
-# worker) after all runs. Then the ratios Portico / best peer (by HTTP/1.1 req/s) and a verdict
-# against the targets: Portico >= 1.2x the best peer's HTTP/1.1 req/s, p99 no worse than that
-# peer's, RSS under 20 MiB.
+# per request, and the peak RSS of each workload: VmHWM summed over the proxy's processes (e.g.
+# nginx master + worker), reset just before each measured run (`5` into /proc/PID/clear_refs,
+# after wrk's warm-up, before h2load's) and read right after it; the highest over the rounds
+# of the HTTP/1.1 runs and of the h2 runs. Then the ratios Portico / best peer (by HTTP/1.1
+# req/s) and a verdict against the targets: Portico >= 1.2x the best peer's HTTP/1.1 req/s, p99
+# no worse than that peer's, RSS under 20 MiB at the peak of the HTTP/1.1 run (the h2 peak is
+# printed, outside the verdict). The reset needs root or the proxy's owner; without it the
+# peaks include those of earlier runs (a warning says so).
 #
 # Never fails on a missed target. Fails (non-zero) when something does not run or a run is
 # invalid: a tool is missing, a port is taken, a peer does not route as expected, wrk sees a
@@ -312,13 +316,18 @@ echo
 
 # measure PEER NAME ROUND CMD...: runs CMD, recording in cpu-PEER-NAME-ROUND.txt the CPU the
 # proxy's processes used meanwhile, the run's wall time and how busy the proxy's core was
-# ("cpu_seconds wall_seconds core_busy_share"). Returns 1 when Portico went down meanwhile.
+# ("cpu_seconds wall_seconds core_busy_share"), and in rss-PEER-NAME-ROUND.txt their memory
+# (tree_rss), the peak being the run's own: tree_reset_peak just before CMD. Returns 1 when
+# Portico went down meanwhile.
 measure() {
     local peer=$1 name=$2 round=$3
     shift 3
     local pid t0 t1 c0=0 c1=0 k0 k1
     pid="$(pid_of "$peer")"
-    if [ -n "$pid" ]; then c0="$(tree_ticks "$pid")"; fi
+    if [ -n "$pid" ]; then
+        tree_reset_peak "$pid"
+        c0="$(tree_ticks "$pid")"
+    fi
     k0="$(core_ticks "$PROXY_CPU")"
     t0="$(now)"
     "$@"
@@ -327,6 +336,7 @@ measure() {
     if [ -n "$pid" ]; then
         c1="$(tree_ticks "$pid")"
         alive "$peer" "$pid" || return 1
+        tree_rss "$pid" >"$results/rss-$peer-$name-$round.txt"
     fi
     awk -v a="$c0" -v b="$c1" -v t="$clk_tck" -v s="$t0" -v e="$t1" -v k0="$k0" -v k1="$k1" '
         BEGIN { split(k0, x, " "); split(k1, y, " "); tot = y[2] - x[2]
@@ -391,7 +401,8 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-# Peak memory after all the runs.
+# Memory after all the runs: VmRSS now (the report's "RSS now"); VmHWM here is the peak since
+# the last reset, i.e. of the peer's last run, when tree_reset_peak could reset it.
 for peer in "${PEERS[@]}"; do
     pid="$(pid_of "$peer")"
     [ -n "$pid" ] && serving "$peer" || continue

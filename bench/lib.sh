@@ -256,6 +256,26 @@ tree_rss() {
     echo "$hwm $rss $n"
 }
 
+# tree_reset_peak PID: resets the peak RSS (VmHWM) of PID and its descendants to their current
+# VmRSS by writing 5 to /proc/P/clear_refs (Linux >= 4.0), so that tree_rss afterwards gives the
+# peak since this call. Processes that vanish meanwhile are skipped. Never fails: when a write
+# is refused (not root and not the owner, an older kernel), one warning is printed, once per
+# script, and that process's VmHWM keeps its earlier peak.
+reset_peak_warned=""
+tree_reset_peak() {
+    local p
+    for p in $(tree "$1"); do
+        { echo 5 >"/proc/$p/clear_refs"; } 2>/dev/null && continue
+        [ -e "/proc/$p" ] || continue
+        if [ -z "$reset_peak_warned" ]; then
+            reset_peak_warned=1
+            echo "warning: cannot reset the peak RSS of process $p (/proc/$p/clear_refs);" \
+                "peak RSS figures include the peak of earlier runs" >&2
+        fi
+    done
+    return 0
+}
+
 # core_ticks CPU: "busy total" jiffies of one core from /proc/stat (idle and iowait are not busy).
 core_ticks() {
     awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat

@@ -21,13 +21,19 @@ RESULTS_DIR holds, per peer and round R (1..ROUNDS):
   cpu-PEER-{wrk,h2}-R.txt
                         "cpu_seconds wall_seconds core_busy": CPU of the proxy's processes
                         during the run, the run's length, and the busy share of the proxy's core
-  rss-PEER.txt          "VmHWM_kB VmRSS_kB processes", summed over the proxy's processes, read
-                        after all the runs
+  rss-PEER-{wrk,h2}-R.txt
+                        "VmHWM_kB VmRSS_kB processes", summed over the proxy's processes, read
+                        right after the run; VmHWM was reset just before it, so it is the run's
+                        peak (none for the backend)
+  rss-PEER.txt          the same, read after all the runs: its VmRSS is "RSS now" (its VmHWM is
+                        the peak since the last reset; the peak since start in results older than
+                        the per-run files, where it stands in for both per-run peaks)
   portico-not-serving.txt
                         present when Portico was not measured: why
 
-With more than one round, every figure is the median over the rounds, and the spread
-(lowest-highest) of req/s and p99 is printed below the tables.
+With more than one round, every figure is the median over the rounds, except the peak RSS of
+a workload (the highest over its rounds), and the spread (lowest-highest) of req/s and p99 is
+printed below the tables.
 
 Exits non-zero when a result of a serving peer is missing or invalid; a missed target is only
 reported.
@@ -166,12 +172,26 @@ def one_round(results, peer, r):
     return row
 
 
-def rss(results, peer):
-    path = os.path.join(results, f"rss-{peer}.txt")
+def rss_file(path):
+    """(VmHWM MiB, VmRSS MiB, processes) of an rss file; None, None, None when there is none."""
     if not os.path.exists(path):
         return None, None, None
     hwm, cur, n = (int(x) for x in read(path).split())
     return hwm / 1024.0, cur / 1024.0, n
+
+
+def rss(results, peer, n):
+    """The peer's memory: {"rss_h1", "rss_h2"}: the highest VmHWM over the rounds of its
+    HTTP/1.1 and of its h2 runs (MiB), {"rss_now", "procs"}: VmRSS and processes after all the
+    runs, and "rss_old": True when a per-run peak came from rss-PEER.txt (no per-run files)."""
+    hwm_end, now, procs = rss_file(os.path.join(results, f"rss-{peer}.txt"))
+    out = {"rss_now": now, "procs": procs, "rss_old": False}
+    for key, name in (("rss_h1", "wrk"), ("rss_h2", "h2")):
+        peaks = [rss_file(os.path.join(results, f"rss-{peer}-{name}-{r}.txt"))[0] for r in range(1, n + 1)]
+        peaks = [x for x in peaks if x is not None]
+        out[key] = max(peaks) if peaks else hwm_end
+        out["rss_old"] |= not peaks and hwm_end is not None
+    return out
 
 
 def print_unmeasured(peer, not_serving):
@@ -195,7 +215,7 @@ def report(results, n, peers):
             problems.append(f"{peer}: {err}")
             continue
         rows[peer] = median_row(per_round)
-        rows[peer]["rss"], rows[peer]["rss_now"], rows[peer]["procs"] = rss(results, peer)
+        rows[peer].update(rss(results, peer, n))
         spreads[peer] = per_round
 
     if n > 1:
@@ -203,7 +223,7 @@ def report(results, n, peers):
     print("HTTP/1.1 keep-alive (wrk), 200 host/path pairs:")
     header = (
         f"{'peer':<9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU':>10} {'core busy':>10}"
-        f" {'CPU us/req':>11} {'max RSS MiB':>12} {'RSS now':>8}"
+        f" {'CPU us/req':>11} {'RSS HTTP/1.1':>13} {'RSS h2':>7} {'RSS now':>8}"
     )
     print_header(header)
     for peer in peers:
@@ -214,8 +234,8 @@ def report(results, n, peers):
         procs = f" ({r['procs']} procs)" if r["procs"] and r["procs"] > 1 else ""
         print(
             f"{peer:<9} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {fmt_pct(r['cpu']):>10}"
-            f" {fmt_pct(r['core']):>10} {fmt(r['us_req'], '.1f'):>11} {fmt(r['rss'], '.1f'):>12}"
-            f" {fmt(r['rss_now'], '.1f'):>8}{procs}"
+            f" {fmt_pct(r['core']):>10} {fmt(r['us_req'], '.1f'):>11} {fmt(r['rss_h1'], '.1f'):>13}"
+            f" {fmt(r['rss_h2'], '.1f'):>7} {fmt(r['rss_now'], '.1f'):>8}{procs}"
         )
     print()
     print("h2 over TLS (h2load), one host, 10 paths:")
@@ -238,10 +258,17 @@ def report(results, n, peers):
     print(
         "(proxy CPU: user+system time of all the proxy's processes during the run, as a share of its"
         " one core;\n core busy: the proxy's core, loopback softirq work included; CPU us/req: proxy CPU"
-        " per request;\n max RSS: VmHWM summed over the proxy's processes after all runs (nginx: master"
-        " + worker, shared pages counted twice);\n h2 p50/p99/mean from h2load's per-request log, time"
-        " from request start to end of response)"
+        " per request;\n RSS HTTP/1.1, RSS h2: peak RSS in MiB during that workload's runs (the highest over"
+        " the rounds),\n VmHWM summed over the proxy's processes (nginx: master + worker, shared pages counted"
+        " twice),\n reset just before each run; RSS now: VmRSS after all runs;\n h2 p50/p99/mean from h2load's"
+        " per-request log, time from request start to end of response)"
     )
+    old = [peer for peer in peers if peer in rows and rows[peer]["rss_old"]]
+    if old:
+        print(
+            f"(no per-run RSS files for {', '.join(old)}: both RSS columns there are VmHWM after all\n"
+            " runs, from rss-PEER.txt, the peak since start)"
+        )
     if n > 1:
         print("spread over the rounds (lowest-highest):")
         for peer, rs in spreads.items():
@@ -255,14 +282,18 @@ def report(results, n, peers):
     best = max(others, key=lambda p: rows[p]["rps"]) if others else None
     if "portico" in rows:
         p = rows["portico"]
-        print("ratios portico / peer     HTTP/1.1 req/s   p99 (lower is better)   h2 req/s   h2 p99   max RSS")
+        print(
+            "ratios portico / peer     HTTP/1.1 req/s   p99 (lower is better)   h2 req/s   h2 p99"
+            "   RSS HTTP/1.1   RSS h2"
+        )
         for peer in others:
             o = rows[peer]
             mark = "  <- best peer by HTTP/1.1 req/s" if peer == best else ""
             print(
                 f"  portico / {peer:<13} {fmt_ratio(ratio(p['rps'], o['rps'])):>14}"
                 f" {fmt_ratio(ratio(p['p99'], o['p99'])):>23} {fmt_ratio(ratio(p['h2_rps'], o['h2_rps'])):>10}"
-                f" {fmt_ratio(ratio(p['h2_p99'], o['h2_p99'])):>8} {fmt_ratio(ratio(p['rss'], o['rss'])):>9}{mark}"
+                f" {fmt_ratio(ratio(p['h2_p99'], o['h2_p99'])):>8} {fmt_ratio(ratio(p['rss_h1'], o['rss_h1'])):>14}"
+                f" {fmt_ratio(ratio(p['rss_h2'], o['rss_h2'])):>8}{mark}"
             )
         if "backend" in rows:
             print(f"  portico / backend alone {fmt_ratio(ratio(p['rps'], rows['backend']['rps'])):>14}")
@@ -286,12 +317,16 @@ def report(results, n, peers):
             ),
             (f"p99 <= {best}'s", fmt_ratio(ratio(p["p99"], b["p99"])), p["p99"] <= b["p99"]),
             (
-                f"RSS < {TARGET_RSS_MIB:.0f} MiB",
-                f"{fmt(p['rss'], '.1f')} MiB",
-                p["rss"] is not None and p["rss"] < TARGET_RSS_MIB,
+                f"RSS < {TARGET_RSS_MIB:.0f} MiB (HTTP/1.1 run peak)",
+                f"{fmt(p['rss_h1'], '.1f')} MiB",
+                p["rss_h1"] is not None and p["rss_h1"] < TARGET_RSS_MIB,
             ),
         ]
         print_verdict(checks)
+        print(
+            f"  (not in the verdict: h2 run peak RSS: portico {fmt(p['rss_h2'], '.1f')} MiB,"
+            f" {best} {fmt(b['rss_h2'], '.1f')} MiB, {fmt_ratio(ratio(p['rss_h2'], b['rss_h2']))})"
+        )
     if problems:
         print()
         for problem in problems:

@@ -586,7 +586,9 @@ impl Exchange {
             return Ok(sender);
         }
         let tls = if is_h2(endpoint.protocol) { &self.shared.tls_h2 } else { &self.shared.tls_http };
-        endpoint.connect(tls, timeout).await
+        // Boxed: connecting (TLS and HTTP handshakes) is rare and its future large, and it
+        // would otherwise size every request's future held by the HTTP/2 server.
+        Box::pin(endpoint.connect(tls, timeout)).await
     }
 
     /// The client's `X-Request-Id` when it gives a sensible one, else a new random one.
