@@ -15,6 +15,8 @@
 #  2. HTTP/2 over TLS: `h2load -c 64 -m 10 -D 10 --warm-up-time 2`, host h03.bench.test, the
 #     10 paths in turn: req/s, and p50/p99/mean from h2load's per-request log (h2load's own
 #     summary has mean and sd only).
+# With PORTICO_BENCH_ROUNDS=N, all N rounds of 1 run (peers in rotating order) before any of 2,
+# so that what a proxy keeps after h2's 640 streams in flight is not in its HTTP/1.1 figures.
 #
 # Peers:
 #   backend  127.0.0.1:8080            nginx alone, no proxy (HTTP/1.1 only)
@@ -387,14 +389,19 @@ h2_run() {
         || invalid "$peer" "h2load run invalid ($out)"
 }
 
-# Peers in rotating order (round_start in bench/lib.sh).
+# Peers in rotating order (round_start in bench/lib.sh). Every HTTP/1.1 round comes before
+# any h2 run: memory a proxy keeps after h2's 640 streams in flight would otherwise count in
+# the peak of its later HTTP/1.1 runs.
+echo "-- 1. HTTP/1.1 keep-alive: wrk -t1 -c$CONNECTIONS -d${SECONDS_PER_RUN}s --latency, 200 host/path pairs in turn --"
 for round in $(seq "$ROUNDS"); do
     round_start "$round"
-    echo "-- 1. HTTP/1.1 keep-alive: wrk -t1 -c$CONNECTIONS -d${SECONDS_PER_RUN}s --latency, 200 host/path pairs in turn --"
     for peer in "${order[@]}"; do
         if serving "$peer"; then wrk_run "$peer" "$round"; else echo "  $peer   NOT SERVING"; fi
     done
-    echo "-- 2. h2 over TLS: h2load -c $CONNECTIONS -m $H2_STREAMS -D $SECONDS_PER_RUN --warm-up-time $WARMUP_SECONDS, $H2_HOST /p0-/p9 --"
+done
+echo "-- 2. h2 over TLS: h2load -c $CONNECTIONS -m $H2_STREAMS -D $SECONDS_PER_RUN --warm-up-time $WARMUP_SECONDS, $H2_HOST /p0-/p9 --"
+for round in $(seq "$ROUNDS"); do
+    round_start "$round"
     for peer in "${order[@]}"; do
         [ "$peer" = backend ] && continue
         if serving "$peer"; then h2_run "$peer" "$round"; else echo "  $peer   NOT SERVING"; fi
