@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::alarm::Alarm;
 use crate::chunked::Chunks;
 use crate::proxy::{
     Conn, Decision, Exchange, FORWARDING_FIELDS, Fields, Forward, Head, InFlight, Shared, affinity_cookie,
@@ -53,6 +54,8 @@ pub(crate) struct Client<I> {
     shared: Arc<Shared>,
     header_timeout: Duration,
     draining: watch::Receiver<bool>,
+    /// The deadlines of the connection's waits.
+    alarm: Alarm,
     /// When the connection last became idle: its start, or the end of its last request.
     idle_since: std::time::Instant,
     /// Bytes from the client not yet served.
@@ -179,6 +182,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             shared,
             header_timeout,
             draining,
+            alarm: Alarm::default(),
             idle_since: std::time::Instant::now(),
             input: BytesMut::new(),
             answer: BytesMut::new(),
@@ -264,11 +268,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             if idle && *self.draining.borrow() {
                 return HeadRead::End;
             }
-            self.input.reserve(CLIENT_READ);
-            let read = tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.input));
+            let read = read_by(&mut self.io, &mut self.input, CLIENT_READ, &mut self.alarm, deadline);
             let read = if idle {
                 // Idle between requests: shutdown ends the connection at once.
                 tokio::select! {
+                    biased;
                     read = read => read,
                     _ = shutdown.as_mut() => return HeadRead::End,
                 }
@@ -276,9 +280,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                 read.await
             };
             match read {
-                Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::End,
-                Ok(Ok(_)) => {}
-                Err(_) => {
+                Some(Ok(0) | Err(_)) => return HeadRead::End,
+                Some(Ok(_)) => {}
+                None => {
                     debug!(peer = %self.conn.peer, "no complete request head in time");
                     return HeadRead::End;
                 }
@@ -356,9 +360,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             }
             while unsent > 0 {
                 if self.input.is_empty() {
-                    self.input.reserve(CLIENT_READ);
-                    match tokio::time::timeout(send_timeout, self.io.read_buf(&mut self.input)).await {
-                        Ok(Ok(n)) if n > 0 => {}
+                    let deadline = Instant::now() + send_timeout;
+                    match read_by(&mut self.io, &mut self.input, CLIENT_READ, &mut self.alarm, deadline).await
+                    {
+                        Some(Ok(n)) if n > 0 => {}
                         _ => {
                             debug!(peer = %self.conn.peer, "client stopped sending its request body");
                             // 499: nginx's code for a client that gave up.
@@ -461,15 +466,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             if ended || broken {
                 break;
             }
-            self.answer.reserve(UPSTREAM_READ);
-            match tokio::time::timeout(read_timeout, upstream.read_buf(&mut self.answer)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                Ok(Ok(_)) => {
+            let deadline = Instant::now() + read_timeout;
+            match read_by(&mut upstream, &mut self.answer, UPSTREAM_READ, &mut self.alarm, deadline).await {
+                Some(Ok(n)) if n > 0 => {}
+                Some(Ok(_)) => {
                     // The end of a close-delimited body; any other ends too early.
                     ended = matches!(framing, Framing::Close);
                     break;
                 }
-                Ok(Err(_)) | Err(_) => {
+                Some(Err(_)) | None => {
                     debug!(endpoint = %endpoint.addr, "endpoint's answer stopped before its end");
                     break;
                 }
@@ -511,12 +516,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             if self.answer.len() >= MAX_HEAD {
                 return Err(AnswerFailure::Broken);
             }
-            self.answer.reserve(UPSTREAM_READ);
-            match tokio::time::timeout_at(deadline, upstream.read_buf(&mut self.answer)).await {
-                Ok(Ok(0)) | Ok(Err(_)) if !received => return Err(AnswerFailure::Closed),
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(AnswerFailure::Broken),
-                Ok(Ok(_)) => received = true,
-                Err(_) => return Err(AnswerFailure::TimedOut),
+            match read_by(upstream, &mut self.answer, UPSTREAM_READ, &mut self.alarm, deadline).await {
+                Some(Ok(0) | Err(_)) if !received => return Err(AnswerFailure::Closed),
+                Some(Ok(0) | Err(_)) => return Err(AnswerFailure::Broken),
+                Some(Ok(_)) => received = true,
+                None => return Err(AnswerFailure::TimedOut),
             }
         }
     }
@@ -648,6 +652,22 @@ fn action<'t>(
         sticky,
     };
     Action::Forward(to, request)
+}
+
+/// Reads into `buf` (with room for `room` more bytes) unless `deadline` passes first: `None`.
+async fn read_by<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    room: usize,
+    alarm: &mut Alarm,
+    deadline: Instant,
+) -> Option<std::io::Result<usize>> {
+    buf.reserve(room);
+    tokio::select! {
+        biased;
+        read = io.read_buf(buf) => Some(read),
+        () = alarm.at(deadline) => None,
+    }
 }
 
 /// Where the head at the start of `buf` ends: just after its empty line (lines end in CRLF

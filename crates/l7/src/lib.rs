@@ -4,6 +4,7 @@
 //! connections already open carry on with what they started with.
 #![forbid(unsafe_code)]
 
+mod alarm;
 mod body;
 mod chunked;
 mod fnv;
