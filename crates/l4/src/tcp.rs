@@ -37,9 +37,12 @@ pub(crate) async fn serve(
     ctx: Arc<Ctx>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // One wait for the stop signal for the listener's life, not one per accepted connection.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            biased;
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     accept(stream, peer, &slot, &ctx);
@@ -53,6 +56,7 @@ pub(crate) async fn serve(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+            _ = stopped.as_mut() => return,
         }
     }
 }

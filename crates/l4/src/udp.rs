@@ -32,9 +32,12 @@ pub(crate) async fn serve(
     let socket = Arc::new(socket);
     let flows: Flows = Arc::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    // One wait for the stop signal for the listener's life, not one per datagram.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
         let (len, client) = tokio::select! {
-            _ = stop.changed() => return,
+            biased;
             received = socket.recv_from(&mut buf) => match received {
                 Ok(r) => r,
                 Err(err) => {
@@ -44,6 +47,7 @@ pub(crate) async fn serve(
                     continue;
                 }
             },
+            _ = stopped.as_mut() => return,
         };
         let current = slot.current.load_full();
         if !current.frontend.admits(client.ip()) {

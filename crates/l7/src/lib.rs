@@ -205,9 +205,12 @@ impl IngressProxy {
         let draining = self.draining.subscribe();
         let open = Arc::clone(&self.open);
         async move {
+            // One wait for the stop signal for the listener's life, not one per connection.
+            let stopped = stop.changed();
+            tokio::pin!(stopped);
             loop {
                 tokio::select! {
-                    _ = stop.changed() => return,
+                    biased;
                     accepted = listener.accept() => match accepted {
                         Ok((stream, peer)) => {
                             let task = Connection {
@@ -224,6 +227,7 @@ impl IngressProxy {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     },
+                    _ = stopped.as_mut() => return,
                 }
             }
         }
