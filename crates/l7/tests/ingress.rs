@@ -757,6 +757,7 @@ async fn framing_endpoint(addr: SocketAddr) -> (Arc<Mutex<Vec<String>>>, Arc<Ato
                     }
                     let body: Vec<u8> = buf.drain(..length).collect();
                     let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let is_head = head.starts_with("HEAD ");
                     seen.lock().unwrap().push(head);
                     let answer = match path.as_str() {
                         "/chunked" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n".to_owned(),
@@ -769,6 +770,11 @@ async fn framing_endpoint(addr: SocketAddr) -> (Arc<Mutex<Vec<String>>>, Arc<Ato
                         "/close" => "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end".to_owned(),
                         "/drop" => "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndrop".to_owned(),
                         _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned(),
+                    };
+                    // A HEAD answer is the head alone, its Content-Length that of the GET's body.
+                    let answer = match answer.split_once("\r\n\r\n") {
+                        Some((head_only, _)) if is_head => format!("{head_only}\r\n\r\n"),
+                        _ => answer,
                     };
                     if stream.write_all(answer.as_bytes()).await.is_err()
                         || matches!(path.as_str(), "/close" | "/drop")
@@ -829,6 +835,10 @@ async fn http1_answers_keep_their_framing_pipelines_work_and_hyper_takes_over_up
     for gone in ["x-private", "connection:", "keep-alive"] {
         assert!(!forwarded.contains(gone), "{gone:?} in {forwarded}");
     }
+    // HEAD: a Content-Length and no body; the connection goes on.
+    let head = client.send_request(send("HEAD", "/body", Vec::new())).await.unwrap();
+    assert_eq!(head.headers().get("content-length").map(|v| v.as_bytes()), Some(&b"3"[..]));
+    assert!(head.into_body().collect().await.unwrap().to_bytes().is_empty());
     let early = client.send_request(send("GET", "/early", Vec::new())).await.unwrap();
     assert_eq!(early.status(), 200);
     assert_eq!(early.into_body().collect().await.unwrap().to_bytes(), "ok");
