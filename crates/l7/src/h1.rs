@@ -156,6 +156,45 @@ impl Known {
     }
 }
 
+/// What this path needs from an answer's fields, found in one pass over them.
+#[derive(Default)]
+struct AnswerFields<'b> {
+    /// The last `Transfer-Encoding` field.
+    transfer_encoding: Option<&'b [u8]>,
+    /// The first `Content-Length` field.
+    content_length: Option<&'b [u8]>,
+    connection: bool,
+}
+
+impl<'b> AnswerFields<'b> {
+    fn of(fields: &[httparse::Header<'b>]) -> Self {
+        let mut known = AnswerFields::default();
+        for field in fields {
+            let is = |name: &str| field.name.eq_ignore_ascii_case(name);
+            match field.name.len() {
+                17 if is("transfer-encoding") => known.transfer_encoding = Some(field.value),
+                14 if is("content-length") => {
+                    known.content_length.get_or_insert(field.value);
+                }
+                10 if is("connection") => known.connection = true,
+                _ => {}
+            }
+        }
+        known
+    }
+}
+
+/// An endpoint's answer head, as parsed, with what its rewrite needs to know.
+#[derive(Clone, Copy)]
+struct AnswerHead<'p, 'h, 'b> {
+    parsed: &'p httparse::Response<'h, 'b>,
+    fields: &'p Parsed<'h, 'b>,
+    /// It has a `Connection` field.
+    connection: bool,
+    /// Its body passes through chunked.
+    chunked: bool,
+}
+
 /// The parsed header fields of a head.
 struct Parsed<'h, 'b>(&'h [httparse::Header<'b>]);
 
@@ -416,29 +455,37 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         }
         let status = parsed.code.unwrap_or(502);
         let fields = Parsed(parsed.headers);
-        let chunked = fields.all("transfer-encoding").last().is_some_and(|te| {
-            te.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+        let known = AnswerFields::of(parsed.headers);
+        let chunked = known.transfer_encoding.is_some_and(|te| {
+            te.rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
         });
         let framing = if request.head || status == 204 || status == 304 {
             Framing::Empty
         } else if chunked {
             Framing::Chunked(Chunks::default())
-        } else if fields.first("transfer-encoding").is_some() {
+        } else if known.transfer_encoding.is_some() {
             Framing::Close
         } else {
-            match fields.first("content-length").map(str::parse::<u64>) {
-                Some(Ok(n)) => Framing::Length(n),
-                Some(Err(_)) => {
+            match known
+                .content_length
+                .map(|v| std::str::from_utf8(v).ok().and_then(|v| v.parse::<u64>().ok()))
+            {
+                Some(Some(n)) => Framing::Length(n),
+                Some(None) => {
                     let text = "endpoint answered badly\n";
                     return self.answer_here(exchange, StatusCode::BAD_GATEWAY, text, &request).await;
                 }
                 None => Framing::Close,
             }
         };
-        let keep_alive = parsed.version == Some(1) && !fields.lists("connection", "close");
+        let keep_alive =
+            parsed.version == Some(1) && !(known.connection && fields.lists("connection", "close"));
         let close = request.close || matches!(framing, Framing::Close);
         let set_cookie = affinity_cookie(options, to.route, request.sticky.as_deref(), endpoint.addr);
-        write_answer_head(&mut self.output, &parsed, &fields, chunked, set_cookie.as_deref(), close);
+        let head = AnswerHead { parsed: &parsed, fields: &fields, connection: known.connection, chunked };
+        write_answer_head(&mut self.output, &head, set_cookie.as_deref(), close);
         self.answer.advance(head_len);
         let mut framing = framing;
         let (mut bytes_out, mut ended, mut leftover) = (0, false, false);
@@ -705,20 +752,21 @@ fn put_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 /// replaced, chunked coding kept when the body passes through chunked.
 fn write_answer_head(
     out: &mut Vec<u8>,
-    parsed: &httparse::Response<'_, '_>,
-    fields: &Parsed<'_, '_>,
-    chunked: bool,
+    head: &AnswerHead<'_, '_, '_>,
     set_cookie: Option<&str>,
     close: bool,
 ) {
+    let AnswerHead { parsed, fields, connection, chunked } = *head;
     out.clear();
-    let code = parsed.code.unwrap_or(502);
-    let reason = parsed
-        .reason
-        .filter(|r| !r.is_empty())
-        .or_else(|| StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason()));
-    let _ = write!(out, "HTTP/1.1 {code} {}\r\n", reason.unwrap_or(""));
-    let listed: Vec<&str> = fields.all("connection").flat_map(|v| v.split(',')).map(str::trim).collect();
+    let status =
+        parsed.code.and_then(|code| StatusCode::from_u16(code).ok()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let reason = parsed.reason.filter(|r| !r.is_empty()).or(status.canonical_reason()).unwrap_or("");
+    put_status_line(out, status, reason);
+    let listed: Vec<&str> = if connection {
+        fields.all("connection").flat_map(|v| v.split(',')).map(str::trim).collect()
+    } else {
+        Vec::new()
+    };
     for field in parsed.headers.iter() {
         let name = field.name;
         let dropped = is_hop_by_hop(name)
@@ -742,6 +790,14 @@ fn write_answer_head(
     out.extend_from_slice(b"\r\n");
 }
 
+fn put_status_line(out: &mut Vec<u8>, status: StatusCode, reason: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 /// An answer made here.
 fn write_answer(
     out: &mut Vec<u8>,
@@ -752,7 +808,7 @@ fn write_answer(
     close: bool,
 ) {
     out.clear();
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    put_status_line(out, status, status.canonical_reason().unwrap_or(""));
     put_field(out, "server", b"portico");
     put_field(out, "content-type", b"text/plain; charset=utf-8");
     let _ = write!(out, "content-length: {}\r\n", text.len());
@@ -803,7 +859,8 @@ mod tests {
         assert!(matches!(done, Ok(httparse::Status::Complete(_))));
         let fields = Parsed(parsed.headers);
         let mut out = Vec::new();
-        write_answer_head(&mut out, &parsed, &fields, true, Some("route=abc"), false);
+        let head = AnswerHead { parsed: &parsed, fields: &fields, connection: true, chunked: true };
+        write_answer_head(&mut out, &head, Some("route=abc"), false);
         assert_eq!(
             String::from_utf8_lossy(&out),
             "HTTP/1.1 200 OK\r\nX-Kept: yes\r\ntransfer-encoding: chunked\r\nserver: portico\r\nset-cookie: route=abc\r\n\r\n"
