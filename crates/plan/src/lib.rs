@@ -5,6 +5,7 @@
 pub mod alloc;
 pub mod annotations;
 pub mod config;
+pub mod dns;
 pub mod endpoints;
 pub mod exposure;
 pub mod ingress;
@@ -96,6 +97,9 @@ pub struct Plan {
     pub ingress: IngressPlan,
     /// Where the ingress listens.
     pub ingress_addresses: IngressAddresses,
+    /// The cluster DNS zone: every name under `cluster_domain`, and the reverse names of
+    /// cluster addresses, with their records.
+    pub dns: dns::DnsZone,
 }
 
 /// Where the ingress data plane listens.
@@ -135,6 +139,7 @@ pub fn plan(store: &Store, config: &PlanConfig, previous: &Allocations, generati
     let services =
         services::plan_services(store, &pods, config, previous, &mut allocations, &mut diagnostics);
     let ingress = ingress::plan_ingress(store, &services, config, &mut diagnostics);
+    let dns = dns::build(&config.cluster_domain, &services, &pods);
     let plan = Plan {
         generation,
         cluster_domain: config.cluster_domain.clone(),
@@ -144,6 +149,7 @@ pub fn plan(store: &Store, config: &PlanConfig, previous: &Allocations, generati
         host_ports,
         ingress,
         ingress_addresses: IngressAddresses { http: config.ingress_http, https: config.ingress_https },
+        dns,
     };
     Planned { plan, allocations, diagnostics }
 }

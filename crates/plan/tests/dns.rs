@@ -1,0 +1,156 @@
+//! The cluster DNS zone the planner builds from manifests: every record kind of the
+//! Kubernetes DNS specification, names that exist without records, and names that do not.
+#![allow(clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use portico_model::{Severity, Store, parse_text};
+use portico_plan::dns::{Lookup, RecordData, reverse_name};
+use portico_plan::{Allocations, Plan, PlanConfig, plan};
+
+fn planned(yaml: &str) -> Plan {
+    let (objects, diags) = parse_text(Path::new("dns.yaml"), yaml);
+    assert!(diags.is_empty(), "{diags:?}");
+    let (store, more) = Store::from_objects(objects);
+    assert!(more.is_empty(), "{more:?}");
+    let planned = plan(&store, &PlanConfig::default(), &Allocations::default(), 1);
+    // Only the warning that Service `empty` selects no Pod.
+    let errors: Vec<_> = planned.diagnostics.iter().filter(|d| d.severity == Severity::Error).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    planned.plan
+}
+
+/// A Pod at `ip` with labels `app: <app>`, ready or not, and `extra` spec fields.
+fn pod(name: &str, app: &str, ip: &str, ready: bool, extra: &str) -> String {
+    let ready = if ready { "True" } else { "False" };
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: {app}}}}}\nspec:\n{extra}  containers: [{{name: c, ports: [{{name: main, containerPort: 8080}}]}}]\nstatus:\n  podIP: {ip}\n  conditions: [{{type: Ready, status: '{ready}'}}]\n---\n"
+    )
+}
+
+fn fixture() -> String {
+    [
+        pod("web-a", "web", "127.98.0.1", true, ""),
+        pod("web-b", "web", "127.98.0.2", true, ""),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: main}]\n---\n".to_owned(),
+        pod("db-0", "db", "127.98.1.1", true, "  hostname: db-0\n  subdomain: db\n"),
+        pod("db-1", "db", "127.98.1.2", true, ""),
+        pod("db-2", "db", "127.98.1.3", false, ""),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec:\n  clusterIP: None\n  selector: {app: db}\n  ports: [{name: pg, port: 5432, targetPort: main}]\n---\n".to_owned(),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec:\n  clusterIP: None\n  selector: {app: nobody}\n  ports: [{name: pg, port: 5432}]\n---\n".to_owned(),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ext}\nspec:\n  type: ExternalName\n  externalName: example.com\n".to_owned(),
+    ]
+    .concat()
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn records<'p>(plan: &'p Plan, name: &str) -> &'p [RecordData] {
+    match plan.dns.lookup(name) {
+        Lookup::Records(records) => records,
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+#[test]
+fn every_record_kind_of_the_specification() {
+    let plan = planned(&fixture());
+    let web_ip = plan.services.iter().find(|s| s.key.name == "web").unwrap().cluster_ips[0];
+    let web = "web.default.svc.cluster.local";
+    // ClusterIP: A to the virtual IP, in any case and with the trailing dot; SRV per named port; PTR.
+    assert_eq!(records(&plan, web), [RecordData::Address(web_ip)]);
+    assert_eq!(records(&plan, "WEB.Default.svc.Cluster.Local."), [RecordData::Address(web_ip)]);
+    assert_eq!(
+        records(&plan, "_http._tcp.web.default.svc.cluster.local"),
+        [RecordData::Srv { priority: 0, weight: 100, port: 80, target: web.to_owned() }]
+    );
+    assert_eq!(records(&plan, &reverse_name(web_ip)), [RecordData::Ptr(web.to_owned())]);
+
+    // Headless: one A per ready endpoint; a name per endpoint (its hostname, else its dashed
+    // address); SRV per endpoint to those names, at the endpoint's port; PTR to them.
+    let db = "db.default.svc.cluster.local";
+    let mut addresses = records(&plan, db).to_vec();
+    addresses.sort();
+    assert_eq!(addresses, [RecordData::Address(ip("127.98.1.1")), RecordData::Address(ip("127.98.1.2"))]);
+    assert_eq!(records(&plan, "db-0.db.default.svc.cluster.local"), [RecordData::Address(ip("127.98.1.1"))]);
+    assert_eq!(
+        records(&plan, "127-98-1-2.db.default.svc.cluster.local"),
+        [RecordData::Address(ip("127.98.1.2"))]
+    );
+    assert_eq!(plan.dns.lookup("127-98-1-3.db.default.svc.cluster.local"), Lookup::Missing, "not ready");
+    let mut srv = records(&plan, "_pg._tcp.db.default.svc.cluster.local").to_vec();
+    srv.sort();
+    assert_eq!(
+        srv,
+        [
+            RecordData::Srv {
+                priority: 0,
+                weight: 50,
+                port: 8080,
+                target: "127-98-1-2.db.default.svc.cluster.local".into()
+            },
+            RecordData::Srv {
+                priority: 0,
+                weight: 50,
+                port: 8080,
+                target: "db-0.db.default.svc.cluster.local".into()
+            },
+        ]
+    );
+    assert_eq!(
+        records(&plan, "1.1.98.127.in-addr.arpa"),
+        [RecordData::Ptr("db-0.db.default.svc.cluster.local".into())]
+    );
+    // A headless Service without a ready endpoint does not exist.
+    assert_eq!(plan.dns.lookup("empty.default.svc.cluster.local"), Lookup::Missing);
+
+    // ExternalName: a CNAME to its target.
+    assert_eq!(records(&plan, "ext.default.svc.cluster.local"), [RecordData::Cname("example.com".into())]);
+    // The specification's version and the Pod records.
+    assert_eq!(records(&plan, "dns-version.cluster.local"), [RecordData::Txt("1.1.0".into())]);
+    assert_eq!(
+        records(&plan, "127-98-0-1.default.pod.cluster.local"),
+        [RecordData::Address(ip("127.98.0.1"))]
+    );
+}
+
+#[test]
+fn names_above_records_exist_and_others_do_not() {
+    let plan = planned(&fixture());
+    for existing in [
+        "cluster.local",
+        "svc.cluster.local",
+        "default.svc.cluster.local",
+        "_tcp.web.default.svc.cluster.local",
+        "pod.cluster.local",
+        "default.pod.cluster.local",
+    ] {
+        assert_eq!(plan.dns.lookup(existing), Lookup::Empty, "{existing}");
+    }
+    for missing in [
+        "nope.default.svc.cluster.local",
+        "web.other.svc.cluster.local",
+        "_udp.web.default.svc.cluster.local",
+    ] {
+        assert_eq!(plan.dns.lookup(missing), Lookup::Missing, "{missing}");
+    }
+    assert!(plan.dns.is_under_apex("anything.cluster.local."));
+    assert!(plan.dns.is_under_apex("Cluster.Local"));
+    assert!(!plan.dns.is_under_apex("notcluster.local"));
+    assert!(!plan.dns.is_under_apex("example.com"));
+}
+
+#[test]
+fn an_endpoint_change_changes_the_zone() {
+    let before = planned(&fixture());
+    let after = planned(
+        &fixture()
+            .replace(&pod("db-1", "db", "127.98.1.2", true, ""), &pod("db-1", "db", "127.98.1.2", false, "")),
+    );
+    assert!(matches!(before.dns.lookup("127-98-1-2.db.default.svc.cluster.local"), Lookup::Records(_)));
+    assert_eq!(after.dns.lookup("127-98-1-2.db.default.svc.cluster.local"), Lookup::Missing);
+    assert_eq!(records(&after, "db.default.svc.cluster.local"), [RecordData::Address(ip("127.98.1.1"))]);
+}
