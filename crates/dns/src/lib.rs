@@ -1,0 +1,7 @@
+//! Cluster DNS: answers for the zone the Plan defines (Kubernetes DNS specification 1.1.0),
+//! decided by [`answer`] from the zone alone; names outside it are for the upstream servers.
+#![forbid(unsafe_code)]
+
+pub mod answer;
+
+pub use answer::{Answer, QueryType, Rcode, Reply, Rr, answer};
