@@ -3,5 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod answer;
+pub mod wire;
 
 pub use answer::{Answer, QueryType, Rcode, Reply, Rr, answer};
+pub use wire::{Response, Settings, respond};

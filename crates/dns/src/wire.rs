@@ -1,0 +1,178 @@
+//! DNS messages in and out: a query's bytes become the response's bytes, using [`answer`]
+//! for the decision. Answers keep the query's spelling of the name; UDP answers that do not
+//! fit (512 bytes without EDNS, else the client's size up to 1232) are sent truncated (TC).
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use portico_plan::dns::{DnsZone, RecordData};
+
+use crate::answer::{Answer, QueryType, Rcode, Reply, Rr, answer};
+
+/// UDP payload without EDNS (RFC 1035).
+const CLASSIC_UDP: usize = 512;
+/// The largest UDP payload offered, whatever the client advertises (DNS flag day 2020).
+const MAX_UDP: u16 = 1232;
+
+/// What the server serves besides the Plan's records.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// TTL of every answer, and of negative answers (the SOA minimum).
+    pub ttl: u32,
+    /// The server's own name, in the apex's SOA and NS records.
+    pub server_name: String,
+    /// The SOA serial: the Plan's generation.
+    pub serial: u32,
+}
+
+/// What to do with a query.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Response {
+    /// Send these bytes back.
+    Bytes(Vec<u8>),
+    /// Relay the query upstream.
+    Forward,
+    /// Not a DNS query worth answering.
+    Drop,
+}
+
+/// The response to `query`; `udp` limits its size to what the client can take over UDP.
+pub fn respond(zone: Option<&DnsZone>, query: &[u8], settings: &Settings, udp: bool) -> Response {
+    let request = match Message::from_vec(query) {
+        Ok(request) if request.metadata.message_type == MessageType::Query => request,
+        Ok(_) => return Response::Drop,
+        Err(_) => return format_error(query),
+    };
+    let mut response = Message::response(request.metadata.id, request.metadata.op_code);
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.recursion_available = true;
+    response.add_queries(request.queries.iter().cloned());
+    let limit =
+        request.edns.as_ref().map_or(CLASSIC_UDP, |e| usize::from(e.max_payload().clamp(512, MAX_UDP)));
+    if let Some(edns) = &request.edns {
+        let mut ours = Edns::new();
+        ours.set_max_payload(edns.max_payload().clamp(512, MAX_UDP));
+        response.set_edns(ours);
+    }
+    let question = match request.queries.as_slice() {
+        [question] if request.metadata.op_code == OpCode::Query && question.query_class == DNSClass::IN => {
+            question
+        }
+        [_] if request.metadata.op_code != OpCode::Query => {
+            response.metadata.response_code = ResponseCode::NotImp;
+            return encode(&response, udp, limit);
+        }
+        _ => {
+            response.metadata.response_code = ResponseCode::FormErr;
+            return encode(&response, udp, limit);
+        }
+    };
+    let asked = question.name.to_ascii();
+    let (rcode, found) = match answer(zone, &asked, query_type(question.query_type)) {
+        Reply::Forward => return Response::Forward,
+        Reply::Zone(rcode, found) => (rcode, found),
+    };
+    response.metadata.authoritative = rcode != Rcode::ServFail;
+    response.metadata.response_code = match rcode {
+        Rcode::NoError => ResponseCode::NoError,
+        Rcode::NxDomain => ResponseCode::NXDomain,
+        Rcode::ServFail => ResponseCode::ServFail,
+    };
+    if let Some(zone) = zone {
+        fill(&mut response, zone, &found, &question.name, question.query_type, settings);
+    }
+    encode(&response, udp, limit)
+}
+
+fn fill(
+    response: &mut Message,
+    zone: &DnsZone,
+    found: &Answer,
+    asked: &Name,
+    qtype: RecordType,
+    settings: &Settings,
+) {
+    let canonical_asked = asked.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+    // The query's own spelling for its name, so that the answer keeps its case.
+    let owner = |name: &str| {
+        if name == canonical_asked { Some(asked.clone()) } else { Name::from_ascii(format!("{name}.")).ok() }
+    };
+    let record = |rr: &Rr| Some(Record::from_rdata(owner(&rr.name)?, settings.ttl, rdata(&rr.data)?));
+    response.add_answers(found.answers.iter().filter_map(record));
+    if found.server_records {
+        let apex = owner(&zone.apex);
+        if matches!(qtype, RecordType::SOA | RecordType::ANY) {
+            response.add_answers(apex.clone().and_then(|apex| soa(zone, apex, settings)));
+        }
+        if matches!(qtype, RecordType::NS | RecordType::ANY) {
+            let server = Name::from_ascii(format!("{}.", settings.server_name)).ok();
+            response.add_answers(
+                apex.zip(server).map(|(apex, ns)| Record::from_rdata(apex, settings.ttl, RData::NS(NS(ns)))),
+            );
+        }
+    }
+    if found.soa_in_authority {
+        let apex = Name::from_ascii(format!("{}.", zone.apex)).ok();
+        response.add_authorities(apex.and_then(|apex| soa(zone, apex, settings)));
+    }
+    response.add_additionals(found.additionals.iter().filter_map(record));
+}
+
+/// The apex's SOA record.
+fn soa(zone: &DnsZone, apex: Name, settings: &Settings) -> Option<Record> {
+    let mname = Name::from_ascii(format!("{}.", settings.server_name)).ok()?;
+    let rname = Name::from_ascii(format!("hostmaster.{}.", zone.apex)).ok()?;
+    let ttl = i32::try_from(settings.ttl).unwrap_or(i32::MAX);
+    let data = SOA::new(mname, rname, settings.serial, ttl, ttl, ttl, settings.ttl);
+    Some(Record::from_rdata(apex, settings.ttl, RData::SOA(data)))
+}
+
+fn rdata(data: &RecordData) -> Option<RData> {
+    let name = |text: &str| Name::from_ascii(format!("{text}.")).ok();
+    Some(match data {
+        RecordData::Address(std::net::IpAddr::V4(v4)) => RData::A(A(*v4)),
+        RecordData::Address(std::net::IpAddr::V6(v6)) => RData::AAAA(AAAA(*v6)),
+        RecordData::Srv { priority, weight, port, target } => {
+            RData::SRV(SRV::new(*priority, *weight, *port, name(target)?))
+        }
+        RecordData::Ptr(target) => RData::PTR(PTR(name(target)?)),
+        RecordData::Cname(target) => RData::CNAME(CNAME(name(target)?)),
+        RecordData::Txt(text) => RData::TXT(TXT::new(vec![text.clone()])),
+    })
+}
+
+fn query_type(record_type: RecordType) -> QueryType {
+    match record_type {
+        RecordType::A => QueryType::A,
+        RecordType::AAAA => QueryType::Aaaa,
+        RecordType::SRV => QueryType::Srv,
+        RecordType::PTR => QueryType::Ptr,
+        RecordType::CNAME => QueryType::Cname,
+        RecordType::TXT => QueryType::Txt,
+        RecordType::SOA => QueryType::Soa,
+        RecordType::NS => QueryType::Ns,
+        RecordType::ANY => QueryType::Any,
+        other => QueryType::Other(u16::from(other)),
+    }
+}
+
+/// Encodes `response`; over UDP, one that does not fit `limit` goes out truncated (TC set),
+/// its question kept, for the client to ask again over TCP.
+fn encode(response: &Message, udp: bool, limit: usize) -> Response {
+    match response.to_vec() {
+        Ok(bytes) if !udp || bytes.len() <= limit => Response::Bytes(bytes),
+        Ok(_) => response.truncate().to_vec().map_or(Response::Drop, Response::Bytes),
+        Err(_) => Response::Drop,
+    }
+}
+
+/// FORMERR for a message that does not parse, when at least its header is there.
+fn format_error(query: &[u8]) -> Response {
+    let Some(id) = query.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else { return Response::Drop };
+    if query.len() < 12 {
+        return Response::Drop;
+    }
+    Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)
+        .to_vec()
+        .map_or(Response::Drop, Response::Bytes)
+}

@@ -1,0 +1,130 @@
+//! Query bytes in, response bytes out: the sections, codes and flags a client sees.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use portico_dns::{Response, Settings, respond};
+use portico_plan::dns::{DnsZone, RecordData};
+
+fn settings() -> Settings {
+    Settings { ttl: 5, server_name: "ns.dns.cluster.local".into(), serial: 42 }
+}
+
+/// A ClusterIP Service and a headless one with `wide` endpoints.
+fn zone(wide: u32) -> DnsZone {
+    let mut records = BTreeMap::new();
+    records.insert(
+        "web.default.svc.cluster.local".to_owned(),
+        vec![RecordData::Address(IpAddr::from([10, 96, 0, 10]))],
+    );
+    let many = (0..wide).map(|i| RecordData::Address(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)))).collect();
+    records.insert("wide.default.svc.cluster.local".to_owned(), many);
+    let empty_nonterminals =
+        ["svc.cluster.local", "default.svc.cluster.local"].into_iter().map(str::to_owned).collect();
+    DnsZone { apex: "cluster.local".into(), records, empty_nonterminals }
+}
+
+fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+    let mut message = Message::query();
+    message.metadata.id = 7;
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        message.set_edns(e);
+    }
+    message.to_vec().unwrap()
+}
+
+fn ask(zone: Option<&DnsZone>, name: &str, qtype: RecordType, edns: Option<u16>, udp: bool) -> Message {
+    match respond(zone, &query(name, qtype, edns), &settings(), udp) {
+        Response::Bytes(bytes) => Message::from_vec(&bytes).unwrap(),
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+#[test]
+fn answers_keep_the_query_case_and_are_authoritative() {
+    let zone = zone(2);
+    let answer = ask(Some(&zone), "Web.Default.SVC.cluster.local.", RecordType::A, None, true);
+    assert_eq!(answer.metadata.id, 7);
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert!(
+        answer.metadata.authoritative && answer.metadata.recursion_desired && !answer.metadata.truncation
+    );
+    assert_eq!(answer.answers.len(), 1);
+    assert_eq!(answer.answers[0].name.to_ascii(), "Web.Default.SVC.cluster.local.");
+    assert_eq!(answer.answers[0].ttl, 5);
+    assert_eq!(answer.answers[0].data, RData::A(hickory_proto::rr::rdata::A([10, 96, 0, 10].into())));
+}
+
+#[test]
+fn negative_answers_carry_the_soa() {
+    let zone = zone(2);
+    for (name, qtype, rcode) in [
+        ("web.default.svc.cluster.local.", RecordType::AAAA, ResponseCode::NoError),
+        ("default.svc.cluster.local.", RecordType::A, ResponseCode::NoError),
+        ("nope.default.svc.cluster.local.", RecordType::A, ResponseCode::NXDomain),
+    ] {
+        let answer = ask(Some(&zone), name, qtype, None, true);
+        assert_eq!(answer.metadata.response_code, rcode, "{name}");
+        assert!(answer.answers.is_empty(), "{name}");
+        assert_eq!(answer.authorities.len(), 1, "{name}");
+        let RData::SOA(soa) = &answer.authorities[0].data else { panic!("{name}: {:?}", answer.authorities) };
+        assert_eq!(
+            (soa.serial, soa.minimum, answer.authorities[0].name.to_ascii()),
+            (42, 5, "cluster.local.".to_owned())
+        );
+    }
+    let soa = ask(Some(&zone), "cluster.local.", RecordType::SOA, None, true);
+    assert_eq!((soa.answers.len(), soa.authorities.len()), (1, 0));
+    let ns = ask(Some(&zone), "cluster.local.", RecordType::NS, None, true);
+    assert_eq!(
+        ns.answers[0].data,
+        RData::NS(hickory_proto::rr::rdata::NS(Name::from_ascii("ns.dns.cluster.local.").unwrap()))
+    );
+}
+
+#[test]
+fn servfail_before_the_first_plan_forward_outside_and_formerr_for_garbage() {
+    let answer = ask(None, "web.default.svc.cluster.local.", RecordType::A, None, true);
+    assert_eq!(answer.metadata.response_code, ResponseCode::ServFail);
+    let zone = zone(2);
+    assert_eq!(
+        respond(Some(&zone), &query("example.com.", RecordType::A, None), &settings(), true),
+        Response::Forward
+    );
+    let mut garbage = query("web.default.svc.cluster.local.", RecordType::A, None);
+    garbage.truncate(15);
+    match respond(Some(&zone), &garbage, &settings(), true) {
+        Response::Bytes(bytes) => {
+            assert_eq!(Message::from_vec(&bytes).unwrap().metadata.response_code, ResponseCode::FormErr)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(respond(Some(&zone), &[1, 2, 3], &settings(), true), Response::Drop);
+}
+
+#[test]
+fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
+    let wide = zone(1000);
+    let name = "wide.default.svc.cluster.local.";
+    let classic = ask(Some(&wide), name, RecordType::A, None, true);
+    assert!(classic.metadata.truncation && classic.answers.is_empty());
+    assert_eq!(classic.queries.len(), 1, "the question stays");
+    // EDNS: up to the client's size, capped at 1232; still too small for 1,000 records.
+    let edns = ask(Some(&wide), name, RecordType::A, Some(4096), true);
+    assert!(edns.metadata.truncation);
+    assert_eq!(edns.edns.as_ref().map(Edns::max_payload), Some(1232));
+    let tcp = ask(Some(&wide), name, RecordType::A, None, false);
+    assert!(!tcp.metadata.truncation);
+    assert_eq!(tcp.answers.len(), 1000);
+    // A small answer fits in 512 bytes.
+    let small = zone(20);
+    let fits = ask(Some(&small), name, RecordType::A, None, true);
+    assert!(!fits.metadata.truncation && fits.answers.len() == 20);
+}
