@@ -3,7 +3,9 @@
 #![forbid(unsafe_code)]
 
 pub mod answer;
+pub mod server;
 pub mod wire;
 
 pub use answer::{Answer, QueryType, Rcode, Reply, Rr, answer};
+pub use server::{DnsServer, Options, bind};
 pub use wire::{Response, Settings, respond};

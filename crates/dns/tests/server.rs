@@ -1,0 +1,115 @@
+//! The DNS server over real sockets on loopback, answering from Plans built from manifests.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use portico_dns::{DnsServer, Options, bind};
+use portico_model::{Store, parse_text};
+use portico_plan::{Allocations, Plan, PlanConfig, plan};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+fn planned(yaml: &str, generation: u64) -> Arc<Plan> {
+    let (objects, diags) = parse_text(Path::new("dns.yaml"), yaml);
+    assert!(diags.is_empty(), "{diags:?}");
+    let (store, _) = Store::from_objects(objects);
+    Arc::new(plan(&store, &PlanConfig::default(), &Allocations::default(), generation).plan)
+}
+
+/// A headless Service `db` over Pods at the given addresses.
+fn cluster(addresses: &[&str]) -> String {
+    let mut yaml: String = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| {
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: db-{i}, labels: {{app: db}}}}\nspec:\n  containers: [{{name: c, ports: [{{name: pg, containerPort: 5432}}]}}]\nstatus: {{podIP: {ip}}}\n---\n")
+        })
+        .collect();
+    yaml.push_str("apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec:\n  clusterIP: None\n  selector: {app: db}\n  ports: [{name: pg, port: 5432}]\n");
+    yaml
+}
+
+fn query(name: &str, qtype: RecordType, id: u16) -> Vec<u8> {
+    let mut message = Message::query();
+    message.metadata.id = id;
+    message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    message.to_vec().unwrap()
+}
+
+async fn over_udp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(&query(name, qtype, 11), server).await.unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let (len, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    let answer = Message::from_vec(&buf[..len]).unwrap();
+    assert_eq!(answer.metadata.id, 11);
+    answer
+}
+
+async fn over_tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    let mut stream = TcpStream::connect(server).await.unwrap();
+    let bytes = query(name, qtype, 12);
+    let mut framed = u16::try_from(bytes.len()).unwrap().to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    stream.write_all(&framed).await.unwrap();
+    let mut prefix = [0u8; 2];
+    stream.read_exact(&mut prefix).await.unwrap();
+    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+    stream.read_exact(&mut answer).await.unwrap();
+    Message::from_vec(&answer).unwrap()
+}
+
+fn addresses(answer: &Message) -> Vec<String> {
+    let mut found: Vec<String> = answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn answers_over_udp_and_tcp_follow_the_plan_at_once() {
+    let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let server = DnsServer::new(Options::default());
+    tokio::spawn(Arc::clone(&server).serve_udp(udp));
+    tokio::spawn(Arc::clone(&server).serve_tcp(tcp));
+    let name = "db.default.svc.cluster.local.";
+
+    let before = over_udp(addr, name, RecordType::A).await;
+    assert_eq!(before.metadata.response_code, ResponseCode::ServFail, "no Plan yet");
+
+    server.apply(&planned(&cluster(&["127.98.3.1", "127.98.3.2"]), 1));
+    let udp_answer = over_udp(addr, name, RecordType::A).await;
+    assert_eq!(udp_answer.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(addresses(&udp_answer), ["127.98.3.1", "127.98.3.2"]);
+    let tcp_answer = over_tcp(addr, name, RecordType::A).await;
+    assert_eq!(addresses(&tcp_answer), ["127.98.3.1", "127.98.3.2"]);
+    let srv = over_udp(addr, "_pg._tcp.db.default.svc.cluster.local.", RecordType::SRV).await;
+    assert_eq!((srv.answers.len(), srv.additionals.len()), (2, 2), "SRV targets come with their addresses");
+
+    // An endpoint goes away: the very next answer follows.
+    server.apply(&planned(&cluster(&["127.98.3.2"]), 2));
+    assert_eq!(addresses(&over_udp(addr, name, RecordType::A).await), ["127.98.3.2"]);
+    let soa = over_udp(addr, "nope.default.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(soa.metadata.response_code, ResponseCode::NXDomain);
+    let RData::SOA(record) = &soa.authorities[0].data else { panic!("{soa:?}") };
+    assert_eq!(record.serial, 2, "the serial is the Plan's generation");
+
+    // Names outside the cluster: refused until forwarding exists.
+    let outside = over_udp(addr, "example.com.", RecordType::A).await;
+    assert_eq!(outside.metadata.response_code, ResponseCode::Refused);
+}
