@@ -99,6 +99,22 @@ struct RunArgs {
     /// Ingress access log, one JSON line per request: `-` for stdout, a file path, or `off`.
     #[arg(long, default_value = "-")]
     access_log: String,
+    /// Cluster DNS address, UDP and TCP (`off`: no DNS).
+    #[arg(long, default_value = "127.0.0.1:10053", value_parser = parse_optional_address)]
+    dns: OptionalAddress,
+}
+
+/// An address, or `off`.
+#[derive(Clone, Copy)]
+struct OptionalAddress(Option<SocketAddr>);
+
+fn parse_optional_address(s: &str) -> Result<OptionalAddress, String> {
+    if s == "off" {
+        return Ok(OptionalAddress(None));
+    }
+    s.parse()
+        .map(|addr| OptionalAddress(Some(addr)))
+        .map_err(|e| format!("{s:?}: {e} (an address such as 127.0.0.1:10053, or off)"))
 }
 
 impl RunArgs {
@@ -113,6 +129,7 @@ impl RunArgs {
             udp_idle: self.udp_idle,
             drain: self.drain,
             debounce: self.debounce,
+            dns: self.dns.0,
             access_log: match self.access_log.as_str() {
                 "off" => None,
                 "-" => Some(run::AccessLogTarget::Stdout),

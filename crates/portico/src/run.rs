@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use portico_dns::DnsServer;
 use portico_l4::{L4Proxy, Metrics as L4Metrics, Options, frontends};
 use portico_l7::{AccessLog, IngressProxy, Metrics as L7Metrics, Options as L7Options};
 use portico_model::{Diagnostic, Severity};
@@ -45,6 +46,8 @@ pub struct RunConfig {
     pub debounce: Duration,
     /// Where the Ingress access log goes, if anywhere.
     pub access_log: Option<AccessLogTarget>,
+    /// Where cluster DNS answers (UDP and TCP), if anywhere.
+    pub dns: Option<SocketAddr>,
 }
 
 /// Destination of the Ingress access log.
@@ -120,6 +123,7 @@ struct Server {
     config: RunConfig,
     proxy: L4Proxy,
     ingress: IngressProxy,
+    dns: Option<Arc<DnsServer>>,
     pods: LocalPods,
     admin: Arc<Admin>,
     metrics: ReloadMetrics,
@@ -148,10 +152,15 @@ pub async fn run(config: RunConfig) -> Result<()> {
         tokio::spawn(flush_every_second(Arc::clone(log)));
     }
     let ingress = IngressProxy::new(L7Options { access_log, ..L7Options::default() }, l7_metrics)?;
+    let dns = match config.dns {
+        Some(addr) => Some(start_dns(addr).await?),
+        None => None,
+    };
     let mut server = Server {
         config,
         proxy,
         ingress,
+        dns,
         pods: LocalPods::default(),
         admin,
         metrics,
@@ -185,6 +194,25 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let _ = stop.send(true);
     let _ = admin_task.await;
     Ok(())
+}
+
+/// Binds cluster DNS on `addr` (UDP and TCP) and serves it; it answers SERVFAIL until the first
+/// Plan.
+async fn start_dns(addr: SocketAddr) -> Result<Arc<DnsServer>> {
+    let (udp, tcp) = portico_dns::bind(addr).await.with_context(|| format!("DNS address {addr}"))?;
+    let dns = DnsServer::new(portico_dns::Options::default());
+    for (transport, serving) in [
+        ("UDP", tokio::spawn(Arc::clone(&dns).serve_udp(udp))),
+        ("TCP", tokio::spawn(Arc::clone(&dns).serve_tcp(tcp))),
+    ] {
+        tokio::spawn(async move {
+            if let Ok(Err(err)) = serving.await {
+                error!(%addr, transport, %err, "cluster DNS stopped serving");
+            }
+        });
+    }
+    info!(%addr, "cluster DNS listening");
+    Ok(dns)
 }
 
 async fn wait_for_signal(terminate: &mut tokio::signal::unix::Signal) {
@@ -258,6 +286,9 @@ impl Server {
         }
         for err in self.proxy.apply(&table).await {
             diagnostics.push(Diagnostic::error(err.to_string()));
+        }
+        if let Some(dns) = &self.dns {
+            dns.apply(&plan);
         }
         for err in self.ingress.apply(&plan).await {
             diagnostics.push(Diagnostic::error(err.to_string()));
@@ -339,9 +370,19 @@ fn print_entry_points(plan: &Plan, config: &RunConfig) {
         let object = row.object.to_string();
         match (row.method, row.layer) {
             (Method::Ingress, _) => {}
-            (_, Layer::Dns) => {
-                later.push(format!("{object} ({:?}): a DNS name, served once cluster DNS lands", row.method))
-            }
+            (_, Layer::Dns) => match config.dns {
+                Some(dns) => {
+                    for name in &row.addresses {
+                        // ExternalName rows read `name → CNAME target`.
+                        let name = name.split(' ').next().unwrap_or(name);
+                        let command = format!("dig @{} -p {} {name}", dns.ip(), dns.port());
+                        lines.push((format!("{:?}", row.method), command, object.clone()));
+                    }
+                }
+                None => {
+                    later.push(format!("{object} ({:?}): a DNS name; cluster DNS is off (--dns)", row.method))
+                }
+            },
             _ => {
                 for address in &row.addresses {
                     for port in &row.ports {

@@ -18,6 +18,8 @@ struct Portico {
     manifests: PathBuf,
     /// The Ingress HTTP listener.
     ingress: SocketAddr,
+    /// Cluster DNS, UDP and TCP.
+    dns: SocketAddr,
     access_log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -48,6 +50,7 @@ fn start_with(net: u8, files: &[(&str, String)], env: &[(&str, &str)]) -> Portic
     }
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let ingress: SocketAddr = format!("127.{net}.4.1:8080").parse().unwrap();
+    let dns: SocketAddr = format!("127.{net}.5.1:10053").parse().unwrap();
     let access_log = dir.path().join("access.log");
     let child = Command::new(env!("CARGO_BIN_EXE_portico"))
         .args(["run", "--manifests"])
@@ -63,12 +66,13 @@ fn start_with(net: u8, files: &[(&str, String)], env: &[(&str, &str)]) -> Portic
         .args(["--ingress-http", &ingress.to_string(), "--ingress-https", &format!("127.{net}.4.1:8443")])
         .arg("--access-log")
         .arg(&access_log)
+        .args(["--dns", &dns.to_string()])
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let portico = Portico { child, admin, manifests, ingress, access_log, _dir: dir };
+    let portico = Portico { child, admin, manifests, ingress, dns, access_log, _dir: dir };
     portico.wait_for(|plan| plan["generation"].as_u64() >= Some(1));
     portico
 }
@@ -165,6 +169,29 @@ fn udp_echo(addr: SocketAddr) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// The addresses cluster DNS at `server` answers for `name` (A records, over UDP).
+fn dns_addresses(server: SocketAddr, name: &str) -> Vec<IpAddr> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut query = Message::query();
+    query.metadata.id = 3;
+    query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.send_to(&query.to_vec().unwrap(), server).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = s.recv_from(&mut buf).unwrap_or_else(|e| panic!("no DNS answer from {server}: {e}"));
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn deployment(name: &str, replicas: u32) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers:\n      - name: echo\n        image: ghcr.io/portico-dev/portico:0.1\n        args: [echo]\n        ports:\n        - {{name: http, containerPort: 8080}}\n        - {{name: dns, containerPort: 8080, protocol: UDP}}\n"
@@ -221,6 +248,7 @@ fn every_method_reaches_its_pods_over_tcp_and_udp() {
         assert!(pod_at(tcp).starts_with("web-"), "{method} over TCP");
         assert_eq!(udp_echo(udp), "ping", "{method} over UDP");
     }
+    assert_eq!(dns_addresses(portico.dns, "cip.default.svc.cluster.local."), [cip], "cluster DNS");
     assert_eq!(pod_at(SocketAddr::new(node, 18121)), "edge", "HostPort over TCP");
     assert_eq!(udp_echo(SocketAddr::new(node, 18121)), "ping", "HostPort over UDP");
     let (status, metrics) = portico.get("/metrics");
