@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod answer;
+pub mod forward;
 pub mod server;
 pub mod wire;
 

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::op::ResponseCode;
 use portico_plan::Plan;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tracing::debug;
 
-use crate::wire::{Response, Settings, respond};
+use crate::forward::Forwarder;
+use crate::wire::{Response, Settings, error_response, respond};
 
 /// Largest DNS message (TCP length prefix).
 const MAX_MESSAGE: usize = 65_535;
@@ -27,11 +28,13 @@ pub struct Options {
     pub ttl: u32,
     /// The server's name in the apex's SOA and NS records.
     pub server_name: String,
+    /// Where names outside the cluster are forwarded (none: they are REFUSED).
+    pub upstreams: Vec<SocketAddr>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ttl: 5, server_name: "ns.dns".to_owned() }
+        Options { ttl: 5, server_name: "ns.dns".to_owned(), upstreams: Vec::new() }
     }
 }
 
@@ -39,12 +42,14 @@ impl Default for Options {
 pub struct DnsServer {
     plan: ArcSwapOption<Plan>,
     options: Options,
+    forwarder: Forwarder,
 }
 
 impl DnsServer {
     /// A server with no Plan yet: it answers SERVFAIL until [`DnsServer::apply`].
     pub fn new(options: Options) -> Arc<Self> {
-        Arc::new(DnsServer { plan: ArcSwapOption::empty(), options })
+        let forwarder = Forwarder::new(options.upstreams.clone());
+        Arc::new(DnsServer { plan: ArcSwapOption::empty(), options, forwarder })
     }
 
     /// Answers from `plan` from the next query on.
@@ -52,8 +57,8 @@ impl DnsServer {
         self.plan.store(Some(Arc::clone(plan)));
     }
 
-    /// The response to one query.
-    pub fn respond(&self, query: &[u8], udp: bool) -> Response {
+    /// The response to one query from the zone, or [`Response::Forward`].
+    fn respond(&self, query: &[u8], udp: bool) -> Response {
         let plan = self.plan.load();
         let zone = plan.as_deref().map(|p| &p.dns);
         let settings = Settings {
@@ -66,22 +71,39 @@ impl DnsServer {
                 .as_deref()
                 .map_or(0, |p| u32::try_from(p.generation % u64::from(u32::MAX)).unwrap_or(0)),
         };
-        match respond(zone, query, &settings, udp) {
-            // Forwarding to upstream servers is not built yet: refuse rather than stay silent.
-            Response::Forward => refused(query),
-            other => other,
+        respond(zone, query, &settings, udp)
+    }
+
+    /// The upstream answer to a query for a name outside the cluster.
+    async fn forward(&self, query: &[u8], tcp: bool) -> Response {
+        if self.options.upstreams.is_empty() {
+            return error_response(query, ResponseCode::Refused);
+        }
+        match self.forwarder.relay(query, tcp).await {
+            Some(answer) => Response::Bytes(answer),
+            None => error_response(query, ResponseCode::ServFail),
         }
     }
 
     /// Serves queries arriving on `socket` until it fails.
     pub async fn serve_udp(self: Arc<Self>, socket: UdpSocket) -> io::Result<()> {
+        let socket = Arc::new(socket);
         let mut buf = vec![0u8; MAX_MESSAGE];
         loop {
             let (len, client) = socket.recv_from(&mut buf).await?;
-            if let Response::Bytes(bytes) = self.respond(&buf[..len], true)
-                && let Err(err) = socket.send_to(&bytes, client).await
-            {
-                debug!(%client, %err, "DNS answer not sent");
+            match self.respond(&buf[..len], true) {
+                Response::Bytes(bytes) => send(&socket, &bytes, client).await,
+                // Upstream answers take a while: the loop goes on meanwhile.
+                Response::Forward => {
+                    let (server, socket, query) =
+                        (Arc::clone(&self), Arc::clone(&socket), buf[..len].to_vec());
+                    tokio::spawn(async move {
+                        if let Response::Bytes(bytes) = server.forward(&query, false).await {
+                            send(&socket, &bytes, client).await;
+                        }
+                    });
+                }
+                Response::Drop => {}
             }
         }
     }
@@ -112,7 +134,11 @@ impl DnsServer {
             }
             let len = usize::from(u16::from_be_bytes(prefix));
             stream.read_exact(&mut query[..len]).await?;
-            if let Response::Bytes(bytes) = self.respond(&query[..len], false) {
+            let response = match self.respond(&query[..len], false) {
+                Response::Forward => self.forward(&query[..len], true).await,
+                other => other,
+            };
+            if let Response::Bytes(bytes) = response {
                 let Ok(size) = u16::try_from(bytes.len()) else { continue };
                 let mut framed = Vec::with_capacity(bytes.len() + 2);
                 framed.extend_from_slice(&size.to_be_bytes());
@@ -123,17 +149,9 @@ impl DnsServer {
     }
 }
 
-/// REFUSED for a name the server does not answer for.
-fn refused(query: &[u8]) -> Response {
-    match Message::from_vec(query) {
-        Ok(request) => {
-            let mut response = Message::response(request.metadata.id, request.metadata.op_code);
-            response.metadata.recursion_desired = request.metadata.recursion_desired;
-            response.metadata.response_code = ResponseCode::Refused;
-            response.add_queries(request.queries);
-            response.to_vec().map_or(Response::Drop, Response::Bytes)
-        }
-        Err(_) => Response::Drop,
+async fn send(socket: &UdpSocket, bytes: &[u8], client: SocketAddr) {
+    if let Err(err) = socket.send_to(bytes, client).await {
+        debug!(%client, %err, "DNS answer not sent");
     }
 }
 

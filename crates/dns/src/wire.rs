@@ -166,6 +166,21 @@ fn encode(response: &Message, udp: bool, limit: usize) -> Response {
     }
 }
 
+/// A response with no records and `rcode` to a query that parses (else nothing to send).
+pub fn error_response(query: &[u8], rcode: ResponseCode) -> Response {
+    match Message::from_vec(query) {
+        Ok(request) => {
+            let mut response = Message::response(request.metadata.id, request.metadata.op_code);
+            response.metadata.recursion_desired = request.metadata.recursion_desired;
+            response.metadata.recursion_available = rcode != ResponseCode::Refused;
+            response.metadata.response_code = rcode;
+            response.add_queries(request.queries);
+            response.to_vec().map_or(Response::Drop, Response::Bytes)
+        }
+        Err(_) => Response::Drop,
+    }
+}
+
 /// FORMERR for a message that does not parse, when at least its header is there.
 fn format_error(query: &[u8]) -> Response {
     let Some(id) = query.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else { return Response::Drop };

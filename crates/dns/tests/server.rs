@@ -113,3 +113,80 @@ async fn answers_over_udp_and_tcp_follow_the_plan_at_once() {
     let outside = over_udp(addr, "example.com.", RecordType::A).await;
     assert_eq!(outside.metadata.response_code, ResponseCode::Refused);
 }
+
+/// A fake upstream on loopback (UDP and TCP): answers every query with A 192.0.2.1 (data only;
+/// nothing is sent there).
+async fn fake_upstream() -> SocketAddr {
+    let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let answer_to = |query: &[u8]| {
+        let request = Message::from_vec(query).unwrap();
+        let mut response = Message::response(request.metadata.id, request.metadata.op_code);
+        response.add_queries(request.queries.clone());
+        let name = request.queries[0].name.clone();
+        response.add_answer(hickory_proto::rr::Record::from_rdata(
+            name,
+            60,
+            RData::A(hickory_proto::rr::rdata::A([192, 0, 2, 1].into())),
+        ));
+        response.to_vec().unwrap()
+    };
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+            let _ = udp.send_to(&answer_to(&buf[..n]), from).await;
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = tcp.accept().await {
+            let mut prefix = [0u8; 2];
+            stream.read_exact(&mut prefix).await.unwrap();
+            let mut query = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+            stream.read_exact(&mut query).await.unwrap();
+            let answer = answer_to(&query);
+            let mut framed = u16::try_from(answer.len()).unwrap().to_be_bytes().to_vec();
+            framed.extend_from_slice(&answer);
+            stream.write_all(&framed).await.unwrap();
+        }
+    });
+    addr
+}
+
+/// An address where nothing listens, UDP or TCP.
+fn dead_upstream() -> SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn other_names_are_forwarded_to_the_next_upstream_that_answers() {
+    let live = fake_upstream().await;
+    let options = Options { upstreams: vec![dead_upstream(), live], ..Options::default() };
+    let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let server = DnsServer::new(options);
+    tokio::spawn(Arc::clone(&server).serve_udp(udp));
+    tokio::spawn(Arc::clone(&server).serve_tcp(tcp));
+    server.apply(&planned(&cluster(&["127.98.4.1"]), 1));
+    for _ in 0..2 {
+        // Both upstreams get a first turn in round-robin; the dead one fails over to the live one.
+        let forwarded = over_udp(addr, "www.example.test.", RecordType::A).await;
+        assert_eq!(forwarded.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(addresses(&forwarded), ["192.0.2.1"]);
+    }
+    assert_eq!(addresses(&over_tcp(addr, "www.example.test.", RecordType::A).await), ["192.0.2.1"]);
+    // The cluster's own names are still answered here.
+    assert_eq!(
+        addresses(&over_udp(addr, "db.default.svc.cluster.local.", RecordType::A).await),
+        ["127.98.4.1"]
+    );
+
+    let options = Options { upstreams: vec![dead_upstream()], ..Options::default() };
+    let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let lonely = tcp.local_addr().unwrap();
+    let server = DnsServer::new(options);
+    tokio::spawn(Arc::clone(&server).serve_udp(udp));
+    server.apply(&planned(&cluster(&["127.98.4.1"]), 1));
+    let failed = over_udp(lonely, "www.example.test.", RecordType::A).await;
+    assert_eq!(failed.metadata.response_code, ResponseCode::ServFail);
+}

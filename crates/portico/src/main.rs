@@ -102,6 +102,10 @@ struct RunArgs {
     /// Cluster DNS address, UDP and TCP (`off`: no DNS).
     #[arg(long, default_value = "127.0.0.1:10053", value_parser = parse_optional_address)]
     dns: OptionalAddress,
+    /// Where cluster DNS forwards other names (repeatable; default: the name servers of
+    /// /etc/resolv.conf, on port 53).
+    #[arg(long = "dns-upstream")]
+    dns_upstreams: Vec<SocketAddr>,
 }
 
 /// An address, or `off`.
@@ -130,6 +134,7 @@ impl RunArgs {
             drain: self.drain,
             debounce: self.debounce,
             dns: self.dns.0,
+            dns_upstreams: self.dns_upstreams,
             access_log: match self.access_log.as_str() {
                 "off" => None,
                 "-" => Some(run::AccessLogTarget::Stdout),

@@ -48,6 +48,8 @@ pub struct RunConfig {
     pub access_log: Option<AccessLogTarget>,
     /// Where cluster DNS answers (UDP and TCP), if anywhere.
     pub dns: Option<SocketAddr>,
+    /// Where it forwards other names; empty: the name servers of /etc/resolv.conf.
+    pub dns_upstreams: Vec<SocketAddr>,
 }
 
 /// Destination of the Ingress access log.
@@ -153,7 +155,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
     }
     let ingress = IngressProxy::new(L7Options { access_log, ..L7Options::default() }, l7_metrics)?;
     let dns = match config.dns {
-        Some(addr) => Some(start_dns(addr).await?),
+        Some(addr) => Some(start_dns(addr, &config.dns_upstreams).await?),
         None => None,
     };
     let mut server = Server {
@@ -198,9 +200,16 @@ pub async fn run(config: RunConfig) -> Result<()> {
 
 /// Binds cluster DNS on `addr` (UDP and TCP) and serves it; it answers SERVFAIL until the first
 /// Plan.
-async fn start_dns(addr: SocketAddr) -> Result<Arc<DnsServer>> {
+async fn start_dns(addr: SocketAddr, upstreams: &[SocketAddr]) -> Result<Arc<DnsServer>> {
     let (udp, tcp) = portico_dns::bind(addr).await.with_context(|| format!("DNS address {addr}"))?;
-    let dns = DnsServer::new(portico_dns::Options::default());
+    let upstreams = if upstreams.is_empty() {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        portico_dns::forward::resolv_conf_servers(&text, Some(addr))
+    } else {
+        upstreams.to_vec()
+    };
+    info!(?upstreams, "cluster DNS forwards other names");
+    let dns = DnsServer::new(portico_dns::Options { upstreams, ..portico_dns::Options::default() });
     for (transport, serving) in [
         ("UDP", tokio::spawn(Arc::clone(&dns).serve_udp(udp))),
         ("TCP", tokio::spawn(Arc::clone(&dns).serve_tcp(tcp))),
