@@ -4,6 +4,7 @@
 
 pub mod answer;
 pub mod forward;
+pub mod metrics;
 pub mod server;
 pub mod wire;
 

@@ -4,7 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use hickory_proto::op::ResponseCode;
@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tracing::debug;
 
 use crate::forward::Forwarder;
+use crate::metrics::Metrics;
 use crate::wire::{Response, Settings, error_response, respond};
 
 /// Largest DNS message (TCP length prefix).
@@ -43,13 +44,14 @@ pub struct DnsServer {
     plan: ArcSwapOption<Plan>,
     options: Options,
     forwarder: Forwarder,
+    metrics: Arc<Metrics>,
 }
 
 impl DnsServer {
     /// A server with no Plan yet: it answers SERVFAIL until [`DnsServer::apply`].
-    pub fn new(options: Options) -> Arc<Self> {
+    pub fn new(options: Options, metrics: Arc<Metrics>) -> Arc<Self> {
         let forwarder = Forwarder::new(options.upstreams.clone());
-        Arc::new(DnsServer { plan: ArcSwapOption::empty(), options, forwarder })
+        Arc::new(DnsServer { plan: ArcSwapOption::empty(), options, forwarder, metrics })
     }
 
     /// Answers from `plan` from the next query on.
@@ -74,6 +76,30 @@ impl DnsServer {
         respond(zone, query, &settings, udp)
     }
 
+    /// The zone's answer to `query` (`None`: nothing to send), or `Err` when the name is not
+    /// the cluster's; counted.
+    fn zone_answer(&self, query: &[u8], udp: bool, started: Instant) -> Result<Option<Vec<u8>>, Upstream> {
+        match self.respond(query, udp) {
+            Response::Bytes(bytes) => {
+                self.metrics.record(query, &bytes, "zone", started.elapsed());
+                Ok(Some(bytes))
+            }
+            Response::Drop => Ok(None),
+            Response::Forward => Err(Upstream),
+        }
+    }
+
+    /// The upstream servers' answer to `query` (or SERVFAIL or REFUSED); counted.
+    async fn upstream_answer(&self, query: &[u8], tcp: bool, started: Instant) -> Option<Vec<u8>> {
+        match self.forward(query, tcp).await {
+            Response::Bytes(bytes) => {
+                self.metrics.record(query, &bytes, "upstream", started.elapsed());
+                Some(bytes)
+            }
+            _ => None,
+        }
+    }
+
     /// The upstream answer to a query for a name outside the cluster.
     async fn forward(&self, query: &[u8], tcp: bool) -> Response {
         if self.options.upstreams.is_empty() {
@@ -91,19 +117,20 @@ impl DnsServer {
         let mut buf = vec![0u8; MAX_MESSAGE];
         loop {
             let (len, client) = socket.recv_from(&mut buf).await?;
-            match self.respond(&buf[..len], true) {
-                Response::Bytes(bytes) => send(&socket, &bytes, client).await,
+            let started = Instant::now();
+            match self.zone_answer(&buf[..len], true, started) {
+                Ok(Some(bytes)) => send(&socket, &bytes, client).await,
+                Ok(None) => {}
                 // Upstream answers take a while: the loop goes on meanwhile.
-                Response::Forward => {
+                Err(Upstream) => {
                     let (server, socket, query) =
                         (Arc::clone(&self), Arc::clone(&socket), buf[..len].to_vec());
                     tokio::spawn(async move {
-                        if let Response::Bytes(bytes) = server.forward(&query, false).await {
+                        if let Some(bytes) = server.upstream_answer(&query, false, started).await {
                             send(&socket, &bytes, client).await;
                         }
                     });
                 }
-                Response::Drop => {}
             }
         }
     }
@@ -134,11 +161,12 @@ impl DnsServer {
             }
             let len = usize::from(u16::from_be_bytes(prefix));
             stream.read_exact(&mut query[..len]).await?;
-            let response = match self.respond(&query[..len], false) {
-                Response::Forward => self.forward(&query[..len], true).await,
-                other => other,
+            let started = Instant::now();
+            let answer = match self.zone_answer(&query[..len], false, started) {
+                Ok(answer) => answer,
+                Err(Upstream) => self.upstream_answer(&query[..len], true, started).await,
             };
-            if let Response::Bytes(bytes) = response {
+            if let Some(bytes) = answer {
                 let Ok(size) = u16::try_from(bytes.len()) else { continue };
                 let mut framed = Vec::with_capacity(bytes.len() + 2);
                 framed.extend_from_slice(&size.to_be_bytes());
@@ -154,6 +182,9 @@ async fn send(socket: &UdpSocket, bytes: &[u8], client: SocketAddr) {
         debug!(%client, %err, "DNS answer not sent");
     }
 }
+
+/// A query for a name outside the cluster.
+struct Upstream;
 
 /// Binds UDP and TCP on `addr` (the same port for both; port 0 picks one free for both).
 pub async fn bind(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {

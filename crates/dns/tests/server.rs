@@ -84,7 +84,9 @@ fn addresses(answer: &Message) -> Vec<String> {
 async fn answers_over_udp_and_tcp_follow_the_plan_at_once() {
     let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let server = DnsServer::new(Options::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(portico_dns::metrics::Metrics::register(&mut registry));
+    let server = DnsServer::new(Options::default(), metrics);
     tokio::spawn(Arc::clone(&server).serve_udp(udp));
     tokio::spawn(Arc::clone(&server).serve_tcp(tcp));
     let name = "db.default.svc.cluster.local.";
@@ -109,9 +111,26 @@ async fn answers_over_udp_and_tcp_follow_the_plan_at_once() {
     let RData::SOA(record) = &soa.authorities[0].data else { panic!("{soa:?}") };
     assert_eq!(record.serial, 2, "the serial is the Plan's generation");
 
-    // Names outside the cluster: refused until forwarding exists.
+    // Names outside the cluster, with no upstream server: refused.
     let outside = over_udp(addr, "example.com.", RecordType::A).await;
     assert_eq!(outside.metadata.response_code, ResponseCode::Refused);
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for series in [
+        "portico_dns_queries_total{qtype=\"A\",rcode=\"NOERROR\",source=\"zone\"} 3",
+        "portico_dns_queries_total{qtype=\"SRV\",rcode=\"NOERROR\",source=\"zone\"} 1",
+        "portico_dns_queries_total{qtype=\"A\",rcode=\"SERVFAIL\",source=\"zone\"} 1",
+        "portico_dns_queries_total{qtype=\"A\",rcode=\"NXDOMAIN\",source=\"zone\"} 1",
+        "portico_dns_queries_total{qtype=\"A\",rcode=\"REFUSED\",source=\"upstream\"} 1",
+        "portico_dns_request_duration_seconds_count 7",
+    ] {
+        assert!(text.contains(series), "{series} in\n{text}");
+    }
+}
+
+fn unregistered_metrics() -> Arc<portico_dns::metrics::Metrics> {
+    Arc::new(portico_dns::metrics::Metrics::register(&mut prometheus_client::registry::Registry::default()))
 }
 
 /// A fake upstream on loopback (UDP and TCP): answers every query with A 192.0.2.1 (data only;
@@ -164,7 +183,7 @@ async fn other_names_are_forwarded_to_the_next_upstream_that_answers() {
     let options = Options { upstreams: vec![dead_upstream(), live], ..Options::default() };
     let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let server = DnsServer::new(options);
+    let server = DnsServer::new(options, unregistered_metrics());
     tokio::spawn(Arc::clone(&server).serve_udp(udp));
     tokio::spawn(Arc::clone(&server).serve_tcp(tcp));
     server.apply(&planned(&cluster(&["127.98.4.1"]), 1));
@@ -184,7 +203,7 @@ async fn other_names_are_forwarded_to_the_next_upstream_that_answers() {
     let options = Options { upstreams: vec![dead_upstream()], ..Options::default() };
     let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let lonely = tcp.local_addr().unwrap();
-    let server = DnsServer::new(options);
+    let server = DnsServer::new(options, unregistered_metrics());
     tokio::spawn(Arc::clone(&server).serve_udp(udp));
     server.apply(&planned(&cluster(&["127.98.4.1"]), 1));
     let failed = over_udp(lonely, "www.example.test.", RecordType::A).await;

@@ -139,6 +139,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let mut registry = Registry::default();
     let l4_metrics = Arc::new(L4Metrics::register(&mut registry));
     let l7_metrics = Arc::new(L7Metrics::register(&mut registry));
+    let dns_metrics = Arc::new(portico_dns::metrics::Metrics::register(&mut registry));
     let metrics = ReloadMetrics::register(&mut registry);
     let admin = Arc::new(Admin::new(registry));
     let admin_listener =
@@ -155,7 +156,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
     }
     let ingress = IngressProxy::new(L7Options { access_log, ..L7Options::default() }, l7_metrics)?;
     let dns = match config.dns {
-        Some(addr) => Some(start_dns(addr, &config.dns_upstreams).await?),
+        Some(addr) => Some(start_dns(addr, &config.dns_upstreams, dns_metrics).await?),
         None => None,
     };
     let mut server = Server {
@@ -200,7 +201,11 @@ pub async fn run(config: RunConfig) -> Result<()> {
 
 /// Binds cluster DNS on `addr` (UDP and TCP) and serves it; it answers SERVFAIL until the first
 /// Plan.
-async fn start_dns(addr: SocketAddr, upstreams: &[SocketAddr]) -> Result<Arc<DnsServer>> {
+async fn start_dns(
+    addr: SocketAddr,
+    upstreams: &[SocketAddr],
+    metrics: Arc<portico_dns::metrics::Metrics>,
+) -> Result<Arc<DnsServer>> {
     let (udp, tcp) = portico_dns::bind(addr).await.with_context(|| format!("DNS address {addr}"))?;
     let upstreams = if upstreams.is_empty() {
         let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -209,7 +214,7 @@ async fn start_dns(addr: SocketAddr, upstreams: &[SocketAddr]) -> Result<Arc<Dns
         upstreams.to_vec()
     };
     info!(?upstreams, "cluster DNS forwards other names");
-    let dns = DnsServer::new(portico_dns::Options { upstreams, ..portico_dns::Options::default() });
+    let dns = DnsServer::new(portico_dns::Options { upstreams, ..portico_dns::Options::default() }, metrics);
     for (transport, serving) in [
         ("UDP", tokio::spawn(Arc::clone(&dns).serve_udp(udp))),
         ("TCP", tokio::spawn(Arc::clone(&dns).serve_tcp(tcp))),
