@@ -85,15 +85,35 @@ impl DnsServer {
                 Ok(Some(bytes))
             }
             Response::Drop => Ok(None),
-            Response::Forward => Err(Upstream),
+            Response::Forward => Err(Upstream::Relay),
+            Response::Chase(chase) => Err(Upstream::Chase(chase)),
         }
     }
 
-    /// The upstream servers' answer to `query` (or SERVFAIL or REFUSED); counted.
-    async fn upstream_answer(&self, query: &[u8], tcp: bool, started: Instant) -> Option<Vec<u8>> {
-        match self.forward(query, tcp).await {
+    /// What the upstream servers contribute: the whole answer to a name outside the cluster,
+    /// or the records of an ExternalName's target; counted.
+    async fn upstream_answer(
+        &self,
+        query: &[u8],
+        tcp: bool,
+        started: Instant,
+        work: Upstream,
+    ) -> Option<Vec<u8>> {
+        let (response, source) = match work {
+            Upstream::Relay => (self.forward(query, tcp).await, "upstream"),
+            Upstream::Chase(chase) => {
+                let upstream = match chase.query() {
+                    Some(target) if !self.options.upstreams.is_empty() => {
+                        self.forwarder.relay(&target, tcp).await
+                    }
+                    _ => None,
+                };
+                (chase.finish(upstream.as_deref()), "zone")
+            }
+        };
+        match response {
             Response::Bytes(bytes) => {
-                self.metrics.record(query, &bytes, "upstream", started.elapsed());
+                self.metrics.record(query, &bytes, source, started.elapsed());
                 Some(bytes)
             }
             _ => None,
@@ -122,11 +142,11 @@ impl DnsServer {
                 Ok(Some(bytes)) => send(&socket, &bytes, client).await,
                 Ok(None) => {}
                 // Upstream answers take a while: the loop goes on meanwhile.
-                Err(Upstream) => {
+                Err(work) => {
                     let (server, socket, query) =
                         (Arc::clone(&self), Arc::clone(&socket), buf[..len].to_vec());
                     tokio::spawn(async move {
-                        if let Some(bytes) = server.upstream_answer(&query, false, started).await {
+                        if let Some(bytes) = server.upstream_answer(&query, false, started, work).await {
                             send(&socket, &bytes, client).await;
                         }
                     });
@@ -164,7 +184,7 @@ impl DnsServer {
             let started = Instant::now();
             let answer = match self.zone_answer(&query[..len], false, started) {
                 Ok(answer) => answer,
-                Err(Upstream) => self.upstream_answer(&query[..len], true, started).await,
+                Err(work) => self.upstream_answer(&query[..len], true, started, work).await,
             };
             if let Some(bytes) = answer {
                 let Ok(size) = u16::try_from(bytes.len()) else { continue };
@@ -183,8 +203,13 @@ async fn send(socket: &UdpSocket, bytes: &[u8], client: SocketAddr) {
     }
 }
 
-/// A query for a name outside the cluster.
-struct Upstream;
+/// What is left for the upstream servers.
+enum Upstream {
+    /// A name outside the cluster: relay the query.
+    Relay,
+    /// An ExternalName's target: resolve it and append.
+    Chase(Box<crate::wire::Chase>),
+}
 
 /// Binds UDP and TCP on `addr` (the same port for both; port 0 picks one free for both).
 pub async fn bind(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {

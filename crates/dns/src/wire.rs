@@ -32,6 +32,9 @@ pub enum Response {
     Bytes(Vec<u8>),
     /// Relay the query upstream.
     Forward,
+    /// The answer ends in a CNAME out of the cluster: resolve its target upstream and append
+    /// what comes back ([`Chase::finish`]).
+    Chase(Box<Chase>),
     /// Not a DNS query worth answering.
     Drop,
 }
@@ -81,7 +84,49 @@ pub fn respond(zone: Option<&DnsZone>, query: &[u8], settings: &Settings, udp: b
     if let Some(zone) = zone {
         fill(&mut response, zone, &found, &question.name, question.query_type, settings);
     }
-    encode(&response, udp, limit)
+    match found.resolve_upstream {
+        Some(target) => {
+            Response::Chase(Box::new(Chase { response, target, qtype: question.query_type, udp, limit }))
+        }
+        None => encode(&response, udp, limit),
+    }
+}
+
+/// An answer waiting for the upstream records of its CNAME's target.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Chase {
+    response: Message,
+    target: String,
+    qtype: RecordType,
+    udp: bool,
+    limit: usize,
+}
+
+impl Chase {
+    /// The query to send upstream for the target (same id as the client's).
+    pub fn query(&self) -> Option<Vec<u8>> {
+        let mut query = Message::query();
+        query.metadata.id = self.response.metadata.id;
+        query.metadata.recursion_desired = true;
+        query.add_query(hickory_proto::op::Query::query(
+            Name::from_ascii(format!("{}.", self.target)).ok()?,
+            self.qtype,
+        ));
+        query.to_vec().ok()
+    }
+
+    /// The answer with the upstream one's records appended after the CNAME, and its code when
+    /// the target does not exist; without an upstream answer, the CNAME alone (clients follow
+    /// it themselves).
+    pub fn finish(mut self, upstream: Option<&[u8]>) -> Response {
+        if let Some(answer) = upstream.and_then(|bytes| Message::from_vec(bytes).ok()) {
+            if answer.metadata.response_code == ResponseCode::NXDomain {
+                self.response.metadata.response_code = ResponseCode::NXDomain;
+            }
+            self.response.add_answers(answer.answers);
+        }
+        encode(&self.response, self.udp, self.limit)
+    }
 }
 
 fn fill(

@@ -186,7 +186,8 @@ async fn other_names_are_forwarded_to_the_next_upstream_that_answers() {
     let server = DnsServer::new(options, unregistered_metrics());
     tokio::spawn(Arc::clone(&server).serve_udp(udp));
     tokio::spawn(Arc::clone(&server).serve_tcp(tcp));
-    server.apply(&planned(&cluster(&["127.98.4.1"]), 1));
+    let partner = "---\napiVersion: v1\nkind: Service\nmetadata: {name: partner}\nspec: {type: ExternalName, externalName: api.example.test}\n";
+    server.apply(&planned(&(cluster(&["127.98.4.1"]) + partner), 1));
     for _ in 0..2 {
         // Both upstreams get a first turn in round-robin; the dead one fails over to the live one.
         let forwarded = over_udp(addr, "www.example.test.", RecordType::A).await;
@@ -199,6 +200,18 @@ async fn other_names_are_forwarded_to_the_next_upstream_that_answers() {
         addresses(&over_udp(addr, "db.default.svc.cluster.local.", RecordType::A).await),
         ["127.98.4.1"]
     );
+    // An ExternalName: the CNAME first, then the target's records from upstream.
+    for chased in [
+        over_udp(addr, "partner.default.svc.cluster.local.", RecordType::A).await,
+        over_tcp(addr, "partner.default.svc.cluster.local.", RecordType::A).await,
+    ] {
+        assert_eq!(chased.metadata.response_code, ResponseCode::NoError);
+        assert!(chased.metadata.authoritative);
+        let kinds: Vec<String> =
+            chased.answers.iter().map(|r| format!("{} {}", r.name, r.record_type())).collect();
+        assert_eq!(kinds, ["partner.default.svc.cluster.local. CNAME", "api.example.test. A"]);
+        assert_eq!(addresses(&chased), ["192.0.2.1"]);
+    }
 
     let options = Options { upstreams: vec![dead_upstream()], ..Options::default() };
     let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
@@ -208,4 +221,8 @@ async fn other_names_are_forwarded_to_the_next_upstream_that_answers() {
     server.apply(&planned(&cluster(&["127.98.4.1"]), 1));
     let failed = over_udp(lonely, "www.example.test.", RecordType::A).await;
     assert_eq!(failed.metadata.response_code, ResponseCode::ServFail);
+    // No upstream answers for an ExternalName's target: the CNAME alone.
+    server.apply(&planned(&(cluster(&["127.98.4.1"]) + partner), 2));
+    let alone = over_udp(lonely, "partner.default.svc.cluster.local.", RecordType::A).await;
+    assert_eq!((alone.metadata.response_code, alone.answers.len()), (ResponseCode::NoError, 1));
 }
