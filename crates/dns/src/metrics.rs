@@ -55,8 +55,24 @@ impl Metrics {
     }
 }
 
+/// The name of a message's first question, read straight from its bytes.
+pub(crate) fn question_name(message: &[u8]) -> Option<String> {
+    let mut name = String::new();
+    let mut at = 12;
+    loop {
+        let len = usize::from(*message.get(at)?);
+        if len == 0 || len >= 0xc0 {
+            break;
+        }
+        name.push_str(&String::from_utf8_lossy(message.get(at + 1..at + 1 + len)?));
+        name.push('.');
+        at += 1 + len;
+    }
+    Some(name)
+}
+
 /// The type of a message's first question, read straight from its bytes.
-fn question_type(message: &[u8]) -> Option<u16> {
+pub(crate) fn question_type(message: &[u8]) -> Option<u16> {
     let mut at = 12;
     loop {
         let len = usize::from(*message.get(at)?);
@@ -73,7 +89,7 @@ fn question_type(message: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([ty[0], ty[1]]))
 }
 
-fn qtype_name(qtype: Option<u16>) -> &'static str {
+pub(crate) fn qtype_name(qtype: Option<u16>) -> &'static str {
     match qtype {
         Some(1) => "A",
         Some(2) => "NS",
@@ -88,7 +104,7 @@ fn qtype_name(qtype: Option<u16>) -> &'static str {
     }
 }
 
-fn rcode_name(answer: &[u8]) -> &'static str {
+pub(crate) fn rcode_name(answer: &[u8]) -> &'static str {
     match answer.get(3).map(|b| b & 0x0f) {
         Some(0) => "NOERROR",
         Some(1) => "FORMERR",
@@ -109,6 +125,7 @@ mod tests {
         // Header (id 1, RD), one question: "a.b" type SRV class IN.
         let query = [0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 1, b'b', 0, 0, 33, 0, 1];
         assert_eq!(question_type(&query), Some(33));
+        assert_eq!(question_name(&query).as_deref(), Some("a.b."));
         assert_eq!(qtype_name(question_type(&query)), "SRV");
         assert_eq!(question_type(&query[..15]), None);
         let mut answer = query;

@@ -11,10 +11,10 @@ use hickory_proto::op::ResponseCode;
 use portico_plan::Plan;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::forward::Forwarder;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, qtype_name, question_name, question_type, rcode_name};
 use crate::wire::{Response, Settings, error_response, respond};
 
 /// Largest DNS message (TCP length prefix).
@@ -31,11 +31,13 @@ pub struct Options {
     pub server_name: String,
     /// Where names outside the cluster are forwarded (none: they are REFUSED).
     pub upstreams: Vec<SocketAddr>,
+    /// One log line per query (client, name, type, code, source, time).
+    pub query_log: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ttl: 5, server_name: "ns.dns".to_owned(), upstreams: Vec::new() }
+        Options { ttl: 5, server_name: "ns.dns".to_owned(), upstreams: Vec::new(), query_log: false }
     }
 }
 
@@ -78,10 +80,16 @@ impl DnsServer {
 
     /// The zone's answer to `query` (`None`: nothing to send), or `Err` when the name is not
     /// the cluster's; counted.
-    fn zone_answer(&self, query: &[u8], udp: bool, started: Instant) -> Result<Option<Vec<u8>>, Upstream> {
+    fn zone_answer(
+        &self,
+        client: SocketAddr,
+        query: &[u8],
+        udp: bool,
+        started: Instant,
+    ) -> Result<Option<Vec<u8>>, Upstream> {
         match self.respond(query, udp) {
             Response::Bytes(bytes) => {
-                self.metrics.record(query, &bytes, "zone", started.elapsed());
+                self.answered(client, query, &bytes, "zone", started);
                 Ok(Some(bytes))
             }
             Response::Drop => Ok(None),
@@ -94,6 +102,7 @@ impl DnsServer {
     /// or the records of an ExternalName's target; counted.
     async fn upstream_answer(
         &self,
+        client: SocketAddr,
         query: &[u8],
         tcp: bool,
         started: Instant,
@@ -113,10 +122,29 @@ impl DnsServer {
         };
         match response {
             Response::Bytes(bytes) => {
-                self.metrics.record(query, &bytes, source, started.elapsed());
+                self.answered(client, query, &bytes, source, started);
                 Some(bytes)
             }
             _ => None,
+        }
+    }
+
+    /// Counts an answered query and, with the query log on, logs it.
+    fn answered(
+        &self,
+        client: SocketAddr,
+        query: &[u8],
+        answer: &[u8],
+        source: &'static str,
+        started: Instant,
+    ) {
+        let took = started.elapsed();
+        self.metrics.record(query, answer, source, took);
+        if self.options.query_log {
+            let name = question_name(query).unwrap_or_default();
+            let (qtype, rcode) = (qtype_name(question_type(query)), rcode_name(answer));
+            let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            info!(target: "portico_dns::query", %client, name, qtype, rcode, source, micros, "DNS query");
         }
     }
 
@@ -138,7 +166,7 @@ impl DnsServer {
         loop {
             let (len, client) = socket.recv_from(&mut buf).await?;
             let started = Instant::now();
-            match self.zone_answer(&buf[..len], true, started) {
+            match self.zone_answer(client, &buf[..len], true, started) {
                 Ok(Some(bytes)) => send(&socket, &bytes, client).await,
                 Ok(None) => {}
                 // Upstream answers take a while: the loop goes on meanwhile.
@@ -146,7 +174,9 @@ impl DnsServer {
                     let (server, socket, query) =
                         (Arc::clone(&self), Arc::clone(&socket), buf[..len].to_vec());
                     tokio::spawn(async move {
-                        if let Some(bytes) = server.upstream_answer(&query, false, started, work).await {
+                        if let Some(bytes) =
+                            server.upstream_answer(client, &query, false, started, work).await
+                        {
                             send(&socket, &bytes, client).await;
                         }
                     });
@@ -161,7 +191,7 @@ impl DnsServer {
             let (stream, client) = listener.accept().await?;
             let server = Arc::clone(&self);
             tokio::spawn(async move {
-                if let Err(err) = server.serve_connection(stream).await {
+                if let Err(err) = server.serve_connection(stream, client).await {
                     debug!(%client, %err, "DNS TCP connection ended");
                 }
             });
@@ -169,7 +199,7 @@ impl DnsServer {
     }
 
     /// Length-prefixed queries on one connection (RFC 1035 §4.2.2), answered in turn.
-    async fn serve_connection(&self, mut stream: TcpStream) -> io::Result<()> {
+    async fn serve_connection(&self, mut stream: TcpStream, client: SocketAddr) -> io::Result<()> {
         let mut query = vec![0u8; MAX_MESSAGE];
         loop {
             let mut prefix = [0u8; 2];
@@ -182,9 +212,9 @@ impl DnsServer {
             let len = usize::from(u16::from_be_bytes(prefix));
             stream.read_exact(&mut query[..len]).await?;
             let started = Instant::now();
-            let answer = match self.zone_answer(&query[..len], false, started) {
+            let answer = match self.zone_answer(client, &query[..len], false, started) {
                 Ok(answer) => answer,
-                Err(work) => self.upstream_answer(&query[..len], true, started, work).await,
+                Err(work) => self.upstream_answer(client, &query[..len], true, started, work).await,
             };
             if let Some(bytes) = answer {
                 let Ok(size) = u16::try_from(bytes.len()) else { continue };
@@ -211,9 +241,21 @@ enum Upstream {
     Chase(Box<crate::wire::Chase>),
 }
 
-/// Binds UDP and TCP on `addr` (the same port for both; port 0 picks one free for both).
-pub async fn bind(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+/// Binds TCP and `udp_sockets` UDP sockets on `addr` (the same port for all; port 0 picks a
+/// free one). The UDP sockets share the port with SO_REUSEPORT, so that the kernel spreads
+/// clients over them and each worker thread serves its own.
+pub async fn bind(addr: SocketAddr, udp_sockets: usize) -> io::Result<(Vec<UdpSocket>, TcpListener)> {
     let tcp = TcpListener::bind(addr).await?;
-    let udp = UdpSocket::bind(tcp.local_addr()?).await?;
+    let addr = tcp.local_addr()?;
+    let udp = (0..udp_sockets.max(1))
+        .map(|_| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+            socket.set_reuse_port(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&addr.into())?;
+            UdpSocket::from_std(socket.into())
+        })
+        .collect::<io::Result<Vec<_>>>()?;
     Ok((udp, tcp))
 }

@@ -82,12 +82,14 @@ fn addresses(answer: &Message) -> Vec<String> {
 
 #[tokio::test]
 async fn answers_over_udp_and_tcp_follow_the_plan_at_once() {
-    let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap(), 2).await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(portico_dns::metrics::Metrics::register(&mut registry));
     let server = DnsServer::new(Options::default(), metrics);
-    tokio::spawn(Arc::clone(&server).serve_udp(udp));
+    for socket in udp {
+        tokio::spawn(Arc::clone(&server).serve_udp(socket));
+    }
     tokio::spawn(Arc::clone(&server).serve_tcp(tcp));
     let name = "db.default.svc.cluster.local.";
 
@@ -136,7 +138,8 @@ fn unregistered_metrics() -> Arc<portico_dns::metrics::Metrics> {
 /// A fake upstream on loopback (UDP and TCP): answers every query with A 192.0.2.1 (data only;
 /// nothing is sent there).
 async fn fake_upstream() -> SocketAddr {
-    let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (mut udp, tcp) = bind("127.0.0.1:0".parse().unwrap(), 1).await.unwrap();
+    let udp = udp.remove(0);
     let addr = tcp.local_addr().unwrap();
     let answer_to = |query: &[u8]| {
         let request = Message::from_vec(query).unwrap();
@@ -181,10 +184,12 @@ fn dead_upstream() -> SocketAddr {
 async fn other_names_are_forwarded_to_the_next_upstream_that_answers() {
     let live = fake_upstream().await;
     let options = Options { upstreams: vec![dead_upstream(), live], ..Options::default() };
-    let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap(), 2).await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let server = DnsServer::new(options, unregistered_metrics());
-    tokio::spawn(Arc::clone(&server).serve_udp(udp));
+    for socket in udp {
+        tokio::spawn(Arc::clone(&server).serve_udp(socket));
+    }
     tokio::spawn(Arc::clone(&server).serve_tcp(tcp));
     let partner = "---\napiVersion: v1\nkind: Service\nmetadata: {name: partner}\nspec: {type: ExternalName, externalName: api.example.test}\n";
     server.apply(&planned(&(cluster(&["127.98.4.1"]) + partner), 1));
@@ -214,10 +219,12 @@ async fn other_names_are_forwarded_to_the_next_upstream_that_answers() {
     }
 
     let options = Options { upstreams: vec![dead_upstream()], ..Options::default() };
-    let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap(), 2).await.unwrap();
     let lonely = tcp.local_addr().unwrap();
     let server = DnsServer::new(options, unregistered_metrics());
-    tokio::spawn(Arc::clone(&server).serve_udp(udp));
+    for socket in udp {
+        tokio::spawn(Arc::clone(&server).serve_udp(socket));
+    }
     server.apply(&planned(&cluster(&["127.98.4.1"]), 1));
     let failed = over_udp(lonely, "www.example.test.", RecordType::A).await;
     assert_eq!(failed.metadata.response_code, ResponseCode::ServFail);

@@ -106,6 +106,9 @@ struct RunArgs {
     /// /etc/resolv.conf, on port 53).
     #[arg(long = "dns-upstream")]
     dns_upstreams: Vec<SocketAddr>,
+    /// Log one line per DNS query (client, name, type, response code, time).
+    #[arg(long)]
+    dns_query_log: bool,
 }
 
 /// An address, or `off`.
@@ -135,6 +138,7 @@ impl RunArgs {
             debounce: self.debounce,
             dns: self.dns.0,
             dns_upstreams: self.dns_upstreams,
+            dns_query_log: self.dns_query_log,
             access_log: match self.access_log.as_str() {
                 "off" => None,
                 "-" => Some(run::AccessLogTarget::Stdout),

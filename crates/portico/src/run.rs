@@ -50,6 +50,8 @@ pub struct RunConfig {
     pub dns: Option<SocketAddr>,
     /// Where it forwards other names; empty: the name servers of /etc/resolv.conf.
     pub dns_upstreams: Vec<SocketAddr>,
+    /// One log line per DNS query.
+    pub dns_query_log: bool,
 }
 
 /// Destination of the Ingress access log.
@@ -156,7 +158,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
     }
     let ingress = IngressProxy::new(L7Options { access_log, ..L7Options::default() }, l7_metrics)?;
     let dns = match config.dns {
-        Some(addr) => Some(start_dns(addr, &config.dns_upstreams, dns_metrics).await?),
+        Some(addr) => Some(start_dns(&config, addr, dns_metrics).await?),
         None => None,
     };
     let mut server = Server {
@@ -199,28 +201,35 @@ pub async fn run(config: RunConfig) -> Result<()> {
     Ok(())
 }
 
-/// Binds cluster DNS on `addr` (UDP and TCP) and serves it; it answers SERVFAIL until the first
-/// Plan.
+/// Binds cluster DNS as `config` says (UDP and TCP; one UDP socket per worker thread) and
+/// serves it; it answers SERVFAIL until the first Plan.
 async fn start_dns(
+    config: &RunConfig,
     addr: SocketAddr,
-    upstreams: &[SocketAddr],
     metrics: Arc<portico_dns::metrics::Metrics>,
 ) -> Result<Arc<DnsServer>> {
-    let (udp, tcp) = portico_dns::bind(addr).await.with_context(|| format!("DNS address {addr}"))?;
-    let upstreams = if upstreams.is_empty() {
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let (udp, tcp) = portico_dns::bind(addr, workers).await.with_context(|| format!("DNS address {addr}"))?;
+    let upstreams = if config.dns_upstreams.is_empty() {
         let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         portico_dns::forward::resolv_conf_servers(&text, Some(addr))
     } else {
-        upstreams.to_vec()
+        config.dns_upstreams.clone()
     };
     info!(?upstreams, "cluster DNS forwards other names");
-    let dns = DnsServer::new(portico_dns::Options { upstreams, ..portico_dns::Options::default() }, metrics);
-    for (transport, serving) in [
-        ("UDP", tokio::spawn(Arc::clone(&dns).serve_udp(udp))),
-        ("TCP", tokio::spawn(Arc::clone(&dns).serve_tcp(tcp))),
-    ] {
+    let options = portico_dns::Options {
+        upstreams,
+        query_log: config.dns_query_log,
+        ..portico_dns::Options::default()
+    };
+    let dns = DnsServer::new(options, metrics);
+    let serving = udp
+        .into_iter()
+        .map(|socket| ("UDP", tokio::spawn(Arc::clone(&dns).serve_udp(socket))))
+        .chain([("TCP", tokio::spawn(Arc::clone(&dns).serve_tcp(tcp)))]);
+    for (transport, task) in serving {
         tokio::spawn(async move {
-            if let Ok(Err(err)) = serving.await {
+            if let Ok(Err(err)) = task.await {
                 error!(%addr, transport, %err, "cluster DNS stopped serving");
             }
         });
