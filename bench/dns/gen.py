@@ -28,7 +28,7 @@ Writes, under OUT:
   queries.txt                    dnsperf's input: "NAME A" per name, in Service order
   samples.txt                    "NAME ADDRESS" of a few names (first, a middle one, last) that
                                  the script checks with dig on every server before measuring
-  counts.txt                     "services endpoints namespaces"
+  scenario.txt                   "services endpoints namespaces service_cidr"
 
 Standard library only.
 """
@@ -147,13 +147,14 @@ def main():
     zone += [f"{n}. A {ip}\n" for n, ip in names]
     write(os.path.join(d, f"{ZONE}.zone"), "".join(zone))
     render("knot.conf.in", os.path.join(d, "knot.conf"), DIR=d, ADDR=args.knot, ZONE=ZONE)
+    os.makedirs(os.path.join(d, "db"), exist_ok=True)
 
     write(os.path.join(out, "queries.txt"), "".join(f"{n} A\n" for n, _ in names))
     picks = sorted({0, len(names) // 2, len(names) - 1})
     write(os.path.join(out, "samples.txt"), "".join(f"{names[i][0]} {names[i][1]}\n" for i in picks))
     write(
-        os.path.join(out, "counts.txt"),
-        f"{len(names)} {len(names) * args.endpoints} {args.namespaces}\n",
+        os.path.join(out, "scenario.txt"),
+        f"{len(names)} {len(names) * args.endpoints} {args.namespaces} {SERVICE_CIDR}\n",
     )
 
 

@@ -5,6 +5,7 @@
 pub mod answer;
 pub mod forward;
 pub mod metrics;
+pub mod search;
 pub mod server;
 pub mod wire;
 

@@ -1,8 +1,9 @@
 //! The DNS server: UDP and TCP on one address, answering from the Plan being served. A new
 //! Plan is swapped in atomically, so the very next answer follows it.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,9 +14,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tracing::{debug, info};
 
+use crate::answer::{Rcode, Reply, answer};
 use crate::forward::Forwarder;
 use crate::metrics::{Metrics, qtype_name, question_name, question_type, rcode_name};
-use crate::wire::{Response, Settings, error_response, respond};
+use crate::search;
+use crate::wire::{
+    Response, Settings, error_response, query_type, question, respond, searched, zone_records,
+};
+use portico_plan::dns::Lookup;
 
 /// Largest DNS message (TCP length prefix).
 const MAX_MESSAGE: usize = 65_535;
@@ -33,47 +39,67 @@ pub struct Options {
     pub upstreams: Vec<SocketAddr>,
     /// One log line per query (client, name, type, code, source, time).
     pub query_log: bool,
+    /// Server-side search for Pods ([`crate::search`]): `None` is off; else the host's search
+    /// domains, tried after the cluster's.
+    pub search: Option<Vec<String>>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { ttl: 5, server_name: "ns.dns".to_owned(), upstreams: Vec::new(), query_log: false }
+        Options {
+            ttl: 5,
+            server_name: "ns.dns".to_owned(),
+            upstreams: Vec::new(),
+            query_log: false,
+            search: None,
+        }
     }
 }
 
 /// Answers DNS queries from the Plan it was last given.
 pub struct DnsServer {
-    plan: ArcSwapOption<Plan>,
+    served: ArcSwapOption<Served>,
     options: Options,
     forwarder: Forwarder,
     metrics: Arc<Metrics>,
+}
+
+/// The Plan being served, and the namespace of each Pod address for server-side search.
+struct Served {
+    plan: Arc<Plan>,
+    pods: HashMap<IpAddr, String>,
 }
 
 impl DnsServer {
     /// A server with no Plan yet: it answers SERVFAIL until [`DnsServer::apply`].
     pub fn new(options: Options, metrics: Arc<Metrics>) -> Arc<Self> {
         let forwarder = Forwarder::new(options.upstreams.clone());
-        Arc::new(DnsServer { plan: ArcSwapOption::empty(), options, forwarder, metrics })
+        Arc::new(DnsServer { served: ArcSwapOption::empty(), options, forwarder, metrics })
     }
 
     /// Answers from `plan` from the next query on.
     pub fn apply(&self, plan: &Arc<Plan>) {
-        self.plan.store(Some(Arc::clone(plan)));
+        let pods = match self.options.search {
+            Some(_) => {
+                plan.pods.iter().flat_map(|p| p.ips.iter().map(|ip| (*ip, p.key.namespace.clone()))).collect()
+            }
+            None => HashMap::new(),
+        };
+        self.served.store(Some(Arc::new(Served { plan: Arc::clone(plan), pods })));
     }
 
     /// The response to one query from the zone, or [`Response::Forward`].
     fn respond(&self, query: &[u8], udp: bool) -> Response {
-        let plan = self.plan.load();
-        let zone = plan.as_deref().map(|p| &p.dns);
+        let served = self.served.load();
+        let plan = served.as_deref().map(|s| &*s.plan);
+        let zone = plan.map(|p| &p.dns);
         let settings = Settings {
             ttl: self.options.ttl,
             server_name: match zone {
                 Some(zone) => format!("{}.{}", self.options.server_name, zone.apex),
                 None => self.options.server_name.clone(),
             },
-            serial: plan
-                .as_deref()
-                .map_or(0, |p| u32::try_from(p.generation % u64::from(u32::MAX)).unwrap_or(0)),
+            serial: plan.map_or(0, |p| u32::try_from(p.generation % u64::from(u32::MAX)).unwrap_or(0)),
         };
         respond(zone, query, &settings, udp)
     }
@@ -87,6 +113,9 @@ impl DnsServer {
         udp: bool,
         started: Instant,
     ) -> Result<Option<Vec<u8>>, Upstream> {
+        if let Some(walk) = self.search_walk(client, query) {
+            return Err(Upstream::Search(Box::new(walk)));
+        }
         match self.respond(query, udp) {
             Response::Bytes(bytes) => {
                 self.answered(client, query, &bytes, "zone", started);
@@ -119,6 +148,7 @@ impl DnsServer {
                 };
                 (chase.finish(upstream.as_deref()), "zone")
             }
+            Upstream::Search(walk) => (self.search(query, tcp, *walk).await, "zone"),
         };
         match response {
             Response::Bytes(bytes) => {
@@ -127,6 +157,55 @@ impl DnsServer {
             }
             _ => None,
         }
+    }
+
+    /// The search to run for `query`, when server-side search is on, the client is a Pod, and
+    /// it asks for a name under its namespace that does not exist.
+    fn search_walk(&self, client: SocketAddr, query: &[u8]) -> Option<Walk> {
+        let domains = self.options.search.as_ref()?;
+        let served = self.served.load_full()?;
+        let namespace = served.pods.get(&client.ip())?;
+        let request = hickory_proto::op::Message::from_vec(query).ok()?;
+        let [asked] = request.queries.as_slice() else { return None };
+        let name = asked.name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+        if !matches!(served.plan.dns.lookup(&name), Lookup::Missing) {
+            return None;
+        }
+        let candidates = search::candidates(&name, namespace, &served.plan.dns.apex, domains)?;
+        Some(Walk { candidates, qtype: asked.query_type, id: request.metadata.id, served })
+    }
+
+    /// Walks the search path: a CNAME to the first name with records of the type asked, and
+    /// those records; the plain answer (NXDOMAIN) when none has any.
+    async fn search(&self, query: &[u8], tcp: bool, walk: Walk) -> Response {
+        let zone = &walk.served.plan.dns;
+        for name in &walk.candidates {
+            let records = if zone.is_under_apex(name) {
+                match answer(Some(zone), name, query_type(walk.qtype)) {
+                    Reply::Zone(Rcode::NoError, found) if !found.answers.is_empty() => {
+                        zone_records(&found.answers, self.options.ttl)
+                    }
+                    _ => continue,
+                }
+            } else {
+                let Some(upstream_query) = question(walk.id, name, walk.qtype) else { continue };
+                if self.options.upstreams.is_empty() {
+                    continue;
+                }
+                let Some(bytes) = self.forwarder.relay(&upstream_query, tcp).await else { continue };
+                match hickory_proto::op::Message::from_vec(&bytes) {
+                    Ok(found)
+                        if found.metadata.response_code == ResponseCode::NoError
+                            && !found.answers.is_empty() =>
+                    {
+                        found.answers
+                    }
+                    _ => continue,
+                }
+            };
+            return searched(query, name, records, self.options.ttl, !tcp);
+        }
+        self.respond(query, !tcp)
     }
 
     /// Counts an answered query and, with the query log on, logs it.
@@ -233,12 +312,22 @@ async fn send(socket: &UdpSocket, bytes: &[u8], client: SocketAddr) {
     }
 }
 
+/// A server-side search under way.
+struct Walk {
+    candidates: Vec<String>,
+    qtype: hickory_proto::rr::RecordType,
+    id: u16,
+    served: Arc<Served>,
+}
+
 /// What is left for the upstream servers.
 enum Upstream {
     /// A name outside the cluster: relay the query.
     Relay,
     /// An ExternalName's target: resolve it and append.
     Chase(Box<crate::wire::Chase>),
+    /// A Pod's name not found under its namespace: search the rest of its path.
+    Search(Box<Walk>),
 }
 
 /// Binds TCP and `udp_sockets` UDP sockets on `addr` (the same port for all; port 0 picks a

@@ -46,17 +46,7 @@ pub fn respond(zone: Option<&DnsZone>, query: &[u8], settings: &Settings, udp: b
         Ok(_) => return Response::Drop,
         Err(_) => return format_error(query),
     };
-    let mut response = Message::response(request.metadata.id, request.metadata.op_code);
-    response.metadata.recursion_desired = request.metadata.recursion_desired;
-    response.metadata.recursion_available = true;
-    response.add_queries(request.queries.iter().cloned());
-    let limit =
-        request.edns.as_ref().map_or(CLASSIC_UDP, |e| usize::from(e.max_payload().clamp(512, MAX_UDP)));
-    if let Some(edns) = &request.edns {
-        let mut ours = Edns::new();
-        ours.set_max_payload(edns.max_payload().clamp(512, MAX_UDP));
-        response.set_edns(ours);
-    }
+    let (mut response, limit) = skeleton(&request);
     let question = match request.queries.as_slice() {
         [question] if request.metadata.op_code == OpCode::Query && question.query_class == DNSClass::IN => {
             question
@@ -92,6 +82,54 @@ pub fn respond(zone: Option<&DnsZone>, query: &[u8], settings: &Settings, udp: b
     }
 }
 
+/// A response to `request` with its question, flags and EDNS, and the UDP size it may take.
+fn skeleton(request: &Message) -> (Message, usize) {
+    let mut response = Message::response(request.metadata.id, request.metadata.op_code);
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.recursion_available = true;
+    response.add_queries(request.queries.iter().cloned());
+    let limit =
+        request.edns.as_ref().map_or(CLASSIC_UDP, |e| usize::from(e.max_payload().clamp(512, MAX_UDP)));
+    if let Some(edns) = &request.edns {
+        let mut ours = Edns::new();
+        ours.set_max_payload(edns.max_payload().clamp(512, MAX_UDP));
+        response.set_edns(ours);
+    }
+    (response, limit)
+}
+
+/// A query for `name` (no trailing dot) and `qtype`, with the given id, recursion desired.
+pub fn question(id: u16, name: &str, qtype: RecordType) -> Option<Vec<u8>> {
+    let mut query = Message::query();
+    query.metadata.id = id;
+    query.metadata.recursion_desired = true;
+    query.add_query(hickory_proto::op::Query::query(Name::from_ascii(format!("{name}.")).ok()?, qtype));
+    query.to_vec().ok()
+}
+
+/// The zone's records as DNS records with `ttl`.
+pub fn zone_records(records: &[Rr], ttl: u32) -> Vec<Record> {
+    records
+        .iter()
+        .filter_map(|rr| {
+            Some(Record::from_rdata(Name::from_ascii(format!("{}.", rr.name)).ok()?, ttl, rdata(&rr.data)?))
+        })
+        .collect()
+}
+
+/// The answer to `query` found by a server-side search: a CNAME from the name asked to
+/// `found`, then `records` (the answer for `found`).
+pub fn searched(query: &[u8], found: &str, records: Vec<Record>, ttl: u32, udp: bool) -> Response {
+    let Ok(request) = Message::from_vec(query) else { return Response::Drop };
+    let Some(asked) = request.queries.first().map(|q| q.name.clone()) else { return Response::Drop };
+    let Ok(target) = Name::from_ascii(format!("{found}.")) else { return Response::Drop };
+    let (mut response, limit) = skeleton(&request);
+    response.metadata.authoritative = true;
+    response.add_answer(Record::from_rdata(asked, ttl, RData::CNAME(CNAME(target))));
+    response.add_answers(records);
+    encode(&response, udp, limit)
+}
+
 /// An answer waiting for the upstream records of its CNAME's target.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Chase {
@@ -105,14 +143,7 @@ pub struct Chase {
 impl Chase {
     /// The query to send upstream for the target (same id as the client's).
     pub fn query(&self) -> Option<Vec<u8>> {
-        let mut query = Message::query();
-        query.metadata.id = self.response.metadata.id;
-        query.metadata.recursion_desired = true;
-        query.add_query(hickory_proto::op::Query::query(
-            Name::from_ascii(format!("{}.", self.target)).ok()?,
-            self.qtype,
-        ));
-        query.to_vec().ok()
+        question(self.response.metadata.id, &self.target, self.qtype)
     }
 
     /// The answer with the upstream one's records appended after the CNAME, and its code when
@@ -186,7 +217,7 @@ fn rdata(data: &RecordData) -> Option<RData> {
     })
 }
 
-fn query_type(record_type: RecordType) -> QueryType {
+pub(crate) fn query_type(record_type: RecordType) -> QueryType {
     match record_type {
         RecordType::A => QueryType::A,
         RecordType::AAAA => QueryType::Aaaa,

@@ -42,7 +42,12 @@ fn query(name: &str, qtype: RecordType, id: u16) -> Vec<u8> {
 }
 
 async fn over_udp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    over_udp_from(server, "127.0.0.1", name, qtype).await
+}
+
+/// `over_udp` from a given loopback address (a Pod's, for server-side search).
+async fn over_udp_from(server: SocketAddr, from: &str, name: &str, qtype: RecordType) -> Message {
+    let socket = UdpSocket::bind(format!("{from}:0")).await.unwrap();
     socket.send_to(&query(name, qtype, 11), server).await.unwrap();
     let mut buf = vec![0u8; 65_535];
     let (len, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
@@ -232,4 +237,51 @@ async fn other_names_are_forwarded_to_the_next_upstream_that_answers() {
     server.apply(&planned(&(cluster(&["127.98.4.1"]) + partner), 2));
     let alone = over_udp(lonely, "partner.default.svc.cluster.local.", RecordType::A).await;
     assert_eq!((alone.metadata.response_code, alone.answers.len()), (ResponseCode::NoError, 1));
+}
+
+#[tokio::test]
+async fn pods_get_the_rest_of_their_search_path_searched_by_the_server() {
+    let live = fake_upstream().await;
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: client, namespace: default}\nspec:\n  containers: [{name: c}]\nstatus: {podIP: 127.98.6.6}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: other}\nspec:\n  ports: [{name: http, port: 80}]\n";
+    let plan = planned(yaml, 1);
+    let web_ip = plan.services.iter().find(|s| s.key.name == "web").unwrap().cluster_ips[0].to_string();
+    let start = |search: Option<Vec<String>>| {
+        let plan = Arc::clone(&plan);
+        async move {
+            let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap(), 1).await.unwrap();
+            let addr = tcp.local_addr().unwrap();
+            let server = DnsServer::new(
+                Options { upstreams: vec![live], search, ..Options::default() },
+                unregistered_metrics(),
+            );
+            for socket in udp {
+                tokio::spawn(Arc::clone(&server).serve_udp(socket));
+            }
+            server.apply(&plan);
+            addr
+        }
+    };
+    let addr = start(Some(vec!["corp.example".to_owned()])).await;
+    let asked = "web.other.default.svc.cluster.local.";
+    let found = over_udp_from(addr, "127.98.6.6", asked, RecordType::A).await;
+    assert_eq!(found.metadata.response_code, ResponseCode::NoError);
+    let RData::CNAME(target) = &found.answers[0].data else { panic!("{found:?}") };
+    assert_eq!(
+        (found.answers[0].name.to_ascii(), target.0.to_ascii()),
+        (asked.to_owned(), "web.other.svc.cluster.local.".to_owned())
+    );
+    assert_eq!(addresses(&found), [web_ip]);
+    // Outside the cluster: the host's search domain comes before the bare name.
+    let outside =
+        over_udp_from(addr, "127.98.6.6", "www.example.test.default.svc.cluster.local.", RecordType::A).await;
+    let RData::CNAME(target) = &outside.answers[0].data else { panic!("{outside:?}") };
+    assert_eq!(target.0.to_ascii(), "www.example.test.corp.example.");
+    assert_eq!(addresses(&outside), ["192.0.2.1"]);
+    // Not a Pod, or search off: the name asked does not exist.
+    assert_eq!(over_udp(addr, asked, RecordType::A).await.metadata.response_code, ResponseCode::NXDomain);
+    let off = start(None).await;
+    assert_eq!(
+        over_udp_from(off, "127.98.6.6", asked, RecordType::A).await.metadata.response_code,
+        ResponseCode::NXDomain
+    );
 }

@@ -109,6 +109,10 @@ struct RunArgs {
     /// Log one line per DNS query (client, name, type, response code, time).
     #[arg(long)]
     dns_query_log: bool,
+    /// Server-side search for Pods (CoreDNS autopath): a Pod's miss under its own namespace
+    /// is searched on the server. Leave off when clients reach DNS through SNAT.
+    #[arg(long)]
+    dns_autopath: bool,
 }
 
 /// An address, or `off`.
@@ -139,6 +143,7 @@ impl RunArgs {
             dns: self.dns.0,
             dns_upstreams: self.dns_upstreams,
             dns_query_log: self.dns_query_log,
+            dns_autopath: self.dns_autopath,
             access_log: match self.access_log.as_str() {
                 "off" => None,
                 "-" => Some(run::AccessLogTarget::Stdout),

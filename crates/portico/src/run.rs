@@ -52,6 +52,8 @@ pub struct RunConfig {
     pub dns_upstreams: Vec<SocketAddr>,
     /// One log line per DNS query.
     pub dns_query_log: bool,
+    /// Server-side search for Pods.
+    pub dns_autopath: bool,
 }
 
 /// Destination of the Ingress access log.
@@ -210,16 +212,18 @@ async fn start_dns(
 ) -> Result<Arc<DnsServer>> {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let (udp, tcp) = portico_dns::bind(addr, workers).await.with_context(|| format!("DNS address {addr}"))?;
+    let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let upstreams = if config.dns_upstreams.is_empty() {
-        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        portico_dns::forward::resolv_conf_servers(&text, Some(addr))
+        portico_dns::forward::resolv_conf_servers(&resolv_conf, Some(addr))
     } else {
         config.dns_upstreams.clone()
     };
     info!(?upstreams, "cluster DNS forwards other names");
+    let search = config.dns_autopath.then(|| portico_dns::search::resolv_conf_domains(&resolv_conf));
     let options = portico_dns::Options {
         upstreams,
         query_log: config.dns_query_log,
+        search,
         ..portico_dns::Options::default()
     };
     let dns = DnsServer::new(options, metrics);
