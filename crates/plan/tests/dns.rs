@@ -154,3 +154,30 @@ fn an_endpoint_change_changes_the_zone() {
     assert_eq!(after.dns.lookup("127-98-1-2.db.default.svc.cluster.local"), Lookup::Missing);
     assert_eq!(records(&after, "db.default.svc.cluster.local"), [RecordData::Address(ip("127.98.1.1"))]);
 }
+
+#[test]
+fn dual_stack_services_answer_a_and_aaaa_and_both_reverse_names() {
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: dual}\nspec:\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  ports: [{name: http, port: 80}]\n";
+    let (objects, diags) = parse_text(Path::new("dual.yaml"), yaml);
+    assert!(diags.is_empty(), "{diags:?}");
+    let (store, _) = Store::from_objects(objects);
+    let config = PlanConfig {
+        service_cidrs: vec!["127.96.0.0/16".parse().unwrap(), "fd00:96::/112".parse().unwrap()],
+        ..PlanConfig::default()
+    };
+    let plan = plan(&store, &config, &Allocations::default(), 1).plan;
+    let ips = &plan.services[0].cluster_ips;
+    assert_eq!(ips.len(), 2, "{ips:?}");
+    let mut expected: Vec<RecordData> = ips.iter().map(|ip| RecordData::Address(*ip)).collect();
+    expected.sort();
+    let mut found = records(&plan, "dual.default.svc.cluster.local").to_vec();
+    found.sort();
+    assert_eq!(found, expected);
+    for ip in ips {
+        assert_eq!(
+            records(&plan, &reverse_name(*ip)),
+            [RecordData::Ptr("dual.default.svc.cluster.local".into())]
+        );
+    }
+    assert!(reverse_name(ips[1]).ends_with(".ip6.arpa") || reverse_name(ips[0]).ends_with(".ip6.arpa"));
+}
