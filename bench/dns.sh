@@ -23,7 +23,9 @@
 #   knot     127.0.0.4   knotd, udp-workers 1, tcp-workers 1, background-workers 1, the zone
 #                        file cluster.local.zone: SOA, NS and the 10,000 A records
 #                        (bench/dns/knot.conf.in); authoritative only, it never recurses
-# The server under test is pinned to core 1, dnsperf to core 0. Before anything is timed:
+# The server under test is pinned to core 1, dnsperf to core 0. knotd pins its UDP worker to
+# a core of its own choosing (core 0 here), so once the servers listen every thread of each is
+# pinned again with `taskset -a -p`, and checked after every run. Before anything is timed:
 # `portico check` must accept the manifests without an error; every server must answer three
 # sample names (first, middle, last Service) with exactly the expected A record and TTL 5, and
 # NXDOMAIN for a name that does not exist in the zone, so that real records, not a wildcard,
@@ -31,12 +33,16 @@
 # ClusterIPs and 50,000 ready endpoints (fetched last: encoding it would inflate Portico's RSS).
 #
 #  1. Throughput: after a 2 s warm-up, `dnsperf -s ADDR -p 53 -d queries.txt -l 30 -c 8
-#     -q 500` (no -Q: as fast as the server answers; 500 queries outstanding keep the server
-#     the bottleneck): queries/s, average latency and its standard deviation, lost queries.
-#  2. Latency at a fixed rate: `dnsperf ... -l 10 -c 8 -q 500 -Q 50000 -v` (10 s, or
+#     -q 100` (no -Q: as fast as the server answers): queries/s, average latency and its
+#     standard deviation, lost queries. 100 in flight keep the server's core 90-100 % busy;
+#     -q 500 adds nothing but a burst at the start that overflows the server's socket buffer
+#     (about 300 queries lost, each holding its slot for dnsperf's 5 s timeout). dnsperf itself
+#     tops out at about 200,000 q/s on one core here: a server whose core is not busy was not
+#     the limit (the report marks it), and its CPU us per query is the better comparison.
+#  2. Latency at a fixed rate: `dnsperf ... -l 10 -c 8 -q 20 -Q 50000 -v` (10 s, or
 #     PORTICO_BENCH_SECONDS when shorter): p50, p90, p99, p99.9 and max from the per-query
-#     latencies -v prints (dnsperf 2.10 has no histogram of its own); at 50,000 q/s no server
-#     here is saturated, so this is service time, not queueing.
+#     latencies -v prints (dnsperf 2.10 has no histogram of its own). 50,000 q/s saturates no
+#     server here; -q 20 bounds the burst with which dnsperf catches up after a stall.
 #
 # For each server and run: the server's CPU (user + system of its processes, from /proc, as a
 # share of one core), how busy core 1 was (softirq of the loopback traffic included), CPU µs
@@ -77,7 +83,12 @@ PORTICO_BENCH_SECONDS="${PORTICO_BENCH_SECONDS:-30}"
 runs_and_rounds
 WARMUP_SECONDS=2
 CLIENTS=8
-OUTSTANDING=500
+# Queries in flight at most: 100 in the throughput runs (enough to keep the server's core busy;
+# more only adds a burst at the start that overflows the server's 208 KiB socket buffer, and
+# every query lost there holds its slot for dnsperf's 5 s timeout), 20 at the fixed rate (which
+# bounds the burst with which dnsperf catches up after a stall of its own).
+OUTSTANDING=100
+LAT_OUTSTANDING=20
 LAT_RATE=50000
 LAT_SECONDS=$((SECONDS_PER_RUN < 10 ? SECONDS_PER_RUN : 10))
 ADMIN=127.0.0.1:19653
@@ -234,6 +245,22 @@ pid_of() {
     esac
 }
 
+# pinned PID: true when every thread of PID may run on core $PROXY_CPU only.
+pinned() {
+    local status
+    for status in /proc/"$1"/task/*/status; do
+        [ "$(awk '/^Cpus_allowed_list:/ { print $2 }' "$status" 2>/dev/null)" = "$PROXY_CPU" ] || return 1
+    done
+}
+# knotd pins each UDP worker to a core of its own choosing (worker number modulo the cores:
+# worker 0 to core 0, dnsperf's), whatever taskset gave it; so every thread of every server is
+# pinned again to core $PROXY_CPU once it listens, and checked after each run.
+for peer in "${PEERS[@]}"; do
+    serving "$peer" || continue
+    taskset -a -p -c "$PROXY_CPU" "$(pid_of "$peer")" >/dev/null
+    pinned "$(pid_of "$peer")" || invalid "$peer" "cannot pin all its threads to core $PROXY_CPU"
+done
+
 # --- every server answers the same records, and only those ---------------------------------
 # dig_answer PEER NAME: "STATUS TTL ADDRESS..." of one A query over UDP ("none" when no answer).
 dig_answer() {
@@ -309,6 +336,7 @@ measure() {
     k1="$(core_ticks "$PROXY_CPU")"
     c1="$(tree_ticks "$pid")"
     alive "$peer" "$pid" || return 1
+    pinned "$pid" || { invalid "$peer" "a thread left core $PROXY_CPU during the run"; return 1; }
     tree_rss "$pid" >"$results/rss-$peer-$name-$round.txt"
     awk -v a="$c0" -v b="$c1" -v t="$clk_tck" -v s="$t0" -v e="$t1" -v k0="$k0" -v k1="$k1" '
         BEGIN { split(k0, x, " "); split(k1, y, " "); tot = y[2] - x[2]
@@ -323,21 +351,24 @@ dnsperf_to() {
     local peer=$1
     shift
     taskset -c "$LOAD_CPU" dnsperf -s "${PEER_IP[$peer]}" -p "$DNS_PORT" -d "$tmp/queries.txt" \
-        -c "$CLIENTS" -q "$OUTSTANDING" -O suppress=timeout "$@"
+        -c "$CLIENTS" -O suppress=timeout "$@"
 }
 
 qps_run() {
-    local peer=$1 round=$2 out="$results/qps-$peer-$round.txt"
-    dnsperf_to "$peer" -l "$WARMUP_SECONDS" >/dev/null 2>&1 || true
-    measure "$peer" qps "$round" dnsperf_to "$peer" -l "$SECONDS_PER_RUN" >"$out" 2>&1 ||
+    local peer=$1 round=$2
+    local out="$results/qps-$peer-$round.txt"
+    dnsperf_to "$peer" -q "$OUTSTANDING" -l "$WARMUP_SECONDS" >/dev/null 2>&1 || true
+    measure "$peer" qps "$round" dnsperf_to "$peer" -q "$OUTSTANDING" -l "$SECONDS_PER_RUN" >"$out" 2>&1 ||
         { invalid "$peer" "dnsperf failed or the server exited ($out)"; return 0; }
     python3 "$here/report.py" line-qps "$peer" "$out" ||
         invalid "$peer" "throughput run invalid ($out)"
 }
 
 lat_run() {
-    local peer=$1 round=$2 log="$tmp/lat-$peer-$round.log" out="$results/lat-$peer-$round.txt"
-    measure "$peer" lat "$round" dnsperf_to "$peer" -l "$LAT_SECONDS" -Q "$LAT_RATE" -v >"$log" 2>&1 ||
+    local peer=$1 round=$2
+    local log="$tmp/lat-$peer-$round.log" out="$results/lat-$peer-$round.txt"
+    measure "$peer" lat "$round" dnsperf_to "$peer" -q "$LAT_OUTSTANDING" -l "$LAT_SECONDS" -Q "$LAT_RATE" -v \
+        >"$log" 2>&1 ||
         { invalid "$peer" "dnsperf failed or the server exited ($log)"; return 0; }
     python3 "$here/report.py" line-lat "$peer" "$log" "$out" ||
         invalid "$peer" "fixed-rate run invalid ($out)"
@@ -352,7 +383,7 @@ for round in $(seq "$ROUNDS"); do
     for peer in "${order[@]}"; do
         if serving "$peer"; then qps_run "$peer" "$round"; else echo "  $peer   NOT SERVING"; fi
     done
-    echo "-- 2. latency at $LAT_RATE q/s: dnsperf -c $CLIENTS -q $OUTSTANDING -Q $LAT_RATE -l $LAT_SECONDS -v --"
+    echo "-- 2. latency at $LAT_RATE q/s: dnsperf -c $CLIENTS -q $LAT_OUTSTANDING -Q $LAT_RATE -l $LAT_SECONDS -v --"
     for peer in "${order[@]}"; do
         if serving "$peer"; then lat_run "$peer" "$round"; else echo "  $peer   NOT SERVING"; fi
     done
