@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod answer;
+mod cache;
 pub mod forward;
 pub mod metrics;
 pub mod search;

@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tracing::{debug, info};
 
 use crate::answer::{Rcode, Reply, answer};
+use crate::cache::{self, AnswerCache};
 use crate::forward::Forwarder;
 use crate::metrics::{Metrics, qtype_name, question_name, question_type, rcode_name};
 use crate::search;
@@ -64,10 +65,12 @@ pub struct DnsServer {
     metrics: Arc<Metrics>,
 }
 
-/// The Plan being served, and the namespace of each Pod address for server-side search.
+/// The Plan being served, the namespace of each Pod address for server-side search, and the
+/// answers already encoded for it.
 struct Served {
     plan: Arc<Plan>,
     pods: HashMap<IpAddr, String>,
+    answers: AnswerCache,
 }
 
 impl DnsServer {
@@ -85,13 +88,13 @@ impl DnsServer {
             }
             None => HashMap::new(),
         };
-        self.served.store(Some(Arc::new(Served { plan: Arc::clone(plan), pods })));
+        let answers = AnswerCache::default();
+        self.served.store(Some(Arc::new(Served { plan: Arc::clone(plan), pods, answers })));
     }
 
     /// The response to one query from the zone, or [`Response::Forward`].
-    fn respond(&self, query: &[u8], udp: bool) -> Response {
-        let served = self.served.load();
-        let plan = served.as_deref().map(|s| &*s.plan);
+    fn respond(&self, served: Option<&Served>, query: &[u8], udp: bool) -> Response {
+        let plan = served.map(|s| &*s.plan);
         let zone = plan.map(|p| &p.dns);
         let settings = Settings {
             ttl: self.options.ttl,
@@ -116,8 +119,20 @@ impl DnsServer {
         if let Some(walk) = self.search_walk(client, query) {
             return Err(Upstream::Search(Box::new(walk)));
         }
-        match self.respond(query, udp) {
+        // One load: an answer is kept with the Plan that gave it.
+        let served = self.served.load_full();
+        let plain = served.as_ref().and_then(|_| cache::plain(query, udp));
+        if let (Some(served), Some(plain)) = (&served, &plain)
+            && let Some(bytes) = served.answers.get(plain, query)
+        {
+            self.answered(client, query, &bytes, "zone", started);
+            return Ok(Some(bytes));
+        }
+        match self.respond(served.as_deref(), query, udp) {
             Response::Bytes(bytes) => {
+                if let (Some(served), Some(plain)) = (&served, plain) {
+                    served.answers.put(plain, &bytes);
+                }
                 self.answered(client, query, &bytes, "zone", started);
                 Ok(Some(bytes))
             }
@@ -205,7 +220,7 @@ impl DnsServer {
             };
             return searched(query, name, records, self.options.ttl, !tcp);
         }
-        self.respond(query, !tcp)
+        self.respond(Some(&walk.served), query, !tcp)
     }
 
     /// Counts an answered query and, with the query log on, logs it.

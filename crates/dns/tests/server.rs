@@ -110,6 +110,12 @@ async fn answers_over_udp_and_tcp_follow_the_plan_at_once() {
     let srv = over_udp(addr, "_pg._tcp.db.default.svc.cluster.local.", RecordType::SRV).await;
     assert_eq!((srv.answers.len(), srv.additionals.len()), (2, 2), "SRV targets come with their addresses");
 
+    // Kept answers still take each query's spelling of the name.
+    for spelling in ["DB.default.svc.cluster.local.", "db.DEFAULT.Svc.cluster.local."] {
+        let answer = over_udp(addr, spelling, RecordType::A).await;
+        assert!(answer.answers.iter().all(|r| r.name.to_ascii() == spelling), "{answer:?}");
+        assert_eq!(answer.queries[0].name.to_ascii(), spelling);
+    }
     // An endpoint goes away: the very next answer follows.
     server.apply(&planned(&cluster(&["127.98.3.2"]), 2));
     assert_eq!(addresses(&over_udp(addr, name, RecordType::A).await), ["127.98.3.2"]);
@@ -125,12 +131,12 @@ async fn answers_over_udp_and_tcp_follow_the_plan_at_once() {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     for series in [
-        "portico_dns_queries_total{qtype=\"A\",rcode=\"NOERROR\",source=\"zone\"} 3",
+        "portico_dns_queries_total{qtype=\"A\",rcode=\"NOERROR\",source=\"zone\"} 5",
         "portico_dns_queries_total{qtype=\"SRV\",rcode=\"NOERROR\",source=\"zone\"} 1",
         "portico_dns_queries_total{qtype=\"A\",rcode=\"SERVFAIL\",source=\"zone\"} 1",
         "portico_dns_queries_total{qtype=\"A\",rcode=\"NXDOMAIN\",source=\"zone\"} 1",
         "portico_dns_queries_total{qtype=\"A\",rcode=\"REFUSED\",source=\"upstream\"} 1",
-        "portico_dns_request_duration_seconds_count 7",
+        "portico_dns_request_duration_seconds_count 9",
     ] {
         assert!(text.contains(series), "{series} in\n{text}");
     }
