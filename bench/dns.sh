@@ -113,41 +113,10 @@ make_tmp portico-dns
 # PORTICO_BENCH_KEEP also keeps every server's configuration, manifests and logs.
 KEEP_DIRS=(portico unbound knot)
 
-# Portico's state: "" while it serves, else why it does not. Portico not serving does not stop
-# the benchmark: unbound and knot are still measured.
-portico_reason=""
-portico_pid=""
-portico_down() {
-    [ -n "$portico_reason" ] && return 0
-    portico_reason="$1"
-    echo "$portico_reason" >"$results/portico-not-serving.txt"
-    {
-        echo
-        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-        echo "!! PORTICO NOT SERVING: $portico_reason"
-        echo "!! unbound and knot are measured anyway; Portico's row stays empty and the script exits 1."
-        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-        echo
-    }
-    echo "warning: Portico not serving: $portico_reason" >&2
-    if [ -f "$tmp/portico.log" ]; then
-        echo "last lines of Portico's log:" >&2
-        tail -n 20 "$tmp/portico.log" >&2 || true
-    fi
-    if [ -n "$portico_pid" ]; then
-        kill -TERM "$portico_pid" 2>/dev/null || true
-    fi
-}
-# peer_down NAME WHY (the hook of alive and wait_listen in bench/lib.sh): Portico going down
-# only marks it down; any other server stops the benchmark.
-peer_down() {
-    [ "$1" = portico ] || return 1
-    portico_down "$2"
-}
-# serving PEER: false once PEER is Portico and Portico is down.
-serving() {
-    [ "$1" != portico ] || [ -z "$portico_reason" ]
-}
+# Portico not serving does not stop the benchmark (portico_down in bench/lib.sh):
+# unbound and knot are measured anyway.
+PORTICO_DOWN_OTHERS="unbound and knot are"
+peer_down() { spare_portico "$@"; }
 # invalid PEER WHY: a run or check that did not measure what it should. Portico is marked
 # down (its results dropped); any other server stops the benchmark.
 invalid() {

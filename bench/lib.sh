@@ -304,3 +304,42 @@ round_start() {
     done
     if [ "$ROUNDS" -gt 1 ]; then echo "== round $round of $ROUNDS =="; fi
 }
+
+# Portico's state in the benchmarks that measure it beside peers: "" while it serves, else why
+# it does not. Portico not serving does not stop a benchmark: the peers are still measured.
+portico_reason=""
+portico_pid=""
+# portico_down WHY: marks Portico down once (writes results/portico-not-serving.txt, prints a
+# banner naming $PORTICO_DOWN_OTHERS as still measured, shows its log, stops it).
+portico_down() {
+    [ -n "$portico_reason" ] && return 0
+    portico_reason="$1"
+    echo "$portico_reason" >"$results/portico-not-serving.txt"
+    {
+        echo
+        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+        echo "!! PORTICO NOT SERVING: $portico_reason"
+        echo "!! ${PORTICO_DOWN_OTHERS:-The other peers are} measured anyway; Portico's row stays empty and the script exits 1."
+        echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+        echo
+    }
+    echo "warning: Portico not serving: $portico_reason" >&2
+    if [ -f "$tmp/portico.log" ]; then
+        echo "last lines of Portico's log:" >&2
+        tail -n 20 "$tmp/portico.log" >&2 || true
+    fi
+    if [ -n "$portico_pid" ]; then
+        kill -TERM "$portico_pid" 2>/dev/null || true
+    fi
+}
+# spare_portico NAME WHY: a peer_down hook (see the top of this file) for benchmarks that
+# measure Portico beside peers: Portico going down only marks it down (portico_down); any other
+# peer stops the benchmark. Such a script defines `peer_down() { spare_portico "$@"; }`.
+spare_portico() {
+    [ "$1" = portico ] || return 1
+    portico_down "$2"
+}
+# serving PEER: false once PEER is Portico and Portico is down.
+serving() {
+    [ "$1" != portico ] || [ -z "$portico_reason" ]
+}

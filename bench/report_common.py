@@ -3,6 +3,7 @@ reading wrk output, medians and spreads over rounds, ratios, table and verdict f
 Standard library only.
 """
 
+import os
 import re
 import statistics
 import sys
@@ -97,3 +98,40 @@ def print_verdict(checks):
     parts = [f"{what}: {value} {'ok' if ok else 'MISSED'}" for what, value, ok in checks]
     met = sum(ok for _, _, ok in checks)
     print(f"verdict: {met}/{len(checks)} targets met -- " + "; ".join(parts))
+
+
+def read(path):
+    """The text of a results file; Invalid when it is missing."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as err:
+        raise Invalid(f"{path}: missing ({err.strerror})")
+
+
+def cpu_file(path):
+    """(CPU share of one core, busy share of the server's core) over a run, from a
+    "cpu_seconds wall_seconds core_busy" file; None, None when there is none."""
+    if not os.path.exists(path):
+        return None, None
+    cpu, wall, core = (float(x) for x in read(path).split())
+    return (cpu / wall if wall > 0 else None), core
+
+
+def us_per_op(share, rate):
+    """CPU microseconds per operation, from the CPU share of one core and operations/s."""
+    return 1e6 * share / rate if share is not None and rate else None
+
+
+def rss_file(path):
+    """(VmHWM MiB, VmRSS MiB, processes) of an rss file; None, None, None when there is none."""
+    if not os.path.exists(path):
+        return None, None, None
+    hwm, cur, n = (int(x) for x in read(path).split())
+    return hwm / 1024.0, cur / 1024.0, n
+
+
+def print_unmeasured(peer, not_serving, width):
+    """A table row for a peer without figures: Portico not serving, or runs that were invalid."""
+    what = "NOT SERVING" if peer == "portico" and not_serving is not None else "INVALID"
+    print(f"{peer:<9} {what:>{width}}")

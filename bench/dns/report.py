@@ -55,7 +55,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.dont_write_bytecode = True
 from report_common import Invalid, bench_fail, fmt, fmt_pct, fmt_ratio, median_row  # noqa: E402
-from report_common import print_header, print_verdict, ratio, span  # noqa: E402
+from report_common import print_header, print_unmeasured, print_verdict, ratio, span  # noqa: E402
+from report_common import cpu_file, read, rss_file, us_per_op  # noqa: E402
 
 # Targets (the issue): ahead of unbound, at least 0.8x knot, in the same run; RSS with
 # 10,000 Services + 50,000 endpoints under 100 MB (taken as MiB, the stricter reading).
@@ -73,13 +74,6 @@ BUSY_CORE = 0.9
 def fail(msg):
     bench_fail("dns bench", msg)
 
-
-def read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError as err:
-        raise Invalid(f"{path}: missing ({err.strerror})")
 
 
 def parse_dnsperf(path, text):
@@ -193,24 +187,6 @@ def check_plan(path, services, endpoints, cidr):
         sys.exit(1)
 
 
-def cpu_file(path):
-    """(server CPU share of one core, busy share of the server's core) over a run."""
-    if not os.path.exists(path):
-        return None, None
-    cpu, wall, core = (float(x) for x in read(path).split())
-    return (cpu / wall if wall > 0 else None), core
-
-
-def us_per_query(share, qps):
-    return 1e6 * share / qps if share is not None and qps else None
-
-
-def rss_file(path):
-    """(VmHWM MiB, VmRSS MiB, processes) of an rss file; None, None, None when there is none."""
-    if not os.path.exists(path):
-        return None, None, None
-    hwm, cur, n = (int(x) for x in read(path).split())
-    return hwm / 1024.0, cur / 1024.0, n
 
 
 def one_round(results, peer, r, max_lost):
@@ -218,13 +194,13 @@ def one_round(results, peer, r, max_lost):
     q = qps_result(os.path.join(results, f"qps-{peer}-{r}.txt"), max_lost)
     row.update({k: q[k] for k in ("qps", "avg", "sd", "max", "lost", "sent")})
     row["cpu"], row["core"] = cpu_file(os.path.join(results, f"cpu-{peer}-qps-{r}.txt"))
-    row["us_q"] = us_per_query(row["cpu"], row["qps"])
+    row["us_q"] = us_per_op(row["cpu"], row["qps"])
     lat = json.loads(read(os.path.join(results, f"lat-{peer}-{r}.txt")))
     check_run(f"lat-{peer}-{r}.txt", lat, max_lost)
     for k in ("qps", "p50", "p90", "p99", "p999", "max", "lost"):
         row[f"lat_{k}"] = lat[k]
     row["lat_cpu"], row["lat_core"] = cpu_file(os.path.join(results, f"cpu-{peer}-lat-{r}.txt"))
-    row["lat_us_q"] = us_per_query(row["lat_cpu"], row["lat_qps"])
+    row["lat_us_q"] = us_per_op(row["lat_cpu"], row["lat_qps"])
     return row
 
 
@@ -247,10 +223,6 @@ def memory(results, peer, n):
         "procs": procs_end or procs,
     }
 
-
-def print_unmeasured(peer, not_serving):
-    what = "NOT SERVING" if peer == "portico" and not_serving is not None else "INVALID"
-    print(f"{peer:<9} {what:>11}")
 
 
 def report(results, n, rate, peers):
@@ -283,7 +255,7 @@ def report(results, n, rate, peers):
     for peer in peers:
         r = rows.get(peer)
         if r is None:
-            print_unmeasured(peer, not_serving)
+            print_unmeasured(peer, not_serving, 11)
             continue
         mark = "  (load-bound)" if r["core"] is not None and r["core"] < BUSY_CORE else ""
         print(
@@ -300,7 +272,7 @@ def report(results, n, rate, peers):
     for peer in peers:
         r = rows.get(peer)
         if r is None:
-            print_unmeasured(peer, not_serving)
+            print_unmeasured(peer, not_serving, 11)
             continue
         print(
             f"{peer:<9} {r['lat_qps']:>11.0f} {r['lat_p50']:>8.3f} {r['lat_p90']:>8.3f} {r['lat_p99']:>8.3f}"
@@ -314,7 +286,7 @@ def report(results, n, rate, peers):
     for peer in peers:
         r = rows.get(peer)
         if r is None:
-            print_unmeasured(peer, not_serving)
+            print_unmeasured(peer, not_serving, 11)
             continue
         procs = f" ({r['procs']} procs)" if r["procs"] and r["procs"] > 1 else ""
         print(

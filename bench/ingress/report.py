@@ -47,7 +47,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.dont_write_bytecode = True
 from report_common import Invalid, bench_fail, fmt, fmt_pct, fmt_ratio, median_row, parse_wrk  # noqa: E402
-from report_common import print_header, print_verdict, ratio, span  # noqa: E402
+from report_common import print_header, print_unmeasured, print_verdict, ratio, span  # noqa: E402
+from report_common import cpu_file, read, rss_file, us_per_op  # noqa: E402
 
 # Targets: Portico against the best peer by HTTP/1.1 requests/s.
 TARGET_RPS_RATIO = 1.2
@@ -60,13 +61,6 @@ H2_IN_FLIGHT = 64 * 10
 def fail(msg):
     bench_fail("ingress bench", msg)
 
-
-def read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError as err:
-        raise Invalid(f"{path}: missing ({err.strerror})")
 
 
 def wrk_result(path):
@@ -141,16 +135,6 @@ def h2_result(path, lat_path):
     return {"rps": float(fin.group(3)), "p50": float(p50), "p99": float(p99), "mean": float(mean), "failed": failed}
 
 
-def cpu_file(path):
-    """(proxy CPU share of one core, busy share of the proxy's core) over a run."""
-    if not os.path.exists(path):
-        return None, None
-    cpu, wall, core = (float(x) for x in read(path).split())
-    return (cpu / wall if wall > 0 else None), core
-
-
-def us_per_request(share, rps):
-    return 1e6 * share / rps if share is not None and rps else None
 
 
 def one_round(results, peer, r):
@@ -158,7 +142,7 @@ def one_round(results, peer, r):
     wrk = wrk_result(os.path.join(results, f"wrk-{peer}-{r}.txt"))
     row.update(wrk)
     row["cpu"], row["core"] = cpu_file(os.path.join(results, f"cpu-{peer}-wrk-{r}.txt"))
-    row["us_req"] = us_per_request(row["cpu"], row["rps"]) if peer != "backend" else None
+    row["us_req"] = us_per_op(row["cpu"], row["rps"]) if peer != "backend" else None
     if peer == "backend":
         # The backend runs on the load generator's core: neither figure is about a proxy.
         row["cpu"] = row["core"] = None
@@ -168,16 +152,9 @@ def one_round(results, peer, r):
     h2 = h2_result(os.path.join(results, f"h2-{peer}-{r}.txt"), os.path.join(results, f"h2lat-{peer}-{r}.txt"))
     row["h2_rps"], row["h2_p50"], row["h2_p99"], row["h2_mean"] = h2["rps"], h2["p50"], h2["p99"], h2["mean"]
     row["h2_cpu"], row["h2_core"] = cpu_file(os.path.join(results, f"cpu-{peer}-h2-{r}.txt"))
-    row["h2_us_req"] = us_per_request(row["h2_cpu"], row["h2_rps"])
+    row["h2_us_req"] = us_per_op(row["h2_cpu"], row["h2_rps"])
     return row
 
-
-def rss_file(path):
-    """(VmHWM MiB, VmRSS MiB, processes) of an rss file; None, None, None when there is none."""
-    if not os.path.exists(path):
-        return None, None, None
-    hwm, cur, n = (int(x) for x in read(path).split())
-    return hwm / 1024.0, cur / 1024.0, n
 
 
 def rss(results, peer, n):
@@ -193,11 +170,6 @@ def rss(results, peer, n):
         out["rss_old"] |= not peaks and hwm_end is not None
     return out
 
-
-def print_unmeasured(peer, not_serving):
-    """A table row for a peer without figures: Portico not serving, or runs that were invalid."""
-    what = "NOT SERVING" if peer == "portico" and not_serving is not None else "INVALID"
-    print(f"{peer:<9} {what:>9}")
 
 
 def report(results, n, peers):
@@ -229,7 +201,7 @@ def report(results, n, peers):
     for peer in peers:
         r = rows.get(peer)
         if r is None:
-            print_unmeasured(peer, not_serving)
+            print_unmeasured(peer, not_serving, 9)
             continue
         procs = f" ({r['procs']} procs)" if r["procs"] and r["procs"] > 1 else ""
         print(
@@ -249,7 +221,7 @@ def report(results, n, peers):
             continue
         r = rows.get(peer)
         if r is None:
-            print_unmeasured(peer, not_serving)
+            print_unmeasured(peer, not_serving, 9)
             continue
         print(
             f"{peer:<9} {r['h2_rps']:>9.0f} {r['h2_p50']:>8.2f} {r['h2_p99']:>8.2f} {r['h2_mean']:>8.2f}"
