@@ -15,10 +15,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 fn planned(yaml: &str, generation: u64) -> Arc<Plan> {
+    planned_with(yaml, generation, &PlanConfig::default())
+}
+
+fn planned_with(yaml: &str, generation: u64, config: &PlanConfig) -> Arc<Plan> {
     let (objects, diags) = parse_text(Path::new("dns.yaml"), yaml);
     assert!(diags.is_empty(), "{diags:?}");
     let (store, _) = Store::from_objects(objects);
-    Arc::new(plan(&store, &PlanConfig::default(), &Allocations::default(), generation).plan)
+    Arc::new(plan(&store, config, &Allocations::default(), generation).plan)
 }
 
 /// A headless Service `db` over Pods at the given addresses.
@@ -290,4 +294,191 @@ async fn pods_get_the_rest_of_their_search_path_searched_by_the_server() {
         over_udp_from(off, "127.98.6.6", asked, RecordType::A).await.metadata.response_code,
         ResponseCode::NXDomain
     );
+}
+
+/// One question's answer as text: code, then each section's records as `name TYPE data`.
+fn sections(answer: &Message) -> (ResponseCode, Vec<String>, Vec<String>, Vec<String>) {
+    let text = |records: &[hickory_proto::rr::Record]| -> Vec<String> {
+        let mut lines: Vec<String> =
+            records.iter().map(|r| format!("{} {} {}", r.name, r.record_type(), r.data)).collect();
+        lines.sort();
+        lines
+    };
+    (
+        answer.metadata.response_code,
+        text(&answer.answers),
+        text(&answer.authorities),
+        text(&answer.additionals),
+    )
+}
+
+#[tokio::test]
+async fn every_record_kind_over_udp_and_tcp() {
+    let yaml = [
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  ports: [{name: http, port: 80}]\n---\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: db-0, labels: {app: db}}\nspec:\n  hostname: db-0\n  subdomain: db\n  containers: [{name: c, ports: [{name: pg, containerPort: 5432}]}]\nstatus: {podIP: 127.98.7.1}\n---\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec:\n  clusterIP: None\n  selector: {app: db}\n  ports: [{name: pg, port: 5432}]\n---\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: partner}\nspec: {type: ExternalName, externalName: api.example.test}\n",
+    ]
+    .concat();
+    let config = PlanConfig {
+        service_cidrs: vec!["127.96.0.0/16".parse().unwrap(), "fd00:96::/112".parse().unwrap()],
+        ..PlanConfig::default()
+    };
+    let plan = planned_with(&yaml, 3, &config);
+    let web = &plan.services.iter().find(|s| s.key.name == "web").unwrap().cluster_ips;
+    let (v4, v6) = (web[0], web[1]);
+    let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap(), 1).await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let server = DnsServer::new(Options::default(), unregistered_metrics());
+    for socket in udp {
+        tokio::spawn(Arc::clone(&server).serve_udp(socket));
+    }
+    tokio::spawn(Arc::clone(&server).serve_tcp(tcp));
+    server.apply(&plan);
+
+    let soa = "cluster.local. SOA ns.dns.cluster.local. hostmaster.cluster.local. 3 5 5 5 5".to_owned();
+    let web_name = "web.default.svc.cluster.local.";
+    let db0 = "db-0.db.default.svc.cluster.local.";
+    let none: Vec<String> = Vec::new();
+    let cases: Vec<(String, RecordType, ResponseCode, Vec<String>, Vec<String>, Vec<String>)> = vec![
+        (
+            web_name.into(),
+            RecordType::A,
+            ResponseCode::NoError,
+            vec![format!("{web_name} A {v4}")],
+            none.clone(),
+            none.clone(),
+        ),
+        (
+            web_name.into(),
+            RecordType::AAAA,
+            ResponseCode::NoError,
+            vec![format!("{web_name} AAAA {v6}")],
+            none.clone(),
+            none.clone(),
+        ),
+        (
+            format!("_http._tcp.{web_name}"),
+            RecordType::SRV,
+            ResponseCode::NoError,
+            vec![format!("_http._tcp.{web_name} SRV 0 100 80 {web_name}")],
+            none.clone(),
+            vec![format!("{web_name} A {v4}"), format!("{web_name} AAAA {v6}")],
+        ),
+        (
+            portico_plan::dns::reverse_name(v4) + ".",
+            RecordType::PTR,
+            ResponseCode::NoError,
+            vec![format!("{}. PTR {web_name}", portico_plan::dns::reverse_name(v4))],
+            none.clone(),
+            none.clone(),
+        ),
+        (
+            portico_plan::dns::reverse_name(v6) + ".",
+            RecordType::PTR,
+            ResponseCode::NoError,
+            vec![format!("{}. PTR {web_name}", portico_plan::dns::reverse_name(v6))],
+            none.clone(),
+            none.clone(),
+        ),
+        (
+            "db.default.svc.cluster.local.".into(),
+            RecordType::A,
+            ResponseCode::NoError,
+            vec!["db.default.svc.cluster.local. A 127.98.7.1".into()],
+            none.clone(),
+            none.clone(),
+        ),
+        (
+            db0.into(),
+            RecordType::A,
+            ResponseCode::NoError,
+            vec![format!("{db0} A 127.98.7.1")],
+            none.clone(),
+            none.clone(),
+        ),
+        (
+            "_pg._tcp.db.default.svc.cluster.local.".into(),
+            RecordType::SRV,
+            ResponseCode::NoError,
+            vec![format!("_pg._tcp.db.default.svc.cluster.local. SRV 0 100 5432 {db0}")],
+            none.clone(),
+            vec![format!("{db0} A 127.98.7.1")],
+        ),
+        (
+            "1.7.98.127.in-addr.arpa.".into(),
+            RecordType::PTR,
+            ResponseCode::NoError,
+            vec![format!("1.7.98.127.in-addr.arpa. PTR {db0}")],
+            none.clone(),
+            none.clone(),
+        ),
+        (
+            "db.default.svc.cluster.local.".into(),
+            RecordType::AAAA,
+            ResponseCode::NoError,
+            none.clone(),
+            vec![soa.clone()],
+            none.clone(),
+        ),
+        (
+            "partner.default.svc.cluster.local.".into(),
+            RecordType::A,
+            ResponseCode::NoError,
+            vec!["partner.default.svc.cluster.local. CNAME api.example.test.".into()],
+            none.clone(),
+            none.clone(),
+        ),
+        (
+            "dns-version.cluster.local.".into(),
+            RecordType::TXT,
+            ResponseCode::NoError,
+            vec!["dns-version.cluster.local. TXT 1.1.0".into()],
+            none.clone(),
+            none.clone(),
+        ),
+        (
+            "127-98-7-1.default.pod.cluster.local.".into(),
+            RecordType::A,
+            ResponseCode::NoError,
+            vec!["127-98-7-1.default.pod.cluster.local. A 127.98.7.1".into()],
+            none.clone(),
+            none.clone(),
+        ),
+        (
+            "cluster.local.".into(),
+            RecordType::SOA,
+            ResponseCode::NoError,
+            vec![soa.clone()],
+            none.clone(),
+            none.clone(),
+        ),
+        (
+            "cluster.local.".into(),
+            RecordType::NS,
+            ResponseCode::NoError,
+            vec!["cluster.local. NS ns.dns.cluster.local.".into()],
+            none.clone(),
+            none.clone(),
+        ),
+        (
+            "nope.default.svc.cluster.local.".into(),
+            RecordType::A,
+            ResponseCode::NXDomain,
+            none.clone(),
+            vec![soa.clone()],
+            none.clone(),
+        ),
+    ];
+    for (name, qtype, rcode, answers, authorities, additionals) in cases {
+        for answer in [over_udp(addr, &name, qtype).await, over_tcp(addr, &name, qtype).await] {
+            assert!(answer.metadata.authoritative && !answer.metadata.truncation, "{name} {qtype}");
+            assert_eq!(
+                sections(&answer),
+                (rcode, answers.clone(), authorities.clone(), additionals.clone()),
+                "{name} {qtype}"
+            );
+        }
+    }
 }
