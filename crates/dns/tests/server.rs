@@ -296,6 +296,9 @@ async fn pods_get_the_rest_of_their_search_path_searched_by_the_server() {
     );
 }
 
+/// A question (name, type) and the code and sections (answer, authority, additional) expected.
+type Case = (String, RecordType, ResponseCode, Vec<String>, Vec<String>, Vec<String>);
+
 /// One question's answer as text: code, then each section's records as `name TYPE data`.
 fn sections(answer: &Message) -> (ResponseCode, Vec<String>, Vec<String>, Vec<String>) {
     let text = |records: &[hickory_proto::rr::Record]| -> Vec<String> {
@@ -341,7 +344,7 @@ async fn every_record_kind_over_udp_and_tcp() {
     let web_name = "web.default.svc.cluster.local.";
     let db0 = "db-0.db.default.svc.cluster.local.";
     let none: Vec<String> = Vec::new();
-    let cases: Vec<(String, RecordType, ResponseCode, Vec<String>, Vec<String>, Vec<String>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             web_name.into(),
             RecordType::A,
