@@ -35,10 +35,15 @@ Standard library only.
 
 import argparse
 import os
-import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# bench/gen_common.py, wherever this is run from; no __pycache__ left in the source tree.
+sys.path.insert(0, os.path.dirname(HERE))
+sys.dont_write_bytecode = True
+from gen_common import renderer, write  # noqa: E402
+
+render = renderer(HERE)
 ZONE = "cluster.local"
 TTL = 5
 SERVICE_CIDR = "127.112.0.0/16"
@@ -64,23 +69,6 @@ def service(s):
 
 def fqdn(s, n):
     return f"{service(s)}.{namespace(n)}.svc.{ZONE}"
-
-
-def write(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def render(template, path, **values):
-    with open(os.path.join(HERE, template)) as f:
-        text = f.read()
-    for key, value in values.items():
-        text = text.replace(f"@{key}@", value)
-    left = re.search(r"@[A-Z_]+@", text)
-    if left:
-        sys.exit(f"gen.py: {template}: placeholder {left.group(0)} left unfilled")
-    write(path, text)
 
 
 def manifests(out, services, namespaces, endpoints):

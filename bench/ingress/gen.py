@@ -33,10 +33,15 @@ import argparse
 import base64
 import json
 import os
-import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# bench/gen_common.py, wherever this is run from; no __pycache__ left in the source tree.
+sys.path.insert(0, os.path.dirname(HERE))
+sys.dont_write_bytecode = True
+from gen_common import renderer, write  # noqa: E402
+
+render = renderer(HERE)
 HOSTS = 20
 PATHS = 10
 BACKEND = "127.0.0.1:8080"
@@ -107,23 +112,6 @@ def reload_ingress(name, hostname):
         f"spec:\n  rules:\n  - host: {hostname}\n    http:\n      paths:\n"
         "      - path: /\n        pathType: Prefix\n" + backend_ref()
     )
-
-
-def write(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def render(template, path, **values):
-    with open(os.path.join(HERE, template)) as f:
-        text = f.read()
-    for key, value in values.items():
-        text = text.replace(f"@{key}@", value)
-    left = re.search(r"@[A-Z]+@", text)
-    if left:
-        sys.exit(f"gen.py: {template}: placeholder {left.group(0)} left unfilled")
-    write(path, text)
 
 
 def gen_bench(out):
