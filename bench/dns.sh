@@ -117,35 +117,14 @@ KEEP_DIRS=(portico unbound knot)
 # unbound and knot are measured anyway.
 PORTICO_DOWN_OTHERS="unbound and knot are"
 peer_down() { spare_portico "$@"; }
-# invalid PEER WHY: a run or check that did not measure what it should. Portico is marked
-# down (its results dropped); any other server stops the benchmark.
-invalid() {
-    if [ "$1" = portico ]; then
-        portico_down "$2"
-        rm -f "$results"/*-portico-*
-        return 0
-    fi
-    echo "$bench_name: $1: $2" >&2
-    exit 1
-}
 
-# ensure_free_udp ADDR PORT: ensure_free (bench/lib.sh) for UDP sockets bound there.
-ensure_free_udp() {
-    local addr=$1 port=$2
-    if ss -Hlun "sport = :$port" | awk -v a="$addr:$port" -v p=":$port" \
-        '$4 == a || $4 == "0.0.0.0" p || $4 == "*" p || $4 == "[::]" p { found = 1 } END { exit !found }'; then
-        echo "$bench_name: UDP $addr:$port is already in use; stop what listens there first:" >&2
-        ss -Hlunp "sport = :$port" >&2 || true
-        exit 1
-    fi
-}
 
 ensure_free "${ADMIN%:*}" "${ADMIN##*:}"
 ensure_free "${INGRESS_HTTP%:*}" "${INGRESS_HTTP##*:}"
 ensure_free "${INGRESS_HTTPS%:*}" "${INGRESS_HTTPS##*:}"
 for peer in "${PEERS[@]}"; do
     ensure_free "${PEER_IP[$peer]}" "$DNS_PORT"
-    ensure_free_udp "${PEER_IP[$peer]}" "$DNS_PORT"
+    ensure_free "${PEER_IP[$peer]}" "$DNS_PORT" udp
 done
 
 # --- data: manifests, zones, configurations, queries --------------------------------------

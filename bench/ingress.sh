@@ -327,17 +327,6 @@ wrk_run() {
     python3 "$here/report.py" line-wrk "$peer" "$out" || invalid "$peer" "wrk run invalid ($out)"
 }
 
-# invalid PEER WHY: a run that did not measure what it should. Portico is marked down; any
-# other peer stops the benchmark.
-invalid() {
-    if [ "$1" = portico ]; then
-        portico_down "$2"
-        rm -f "$results"/*-portico-*
-        return 0
-    fi
-    echo "ingress bench: $1: $2" >&2
-    exit 1
-}
 
 h2_run() {
     local peer=$1 round=$2 addr port authority out log uris=()

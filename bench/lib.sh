@@ -208,14 +208,15 @@ wait_ready() {
     return 1
 }
 
-# ensure_free ADDR PORT: fails when something already listens there (or on every address),
-# so that no figure is taken from a stranger's server.
+# ensure_free ADDR PORT [udp]: fails when something already listens there (or on every
+# address), over TCP or with `udp` over UDP, so that no figure is taken from a stranger's server.
 ensure_free() {
-    local addr=$1 port=$2
-    if ss -Hltn "sport = :$port" | awk -v a="$addr:$port" -v p=":$port" \
+    local addr=$1 port=$2 kind=t what=""
+    if [ "${3:-}" = udp ]; then kind=u what="UDP "; fi
+    if ss -Hl${kind}n "sport = :$port" | awk -v a="$addr:$port" -v p=":$port" \
         '$4 == a || $4 == "0.0.0.0" p || $4 == "*" p || $4 == "[::]" p { found = 1 } END { exit !found }'; then
-        echo "$bench_name: $addr:$port is already in use; stop what listens there first:" >&2
-        ss -Hltnp "sport = :$port" >&2 || true
+        echo "$bench_name: $what$addr:$port is already in use; stop what listens there first:" >&2
+        ss -Hl${kind}np "sport = :$port" >&2 || true
         exit 1
     fi
 }
@@ -338,6 +339,17 @@ portico_down() {
 spare_portico() {
     [ "$1" = portico ] || return 1
     portico_down "$2"
+}
+# invalid PEER WHY: a run or check that did not measure what it should. Portico is marked down
+# (its results dropped); any other peer stops the benchmark.
+invalid() {
+    if [ "$1" = portico ]; then
+        portico_down "$2"
+        rm -f "$results"/*-portico-*
+        return 0
+    fi
+    echo "$bench_name: $1: $2" >&2
+    exit 1
 }
 # serving PEER: false once PEER is Portico and Portico is down.
 serving() {
