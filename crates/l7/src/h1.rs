@@ -667,11 +667,7 @@ fn action<'t>(
         None => out.extend_from_slice(target.as_bytes()),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let listed: Vec<&str> = if known.connection {
-        fields.all("connection").flat_map(|v| v.split(',')).map(str::trim).collect()
-    } else {
-        Vec::new()
-    };
+    let listed = listed_fields(&fields, known.connection);
     for field in parsed.headers.iter() {
         let name = field.name;
         let dropped = is_hop_by_hop(name)
@@ -741,6 +737,15 @@ fn pass(framing: &mut Framing, bytes: &[u8]) -> Result<(usize, bool), crate::chu
     })
 }
 
+/// The field names a head's `Connection` fields list (hop-by-hop for this message); looked for
+/// only when it has a `Connection` field.
+fn listed_fields<'a>(fields: &'a Parsed<'_, '_>, connection: bool) -> Vec<&'a str> {
+    if !connection {
+        return Vec::new();
+    }
+    fields.all("connection").flat_map(|v| v.split(',')).map(str::trim).collect()
+}
+
 fn put_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
@@ -762,11 +767,7 @@ fn write_answer_head(
         parsed.code.and_then(|code| StatusCode::from_u16(code).ok()).unwrap_or(StatusCode::BAD_GATEWAY);
     let reason = parsed.reason.filter(|r| !r.is_empty()).or(status.canonical_reason()).unwrap_or("");
     put_status_line(out, status, reason);
-    let listed: Vec<&str> = if connection {
-        fields.all("connection").flat_map(|v| v.split(',')).map(str::trim).collect()
-    } else {
-        Vec::new()
-    };
+    let listed = listed_fields(fields, connection);
     for field in parsed.headers.iter() {
         let name = field.name;
         let dropped = is_hop_by_hop(name)
