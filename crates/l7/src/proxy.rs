@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::hash::Hasher as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -23,7 +24,7 @@ use portico_plan::ingress::{Backend, Route, RouteMatch};
 use tracing::debug;
 
 use crate::body::{OnEnd, Watched};
-use crate::fnv::FnvMap;
+use crate::fnv::{Fnv, FnvMap};
 use crate::metrics::{AccessLog, Figures, LogLine, Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
 use crate::upstream::{Endpoint, Sender, UpstreamBody, is_h2};
@@ -892,11 +893,9 @@ pub(crate) fn affinity_cookie(
 /// The affinity cookie's value for an endpoint: a hash, so the cookie does not reveal
 /// the endpoint's address.
 fn affinity_token(addr: &SocketAddr) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in addr.to_string().bytes() {
-        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    let mut hash = Fnv::default();
+    hash.write(addr.to_string().as_bytes());
+    format!("{:016x}", hash.finish())
 }
 
 /// SplitMix64: spreads a counter over 64 bits.
