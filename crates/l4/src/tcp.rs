@@ -1,12 +1,16 @@
 //! TCP listeners: accept, choose an endpoint, splice bytes both ways.
 
-use std::io;
+use std::future::{Future, poll_fn};
+use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use socket2::{Domain, Protocol as SocketProtocol, SockRef, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -26,7 +30,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// TCP_NODELAY from the listener, which saves a system call per connection.
 pub(crate) async fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let listener = TcpListener::bind(addr).await?;
-    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+    SockRef::from(&listener).set_tcp_nodelay(true)?;
     Ok(listener)
 }
 
@@ -44,11 +48,11 @@ pub(crate) async fn serve(
         tokio::select! {
             biased;
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
+                Ok((client, peer)) => {
                     // No yield per accept: it costs a reactor poll (epoll_wait) per connection
                     // and measured worse for p99 too; tokio's cooperative budget already makes
                     // a long burst of accepts give way to the connections in flight.
-                    accept(stream, peer, &slot, &ctx);
+                    accept(client, peer, &slot, &ctx);
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -61,7 +65,7 @@ pub(crate) async fn serve(
     }
 }
 
-fn accept(client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<Ctx>) {
+fn accept(mut client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<Ctx>) {
     let current = slot.current.load_full();
     if !current.frontend.admits(peer.ip()) {
         debug!(listener = %slot.key, %peer, "source not in loadBalancerSourceRanges; refused");
@@ -77,14 +81,19 @@ fn accept(client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<Ctx>)
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
         let _active = ctx.track(&current.counters);
-        let upstream = match connect(endpoint).await {
+        let mut first = BytesMut::new();
+        if let Err(err) = read_waiting(&mut client, &mut first).await {
+            debug!(listener = %slot.key, %peer, %err, "client gone before its endpoint was chosen");
+            return;
+        }
+        let upstream = match connect(endpoint, &first).await {
             Ok(upstream) => upstream,
             Err(err) => {
                 current.counters.connect_errors.inc();
                 debug!(listener = %slot.key, %endpoint, %err, "connect failed; trying another endpoint");
                 let retry = slot.balancer.other(&current.frontend, endpoint);
                 match retry {
-                    Some(other) => match connect(other).await {
+                    Some(other) => match connect(other, &first).await {
                         Ok(upstream) => upstream,
                         Err(_) => return refuse(&client),
                     },
@@ -92,25 +101,82 @@ fn accept(client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<Ctx>)
                 }
             }
         };
-        splice(client, upstream, &current.counters).await;
+        current.counters.to_endpoints.inc_by(first.len() as u64);
+        splice(client, upstream, first, &current.counters).await;
     });
 }
 
-async fn connect(endpoint: SocketAddr) -> io::Result<TcpStream> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint))
+/// Reads what the client has sent already, without waiting: a client that speaks first
+/// (HTTP, TLS) has usually sent by the time it is accepted, and those bytes then go out with
+/// the connect, the way HAProxy does it, instead of a turn of the event loop later.
+///
+/// One poll of an ordinary read: tokio takes an accepted socket as readable until a read
+/// says otherwise, and a short read marks it drained, so the copy loop that follows waits
+/// for the next event instead of trying the socket again.
+async fn read_waiting(client: &mut TcpStream, buf: &mut BytesMut) -> io::Result<()> {
+    buf.reserve(FIRST_BUFFER);
+    let mut read = pin!(client.read_buf(buf));
+    match poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+        Poll::Ready(result) => result.map(drop),
+        Poll::Pending => Ok(()),
+    }
+}
+
+/// Connects to `endpoint` and writes `first` to it.
+///
+/// A connect to a local or nearby endpoint has usually completed by the time the system call
+/// returns, so `first` is written at once, before tokio registers the socket (a socket it
+/// has just registered counts as not writable until the reactor's next turn). A refused
+/// connect shows up as that write's error. Only a write that would block waits, and only
+/// then is the timeout armed. With nothing to write, the connect is confirmed the usual
+/// way: writable, then `SO_ERROR`.
+async fn connect(endpoint: SocketAddr, first: &[u8]) -> io::Result<TcpStream> {
+    let socket =
+        Socket::new(Domain::for_address(endpoint), Type::STREAM.nonblocking(), Some(SocketProtocol::TCP))?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&endpoint.into()) {
+        Err(err) if err.raw_os_error() != Some(libc::EINPROGRESS) => return Err(err),
+        _ => {}
+    }
+    let sent = match first {
+        [] => 0,
+        _ => match (&socket).write(first) {
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(err) => return Err(err),
+        },
+    };
+    let mut stream = TcpStream::from_std(socket.into())?;
+    if sent > 0 && sent == first.len() {
+        return Ok(stream);
+    }
+    let established = async {
+        if first.is_empty() {
+            stream.writable().await?;
+            return stream.take_error()?.map_or(Ok(()), Err);
+        }
+        stream.write_all(&first[sent..]).await
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, established)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
     Ok(stream)
 }
 
-async fn splice(mut client: TcpStream, mut upstream: TcpStream, counters: &crate::metrics::Counters) {
+/// Copies both ways until both ends are done; `first` (already written to the endpoint)
+/// becomes the client-to-endpoint buffer.
+async fn splice(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    first: BytesMut,
+    counters: &crate::metrics::Counters,
+) {
     let (client_read, client_write) = client.split();
     let (upstream_read, upstream_write) = upstream.split();
     let ended = AtomicBool::new(false);
     let outcome = tokio::try_join!(
-        pipe(client_read, upstream_write, &ended),
-        pipe(upstream_read, client_write, &ended)
+        pipe(client_read, upstream_write, first, &ended),
+        pipe(upstream_read, client_write, BytesMut::new(), &ended)
     );
     match outcome {
         Ok((to_endpoint, to_client)) => {
@@ -129,9 +195,11 @@ async fn splice(mut client: TcpStream, mut upstream: TcpStream, counters: &crate
 async fn pipe(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
+    mut buf: BytesMut,
     ended: &AtomicBool,
 ) -> io::Result<u64> {
-    let mut buf = BytesMut::with_capacity(FIRST_BUFFER);
+    buf.clear();
+    buf.reserve(FIRST_BUFFER);
     let mut total = 0u64;
     loop {
         let n = from.read_buf(&mut buf).await?;
@@ -155,5 +223,5 @@ async fn pipe(
 /// Closes with a TCP RST, so that the client learns at once that nobody will answer, as
 /// kube-proxy's reject rules make it learn.
 fn refuse(client: &TcpStream) {
-    let _ = socket2::SockRef::from(client).set_linger(Some(Duration::ZERO));
+    let _ = SockRef::from(client).set_linger(Some(Duration::ZERO));
 }

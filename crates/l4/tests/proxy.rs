@@ -299,3 +299,52 @@ async fn half_close_passes_through_both_ways() {
         .unwrap();
     assert_eq!(answer, "got 100000 bytes");
 }
+
+#[tokio::test]
+async fn a_refused_endpoint_is_retried_with_the_bytes_the_client_sent_first() {
+    let live = backends(1).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let key = tcp_key(9);
+    let proxy = proxy();
+    assert!(proxy.apply(&table(key, frontend(vec![dead, live[0]], None))).await.is_empty());
+    for _ in 0..12 {
+        // The request is written before the proxy's task runs (this test's runtime has one
+        // thread), so the proxy reads it at accept and sends it along with the connect.
+        let mut s = TcpStream::connect(key.addr).await.unwrap();
+        let pod = tokio::time::timeout(Duration::from_secs(5), ask(&mut s)).await.expect("answered");
+        assert_eq!(pod, "pod-0");
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_speaks_first_is_reached_without_client_bytes() {
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = server.accept().await {
+            tokio::spawn(async move {
+                s.write_all(b"220 ready\r\n").await.unwrap();
+                let mut line = [0u8; 6];
+                s.read_exact(&mut line).await.unwrap();
+                s.write_all(&line).await.unwrap();
+            });
+        }
+    });
+    let key = tcp_key(10);
+    let proxy = proxy();
+    assert!(proxy.apply(&table(key, frontend(vec![backend], None))).await.is_empty());
+    let mut s = TcpStream::connect(key.addr).await.unwrap();
+    let mut greeting = [0u8; 11];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut greeting))
+        .await
+        .expect("greeted")
+        .unwrap();
+    assert_eq!(&greeting, b"220 ready\r\n");
+    s.write_all(b"QUIT\r\n").await.unwrap();
+    let mut echoed = [0u8; 6];
+    s.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"QUIT\r\n");
+}
