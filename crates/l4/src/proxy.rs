@@ -9,7 +9,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use portico_plan::Protocol;
 use tokio::net::UdpSocket;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
+use tokio::task::AbortHandle;
 use tracing::{debug, info};
 
 use crate::balance::Balancer;
@@ -52,7 +53,14 @@ pub struct BindError {
 /// What a listener serves right now; swapped whole on reload.
 pub(crate) struct Current {
     pub(crate) frontend: Frontend,
-    pub(crate) counters: Counters,
+    counters: std::sync::OnceLock<Counters>,
+}
+
+impl Current {
+    /// This frontend's metrics, made on first use: a listener nobody connects to has none.
+    pub(crate) fn counters(&self, key: &ListenKey, metrics: &Metrics) -> &Counters {
+        self.counters.get_or_init(|| metrics.counters(&FrontendLabels::new(key, &self.frontend)))
+    }
 }
 
 /// One listener's lasting state.
@@ -93,7 +101,7 @@ impl Drop for Active<'_> {
 
 struct Running {
     slot: Arc<Slot>,
-    stop: watch::Sender<bool>,
+    stop: AbortHandle,
 }
 
 /// The userspace proxy: listeners for every frontend of the table last applied.
@@ -120,33 +128,31 @@ impl L4Proxy {
             let keep = table.frontends.contains_key(key);
             if !keep {
                 debug!(listener = %key, "closing listener");
-                let _ = r.stop.send(true);
+                r.stop.abort();
             }
             keep
         });
         let mut errors = Vec::new();
         for (key, frontend) in &table.frontends {
-            let counters = self.ctx.metrics.counters(&FrontendLabels::new(key, frontend));
-            let current = Arc::new(Current { frontend: frontend.clone(), counters });
+            let current = Arc::new(Current { frontend: frontend.clone(), counters: Default::default() });
             if let Some(r) = running.get(key) {
                 r.slot.current.store(current);
                 continue;
             }
             let slot =
                 Arc::new(Slot { key: *key, current: ArcSwap::new(current), balancer: Balancer::default() });
-            let (stop, stopped) = watch::channel(false);
             let ctx = Arc::clone(&self.ctx);
             let opened = match key.protocol {
                 Protocol::Tcp => tcp::listen(key.addr)
                     .await
-                    .map(|l| drop(tokio::spawn(tcp::serve(l, Arc::clone(&slot), ctx, stopped)))),
+                    .map(|l| tokio::spawn(tcp::serve(l, Arc::clone(&slot), ctx)).abort_handle()),
                 Protocol::Udp => UdpSocket::bind(key.addr)
                     .await
-                    .map(|s| drop(tokio::spawn(udp::serve(s, Arc::clone(&slot), ctx, stopped)))),
+                    .map(|s| tokio::spawn(udp::serve(s, Arc::clone(&slot), ctx)).abort_handle()),
                 Protocol::Sctp => Err(io::Error::new(io::ErrorKind::Unsupported, "SCTP is not proxied")),
             };
             match opened {
-                Ok(()) => {
+                Ok(stop) => {
                     debug!(listener = %key, service = %frontend.service, method = frontend.method, "listening");
                     running.insert(*key, Running { slot, stop });
                 }
@@ -170,7 +176,7 @@ impl L4Proxy {
     /// Closes every listener, then waits up to `grace` for open connections to finish.
     pub async fn shutdown(&self, grace: Duration) {
         for (_, r) in std::mem::take(&mut *self.running.lock().await) {
-            let _ = r.stop.send(true);
+            r.stop.abort();
         }
         let deadline = tokio::time::Instant::now() + grace;
         while self.active() > 0 && tokio::time::Instant::now() < deadline {

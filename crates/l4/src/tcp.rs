@@ -13,7 +13,6 @@ use bytes::BytesMut;
 use socket2::{Domain, Protocol as SocketProtocol, SockRef, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::proxy::{Ctx, Slot};
@@ -34,33 +33,22 @@ pub(crate) async fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Accepts on `listener` until `stop` fires; connections already running are not touched.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    slot: Arc<Slot>,
-    ctx: Arc<Ctx>,
-    mut stop: watch::Receiver<bool>,
-) {
-    // One wait for the stop signal for the listener's life, not one per accepted connection.
-    let stopped = stop.changed();
-    tokio::pin!(stopped);
+/// Accepts on `listener` until its task is aborted; connections already running are not
+/// touched.
+pub(crate) async fn serve(listener: TcpListener, slot: Arc<Slot>, ctx: Arc<Ctx>) {
     loop {
-        tokio::select! {
-            biased;
-            accepted = listener.accept() => match accepted {
-                Ok((client, peer)) => {
-                    // No yield per accept: it costs a reactor poll (epoll_wait) per connection
-                    // and measured worse for p99 too; tokio's cooperative budget already makes
-                    // a long burst of accepts give way to the connections in flight.
-                    accept(client, peer, &slot, &ctx);
-                }
-                Err(err) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(listener = %slot.key, %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = stopped.as_mut() => return,
+        match listener.accept().await {
+            Ok((client, peer)) => {
+                // No yield per accept: it costs a reactor poll (epoll_wait) per connection and
+                // measured worse for p99 too; tokio's cooperative budget already makes a long
+                // burst of accepts give way to the connections in flight.
+                accept(client, peer, &slot, &ctx);
+            }
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(listener = %slot.key, %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 }
@@ -73,14 +61,15 @@ fn accept(mut client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<C
         return;
     }
     let Some(endpoint) = slot.balancer.pick(&current.frontend, peer.ip(), Instant::now()) else {
-        current.counters.no_endpoint.inc();
+        current.counters(&slot.key, &ctx.metrics).no_endpoint.inc();
         refuse(&client);
         return;
     };
     let slot = Arc::clone(slot);
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
-        let _active = ctx.track(&current.counters);
+        let counters = current.counters(&slot.key, &ctx.metrics);
+        let _active = ctx.track(counters);
         let mut first = BytesMut::new();
         if let Err(err) = read_waiting(&mut client, &mut first).await {
             debug!(listener = %slot.key, %peer, %err, "client gone before its endpoint was chosen");
@@ -89,7 +78,7 @@ fn accept(mut client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<C
         let upstream = match connect(endpoint, &first).await {
             Ok(upstream) => upstream,
             Err(err) => {
-                current.counters.connect_errors.inc();
+                counters.connect_errors.inc();
                 debug!(listener = %slot.key, %endpoint, %err, "connect failed; trying another endpoint");
                 let retry = slot.balancer.other(&current.frontend, endpoint);
                 match retry {
@@ -101,8 +90,8 @@ fn accept(mut client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<C
                 }
             }
         };
-        current.counters.to_endpoints.inc_by(first.len() as u64);
-        splice(client, upstream, first, &current.counters).await;
+        counters.to_endpoints.inc_by(first.len() as u64);
+        splice(client, upstream, first, counters).await;
     });
 }
 

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::proxy::{Ctx, Current, Slot};
@@ -22,32 +21,20 @@ struct Flow {
 
 type Flows = Arc<Mutex<HashMap<SocketAddr, Flow>>>;
 
-/// Relays datagrams on `socket` until `stop` fires.
-pub(crate) async fn serve(
-    socket: UdpSocket,
-    slot: Arc<Slot>,
-    ctx: Arc<Ctx>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Relays datagrams on `socket` until its task is aborted.
+pub(crate) async fn serve(socket: UdpSocket, slot: Arc<Slot>, ctx: Arc<Ctx>) {
     let socket = Arc::new(socket);
     let flows: Flows = Arc::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    // One wait for the stop signal for the listener's life, not one per datagram.
-    let stopped = stop.changed();
-    tokio::pin!(stopped);
     loop {
-        let (len, client) = tokio::select! {
-            biased;
-            received = socket.recv_from(&mut buf) => match received {
-                Ok(r) => r,
-                Err(err) => {
-                    // ICMP errors from earlier sends surface here on Linux; they concern one
-                    // client, not the listener.
-                    debug!(listener = %slot.key, %err, "receive failed");
-                    continue;
-                }
-            },
-            _ = stopped.as_mut() => return,
+        let (len, client) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(err) => {
+                // ICMP errors from earlier sends surface here on Linux; they concern one
+                // client, not the listener.
+                debug!(listener = %slot.key, %err, "receive failed");
+                continue;
+            }
         };
         let current = slot.current.load_full();
         if !current.frontend.admits(client.ip()) {
@@ -56,13 +43,13 @@ pub(crate) async fn serve(
         let upstream = match flow_for(&flows, client, &current, &slot, &ctx, &socket).await {
             Some(upstream) => upstream,
             None => {
-                current.counters.no_endpoint.inc();
+                current.counters(&slot.key, &ctx.metrics).no_endpoint.inc();
                 continue;
             }
         };
         match upstream.send(&buf[..len]).await {
             Ok(sent) => {
-                current.counters.to_endpoints.inc_by(sent as u64);
+                current.counters(&slot.key, &ctx.metrics).to_endpoints.inc_by(sent as u64);
             }
             Err(err) => debug!(listener = %slot.key, %client, %err, "send to endpoint failed"),
         }
@@ -101,7 +88,7 @@ async fn flow_for(
         }
     };
     if let Err(err) = upstream.connect(endpoint).await {
-        current.counters.connect_errors.inc();
+        current.counters(&slot.key, &ctx.metrics).connect_errors.inc();
         debug!(listener = %slot.key, %endpoint, %err, "UDP connect failed");
         return None;
     }
@@ -131,7 +118,7 @@ async fn replies(
     slot: Arc<Slot>,
     ctx: Arc<Ctx>,
 ) {
-    let counters = slot.current.load_full().counters.clone();
+    let counters = slot.current.load_full().counters(&slot.key, &ctx.metrics).clone();
     let _active = ctx.track(&counters);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {

@@ -10,6 +10,7 @@ pub mod names;
 pub mod object;
 pub mod pod;
 pub mod selector;
+pub mod slice;
 pub mod store;
 pub mod validate;
 
@@ -17,4 +18,5 @@ pub use diagnostic::{Diagnostic, ObjectKey, ObjectRef, Origin, Severity};
 pub use load::{Loaded, load_paths, manifest_files, parse_text, read_error, read_manifests};
 pub use object::{Object, ObjectKind, Workload};
 pub use pod::{ContainerRecord, PodRecord};
+pub use slice::{EndpointRecord, EndpointSliceRecord, SliceHints, SlicePort};
 pub use store::{DEFINED_TWICE, Store, Stored};

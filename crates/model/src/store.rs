@@ -4,12 +4,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use crate::diagnostic::{Diagnostic, ObjectKey, ObjectRef, Origin};
 use crate::object::{Object, Workload};
 use crate::pod::PodRecord;
+use crate::slice::EndpointSliceRecord;
 use crate::validate::validate;
 
 /// An accepted object with where it came from.
@@ -27,7 +27,7 @@ pub struct Stored<T> {
 pub struct Store {
     pub namespaces: BTreeMap<ObjectKey, Stored<Namespace>>,
     pub services: BTreeMap<ObjectKey, Stored<Service>>,
-    pub endpoint_slices: BTreeMap<ObjectKey, Stored<EndpointSlice>>,
+    pub endpoint_slices: BTreeMap<ObjectKey, Stored<EndpointSliceRecord>>,
     /// Pods, kept as [`PodRecord`]s once checked.
     pub pods: BTreeMap<ObjectKey, Stored<PodRecord>>,
     pub nodes: BTreeMap<ObjectKey, Stored<Node>>,
@@ -121,7 +121,10 @@ impl Store {
         match object {
             Object::Namespace(o) => check(&self.namespaces, &key, o.as_ref()),
             Object::Service(o) => check(&self.services, &key, o.as_ref()),
-            Object::EndpointSlice(o) => check(&self.endpoint_slices, &key, o.as_ref()),
+            Object::EndpointSlice(o) => self
+                .endpoint_slices
+                .get(&key)
+                .map(|s| (&s.origin, s.object == EndpointSliceRecord::from(o.as_ref().clone()))),
             Object::Pod(o) => {
                 self.pods.get(&key).map(|s| (&s.origin, s.object == PodRecord::from(o.as_ref().clone())))
             }
@@ -144,9 +147,10 @@ impl Store {
                 drop(self.namespaces.insert(key, Stored { origin, object: *object }))
             }
             Object::Service(object) => drop(self.services.insert(key, Stored { origin, object: *object })),
-            Object::EndpointSlice(object) => {
-                drop(self.endpoint_slices.insert(key, Stored { origin, object: *object }))
-            }
+            Object::EndpointSlice(object) => drop(
+                self.endpoint_slices
+                    .insert(key, Stored { origin, object: EndpointSliceRecord::from(*object) }),
+            ),
             Object::Pod(object) => {
                 drop(self.pods.insert(key, Stored { origin, object: PodRecord::from(*object) }))
             }
@@ -204,6 +208,23 @@ impl Store {
                 self.workloads.insert(reference.clone(), stored.clone());
             }
         }
+    }
+
+    /// Rebuilds every map from its sorted entries, so that its nodes are full: maps filled
+    /// in key order leave each node about half empty, and the nodes hold the objects inline.
+    pub fn compact(&mut self) {
+        fn pack<K: Ord, V>(map: &mut BTreeMap<K, V>) {
+            *map = std::mem::take(map).into_iter().collect();
+        }
+        pack(&mut self.namespaces);
+        pack(&mut self.services);
+        pack(&mut self.endpoint_slices);
+        pack(&mut self.pods);
+        pack(&mut self.nodes);
+        pack(&mut self.ingresses);
+        pack(&mut self.ingress_classes);
+        pack(&mut self.secrets);
+        pack(&mut self.workloads);
     }
 
     /// Number of objects held.

@@ -119,6 +119,7 @@ pub fn build(apex: &str, services: &[ServicePlan], pods: &[PodPlan]) -> DnsZone 
         .filter(|name| !zone.records.contains_key(name.as_str()))
         .collect();
     zone.empty_nonterminals = nonterminals;
+    zone.records.values_mut().for_each(Vec::shrink_to_fit);
     zone
 }
 

@@ -4,9 +4,8 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use portico_model::ObjectKey;
+use portico_model::{EndpointSliceRecord, ObjectKey};
 use serde::Serialize;
 
 use crate::Protocol;
@@ -29,19 +28,19 @@ pub struct Endpoint {
     pub terminating: bool,
     /// Node it runs on, if known.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+    pub node: Option<Box<str>>,
     /// Zone it runs in, if known.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
+    pub zone: Option<Box<str>>,
     /// DNS hostname within a headless Service.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
+    pub hostname: Option<Box<str>>,
     /// The Pod behind it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<ObjectKey>,
+    pub pod: Option<Box<ObjectKey>>,
     /// Topology hints.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hints: Option<Hints>,
+    pub hints: Option<Box<Hints>>,
 }
 
 /// Topology-aware routing hints of an endpoint.
@@ -104,49 +103,46 @@ pub fn select<'e>(endpoints: &'e [Endpoint], scope: Scope<'_>) -> Vec<&'e Endpoi
 
 /// Endpoints of one Service port from its EndpointSlices: slice ports match by name and
 /// protocol, as kube-proxy matches them.
-pub fn from_slices(slices: &[&EndpointSlice], port_name: &str, protocol: Protocol) -> Vec<Endpoint> {
+pub fn from_slices(slices: &[&EndpointSliceRecord], port_name: &str, protocol: Protocol) -> Vec<Endpoint> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for slice in slices {
-        if slice.address_type == "FQDN" {
+        if slice.fqdn {
             continue;
         }
-        for slice_port in slice.ports.iter().flatten() {
-            if slice_port.name.as_deref().unwrap_or("") != port_name
+        for slice_port in slice.ports.iter() {
+            if &*slice_port.name != port_name
                 || Protocol::parse(slice_port.protocol.as_deref()) != Some(protocol)
             {
                 continue;
             }
             let Some(port) = slice_port.port.and_then(|p| u16::try_from(p).ok()) else { continue };
-            for e in &slice.endpoints {
-                let Some(address) = e.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
+            for e in slice.endpoints.iter() {
+                let Some(address) = e.address else {
                     continue;
                 };
                 if !seen.insert((address, port)) {
                     continue;
                 }
-                let conditions = e.conditions.clone().unwrap_or_default();
-                let ready = conditions.ready.unwrap_or(true);
+                let ready = e.ready.unwrap_or(true);
                 out.push(Endpoint {
                     address,
                     port,
                     ready,
-                    serving: conditions.serving.unwrap_or(ready),
-                    terminating: conditions.terminating.unwrap_or(false),
-                    node: e.node_name.clone(),
-                    zone: e.zone.clone(),
-                    hostname: e.hostname.clone(),
-                    pod: e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| {
-                        Some(ObjectKey::new(r.namespace.clone().unwrap_or_default(), r.name.clone()?))
-                    }),
-                    hints: e.hints.as_ref().map(|h| Hints {
-                        for_zones: h.for_zones.iter().flatten().map(|z| z.name.clone()).collect(),
-                        for_nodes: h.for_nodes.iter().flatten().map(|n| n.name.clone()).collect(),
+                    serving: e.serving.unwrap_or(ready),
+                    terminating: e.terminating.unwrap_or(false),
+                    node: e.node_name.as_deref().map(Into::into),
+                    zone: e.zone.as_deref().map(Into::into),
+                    hostname: e.hostname.as_deref().map(Into::into),
+                    pod: e.pod.clone(),
+                    hints: e.hints.as_ref().map(|h| {
+                        Box::new(Hints { for_zones: h.for_zones.clone(), for_nodes: h.for_nodes.clone() })
                     }),
                 });
             }
         }
     }
+    out.shrink_to_fit();
     out
 }
 
@@ -172,10 +168,10 @@ pub fn from_pods(
                 ready: publish_not_ready || (pod.ready && !pod.terminating),
                 serving: publish_not_ready || pod.ready,
                 terminating: pod.terminating,
-                node: Some(pod.node.clone()),
-                zone: pod.zone.clone(),
-                hostname,
-                pod: Some(pod.key.clone()),
+                node: Some(pod.node.as_str().into()),
+                zone: pod.zone.as_deref().map(Into::into),
+                hostname: hostname.map(Into::into),
+                pod: Some(Box::new(pod.key.clone())),
                 hints: None,
             })
         })
@@ -239,8 +235,8 @@ mod tests {
     fn hints_apply_only_when_every_ready_endpoint_has_them() {
         let mut a = ep(1, true, true, false, "a");
         let mut b = ep(2, true, true, false, "b");
-        a.hints = Some(Hints { for_zones: vec!["z1".into()], for_nodes: vec![] });
-        b.hints = Some(Hints { for_zones: vec!["z2".into()], for_nodes: vec![] });
+        a.hints = Some(Box::new(Hints { for_zones: vec!["z1".into()], for_nodes: vec![] }));
+        b.hints = Some(Box::new(Hints { for_zones: vec!["z2".into()], for_nodes: vec![] }));
         let scope = Scope::Cluster { node: "x", zone: Some("z2") };
         assert_eq!(addrs(select(&[a.clone(), b.clone()], scope)), vec![2]);
         b.hints = None;

@@ -5,10 +5,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use portico_model::validate::SERVICE_NAME_LABEL;
-use portico_model::{Diagnostic, ObjectKey, ObjectKind, ObjectRef, Store, Stored};
+use portico_model::{Diagnostic, EndpointSliceRecord, ObjectKey, ObjectKind, ObjectRef, Store, Stored};
 use serde::Serialize;
 
 use crate::Protocol;
@@ -151,6 +149,7 @@ pub fn plan_services(
         plans.push(plan);
     }
     plans.sort_by(|a, b| a.key.cmp(&b.key));
+    plans.shrink_to_fit();
     plans
 }
 
@@ -442,13 +441,11 @@ fn allocate_lb_ips(
     out
 }
 
-fn slices_by_service(store: &Store) -> BTreeMap<ObjectKey, Vec<&EndpointSlice>> {
-    let mut out: BTreeMap<ObjectKey, Vec<&EndpointSlice>> = BTreeMap::new();
+fn slices_by_service(store: &Store) -> BTreeMap<ObjectKey, Vec<&EndpointSliceRecord>> {
+    let mut out: BTreeMap<ObjectKey, Vec<&EndpointSliceRecord>> = BTreeMap::new();
     for slice in store.endpoint_slices.values() {
-        let meta = &slice.object.metadata;
-        let Some(service) = meta.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) else { continue };
-        let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
-        out.entry(ObjectKey::new(namespace, service.clone())).or_default().push(&slice.object);
+        let Some(service) = slice.object.service.as_deref() else { continue };
+        out.entry(ObjectKey::new(&*slice.object.namespace, service)).or_default().push(&slice.object);
     }
     out
 }
@@ -460,7 +457,7 @@ fn service_plan(
     cluster_ips: Vec<IpAddr>,
     node_ports: Option<&BTreeMap<String, u16>>,
     load_balancer_ips: Vec<IpAddr>,
-    slices: &[&EndpointSlice],
+    slices: &[&EndpointSliceRecord],
     pods: &PodIndex<'_>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> ServicePlan {
@@ -490,7 +487,7 @@ fn service_plan(
             .field("spec.selector"),
         );
     }
-    let ports = spec
+    let mut ports: Vec<ServicePort> = spec
         .ports
         .iter()
         .flatten()
@@ -518,6 +515,9 @@ fn service_plan(
             })
         })
         .collect();
+    // A filtered collect keeps room for every port it could have had; ten thousand plans
+    // stay in memory.
+    ports.shrink_to_fit();
     ServicePlan {
         key: key.clone(),
         kind,

@@ -251,7 +251,8 @@ fn workloads_run_the_pods_their_controllers_would() {
     assert_eq!(web.backend_counts(), (3, 3));
     assert!(web.ports[0].endpoints.iter().all(|e| e.port == 8080));
     let db = service(&plan, "db");
-    let hostnames: Vec<_> = db.ports[0].endpoints.iter().filter_map(|e| e.hostname.clone()).collect();
+    let hostnames: Vec<_> =
+        db.ports[0].endpoints.iter().filter_map(|e| e.hostname.as_deref().map(str::to_owned)).collect();
     assert_eq!(hostnames, vec!["db-0", "db-1"]);
     let agent_n2 = plan.pods.iter().find(|p| p.key.name == "agent-n2").unwrap();
     assert_eq!((agent_n2.node.as_str(), agent_n2.zone.as_deref()), ("n2", Some("z2")));

@@ -52,6 +52,7 @@ pub fn load(paths: &[PathBuf]) -> Loaded {
         |done, total| progress.update(done, total),
     );
     progress.finish();
+    store.compact();
     diagnostics.append(&mut admitted);
     debug!(files = files.len(), accepted = store.len(), elapsed = ?started.elapsed(), "loaded and stored");
     Loaded { store, diagnostics, files }
@@ -135,6 +136,7 @@ impl Loader {
             return (self.store.insert(full), diagnostics);
         }
         store.keep_last_good(&last, &fresh);
+        store.compact();
         for file in self.files.values() {
             diagnostics.extend(file.diagnostics.iter().cloned());
         }
