@@ -485,3 +485,25 @@ async fn every_record_kind_over_udp_and_tcp() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_zone_and_the_ttl_are_settings() {
+    let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap(), 1).await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let server = DnsServer::new(Options { ttl: 30, ..Options::default() }, unregistered_metrics());
+    for socket in udp {
+        tokio::spawn(Arc::clone(&server).serve_udp(socket));
+    }
+    let config = PlanConfig { cluster_domain: "corp.example".into(), ..PlanConfig::default() };
+    server.apply(&planned_with(&cluster(&["127.98.4.1"]), 1, &config));
+
+    let answer = over_udp(addr, "db.default.svc.corp.example.", RecordType::A).await;
+    assert_eq!(addresses(&answer), ["127.98.4.1"]);
+    assert!(answer.answers.iter().all(|r| r.ttl == 30), "{answer:?}");
+    let missing = over_udp(addr, "nope.default.svc.corp.example.", RecordType::A).await;
+    assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
+    let RData::SOA(soa) = &missing.authorities[0].data else { panic!("{missing:?}") };
+    assert_eq!((missing.authorities[0].ttl, soa.minimum), (30, 30), "negative answers live as long");
+    let old_zone = over_udp(addr, "db.default.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(old_zone.metadata.response_code, ResponseCode::Refused, "cluster.local is not ours any more");
+}

@@ -119,6 +119,9 @@ struct RunArgs {
     /// is searched on the server. Leave off when clients reach DNS through SNAT.
     #[arg(long)]
     dns_autopath: bool,
+    /// TTL of cluster DNS answers, in seconds; negative answers (NXDOMAIN, NODATA) use it too.
+    #[arg(long, default_value_t = 5)]
+    dns_ttl: u32,
 }
 
 /// An address, or `off`.
@@ -150,6 +153,7 @@ impl RunArgs {
             dns_upstreams: self.dns_upstreams,
             dns_query_log: self.dns_query_log,
             dns_autopath: self.dns_autopath,
+            dns_ttl: self.dns_ttl,
             access_log: match self.access_log.as_str() {
                 "off" => None,
                 "-" => Some(run::AccessLogTarget::Stdout),
@@ -224,6 +228,26 @@ struct PlanArgs {
     /// Where Ingresses are served over HTTPS.
     #[arg(long, default_value_t = PlanConfig::default().ingress_https)]
     ingress_https: SocketAddr,
+    /// The cluster DNS zone.
+    #[arg(long, default_value_t = PlanConfig::default().cluster_domain, value_parser = parse_domain)]
+    cluster_domain: String,
+}
+
+/// A DNS name of letters, digits and hyphens, as a cluster domain must be; a final dot is
+/// dropped and letters are lowered.
+fn parse_domain(s: &str) -> Result<String, String> {
+    let name = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() <= 253 && name.split('.').all(label_ok) {
+        Ok(name)
+    } else {
+        Err(format!("{s:?} is not a DNS name (labels of letters, digits and hyphens, such as cluster.local)"))
+    }
 }
 
 impl PlanArgs {
@@ -236,6 +260,7 @@ impl PlanArgs {
             local_node: self.node_name.clone(),
             ingress_http: self.ingress_http,
             ingress_https: self.ingress_https,
+            cluster_domain: self.cluster_domain.clone(),
             ..PlanConfig::default()
         };
         config.ingress_class_names.extend(self.ingress_classes.iter().cloned());

@@ -54,6 +54,8 @@ pub struct RunConfig {
     pub dns_query_log: bool,
     /// Server-side search for Pods.
     pub dns_autopath: bool,
+    /// TTL of cluster DNS answers, negative ones included.
+    pub dns_ttl: u32,
 }
 
 /// Destination of the Ingress access log.
@@ -224,6 +226,7 @@ async fn start_dns(
         upstreams,
         query_log: config.dns_query_log,
         search,
+        ttl: config.dns_ttl,
         ..portico_dns::Options::default()
     };
     let dns = DnsServer::new(options, metrics);

@@ -214,3 +214,19 @@ fn missing_path_is_a_clear_error_not_a_panic() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("no/such/folder") && text.contains("cannot read"), "{text}");
 }
+
+#[test]
+fn the_cluster_domain_is_a_flag_and_a_bad_one_is_named() {
+    let out = portico(&["explain", "-o", "json", "--cluster-domain", "Corp.Example.", "examples/quickstart"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("db.quickstart.svc.corp.example"), "{text}");
+    assert!(!text.contains("svc.cluster.local"), "{text}");
+    let bad = portico(&["explain", "--cluster-domain", "bad_name!", "examples/quickstart"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("--cluster-domain") && err.contains("bad_name!") && err.contains("not a DNS name"),
+        "{err}"
+    );
+}
