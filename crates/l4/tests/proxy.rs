@@ -272,20 +272,31 @@ async fn shutdown_waits_for_open_connections_within_grace() {
     drop(s);
 }
 
-#[tokio::test]
-async fn half_close_passes_through_both_ways() {
-    // A server that answers only once the client has finished sending.
+/// A TCP server on 127.0.0.1 that runs `handle` for each connection it accepts.
+async fn tcp_backend<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend = server.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = server.accept().await {
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                s.read_to_end(&mut got).await.unwrap();
-                s.write_all(format!("got {} bytes", got.len()).as_bytes()).await.unwrap();
-            });
+        while let Ok((s, _)) = server.accept().await {
+            tokio::spawn(handle(s));
         }
     });
+    backend
+}
+
+#[tokio::test]
+async fn half_close_passes_through_both_ways() {
+    // A server that answers only once the client has finished sending.
+    let backend = tcp_backend(|mut s| async move {
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        s.write_all(format!("got {} bytes", got.len()).as_bytes()).await.unwrap();
+    })
+    .await;
     let key = tcp_key(8);
     let proxy = proxy();
     proxy.apply(&table(key, frontend(vec![backend], None))).await;
@@ -321,18 +332,13 @@ async fn a_refused_endpoint_is_retried_with_the_bytes_the_client_sent_first() {
 
 #[tokio::test]
 async fn a_server_that_speaks_first_is_reached_without_client_bytes() {
-    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = server.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = server.accept().await {
-            tokio::spawn(async move {
-                s.write_all(b"220 ready\r\n").await.unwrap();
-                let mut line = [0u8; 6];
-                s.read_exact(&mut line).await.unwrap();
-                s.write_all(&line).await.unwrap();
-            });
-        }
-    });
+    let backend = tcp_backend(|mut s| async move {
+        s.write_all(b"220 ready\r\n").await.unwrap();
+        let mut line = [0u8; 6];
+        s.read_exact(&mut line).await.unwrap();
+        s.write_all(&line).await.unwrap();
+    })
+    .await;
     let key = tcp_key(10);
     let proxy = proxy();
     assert!(proxy.apply(&table(key, frontend(vec![backend], None))).await.is_empty());
