@@ -36,6 +36,9 @@ pub struct PlanConfig {
     pub ingress_https: SocketAddr,
     /// The cluster DNS zone.
     pub cluster_domain: String,
+    /// Whether the Plan carries the DNS zone's records: not when nothing serves them
+    /// (`run --dns off`), since ten thousand Services make a zone of megabytes.
+    pub dns_records: bool,
 }
 
 impl Default for PlanConfig {
@@ -52,6 +55,7 @@ impl Default for PlanConfig {
             ingress_http: SocketAddr::new(loopback, 8080),
             ingress_https: SocketAddr::new(loopback, 8443),
             cluster_domain: "cluster.local".into(),
+            dns_records: true,
         }
     }
 }

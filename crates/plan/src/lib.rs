@@ -139,7 +139,10 @@ pub fn plan(store: &Store, config: &PlanConfig, previous: &Allocations, generati
     let services =
         services::plan_services(store, &pods, config, previous, &mut allocations, &mut diagnostics);
     let ingress = ingress::plan_ingress(store, &services, config, &mut diagnostics);
-    let dns = dns::build(&config.cluster_domain, &services, &pods);
+    let dns = match config.dns_records {
+        true => dns::build(&config.cluster_domain, &services, &pods),
+        false => dns::DnsZone { apex: config.cluster_domain.clone(), ..dns::DnsZone::default() },
+    };
     let plan = Plan {
         generation,
         cluster_domain: config.cluster_domain.clone(),

@@ -181,3 +181,15 @@ fn dual_stack_services_answer_a_and_aaaa_and_both_reverse_names() {
     }
     assert!(reverse_name(ips[1]).ends_with(".ip6.arpa") || reverse_name(ips[0]).ends_with(".ip6.arpa"));
 }
+
+#[test]
+fn no_records_when_nothing_serves_them() {
+    let (objects, _) = parse_text(Path::new("dns.yaml"), &fixture());
+    let (store, _) = Store::from_objects(objects);
+    let config = PlanConfig { dns_records: false, ..PlanConfig::default() };
+    let plan = plan(&store, &config, &Allocations::default(), 1).plan;
+    assert!(plan.dns.records.is_empty() && plan.dns.empty_nonterminals.is_empty(), "{:?}", plan.dns);
+    assert_eq!(plan.dns.apex, "cluster.local");
+    assert_eq!(plan.services.len(), 4, "the rest of the Plan is whole");
+    assert!(!planned(&fixture()).dns.records.is_empty(), "records by default");
+}

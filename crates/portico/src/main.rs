@@ -141,6 +141,7 @@ impl RunArgs {
     fn into_config(self) -> run::RunConfig {
         let mut plan = self.plan.config();
         plan.local_node_addresses = self.node_addresses;
+        plan.dns_records = self.dns.0.is_some();
         run::RunConfig {
             state: self.plan.state.clone().unwrap_or_else(default_state_dir),
             manifests: self.manifests,
