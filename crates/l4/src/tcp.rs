@@ -72,7 +72,7 @@ fn accept(mut client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<C
         let _active = ctx.track(counters);
         let mut first = BytesMut::new();
         if let Err(err) = read_waiting(&mut client, &mut first).await {
-            debug!(listener = %slot.key, %peer, %err, "client gone before its endpoint was chosen");
+            debug!(listener = %slot.key, %peer, %err, "reading the client failed before the connect");
             return;
         }
         let upstream = match connect(endpoint, &first).await {
