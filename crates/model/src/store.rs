@@ -110,31 +110,28 @@ impl Store {
     /// Where an object with the same kind and key is already stored from, and whether it is
     /// the same object.
     fn existing(&self, object: &Object) -> Option<(&Origin, bool)> {
-        fn check<'a, T: PartialEq>(
-            map: &'a BTreeMap<ObjectKey, Stored<T>>,
-            key: &ObjectKey,
-            object: &T,
+        /// `same` compares lazily: Pods and slices are converted to their records only when
+        /// the key is already taken, which is rare.
+        fn check<'a, K: Ord, T>(
+            map: &'a BTreeMap<K, Stored<T>>,
+            key: &K,
+            same: impl FnOnce(&T) -> bool,
         ) -> Option<(&'a Origin, bool)> {
-            map.get(key).map(|s| (&s.origin, s.object == *object))
+            map.get(key).map(|s| (&s.origin, same(&s.object)))
         }
         let key = object.key();
         match object {
-            Object::Namespace(o) => check(&self.namespaces, &key, o.as_ref()),
-            Object::Service(o) => check(&self.services, &key, o.as_ref()),
-            Object::EndpointSlice(o) => self
-                .endpoint_slices
-                .get(&key)
-                .map(|s| (&s.origin, s.object == EndpointSliceRecord::from(o.as_ref().clone()))),
-            Object::Pod(o) => {
-                self.pods.get(&key).map(|s| (&s.origin, s.object == PodRecord::from(o.as_ref().clone())))
+            Object::Namespace(o) => check(&self.namespaces, &key, |s| s == o.as_ref()),
+            Object::Service(o) => check(&self.services, &key, |s| s == o.as_ref()),
+            Object::EndpointSlice(o) => {
+                check(&self.endpoint_slices, &key, |s| *s == EndpointSliceRecord::from(o.as_ref().clone()))
             }
-            Object::Node(o) => check(&self.nodes, &key, o.as_ref()),
-            Object::Ingress(o) => check(&self.ingresses, &key, o.as_ref()),
-            Object::IngressClass(o) => check(&self.ingress_classes, &key, o.as_ref()),
-            Object::Secret(o) => check(&self.secrets, &key, o.as_ref()),
-            Object::Workload(o) => {
-                self.workloads.get(&object.reference()).map(|s| (&s.origin, s.object == **o))
-            }
+            Object::Pod(o) => check(&self.pods, &key, |s| *s == PodRecord::from(o.as_ref().clone())),
+            Object::Node(o) => check(&self.nodes, &key, |s| s == o.as_ref()),
+            Object::Ingress(o) => check(&self.ingresses, &key, |s| s == o.as_ref()),
+            Object::IngressClass(o) => check(&self.ingress_classes, &key, |s| s == o.as_ref()),
+            Object::Secret(o) => check(&self.secrets, &key, |s| s == o.as_ref()),
+            Object::Workload(o) => check(&self.workloads, &object.reference(), |s| s == o.as_ref()),
         }
     }
 
