@@ -354,3 +354,38 @@ async fn a_server_that_speaks_first_is_reached_without_client_bytes() {
     s.read_exact(&mut echoed).await.unwrap();
     assert_eq!(&echoed, b"QUIT\r\n");
 }
+
+/// Segments a socket has received, as `ss` reports them (`segs_in`), found by its local port.
+fn segments_received(local: SocketAddr) -> u32 {
+    let out = std::process::Command::new("ss")
+        .args(["-tinH", "state", "all", "sport", "=", &format!(":{}", local.port())])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = text.split_whitespace().find_map(|f| f.strip_prefix("segs_in:"));
+    field.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no segs_in in `ss` output: {text}"))
+}
+
+#[tokio::test]
+async fn the_last_bytes_before_a_fin_go_out_with_it() {
+    // The backend's greeting and its FIN reach the proxy together (corked, then shut down),
+    // so the proxy knows, when it forwards the greeting, that nothing follows.
+    let backend = tcp_backend(|mut s| async move {
+        socket2::SockRef::from(&s).send_with_flags(b"bye\r\n", libc::MSG_MORE).unwrap();
+        s.shutdown().await.unwrap();
+        let _ = s.read(&mut [0u8; 1]).await;
+    })
+    .await;
+    let key = tcp_key(11);
+    let proxy = proxy();
+    assert!(proxy.apply(&table(key, frontend(vec![backend], None))).await.is_empty());
+    let mut s = TcpStream::connect(key.addr).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("closed by the proxy")
+        .unwrap();
+    assert_eq!(got, b"bye\r\n");
+    // The SYN-ACK, then the greeting with the FIN: two segments, not three.
+    assert_eq!(segments_received(s.local_addr().unwrap()), 2);
+}
