@@ -1,5 +1,6 @@
-//! Where a chunked body ends (RFC 9112 §7.1), found while its bytes pass through unchanged:
-//! the proxy relays chunked answers as they are and only needs to know their end.
+//! The chunked coding (RFC 9112 §7.1): where a chunked body ends, found while its bytes pass
+//! through unchanged (the HTTP/1.1 path relays chunked answers as they are), and the chunks'
+//! data, for answers that go to clients over another framing.
 
 /// A body the chunked coding does not describe.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +33,17 @@ enum State {
     FinalLf,
     /// The body has ended.
     Done,
+}
+
+/// What the next bytes of a chunked body hold, for [`Chunks::next_piece`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// After `skip` framing bytes, `len` bytes of chunk data.
+    Data { skip: usize, len: usize },
+    /// Framing only, this many bytes of it, all consumed; the rest is still to come.
+    More(usize),
+    /// The last chunk's size line ends after this many bytes; the trailer section follows.
+    Last(usize),
 }
 
 /// Follows a chunked body's framing.
@@ -68,6 +80,30 @@ impl Chunks {
             i += 1;
         }
         Ok((i, self.state == State::Done))
+    }
+
+    /// Decodes: reads `bytes` up to the next chunk data, which it does not consume.
+    pub(crate) fn next_piece(&mut self, bytes: &[u8]) -> Result<Piece, BadChunk> {
+        let mut i = 0;
+        while i < bytes.len() {
+            match self.state {
+                State::Data => {
+                    let left = bytes.len() - i;
+                    let len = usize::try_from(self.size).map_or(left, |s| s.min(left));
+                    self.size -= len as u64;
+                    if self.size == 0 {
+                        self.state = State::DataCr;
+                    }
+                    return Ok(Piece::Data { skip: i, len });
+                }
+                State::TrailerStart => return Ok(Piece::Last(i)),
+                _ => {
+                    self.state = self.step(bytes[i])?;
+                    i += 1;
+                }
+            }
+        }
+        Ok(if self.state == State::TrailerStart { Piece::Last(i) } else { Piece::More(i) })
     }
 
     fn step(&mut self, byte: u8) -> Result<State, BadChunk> {
@@ -132,6 +168,38 @@ mod tests {
         for body in [&b"5\r\nhel"[..], b"5\r\nhello\r\n", b"0\r\n", b"0\r\nx: 1\r\n"] {
             assert_eq!(end_of(body, body.len() / 2), Ok(None), "{:?}", String::from_utf8_lossy(body));
         }
+    }
+
+    /// Decodes `body` fed in pieces split at `cut`: the data, and where the trailers start.
+    fn decode(body: &[u8], cut: usize) -> Result<(Vec<u8>, Option<usize>), BadChunk> {
+        let mut chunks = Chunks::default();
+        let (mut data, mut at) = (Vec::new(), 0);
+        for end in [cut, body.len()] {
+            while at < end {
+                match chunks.next_piece(&body[at..end])? {
+                    Piece::Data { skip, len } => {
+                        data.extend_from_slice(&body[at + skip..at + skip + len]);
+                        at += skip + len;
+                    }
+                    Piece::More(n) => at += n,
+                    Piece::Last(n) => return Ok((data, Some(at + n))),
+                }
+            }
+        }
+        Ok((data, None))
+    }
+
+    #[test]
+    fn decodes_the_data_wherever_the_bytes_are_split() {
+        let body = b"5\r\nhello\r\n1A;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-sum: 1\r\n\r\n";
+        let trailers = body.len() - b"x-sum: 1\r\n\r\n".len();
+        for cut in 0..=body.len() {
+            let (data, last) = decode(body, cut).expect("well formed");
+            assert_eq!(data, b"helloabcdefghijklmnopqrstuvwxyz", "split at {cut}");
+            assert_eq!(last, Some(trailers), "split at {cut}");
+        }
+        assert_eq!(decode(b"5\r\nhel", 3), Ok((b"hel".to_vec(), None)));
+        assert_eq!(decode(b"5\r\nhelloXX", 0), Err(BadChunk));
     }
 
     #[test]

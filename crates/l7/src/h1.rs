@@ -31,9 +31,9 @@ use crate::proxy::{
 use crate::upstream::{open, within};
 
 /// Largest request or answer head accepted.
-const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a head.
-const MAX_FIELDS: usize = 100;
+pub(crate) const MAX_FIELDS: usize = 100;
 /// Room made for each read from the client.
 const CLIENT_READ: usize = 8 * 1024;
 /// Room made for each read from an endpoint.
@@ -715,7 +715,7 @@ async fn read_by<R: AsyncRead + Unpin>(
 
 /// Where the head at the start of `buf` ends: just after its empty line (lines end in CRLF
 /// or, tolerated, a bare LF).
-fn head_end(buf: &[u8]) -> Option<usize> {
+pub(crate) fn head_end(buf: &[u8]) -> Option<usize> {
     memchr::memchr_iter(b'\n', buf).find_map(|at| match &buf[at + 1..] {
         [b'\n', ..] => Some(at + 2),
         [b'\r', b'\n', ..] => Some(at + 3),

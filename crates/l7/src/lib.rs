@@ -12,6 +12,7 @@ mod h1;
 pub mod metrics;
 pub mod normalize;
 mod proxy;
+mod raw;
 mod rewind;
 pub mod tls;
 mod upstream;

@@ -23,14 +23,18 @@ use portico_plan::annotations::{BackendProtocol, CanaryRule, IngressOptions};
 use portico_plan::ingress::{Backend, Route, RouteMatch};
 use tracing::debug;
 
-use crate::body::{OnEnd, Watched};
+use crate::body::{BoxError, OnEnd, Watched};
 use crate::fnv::{Fnv, FnvMap};
 use crate::metrics::{AccessLog, Figures, LogLine, Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
-use crate::upstream::{Endpoint, Sender, UpstreamBody, is_h2};
+use crate::raw::RawBody;
+use crate::upstream::{Endpoint, Sender, UpstreamBody, is_h2, open, within};
 
 /// Bodies sent to clients: an endpoint's, passed through, or one made here.
-pub(crate) type ProxyBody = Either<Watched<Incoming>, Full<Bytes>>;
+pub(crate) type ProxyBody = Either<Watched<AnswerBody>, Full<Bytes>>;
+
+/// An endpoint's answer body: read by a hyper client connection, or off a plain socket.
+pub(crate) type AnswerBody = Either<Incoming, RawBody>;
 
 /// What every request handler shares.
 pub(crate) struct Shared {
@@ -501,10 +505,13 @@ impl Exchange {
         let body = Watched::new(body, Arc::clone(&counted), true, options.body_limit, send_timeout);
         let mut request = Some(Request::from_parts(parts, body));
         let mut in_flight = InFlight::new(&endpoint);
-        let mut retried = false;
+        // Plain HTTP/1.1 endpoints get requests on bare pooled sockets; upgrades need hyper's
+        // client to hand over the connection.
+        let plain = protocol == BackendProtocol::Http && client_upgrade.is_none();
+        let (mut retried, mut fresh) = (false, false);
         let outcome = loop {
             let Some(req) = request.take() else { break Err(Failure::Gateway) };
-            let sender = match self.connection(&endpoint, connect_timeout).await {
+            let sender = match self.connection(&endpoint, connect_timeout, plain, fresh).await {
                 Ok(sender) => sender,
                 Err(err) => {
                     self.connect_failed(endpoint.addr, &err);
@@ -524,14 +531,16 @@ impl Exchange {
                     }
                 }
             };
-            match tokio::time::timeout(read_timeout, send(sender, req)).await {
+            match tokio::time::timeout(read_timeout, send(sender, req, &endpoint)).await {
                 Err(_) => break Err(Failure::Timeout),
                 Ok(Ok(sent)) => break Ok(sent),
-                // A pooled connection closed just before the request went out: the request
-                // is handed back untouched and goes on a new connection.
+                // A pooled connection closed just before the request went out (or, for a
+                // request safe to repeat, before its answer): the request is handed back
+                // and goes on a new connection.
                 Ok(Err((err, Some(unsent)))) if !retried => {
                     debug!(endpoint = %endpoint.addr, %err, "pooled connection was closed; retrying");
                     retried = true;
+                    fresh = true;
                     request = Some(unsent);
                 }
                 Ok(Err((err, _))) => {
@@ -581,9 +590,23 @@ impl Exchange {
         Response::from_parts(parts, Either::Left(body))
     }
 
-    /// A connection to `endpoint`: pooled if one is free, else new.
-    async fn connection(&self, endpoint: &Endpoint, timeout: Duration) -> std::io::Result<Sender> {
-        if let Some(sender) = endpoint.pooled().await {
+    /// A connection to `endpoint`: pooled if one is free (and not `fresh` asked), else new;
+    /// a bare socket when `plain`.
+    async fn connection(
+        &self,
+        endpoint: &Endpoint,
+        timeout: Duration,
+        plain: bool,
+        fresh: bool,
+    ) -> std::io::Result<Sender> {
+        if plain {
+            if !fresh && let Some(stream) = endpoint.idle_stream(Instant::now()) {
+                return Ok(Sender::Plain { stream, reused: true });
+            }
+            let stream = within(timeout, open(endpoint.addr)).await?;
+            return Ok(Sender::Plain { stream, reused: false });
+        }
+        if !fresh && let Some(sender) = endpoint.pooled().await {
             return Ok(sender);
         }
         let tls = if is_h2(endpoint.protocol) { &self.shared.tls_h2 } else { &self.shared.tls_http };
@@ -695,27 +718,31 @@ enum Failure {
     TooLarge,
 }
 
-type Sent = (Response<Incoming>, Option<http1::SendRequest<UpstreamBody>>);
+type Sent = (Response<AnswerBody>, Option<http1::SendRequest<UpstreamBody>>);
 
-/// Sends on `sender`; an error carries the request back when it never left.
+/// Sends on `sender` to `endpoint`; an error carries the request back when it can go on
+/// another connection.
 async fn send(
     sender: Sender,
     req: Request<UpstreamBody>,
-) -> Result<Sent, (hyper::Error, Option<Request<UpstreamBody>>)> {
+    endpoint: &Arc<Endpoint>,
+) -> Result<Sent, (BoxError, Option<Request<UpstreamBody>>)> {
+    let hyper_failed = |mut e: hyper::client::conn::TrySendError<_>| {
+        let unsent = e.take_message();
+        (BoxError::from(e.into_error()), unsent)
+    };
     match sender {
+        Sender::Plain { stream, reused } => match crate::raw::send(stream, reused, req, endpoint).await {
+            Ok(response) => Ok((response.map(Either::Right), None)),
+            Err((failure, unsent)) => Err((failure.into(), unsent)),
+        },
         Sender::Http1(mut s) => match s.try_send_request(req).await {
-            Ok(response) => Ok((response, Some(s))),
-            Err(mut e) => {
-                let unsent = e.take_message();
-                Err((e.into_error(), unsent))
-            }
+            Ok(response) => Ok((response.map(Either::Left), Some(s))),
+            Err(e) => Err(hyper_failed(e)),
         },
         Sender::Http2(mut s) => match s.try_send_request(req).await {
-            Ok(response) => Ok((response, None)),
-            Err(mut e) => {
-                let unsent = e.take_message();
-                Err((e.into_error(), unsent))
-            }
+            Ok(response) => Ok((response.map(Either::Left), None)),
+            Err(e) => Err(hyper_failed(e)),
         },
     }
 }

@@ -46,6 +46,8 @@ pub(crate) struct Endpoint {
 
 /// A connection ready for one request.
 pub(crate) enum Sender {
+    /// A plain socket to an HTTP/1.1 endpoint (`crate::raw`); `reused` if it came from the pool.
+    Plain { stream: TcpStream, reused: bool },
     /// HTTP/1.1: one request at a time; back to the pool once the response has been read.
     Http1(http1::SendRequest<UpstreamBody>),
     /// HTTP/2: multiplexed, shared by all requests to the endpoint.

@@ -748,14 +748,19 @@ async fn framing_endpoint(addr: SocketAddr) -> (Arc<Mutex<Vec<String>>>, Arc<Ato
                                 .map(|v| v.trim().parse().unwrap())
                         })
                         .unwrap_or(0);
-                    while buf.len() < length {
-                        let mut chunk = [0u8; 16384];
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+                        match read_chunked(&mut stream, &mut buf).await {
+                            Some(body) => body,
+                            None => return,
                         }
-                    }
-                    let body: Vec<u8> = buf.drain(..length).collect();
+                    } else {
+                        while buf.len() < length {
+                            if !read_more(&mut stream, &mut buf).await {
+                                return;
+                            }
+                        }
+                        buf.drain(..length).collect()
+                    };
                     let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
                     let is_head = head.starts_with("HEAD ");
                     seen.lock().unwrap().push(head);
@@ -786,6 +791,146 @@ async fn framing_endpoint(addr: SocketAddr) -> (Arc<Mutex<Vec<String>>>, Arc<Ato
         }
     });
     (heads, connections)
+}
+
+/// Reads more of a connection into `buf`; `false` at its end.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 16384];
+    match stream.read(&mut chunk).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+/// Reads a chunked body (trailers skipped) from the front of `buf` and the connection.
+async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(at) = buf.windows(2).position(|w| w == b"\r\n") {
+                break at;
+            }
+            if !read_more(stream, buf).await {
+                return None;
+            }
+        };
+        let size = usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).ok()?.trim(), 16).ok()?;
+        buf.drain(..line_end + 2);
+        if size == 0 {
+            // Trailer lines, then the empty line.
+            loop {
+                match buf.windows(2).position(|w| w == b"\r\n") {
+                    Some(0) => {
+                        buf.drain(..2);
+                        return Some(body);
+                    }
+                    Some(at) => drop(buf.drain(..at + 2)),
+                    None if !read_more(stream, buf).await => return None,
+                    None => {}
+                }
+            }
+        }
+        while buf.len() < size + 2 {
+            if !read_more(stream, buf).await {
+                return None;
+            }
+        }
+        body.extend(buf.drain(..size));
+        buf.drain(..2);
+    }
+}
+
+#[tokio::test]
+async fn http2_requests_reach_http1_endpoints_on_pooled_sockets() {
+    let mut h = Harness::start(82, &[]).await;
+    let (heads, connections) = framing_endpoint(SocketAddr::new(pod_ip(82, 1, 0), POD_PORT)).await;
+    let yaml =
+        [service(82, 1, "raw", 1), ingress("raw", "", Some("raw.test"), &[("/", "Prefix", "raw")], "")]
+            .concat();
+    h.apply(&yaml).await;
+    // An HTTP/1.1 request first: its endpoint connection then serves the HTTP/2 ones too.
+    assert_eq!(request(h.http, "raw.test", "/body", "").await.body, "0 0");
+    // HTTP/2 with prior knowledge on the plain port.
+    let stream = TcpStream::connect(h.http).await.unwrap();
+    let (mut client, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let get = |method: &str, path: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(format!("http://raw.test{path}"))
+            .header("te", "trailers")
+            .body(http_body_util::Either::Left(Empty::<Bytes>::new()))
+            .unwrap()
+    };
+    // A chunked answer reaches the HTTP/2 client decoded, its trailers as trailers.
+    let chunked = client.send_request(get("GET", "/chunked")).await.unwrap();
+    assert_eq!(chunked.version(), http::Version::HTTP_2);
+    assert!(chunked.headers().get("transfer-encoding").is_none());
+    let collected = chunked.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().and_then(|t| t.get("x-sum")).map(|v| v.as_bytes()), Some(&b"11"[..]));
+    assert_eq!(collected.to_bytes(), "hello world");
+    let forwarded = heads.lock().unwrap()[1].to_ascii_lowercase();
+    for wanted in ["get /chunked http/1.1\r\n", "host: raw.test\r\n", "te: trailers\r\n", "x-request-id: "] {
+        assert!(forwarded.contains(wanted), "{wanted:?} in {forwarded}");
+    }
+    // HEAD, and an interim answer before the final one.
+    let head = client.send_request(get("HEAD", "/body")).await.unwrap();
+    assert_eq!(head.headers().get("content-length").map(|v| v.as_bytes()), Some(&b"3"[..]));
+    assert!(head.into_body().collect().await.unwrap().to_bytes().is_empty());
+    let early = client.send_request(get("GET", "/early")).await.unwrap();
+    assert_eq!(early.into_body().collect().await.unwrap().to_bytes(), "ok");
+    // A request body of unknown length goes chunked, streamed as it comes.
+    let (feed, body) = tokio::sync::mpsc::channel(1);
+    let posted = {
+        let req = http::Request::post("http://raw.test/body")
+            .body(http_body_util::Either::Right(Fed(body)))
+            .unwrap();
+        let sending = client.send_request(req);
+        let feeding = async move {
+            for piece in [&b"abc"[..], b"defg"] {
+                feed.send(Bytes::from_static(piece)).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::join!(sending, feeding).0.unwrap()
+    };
+    let sum: u64 = b"abcdefg".iter().map(|b| u64::from(*b)).sum();
+    assert_eq!(posted.into_body().collect().await.unwrap().to_bytes(), format!("7 {sum}"));
+    assert!(heads.lock().unwrap()[4].to_ascii_lowercase().contains("transfer-encoding: chunked\r\n"));
+    // All of that went over one endpoint connection, shared with the HTTP/1.1 path and handed
+    // back to the pool after each answer.
+    for _ in 0..10 {
+        let answer = client.send_request(get("GET", "/body")).await.unwrap();
+        assert_eq!(answer.into_body().collect().await.unwrap().to_bytes(), "0 0");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    // A close-delimited answer ends with the endpoint's close; that connection is not kept.
+    let closing = client.send_request(get("GET", "/close")).await.unwrap();
+    assert_eq!(closing.into_body().collect().await.unwrap().to_bytes(), "until the end");
+    let after = client.send_request(get("GET", "/body")).await.unwrap();
+    assert_eq!(after.into_body().collect().await.unwrap().to_bytes(), "0 0");
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
+
+/// A request body fed frame by frame through a channel, of no declared length.
+struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for Fed {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|piece| piece.map(|data| Ok(http_body::Frame::data(data))))
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,416 @@
+//! Requests that came through hyper (HTTP/2 clients, and the HTTP/1 requests `crate::h1`
+//! hands over) sent to plain HTTP/1.1 endpoints on the same pooled sockets as `crate::h1`.
+//! A hyper client connection would cost each request in flight a task, a channel and its
+//! buffers (about 25 KB); here it costs the socket and the bytes read.
+
+use std::future::Future;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::chunked::{BadChunk, Chunks, Piece};
+use crate::h1::{MAX_FIELDS, MAX_HEAD, head_end};
+use crate::proxy::{Fields, is_hop_by_hop};
+use crate::upstream::{Endpoint, UpstreamBody};
+
+/// Room made for reading an answer's head; its body is read in pieces of up to `BODY_READ`.
+const HEAD_READ: usize = 4 * 1024;
+const BODY_READ: usize = 16 * 1024;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    /// The connection failed before the request was written: it can go on another one.
+    #[error("writing the request failed: {0}")]
+    Unsent(io::Error),
+    #[error("endpoint closed the connection without answering")]
+    Closed,
+    #[error("reading the request body from the client failed")]
+    Body,
+    #[error("endpoint's answer was malformed or cut short")]
+    Broken,
+}
+
+/// The head of a request as an endpoint gets it over HTTP/1.1. The head's fields are
+/// already the endpoint's (see `prepare_request`); `chunked` frames a body of unknown length.
+fn request_head(parts: &Parts, chunked: bool) -> Vec<u8> {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    put_fields(&mut out, &parts.headers, |name| name == header::TRANSFER_ENCODING);
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+fn put_fields(out: &mut Vec<u8>, fields: &HeaderMap, skip: impl Fn(&HeaderName) -> bool) {
+    for (name, value) in fields {
+        if !skip(name) {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// Whether a request body must go chunked: it has data to come and no declared length.
+fn needs_chunked(parts: &Parts, body: &UpstreamBody) -> bool {
+    !body.is_end_stream() && !parts.headers.contains_key(header::CONTENT_LENGTH)
+}
+
+/// Sends `req` on `stream` and reads the answer's head. An error carries the request back
+/// when it can go on another connection: nothing of it was sent, or it went out whole on a
+/// pooled (`reused`) connection that turned out closed and it is safe to repeat.
+pub(crate) async fn send(
+    stream: TcpStream,
+    reused: bool,
+    req: Request<UpstreamBody>,
+    endpoint: &Arc<Endpoint>,
+) -> Result<Response<RawBody>, (Failure, Option<Request<UpstreamBody>>)> {
+    let (parts, mut body) = req.into_parts();
+    let chunked = needs_chunked(&parts, &body);
+    let head = request_head(&parts, chunked);
+    let bodiless = body.is_end_stream();
+    let is_head = parts.method == Method::HEAD;
+    let sent = exchange(stream, &head, (!bodiless).then_some((&mut body, chunked)), is_head, endpoint).await;
+    match sent {
+        Ok(response) => Ok(response),
+        Err(failure @ Failure::Unsent(_)) => Err((failure, Some(Request::from_parts(parts, body)))),
+        Err(Failure::Closed) if reused && bodiless && parts.method.is_idempotent() => {
+            Err((Failure::Closed, Some(Request::from_parts(parts, body))))
+        }
+        Err(failure) => Err((failure, None)),
+    }
+}
+
+/// Writes the request (`head`, then `body` as it comes) to `stream`, and reads the answer's
+/// head. `body` is `None` when the request has none. The answer's body is read by the
+/// returned [`RawBody`], which gives the connection back to `endpoint`'s pool once it has
+/// read the body to its end.
+async fn exchange(
+    mut stream: TcpStream,
+    head: &[u8],
+    body: Option<(&mut UpstreamBody, bool)>,
+    head_request: bool,
+    endpoint: &Arc<Endpoint>,
+) -> Result<Response<RawBody>, Failure> {
+    stream.write_all(head).await.map_err(Failure::Unsent)?;
+    if let Some((body, chunked)) = body {
+        send_body(&mut stream, body, chunked).await?;
+    }
+    let mut buf = BytesMut::new();
+    let head_len = loop {
+        if let Some(n) = head_end(&buf) {
+            match buf.get(9..12) {
+                // An upgrade nobody asked for.
+                Some(b"101") => return Err(Failure::Broken),
+                // Interim answers (100 Continue, 103 Early Hints) are not passed on here.
+                Some([b'1', ..]) => buf.advance(n),
+                _ => break n,
+            }
+            continue;
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(Failure::Broken);
+        }
+        buf.reserve(HEAD_READ);
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) if buf.is_empty() => return Err(Failure::Closed),
+            Ok(0) | Err(_) => return Err(Failure::Broken),
+            Ok(_) => {}
+        }
+    };
+    let answer = parse_answer(&buf[..head_len], head_request).ok_or(Failure::Broken)?;
+    buf.advance(head_len);
+    let Answer { status, fields, framing, keep_alive } = answer;
+    let body = RawBody { stream: Some(stream), buf, framing, keep_alive, endpoint: Arc::clone(endpoint) };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = fields;
+    Ok(response)
+}
+
+/// Writes a request body as it comes from the client, chunked or as it is.
+async fn send_body(stream: &mut TcpStream, body: &mut UpstreamBody, chunked: bool) -> Result<(), Failure> {
+    let mut out = Vec::new();
+    let mut ended = false;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Failure::Body)?;
+        out.clear();
+        match frame.into_data() {
+            Ok(data) if chunked => {
+                if data.is_empty() {
+                    continue;
+                }
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\r\n");
+            }
+            Ok(data) => out.extend_from_slice(&data),
+            Err(frame) => {
+                // Trailers: only a chunked body can carry them.
+                if let Ok(trailers) = frame.into_trailers()
+                    && chunked
+                {
+                    out.extend_from_slice(b"0\r\n");
+                    put_fields(&mut out, &trailers, |name| is_hop_by_hop(name.as_str()));
+                    out.extend_from_slice(b"\r\n");
+                    ended = true;
+                }
+            }
+        }
+        stream.write_all(&out).await.map_err(|_| Failure::Broken)?;
+    }
+    if chunked && !ended {
+        stream.write_all(b"0\r\n\r\n").await.map_err(|_| Failure::Broken)?;
+    }
+    Ok(())
+}
+
+/// An answer's head, as the client will get it.
+struct Answer {
+    status: StatusCode,
+    fields: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// How an answer body is delimited (RFC 9112 §6.3), and how far it has been read.
+enum Framing {
+    Length(u64),
+    Chunked {
+        chunks: Chunks,
+        trailers: bool,
+    },
+    /// Until the endpoint closes.
+    Close,
+    Done,
+}
+
+/// Parses an answer head: its status, its end-to-end fields and its framing; `None` when it
+/// is not a valid HTTP/1.x answer.
+fn parse_answer(head: &[u8], head_request: bool) -> Option<Answer> {
+    let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let parsing =
+        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, head, &mut storage);
+    if !matches!(parsing, Ok(httparse::Status::Complete(_))) {
+        return None;
+    }
+    let status = StatusCode::from_u16(parsed.code?).ok()?;
+    let mut fields = HeaderMap::with_capacity(parsed.headers.len());
+    for field in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+        fields.append(name, HeaderValue::from_bytes(field.value).ok()?);
+    }
+    let close = fields.lists("connection", "close");
+    let keep_alive = parsed.version == Some(1) && !close;
+    let coding = fields.all("transfer-encoding").flat_map(|v| v.split(',')).last().map(str::trim);
+    let framing = if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        Framing::Done
+    } else if let Some(coding) = coding {
+        if coding.eq_ignore_ascii_case("chunked") {
+            fields.remove(header::CONTENT_LENGTH);
+            Framing::Chunked { chunks: Chunks::default(), trailers: false }
+        } else {
+            Framing::Close
+        }
+    } else {
+        let mut lengths = fields.all("content-length").map(|v| v.parse::<u64>().ok());
+        match lengths.next() {
+            None => Framing::Close,
+            Some(Some(n)) if lengths.all(|other| other == Some(n)) => Framing::Length(n),
+            Some(_) => return None,
+        }
+    };
+    strip_connection_fields(&mut fields);
+    Some(Answer { status, fields, framing, keep_alive })
+}
+
+/// Removes the fields of this hop only: the hop-by-hop ones and those `Connection` lists.
+fn strip_connection_fields(fields: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = fields
+        .all("connection")
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let hop_by_hop: Vec<HeaderName> = fields.keys().filter(|n| is_hop_by_hop(n.as_str())).cloned().collect();
+    for name in listed.into_iter().chain(hop_by_hop) {
+        fields.remove(name);
+    }
+}
+
+/// An answer body read straight off the endpoint's socket, decoded from its HTTP/1.1
+/// framing; the socket goes back to the pool when the body was read to its end.
+pub(crate) struct RawBody {
+    stream: Option<TcpStream>,
+    /// Bytes read and not yet passed on.
+    buf: BytesMut,
+    framing: Framing,
+    keep_alive: bool,
+    endpoint: Arc<Endpoint>,
+}
+
+/// A malformed or cut-short answer body.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    #[error("endpoint closed the connection before the answer's end")]
+    Cut,
+    #[error(transparent)]
+    Chunk(#[from] BadChunk),
+    #[error("malformed trailer section")]
+    Trailers,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl RawBody {
+    /// The next frame found in the bytes read so far; `None` when more must be read.
+    fn next_frame(&mut self) -> Result<Option<Option<Frame<Bytes>>>, BodyError> {
+        loop {
+            match &mut self.framing {
+                Framing::Done => return Ok(Some(None)),
+                Framing::Length(0) => self.framing = Framing::Done,
+                _ if self.buf.is_empty() => return Ok(None),
+                Framing::Length(left) => {
+                    let take = usize::try_from(*left).map_or(self.buf.len(), |l| l.min(self.buf.len()));
+                    *left -= take as u64;
+                    return Ok(Some(Some(Frame::data(self.buf.split_to(take).freeze()))));
+                }
+                Framing::Close => return Ok(Some(Some(Frame::data(self.buf.split().freeze())))),
+                Framing::Chunked { trailers: true, .. } => return self.trailers(),
+                Framing::Chunked { chunks, trailers } => match chunks.next_piece(&self.buf)? {
+                    Piece::Data { skip, len } => {
+                        self.buf.advance(skip);
+                        return Ok(Some(Some(Frame::data(self.buf.split_to(len).freeze()))));
+                    }
+                    Piece::More(n) => self.buf.advance(n),
+                    Piece::Last(n) => {
+                        self.buf.advance(n);
+                        *trailers = true;
+                    }
+                },
+            }
+        }
+    }
+
+    /// The trailer section after the last chunk, once all of it has been read.
+    fn trailers(&mut self) -> Result<Option<Option<Frame<Bytes>>>, BodyError> {
+        let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        match httparse::parse_headers(&self.buf, &mut storage) {
+            Ok(httparse::Status::Complete((n, parsed))) => {
+                let mut trailers = HeaderMap::new();
+                for field in parsed {
+                    let name =
+                        HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| BodyError::Trailers)?;
+                    if !is_hop_by_hop(name.as_str()) {
+                        let value = HeaderValue::from_bytes(field.value).map_err(|_| BodyError::Trailers)?;
+                        trailers.append(name, value);
+                    }
+                }
+                self.buf.advance(n);
+                self.framing = Framing::Done;
+                Ok(Some((!trailers.is_empty()).then(|| Frame::trailers(trailers))))
+            }
+            Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEAD => Ok(None),
+            _ => Err(BodyError::Trailers),
+        }
+    }
+}
+
+impl Body for RawBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        loop {
+            match this.next_frame() {
+                Ok(Some(frame)) => return Poll::Ready(frame.map(Ok)),
+                Ok(None) => {}
+                Err(err) => {
+                    this.stream = None;
+                    return Poll::Ready(Some(Err(err)));
+                }
+            }
+            let Some(stream) = &mut this.stream else { return Poll::Ready(Some(Err(BodyError::Cut))) };
+            let room = match this.framing {
+                Framing::Length(left) => usize::try_from(left).map_or(BODY_READ, |l| l.clamp(1, BODY_READ)),
+                _ => BODY_READ,
+            };
+            this.buf.reserve(room);
+            let read = ready!(poll_read_buf(stream, cx, &mut this.buf));
+            match read {
+                Ok(0) if matches!(this.framing, Framing::Close) => {
+                    this.framing = Framing::Done;
+                    this.keep_alive = false;
+                }
+                Ok(0) => {
+                    this.stream = None;
+                    return Poll::Ready(Some(Err(BodyError::Cut)));
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    this.stream = None;
+                    return Poll::Ready(Some(Err(err.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done | Framing::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(left) => SizeHint::with_exact(left),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// One read into `buf`'s spare room.
+fn poll_read_buf(
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    let mut read = std::pin::pin!(stream.read_buf(buf));
+    read.as_mut().poll(cx)
+}
+
+impl Drop for RawBody {
+    fn drop(&mut self) {
+        let ended = matches!(self.framing, Framing::Done | Framing::Length(0));
+        if ended
+            && self.keep_alive
+            && self.buf.is_empty()
+            && let Some(stream) = self.stream.take()
+        {
+            self.endpoint.keep_stream(stream, Instant::now());
+        }
+    }
+}
