@@ -100,6 +100,23 @@ def print_verdict(checks):
     print(f"verdict: {met}/{len(checks)} targets met -- " + "; ".join(parts))
 
 
+#: Below this share of its core, the proxy under test was not what limited the rate.
+SATURATED = 0.95
+
+
+def print_capacity_note(what, share, us, peer, peer_us):
+    """A line outside the verdict when Portico's core had room to spare (SHARE of it used):
+    then the load core limited the run's WHAT, and the CPU per operation (US, PEER_US) tells
+    how Portico and PEER would compare, each with a core to itself."""
+    if share is None or share >= SATURATED or not us or not peer_us:
+        return
+    print(
+        f"  (not in the verdict: Portico used {100 * share:.0f}% of its core, so the load core limited"
+        f" this run's {what}; by CPU per operation, with a core each, Portico would do"
+        f" {peer_us / us:.2f}x {peer}'s {what})"
+    )
+
+
 def read(path):
     """The text of a results file; Invalid when it is missing."""
     try:

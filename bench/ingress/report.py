@@ -47,7 +47,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.dont_write_bytecode = True
 from report_common import Invalid, bench_fail, fmt, fmt_pct, fmt_ratio, median_row, parse_wrk  # noqa: E402
-from report_common import print_header, print_unmeasured, print_verdict, ratio, span  # noqa: E402
+from report_common import print_capacity_note, print_header, print_unmeasured, print_verdict, ratio, span  # noqa: E402
 from report_common import cpu_file, read, rss_file, us_per_op  # noqa: E402
 
 # Targets: Portico against the best peer by HTTP/1.1 requests/s.
@@ -295,6 +295,7 @@ def report(results, n, peers):
             ),
         ]
         print_verdict(checks)
+        print_capacity_note("HTTP/1.1 req/s", p["cpu"], p["us_req"], best, b["us_req"])
         print(
             f"  (not in the verdict: h2 run peak RSS: portico {fmt(p['rss_h2'], '.1f')} MiB,"
             f" {best} {fmt(b['rss_h2'], '.1f')} MiB, {fmt_ratio(ratio(p['rss_h2'], b['rss_h2']))})"

@@ -25,7 +25,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.dont_write_bytecode = True
 from report_common import Invalid, bench_fail, fmt, fmt_pct, fmt_ratio, median_row, parse_wrk  # noqa: E402
-from report_common import print_header, print_verdict, ratio, span  # noqa: E402
+from report_common import print_capacity_note, print_header, print_verdict, ratio, span  # noqa: E402
 
 
 def fail(msg):
@@ -172,6 +172,7 @@ def main():
         ]
         print()
         print_verdict(checks)
+        print_capacity_note("conn/s", p["cpu_wrk"], p["us_conn"], "HAProxy", h["us_conn"])
 
 
 if __name__ == "__main__":
