@@ -110,7 +110,7 @@ struct Request {
 }
 
 /// How an answer's body is delimited (RFC 9112 §6.3).
-enum Framing {
+pub(crate) enum Framing {
     Empty,
     Length(u64),
     Chunked(Chunks),
@@ -156,18 +156,18 @@ impl Known {
     }
 }
 
-/// What this path needs from an answer's fields, found in one pass over them.
+/// What forwarding needs from an answer's fields, found in one pass over them.
 #[derive(Default)]
-struct AnswerFields<'b> {
+pub(crate) struct AnswerFields<'b> {
     /// The last `Transfer-Encoding` field.
     transfer_encoding: Option<&'b [u8]>,
     /// The first `Content-Length` field.
     content_length: Option<&'b [u8]>,
-    connection: bool,
+    pub connection: bool,
 }
 
 impl<'b> AnswerFields<'b> {
-    fn of(fields: &[httparse::Header<'b>]) -> Self {
+    pub(crate) fn of(fields: &[httparse::Header<'b>]) -> Self {
         let mut known = AnswerFields::default();
         for field in fields {
             let is = |name: &str| field.name.eq_ignore_ascii_case(name);
@@ -181,6 +181,39 @@ impl<'b> AnswerFields<'b> {
             }
         }
         known
+    }
+
+    /// Whether the body comes in the chunked coding.
+    pub(crate) fn chunked(&self) -> bool {
+        self.transfer_encoding.is_some_and(|te| {
+            te.rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        })
+    }
+
+    /// How the body of an answer with `status` is delimited; `None` for a bad
+    /// `Content-Length`. `head`: the answer to a HEAD request.
+    pub(crate) fn framing(&self, status: u16, head: bool) -> Option<Framing> {
+        Some(if head || status == 204 || status == 304 {
+            Framing::Empty
+        } else if self.chunked() {
+            Framing::Chunked(Chunks::default())
+        } else if self.transfer_encoding.is_some() {
+            Framing::Close
+        } else {
+            match self.content_length.map(|v| std::str::from_utf8(v).ok().and_then(|v| v.parse::<u64>().ok()))
+            {
+                Some(Some(n)) => Framing::Length(n),
+                Some(None) => return None,
+                None => Framing::Close,
+            }
+        })
+    }
+
+    /// Whether the endpoint keeps the connection open after the answer.
+    pub(crate) fn keep_alive(&self, version: Option<u8>, fields: &[httparse::Header<'_>]) -> bool {
+        version == Some(1) && !(self.connection && Parsed(fields).lists("connection", "close"))
     }
 }
 
@@ -196,7 +229,7 @@ struct AnswerHead<'p, 'h, 'b> {
 }
 
 /// The parsed header fields of a head.
-struct Parsed<'h, 'b>(&'h [httparse::Header<'b>]);
+pub(crate) struct Parsed<'h, 'b>(pub &'h [httparse::Header<'b>]);
 
 impl Fields for Parsed<'_, '_> {
     fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
@@ -456,32 +489,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         let status = parsed.code.unwrap_or(502);
         let fields = Parsed(parsed.headers);
         let known = AnswerFields::of(parsed.headers);
-        let chunked = known.transfer_encoding.is_some_and(|te| {
-            te.rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        });
-        let framing = if request.head || status == 204 || status == 304 {
-            Framing::Empty
-        } else if chunked {
-            Framing::Chunked(Chunks::default())
-        } else if known.transfer_encoding.is_some() {
-            Framing::Close
-        } else {
-            match known
-                .content_length
-                .map(|v| std::str::from_utf8(v).ok().and_then(|v| v.parse::<u64>().ok()))
-            {
-                Some(Some(n)) => Framing::Length(n),
-                Some(None) => {
-                    let text = "endpoint answered badly\n";
-                    return self.answer_here(exchange, StatusCode::BAD_GATEWAY, text, &request).await;
-                }
-                None => Framing::Close,
-            }
+        let chunked = known.chunked();
+        let Some(framing) = known.framing(status, request.head) else {
+            let text = "endpoint answered badly\n";
+            return self.answer_here(exchange, StatusCode::BAD_GATEWAY, text, &request).await;
         };
-        let keep_alive =
-            parsed.version == Some(1) && !(known.connection && fields.lists("connection", "close"));
+        let keep_alive = known.keep_alive(parsed.version, parsed.headers);
         let close = request.close || matches!(framing, Framing::Close);
         let set_cookie = affinity_cookie(options, to.route, request.sticky.as_deref(), endpoint.addr);
         let head = AnswerHead { parsed: &parsed, fields: &fields, connection: known.connection, chunked };
@@ -739,7 +752,7 @@ fn pass(framing: &mut Framing, bytes: &[u8]) -> Result<(usize, bool), crate::chu
 
 /// The field names a head's `Connection` fields list (hop-by-hop for this message); looked for
 /// only when it has a `Connection` field.
-fn listed_fields<'a>(fields: &'a Parsed<'_, '_>, connection: bool) -> Vec<&'a str> {
+pub(crate) fn listed_fields<'a>(fields: &'a Parsed<'_, '_>, connection: bool) -> Vec<&'a str> {
     if !connection {
         return Vec::new();
     }

@@ -849,21 +849,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Fields that describe one hop only (any case).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "keep-alive",
-    "proxy-connection",
-];
-
+/// Whether field `name` describes one hop only (RFC 9110 §7.6.1; any case). Checked for
+/// every field of every message, so the length picks the one or two names to compare.
 pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+    let is = |hop: &str| name.eq_ignore_ascii_case(hop);
+    match name.len() {
+        2 => is("te"),
+        7 => is("trailer") || is("upgrade"),
+        10 => is("connection") || is("keep-alive"),
+        16 => is("proxy-connection"),
+        17 => is("transfer-encoding"),
+        18 => is("proxy-authenticate"),
+        19 => is("proxy-authorization"),
+        _ => false,
+    }
 }
 
 /// Request headers as the endpoint should see them.
@@ -961,6 +960,26 @@ mod tests {
         strip_hop_by_hop(&mut up, true);
         assert_eq!(up.get(header::UPGRADE).map(|v| v.as_bytes()), Some(&b"websocket"[..]));
         assert_eq!(up.get(header::CONNECTION).map(|v| v.as_bytes()), Some(&b"upgrade"[..]));
+    }
+
+    #[test]
+    fn the_hop_by_hop_names_are_known_in_any_case() {
+        for name in [
+            "Connection",
+            "proxy-authenticate",
+            "Proxy-Authorization",
+            "TE",
+            "trailer",
+            "Transfer-Encoding",
+            "upgrade",
+            "Keep-Alive",
+            "proxy-connection",
+        ] {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in ["tx", "trailers", "connections", "content-length", "x-upgrade", "host", ""] {
+            assert!(!is_hop_by_hop(name), "{name}");
+        }
     }
 
     #[test]

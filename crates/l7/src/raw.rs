@@ -20,9 +20,9 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::chunked::{BadChunk, Chunks, Piece};
-use crate::h1::{MAX_FIELDS, MAX_HEAD, head_end};
-use crate::proxy::{Fields, is_hop_by_hop};
+use crate::chunked::{BadChunk, Piece};
+use crate::h1::{AnswerFields, Framing, MAX_FIELDS, MAX_HEAD, Parsed, head_end, listed_fields};
+use crate::proxy::is_hop_by_hop;
 use crate::upstream::{Endpoint, UpstreamBody};
 
 /// Room made for reading an answer's head; its body is read in pieces of up to `BODY_READ`.
@@ -141,7 +141,14 @@ async fn exchange(
     let answer = parse_answer(&buf[..head_len], head_request).ok_or(Failure::Broken)?;
     buf.advance(head_len);
     let Answer { status, fields, framing, keep_alive } = answer;
-    let body = RawBody { stream: Some(stream), buf, framing, keep_alive, endpoint: Arc::clone(endpoint) };
+    let body = RawBody {
+        stream: Some(stream),
+        buf,
+        framing,
+        in_trailers: false,
+        keep_alive,
+        endpoint: Arc::clone(endpoint),
+    };
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = fields;
@@ -193,18 +200,6 @@ struct Answer {
     keep_alive: bool,
 }
 
-/// How an answer body is delimited (RFC 9112 §6.3), and how far it has been read.
-enum Framing {
-    Length(u64),
-    Chunked {
-        chunks: Chunks,
-        trailers: bool,
-    },
-    /// Until the endpoint closes.
-    Close,
-    Done,
-}
-
 /// Parses an answer head: its status, its end-to-end fields and its framing; `None` when it
 /// is not a valid HTTP/1.x answer.
 fn parse_answer(head: &[u8], head_request: bool) -> Option<Answer> {
@@ -216,46 +211,26 @@ fn parse_answer(head: &[u8], head_request: bool) -> Option<Answer> {
         return None;
     }
     let status = StatusCode::from_u16(parsed.code?).ok()?;
+    let known = AnswerFields::of(parsed.headers);
+    let framing = known.framing(status.as_u16(), head_request)?;
+    let chunked = matches!(framing, Framing::Chunked(_));
+    // Fields of this hop only go: the hop-by-hop ones, those `Connection` lists, and the
+    // length of a chunked body (the client's framing is not chunked).
+    let parsed_fields = Parsed(parsed.headers);
+    let listed = listed_fields(&parsed_fields, known.connection);
     let mut fields = HeaderMap::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
-        fields.append(name, HeaderValue::from_bytes(field.value).ok()?);
+        let name = field.name;
+        let dropped = is_hop_by_hop(name)
+            || (chunked && name.eq_ignore_ascii_case("content-length"))
+            || listed.iter().any(|l| l.eq_ignore_ascii_case(name));
+        if !dropped {
+            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+            fields.append(name, HeaderValue::from_bytes(field.value).ok()?);
+        }
     }
-    let close = fields.lists("connection", "close");
-    let keep_alive = parsed.version == Some(1) && !close;
-    let coding = fields.all("transfer-encoding").flat_map(|v| v.split(',')).last().map(str::trim);
-    let framing = if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        Framing::Done
-    } else if let Some(coding) = coding {
-        if coding.eq_ignore_ascii_case("chunked") {
-            fields.remove(header::CONTENT_LENGTH);
-            Framing::Chunked { chunks: Chunks::default(), trailers: false }
-        } else {
-            Framing::Close
-        }
-    } else {
-        let mut lengths = fields.all("content-length").map(|v| v.parse::<u64>().ok());
-        match lengths.next() {
-            None => Framing::Close,
-            Some(Some(n)) if lengths.all(|other| other == Some(n)) => Framing::Length(n),
-            Some(_) => return None,
-        }
-    };
-    strip_connection_fields(&mut fields);
+    let keep_alive = known.keep_alive(parsed.version, parsed.headers);
     Some(Answer { status, fields, framing, keep_alive })
-}
-
-/// Removes the fields of this hop only: the hop-by-hop ones and those `Connection` lists.
-fn strip_connection_fields(fields: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = fields
-        .all("connection")
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    let hop_by_hop: Vec<HeaderName> = fields.keys().filter(|n| is_hop_by_hop(n.as_str())).cloned().collect();
-    for name in listed.into_iter().chain(hop_by_hop) {
-        fields.remove(name);
-    }
 }
 
 /// An answer body read straight off the endpoint's socket, decoded from its HTTP/1.1
@@ -264,7 +239,10 @@ pub(crate) struct RawBody {
     stream: Option<TcpStream>,
     /// Bytes read and not yet passed on.
     buf: BytesMut,
+    /// What is left of the body; `Empty` once it has all been read.
     framing: Framing,
+    /// A chunked body's last chunk has been read: its trailer section comes next.
+    in_trailers: bool,
     keep_alive: bool,
     endpoint: Arc<Endpoint>,
 }
@@ -287,8 +265,8 @@ impl RawBody {
     fn next_frame(&mut self) -> Result<Option<Option<Frame<Bytes>>>, BodyError> {
         loop {
             match &mut self.framing {
-                Framing::Done => return Ok(Some(None)),
-                Framing::Length(0) => self.framing = Framing::Done,
+                Framing::Empty => return Ok(Some(None)),
+                Framing::Length(0) => self.framing = Framing::Empty,
                 _ if self.buf.is_empty() => return Ok(None),
                 Framing::Length(left) => {
                     let take = usize::try_from(*left).map_or(self.buf.len(), |l| l.min(self.buf.len()));
@@ -296,8 +274,8 @@ impl RawBody {
                     return Ok(Some(Some(Frame::data(self.buf.split_to(take).freeze()))));
                 }
                 Framing::Close => return Ok(Some(Some(Frame::data(self.buf.split().freeze())))),
-                Framing::Chunked { trailers: true, .. } => return self.trailers(),
-                Framing::Chunked { chunks, trailers } => match chunks.next_piece(&self.buf)? {
+                Framing::Chunked(_) if self.in_trailers => return self.trailers(),
+                Framing::Chunked(chunks) => match chunks.next_piece(&self.buf)? {
                     Piece::Data { skip, len } => {
                         self.buf.advance(skip);
                         return Ok(Some(Some(Frame::data(self.buf.split_to(len).freeze()))));
@@ -305,7 +283,7 @@ impl RawBody {
                     Piece::More(n) => self.buf.advance(n),
                     Piece::Last(n) => {
                         self.buf.advance(n);
-                        *trailers = true;
+                        self.in_trailers = true;
                     }
                 },
             }
@@ -327,7 +305,7 @@ impl RawBody {
                     }
                 }
                 self.buf.advance(n);
-                self.framing = Framing::Done;
+                self.framing = Framing::Empty;
                 Ok(Some((!trailers.is_empty()).then(|| Frame::trailers(trailers))))
             }
             Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEAD => Ok(None),
@@ -363,7 +341,7 @@ impl Body for RawBody {
             let read = ready!(poll_read_buf(stream, cx, &mut this.buf));
             match read {
                 Ok(0) if matches!(this.framing, Framing::Close) => {
-                    this.framing = Framing::Done;
+                    this.framing = Framing::Empty;
                     this.keep_alive = false;
                 }
                 Ok(0) => {
@@ -380,13 +358,13 @@ impl Body for RawBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.framing, Framing::Done | Framing::Length(0))
+        matches!(self.framing, Framing::Empty | Framing::Length(0))
     }
 
     fn size_hint(&self) -> SizeHint {
         match self.framing {
             Framing::Length(left) => SizeHint::with_exact(left),
-            Framing::Done => SizeHint::with_exact(0),
+            Framing::Empty => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
     }
@@ -404,7 +382,7 @@ fn poll_read_buf(
 
 impl Drop for RawBody {
     fn drop(&mut self) {
-        let ended = matches!(self.framing, Framing::Done | Framing::Length(0));
+        let ended = matches!(self.framing, Framing::Empty | Framing::Length(0));
         if ended
             && self.keep_alive
             && self.buf.is_empty()
