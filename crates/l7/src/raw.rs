@@ -19,6 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::chunked::{BadChunk, Piece};
 use crate::h1::{AnswerFields, Framing, MAX_FIELDS, MAX_HEAD, Parsed, head_end, listed_fields};
@@ -105,6 +106,10 @@ pub(crate) async fn send(
 /// head. `body` is `None` when the request has none. The answer's body is read by the
 /// returned [`RawBody`], which gives the connection back to `endpoint`'s pool once it has
 /// read the body to its end.
+///
+/// The answer is read while the body is still being sent: an endpoint may answer early (a 401
+/// or 413 before an upload is in) and stop reading, and the client then gets that answer, on
+/// a connection that is not reused.
 async fn exchange(
     mut stream: TcpStream,
     head: &[u8],
@@ -113,29 +118,29 @@ async fn exchange(
     endpoint: &Arc<Endpoint>,
 ) -> Result<Response<RawBody>, Failure> {
     stream.write_all(head).await.map_err(Failure::Unsent)?;
-    if let Some((body, chunked)) = body {
-        send_body(&mut stream, body, chunked).await?;
-    }
     let mut buf = BytesMut::new();
-    let head_len = loop {
-        if let Some(n) = head_end(&buf) {
-            match buf.get(9..12) {
-                // An upgrade nobody asked for.
-                Some(b"101") => return Err(Failure::Broken),
-                // Interim answers (100 Continue, 103 Early Hints) are not passed on here.
-                Some([b'1', ..]) => buf.advance(n),
-                _ => break n,
+    let (mut reader, mut writer) = stream.split();
+    let mut body_sent = body.is_none();
+    let head_len = {
+        let reading = read_answer_head(&mut reader, &mut buf);
+        let sending = async {
+            match body {
+                Some((body, chunked)) => send_body(&mut writer, body, chunked).await,
+                None => Ok(()),
             }
-            continue;
-        }
-        if buf.len() >= MAX_HEAD {
-            return Err(Failure::Broken);
-        }
-        buf.reserve(HEAD_READ);
-        match stream.read_buf(&mut buf).await {
-            Ok(0) | Err(_) if buf.is_empty() => return Err(Failure::Closed),
-            Ok(0) | Err(_) => return Err(Failure::Broken),
-            Ok(_) => {}
+        };
+        tokio::pin!(reading, sending);
+        loop {
+            tokio::select! {
+                read = &mut reading => break read?,
+                sent = &mut sending, if !body_sent => match sent {
+                    Ok(()) => body_sent = true,
+                    // A client that stops sending, or a body over the size limit, ends it.
+                    Err(Failure::Body) => return Err(Failure::Body),
+                    // The endpoint stopped reading: its answer may be on its way.
+                    Err(_) => body_sent = true,
+                },
+            }
         }
     };
     let answer = parse_answer(&buf[..head_len], head_request).ok_or(Failure::Broken)?;
@@ -146,7 +151,8 @@ async fn exchange(
         buf,
         framing,
         in_trailers: false,
-        keep_alive,
+        // The rest of an unsent body would be taken as the next request's start.
+        keep_alive: keep_alive && body_sent,
         endpoint: Arc::clone(endpoint),
     };
     let mut response = Response::new(body);
@@ -155,8 +161,37 @@ async fn exchange(
     Ok(response)
 }
 
+/// Reads an answer's head into `buf`, past any interim (`1xx`) answers; returns its length.
+async fn read_answer_head(reader: &mut ReadHalf<'_>, buf: &mut BytesMut) -> Result<usize, Failure> {
+    loop {
+        if let Some(n) = head_end(buf) {
+            match buf.get(9..12) {
+                // An upgrade nobody asked for.
+                Some(b"101") => return Err(Failure::Broken),
+                // Interim answers (100 Continue, 103 Early Hints) are not passed on here.
+                Some([b'1', ..]) => buf.advance(n),
+                _ => return Ok(n),
+            }
+            continue;
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(Failure::Broken);
+        }
+        buf.reserve(HEAD_READ);
+        match reader.read_buf(buf).await {
+            Ok(0) | Err(_) if buf.is_empty() => return Err(Failure::Closed),
+            Ok(0) | Err(_) => return Err(Failure::Broken),
+            Ok(_) => {}
+        }
+    }
+}
+
 /// Writes a request body as it comes from the client, chunked or as it is.
-async fn send_body(stream: &mut TcpStream, body: &mut UpstreamBody, chunked: bool) -> Result<(), Failure> {
+async fn send_body(
+    stream: &mut WriteHalf<'_>,
+    body: &mut UpstreamBody,
+    chunked: bool,
+) -> Result<(), Failure> {
     let mut out = Vec::new();
     let mut ended = false;
     while let Some(frame) = body.frame().await {

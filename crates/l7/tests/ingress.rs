@@ -748,6 +748,13 @@ async fn framing_endpoint(addr: SocketAddr) -> (Arc<Mutex<Vec<String>>>, Arc<Ato
                                 .map(|v| v.trim().parse().unwrap())
                         })
                         .unwrap_or(0);
+                    if head.starts_with("POST /reject ") {
+                        // Answers before the body is in, and never reads it.
+                        let early = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!";
+                        let _ = stream.write_all(early).await;
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                        return;
+                    }
                     let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
                         match read_chunked(&mut stream, &mut buf).await {
                             Some(body) => body,
@@ -910,12 +917,26 @@ async fn http2_requests_reach_http1_endpoints_on_pooled_sockets() {
         assert_eq!(answer.into_body().collect().await.unwrap().to_bytes(), "0 0");
     }
     assert_eq!(connections.load(Ordering::SeqCst), 1);
-    // A close-delimited answer ends with the endpoint's close; that connection is not kept.
+    // An endpoint that answers an endless upload early, without reading it: the client gets
+    // that answer, not a timeout.
+    let (feed, body) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move { while feed.send(Bytes::from(vec![b'x'; 65536])).await.is_ok() {} });
+    let req =
+        http::Request::post("http://raw.test/reject").body(http_body_util::Either::Right(Fed(body))).unwrap();
+    let early = tokio::time::timeout(Duration::from_secs(5), client.send_request(req))
+        .await
+        .expect("the early answer, in time")
+        .unwrap();
+    assert_eq!(early.status(), 413);
+    assert_eq!(early.into_body().collect().await.unwrap().to_bytes(), "big!");
+    // A close-delimited answer ends with the endpoint's close. Neither that connection nor
+    // the early answer's (its request body unsent) is kept: each request opens a new one.
+    let before_close = connections.load(Ordering::SeqCst);
     let closing = client.send_request(get("GET", "/close")).await.unwrap();
     assert_eq!(closing.into_body().collect().await.unwrap().to_bytes(), "until the end");
     let after = client.send_request(get("GET", "/body")).await.unwrap();
     assert_eq!(after.into_body().collect().await.unwrap().to_bytes(), "0 0");
-    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    assert_eq!(connections.load(Ordering::SeqCst), before_close + 2);
 }
 
 /// A request body fed frame by frame through a channel, of no declared length.
