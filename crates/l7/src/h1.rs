@@ -36,6 +36,8 @@ pub(crate) const MAX_HEAD: usize = 64 * 1024;
 pub(crate) const MAX_FIELDS: usize = 100;
 /// Room made for each read from the client.
 const CLIENT_READ: usize = 8 * 1024;
+/// How long a closing connection keeps reading (and dropping) a request body it did not serve.
+const LINGER: Duration = Duration::from_secs(5);
 /// Room made for each read from an endpoint.
 const UPSTREAM_READ: usize = 16 * 1024;
 
@@ -64,6 +66,9 @@ pub(crate) struct Client<I> {
     answer: BytesMut,
     /// The next write, to either side.
     output: Vec<u8>,
+    /// The client may still be sending a request body that will not be read: the
+    /// connection closes gently (see [`Client::linger`]).
+    lingering: bool,
 }
 
 /// What to do after a request.
@@ -259,6 +264,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             input: BytesMut::new(),
             answer: BytesMut::new(),
             output: Vec::new(),
+            lingering: false,
         }
     }
 
@@ -271,7 +277,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         loop {
             match self.request(shutdown.as_mut()).await {
                 Step::Next => {}
-                Step::Close => return Served::Closed,
+                Step::Close => {
+                    if self.lingering {
+                        self.linger().await;
+                    }
+                    return Served::Closed;
+                }
                 Step::Handoff => return Served::Handoff(self.io, self.input),
             }
         }
@@ -387,6 +398,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         let mut in_flight = InFlight::new(&endpoint);
         let (mut retried, mut fresh) = (false, false);
         let mut bytes_in = buffered as u64;
+        // The endpoint stopped taking the request body before its end.
+        let mut body_cut = false;
         let (mut upstream, head_len) = loop {
             let pooled = if fresh { None } else { endpoint.idle_stream(exchange.started()) };
             let reused = pooled.is_some();
@@ -445,11 +458,18 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                     }
                 }
                 let n = usize::try_from(unsent).map_or(self.input.len(), |u| u.min(self.input.len()));
-                if let Err(err) = upstream.write_all(&self.input[..n]).await {
-                    debug!(endpoint = %endpoint.addr, %err, "writing a request body to endpoint failed");
-                    exchange.served_by(endpoint.addr);
-                    exchange.complete(502, bytes_in, 0);
-                    return Step::Close;
+                let deadline = Instant::now() + send_timeout;
+                if !matches!(
+                    tokio::time::timeout_at(deadline, upstream.write_all(&self.input[..n])).await,
+                    Ok(Ok(()))
+                ) {
+                    // The endpoint stopped taking the body (closed, or stopped reading past the
+                    // send timeout): it may have answered early, a 401 or a 413, and that
+                    // answer is what the client gets.
+                    debug!(endpoint = %endpoint.addr, "endpoint stopped taking the request body");
+                    body_cut = true;
+                    self.lingering = true;
+                    break;
                 }
                 self.input.advance(n);
                 unsent -= n as u64;
@@ -495,7 +515,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             return self.answer_here(exchange, StatusCode::BAD_GATEWAY, text, &request).await;
         };
         let keep_alive = known.keep_alive(parsed.version, parsed.headers);
-        let close = request.close || matches!(framing, Framing::Close);
+        // After a cut body, the rest of it from the client would read as the next request.
+        let close = request.close || body_cut || matches!(framing, Framing::Close);
         let set_cookie = affinity_cookie(options, to.route, request.sticky.as_deref(), endpoint.addr);
         let head = AnswerHead { parsed: &parsed, fields: &fields, connection: known.connection, chunked };
         write_answer_head(&mut self.output, &head, set_cookie.as_deref(), close);
@@ -542,7 +563,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         }
         self.idle_since = exchange.complete(status, bytes_in, bytes_out);
         drop(in_flight);
-        if ended && keep_alive && !leftover && !matches!(framing, Framing::Close) {
+        if ended && keep_alive && !leftover && !body_cut && !matches!(framing, Framing::Close) {
             endpoint.keep_stream(upstream, self.idle_since);
         } else {
             let _ = upstream.shutdown().await;
@@ -595,11 +616,27 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
     ) -> Step {
         self.idle_since = exchange.settle(status);
         // A request body not read in full leaves the connection unusable.
-        let close = request.close || request.content_length > request.buffered;
+        self.lingering = request.content_length > request.buffered;
+        let close = request.close || self.lingering;
         write_answer(&mut self.output, status, text, None, request.head, close);
         match self.write_output().await {
             Ok(()) if !close => Step::Next,
             _ => Step::Close,
+        }
+    }
+
+    /// Closes gently, as nginx's lingering close does: the answer goes out followed by a FIN,
+    /// and what the client still sends is read and dropped for up to `LINGER`. Closing with
+    /// unread bytes would send a reset, which can destroy the answer before the client reads it.
+    async fn linger(&mut self) {
+        let _ = self.io.shutdown().await;
+        let deadline = Instant::now() + LINGER;
+        loop {
+            self.input.clear();
+            match read_by(&mut self.io, &mut self.input, CLIENT_READ, &mut self.alarm, deadline).await {
+                Some(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
         }
     }
 

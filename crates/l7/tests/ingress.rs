@@ -939,6 +939,47 @@ async fn http2_requests_reach_http1_endpoints_on_pooled_sockets() {
     assert_eq!(connections.load(Ordering::SeqCst), before_close + 2);
 }
 
+#[tokio::test]
+async fn an_endpoints_early_answer_to_an_upload_reaches_the_client() {
+    let mut h = Harness::start(83, &[]).await;
+    let (_, connections) = framing_endpoint(SocketAddr::new(pod_ip(83, 1, 0), POD_PORT)).await;
+    let annotations = "nginx.ingress.kubernetes.io/proxy-body-size: 64m, nginx.ingress.kubernetes.io/proxy-send-timeout: '1'";
+    let yaml = [
+        service(83, 1, "raw", 1),
+        ingress("raw", annotations, Some("raw.test"), &[("/", "Prefix", "raw")], ""),
+    ]
+    .concat();
+    h.apply(&yaml).await;
+    // 48 MiB declared, more than the loopback socket buffers hold: the endpoint answers 413
+    // at once and never reads, so Portico's writes stall until the send timeout.
+    let mut stream = TcpStream::connect(h.http).await.unwrap();
+    let length = 48 << 20;
+    let head = format!("POST /reject HTTP/1.1\r\nHost: raw.test\r\nContent-Length: {length}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (mut from_proxy, mut to_proxy) = stream.into_split();
+    tokio::spawn(async move {
+        let piece = vec![b'x'; 65536];
+        for _ in 0..length / piece.len() {
+            if to_proxy.write_all(&piece).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    // A clean end, no reset: the proxy reads and drops the rest of the body before closing.
+    tokio::time::timeout(Duration::from_secs(10), from_proxy.read_to_end(&mut answer))
+        .await
+        .expect("the early answer, then the close, in time")
+        .expect("a clean close");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+    assert!(text.to_ascii_lowercase().contains("connection: close\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nbig!"), "{text}");
+    // That endpoint connection is not kept for another request.
+    assert_eq!(request(h.http, "raw.test", "/body", "").await.body, "0 0");
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
+
 /// A request body fed frame by frame through a channel, of no declared length.
 struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
 
