@@ -28,7 +28,6 @@ use crate::proxy::{
     Conn, Decision, Exchange, FORWARDING_FIELDS, Fields, Forward, Head, InFlight, Shared, affinity_cookie,
     cookie, is_hop_by_hop,
 };
-use crate::upstream::{open, within};
 
 /// Largest request or answer head accepted.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
@@ -401,12 +400,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         // The endpoint stopped taking the request body before its end.
         let mut body_cut = false;
         let (mut upstream, head_len) = loop {
-            let pooled = if fresh { None } else { endpoint.idle_stream(exchange.started()) };
-            let reused = pooled.is_some();
-            let mut upstream = match pooled {
-                Some(stream) => stream,
-                None => match within(connect_timeout, open(endpoint.addr)).await {
-                    Ok(stream) => stream,
+            let (mut upstream, reused) =
+                match endpoint.plain_stream(fresh, exchange.started(), connect_timeout).await {
+                    Ok(got) => got,
                     Err(err) => {
                         exchange.connect_failed(endpoint.addr, &err);
                         // Nothing was sent: any request may go to another endpoint, once.
@@ -430,8 +426,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                         endpoint = next;
                         continue;
                     }
-                },
-            };
+                };
             if let Err(err) = upstream.write_all(&self.output).await {
                 debug!(endpoint = %endpoint.addr, %err, "writing to endpoint failed");
                 if reused && replayable {
@@ -796,7 +791,7 @@ pub(crate) fn listed_fields<'a>(fields: &'a Parsed<'_, '_>, connection: bool) ->
     fields.all("connection").flat_map(|v| v.split(',')).map(str::trim).collect()
 }
 
-fn put_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+pub(crate) fn put_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

@@ -28,7 +28,7 @@ use crate::fnv::{Fnv, FnvMap};
 use crate::metrics::{AccessLog, Figures, LogLine, Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
 use crate::raw::RawBody;
-use crate::upstream::{Endpoint, Sender, UpstreamBody, is_h2, open, within};
+use crate::upstream::{Endpoint, Sender, UpstreamBody, is_h2};
 
 /// Bodies sent to clients: an endpoint's, passed through, or one made here.
 pub(crate) type ProxyBody = Either<Watched<AnswerBody>, Full<Bytes>>;
@@ -600,11 +600,8 @@ impl Exchange {
         fresh: bool,
     ) -> std::io::Result<Sender> {
         if plain {
-            if !fresh && let Some(stream) = endpoint.idle_stream(Instant::now()) {
-                return Ok(Sender::Plain { stream, reused: true });
-            }
-            let stream = within(timeout, open(endpoint.addr)).await?;
-            return Ok(Sender::Plain { stream, reused: false });
+            let (stream, reused) = endpoint.plain_stream(fresh, Instant::now(), timeout).await?;
+            return Ok(Sender::Plain { stream, reused });
         }
         if !fresh && let Some(sender) = endpoint.pooled().await {
             return Ok(sender);

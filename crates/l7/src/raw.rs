@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::chunked::{BadChunk, Piece};
-use crate::h1::{AnswerFields, Framing, MAX_FIELDS, MAX_HEAD, Parsed, head_end, listed_fields};
+use crate::h1::{AnswerFields, Framing, MAX_FIELDS, MAX_HEAD, Parsed, head_end, listed_fields, put_field};
 use crate::proxy::is_hop_by_hop;
 use crate::upstream::{Endpoint, UpstreamBody};
 
@@ -62,13 +62,8 @@ fn request_head(parts: &Parts, chunked: bool) -> Vec<u8> {
 }
 
 fn put_fields(out: &mut Vec<u8>, fields: &HeaderMap, skip: impl Fn(&HeaderName) -> bool) {
-    for (name, value) in fields {
-        if !skip(name) {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+    for (name, value) in fields.iter().filter(|(name, _)| !skip(name)) {
+        put_field(out, name.as_str(), value.as_bytes());
     }
 }
 

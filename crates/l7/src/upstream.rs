@@ -76,6 +76,20 @@ impl Endpoint {
         }
     }
 
+    /// A plain connection for one request: an idle one unless `fresh` is asked, else a new one
+    /// within `timeout`. The flag says whether it came from the pool.
+    pub(crate) async fn plain_stream(
+        &self,
+        fresh: bool,
+        now: Instant,
+        timeout: Duration,
+    ) -> io::Result<(TcpStream, bool)> {
+        if !fresh && let Some(stream) = self.idle_stream(now) {
+            return Ok((stream, true));
+        }
+        Ok((within(timeout, open(self.addr)).await?, false))
+    }
+
     /// Keeps a plain connection whose exchange ended cleanly at `now` for the next request.
     pub(crate) fn keep_stream(&self, stream: TcpStream, now: Instant) {
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
@@ -166,14 +180,14 @@ impl Endpoint {
 }
 
 /// A TCP connection to `addr`, Nagle off (requests and answers are written whole).
-pub(crate) async fn open(addr: SocketAddr) -> io::Result<TcpStream> {
+async fn open(addr: SocketAddr) -> io::Result<TcpStream> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     Ok(stream)
 }
 
 /// Runs a connect step, failing with `TimedOut` after `timeout`.
-pub(crate) async fn within<T>(timeout: Duration, step: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+async fn within<T>(timeout: Duration, step: impl Future<Output = io::Result<T>>) -> io::Result<T> {
     tokio::time::timeout(timeout, step)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
