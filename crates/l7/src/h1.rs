@@ -18,6 +18,7 @@ use http::StatusCode;
 use portico_plan::annotations::BackendProtocol;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
@@ -381,7 +382,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         self.output.extend_from_slice(&self.input[..buffered]);
         self.input.advance(buffered);
         request.buffered = buffered as u64;
-        let mut unsent = request.content_length - request.buffered;
+        let unsent = request.content_length - request.buffered;
         // The whole request is in the output: it can be sent again if a connection fails.
         let replayable = unsent == 0;
         let options = to.options;
@@ -400,6 +401,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         // The endpoint stopped taking the request body before its end.
         let mut body_cut = false;
         let (mut upstream, head_len) = loop {
+            self.answer.clear();
             let (mut upstream, reused) =
                 match endpoint.plain_stream(fresh, exchange.started(), connect_timeout).await {
                     Ok(got) => got,
@@ -438,37 +440,37 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                     .answer_here(exchange, StatusCode::BAD_GATEWAY, "endpoint unreachable\n", &request)
                     .await;
             }
-            while unsent > 0 {
-                if self.input.is_empty() {
-                    let deadline = Instant::now() + send_timeout;
-                    match read_by(&mut self.io, &mut self.input, CLIENT_READ, &mut self.alarm, deadline).await
-                    {
-                        Some(Ok(n)) if n > 0 => {}
-                        _ => {
-                            debug!(peer = %self.conn.peer, "client stopped sending its request body");
-                            // 499: nginx's code for a client that gave up.
-                            exchange.complete(499, bytes_in, 0);
-                            return Step::Close;
-                        }
+            if unsent > 0 {
+                // The answer is read while the body goes out: an endpoint may answer early (a
+                // 401 or a 413 before an upload is in) and stop reading, and that answer is
+                // what the client gets.
+                let (mut reader, mut writer) = upstream.split();
+                let sending = send_rest(
+                    Body { client: &mut self.io, input: &mut self.input, alarm: &mut self.alarm },
+                    &mut writer,
+                    unsent,
+                    send_timeout,
+                    &mut bytes_in,
+                );
+                let sent = tokio::select! {
+                    biased;
+                    sent = sending => sent,
+                    () = final_answer_begins(&mut reader, &mut self.answer) => BodySent::Cut,
+                };
+                match sent {
+                    BodySent::All => {}
+                    BodySent::Cut => {
+                        debug!(endpoint = %endpoint.addr, "endpoint answered or stopped reading before the body's end");
+                        body_cut = true;
+                        self.lingering = true;
+                    }
+                    BodySent::ClientGone => {
+                        debug!(peer = %self.conn.peer, "client stopped sending its request body");
+                        // 499: nginx's code for a client that gave up.
+                        exchange.complete(499, bytes_in, 0);
+                        return Step::Close;
                     }
                 }
-                let n = usize::try_from(unsent).map_or(self.input.len(), |u| u.min(self.input.len()));
-                let deadline = Instant::now() + send_timeout;
-                if !matches!(
-                    tokio::time::timeout_at(deadline, upstream.write_all(&self.input[..n])).await,
-                    Ok(Ok(()))
-                ) {
-                    // The endpoint stopped taking the body (closed, or stopped reading past the
-                    // send timeout): it may have answered early, a 401 or a 413, and that
-                    // answer is what the client gets.
-                    debug!(endpoint = %endpoint.addr, "endpoint stopped taking the request body");
-                    body_cut = true;
-                    self.lingering = true;
-                    break;
-                }
-                self.input.advance(n);
-                unsent -= n as u64;
-                bytes_in += n as u64;
             }
             let deadline = Instant::from_std(exchange.started()) + read_timeout;
             match self.read_answer_head(&mut upstream, deadline).await {
@@ -566,15 +568,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         if ended && !close { Step::Next } else { Step::Close }
     }
 
-    /// Reads an endpoint's answer head into `self.answer`, passing 1xx answers on to the
-    /// client; returns the head's length.
+    /// Reads an endpoint's answer head into `self.answer` (after what it already holds), passing
+    /// 1xx answers on to the client; returns the head's length.
     async fn read_answer_head(
         &mut self,
         upstream: &mut TcpStream,
         deadline: Instant,
     ) -> Result<usize, AnswerFailure> {
-        self.answer.clear();
-        let mut received = false;
+        let mut received = !self.answer.is_empty();
         loop {
             if let Some(n) = head_end(&self.answer) {
                 match self.answer.get(9..12) {
@@ -758,6 +759,82 @@ async fn read_by<R: AsyncRead + Unpin>(
     }
 }
 
+/// The client side of a request body being sent on: the connection, the bytes read from it not
+/// yet sent, and its timer.
+struct Body<'c, I> {
+    client: &'c mut I,
+    input: &'c mut BytesMut,
+    alarm: &'c mut Alarm,
+}
+
+/// How sending the rest of a request body to an endpoint ended.
+enum BodySent {
+    All,
+    /// The endpoint answered, closed, or stopped taking the body for longer than the send
+    /// timeout.
+    Cut,
+    /// The client closed or went quiet for longer than the send timeout.
+    ClientGone,
+}
+
+/// Sends the `unsent` bytes of a request body from the client to the endpoint, counting them
+/// in `bytes_in`; each read and each write has `send_timeout`.
+async fn send_rest<I: AsyncRead + Unpin>(
+    body: Body<'_, I>,
+    endpoint: &mut WriteHalf<'_>,
+    mut unsent: u64,
+    send_timeout: Duration,
+    bytes_in: &mut u64,
+) -> BodySent {
+    let Body { client, input, alarm } = body;
+    while unsent > 0 {
+        if input.is_empty() {
+            let deadline = Instant::now() + send_timeout;
+            match read_by(client, input, CLIENT_READ, alarm, deadline).await {
+                Some(Ok(n)) if n > 0 => {}
+                _ => return BodySent::ClientGone,
+            }
+        }
+        let n = usize::try_from(unsent).map_or(input.len(), |u| u.min(input.len()));
+        let deadline = Instant::now() + send_timeout;
+        if !matches!(tokio::time::timeout_at(deadline, endpoint.write_all(&input[..n])).await, Ok(Ok(()))) {
+            return BodySent::Cut;
+        }
+        input.advance(n);
+        unsent -= n as u64;
+        *bytes_in += n as u64;
+    }
+    BodySent::All
+}
+
+/// Reads an endpoint's answer into `answer` until a final answer has begun or the endpoint
+/// closes; interim answers before it stay in `answer`.
+async fn final_answer_begins(reader: &mut ReadHalf<'_>, answer: &mut BytesMut) {
+    while !final_answer_started(answer) && answer.len() < MAX_HEAD {
+        answer.reserve(UPSTREAM_READ);
+        match reader.read_buf(answer).await {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
+/// Whether `buf`, the start of an endpoint's answer, holds more than interim (`1xx`) heads.
+fn final_answer_started(buf: &[u8]) -> bool {
+    let mut rest = buf;
+    loop {
+        // The status code's first digit, after "HTTP/1.1 ".
+        match rest.get(9) {
+            None => return false,
+            Some(b'1') => match head_end(rest) {
+                Some(n) => rest = &rest[n..],
+                None => return false,
+            },
+            Some(_) => return true,
+        }
+    }
+}
+
 /// Where the head at the start of `buf` ends: just after its empty line (lines end in CRLF
 /// or, tolerated, a bare LF).
 pub(crate) fn head_end(buf: &[u8]) -> Option<usize> {
@@ -889,6 +966,22 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: a\n",
         ] {
             assert_eq!(head_end(partial), None, "{:?}", String::from_utf8_lossy(partial));
+        }
+    }
+
+    #[test]
+    fn a_final_answer_starts_after_any_interim_heads() {
+        for (buf, started) in [
+            (&b""[..], false),
+            (b"HTTP/1.1 ", false),
+            (b"HTTP/1.1 4", true),
+            (b"HTTP/1.1 413 Payload Too Large\r\n", true),
+            (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n", false),
+            (b"HTTP/1.1 103 Early Hints\r\n\r\n", false),
+            (b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 2", true),
+            (b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n", false),
+        ] {
+            assert_eq!(final_answer_started(buf), started, "{:?}", String::from_utf8_lossy(buf));
         }
     }
 

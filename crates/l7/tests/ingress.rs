@@ -943,7 +943,8 @@ async fn http2_requests_reach_http1_endpoints_on_pooled_sockets() {
 async fn an_endpoints_early_answer_to_an_upload_reaches_the_client() {
     let mut h = Harness::start(83, &[]).await;
     let (_, connections) = framing_endpoint(SocketAddr::new(pod_ip(83, 1, 0), POD_PORT)).await;
-    let annotations = "nginx.ingress.kubernetes.io/proxy-body-size: 64m, nginx.ingress.kubernetes.io/proxy-send-timeout: '1'";
+    // The send timeout stays at its default (60 s): the answer must not wait for it.
+    let annotations = "nginx.ingress.kubernetes.io/proxy-body-size: 64m";
     let yaml = [
         service(83, 1, "raw", 1),
         ingress("raw", annotations, Some("raw.test"), &[("/", "Prefix", "raw")], ""),
@@ -951,7 +952,7 @@ async fn an_endpoints_early_answer_to_an_upload_reaches_the_client() {
     .concat();
     h.apply(&yaml).await;
     // 48 MiB declared, more than the loopback socket buffers hold: the endpoint answers 413
-    // at once and never reads, so Portico's writes stall until the send timeout.
+    // at once and never reads, so Portico's writes to it stall.
     let mut stream = TcpStream::connect(h.http).await.unwrap();
     let length = 48 << 20;
     let head = format!("POST /reject HTTP/1.1\r\nHost: raw.test\r\nContent-Length: {length}\r\n\r\n");
