@@ -213,7 +213,9 @@ pub(crate) async fn handle(
         return Ok(response);
     };
     let mut exchange = Exchange::new(shared, table, conn, req.method().as_str(), req.uri().path());
-    Ok(exchange.serve(req).await)
+    // Boxed: hyper moves each HTTP/2 stream's future into its own task, several copies on the
+    // way, and serving one is kilobytes of state; copied whole, it costs more than the box.
+    Ok(Box::pin(exchange.serve(req)).await)
 }
 
 /// The state of one request while it is being served.
