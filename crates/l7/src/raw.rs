@@ -48,7 +48,9 @@ pub(crate) enum Failure {
 /// already the endpoint's (see `prepare_request`); `chunked` frames a body of unknown length.
 fn request_head(parts: &Parts, chunked: bool) -> Vec<u8> {
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut out = Vec::with_capacity(256);
+    // Sized up front: growing it would copy the head as it is written.
+    let fields: usize = parts.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    let mut out = Vec::with_capacity(parts.method.as_str().len() + target.len() + fields + 44);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
