@@ -727,9 +727,7 @@ fn action<'t>(
     if known.te && fields.lists("te", "trailers") {
         put_field(out, "te", b"trailers");
     }
-    for (name, value) in FORWARDING_FIELDS.iter().zip(forwarding.values()) {
-        put_field(out, name, value.as_bytes());
-    }
+    forwarding.put(out);
     out.extend_from_slice(b"\r\n");
     let request = Request {
         head_len,

@@ -25,6 +25,7 @@ use tracing::debug;
 
 use crate::body::{BoxError, OnEnd, Watched};
 use crate::fnv::{Fnv, FnvMap};
+use crate::h1::put_field;
 use crate::metrics::{AccessLog, Figures, LogLine, Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
 use crate::raw::RawBody;
@@ -188,6 +189,13 @@ impl Forwarding<'_> {
             &self.conn.local_port,
             self.request_id.as_str(),
         ]
+    }
+
+    /// Writes the forwarding fields into a head for an endpoint.
+    pub(crate) fn put(&self, out: &mut Vec<u8>) {
+        for (name, value) in FORWARDING_FIELDS.iter().zip(self.values()) {
+            put_field(out, name, value.as_bytes());
+        }
     }
 
     fn header_values(&self) -> Vec<(HeaderName, HeaderValue)> {
@@ -480,7 +488,20 @@ impl Exchange {
         let upgrade = is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let forwarding = self.forwarding(&parts.headers, host).header_values();
+        // Plain HTTP/1.1 endpoints get requests on bare pooled sockets; upgrades need hyper's
+        // client to hand over the connection.
+        let plain = protocol == BackendProtocol::Http && client_upgrade.is_none();
+        let forwarding = self.forwarding(&parts.headers, host);
+        // On a bare socket the forwarding fields are written straight into the head, after
+        // the client's fields (its own forwarding fields left out), instead of six header
+        // values made and hashed into the map for each request.
+        let (added, forwarding) = if plain {
+            let mut added = Vec::with_capacity(256);
+            forwarding.put(&mut added);
+            (added, Vec::new())
+        } else {
+            (Vec::new(), forwarding.header_values())
+        };
         let host_value = parts.headers.get(header::HOST).cloned();
         let h2 = is_h2(protocol);
         prepare_request(&mut parts.headers, upgrade, h2);
@@ -507,9 +528,6 @@ impl Exchange {
         let body = Watched::new(body, Arc::clone(&counted), true, options.body_limit, send_timeout);
         let mut request = Some(Request::from_parts(parts, body));
         let mut in_flight = InFlight::new(&endpoint);
-        // Plain HTTP/1.1 endpoints get requests on bare pooled sockets; upgrades need hyper's
-        // client to hand over the connection.
-        let plain = protocol == BackendProtocol::Http && client_upgrade.is_none();
         let (mut retried, mut fresh) = (false, false);
         let outcome = loop {
             let Some(req) = request.take() else { break Err(Failure::Gateway) };
@@ -533,7 +551,7 @@ impl Exchange {
                     }
                 }
             };
-            match tokio::time::timeout(read_timeout, send(sender, req, &endpoint)).await {
+            match tokio::time::timeout(read_timeout, send(sender, req, &added, &endpoint)).await {
                 Err(_) => break Err(Failure::Timeout),
                 Ok(Ok(sent)) => break Ok(sent),
                 // A pooled connection closed just before the request went out (or, for a
@@ -719,11 +737,12 @@ enum Failure {
 
 type Sent = (Response<AnswerBody>, Option<http1::SendRequest<UpstreamBody>>);
 
-/// Sends on `sender` to `endpoint`; an error carries the request back when it can go on
-/// another connection.
+/// Sends on `sender` to `endpoint`, with the `added` header fields on a bare socket; an error
+/// carries the request back when it can go on another connection.
 async fn send(
     sender: Sender,
     req: Request<UpstreamBody>,
+    added: &[u8],
     endpoint: &Arc<Endpoint>,
 ) -> Result<Sent, (BoxError, Option<Request<UpstreamBody>>)> {
     let hyper_failed = |mut e: hyper::client::conn::TrySendError<_>| {
@@ -731,10 +750,12 @@ async fn send(
         (BoxError::from(e.into_error()), unsent)
     };
     match sender {
-        Sender::Plain { stream, reused } => match crate::raw::send(stream, reused, req, endpoint).await {
-            Ok(response) => Ok((response.map(Either::Right), None)),
-            Err((failure, unsent)) => Err((failure.into(), unsent)),
-        },
+        Sender::Plain { stream, reused } => {
+            match crate::raw::send(stream, reused, req, added, endpoint).await {
+                Ok(response) => Ok((response.map(Either::Right), None)),
+                Err((failure, unsent)) => Err((failure.into(), unsent)),
+            }
+        }
         Sender::Http1(mut s) => match s.try_send_request(req).await {
             Ok(response) => Ok((response.map(Either::Left), Some(s))),
             Err(e) => Err(hyper_failed(e)),

@@ -23,7 +23,7 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::chunked::{BadChunk, Piece};
 use crate::h1::{AnswerFields, Framing, MAX_FIELDS, MAX_HEAD, Parsed, head_end, listed_fields, put_field};
-use crate::proxy::is_hop_by_hop;
+use crate::proxy::{FORWARDING_FIELDS, is_hop_by_hop};
 use crate::upstream::{Endpoint, UpstreamBody};
 
 /// Room made for reading an answer's head; its body is read in pieces of up to `BODY_READ`.
@@ -45,17 +45,21 @@ pub(crate) enum Failure {
 }
 
 /// The head of a request as an endpoint gets it over HTTP/1.1. The head's fields are
-/// already the endpoint's (see `prepare_request`); `chunked` frames a body of unknown length.
-fn request_head(parts: &Parts, chunked: bool) -> Vec<u8> {
+/// already the endpoint's (see `prepare_request`) but for the forwarding fields, which are
+/// `added` (the client's own left out); `chunked` frames a body of unknown length.
+fn request_head(parts: &Parts, added: &[u8], chunked: bool) -> Vec<u8> {
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     // Sized up front: growing it would copy the head as it is written.
     let fields: usize = parts.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
-    let mut out = Vec::with_capacity(parts.method.as_str().len() + target.len() + fields + 44);
+    let mut out = Vec::with_capacity(parts.method.as_str().len() + target.len() + fields + added.len() + 44);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    put_fields(&mut out, &parts.headers, |name| name == header::TRANSFER_ENCODING);
+    put_fields(&mut out, &parts.headers, |name| {
+        name == header::TRANSFER_ENCODING || FORWARDING_FIELDS.contains(&name.as_str())
+    });
+    out.extend_from_slice(added);
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -74,18 +78,19 @@ fn needs_chunked(parts: &Parts, body: &UpstreamBody) -> bool {
     !body.is_end_stream() && !parts.headers.contains_key(header::CONTENT_LENGTH)
 }
 
-/// Sends `req` on `stream` and reads the answer's head. An error carries the request back
+/// Sends `req`, with the `added` fields, on `stream` and reads the answer's head. An error carries the request back
 /// when it can go on another connection: nothing of it was sent, or it went out whole on a
 /// pooled (`reused`) connection that turned out closed and it is safe to repeat.
 pub(crate) async fn send(
     stream: TcpStream,
     reused: bool,
     req: Request<UpstreamBody>,
+    added: &[u8],
     endpoint: &Arc<Endpoint>,
 ) -> Result<Response<RawBody>, (Failure, Option<Request<UpstreamBody>>)> {
     let (parts, mut body) = req.into_parts();
     let chunked = needs_chunked(&parts, &body);
-    let head = request_head(&parts, chunked);
+    let head = request_head(&parts, added, chunked);
     let bodiless = body.is_end_stream();
     let is_head = parts.method == Method::HEAD;
     let sent = exchange(stream, &head, (!bodiless).then_some((&mut body, chunked)), is_head, endpoint).await;

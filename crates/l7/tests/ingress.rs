@@ -876,15 +876,33 @@ async fn http2_requests_reach_http1_endpoints_on_pooled_sockets() {
             .unwrap()
     };
     // A chunked answer reaches the HTTP/2 client decoded, its trailers as trailers.
-    let chunked = client.send_request(get("GET", "/chunked")).await.unwrap();
+    let mut req = get("GET", "/chunked");
+    for (name, value) in
+        [("x-forwarded-for", "203.0.113.9"), ("x-real-ip", "198.51.100.7"), ("x-request-id", "given-1")]
+    {
+        req.headers_mut().insert(name, http::HeaderValue::from_static(value));
+    }
+    let chunked = client.send_request(req).await.unwrap();
     assert_eq!(chunked.version(), http::Version::HTTP_2);
     assert!(chunked.headers().get("transfer-encoding").is_none());
     let collected = chunked.into_body().collect().await.unwrap();
     assert_eq!(collected.trailers().and_then(|t| t.get("x-sum")).map(|v| v.as_bytes()), Some(&b"11"[..]));
     assert_eq!(collected.to_bytes(), "hello world");
     let forwarded = heads.lock().unwrap()[1].to_ascii_lowercase();
-    for wanted in ["get /chunked http/1.1\r\n", "host: raw.test\r\n", "te: trailers\r\n", "x-request-id: "] {
+    for wanted in [
+        "get /chunked http/1.1\r\n",
+        "host: raw.test\r\n",
+        "te: trailers\r\n",
+        "x-request-id: given-1\r\n",
+        "x-forwarded-for: 203.0.113.9, 127.0.0.1\r\n",
+        "x-real-ip: 127.0.0.1\r\n",
+        "x-forwarded-proto: http\r\n",
+    ] {
         assert!(forwarded.contains(wanted), "{wanted:?} in {forwarded}");
+    }
+    // The client's forwarding fields are replaced, not sent as well.
+    for field in ["x-forwarded-for", "x-real-ip", "x-request-id"] {
+        assert_eq!(forwarded.matches(&format!("{field}: ")).count(), 1, "{field} in {forwarded}");
     }
     // HEAD, and an interim answer before the final one.
     let head = client.send_request(get("HEAD", "/body")).await.unwrap();
