@@ -138,8 +138,30 @@ struct Known {
     hosts: usize,
     /// `Upgrade`, `Expect` or `Transfer-Encoding`: hyper serves such requests.
     unusual: bool,
-    connection: bool,
+    connection: ConnectionField,
     te: bool,
+}
+
+/// What a head's `Connection` fields say, read in the one pass over its fields.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct ConnectionField {
+    /// They list `close`.
+    pub close: bool,
+    /// They list names other than `close` and `keep-alive`: fields of this hop only, to drop
+    /// (`Keep-Alive` is always dropped).
+    pub names_fields: bool,
+}
+
+impl ConnectionField {
+    fn add(&mut self, value: &[u8]) {
+        for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                self.names_fields = true;
+            }
+        }
+    }
 }
 
 impl Known {
@@ -152,7 +174,7 @@ impl Known {
                 7 if is("upgrade") => known.unusual = true,
                 6 if is("expect") => known.unusual = true,
                 17 if is("transfer-encoding") => known.unusual = true,
-                10 if is("connection") => known.connection = true,
+                10 if is("connection") => known.connection.add(field.value),
                 2 if is("te") => known.te = true,
                 _ => {}
             }
@@ -168,7 +190,7 @@ pub(crate) struct AnswerFields<'b> {
     transfer_encoding: Option<&'b [u8]>,
     /// The first `Content-Length` field.
     content_length: Option<&'b [u8]>,
-    pub connection: bool,
+    pub connection: ConnectionField,
 }
 
 impl<'b> AnswerFields<'b> {
@@ -181,7 +203,7 @@ impl<'b> AnswerFields<'b> {
                 14 if is("content-length") => {
                     known.content_length.get_or_insert(field.value);
                 }
-                10 if is("connection") => known.connection = true,
+                10 if is("connection") => known.connection.add(field.value),
                 _ => {}
             }
         }
@@ -217,8 +239,8 @@ impl<'b> AnswerFields<'b> {
     }
 
     /// Whether the endpoint keeps the connection open after the answer.
-    pub(crate) fn keep_alive(&self, version: Option<u8>, fields: &[httparse::Header<'_>]) -> bool {
-        version == Some(1) && !(self.connection && Parsed(fields).lists("connection", "close"))
+    pub(crate) fn keep_alive(&self, version: Option<u8>) -> bool {
+        version == Some(1) && !self.connection.close
     }
 }
 
@@ -227,8 +249,8 @@ impl<'b> AnswerFields<'b> {
 struct AnswerHead<'p, 'h, 'b> {
     parsed: &'p httparse::Response<'h, 'b>,
     fields: &'p Parsed<'h, 'b>,
-    /// It has a `Connection` field.
-    connection: bool,
+    /// Its `Connection` fields name fields to drop.
+    names_fields: bool,
     /// Its body passes through chunked.
     chunked: bool,
 }
@@ -511,11 +533,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             let text = "endpoint answered badly\n";
             return self.answer_here(exchange, StatusCode::BAD_GATEWAY, text, &request).await;
         };
-        let keep_alive = known.keep_alive(parsed.version, parsed.headers);
+        let keep_alive = known.keep_alive(parsed.version);
         // After a cut body, the rest of it from the client would read as the next request.
         let close = request.close || body_cut || matches!(framing, Framing::Close);
         let set_cookie = affinity_cookie(options, to.route, request.sticky.as_deref(), endpoint.addr);
-        let head = AnswerHead { parsed: &parsed, fields: &fields, connection: known.connection, chunked };
+        let names_fields = known.connection.names_fields;
+        let head = AnswerHead { parsed: &parsed, fields: &fields, names_fields, chunked };
         write_answer_head(&mut self.output, &head, set_cookie.as_deref(), close);
         self.answer.advance(head_len);
         let mut framing = framing;
@@ -663,7 +686,7 @@ fn action<'t>(
     {
         return Action::Handoff;
     }
-    let close = known.connection && fields.lists("connection", "close");
+    let close = known.connection.close;
     let mut lengths = fields.all("content-length").map(|v| v.parse::<u64>().ok());
     let content_length = match lengths.next() {
         None => 0,
@@ -713,7 +736,7 @@ fn action<'t>(
         None => out.extend_from_slice(target.as_bytes()),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let listed = listed_fields(&fields, known.connection);
+    let listed = listed_fields(&fields, known.connection.names_fields);
     for field in parsed.headers.iter() {
         let name = field.name;
         let dropped = is_hop_by_hop(name)
@@ -858,9 +881,9 @@ fn pass(framing: &mut Framing, bytes: &[u8]) -> Result<(usize, bool), crate::chu
 }
 
 /// The field names a head's `Connection` fields list (hop-by-hop for this message); looked for
-/// only when it has a `Connection` field.
-pub(crate) fn listed_fields<'a>(fields: &'a Parsed<'_, '_>, connection: bool) -> Vec<&'a str> {
-    if !connection {
+/// only when they name any (`names_fields`, see [`ConnectionField`]).
+pub(crate) fn listed_fields<'a>(fields: &'a Parsed<'_, '_>, names_fields: bool) -> Vec<&'a str> {
+    if !names_fields {
         return Vec::new();
     }
     fields.all("connection").flat_map(|v| v.split(',')).map(str::trim).collect()
@@ -881,13 +904,13 @@ fn write_answer_head(
     set_cookie: Option<&str>,
     close: bool,
 ) {
-    let AnswerHead { parsed, fields, connection, chunked } = *head;
+    let AnswerHead { parsed, fields, names_fields, chunked } = *head;
     out.clear();
     let status =
         parsed.code.and_then(|code| StatusCode::from_u16(code).ok()).unwrap_or(StatusCode::BAD_GATEWAY);
     let reason = parsed.reason.filter(|r| !r.is_empty()).or(status.canonical_reason()).unwrap_or("");
     put_status_line(out, status, reason);
-    let listed = listed_fields(fields, connection);
+    let listed = listed_fields(fields, names_fields);
     for field in parsed.headers.iter() {
         let name = field.name;
         let dropped = is_hop_by_hop(name)
@@ -968,6 +991,24 @@ mod tests {
     }
 
     #[test]
+    fn connection_fields_are_read_for_close_and_named_fields() {
+        for (values, close, names_fields) in [
+            (&["keep-alive"][..], false, false),
+            (&["Close"], true, false),
+            (&[" keep-alive , close "], true, false),
+            (&["keep-alive, X-Hop"], false, true),
+            (&["keep-alive", "close, upgrade"], true, true),
+            (&[",,"], false, false),
+        ] {
+            let mut field = ConnectionField::default();
+            for value in values {
+                field.add(value.as_bytes());
+            }
+            assert_eq!((field.close, field.names_fields), (close, names_fields), "{values:?}");
+        }
+    }
+
+    #[test]
     fn a_final_answer_starts_after_any_interim_heads() {
         for (buf, started) in [
             (&b""[..], false),
@@ -996,7 +1037,7 @@ mod tests {
         assert!(matches!(done, Ok(httparse::Status::Complete(_))));
         let fields = Parsed(parsed.headers);
         let mut out = Vec::new();
-        let head = AnswerHead { parsed: &parsed, fields: &fields, connection: true, chunked: true };
+        let head = AnswerHead { parsed: &parsed, fields: &fields, names_fields: true, chunked: true };
         write_answer_head(&mut out, &head, Some("route=abc"), false);
         assert_eq!(
             String::from_utf8_lossy(&out),

@@ -254,7 +254,7 @@ fn parse_answer(head: &[u8], head_request: bool) -> Option<Answer> {
     // Fields of this hop only go: the hop-by-hop ones, those `Connection` lists, and the
     // length of a chunked body (the client's framing is not chunked).
     let parsed_fields = Parsed(parsed.headers);
-    let listed = listed_fields(&parsed_fields, known.connection);
+    let listed = listed_fields(&parsed_fields, known.connection.names_fields);
     let mut fields = HeaderMap::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
         let name = field.name;
@@ -266,7 +266,7 @@ fn parse_answer(head: &[u8], head_request: bool) -> Option<Answer> {
             fields.append(name, HeaderValue::from_bytes(field.value).ok()?);
         }
     }
-    let keep_alive = known.keep_alive(parsed.version, parsed.headers);
+    let keep_alive = known.keep_alive(parsed.version);
     Some(Answer { status, fields, framing, keep_alive })
 }
 
