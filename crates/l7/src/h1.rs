@@ -10,11 +10,12 @@ use std::future::Future;
 use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use http::StatusCode;
+use memchr::memmem::Finder;
 use portico_plan::annotations::BackendProtocol;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -27,7 +28,7 @@ use crate::alarm::Alarm;
 use crate::chunked::Chunks;
 use crate::proxy::{
     Conn, Decision, Exchange, FORWARDING_FIELDS, Fields, Forward, Head, InFlight, Shared, affinity_cookie,
-    cookie, is_hop_by_hop,
+    cookie, decimal, is_hop_by_hop,
 };
 
 /// Largest request or answer head accepted.
@@ -76,16 +77,6 @@ enum Step {
     Next,
     Close,
     Handoff,
-}
-
-/// How far reading a request head got.
-enum HeadRead {
-    /// A complete head of this many bytes is at the start of the input.
-    Complete(usize),
-    /// The head is larger than this path accepts.
-    TooLarge,
-    /// The client left, went quiet too long, or the proxy is shutting down.
-    End,
 }
 
 /// What a request's head asks for.
@@ -229,8 +220,7 @@ impl<'b> AnswerFields<'b> {
         } else if self.transfer_encoding.is_some() {
             Framing::Close
         } else {
-            match self.content_length.map(|v| std::str::from_utf8(v).ok().and_then(|v| v.parse::<u64>().ok()))
-            {
+            match self.content_length.map(decimal) {
                 Some(Some(n)) => Framing::Length(n),
                 Some(None) => return None,
                 None => Framing::Close,
@@ -310,43 +300,67 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         }
     }
 
-    async fn request(&mut self, shutdown: Pin<&mut impl Future>) -> Step {
-        let head_len = match self.read_head(shutdown).await {
-            HeadRead::Complete(n) => n,
-            HeadRead::End => return Step::Close,
-            HeadRead::TooLarge => return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await,
-        };
-        let Some(table) = self.shared.table.load_full() else { return Step::Handoff };
-        let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
-        let mut parsed = httparse::Request::new(&mut []);
-        match parsed.parse_with_uninit_headers(&self.input[..head_len], &mut storage) {
-            Ok(httparse::Status::Complete(_)) => {}
-            // HTTP/2's preface, and any version hyper should judge.
-            Err(httparse::Error::Version) => return Step::Handoff,
-            Err(httparse::Error::TooManyHeaders) => {
-                return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
-            }
-            // Malformed, or nothing but empty lines.
-            _ => return self.reject(StatusCode::BAD_REQUEST).await,
-        }
-        let (method, target) = (parsed.method.unwrap_or_default(), parsed.path.unwrap_or_default());
-        let path = target.split_once('?').map_or(target, |(p, _)| p);
-        let mut exchange =
-            Exchange::new(Arc::clone(&self.shared), Arc::clone(&table), Arc::clone(&self.conn), method, path);
-        let action = action(&mut self.output, &mut exchange, &table, &parsed, head_len);
-        match action {
-            Action::Handoff => Step::Handoff,
-            Action::Answer { status, text, location, close } => {
-                let head = method == "HEAD";
-                self.idle_since = exchange.settle(status);
-                self.input.advance(head_len);
-                write_answer(&mut self.output, status, &text, location.as_deref(), head, close);
-                match self.write_output().await {
-                    Ok(()) if !close => Step::Next,
-                    _ => Step::Close,
+    async fn request(&mut self, mut shutdown: Pin<&mut impl Future>) -> Step {
+        // The input is parsed as it is: no separate search for the head's end first. A head can
+        // only be complete once a new line end has come, so the bytes already looked at for
+        // one are not parsed again until then (a head sent a byte at a time stays cheap).
+        let mut scanned: usize = 0;
+        loop {
+            // Empty lines before a request line are ignored (RFC 9112 §2.2); dropped here, so
+            // a stream of them is never parsed again and again.
+            let blank = self.input.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+            self.input.advance(blank);
+            scanned = scanned.saturating_sub(blank);
+            if memchr::memchr(b'\n', &self.input[scanned..]).is_some() {
+                let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+                let mut parsed = httparse::Request::new(&mut []);
+                match parsed.parse_with_uninit_headers(&self.input, &mut storage) {
+                    Ok(httparse::Status::Complete(head_len)) => {
+                        let Some(table) = self.shared.table.load_full() else { return Step::Handoff };
+                        let (method, target) =
+                            (parsed.method.unwrap_or_default(), parsed.path.unwrap_or_default());
+                        let path = target.split_once('?').map_or(target, |(p, _)| p);
+                        let (shared, conn) = (Arc::clone(&self.shared), Arc::clone(&self.conn));
+                        let mut exchange = Exchange::new(shared, Arc::clone(&table), conn, method, path);
+                        let head = method == "HEAD";
+                        return match action(&mut self.output, &mut exchange, &table, &parsed, head_len) {
+                            Action::Handoff => Step::Handoff,
+                            Action::Answer { status, text, location, close } => {
+                                self.idle_since = exchange.settle(status);
+                                self.input.advance(head_len);
+                                write_answer(
+                                    &mut self.output,
+                                    status,
+                                    &text,
+                                    location.as_deref(),
+                                    head,
+                                    close,
+                                );
+                                match self.write_output().await {
+                                    Ok(()) if !close => Step::Next,
+                                    _ => Step::Close,
+                                }
+                            }
+                            Action::Forward(to, request) => self.forward(&mut exchange, to, request).await,
+                        };
+                    }
+                    Ok(httparse::Status::Partial) => {}
+                    // HTTP/2's preface, and any version hyper should judge.
+                    Err(httparse::Error::Version) => return Step::Handoff,
+                    Err(httparse::Error::TooManyHeaders) => {
+                        return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
+                    }
+                    // Malformed.
+                    Err(_) => return self.reject(StatusCode::BAD_REQUEST).await,
                 }
             }
-            Action::Forward(to, request) => self.forward(&mut exchange, to, request).await,
+            if self.input.len() >= MAX_HEAD {
+                return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
+            }
+            scanned = self.input.len();
+            if !self.read_more(shutdown.as_mut()).await {
+                return Step::Close;
+            }
         }
     }
 
@@ -358,39 +372,32 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         Step::Close
     }
 
-    /// Reads until the input starts with a complete request head.
-    async fn read_head(&mut self, mut shutdown: Pin<&mut impl Future>) -> HeadRead {
+    /// Reads more of a request head; false when the client left, went quiet too long, or the
+    /// proxy is shutting down.
+    async fn read_more(&mut self, shutdown: Pin<&mut impl Future>) -> bool {
         // From the end of the previous request: the clock was read then.
         let deadline = Instant::from_std(self.idle_since) + self.header_timeout;
-        loop {
-            if let Some(n) = head_end(&self.input) {
-                return HeadRead::Complete(n);
+        let idle = self.input.is_empty();
+        if idle && *self.draining.borrow() {
+            return false;
+        }
+        let read = read_by(&mut self.io, &mut self.input, CLIENT_READ, &mut self.alarm, deadline);
+        let read = if idle {
+            // Idle between requests: shutdown ends the connection at once.
+            tokio::select! {
+                biased;
+                read = read => read,
+                _ = shutdown => return false,
             }
-            if self.input.len() >= MAX_HEAD {
-                return HeadRead::TooLarge;
-            }
-            let idle = self.input.is_empty();
-            if idle && *self.draining.borrow() {
-                return HeadRead::End;
-            }
-            let read = read_by(&mut self.io, &mut self.input, CLIENT_READ, &mut self.alarm, deadline);
-            let read = if idle {
-                // Idle between requests: shutdown ends the connection at once.
-                tokio::select! {
-                    biased;
-                    read = read => read,
-                    _ = shutdown.as_mut() => return HeadRead::End,
-                }
-            } else {
-                read.await
-            };
-            match read {
-                Some(Ok(0) | Err(_)) => return HeadRead::End,
-                Some(Ok(_)) => {}
-                None => {
-                    debug!(peer = %self.conn.peer, "no complete request head in time");
-                    return HeadRead::End;
-                }
+        } else {
+            read.await
+        };
+        match read {
+            Some(Ok(0) | Err(_)) => false,
+            Some(Ok(_)) => true,
+            None => {
+                debug!(peer = %self.conn.peer, "no complete request head in time");
+                false
             }
         }
     }
@@ -687,7 +694,7 @@ fn action<'t>(
         return Action::Handoff;
     }
     let close = known.connection.close;
-    let mut lengths = fields.all("content-length").map(|v| v.parse::<u64>().ok());
+    let mut lengths = fields.all("content-length").map(|v| decimal(v.as_bytes()));
     let content_length = match lengths.next() {
         None => 0,
         Some(Some(n)) if lengths.all(|other| other == Some(n)) => n,
@@ -859,11 +866,16 @@ fn final_answer_started(buf: &[u8]) -> bool {
 /// Where the head at the start of `buf` ends: just after its empty line (lines end in CRLF
 /// or, tolerated, a bare LF).
 pub(crate) fn head_end(buf: &[u8]) -> Option<usize> {
-    memchr::memchr_iter(b'\n', buf).find_map(|at| match &buf[at + 1..] {
-        [b'\n', ..] => Some(at + 2),
-        [b'\r', b'\n', ..] => Some(at + 3),
-        _ => None,
-    })
+    // Two vectorised searches instead of a stop at every line end: the empty line after a CRLF
+    // or a bare LF ("\n\r\n"), and, before it, one of bare LFs ("\n\n").
+    static CRLF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\r\n"));
+    static LF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
+    let crlf = CRLF.find(buf);
+    let before = crlf.map_or(buf.len(), |at| at + 1);
+    match LF.find(&buf[..before]) {
+        Some(at) => Some(at + 2),
+        None => crlf.map(|at| at + 3),
+    }
 }
 
 /// How many of `bytes` belong to the answer body, and whether it has ended with them.
@@ -976,6 +988,10 @@ mod tests {
     fn a_head_ends_after_its_empty_line() {
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Some(27));
         assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\nbody"), Some(24));
+        // A bare LF line, then a CRLF empty line; a body with empty lines of its own after.
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\r\nbody\n\n"), Some(25));
+        // Bare LFs end the first head even with a CRLF head after it.
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\nGET / HTTP/1.1\r\n\r\n"), Some(24));
         // Pipelined requests: the first head only.
         assert_eq!(head_end(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n"), Some(19));
         // An empty line before the request line is not the end of the head.

@@ -152,9 +152,14 @@ pub(crate) enum RequestId<'f> {
 
 impl RequestId<'_> {
     pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or("-")
+    }
+
+    /// The id as bytes: a made one needs no UTF-8 check where bytes will do.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         match self {
-            RequestId::Given(given) => given,
-            RequestId::Made(hex) => std::str::from_utf8(hex).unwrap_or("-"),
+            RequestId::Given(given) => given.as_bytes(),
+            RequestId::Made(hex) => hex,
         }
     }
 }
@@ -180,21 +185,21 @@ pub(crate) struct Forwarding<'f> {
 
 impl Forwarding<'_> {
     /// The values of [`FORWARDING_FIELDS`], in that order.
-    pub(crate) fn values(&self) -> [&str; 6] {
+    fn values(&self) -> [&[u8]; 6] {
         [
-            self.forwarded_for.as_deref().unwrap_or(&self.conn.client_ip),
-            &self.conn.client_ip,
-            if self.conn.tls { "https" } else { "http" },
-            self.host,
-            &self.conn.local_port,
-            self.request_id.as_str(),
+            self.forwarded_for.as_deref().unwrap_or(&self.conn.client_ip).as_bytes(),
+            self.conn.client_ip.as_bytes(),
+            if self.conn.tls { b"https" } else { b"http" },
+            self.host.as_bytes(),
+            self.conn.local_port.as_bytes(),
+            self.request_id.as_bytes(),
         ]
     }
 
     /// Writes the forwarding fields into a head for an endpoint.
     pub(crate) fn put(&self, out: &mut Vec<u8>) {
         for (name, value) in FORWARDING_FIELDS.iter().zip(self.values()) {
-            put_field(out, name, value.as_bytes());
+            put_field(out, name, value);
         }
     }
 
@@ -203,7 +208,7 @@ impl Forwarding<'_> {
             .iter()
             .zip(self.values())
             .filter_map(|(name, value)| {
-                Some((HeaderName::from_static(name), HeaderValue::from_str(value).ok()?))
+                Some((HeaderName::from_static(name), HeaderValue::from_bytes(value).ok()?))
             })
             .collect()
     }
@@ -843,7 +848,18 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
 
 /// The declared body length; `None` when absent or unreadable.
 pub(crate) fn content_length(fields: &impl Fields) -> Option<u64> {
-    fields.first("content-length")?.parse().ok()
+    decimal(fields.first("content-length")?.as_bytes())
+}
+
+/// The number `digits` spell in decimal, as `Content-Length` has it (RFC 9110 §8.6: digits
+/// only, no sign); `None` for anything else or a number too large.
+pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        if d.is_ascii_digit() { n.checked_mul(10)?.checked_add(u64::from(d - b'0')) } else { None }
+    })
 }
 
 /// Headers of one hop that must not be forwarded (RFC 9110 §7.6.1), plus those the
@@ -955,6 +971,15 @@ fn mix(x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_lengths_are_digits_only() {
+        assert_eq!(decimal(b"0"), Some(0));
+        assert_eq!(decimal(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [&b""[..], b"+5", b"-1", b" 5", b"5 ", b"0x10", b"1e3", b"18446744073709551616"] {
+            assert_eq!(decimal(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_go_and_named_ones_too() {
