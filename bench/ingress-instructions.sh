@@ -55,6 +55,9 @@
 # On the 2-core bench machine each proxy takes 10-20 s under valgrind (start-up included), the
 # whole script under a minute after the build. START_TIMEOUT and RUN_TIMEOUT below bound a
 # proxy that hangs.
+# The callgrind runs, the checks of h2load's output, the table and the top functions are
+# bench/callgrind.sh's, shared with bench/l4-instructions.sh; this script sets up the
+# configurations and says how to reach and check each proxy.
 # All traffic stays on 127.0.0.0/8.
 set -euo pipefail
 
@@ -63,16 +66,14 @@ here="$root/bench/ingress"
 bench_name="ingress instructions bench"
 # shellcheck source=bench/lib.sh
 source "$root/bench/lib.sh"
+# shellcheck source=bench/callgrind.sh
+source "$root/bench/callgrind.sh"
 cd "$root"
 
-REQUESTS="${PORTICO_BENCH_REQUESTS:-20000}"
-whole_numbers "PORTICO_BENCH_REQUESTS takes a whole number >= 1" "$REQUESTS"
-WARMUP_REQUESTS=2000
 CONNECTIONS=64
-if [ "$REQUESTS" -lt "$CONNECTIONS" ]; then
-    echo "$bench_name: PORTICO_BENCH_REQUESTS must be at least $CONNECTIONS (one per connection)" >&2
-    exit 2
-fi
+# What bench/callgrind.sh's measure counts: CG_N requests, after CG_WARMUP of warm-up.
+run_sizes PORTICO_BENCH_REQUESTS 20000 2000 "$CONNECTIONS" "one per connection"
+CG_UNIT=request
 HOST=h03.bench.test
 ADMIN=127.0.0.1:19651
 PORTICO_IP=127.0.0.1
@@ -102,9 +103,6 @@ make_tmp portico-ingress-instr
 mkdir -p "$tmp/portico/state"
 KEEP_DIRS=(backend nginx haproxy portico)
 
-# The outcome per proxy: instructions per request, or why there is no figure.
-declare -A PER_REQUEST=() WHY=()
-
 ensure_free "$BACKEND_IP" "$BACKEND_PORT"
 ensure_free "${ADMIN%:*}" "${ADMIN##*:}"
 ensure_free "$PORTICO_IP" "$PORTICO_HTTP_PORT"
@@ -127,7 +125,7 @@ spawn backend "$LOAD_CPU" nginx -p "$tmp/backend/" -e "$tmp/backend/error.log" -
 backend_pid=$!
 wait_listen backend "$backend_pid" "$BACKEND_IP" "$BACKEND_PORT"
 
-# --- one proxy under callgrind -----------------------------------------------------------
+# --- one proxy under callgrind (bench/callgrind.sh's hooks) ------------------------------
 
 # addr_of PROXY: "ADDR PORT" where PROXY serves HTTP.
 addr_of() {
@@ -137,229 +135,60 @@ addr_of() {
     esac
 }
 
-# urls PROXY: the 10 URLs of the runs, host $HOST, paths /p0/bench ... /p9/bench.
-urls() {
-    local addr port authority p
-    read -r addr port <<<"$(addr_of "$1")"
-    authority="$HOST"
-    [ "$port" = 80 ] || authority="$HOST:$port"
-    for p in $(seq 0 9); do echo "http://$authority/p$p/bench"; done
-}
-
-# probe PROXY HOST PATH: "CODE BODY" of one request through PROXY.
+# probe PROXY [HOST PATH]: "CODE BODY" of one request through PROXY (default: $HOST /p3/bench).
 probe() {
-    local addr port out
+    local addr port
     read -r addr port <<<"$(addr_of "$1")"
-    rm -f "$tmp/probe.body"
-    out="$(curl -s --max-time 10 -o "$tmp/probe.body" -w '%{http_code}' -H "Host: $2" \
-        "http://$addr:$port$3" 2>/dev/null)" || out="000"
-    if [ -f "$tmp/probe.body" ]; then
-        echo "$out $(tr -d '\n' <"$tmp/probe.body")"
-    else
-        echo "$out"
-    fi
+    curl_answer -H "Host: ${2:-$HOST}" "http://$addr:$port${3:-/p3/bench}"
 }
 
-# stop PID: TERM, then KILL after 30 s (valgrind writes its last dump on exit); takes PID out
-# of $pids, so the exit trap does not signal a number the system may have given to another
-# process since.
-stop() {
-    local pid=$1 p kept=()
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 300); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for p in "${pids[@]}"; do
-        [ "$p" = "$pid" ] || kept+=("$p")
-    done
-    pids=(${kept[@]+"${kept[@]}"})
+# probe_target PROXY: what probe PROXY asks.
+probe_target() {
+    local addr port
+    read -r addr port <<<"$(addr_of "$1")"
+    echo "http://$addr:$port/p3/bench (Host $HOST)"
 }
 
-# h2load_ok OUT: true when h2load's output OUT says all $REQUESTS requests succeeded with 2xx.
-h2load_ok() {
-    awk -v n="$REQUESTS" '
-        /^requests:/ { ok_req = ($2 == n && $8 == n) }
-        /^status codes:/ { ok_2xx = ($3 == n) }
-        END { exit !(ok_req && ok_2xx) }' "$1"
-}
-
-# measure PROXY CMD...: runs CMD (the proxy, in the foreground) under callgrind on core
-# $PROXY_CPU and sets PER_REQUEST[PROXY], or WHY[PROXY] when it could not be measured.
-measure() {
-    local proxy=$1 cg pid got ok route host path addr port out dump total uris listeners
-    shift
-    cg="$results/callgrind-$proxy.out"
-    spawn "$proxy" "$PROXY_CPU" valgrind --tool=callgrind --callgrind-out-file="$cg" "$@"
-    pid=$!
-    read -r addr port <<<"$(addr_of "$proxy")"
-    echo "  $proxy: starting under callgrind (pid $pid) ..."
-
-    ok=""
-    for _ in $(seq $((START_TIMEOUT * 2))); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            WHY[$proxy]="exited before answering (log: last lines below)"
-            tail -n 20 "$tmp/$proxy.log" >&2 || true
-            stop "$pid"
-            return 0
-        fi
-        got="$(probe "$proxy" "$HOST" /p3/bench)"
-        if [ "$got" = "200 $BODY" ]; then ok=1; break; fi
-        sleep 0.5
-    done
-    if [ -z "$ok" ]; then
-        WHY[$proxy]="no 200 from http://$addr:$port/p3/bench (Host $HOST) after $START_TIMEOUT s; last: '$got'"
-        stop "$pid"
-        return 0
-    fi
-    # The one answering must be ours, not another program that took the address meanwhile.
-    listeners="$(ss -Hltnp "src $addr and sport = :$port" || true)"
-    if ! grep -q "pid=$pid," <<<"$listeners"; then
-        WHY[$proxy]="$addr:$port is not served by the process started here: $(tr -s ' \n' ' ' <<<"$listeners")"
-        stop "$pid"
-        return 0
-    fi
-    # Real routes, not a catch-all.
+# check_routes PROXY: real routes, not a catch-all: 200 with the backend's body for $HOST
+# /p0/bench ... /p9/bench, 404 for an unknown path and an unknown host.
+check_routes() {
+    local route host path got p
     for route in $(for p in $(seq 0 9); do echo "$HOST:/p$p/bench"; done) \
         "$HOST:/zz" nope.bench.test:/p3/bench; do
         host="${route%%:*}"
         path="${route#*:}"
-        got="$(probe "$proxy" "$host" "$path")"
+        got="$(probe "$1" "$host" "$path")"
         case "$host$path" in
             "$HOST"/p?/bench) [ "$got" = "200 $BODY" ] && continue ;;
             *) [ "${got%% *}" = 404 ] && continue ;;
         esac
-        WHY[$proxy]="does not route as expected: $host$path got '$got'"
-        stop "$pid"
-        return 0
+        WHY[$1]="does not route as expected: $host$path got '$got'"
+        return 1
     done
-
-    mapfile -t uris < <(urls "$proxy")
-    out="$results/h2load-$proxy.txt"
-    if ! timeout "$RUN_TIMEOUT" taskset -c "$LOAD_CPU" h2load --h1 -n "$WARMUP_REQUESTS" -c "$CONNECTIONS" \
-        --connect-to="$addr:$port" "${uris[@]}" >"$results/h2load-warmup-$proxy.txt" 2>&1; then
-        WHY[$proxy]="warm-up h2load failed ($(tail -n 1 "$results/h2load-warmup-$proxy.txt"))"
-        stop "$pid"
-        return 0
-    fi
-    if ! timeout 120 callgrind_control -z "$pid" >"$tmp/cg-control-$proxy.txt" 2>&1; then
-        WHY[$proxy]="callgrind_control -z $pid failed: $(tr '\n' ' ' <"$tmp/cg-control-$proxy.txt")"
-        stop "$pid"
-        return 0
-    fi
-    timeout "$RUN_TIMEOUT" taskset -c "$LOAD_CPU" h2load --h1 -n "$REQUESTS" -c "$CONNECTIONS" \
-        --connect-to="$addr:$port" "${uris[@]}" >"$out" 2>&1 || true
-    if ! timeout 120 callgrind_control -d "$pid" >>"$tmp/cg-control-$proxy.txt" 2>&1; then
-        WHY[$proxy]="callgrind_control -d $pid failed: $(tr '\n' ' ' <"$tmp/cg-control-$proxy.txt")"
-        stop "$pid"
-        return 0
-    fi
-    stop "$pid"
-    grep -E '^(requests|status codes):' "$out" | sed 's/^/    /'
-    if ! h2load_ok "$out"; then
-        WHY[$proxy]="h2load: not all $REQUESTS requests succeeded with 2xx ($(grep -E '^(requests|status codes):' "$out" | tr '\n' ' '))"
-        return 0
-    fi
-    dump="$cg.1"
-    if [ ! -s "$dump" ]; then
-        WHY[$proxy]="no callgrind dump $dump"
-        return 0
-    fi
-    total="$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')"
-    if ! [[ "$total" =~ ^[0-9]+$ ]] || [ "$total" -eq 0 ]; then
-        WHY[$proxy]="no PROGRAM TOTALS in $dump"
-        return 0
-    fi
-    PER_REQUEST[$proxy]="$(awk -v t="$total" -v n="$REQUESTS" 'BEGIN { printf "%.0f", t / n }')"
-    echo "    $(thousands "$total") instructions in all, $(thousands "${PER_REQUEST[$proxy]}") per request"
 }
 
-# top_functions DUMP N: the N functions with the largest self cost in the callgrind file DUMP,
-# in instructions per request. callgrind_annotate --inclusive=no is no use on a dump taken
-# after `callgrind_control -z`: the calls in progress at the zeroing (main, the event loop)
-# are written with `calls=0`, which callgrind_annotate then counts as the caller's self cost.
-# Here the cost line after every calls= line is the callee's inclusive cost and is skipped.
-top_functions() {
-    python3 - "$1" "$2" "$REQUESTS" <<'EOF'
-import collections, os, re, sys
-
-path, top, requests = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-family = {"fn": "fn", "cfn": "fn", "ob": "ob", "cob": "ob",
-          "fl": "fl", "fi": "fl", "fe": "fl", "cfi": "fl", "cfl": "fl"}
-names = {"fn": {}, "ob": {}, "fl": {}}
-compressed = re.compile(r"\((\d+)\)(?:\s+(.*))?$")
-
-def name(kind, value):
-    m = compressed.match(value)
-    if not m:
-        return value
-    table = names[family[kind]]
-    if m.group(2) is not None:
-        table[m.group(1)] = m.group(2)
-    return table.get(m.group(1), "?")
-
-self_cost = collections.Counter()
-total = 0
-ob = fn = ""
-after_call = False
-with open(path) as f:
-    for line in f:
-        line = line.strip()
-        if not line:
-            continue
-        if line[0].isdigit() or line[0] in "+-*":
-            if after_call:
-                after_call = False
-                continue
-            fields = line.split()
-            if len(fields) >= 2:
-                self_cost[(fn, ob)] += int(fields[1])
-            continue
-        key, sep, value = line.partition("=")
-        if sep and key in family:
-            value = name(key, value)
-            if key == "ob":
-                ob = value
-            elif key == "fn":
-                fn = value
-        elif sep and key == "calls":
-            after_call = True
-        elif line.startswith(("summary:", "totals:")):
-            total = max(total, int(line.split()[1]))
-total = total or sum(self_cost.values())
-for (fn, ob), cost in self_cost.most_common(top):
-    label = fn if len(fn) <= 90 else fn[:87] + "..."
-    print(f"  {cost / requests:>9,.0f}  {100 * cost / total:5.1f}%  {label} [{os.path.basename(ob)}]")
-EOF
-}
-
-# thousands N: N with commas.
-thousands() {
-    sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<"$1"
+# h2load_args PROXY: $CONNECTIONS connections to PROXY, host $HOST, paths /p0/bench ...
+# /p9/bench in turn, one argument a line.
+h2load_args() {
+    local addr port authority p
+    read -r addr port <<<"$(addr_of "$1")"
+    authority="$HOST"
+    [ "$port" = 80 ] || authority="$HOST:$port"
+    echo "-c"
+    echo "$CONNECTIONS"
+    echo "--connect-to=$addr:$port"
+    for p in $(seq 0 9); do echo "http://$authority/p$p/bench"; done
 }
 
 # --- the runs, core $PROXY_CPU ------------------------------------------------------------
 echo
 banner "L7 Ingress instruction counts (callgrind)"
 echo "HTTP/1.1 keep-alive, h2load --h1 -c $CONNECTIONS, $HOST /p0/bench ... /p9/bench in turn:"
-echo "  $WARMUP_REQUESTS requests of warm-up, then N = $REQUESTS requests counted per proxy"
+echo "  $CG_WARMUP requests of warm-up, then N = $CG_N requests counted per proxy"
 echo "user-space instructions only (callgrind, all threads of the proxy); kernel work is NOT counted"
 echo
 
-portico_flags_missing=()
-if [ ! -x "$portico" ] || ! "$portico" run --help >"$tmp/portico-help.txt" 2>&1; then
-    WHY[portico]="$portico does not exist or has no 'run' command"
-else
-    for flag in --ingress-http --ingress-https --access-log --dns; do
-        grep -q -- "$flag" "$tmp/portico-help.txt" || portico_flags_missing+=("$flag")
-    done
-    if [ "${#portico_flags_missing[@]}" -gt 0 ]; then
-        WHY[portico]="\`portico run --help\` has no ${portico_flags_missing[*]}"
-    fi
-fi
-if [ -z "${WHY[portico]:-}" ]; then
+if portico_runs --ingress-http --ingress-https --access-log --dns; then
     TOKIO_WORKER_THREADS=1 RUST_LOG="${RUST_LOG:-warn}" measure portico "$portico" run \
         --manifests "$tmp/portico/manifests" --state "$tmp/portico/state" --admin "$ADMIN" \
         --ingress-http "$PORTICO_IP:$PORTICO_HTTP_PORT" --ingress-https "$PORTICO_IP:$PORTICO_HTTPS_PORT" \
@@ -370,41 +199,9 @@ measure haproxy haproxy -db -f "$tmp/haproxy/haproxy.cfg"
 
 # --- report ------------------------------------------------------------------------------
 echo
-portico_line="portico (not measured),"
-if [ -n "${PER_REQUEST[portico]:-}" ]; then
-    portico_line="portico $(portico_version 2>/dev/null | head -n 1) (TOKIO_WORKER_THREADS=1),"
-fi
-echo "$portico_line" \
+echo "$(portico_label)" \
     "$(nginx -v 2>&1 | sed 's#.*nginx/#nginx #') (1 worker, master_process off)," \
     "$(haproxy -v | head -n 1 | awk '{print "haproxy", $3}') (nbthread 1): core $PROXY_CPU, under $(valgrind --version)"
 echo "$(h2load --version | head -n 1 | sed 's#.*nghttp2/#h2load #'), backend nginx (1 worker, not under valgrind): core $LOAD_CPU"
 echo
-printf '  %-8s %22s %16s\n' proxy "user instr/request" "portico/proxy"
-status=0
-for proxy in "${PROXIES[@]}"; do
-    if [ -n "${PER_REQUEST[$proxy]:-}" ]; then
-        ratio="-"
-        if [ "$proxy" != portico ] && [ -n "${PER_REQUEST[portico]:-}" ]; then
-            ratio="$(awk -v a="${PER_REQUEST[portico]}" -v b="${PER_REQUEST[$proxy]}" 'BEGIN { printf "%.2fx", a / b }')"
-        fi
-        printf '  %-8s %22s %16s\n' "$proxy" "$(thousands "${PER_REQUEST[$proxy]}")" "$ratio"
-    else
-        printf '  %-8s %22s %16s\n' "$proxy" INVALID -
-        status=1
-    fi
-done
-echo "  (user-space instructions only: kernel work, syscalls and the loopback TCP stack, is not counted;"
-echo "   below 1x: Portico executes fewer instructions per request than that proxy)"
-for proxy in "${PROXIES[@]}"; do
-    if [ -z "${PER_REQUEST[$proxy]:-}" ]; then
-        echo "!! $proxy INVALID: ${WHY[$proxy]:-not measured}"
-        echo "$bench_name: $proxy was not measured: ${WHY[$proxy]:-not measured}" >&2
-    fi
-done
-if [ -n "${PER_REQUEST[portico]:-}" ]; then
-    echo
-    echo "Portico's top 5 functions by self cost (user instructions per request, share of all;"
-    echo "code inlined into a function counts as that function's):"
-    top_functions "$results/callgrind-portico.out.1" 5 || echo "  (could not read $results/callgrind-portico.out.1)"
-fi
-exit "$status"
+report_and_exit "that proxy"

@@ -114,12 +114,7 @@ cleanup() {
         kill -TERM "$pid" 2>/dev/null || true
     done
     for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        reap "$pid" 50
     done
     if [ -n "${PORTICO_BENCH_KEEP:-}" ]; then
         mkdir -p "$PORTICO_BENCH_KEEP"
@@ -133,6 +128,18 @@ cleanup() {
     fi
     rm -rf "$tmp"
     exit "$status"
+}
+
+# reap PID TENTHS: waits up to TENTHS tenths of a second for PID to exit, then KILLs it and
+# collects its exit status.
+reap() {
+    local pid=$1
+    for _ in $(seq "$2"); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
 }
 
 # spawn NAME CPU CMD...: starts CMD in the background pinned to core CPU, its output in
