@@ -850,6 +850,14 @@ async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u
     }
 }
 
+/// Checks the framing endpoint's `/chunked` answer: "hello world" in chunks, then an `x-sum`
+/// trailer.
+async fn assert_hello_world_with_trailers(answer: http::Response<hyper::body::Incoming>) {
+    let collected = answer.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().and_then(|t| t.get("x-sum")).map(|v| v.as_bytes()), Some(&b"11"[..]));
+    assert_eq!(collected.to_bytes(), "hello world");
+}
+
 #[tokio::test]
 async fn http2_requests_reach_http1_endpoints_on_pooled_sockets() {
     let mut h = Harness::start(82, &[]).await;
@@ -885,9 +893,7 @@ async fn http2_requests_reach_http1_endpoints_on_pooled_sockets() {
     let chunked = client.send_request(req).await.unwrap();
     assert_eq!(chunked.version(), http::Version::HTTP_2);
     assert!(chunked.headers().get("transfer-encoding").is_none());
-    let collected = chunked.into_body().collect().await.unwrap();
-    assert_eq!(collected.trailers().and_then(|t| t.get("x-sum")).map(|v| v.as_bytes()), Some(&b"11"[..]));
-    assert_eq!(collected.to_bytes(), "hello world");
+    assert_hello_world_with_trailers(chunked).await;
     let forwarded = heads.lock().unwrap()[1].to_ascii_lowercase();
     for wanted in [
         "get /chunked http/1.1\r\n",
@@ -1044,9 +1050,7 @@ async fn http1_answers_keep_their_framing_pipelines_work_and_hyper_takes_over_up
     };
     let chunked = client.send_request(send("GET", "/chunked", Vec::new())).await.unwrap();
     assert_eq!(chunked.headers().get("transfer-encoding").map(|v| v.as_bytes()), Some(&b"chunked"[..]));
-    let collected = chunked.into_body().collect().await.unwrap();
-    assert_eq!(collected.trailers().and_then(|t| t.get("x-sum")).map(|v| v.as_bytes()), Some(&b"11"[..]));
-    assert_eq!(collected.to_bytes(), "hello world");
+    assert_hello_world_with_trailers(chunked).await;
     let forwarded = heads.lock().unwrap()[0].to_ascii_lowercase();
     for wanted in [
         "get /chunked http/1.1\r\n",
