@@ -27,8 +27,8 @@ use tracing::debug;
 use crate::alarm::Alarm;
 use crate::chunked::Chunks;
 use crate::proxy::{
-    Conn, Decision, Exchange, FORWARDING_FIELDS, Fields, Forward, Head, InFlight, Shared, affinity_cookie,
-    cookie, decimal, is_hop_by_hop,
+    Conn, Decision, Exchange, FORWARDING_FIELDS, Fields, Forward, Head, InFlight, Shared, Table,
+    affinity_cookie, cookie, decimal, is_hop_by_hop,
 };
 
 /// Largest request or answer head accepted.
@@ -77,6 +77,25 @@ enum Step {
     Next,
     Close,
     Handoff,
+}
+
+/// What parsing the input as a request head found.
+// Returned once per parse and matched at once, never stored: boxing the large variant would
+// cost an allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
+enum HeadParse<'t> {
+    /// Not all of the head is in yet.
+    Partial,
+    Handoff,
+    /// A head that cannot be served: answered with this status, then the connection closes.
+    Reject(StatusCode),
+    /// A whole head of `head_len` bytes; `head`: a HEAD request.
+    Complete {
+        exchange: Exchange,
+        head: bool,
+        head_len: usize,
+        action: Action<'t>,
+    },
 }
 
 /// What a request's head asks for.
@@ -312,30 +331,19 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             self.input.advance(blank);
             scanned = scanned.saturating_sub(blank);
             if memchr::memchr(b'\n', &self.input[scanned..]).is_some() {
-                let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
-                let mut parsed = httparse::Request::new(&mut []);
-                match parsed.parse_with_uninit_headers(&self.input, &mut storage) {
-                    Ok(httparse::Status::Complete(head_len)) => {
-                        let Some(table) = self.shared.table.load_full() else { return Step::Handoff };
-                        let (method, target) =
-                            (parsed.method.unwrap_or_default(), parsed.path.unwrap_or_default());
-                        let path = target.split_once('?').map_or(target, |(p, _)| p);
-                        let (shared, conn) = (Arc::clone(&self.shared), Arc::clone(&self.conn));
-                        let mut exchange = Exchange::new(shared, Arc::clone(&table), conn, method, path);
-                        let head = method == "HEAD";
-                        return match action(&mut self.output, &mut exchange, &table, &parsed, head_len) {
+                let Some(table) = self.shared.table.load_full() else { return Step::Handoff };
+                match self.parse_head(&table) {
+                    HeadParse::Partial => {}
+                    HeadParse::Handoff => return Step::Handoff,
+                    HeadParse::Reject(status) => return self.reject(status).await,
+                    HeadParse::Complete { mut exchange, head, head_len, action } => {
+                        return match action {
                             Action::Handoff => Step::Handoff,
                             Action::Answer { status, text, location, close } => {
                                 self.idle_since = exchange.settle(status);
                                 self.input.advance(head_len);
-                                write_answer(
-                                    &mut self.output,
-                                    status,
-                                    &text,
-                                    location.as_deref(),
-                                    head,
-                                    close,
-                                );
+                                let location = location.as_deref();
+                                write_answer(&mut self.output, status, &text, location, head, close);
                                 match self.write_output().await {
                                     Ok(()) if !close => Step::Next,
                                     _ => Step::Close,
@@ -344,14 +352,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                             Action::Forward(to, request) => self.forward(&mut exchange, to, request).await,
                         };
                     }
-                    Ok(httparse::Status::Partial) => {}
-                    // HTTP/2's preface, and any version hyper should judge.
-                    Err(httparse::Error::Version) => return Step::Handoff,
-                    Err(httparse::Error::TooManyHeaders) => {
-                        return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
-                    }
-                    // Malformed.
-                    Err(_) => return self.reject(StatusCode::BAD_REQUEST).await,
                 }
             }
             if self.input.len() >= MAX_HEAD {
@@ -361,6 +361,33 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             if !self.read_more(shutdown.as_mut()).await {
                 return Step::Close;
             }
+        }
+    }
+
+    /// Parses the input as a request head and, once it is complete, decides what to do with
+    /// it. Not async: the parser's room for 100 fields (3 KiB) then lives on the stack, not in
+    /// every connection's task.
+    fn parse_head<'t>(&mut self, table: &'t Arc<Table>) -> HeadParse<'t> {
+        let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+        let mut parsed = httparse::Request::new(&mut []);
+        match parsed.parse_with_uninit_headers(&self.input, &mut storage) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let (method, target) = (parsed.method.unwrap_or_default(), parsed.path.unwrap_or_default());
+                let path = target.split_once('?').map_or(target, |(p, _)| p);
+                let (shared, conn) = (Arc::clone(&self.shared), Arc::clone(&self.conn));
+                let mut exchange = Exchange::new(shared, Arc::clone(table), conn, method, path);
+                let head = method == "HEAD";
+                let action = action(&mut self.output, &mut exchange, table, &parsed, head_len);
+                HeadParse::Complete { exchange, head, head_len, action }
+            }
+            Ok(httparse::Status::Partial) => HeadParse::Partial,
+            // HTTP/2's preface, and any version hyper should judge.
+            Err(httparse::Error::Version) => HeadParse::Handoff,
+            Err(httparse::Error::TooManyHeaders) => {
+                HeadParse::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+            }
+            // Malformed.
+            Err(_) => HeadParse::Reject(StatusCode::BAD_REQUEST),
         }
     }
 
@@ -520,35 +547,17 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             }
         };
         exchange.served_by(endpoint.addr);
-        let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
-        let mut parsed = httparse::Response::new(&mut []);
-        let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut parsed,
-            &self.answer[..head_len],
-            &mut storage,
-        );
-        if !matches!(parsing, Ok(httparse::Status::Complete(_))) {
-            return self
-                .answer_here(exchange, StatusCode::BAD_GATEWAY, "endpoint answered badly\n", &request)
-                .await;
-        }
-        let status = parsed.code.unwrap_or(502);
-        let fields = Parsed(parsed.headers);
-        let known = AnswerFields::of(parsed.headers);
-        let chunked = known.chunked();
-        let Some(framing) = known.framing(status, request.head) else {
+        let set_cookie = affinity_cookie(options, to.route, request.sticky.as_deref(), endpoint.addr);
+        // After a cut body, the rest of it from the client would read as the next request.
+        let closing = request.close || body_cut;
+        let answer = &self.answer[..head_len];
+        let rewritten =
+            rewrite_answer_head(&mut self.output, answer, request.head, closing, set_cookie.as_deref());
+        let Some(Answered { status, mut framing, keep_alive, close }) = rewritten else {
             let text = "endpoint answered badly\n";
             return self.answer_here(exchange, StatusCode::BAD_GATEWAY, text, &request).await;
         };
-        let keep_alive = known.keep_alive(parsed.version);
-        // After a cut body, the rest of it from the client would read as the next request.
-        let close = request.close || body_cut || matches!(framing, Framing::Close);
-        let set_cookie = affinity_cookie(options, to.route, request.sticky.as_deref(), endpoint.addr);
-        let names_fields = known.connection.names_fields;
-        let head = AnswerHead { parsed: &parsed, fields: &fields, names_fields, chunked };
-        write_answer_head(&mut self.output, &head, set_cookie.as_deref(), close);
         self.answer.advance(head_len);
-        let mut framing = framing;
         let (mut bytes_out, mut ended, mut leftover) = (0, false, false);
         // The first body bytes go out with the head, in one write.
         loop {
@@ -678,7 +687,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
 fn action<'t>(
     out: &mut Vec<u8>,
     exchange: &mut Exchange,
-    table: &'t crate::proxy::Table,
+    table: &'t Table,
     parsed: &httparse::Request<'_, '_>,
     head_len: usize,
 ) -> Action<'t> {
@@ -769,6 +778,47 @@ fn action<'t>(
         sticky,
     };
     Action::Forward(to, request)
+}
+
+/// What forwarding an answer's body needs to know of its head.
+struct Answered {
+    status: u16,
+    framing: Framing,
+    /// The endpoint keeps the connection open after the answer.
+    keep_alive: bool,
+    /// The client connection closes after it.
+    close: bool,
+}
+
+/// Writes to `out` the endpoint's answer head `head` as the client gets it; `None` when it is
+/// malformed. `head_request`: the answer to a HEAD request; `closing`: the client connection
+/// closes after it whatever the answer says. Not async: the parser's room for 100 fields then
+/// lives on the stack, not in every connection's task.
+fn rewrite_answer_head(
+    out: &mut Vec<u8>,
+    head: &[u8],
+    head_request: bool,
+    closing: bool,
+    set_cookie: Option<&str>,
+) -> Option<Answered> {
+    let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let parsing =
+        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, head, &mut storage);
+    if !matches!(parsing, Ok(httparse::Status::Complete(_))) {
+        return None;
+    }
+    let status = parsed.code.unwrap_or(502);
+    let known = AnswerFields::of(parsed.headers);
+    let chunked = known.chunked();
+    let framing = known.framing(status, head_request)?;
+    let keep_alive = known.keep_alive(parsed.version);
+    let close = closing || matches!(framing, Framing::Close);
+    let fields = Parsed(parsed.headers);
+    let names_fields = known.connection.names_fields;
+    let answer = AnswerHead { parsed: &parsed, fields: &fields, names_fields, chunked };
+    write_answer_head(out, &answer, set_cookie, close);
+    Some(Answered { status, framing, keep_alive, close })
 }
 
 /// Reads into `buf` (with room for `room` more bytes) unless `deadline` passes first: `None`.

@@ -253,7 +253,7 @@ impl Connection {
             None => self.serve_http1(stream, conn).await,
             Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                    self.serve(TokioIo::new(tls), conn).await;
+                    Box::pin(self.serve(TokioIo::new(tls), conn)).await;
                 }
                 Ok(Ok(tls)) => self.serve_http1(tls, conn).await,
                 Ok(Err(err)) => debug!(%peer, %err, "TLS handshake failed"),
@@ -275,7 +275,9 @@ impl Connection {
             self.draining.clone(),
         );
         if let h1::Served::Handoff(io, read) = client.serve().await {
-            self.serve(TokioIo::new(Rewind::new(read, io)), conn).await;
+            // Boxed, like the HTTP/2 branch of `run`: hyper's connection state is kilobytes, and
+            // in line it would size every connection's task, copied whole as it is spawned.
+            Box::pin(self.serve(TokioIo::new(Rewind::new(read, io)), conn)).await;
         }
     }
 
