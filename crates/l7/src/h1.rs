@@ -801,13 +801,16 @@ fn rewrite_answer_head(
     closing: bool,
     set_cookie: Option<&str>,
 ) -> Option<Answered> {
-    let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
-    let mut parsed = httparse::Response::new(&mut []);
-    let parsing =
-        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, head, &mut storage);
-    if !matches!(parsing, Ok(httparse::Status::Complete(_))) {
-        return None;
-    }
+    with_answer_head(head, |parsed| rewrite_parsed(out, parsed, head_request, closing, set_cookie))
+}
+
+fn rewrite_parsed(
+    out: &mut Vec<u8>,
+    parsed: &httparse::Response<'_, '_>,
+    head_request: bool,
+    closing: bool,
+    set_cookie: Option<&str>,
+) -> Option<Answered> {
     let status = parsed.code.unwrap_or(502);
     let known = AnswerFields::of(parsed.headers);
     let chunked = known.chunked();
@@ -816,9 +819,27 @@ fn rewrite_answer_head(
     let close = closing || matches!(framing, Framing::Close);
     let fields = Parsed(parsed.headers);
     let names_fields = known.connection.names_fields;
-    let answer = AnswerHead { parsed: &parsed, fields: &fields, names_fields, chunked };
+    let answer = AnswerHead { parsed, fields: &fields, names_fields, chunked };
     write_answer_head(out, &answer, set_cookie, close);
     Some(Answered { status, framing, keep_alive, close })
+}
+
+/// Parses `head`, a whole answer head, and hands it to `read`; `None` when it is malformed.
+/// Both engines read answers through it, with the parser's room for fields on the stack.
+pub(crate) fn with_answer_head<T>(
+    head: &[u8],
+    read: impl FnOnce(&httparse::Response<'_, '_>) -> Option<T>,
+) -> Option<T> {
+    let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut parsed = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        head,
+        &mut storage,
+    ) {
+        Ok(httparse::Status::Complete(_)) => read(&parsed),
+        _ => None,
+    }
 }
 
 /// Reads into `buf` (with room for `room` more bytes) unless `deadline` passes first: `None`.

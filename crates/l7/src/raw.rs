@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -22,7 +21,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::chunked::{BadChunk, Piece};
-use crate::h1::{AnswerFields, Framing, MAX_FIELDS, MAX_HEAD, Parsed, head_end, listed_fields, put_field};
+use crate::h1::{
+    AnswerFields, Framing, MAX_FIELDS, MAX_HEAD, Parsed, head_end, listed_fields, put_field, with_answer_head,
+};
 use crate::proxy::{FORWARDING_FIELDS, is_hop_by_hop};
 use crate::upstream::{Endpoint, UpstreamBody};
 
@@ -240,13 +241,10 @@ struct Answer {
 /// Parses an answer head: its status, its end-to-end fields and its framing; `None` when it
 /// is not a valid HTTP/1.x answer.
 fn parse_answer(head: &[u8], head_request: bool) -> Option<Answer> {
-    let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
-    let mut parsed = httparse::Response::new(&mut []);
-    let parsing =
-        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, head, &mut storage);
-    if !matches!(parsing, Ok(httparse::Status::Complete(_))) {
-        return None;
-    }
+    with_answer_head(head, |parsed| answer_of(parsed, head_request))
+}
+
+fn answer_of(parsed: &httparse::Response<'_, '_>, head_request: bool) -> Option<Answer> {
     let status = StatusCode::from_u16(parsed.code?).ok()?;
     let known = AnswerFields::of(parsed.headers);
     let framing = known.framing(status.as_u16(), head_request)?;
