@@ -114,16 +114,13 @@ for peer in nginx haproxy; do
 done
 
 # --- configurations ----------------------------------------------------------------------
-openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj '/CN=*.bench.test' \
-    -addext 'subjectAltName=DNS:*.bench.test' -keyout "$tmp/tls.key" -out "$tmp/tls.crt" 2>/dev/null
+bench_certificate
 python3 "$here/gen.py" bench "$tmp"
 grep -qx 'daemon off;' "$tmp/nginx/nginx.conf" ||
     { echo "$bench_name: $tmp/nginx/nginx.conf has no 'daemon off;'" >&2; exit 1; }
 
 # --- backend, core $LOAD_CPU -------------------------------------------------------------
-spawn backend "$LOAD_CPU" nginx -p "$tmp/backend/" -e "$tmp/backend/error.log" -c "$tmp/backend/nginx.conf"
-backend_pid=$!
-wait_listen backend "$backend_pid" "$BACKEND_IP" "$BACKEND_PORT"
+start_backend error.log "$BACKEND_IP" "$BACKEND_PORT"
 
 # --- one proxy under callgrind (bench/callgrind.sh's hooks) ------------------------------
 

@@ -92,9 +92,7 @@ files=("$tmp"/manifests/ingresses-*.yaml)
 size="$(du -sk "$tmp/manifests" | awk '{ printf "%.1f MB", $1 / 1024 }')"
 
 sed "s#@DIR@#$tmp/backend#g" "$here/backend.conf.in" >"$tmp/backend/nginx.conf"
-spawn backend "$LOAD_CPU" nginx -p "$tmp/backend/" -e "$tmp/backend/error.log" -c "$tmp/backend/nginx.conf"
-backend_pid=$!
-wait_listen backend "$backend_pid" "$BACKEND_IP" "$BACKEND_PORT"
+start_backend error.log "$BACKEND_IP" "$BACKEND_PORT"
 
 echo
 banner "Ingress route change benchmark"

@@ -129,14 +129,11 @@ for peer in "${OTHERS[@]}"; do
 done
 
 # --- configurations ----------------------------------------------------------------------
-openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj '/CN=*.bench.test' \
-    -addext 'subjectAltName=DNS:*.bench.test' -keyout "$tmp/tls.key" -out "$tmp/tls.crt" 2>/dev/null
+bench_certificate
 python3 "$here/gen.py" bench "$tmp"
 
 # --- backend, core $LOAD_CPU -------------------------------------------------------------
-spawn backend "$LOAD_CPU" nginx -p "$tmp/backend/" -e "$tmp/backend/error.log" -c "$tmp/backend/nginx.conf"
-backend_pid=$!
-wait_listen backend "$backend_pid" "$BACKEND_IP" "$BACKEND_PORT"
+start_backend error.log "$BACKEND_IP" "$BACKEND_PORT"
 
 # --- proxies, core $PROXY_CPU ------------------------------------------------------------
 spawn nginx "$PROXY_CPU" nginx -p "$tmp/nginx/" -e "$tmp/nginx/error.log" -c "$tmp/nginx/nginx.conf"

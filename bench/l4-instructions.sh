@@ -119,9 +119,7 @@ render "$here/haproxy.cfg.in" "$tmp/haproxy"
 cp "$here/manifests.yaml" "$tmp/portico/manifests/bench.yaml"
 
 # --- backend, core $LOAD_CPU -------------------------------------------------------------
-spawn backend "$LOAD_CPU" nginx -p "$tmp/backend/" -e "$tmp/backend/nginx-error.log" -c "$tmp/backend/nginx.conf"
-backend_pid=$!
-wait_listen backend "$backend_pid" "$BACKEND_IP" "$BACKEND_PORT"
+start_backend nginx-error.log "$BACKEND_IP" "$BACKEND_PORT"
 got="$(curl -s --max-time 10 "http://$BACKEND_IP:$BACKEND_PORT/" 2>/dev/null | tr -d '\n' || true)"
 [ "$got" = "$BODY" ] || { echo "$bench_name: unexpected answer from the backend: '$got'" >&2; exit 1; }
 

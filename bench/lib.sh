@@ -177,6 +177,20 @@ tree() {
     done
 }
 
+# start_backend ERROR_LOG ADDR PORT: starts the backend nginx of $tmp/backend/nginx.conf on
+# core $LOAD_CPU (its error log $tmp/backend/ERROR_LOG) and waits until it listens on ADDR:PORT.
+start_backend() {
+    spawn backend "$LOAD_CPU" nginx -p "$tmp/backend/" -e "$tmp/backend/$1" -c "$tmp/backend/nginx.conf"
+    wait_listen backend "$!" "$2" "$3"
+}
+
+# bench_certificate: a self-signed certificate for *.bench.test in $tmp/tls.crt, its key in
+# $tmp/tls.key (the Ingress benches serve every host over TLS with it).
+bench_certificate() {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj '/CN=*.bench.test' \
+        -addext 'subjectAltName=DNS:*.bench.test' -keyout "$tmp/tls.key" -out "$tmp/tls.crt" 2>/dev/null
+}
+
 # wait_listen NAME PID ADDR PORT: waits (15 s at most) until ADDR:PORT accepts connections
 # and checks that it is PID (or one of its children) listening there, not some other program
 # that took the address meanwhile (other people on this machine run servers too). Fails, or
