@@ -28,7 +28,10 @@
 # The proxy under test is pinned to core 1 (Portico with TOKIO_WORKER_THREADS=1); wrk, h2load
 # and the backend nginx (one worker) to core 0. Before measuring, every proxy must answer 200
 # with the backend's body for several host/path pairs over HTTP/1.1 and over h2, and 404 for an
-# unknown path and an unknown host, so that real routes, not a catch-all, are measured.
+# unknown path and an unknown host, so that real routes, not a catch-all, are measured. Every
+# proxy sets the same forwarding fields (X-Forwarded-For/-Host/-Port/-Proto, X-Real-IP and
+# X-Request-ID, as ingress-nginx does; Traefik has no request ID), and the script checks that
+# they reach the backend before measuring.
 #
 # For each peer: req/s, p50, p99, the proxy's CPU (user + system of all its processes, as a
 # share of one core), how busy core 1 was (softirq of the loopback traffic included), CPU µs
@@ -265,8 +268,52 @@ check_routes() {
         exit 1
     fi
 }
+# check_fields PEER: the forwarding fields PEER sends the backend, as the backend's /fields
+# answer echoes them, are those Portico sets: the client in X-Forwarded-For and X-Real-IP, the
+# host (as the client sent it, with or without its port), port and scheme the client used,
+# and a request ID. Every proxy then does the same work per request. Two peers differ in a
+# way they cannot be configured out of: Envoy writes the machine's own address into
+# X-Forwarded-For for a loopback client, and Traefik has no request ID without a plugin.
+check_fields() {
+    local peer=$1 scheme port got field value want problems=()
+    for scheme in http https; do
+        if [ "$scheme" = http ]; then port="$(http_of "$peer")"; else port="$(https_of "$peer")"; fi
+        port="${port#* }"
+        got="$(probe "$peer" "$scheme" h03.bench.test /p3/fields)"
+        for field in $got; do
+            case "$field" in *=*) ;; *) continue ;; esac
+            value="${field#*=}"
+            case "${field%%=*}" in
+                for) [ "$peer" = envoy ] && [ -n "$value" ] || want=127.0.0.1 ;;
+                real) want=127.0.0.1 ;;
+                proto) want=$scheme ;;
+                host) [ "$value" = "h03.bench.test:$port" ] || want=h03.bench.test ;;
+                port) want=$port ;;
+                id) [ "$peer" = traefik ] && want="" || { [ "${#value}" -ge 16 ] || want="a request ID"; } ;;
+            esac
+            if [ -n "${want+set}" ] && [ "$value" != "$want" ]; then
+                problems+=("$scheme: ${field%%=*} is '$value', want '$want' (answer: $got)")
+            fi
+            unset want
+        done
+        case "$got" in
+            "200 "*" id="*) ;;
+            *) problems+=("$scheme: no /fields answer: $got") ;;
+        esac
+    done
+    if [ "${#problems[@]}" -gt 0 ]; then
+        if [ "$peer" = portico ]; then
+            portico_down "does not set the forwarding fields: ${problems[0]}"
+            return 0
+        fi
+        echo "ingress bench: $peer does not set the forwarding fields as configured:" >&2
+        printf '  %s\n' "${problems[@]}" >&2
+        exit 1
+    fi
+}
 for peer in "${PEERS[@]}"; do
     if serving "$peer"; then check_routes "$peer"; fi
+    if [ "$peer" != backend ] && serving "$peer"; then check_fields "$peer"; fi
 done
 
 echo
