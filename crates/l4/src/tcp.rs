@@ -190,34 +190,39 @@ where
     buf.reserve(FIRST_BUFFER);
     let mut total = 0u64;
     loop {
+        let fin = fin_queued(from.as_ref()).await?;
+        let room = buf.capacity();
         let n = from.read_buf(&mut buf).await?;
-        if n == 0 {
+        // A read that leaves room after the FIN was queued has taken everything up to it: the
+        // end of stream is known without the read that would return 0.
+        let at_end = n == 0 || (fin && n < room);
+        if at_end && n > 0 {
+            write_all_before_fin(to.as_ref(), &buf).await?;
+        } else if n > 0 {
+            to.write_all(&buf).await?;
+        }
+        total += n as u64;
+        if at_end {
             if !ended.swap(true, Ordering::AcqRel) {
                 to.shutdown().await?;
             }
             return Ok(total);
         }
-        if fin_received(from.as_ref()).await {
-            write_all_before_fin(to.as_ref(), &buf).await?;
-        } else {
-            to.write_all(&buf).await?;
-        }
-        total += n as u64;
-        let grow = n == buf.capacity() && buf.capacity() < COPY_BUFFER;
-        let capacity = buf.capacity();
+        let grow = n == room && room < COPY_BUFFER;
         buf.clear();
         if grow {
-            buf.reserve(capacity * 2);
+            buf.reserve(room * 2);
         }
     }
 }
 
-/// Whether the reactor has already seen the peer's FIN, found without a system call: tokio
-/// keeps a socket's closed state when a read clears its readiness.
-async fn fin_received(stream: &TcpStream) -> bool {
-    let mut ready = pin!(stream.ready(Interest::READABLE));
-    let polled = poll_fn(|cx| Poll::Ready(ready.as_mut().poll(cx))).await;
-    matches!(polled, Poll::Ready(Ok(ready)) if ready.is_read_closed())
+/// Waits until `stream` is readable and says whether the peer's FIN is already queued behind
+/// what there is to read, found without a system call: tokio keeps a socket's closed state
+/// from the event that made it readable. A reset (an error) does not count: its read must
+/// report it.
+async fn fin_queued(stream: &TcpStream) -> io::Result<bool> {
+    let ready = stream.ready(Interest::READABLE).await?;
+    Ok(ready.is_read_closed() && !ready.is_error())
 }
 
 /// Writes the last bytes before a FIN with `MSG_MORE`: the kernel holds them, and the

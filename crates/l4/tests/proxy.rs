@@ -389,3 +389,39 @@ async fn the_last_bytes_before_a_fin_go_out_with_it() {
     // The SYN-ACK, then the greeting with the FIN: two segments, not three.
     assert_eq!(segments_received(s.local_addr().unwrap()), 2);
 }
+
+#[tokio::test]
+async fn a_server_that_shuts_down_first_still_hears_the_client() {
+    // The server's answer and its FIN arrive together, so the proxy knows the server is done
+    // without reading again; the client's direction must stay open all the same.
+    let (heard_tx, heard_rx) = tokio::sync::oneshot::channel();
+    let heard_tx = std::sync::Mutex::new(Some(heard_tx));
+    let backend = tcp_backend(move |mut s| {
+        let tx = heard_tx.lock().unwrap().take();
+        async move {
+            socket2::SockRef::from(&s).send_with_flags(b"done\r\n", libc::MSG_MORE).unwrap();
+            s.shutdown().await.unwrap();
+            let mut heard = Vec::new();
+            s.read_to_end(&mut heard).await.unwrap();
+            if let Some(tx) = tx {
+                let _ = tx.send(heard);
+            }
+        }
+    })
+    .await;
+    let key = tcp_key(12);
+    let proxy = proxy();
+    assert!(proxy.apply(&table(key, frontend(vec![backend], None))).await.is_empty());
+    let mut s = TcpStream::connect(key.addr).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("the server's FIN passed on")
+        .unwrap();
+    assert_eq!(got, b"done\r\n");
+    s.write_all(b"still here\r\n").await.unwrap();
+    s.shutdown().await.unwrap();
+    let heard =
+        tokio::time::timeout(Duration::from_secs(5), heard_rx).await.expect("server heard the client");
+    assert_eq!(heard.unwrap(), b"still here\r\n");
+}
