@@ -37,6 +37,11 @@ pub(crate) const MAX_HEAD: usize = 64 * 1024;
 pub(crate) const MAX_FIELDS: usize = 100;
 /// Room made for each read from the client.
 const CLIENT_READ: usize = 8 * 1024;
+/// Room made for the first read of a request on an idle connection: most heads fit, and an
+/// idle keep-alive connection holds no bigger buffer (nginx's `client_header_buffer_size`).
+const IDLE_READ: usize = 1024;
+/// Output buffer kept between requests; a bigger one (a long head) is given back.
+const OUTPUT_KEPT: usize = 2048;
 /// How long a closing connection keeps reading (and dropping) a request body it did not serve.
 const LINGER: Duration = Duration::from_secs(5);
 /// Room made for each read from an endpoint.
@@ -101,12 +106,14 @@ enum HeadParse<'t> {
 /// What a request's head asks for.
 enum Action<'t> {
     Handoff,
-    /// Answer here; `close` once answered.
+    /// Answer here; `close` once answered; `unread_body`: the request's body may still be
+    /// coming, and is not read.
     Answer {
         status: StatusCode,
         text: Cow<'static, str>,
         location: Option<String>,
         close: bool,
+        unread_body: bool,
     },
     Forward(Forward<'t>, Request),
 }
@@ -307,7 +314,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         tokio::pin!(shutdown);
         loop {
             match self.request(shutdown.as_mut()).await {
-                Step::Next => {}
+                Step::Next => self.release_buffers(),
                 Step::Close => {
                     if self.lingering {
                         self.linger().await;
@@ -339,9 +346,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                     HeadParse::Complete { mut exchange, head, head_len, action } => {
                         return match action {
                             Action::Handoff => Step::Handoff,
-                            Action::Answer { status, text, location, close } => {
+                            Action::Answer { status, text, location, close, unread_body } => {
                                 self.idle_since = exchange.settle(status);
                                 self.input.advance(head_len);
+                                // Closing on body bytes not read would reset the connection,
+                                // and the client could lose the answer.
+                                self.lingering = unread_body;
                                 let location = location.as_deref();
                                 write_answer(&mut self.output, status, &text, location, head, close);
                                 match self.write_output().await {
@@ -408,7 +418,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         if idle && *self.draining.borrow() {
             return false;
         }
-        let read = read_by(&mut self.io, &mut self.input, CLIENT_READ, &mut self.alarm, deadline);
+        let room = if idle { IDLE_READ } else { CLIENT_READ };
+        let read = read_by(&mut self.io, &mut self.input, room, &mut self.alarm, deadline);
         let read = if idle {
             // Idle between requests: shutdown ends the connection at once.
             tokio::select! {
@@ -456,6 +467,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         let mut bytes_in = buffered as u64;
         // The endpoint stopped taking the request body before its end.
         let mut body_cut = false;
+        if self.answer.capacity() == 0 {
+            self.answer = crate::spare::take();
+        }
         let (mut upstream, head_len) = loop {
             self.answer.clear();
             let (mut upstream, reused) =
@@ -675,6 +689,22 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         }
     }
 
+    /// Gives back the buffers a finished request leaves empty: a keep-alive connection may
+    /// wait idle for minutes, and thousands of them would otherwise each hold a client read,
+    /// an endpoint read and an output buffer. The allocator hands the same memory to the next
+    /// request, so a busy connection pays little for it.
+    fn release_buffers(&mut self) {
+        if self.input.is_empty() && self.input.capacity() > IDLE_READ {
+            self.input = BytesMut::new();
+        }
+        if self.answer.is_empty() {
+            crate::spare::give(std::mem::take(&mut self.answer));
+        }
+        if self.output.capacity() > OUTPUT_KEPT {
+            self.output = Vec::new();
+        }
+    }
+
     async fn write_output(&mut self) -> std::io::Result<()> {
         self.io.write_all(&self.output).await?;
         self.output.clear();
@@ -709,12 +739,15 @@ fn action<'t>(
         Some(Some(n)) if lengths.all(|other| other == Some(n)) => n,
         Some(_) => {
             let text = "bad Content-Length\n".into();
-            return Action::Answer { status: StatusCode::BAD_REQUEST, text, location: None, close: true };
+            let status = StatusCode::BAD_REQUEST;
+            return Action::Answer { status, text, location: None, close: true, unread_body: true };
         }
     };
+    let unread_body = content_length > 0;
     let Some(host) = fields.first("host").filter(|h| !h.is_empty()) else {
         let text = "no Host header\n".into();
-        return Action::Answer { status: StatusCode::BAD_REQUEST, text, location: None, close: true };
+        let status = StatusCode::BAD_REQUEST;
+        return Action::Answer { status, text, location: None, close: true, unread_body };
     };
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path, Some(query)),
@@ -722,14 +755,14 @@ fn action<'t>(
     };
     let head = Head { host, path, query, fields: &fields };
     // An answer made here leaves a request body unread: the connection closes after it.
-    let close_after = |close: bool| close || content_length > 0;
+    let close_here = close || unread_body;
     let to = match exchange.decide(table, &head) {
         Decision::Answer(status, text) => {
-            return Action::Answer { status, text, location: None, close: close_after(close) };
+            return Action::Answer { status, text, location: None, close: close_here, unread_body };
         }
         Decision::Redirect(location) => {
             let (status, text) = (StatusCode::PERMANENT_REDIRECT, "".into());
-            return Action::Answer { status, text, location: Some(location), close: close_after(close) };
+            return Action::Answer { status, text, location: Some(location), close: close_here, unread_body };
         }
         Decision::Forward(to) => to,
     };

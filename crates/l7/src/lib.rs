@@ -14,6 +14,7 @@ pub mod normalize;
 mod proxy;
 mod raw;
 mod rewind;
+mod spare;
 pub mod tls;
 mod upstream;
 
@@ -251,14 +252,22 @@ impl Connection {
         let conn = Arc::new(Conn::new(peer, local, acceptor.is_some()));
         match acceptor {
             None => self.serve_http1(stream, conn).await,
-            Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                    Box::pin(self.serve(TokioIo::new(tls), conn)).await;
-                }
-                Ok(Ok(tls)) => self.serve_http1(tls, conn).await,
-                Ok(Err(err)) => debug!(%peer, %err, "TLS handshake failed"),
-                Err(_) => debug!(%peer, "TLS handshake timed out"),
-            },
+            // Boxed: a TLS session and its handshake are kilobytes, and in line they would size
+            // every connection's task, plain HTTP ones too, for as long as each stays open.
+            Some(acceptor) => Box::pin(self.serve_tls(stream, conn, acceptor)).await,
+        }
+    }
+
+    /// Completes the TLS handshake, then serves HTTP/2 or the HTTP/1.1 path by ALPN.
+    async fn serve_tls(self, stream: TcpStream, conn: Arc<Conn>, acceptor: TlsAcceptor) {
+        let peer = conn.peer;
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                Box::pin(self.serve(TokioIo::new(tls), conn)).await;
+            }
+            Ok(Ok(tls)) => self.serve_http1(tls, conn).await,
+            Ok(Err(err)) => debug!(%peer, %err, "TLS handshake failed"),
+            Err(_) => debug!(%peer, "TLS handshake timed out"),
         }
     }
 
