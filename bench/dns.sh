@@ -359,11 +359,4 @@ fi
 echo
 status=0
 python3 "$here/report.py" report "$results" "$ROUNDS" "$LAT_RATE" "${PEERS[@]}" || status=$?
-if [ -n "$portico_reason" ]; then
-    echo
-    echo "!! PORTICO NOT SERVING: $portico_reason"
-    echo "!! Only unbound and knot were measured."
-    echo "$bench_name: Portico was not measured: $portico_reason" >&2
-    [ "$status" -ne 0 ] || status=1
-fi
-exit "$status"
+finish_portico "$status" "unbound and knot"

@@ -336,19 +336,6 @@ echo "wrk, $(h2load --version | head -n 1 | sed 's#.*nghttp2/#h2load #'), backen
 echo "routes: 20 hosts x 10 prefix paths, one backend; runs of ${SECONDS_PER_RUN} s after a ${WARMUP_SECONDS} s warm-up, $ROUNDS round(s)"
 echo
 
-# finish: the exit status of the run: the report's, or 1 when Portico was not measured.
-finish() {
-    local status=$1
-    if [ -n "$portico_reason" ]; then
-        echo
-        echo "!! PORTICO NOT SERVING: $portico_reason"
-        echo "!! Only the other peers were measured."
-        echo "ingress bench: Portico was not measured: $portico_reason" >&2
-        [ "$status" -ne 0 ] || status=1
-    fi
-    exit "$status"
-}
-
 # With PORTICO_BENCH_IDLE=N, this run measures only the memory each proxy keeps per idle
 # keep-alive connection, on the freshly started proxies: the runs below make and free memory
 # that the connections would reuse, and the connections' memory would in turn stay in the
@@ -372,7 +359,7 @@ if [ -n "$IDLE_CONNECTIONS" ]; then
     echo
     status=0
     python3 "$here/report.py" idle "$results" "${PEERS[@]}" || status=$?
-    finish "$status"
+    finish_portico "$status" "the other peers"
 fi
 
 # measure PEER NAME ROUND CMD...: runs CMD, recording in cpu-PEER-NAME-ROUND.txt the CPU the
@@ -468,4 +455,4 @@ done
 echo
 status=0
 python3 "$here/report.py" report "$results" "$ROUNDS" "${PEERS[@]}" || status=$?
-finish "$status"
+finish_portico "$status" "the other peers"

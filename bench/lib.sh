@@ -354,6 +354,19 @@ portico_down() {
         kill -TERM "$portico_pid" 2>/dev/null || true
     fi
 }
+# finish_portico STATUS OTHERS: exits with STATUS, or with 1 when Portico was not measured,
+# which it says last, naming OTHERS ("unbound and knot") as the ones measured.
+finish_portico() {
+    local status=$1
+    if [ -n "$portico_reason" ]; then
+        echo
+        echo "!! PORTICO NOT SERVING: $portico_reason"
+        echo "!! Only $2 were measured."
+        echo "$bench_name: Portico was not measured: $portico_reason" >&2
+        [ "$status" -ne 0 ] || status=1
+    fi
+    exit "$status"
+}
 # spare_portico NAME WHY: a peer_down hook (see the top of this file) for benchmarks that
 # measure Portico beside peers: Portico going down only marks it down (portico_down); any other
 # peer stops the benchmark. Such a script defines `peer_down() { spare_portico "$@"; }`.

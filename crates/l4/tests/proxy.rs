@@ -366,13 +366,28 @@ fn segments_received(local: SocketAddr) -> u32 {
     field.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no segs_in in `ss` output: {text}"))
 }
 
+/// Sends `bytes` corked, then shuts down: they and the FIN leave in one segment.
+async fn last_bytes_then_fin(s: &mut TcpStream, bytes: &[u8]) {
+    socket2::SockRef::from(&*s).send_with_flags(bytes, libc::MSG_MORE).unwrap();
+    s.shutdown().await.unwrap();
+}
+
+/// Everything the proxy sends until it closes its side (at most 5 s).
+async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("closed by the proxy")
+        .unwrap();
+    got
+}
+
 #[tokio::test]
 async fn the_last_bytes_before_a_fin_go_out_with_it() {
     // The backend's greeting and its FIN reach the proxy together (corked, then shut down),
     // so the proxy knows, when it forwards the greeting, that nothing follows.
     let backend = tcp_backend(|mut s| async move {
-        socket2::SockRef::from(&s).send_with_flags(b"bye\r\n", libc::MSG_MORE).unwrap();
-        s.shutdown().await.unwrap();
+        last_bytes_then_fin(&mut s, b"bye\r\n").await;
         let _ = s.read(&mut [0u8; 1]).await;
     })
     .await;
@@ -380,12 +395,7 @@ async fn the_last_bytes_before_a_fin_go_out_with_it() {
     let proxy = proxy();
     assert!(proxy.apply(&table(key, frontend(vec![backend], None))).await.is_empty());
     let mut s = TcpStream::connect(key.addr).await.unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
-        .await
-        .expect("closed by the proxy")
-        .unwrap();
-    assert_eq!(got, b"bye\r\n");
+    assert_eq!(read_until_closed(&mut s).await, b"bye\r\n");
     // The SYN-ACK, then the greeting with the FIN: two segments, not three.
     assert_eq!(segments_received(s.local_addr().unwrap()), 2);
 }
@@ -399,8 +409,7 @@ async fn a_server_that_shuts_down_first_still_hears_the_client() {
     let backend = tcp_backend(move |mut s| {
         let tx = heard_tx.lock().unwrap().take();
         async move {
-            socket2::SockRef::from(&s).send_with_flags(b"done\r\n", libc::MSG_MORE).unwrap();
-            s.shutdown().await.unwrap();
+            last_bytes_then_fin(&mut s, b"done\r\n").await;
             let mut heard = Vec::new();
             s.read_to_end(&mut heard).await.unwrap();
             if let Some(tx) = tx {
@@ -413,12 +422,7 @@ async fn a_server_that_shuts_down_first_still_hears_the_client() {
     let proxy = proxy();
     assert!(proxy.apply(&table(key, frontend(vec![backend], None))).await.is_empty());
     let mut s = TcpStream::connect(key.addr).await.unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
-        .await
-        .expect("the server's FIN passed on")
-        .unwrap();
-    assert_eq!(got, b"done\r\n");
+    assert_eq!(read_until_closed(&mut s).await, b"done\r\n");
     s.write_all(b"still here\r\n").await.unwrap();
     s.shutdown().await.unwrap();
     let heard =
