@@ -45,7 +45,7 @@ const OUTPUT_KEPT: usize = 2048;
 /// How long a closing connection keeps reading (and dropping) a request body it did not serve.
 const LINGER: Duration = Duration::from_secs(5);
 /// Room made for each read from an endpoint.
-const UPSTREAM_READ: usize = 16 * 1024;
+pub(crate) const UPSTREAM_READ: usize = 16 * 1024;
 
 /// How a client connection left this path.
 pub(crate) enum Served<I> {
@@ -691,8 +691,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
 
     /// Gives back the buffers a finished request leaves empty: a keep-alive connection may
     /// wait idle for minutes, and thousands of them would otherwise each hold a client read,
-    /// an endpoint read and an output buffer. The allocator hands the same memory to the next
-    /// request, so a busy connection pays little for it.
+    /// an endpoint read and an output buffer. The endpoint read goes to the thread's spare list
+    /// (`crate::spare`), where the next request on any connection finds it.
     fn release_buffers(&mut self) {
         if self.input.is_empty() && self.input.capacity() > IDLE_READ {
             self.input = BytesMut::new();

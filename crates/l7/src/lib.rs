@@ -284,7 +284,7 @@ impl Connection {
             self.draining.clone(),
         );
         if let h1::Served::Handoff(io, read) = client.serve().await {
-            // Boxed, like the HTTP/2 branch of `run`: hyper's connection state is kilobytes, and
+            // Boxed, like the HTTP/2 branch of `serve_tls`: hyper's connection state is kilobytes, and
             // in line it would size every connection's task, copied whole as it is spawned.
             Box::pin(self.serve(TokioIo::new(Rewind::new(read, io)), conn)).await;
         }

@@ -8,8 +8,11 @@ use std::cell::RefCell;
 
 use bytes::BytesMut;
 
-/// Most spare buffers a thread keeps (at most 16 KiB each).
+/// Most spare buffers a thread keeps.
 const KEPT: usize = 64;
+/// Largest buffer kept: the room of one read from an endpoint. One that grew past it (a long
+/// answer head) is freed, so the list holds at most `KEPT` such reads.
+const LARGEST: usize = crate::h1::UPSTREAM_READ;
 
 thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
@@ -20,9 +23,10 @@ pub(crate) fn take() -> BytesMut {
     SPARE.with_borrow_mut(Vec::pop).unwrap_or_default()
 }
 
-/// Keeps `buf` for a later [`take`], emptied, unless enough are kept already.
+/// Keeps `buf` for a later [`take`], emptied, unless it is empty of room, bigger than
+/// `LARGEST`, or enough are kept already.
 pub(crate) fn give(mut buf: BytesMut) {
-    if buf.capacity() == 0 {
+    if buf.capacity() == 0 || buf.capacity() > LARGEST {
         return;
     }
     buf.clear();
@@ -46,6 +50,12 @@ mod tests {
         assert!(again.is_empty());
         assert!(again.capacity() >= 4096, "the room is kept: {}", again.capacity());
         assert_eq!(take().capacity(), 0, "one buffer was given, one taken");
+    }
+
+    #[test]
+    fn a_buffer_that_grew_past_one_read_is_freed() {
+        give(BytesMut::with_capacity(LARGEST * 4));
+        assert_eq!(take().capacity(), 0);
     }
 
     #[test]
