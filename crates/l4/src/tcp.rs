@@ -1,17 +1,18 @@
 //! TCP listeners: accept, choose an endpoint, splice bytes both ways.
 
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::io::{self, Write};
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
+use std::task::{Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use socket2::{Domain, Protocol as SocketProtocol, SockRef, Socket, Type};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
@@ -20,8 +21,9 @@ use crate::proxy::{Ctx, Slot};
 /// Most bytes buffered per direction of a connection: large enough to keep a fast stream
 /// busy, small enough that ten thousand streams stay under a gigabyte.
 const COPY_BUFFER: usize = 64 * 1024;
-/// Bytes buffered per direction at first.
-const FIRST_BUFFER: usize = 4 * 1024;
+/// Bytes one read takes into a buffer on the stack. A direction moves to a heap buffer only
+/// when a read fills this (a stream), or when the other side cannot take all of it at once.
+const STACK_READ: usize = 4 * 1024;
 /// How long a connect to an endpoint may take before the next endpoint is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -70,11 +72,13 @@ fn accept(mut client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<C
     tokio::spawn(async move {
         let counters = current.counters(&slot.key, &ctx.metrics);
         let _active = ctx.track(counters);
-        let mut first = BytesMut::new();
-        if let Err(err) = read_waiting(&mut client, &mut first).await {
-            debug!(listener = %slot.key, %peer, %err, "reading the client failed before the connect");
-            return;
-        }
+        let first = match read_waiting(&mut client).await {
+            Ok(first) => first,
+            Err(err) => {
+                debug!(listener = %slot.key, %peer, %err, "reading the client failed before the connect");
+                return;
+            }
+        };
         let upstream = match connect(endpoint, &first).await {
             Ok(upstream) => upstream,
             Err(err) => {
@@ -91,7 +95,8 @@ fn accept(mut client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<C
             }
         };
         counters.to_endpoints.inc_by(first.len() as u64);
-        splice(client, upstream, first, counters).await;
+        drop(first);
+        splice(client, upstream, counters).await;
     });
 }
 
@@ -99,16 +104,33 @@ fn accept(mut client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<C
 /// (HTTP, TLS) has usually sent by the time it is accepted, and those bytes then go out with
 /// the connect, the way HAProxy does it, instead of a turn of the event loop later.
 ///
-/// One poll of an ordinary read: tokio takes an accepted socket as readable until a read
-/// says otherwise, and a short read marks it drained, so the copy loop that follows waits
-/// for the next event instead of trying the socket again.
-async fn read_waiting(client: &mut TcpStream, buf: &mut BytesMut) -> io::Result<()> {
-    buf.reserve(FIRST_BUFFER);
-    let mut read = pin!(client.read_buf(buf));
-    match poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
-        Poll::Ready(result) => result.map(drop),
-        Poll::Pending => Ok(()),
-    }
+/// tokio takes an accepted socket as readable until a read says otherwise, so this is one
+/// system call. The bytes are kept in a buffer of their own size only until the connect is
+/// done (a retry on another endpoint sends them again).
+async fn read_waiting(client: &mut TcpStream) -> io::Result<Vec<u8>> {
+    poll_fn(|cx| match read_on_stack(client, cx, |bytes| Ok(bytes.to_vec())) {
+        Poll::Pending => Poll::Ready(Ok(Vec::new())),
+        done => done,
+    })
+    .await
+}
+
+/// Polls one read of up to `STACK_READ` bytes into a buffer on the stack and hands them to
+/// `take`. The buffer lives only during the poll, so it is no part of the task that waits.
+/// tokio's read marks a socket drained after a short read, so the next wait is for a new
+/// event rather than for a read that would fail.
+fn read_on_stack<R, T>(
+    from: &mut R,
+    cx: &mut std::task::Context<'_>,
+    take: impl FnOnce(&[u8]) -> io::Result<T>,
+) -> Poll<io::Result<T>>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut chunk = [MaybeUninit::uninit(); STACK_READ];
+    let mut read = ReadBuf::uninit(&mut chunk);
+    ready!(Pin::new(from).poll_read(cx, &mut read))?;
+    Poll::Ready(take(read.filled()))
 }
 
 /// Connects to `endpoint` and writes `first` to it.
@@ -152,20 +174,14 @@ async fn connect(endpoint: SocketAddr, first: &[u8]) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// Copies both ways until both ends are done; `first` (already written to the endpoint)
-/// becomes the client-to-endpoint buffer.
-async fn splice(
-    mut client: TcpStream,
-    mut upstream: TcpStream,
-    first: BytesMut,
-    counters: &crate::metrics::Counters,
-) {
+/// Copies both ways until both ends are done.
+async fn splice(mut client: TcpStream, mut upstream: TcpStream, counters: &crate::metrics::Counters) {
     let (client_read, client_write) = client.split();
     let (upstream_read, upstream_write) = upstream.split();
     let ended = AtomicBool::new(false);
     let outcome = tokio::try_join!(
-        pipe(client_read, upstream_write, first, &ended),
-        pipe(upstream_read, client_write, BytesMut::new(), &ended)
+        pipe(client_read, upstream_write, &ended),
+        pipe(upstream_read, client_write, &ended)
     );
     match outcome {
         Ok((to_endpoint, to_client)) => {
@@ -179,41 +195,62 @@ async fn splice(
 /// Copies one direction until end of stream, then half-closes the other side; the second
 /// direction to end skips that, since dropping both sockets right after sends the FIN.
 ///
-/// The buffer starts small and doubles while reads fill it, up to `COPY_BUFFER`: short
-/// request/response connections never pay for (or zero) 64 KiB, long streams get it.
-async fn pipe<R, W>(mut from: R, mut to: W, mut buf: BytesMut, ended: &AtomicBool) -> io::Result<u64>
+/// Messages that fit in `STACK_READ` are read into a buffer on the stack and sent from there,
+/// so a connection waiting between them (a pooled database or keep-alive connection) holds no
+/// buffer at all. Only what the other side cannot take at once is kept on the heap. A read
+/// that fills the stack buffer starts a heap buffer that doubles while reads fill it, up to
+/// `COPY_BUFFER`; once reads are small again it is freed.
+async fn pipe<R, W>(mut from: R, to: W, ended: &AtomicBool) -> io::Result<u64>
 where
     R: AsyncRead + AsRef<TcpStream> + Unpin,
-    W: AsyncWrite + AsRef<TcpStream> + Unpin,
+    W: AsRef<TcpStream>,
 {
-    buf.clear();
-    buf.reserve(FIRST_BUFFER);
+    let to = to.as_ref();
+    let mut buf = BytesMut::new();
+    let mut room = STACK_READ;
     let mut total = 0u64;
     loop {
         let fin = fin_queued(from.as_ref()).await?;
-        let room = buf.capacity();
-        let n = from.read_buf(&mut buf).await?;
-        // A read that leaves room after the FIN was queued has taken everything up to it: the
-        // end of stream is known without the read that would return 0.
-        let at_end = n == 0 || (fin && n < room);
-        if at_end && n > 0 {
-            write_all_before_fin(to.as_ref(), &buf).await?;
-        } else if n > 0 {
-            to.write_all(&buf).await?;
-        }
+        let (n, at_end) = if room == STACK_READ {
+            poll_fn(|cx| {
+                read_on_stack(&mut from, cx, |bytes| {
+                    let at_end = ends_stream(bytes.len(), fin, STACK_READ);
+                    let sent = send_now(to, bytes, at_end)?;
+                    buf.extend_from_slice(&bytes[sent..]);
+                    Ok((bytes.len(), at_end))
+                })
+            })
+            .await?
+        } else {
+            buf.reserve(room);
+            let n = from.read_buf(&mut buf).await?;
+            (n, ends_stream(n, fin, room))
+        };
+        send_all(to, &buf, at_end).await?;
         total += n as u64;
         if at_end {
             if !ended.swap(true, Ordering::AcqRel) {
-                to.shutdown().await?;
+                SockRef::from(to).shutdown(std::net::Shutdown::Write)?;
             }
             return Ok(total);
         }
-        let grow = n == room && room < COPY_BUFFER;
         buf.clear();
-        if grow {
-            buf.reserve(room * 2);
+        if n == room && room < COPY_BUFFER {
+            room *= 2;
+        } else if n <= STACK_READ && room > STACK_READ {
+            room = STACK_READ;
+        }
+        if room == STACK_READ && buf.capacity() > 0 {
+            buf = BytesMut::new();
         }
     }
+}
+
+/// Whether a read of `n` bytes into `room` ends the stream: it returned 0, or it left room
+/// after the FIN was queued, so it took everything up to the FIN without the read that would
+/// return 0.
+fn ends_stream(n: usize, fin: bool, room: usize) -> bool {
+    n == 0 || (fin && n < room)
 }
 
 /// Waits until `stream` is readable and says whether the peer's FIN is already queued behind
@@ -225,22 +262,32 @@ async fn fin_queued(stream: &TcpStream) -> io::Result<bool> {
     Ok(ready.is_read_closed() && !ready.is_error())
 }
 
-/// Writes the last bytes before a FIN with `MSG_MORE`: the kernel holds them, and the
-/// shutdown that follows sends them and the FIN in one segment. A request/response
-/// connection then costs one segment fewer, and its processing on both sides.
-async fn write_all_before_fin(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        stream.writable().await?;
-        let sent = stream.try_io(Interest::WRITABLE, || {
-            SockRef::from(stream).send_with_flags(buf, libc::MSG_MORE | libc::MSG_NOSIGNAL)
-        });
-        match sent {
-            Ok(n) => buf = &buf[n..],
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+/// Sends what the socket takes now, without waiting. Bytes before a FIN go with `MSG_MORE`:
+/// the kernel holds them, and the shutdown that follows sends them and the FIN in one
+/// segment, which saves a request/response connection one segment and its processing on
+/// both sides.
+fn send_now(stream: &TcpStream, mut bytes: &[u8], before_fin: bool) -> io::Result<usize> {
+    let flags = libc::MSG_NOSIGNAL | if before_fin { libc::MSG_MORE } else { 0 };
+    let len = bytes.len();
+    while !bytes.is_empty() {
+        match stream.try_io(Interest::WRITABLE, || SockRef::from(stream).send_with_flags(bytes, flags)) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
             Err(err) => return Err(err),
         }
     }
-    Ok(())
+    Ok(len - bytes.len())
+}
+
+/// Sends all of `bytes`, waiting for room as needed.
+async fn send_all(stream: &TcpStream, mut bytes: &[u8], before_fin: bool) -> io::Result<()> {
+    loop {
+        bytes = &bytes[send_now(stream, bytes, before_fin)?..];
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        stream.writable().await?;
+    }
 }
 
 /// Closes with a TCP RST, so that the client learns at once that nobody will answer, as
