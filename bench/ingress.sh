@@ -35,7 +35,7 @@
 #
 # With PORTICO_BENCH_IDLE=N, instead of the runs: memory per idle keep-alive connection on the
 # freshly started proxies: N connections, one request each, then held open
-# (bench/ingress/idle.py; the proxy's RSS growth divided by N).
+# (bench/idle.py; the proxy's RSS growth divided by N).
 # For each peer: req/s, p50, p99, the proxy's CPU (user + system of all its processes, as a
 # share of one core), how busy core 1 was (softirq of the loopback traffic included), CPU µs
 # per request, and the peak RSS of each workload: VmHWM summed over the proxy's processes (e.g.
@@ -341,25 +341,7 @@ echo
 # that the connections would reuse, and the connections' memory would in turn stay in the
 # peers' RSS figures of the runs (glibc keeps what it freed), so the two never share a run.
 if [ -n "$IDLE_CONNECTIONS" ]; then
-    echo "-- idle keep-alive connections: $IDLE_CONNECTIONS, one request each, then idle (bench/ingress/idle.py) --"
-    for peer in "${PEERS[@]}"; do
-        [ "$peer" = backend ] && continue
-        serving "$peer" || continue
-        read -r addr port <<<"$(http_of "$peer")"
-        if python3 "$here/idle.py" "$addr" "$port" "$IDLE_CONNECTIONS" "$(pid_of "$peer")" >"$results/idle-$peer.txt"; then
-            awk -v p="$peer" '{ printf "  %-8s %6.2f KiB per connection (RSS %s -> %s MiB)\n", p, $1, $2, $3 }' \
-                "$results/idle-$peer.txt"
-        elif [ "$peer" = portico ]; then
-            portico_down "the idle keep-alive connections failed"
-        else
-            echo "ingress bench: $peer failed the idle keep-alive connections" >&2
-            exit 1
-        fi
-    done
-    echo
-    status=0
-    python3 "$here/report.py" idle "$results" "${PEERS[@]}" || status=$?
-    finish_portico "$status" "the other peers"
+    idle_connections "$IDLE_CONNECTIONS" http_of portico "${OTHERS[@]}"
 fi
 
 # measure PEER NAME ROUND CMD...: runs CMD, recording in cpu-PEER-NAME-ROUND.txt the CPU the

@@ -28,6 +28,9 @@
 #                                             and reports in DIR)
 #        PORTICO_BENCH_KEEP=DIR bench/l4.sh  (keep the raw iperf3/wrk outputs in DIR)
 #        PORTICO_BENCH_BIN=FILE bench/l4.sh  (measure this portico binary; no cargo build)
+#        PORTICO_BENCH_IDLE=3000 bench/l4.sh (instead of the runs: the memory each proxy keeps
+#                                             per idle keep-alive connection through it, N
+#                                             connections held; bench/idle.py)
 # All traffic stays on 127.0.0.0/8.
 set -euo pipefail
 
@@ -115,6 +118,10 @@ http_of() {
         *) echo "http://$(target_of "$1"):80/" ;;
     esac
 }
+# addr_of PEER: "ADDR PORT" of the nginx backend through PEER.
+addr_of() {
+    echo "$(target_of "$1") 80"
+}
 pid_of() {
     case "$1" in
         portico) echo "$portico_pid" ;;
@@ -136,6 +143,11 @@ echo "portico $(portico_version) (TOKIO_WORKER_THREADS=1), $(haproxy -v | head -
 echo "$(iperf3 --version | head -n 1 | awk '{print "iperf3", $2}'), wrk, $(nginx -v 2>&1 | sed 's#.*nginx/#nginx #') (1 worker): core $LOAD_CPU"
 echo "runs of ${SECONDS_PER_RUN} s (wrk after a ${WARMUP_SECONDS} s warm-up), $ROUNDS round(s)"
 echo
+
+# Idle connections run alone, on the freshly started proxies (see bench/idle.py).
+if [ -n "${PORTICO_BENCH_IDLE:-}" ]; then
+    idle_connections "$PORTICO_BENCH_IDLE" addr_of portico haproxy
+fi
 
 # measure PEER NAME ROUND CMD...: runs CMD, recording the CPU the proxy used meanwhile in
 # cpu-PEER-NAME-ROUND.txt ("cpu_seconds wall_seconds"), and perf samples of Portico when asked

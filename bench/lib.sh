@@ -367,6 +367,32 @@ finish_portico() {
     fi
     exit "$status"
 }
+# idle_connections N ADDR_OF PEER...: the memory each proxy PEER keeps per idle keep-alive
+# connection. bench/idle.py opens N HTTP/1.1 connections to the "ADDR PORT" the function ADDR_OF
+# prints for PEER, one request each, holds them idle and divides the growth of the RSS of
+# `pid_of PEER` by N. Prints the table with Portico's ratios, then exits like finish_portico.
+# Run it on freshly started proxies, never with other runs: see bench/idle.py.
+idle_connections() {
+    local n=$1 addr_of=$2 peer addr port status=0
+    shift 2
+    echo "-- idle keep-alive connections: $n, one request each, then idle (bench/idle.py) --"
+    for peer in "$@"; do
+        serving "$peer" || continue
+        read -r addr port <<<"$("$addr_of" "$peer")"
+        if python3 "$root/bench/idle.py" "$addr" "$port" "$n" "$(pid_of "$peer")" >"$results/idle-$peer.txt"; then
+            awk -v p="$peer" '{ printf "  %-8s %6.2f KiB per connection (RSS %s -> %s MiB)\n", p, $1, $2, $3 }' \
+                "$results/idle-$peer.txt"
+        elif [ "$peer" = portico ]; then
+            portico_down "the idle keep-alive connections failed"
+        else
+            echo "$bench_name: $peer failed the idle keep-alive connections" >&2
+            exit 1
+        fi
+    done
+    echo
+    python3 "$root/bench/idle.py" report "$results" "$@" || status=$?
+    finish_portico "$status" "the other peers"
+}
 # spare_portico NAME WHY: a peer_down hook (see the top of this file) for benchmarks that
 # measure Portico beside peers: Portico going down only marks it down (portico_down); any other
 # peer stops the benchmark. Such a script defines `peer_down() { spare_portico "$@"; }`.

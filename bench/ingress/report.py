@@ -13,7 +13,6 @@ Usage:
                                            (not h2, failed/errored requests, non-2xx)
   report.py report RESULTS_DIR ROUNDS PEER...
                                            the tables and the verdict; peers in table order
-  report.py idle RESULTS_DIR PEER...       memory per idle keep-alive connection (idle-PEER.txt)
 
 RESULTS_DIR holds, per peer and round R (1..ROUNDS):
   wrk-PEER-R.txt        `wrk --latency` output
@@ -29,8 +28,6 @@ RESULTS_DIR holds, per peer and round R (1..ROUNDS):
   rss-PEER.txt          the same, read after all the runs: its VmRSS is "RSS now" (its VmHWM is
                         the peak since the last reset; the peak since start in results older than
                         the per-run files, where it stands in for both per-run peaks)
-  idle-PEER.txt         "KiB_per_connection RSS_before_MiB RSS_after_MiB" from idle.py (a run
-                        with PORTICO_BENCH_IDLE, which makes only these)
   portico-not-serving.txt
                         present when Portico was not measured: why
 
@@ -172,28 +169,6 @@ def rss(results, peer, n):
         out[key] = max(peaks) if peaks else hwm_end
         out["rss_old"] |= not peaks and hwm_end is not None
     return out
-
-
-
-def idle(results, peers):
-    """The memory each proxy keeps per idle keep-alive connection (PORTICO_BENCH_IDLE), and
-    Portico's against each peer's."""
-    rows = {}
-    for peer in peers:
-        path = os.path.join(results, f"idle-{peer}.txt")
-        if os.path.exists(path):
-            rows[peer] = tuple(float(x) for x in read(path).split())
-    if not rows:
-        fail("no idle-connection results")
-    print("idle keep-alive connections, on the freshly started proxies:")
-    print_header(f"{'peer':<9} {'KiB/conn':>9} {'RSS before MiB':>15} {'RSS after MiB':>14}")
-    for peer, (per_conn, before, after) in rows.items():
-        print(f"{peer:<9} {per_conn:>9.2f} {before:>15.1f} {after:>14.1f}")
-    if "portico" in rows:
-        print("ratios portico / peer (KiB per connection; lower is better):")
-        for peer, (per_conn, _, _) in rows.items():
-            if peer != "portico":
-                print(f"  portico / {peer:<8} {fmt_ratio(ratio(rows['portico'][0], per_conn))}")
 
 
 def report(results, n, peers):
@@ -347,12 +322,10 @@ def main():
             )
         elif len(args) >= 4 and args[0] == "report":
             report(args[1], int(args[2]), args[3:])
-        elif len(args) >= 3 and args[0] == "idle":
-            idle(args[1], args[2:])
         else:
             fail(
                 "usage: report.py line-wrk PEER FILE | h2log LOG | line-h2 PEER OUT LAT"
-                " | report DIR ROUNDS PEER... | idle DIR PEER..."
+                " | report DIR ROUNDS PEER..."
             )
     except Invalid as err:
         fail(str(err))

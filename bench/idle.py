@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Memory a proxy keeps per idle keep-alive connection (bench/ingress.sh).
+"""Memory a proxy keeps per idle keep-alive connection (PORTICO_BENCH_IDLE in bench/ingress.sh
+and bench/l4.sh).
 
-Usage: idle.py ADDR PORT CONNECTIONS PID
+Usage:
+  idle.py ADDR PORT CONNECTIONS PID    measure one proxy
+  idle.py report RESULTS_DIR PEER...   the table of idle-PEER.txt files, with Portico's ratios
 
-Opens CONNECTIONS HTTP/1.1 connections to ADDR:PORT, sends one request on each (the routes of
-bench/ingress.sh in turn, keep-alive), reads each answer whole (it must be a 200), and once
-every one has its answer, holds them all open and idle for 2 s. Prints "KIB_PER_CONNECTION
-RSS_BEFORE_MIB RSS_AFTER_MIB": the growth of VmRSS summed over PID and its descendants,
-divided by CONNECTIONS. Exits 1 when a connection fails or gets anything but a 200.
+Measuring opens CONNECTIONS HTTP/1.1 connections to ADDR:PORT, sends one request on each (the
+routes of bench/ingress.sh in turn, keep-alive; a backend behind an L4 proxy answers any of
+them), reads each answer whole (it must be a 200), and once every one has its answer, holds
+them all open and idle for 2 s. Prints "KIB_PER_CONNECTION RSS_BEFORE_MIB RSS_AFTER_MIB": the
+growth of VmRSS summed over PID and its descendants, divided by CONNECTIONS. Exits 1 when a
+connection fails or gets anything but a 200.
 
 Run it on a freshly started proxy: memory freed by earlier, heavier runs would be reused and
 hide what the connections cost.
@@ -87,7 +91,33 @@ async def measure(addr, port, n, pid):
     print(f"{(after - before) / n:.2f} {before / 1024:.1f} {after / 1024:.1f}")
 
 
+def report(results, peers):
+    """The memory each proxy kept per idle connection, and Portico's against each peer's."""
+    rows = {}
+    for peer in peers:
+        path = os.path.join(results, f"idle-{peer}.txt")
+        if os.path.exists(path):
+            with open(path) as f:
+                rows[peer] = tuple(float(x) for x in f.read().split())
+    if not rows:
+        sys.exit("idle.py: no idle-connection results")
+    print("idle keep-alive connections, on the freshly started proxies:")
+    print(f"{'peer':<9} {'KiB/conn':>9} {'RSS before MiB':>15} {'RSS after MiB':>14}")
+    print("-" * 50)
+    for peer, (per_conn, before, after) in rows.items():
+        print(f"{peer:<9} {per_conn:>9.2f} {before:>15.1f} {after:>14.1f}")
+    if "portico" in rows:
+        print("ratios portico / peer (KiB per connection; lower is better):")
+        for peer, (per_conn, _, _) in rows.items():
+            if peer != "portico":
+                shown = f"{rows['portico'][0] / per_conn:.2f}x" if per_conn > 0 else "-"
+                print(f"  portico / {peer:<8} {shown}")
+
+
 def main():
+    if len(sys.argv) >= 3 and sys.argv[1] == "report":
+        report(sys.argv[2], sys.argv[3:])
+        return
     if len(sys.argv) != 5:
         sys.exit(__doc__)
     addr, port, n, pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
