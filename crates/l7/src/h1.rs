@@ -17,7 +17,7 @@ use bytes::{Buf, BytesMut};
 use http::StatusCode;
 use memchr::memmem::Finder;
 use portico_plan::annotations::BackendProtocol;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::watch;
@@ -37,8 +37,8 @@ pub(crate) const MAX_HEAD: usize = 64 * 1024;
 pub(crate) const MAX_FIELDS: usize = 100;
 /// Room made for each read from the client.
 const CLIENT_READ: usize = 8 * 1024;
-/// Room made for the first read of a request on an idle connection: most heads fit, and an
-/// idle keep-alive connection holds no bigger buffer (nginx's `client_header_buffer_size`).
+/// Bytes the first read of a request on an idle connection takes, on the stack: most heads fit
+/// (nginx's `client_header_buffer_size`).
 const IDLE_READ: usize = 1024;
 /// Output buffer kept between requests; a bigger one (a long head) is given back.
 const OUTPUT_KEPT: usize = 2048;
@@ -418,17 +418,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         if idle && *self.draining.borrow() {
             return false;
         }
-        let room = if idle { IDLE_READ } else { CLIENT_READ };
-        let read = read_by(&mut self.io, &mut self.input, room, &mut self.alarm, deadline);
         let read = if idle {
             // Idle between requests: shutdown ends the connection at once.
             tokio::select! {
                 biased;
-                read = read => read,
+                read = read_idle_by(&mut self.io, &mut self.input, &mut self.alarm, deadline) => read,
                 _ = shutdown => return false,
             }
         } else {
-            read.await
+            read_by(&mut self.io, &mut self.input, CLIENT_READ, &mut self.alarm, deadline).await
         };
         match read {
             Some(Ok(0) | Err(_)) => false,
@@ -692,9 +690,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
     /// Gives back the buffers a finished request leaves empty: a keep-alive connection may
     /// wait idle for minutes, and thousands of them would otherwise each hold a client read,
     /// an endpoint read and an output buffer. The endpoint read goes to the thread's spare list
-    /// (`crate::spare`), where the next request on any connection finds it.
+    /// (`crate::spare`), where the next request on any connection finds it; the client read
+    /// holds only the bytes a request brought (see `read_idle_by`) and is simply freed.
     fn release_buffers(&mut self) {
-        if self.input.is_empty() && self.input.capacity() > IDLE_READ {
+        if self.input.is_empty() {
             self.input = BytesMut::new();
         }
         if self.answer.is_empty() {
@@ -884,9 +883,37 @@ async fn read_by<R: AsyncRead + Unpin>(
     deadline: Instant,
 ) -> Option<std::io::Result<usize>> {
     buf.reserve(room);
+    by(io.read_buf(buf), alarm, deadline).await
+}
+
+/// Like [`read_by`] for a connection waiting for its next request. The read goes to a buffer on
+/// the stack, which exists only while the read is polled, and only the bytes that came are
+/// kept: an idle keep-alive connection holds no read buffer.
+async fn read_idle_by<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    alarm: &mut Alarm,
+    deadline: Instant,
+) -> Option<std::io::Result<usize>> {
+    let read = std::future::poll_fn(|cx| {
+        let mut chunk = [MaybeUninit::uninit(); IDLE_READ];
+        let mut read = ReadBuf::uninit(&mut chunk);
+        std::task::ready!(Pin::new(&mut *io).poll_read(cx, &mut read))?;
+        buf.extend_from_slice(read.filled());
+        std::task::Poll::Ready(Ok(read.filled().len()))
+    });
+    by(read, alarm, deadline).await
+}
+
+/// `read`'s outcome, unless `deadline` passes first: `None`.
+async fn by(
+    read: impl Future<Output = std::io::Result<usize>>,
+    alarm: &mut Alarm,
+    deadline: Instant,
+) -> Option<std::io::Result<usize>> {
     tokio::select! {
         biased;
-        read = io.read_buf(buf) => Some(read),
+        read = read => Some(read),
         () = alarm.at(deadline) => None,
     }
 }
