@@ -279,6 +279,11 @@ impl IngressPlan {
 
 /// Lowercase, without `:port` and without a trailing dot (borrowed when already so).
 pub fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
+    plain_host(host).map_or_else(|| normal_host(host), Into::into)
+}
+
+/// The normal form of a host, made step by step.
+fn normal_host(host: &str) -> std::borrow::Cow<'_, str> {
     let host = if host.starts_with('[') {
         host.split_once(']').map(|(h, _)| &h[1..]).unwrap_or(host)
     } else {
@@ -289,6 +294,27 @@ pub fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
     };
     let host = host.trim_end_matches('.');
     if host.bytes().any(|b| b.is_ascii_uppercase()) { host.to_ascii_lowercase().into() } else { host.into() }
+}
+
+/// The common case, found in one pass over the bytes: a name, maybe with `:port`, without IPv6
+/// brackets, a final dot or upper case. Its normal form is the name as it is; `None` for the
+/// rest, which `normal_host` handles.
+fn plain_host(host: &str) -> Option<&str> {
+    let bytes = host.as_bytes();
+    let mut end = bytes.len();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b':' if bytes[i + 1..].iter().all(u8::is_ascii_digit) => {
+                end = i;
+                break;
+            }
+            b':' | b'[' => return None,
+            b if b.is_ascii_uppercase() => return None,
+            _ => {}
+        }
+    }
+    let name = &host[..end];
+    (!name.ends_with('.')).then_some(name)
 }
 
 /// Whether a request path matches a rule path of `kind`.
@@ -805,5 +831,18 @@ mod tests {
         assert_eq!(normalize_host("Example.COM:443"), "example.com");
         assert_eq!(normalize_host("example.com."), "example.com");
         assert_eq!(normalize_host("[::1]:8080"), "::1");
+        assert_eq!(normalize_host("example.com"), "example.com");
+    }
+
+    proptest::proptest! {
+        /// What the one-pass check makes of a plain host is what the step-by-step
+        /// normalisation makes of it, over hosts made of the characters that matter.
+        #[test]
+        fn the_quick_form_of_a_plain_host_is_its_normal_form(host in "[a-zA-Z0-9.:\\[\\]]{0,12}") {
+            if let Some(quick) = plain_host(&host) {
+                let normal = normal_host(&host);
+                proptest::prop_assert_eq!(quick, normal.as_ref());
+            }
+        }
     }
 }
