@@ -223,8 +223,9 @@ where
             .await?
         } else {
             buf.reserve(room);
+            let space = buf.capacity();
             let n = from.read_buf(&mut buf).await?;
-            (n, ends_stream(n, fin, room))
+            (n, ends_stream(n, fin, space))
         };
         send_all(to, &buf, at_end).await?;
         total += n as u64;
@@ -235,7 +236,7 @@ where
             return Ok(total);
         }
         buf.clear();
-        if n == room && room < COPY_BUFFER {
+        if n >= room && room < COPY_BUFFER {
             room *= 2;
         } else if n <= STACK_READ && room > STACK_READ {
             room = STACK_READ;
