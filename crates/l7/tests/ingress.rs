@@ -408,6 +408,67 @@ async fn tls_by_sni_http2_and_the_https_redirect() {
     assert_eq!(pod_for(h.http, "b.test", "/").await, "b-0");
 }
 
+/// Reads one answer with a `Content-Length` body, leaving what follows: its status and its
+/// body as JSON.
+async fn read_answer<S: tokio::io::AsyncRead + Unpin>(stream: &mut tokio::io::BufReader<S>) -> (u16, Value) {
+    use tokio::io::AsyncBufReadExt;
+    let (mut status, mut length) = (0, 0);
+    loop {
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_line(&mut line)).await;
+        assert!(read.expect("answer in time").unwrap() > 0, "closed before the head ended");
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(code) = line.strip_prefix("HTTP/1.1 ") {
+            status = code[..3].parse().unwrap();
+        } else if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn https_keep_alive_takes_long_heads_and_pipelined_requests_between_idle_waits() {
+    let mut h = Harness::start(84, &[(1, "web", 1)]).await;
+    let (secret, cert) = tls_secret("cert-k", "k.test");
+    let tls = "  tls: [{hosts: ['k.test'], secretName: cert-k}]\n";
+    h.apply(
+        &[service(84, 1, "web", 1), secret, ingress("k", "", Some("k.test"), &[("/", "Prefix", "web")], tls)]
+            .concat(),
+    )
+    .await;
+    let stream = TcpStream::connect(h.https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("k.test").unwrap();
+    let tls = tls_client(&[cert], &[b"http/1.1"]).connect(name, stream).await.expect("handshake");
+    let mut tls = tokio::io::BufReader::new(tls);
+    // A head three times longer than the first read of a waiting connection.
+    let pad = "p".repeat(3000);
+    let long = format!("GET /long HTTP/1.1\r\nHost: k.test\r\nX-Pad: {pad}\r\n\r\n");
+    tls.get_mut().write_all(long.as_bytes()).await.unwrap();
+    let (status, echoed) = read_answer(&mut tls).await;
+    assert_eq!(status, 200, "{echoed}");
+    assert_eq!(echoed["path"], "/long");
+    assert_eq!(echoed["headers"]["x-pad"], pad.as_str());
+    // The connection waits, then two requests come in one write.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let two = "GET /two HTTP/1.1\r\nHost: k.test\r\n\r\nGET /three?x=1 HTTP/1.1\r\nHost: k.test\r\n\r\n";
+    tls.get_mut().write_all(two.as_bytes()).await.unwrap();
+    for (path, query) in [("/two", ""), ("/three", "x=1")] {
+        let (status, echoed) = read_answer(&mut tls).await;
+        assert_eq!(status, 200, "{echoed}");
+        assert_eq!(echoed["path"], path);
+        assert_eq!(echoed["query"].as_str().unwrap_or_default(), query);
+        assert_eq!(echoed["headers"]["x-forwarded-proto"], "https");
+        assert_eq!(echoed["pod"], "web-0");
+    }
+}
+
 /// Opens a WebSocket through the proxy; returns the stream after the 101.
 async fn websocket(addr: SocketAddr, host: &str) -> TcpStream {
     upgrade(TcpStream::connect(addr).await.unwrap(), host).await
