@@ -117,6 +117,29 @@ def print_capacity_note(what, share, us, peer, peer_us):
     )
 
 
+def print_round_ratios(what, against, portico, others, key, target):
+    """With more than one round, a line outside the verdict: Portico's KEY over the best of
+    OTHERS (peer -> its rows, one per round) in the same round, round by round, with their
+    median and how many rounds reached TARGET. The verdict compares medians taken at different
+    times; a round's runs are minutes apart, so these ratios show how far the machine's drift
+    moves the outcome."""
+    if len(portico) < 2 or not others:
+        return
+    ratios = []
+    for r, row in enumerate(portico):
+        theirs = [rows[r][key] for rows in others.values() if rows[r][key] is not None]
+        ratios.append(ratio(row[key], max(theirs, default=None)))
+    measured = [x for x in ratios if x is not None]
+    if not measured:
+        return
+    met = sum(x >= target for x in measured)
+    print(
+        f"  (not in the verdict: {what}, Portico / {against}, round by round:"
+        f" {' '.join(fmt_ratio(x) for x in ratios)}; median {fmt_ratio(statistics.median(measured))};"
+        f" {met} of {len(measured)} rounds >= {target}x)"
+    )
+
+
 def read(path):
     """The text of a results file; Invalid when it is missing."""
     try:

@@ -33,7 +33,8 @@ RESULTS_DIR holds, per peer and round R (1..ROUNDS):
 
 With more than one round, every figure is the median over the rounds, except the peak RSS of
 a workload (the highest over its rounds), and the spread (lowest-highest) of req/s and p99 is
-printed below the tables.
+printed below the tables; after the verdict, each round's own ratio of Portico's HTTP/1.1
+req/s to that round's best peer.
 
 Exits non-zero when a result of a serving peer is missing or invalid; a missed target is only
 reported.
@@ -47,7 +48,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.dont_write_bytecode = True
 from report_common import Invalid, bench_fail, fmt, fmt_pct, fmt_ratio, median_row, parse_wrk  # noqa: E402
-from report_common import print_capacity_note, print_header, print_unmeasured, print_verdict, ratio, span  # noqa: E402
+from report_common import print_capacity_note, print_header, print_round_ratios, print_unmeasured  # noqa: E402
+from report_common import print_verdict, ratio, span  # noqa: E402
 from report_common import cpu_file, read, rss_file, us_per_op  # noqa: E402
 
 # Targets: Portico against the best peer by HTTP/1.1 requests/s.
@@ -295,6 +297,10 @@ def report(results, n, peers):
         ]
         print_verdict(checks)
         print_capacity_note("HTTP/1.1 req/s", p["cpu"], p["us_req"], best, b["us_req"])
+        theirs = {peer: spreads[peer] for peer in others}
+        print_round_ratios(
+            "HTTP/1.1 req/s", "that round's best peer", spreads["portico"], theirs, "rps", TARGET_RPS_RATIO
+        )
         print(
             f"  (not in the verdict: h2 run peak RSS: portico {fmt(p['rss_h2'], '.1f')} MiB,"
             f" {best} {fmt(b['rss_h2'], '.1f')} MiB, {fmt_ratio(ratio(p['rss_h2'], b['rss_h2']))})"

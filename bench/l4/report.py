@@ -11,7 +11,8 @@ RESULTS_DIR holds, per peer and round R (1..ROUNDS):
                                                  for direct)
 
 With more than one round, every figure is the median over the rounds, and the spread
-(lowest-highest) of throughput, conn/s and p99 is printed below the table.
+(lowest-highest) of throughput, conn/s and p99 is printed below the table, and after the
+verdict each round's own Portico / HAProxy ratios.
 
 Exits non-zero only when a result is missing or shows that the wrong thing was measured
 (no bytes moved, no requests answered, mostly errors); a missed target is only reported.
@@ -25,7 +26,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.dont_write_bytecode = True
 from report_common import Invalid, bench_fail, fmt, fmt_pct, fmt_ratio, median_row, parse_wrk  # noqa: E402
-from report_common import print_capacity_note, print_header, print_verdict, ratio, span  # noqa: E402
+from report_common import print_capacity_note, print_header, print_round_ratios, print_verdict  # noqa: E402
+from report_common import ratio, span  # noqa: E402
+
+#: The issue's targets for throughput and conn/s: this multiple of HAProxy's.
+TARGET_RATIO = 1.1
 
 
 def fail(msg):
@@ -166,13 +171,24 @@ def main():
     if "portico" in rows and "haproxy" in rows:
         p, h = rows["portico"], rows["haproxy"]
         checks = [
-            ("throughput >= 1.1x HAProxy", fmt_ratio(ratio(p["fwd"], h["fwd"])), p["fwd"] >= 1.1 * h["fwd"]),
-            ("conn/s >= 1.1x HAProxy", fmt_ratio(ratio(p["rps"], h["rps"])), p["rps"] >= 1.1 * h["rps"]),
+            (
+                f"throughput >= {TARGET_RATIO}x HAProxy",
+                fmt_ratio(ratio(p["fwd"], h["fwd"])),
+                p["fwd"] >= TARGET_RATIO * h["fwd"],
+            ),
+            (
+                f"conn/s >= {TARGET_RATIO}x HAProxy",
+                fmt_ratio(ratio(p["rps"], h["rps"])),
+                p["rps"] >= TARGET_RATIO * h["rps"],
+            ),
             ("p99 <= HAProxy's", fmt_ratio(ratio(p["p99"], h["p99"])), p["p99"] <= h["p99"]),
         ]
         print()
         print_verdict(checks)
         print_capacity_note("conn/s", p["cpu_wrk"], p["us_conn"], "HAProxy", h["us_conn"])
+        theirs = {"haproxy": per_round["haproxy"]}
+        for what, key in (("throughput", "fwd"), ("-R", "rev"), ("conn/s", "rps")):
+            print_round_ratios(what, "HAProxy", per_round["portico"], theirs, key, TARGET_RATIO)
 
 
 if __name__ == "__main__":
