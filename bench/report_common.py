@@ -120,9 +120,9 @@ def print_capacity_note(what, share, us, peer, peer_us):
 def print_round_ratios(what, against, portico, others, key, target):
     """With more than one round, a line outside the verdict: Portico's KEY over the best of
     OTHERS (peer -> its rows, one per round) in the same round, round by round, with their
-    median and how many rounds reached TARGET. The verdict compares medians taken at different
-    times; a round's runs are minutes apart, so these ratios show how far the machine's drift
-    moves the outcome."""
+    median and how many rounds reached TARGET. The verdict's medians may come from different
+    rounds, far apart in time; a round's runs follow each other within minutes, so these ratios
+    show how far the machine's drift moves the outcome."""
     if len(portico) < 2 or not others:
         return
     ratios = []
