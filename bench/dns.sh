@@ -286,11 +286,8 @@ measure() {
     alive "$peer" "$pid" || return 1
     pinned "$pid" || { invalid "$peer" "a thread left core $PROXY_CPU during the run"; return 1; }
     tree_rss "$pid" >"$results/rss-$peer-$name-$round.txt"
-    awk -v a="$c0" -v b="$c1" -v t="$clk_tck" -v s="$t0" -v e="$t1" -v k0="$k0" -v k1="$k1" '
-        BEGIN { split(k0, x, " "); split(k1, y, " "); tot = y[2] - x[2]
-                busy = 0; if (tot > 0) busy = (y[1] - x[1]) / tot
-                printf "%.3f %.3f %.3f\n", (b - a) / t, e - s, busy }' \
-        >"$results/cpu-$peer-$name-$round.txt"
+    awk -v a="$c0" -v b="$c1" -v t="$clk_tck" -v s="$t0" -v e="$t1" -v busy="$(busy_share "$k0" "$k1")" \
+        'BEGIN { printf "%.3f %.3f %s\n", (b - a) / t, e - s, busy }' >"$results/cpu-$peer-$name-$round.txt"
     return "$status"
 }
 

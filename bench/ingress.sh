@@ -346,33 +346,34 @@ fi
 
 # measure PEER NAME ROUND CMD...: runs CMD, recording in cpu-PEER-NAME-ROUND.txt the CPU the
 # proxy's processes used meanwhile, the run's wall time and how busy the proxy's core was
-# ("cpu_seconds wall_seconds core_busy_share"), and in rss-PEER-NAME-ROUND.txt their memory
-# (tree_rss), the peak being the run's own: tree_reset_peak just before CMD. Returns 1 when
-# Portico went down meanwhile.
+# ("cpu_seconds wall_seconds core_busy_share"), in load-PEER-NAME-ROUND.txt how busy the load
+# core was (wrk or h2load, the backend, and the kernel work they cause there), and in
+# rss-PEER-NAME-ROUND.txt their memory (tree_rss), the peak being the run's own:
+# tree_reset_peak just before CMD. Returns 1 when Portico went down meanwhile.
 measure() {
     local peer=$1 name=$2 round=$3
     shift 3
-    local pid t0 t1 c0=0 c1=0 k0 k1
+    local pid t0 t1 c0=0 c1=0 k0 k1 l0 l1
     pid="$(pid_of "$peer")"
     if [ -n "$pid" ]; then
         tree_reset_peak "$pid"
         c0="$(tree_ticks "$pid")"
     fi
     k0="$(core_ticks "$PROXY_CPU")"
+    l0="$(core_ticks "$LOAD_CPU")"
     t0="$(now)"
     "$@"
     t1="$(now)"
+    l1="$(core_ticks "$LOAD_CPU")"
     k1="$(core_ticks "$PROXY_CPU")"
+    busy_share "$l0" "$l1" >"$results/load-$peer-$name-$round.txt"
     if [ -n "$pid" ]; then
         c1="$(tree_ticks "$pid")"
         alive "$peer" "$pid" || return 1
         tree_rss "$pid" >"$results/rss-$peer-$name-$round.txt"
     fi
-    awk -v a="$c0" -v b="$c1" -v t="$clk_tck" -v s="$t0" -v e="$t1" -v k0="$k0" -v k1="$k1" '
-        BEGIN { split(k0, x, " "); split(k1, y, " "); tot = y[2] - x[2]
-                busy = 0; if (tot > 0) busy = (y[1] - x[1]) / tot
-                printf "%.3f %.3f %.3f\n", (b - a) / t, e - s, busy }' \
-        >"$results/cpu-$peer-$name-$round.txt"
+    awk -v a="$c0" -v b="$c1" -v t="$clk_tck" -v s="$t0" -v e="$t1" -v busy="$(busy_share "$k0" "$k1")" \
+        'BEGIN { printf "%.3f %.3f %s\n", (b - a) / t, e - s, busy }' >"$results/cpu-$peer-$name-$round.txt"
 }
 
 wrk_run() {

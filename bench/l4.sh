@@ -150,12 +150,13 @@ if [ -n "${PORTICO_BENCH_IDLE:-}" ]; then
 fi
 
 # measure PEER NAME ROUND CMD...: runs CMD, recording the CPU the proxy used meanwhile in
-# cpu-PEER-NAME-ROUND.txt ("cpu_seconds wall_seconds"), and perf samples of Portico when asked
-# (first round only).
+# cpu-PEER-NAME-ROUND.txt ("cpu_seconds wall_seconds"), how busy the load core was in
+# load-PEER-NAME-ROUND.txt (the load generator, the backend, and the kernel work they cause
+# there), and perf samples of Portico when asked (first round only).
 measure() {
     local peer=$1 name=$2 round=$3
     shift 3
-    local pid perf_pid="" t0 t1 c0 c1 perf_dir="${PORTICO_BENCH_PERF:-}"
+    local pid perf_pid="" t0 t1 c0 c1 l0 l1 perf_dir="${PORTICO_BENCH_PERF:-}"
     pid="$(pid_of "$peer")"
     if [ -n "$perf_dir" ] && [ "$peer" = portico ] && [ "$round" -eq 1 ]; then
         mkdir -p "$perf_dir"
@@ -166,9 +167,12 @@ measure() {
         pids+=("$perf_pid")
     fi
     if [ -n "$pid" ]; then c0="$(cpu_ticks "$pid")"; fi
+    l0="$(core_ticks "$LOAD_CPU")"
     t0="$(now)"
     "$@"
     t1="$(now)"
+    l1="$(core_ticks "$LOAD_CPU")"
+    busy_share "$l0" "$l1" >"$results/load-$peer-$name-$round.txt"
     if [ -n "$pid" ]; then
         c1="$(cpu_ticks "$pid")"
         awk -v a="$c0" -v b="$c1" -v t="$clk_tck" -v s="$t0" -v e="$t1" \

@@ -303,6 +303,13 @@ core_ticks() {
     awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
 }
 
+# busy_share BEFORE AFTER: the share of the time between two core_ticks readings of a core
+# that the core was busy (0 when no time passed).
+busy_share() {
+    awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]
+        printf "%.3f\n", (t > 0 ? (y[1] - x[1]) / t : 0) }'
+}
+
 # --- output ------------------------------------------------------------------------------
 
 # banner TITLE: the first line of a report: TITLE, the time, the cores and the kernel.

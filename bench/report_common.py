@@ -104,16 +104,25 @@ def print_verdict(checks):
 SATURATED = 0.95
 
 
-def print_capacity_note(what, share, us, peer, peer_us):
+def print_capacity_note(what, share, us, peer, peer_us, load_us=None, peer_rate=None):
     """A line outside the verdict when Portico's core had room to spare (SHARE of it used):
     then the load core limited the run's WHAT, and the CPU per operation (US, PEER_US) tells
-    how Portico and PEER would compare, each with a core to itself."""
+    how Portico and PEER would compare, each with a core to itself. With the load core's busy
+    time per operation through Portico (LOAD_US) and PEER's rate, also the most that core
+    allows through Portico, however little Portico itself spends."""
     if share is None or share >= SATURATED or not us or not peer_us:
         return
+    ceiling = ""
+    if load_us and peer_rate:
+        most = 1e6 / load_us
+        ceiling = (
+            f"; the load core was busy {load_us:.1f} us per operation through Portico, so it allows"
+            f" at most about {most:.0f}/s, {most / peer_rate:.2f}x {peer}'s"
+        )
     print(
         f"  (not in the verdict: Portico used {100 * share:.0f}% of its core, so the load core limited"
         f" this run's {what}; by CPU per operation, with a core each, Portico would do"
-        f" {peer_us / us:.2f}x {peer}'s {what})"
+        f" {peer_us / us:.2f}x {peer}'s {what}{ceiling})"
     )
 
 
@@ -156,6 +165,14 @@ def cpu_file(path):
         return None, None
     cpu, wall, core = (float(x) for x in read(path).split())
     return (cpu / wall if wall > 0 else None), core
+
+
+def load_file(path):
+    """How busy the load core was over a run, as a share of it, from a load file (bench/lib.sh
+    busy_share); None when there is none, as in results from before that file."""
+    if not os.path.exists(path):
+        return None
+    return float(read(path).split()[0])
 
 
 def us_per_op(share, rate):

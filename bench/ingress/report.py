@@ -21,6 +21,9 @@ RESULTS_DIR holds, per peer and round R (1..ROUNDS):
   cpu-PEER-{wrk,h2}-R.txt
                         "cpu_seconds wall_seconds core_busy": CPU of the proxy's processes
                         during the run, the run's length, and the busy share of the proxy's core
+  load-PEER-{wrk,h2}-R.txt
+                        how busy the load core was during the run, as a share of it (none in
+                        older results)
   rss-PEER-{wrk,h2}-R.txt
                         "VmHWM_kB VmRSS_kB processes", summed over the proxy's processes, read
                         right after the run; VmHWM was reset just before it, so it is the run's
@@ -50,7 +53,7 @@ sys.dont_write_bytecode = True
 from report_common import Invalid, bench_fail, fmt, fmt_pct, fmt_ratio, median_row, parse_wrk  # noqa: E402
 from report_common import print_capacity_note, print_header, print_round_ratios, print_unmeasured  # noqa: E402
 from report_common import print_verdict, ratio, span  # noqa: E402
-from report_common import cpu_file, read, rss_file, us_per_op  # noqa: E402
+from report_common import cpu_file, load_file, read, rss_file, us_per_op  # noqa: E402
 
 # Targets: Portico against the best peer by HTTP/1.1 requests/s.
 TARGET_RPS_RATIO = 1.2
@@ -145,16 +148,18 @@ def one_round(results, peer, r):
     row.update(wrk)
     row["cpu"], row["core"] = cpu_file(os.path.join(results, f"cpu-{peer}-wrk-{r}.txt"))
     row["us_req"] = us_per_op(row["cpu"], row["rps"]) if peer != "backend" else None
+    row["load_us"] = us_per_op(load_file(os.path.join(results, f"load-{peer}-wrk-{r}.txt")), row["rps"])
     if peer == "backend":
         # The backend runs on the load generator's core: neither figure is about a proxy.
         row["cpu"] = row["core"] = None
-        for k in ("h2_rps", "h2_p50", "h2_p99", "h2_mean", "h2_cpu", "h2_core", "h2_us_req"):
+        for k in ("h2_rps", "h2_p50", "h2_p99", "h2_mean", "h2_cpu", "h2_core", "h2_us_req", "h2_load_us"):
             row[k] = None
         return row
     h2 = h2_result(os.path.join(results, f"h2-{peer}-{r}.txt"), os.path.join(results, f"h2lat-{peer}-{r}.txt"))
     row["h2_rps"], row["h2_p50"], row["h2_p99"], row["h2_mean"] = h2["rps"], h2["p50"], h2["p99"], h2["mean"]
     row["h2_cpu"], row["h2_core"] = cpu_file(os.path.join(results, f"cpu-{peer}-h2-{r}.txt"))
     row["h2_us_req"] = us_per_op(row["h2_cpu"], row["h2_rps"])
+    row["h2_load_us"] = us_per_op(load_file(os.path.join(results, f"load-{peer}-h2-{r}.txt")), row["h2_rps"])
     return row
 
 
@@ -196,7 +201,7 @@ def report(results, n, peers):
     print("HTTP/1.1 keep-alive (wrk), 200 host/path pairs:")
     header = (
         f"{'peer':<9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'proxy CPU':>10} {'core busy':>10}"
-        f" {'CPU us/req':>11} {'RSS HTTP/1.1':>13} {'RSS h2':>7} {'RSS now':>8}"
+        f" {'CPU us/req':>11} {'load us/req':>12} {'RSS HTTP/1.1':>13} {'RSS h2':>7} {'RSS now':>8}"
     )
     print_header(header)
     for peer in peers:
@@ -207,14 +212,15 @@ def report(results, n, peers):
         procs = f" ({r['procs']} procs)" if r["procs"] and r["procs"] > 1 else ""
         print(
             f"{peer:<9} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {fmt_pct(r['cpu']):>10}"
-            f" {fmt_pct(r['core']):>10} {fmt(r['us_req'], '.1f'):>11} {fmt(r['rss_h1'], '.1f'):>13}"
+            f" {fmt_pct(r['core']):>10} {fmt(r['us_req'], '.1f'):>11} {fmt(r['load_us'], '.1f'):>12}"
+            f" {fmt(r['rss_h1'], '.1f'):>13}"
             f" {fmt(r['rss_h2'], '.1f'):>7} {fmt(r['rss_now'], '.1f'):>8}{procs}"
         )
     print()
     print("h2 over TLS (h2load), one host, 10 paths:")
     header = (
         f"{'peer':<9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'proxy CPU':>10}"
-        f" {'core busy':>10} {'CPU us/req':>11}"
+        f" {'core busy':>10} {'CPU us/req':>11} {'load us/req':>12}"
     )
     print_header(header)
     for peer in peers:
@@ -227,11 +233,13 @@ def report(results, n, peers):
         print(
             f"{peer:<9} {r['h2_rps']:>9.0f} {r['h2_p50']:>8.2f} {r['h2_p99']:>8.2f} {r['h2_mean']:>8.2f}"
             f" {fmt_pct(r['h2_cpu']):>10} {fmt_pct(r['h2_core']):>10} {fmt(r['h2_us_req'], '.1f'):>11}"
+            f" {fmt(r['h2_load_us'], '.1f'):>12}"
         )
     print(
         "(proxy CPU: user+system time of all the proxy's processes during the run, as a share of its"
         " one core;\n core busy: the proxy's core, loopback softirq work included; CPU us/req: proxy CPU"
-        " per request;\n RSS HTTP/1.1, RSS h2: peak RSS in MiB during that workload's runs (the highest over"
+        " per request;\n load us/req: the load core's busy microseconds per request (the load generator, the"
+        " backend and the kernel work they cause there);\n RSS HTTP/1.1, RSS h2: peak RSS in MiB during that workload's runs (the highest over"
         " the rounds),\n VmHWM summed over the proxy's processes (nginx: master + worker, shared pages counted"
         " twice),\n reset just before each run; RSS now: VmRSS after all runs;\n h2 p50/p99/mean from h2load's"
         " per-request log, time from request start to end of response)"
@@ -296,7 +304,7 @@ def report(results, n, peers):
             ),
         ]
         print_verdict(checks)
-        print_capacity_note("HTTP/1.1 req/s", p["cpu"], p["us_req"], best, b["us_req"])
+        print_capacity_note("HTTP/1.1 req/s", p["cpu"], p["us_req"], best, b["us_req"], p["load_us"], b["rps"])
         theirs = {peer: spreads[peer] for peer in others}
         print_round_ratios(
             "HTTP/1.1 req/s", "that round's best peer", spreads["portico"], theirs, "rps", TARGET_RPS_RATIO

@@ -9,6 +9,8 @@ RESULTS_DIR holds, per peer and round R (1..ROUNDS):
   cpu-PEER-{fwd,rev,wrk}-R.txt                   CPU seconds of the proxy process during a
                                                  run, and the run's wall seconds (no file
                                                  for direct)
+  load-PEER-{fwd,rev,wrk}-R.txt                  how busy the load core was during a run,
+                                                 as a share of it (none in older results)
 
 With more than one round, every figure is the median over the rounds, and the spread
 (lowest-highest) of throughput, conn/s and p99 is printed below the table, and after the
@@ -27,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.dont_write_bytecode = True
 from report_common import Invalid, bench_fail, fmt, fmt_pct, fmt_ratio, median_row, parse_wrk  # noqa: E402
 from report_common import print_capacity_note, print_header, print_round_ratios, print_verdict  # noqa: E402
-from report_common import ratio, span  # noqa: E402
+from report_common import load_file, ratio, span, us_per_op  # noqa: E402
 
 #: The issue's targets for throughput and conn/s: this multiple of HAProxy's.
 TARGET_RATIO = 1.1
@@ -104,6 +106,7 @@ def one_round(results, peer, r):
         "cpu_wrk": cpu_share(cpu_wrk),
         # wrk's request count and the CPU sample cover the same measured run.
         "us_conn": cpu_us_per_request(cpu_wrk, wrk["requests"]),
+        "load_conn": us_per_op(load_file(os.path.join(results, f"load-{peer}-wrk-{r}.txt")), wrk["rps"]),
     }
 
 
@@ -125,7 +128,7 @@ def main():
         print(f"medians of {n} rounds")
     header = (
         f"{'peer':<9} {'iperf3 Gbit/s':>13} {'-R Gbit/s':>10} {'CPU fwd':>8}"
-        f" {'conn/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU wrk':>8} {'us/conn':>8} {'errors':>7}"
+        f" {'conn/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU wrk':>8} {'us/conn':>8} {'load us':>8} {'errors':>7}"
     )
     print_header(header)
     for peer in peers:
@@ -133,13 +136,14 @@ def main():
         print(
             f"{peer:<9} {r['fwd']:>13.2f} {r['rev']:>10.2f} {fmt_pct(r['cpu_fwd']):>8}"
             f" {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {fmt_pct(r['cpu_wrk']):>8}"
-            f" {fmt(r['us_conn'], '.0f'):>8}"
+            f" {fmt(r['us_conn'], '.0f'):>8} {fmt(r['load_conn'], '.0f'):>8}"
             f" {r['errors'] + r['non2xx']:>7}"
         )
     print(
         "(CPU fwd, CPU wrk: the proxy's user+system time during the iperf3 and the wrk run,"
         " as a share of its one core;\n us/conn: the proxy's CPU microseconds per proxied connection"
-        " in the wrk run, kernel work on its core included)"
+        " in the wrk run, kernel work on its core included;\n load us: the load core's busy microseconds per connection"
+        " in the wrk run: wrk, nginx and the kernel work they cause there)"
     )
     if n > 1:
         print("spread over the rounds (lowest-highest):")
@@ -185,7 +189,7 @@ def main():
         ]
         print()
         print_verdict(checks)
-        print_capacity_note("conn/s", p["cpu_wrk"], p["us_conn"], "HAProxy", h["us_conn"])
+        print_capacity_note("conn/s", p["cpu_wrk"], p["us_conn"], "HAProxy", h["us_conn"], p["load_conn"], h["rps"])
         theirs = {"haproxy": per_round["haproxy"]}
         for what, key in (("throughput", "fwd"), ("-R", "rev"), ("conn/s", "rps")):
             print_round_ratios(what, "HAProxy", per_round["portico"], theirs, key, TARGET_RATIO)
