@@ -238,9 +238,9 @@ def report(results, n, peers):
     print(
         "(proxy CPU: user+system time of all the proxy's processes during the run, as a share of its"
         " one core;\n core busy: the proxy's core, loopback softirq work included; CPU us/req: proxy CPU"
-        " per request;\n load us/req: the load core's busy microseconds per request (the load generator, the"
-        " backend and the kernel work they cause there);\n RSS HTTP/1.1, RSS h2: peak RSS in MiB during that workload's runs (the highest over"
-        " the rounds),\n VmHWM summed over the proxy's processes (nginx: master + worker, shared pages counted"
+        " per request;\n load us/req: the load core's busy microseconds per request (the load generator,"
+        " the backend and the kernel work they cause there);\n RSS HTTP/1.1, RSS h2: peak RSS in MiB during"
+        " that workload's runs (the highest over the rounds),\n VmHWM summed over the proxy's processes (nginx: master + worker, shared pages counted"
         " twice),\n reset just before each run; RSS now: VmRSS after all runs;\n h2 p50/p99/mean from h2load's"
         " per-request log, time from request start to end of response)"
     )
@@ -304,7 +304,9 @@ def report(results, n, peers):
             ),
         ]
         print_verdict(checks)
-        print_capacity_note("HTTP/1.1 req/s", p["cpu"], p["us_req"], best, b["us_req"], p["load_us"], b["rps"])
+        print_capacity_note(
+            "HTTP/1.1 req/s", p["cpu"], p["us_req"], best, b["us_req"], p["load_us"], b["rps"]
+        )
         theirs = {peer: spreads[peer] for peer in others}
         print_round_ratios(
             "HTTP/1.1 req/s", "that round's best peer", spreads["portico"], theirs, "rps", TARGET_RPS_RATIO

@@ -142,8 +142,8 @@ def main():
     print(
         "(CPU fwd, CPU wrk: the proxy's user+system time during the iperf3 and the wrk run,"
         " as a share of its one core;\n us/conn: the proxy's CPU microseconds per proxied connection"
-        " in the wrk run, kernel work on its core included;\n load us: the load core's busy microseconds per connection"
-        " in the wrk run: wrk, nginx and the kernel work they cause there)"
+        " in the wrk run, kernel work on its core included;\n load us: the load core's busy microseconds"
+        " per connection in the wrk run: wrk, nginx and the kernel work they cause there)"
     )
     if n > 1:
         print("spread over the rounds (lowest-highest):")
@@ -189,7 +189,9 @@ def main():
         ]
         print()
         print_verdict(checks)
-        print_capacity_note("conn/s", p["cpu_wrk"], p["us_conn"], "HAProxy", h["us_conn"], p["load_conn"], h["rps"])
+        print_capacity_note(
+            "conn/s", p["cpu_wrk"], p["us_conn"], "HAProxy", h["us_conn"], p["load_conn"], h["rps"]
+        )
         theirs = {"haproxy": per_round["haproxy"]}
         for what, key in (("throughput", "fwd"), ("-R", "rev"), ("conn/s", "rps")):
             print_round_ratios(what, "HAProxy", per_round["portico"], theirs, key, TARGET_RATIO)
