@@ -240,9 +240,10 @@ def report(results, n, peers):
         " one core;\n core busy: the proxy's core, loopback softirq work included; CPU us/req: proxy CPU"
         " per request;\n load us/req: the load core's busy microseconds per request (the load generator,"
         " the backend and the kernel work they cause there);\n RSS HTTP/1.1, RSS h2: peak RSS in MiB during"
-        " that workload's runs (the highest over the rounds),\n VmHWM summed over the proxy's processes (nginx: master + worker, shared pages counted"
-        " twice),\n reset just before each run; RSS now: VmRSS after all runs;\n h2 p50/p99/mean from h2load's"
-        " per-request log, time from request start to end of response)"
+        " that workload's runs (the highest over the rounds),\n VmHWM summed over the proxy's processes"
+        " (nginx: master + worker, shared pages counted twice),\n reset just before each run; RSS now: VmRSS"
+        " after all runs;\n h2 p50/p99/mean from h2load's per-request log, time from request start to end of"
+        " response)"
     )
     old = [peer for peer in peers if peer in rows and rows[peer]["rss_old"]]
     if old:
