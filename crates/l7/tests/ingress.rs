@@ -2,171 +2,22 @@
 //! `IngressProxy` on loopback, in front of echo Pods, reached by real clients.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use portico_echo::{Echo, Identity};
-use portico_l7::{IngressProxy, Metrics, Options};
-use portico_model::{Store, parse_text};
-use portico_plan::{Allocations, Plan, PlanConfig, plan};
+use portico_l7::Options;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-const POD_PORT: u16 = 18080;
-
-/// Echo Pods and an Ingress proxy, on addresses of their own (127.<net>.x.y).
-struct Harness {
-    proxy: IngressProxy,
-    http: SocketAddr,
-    https: SocketAddr,
-    generation: u64,
-    _stop_pods: watch::Sender<bool>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The address of pod `i` of Service number `svc`.
-fn pod_ip(net: u8, svc: u8, i: u8) -> IpAddr {
-    IpAddr::from([127, net, svc, i + 1])
-}
-
-/// A Service named `name` (number `svc`) with `pods` echo endpoints, as manifests.
-fn service(net: u8, svc: u8, name: &str, pods: u8) -> String {
-    let endpoints: Vec<String> =
-        (0..pods).map(|i| format!("{{addresses: [\"{}\"]}}", pod_ip(net, svc, i))).collect();
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{clusterIP: None, ports: [{{name: http, port: 80, targetPort: {POD_PORT}}}]}}\n---\n\
-         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, labels: {{kubernetes.io/service-name: {name}}}}}\n\
-         addressType: IPv4\nports: [{{name: http, port: {POD_PORT}}}]\nendpoints: [{}]\n---\n",
-        endpoints.join(", ")
-    )
-}
-
-/// An Ingress with one host (or none) and `paths` as (path, pathType, service).
-fn ingress(
-    name: &str,
-    annotations: &str,
-    host: Option<&str>,
-    paths: &[(&str, &str, &str)],
-    extra: &str,
-) -> String {
-    let paths: Vec<String> = paths
-        .iter()
-        .map(|(p, t, s)| {
-            format!(
-                "{{path: '{p}', pathType: {t}, backend: {{service: {{name: {s}, port: {{number: 80}}}}}}}}"
-            )
-        })
-        .collect();
-    let host = host.map(|h| format!("host: '{h}'\n    ")).unwrap_or_default();
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, annotations: {{{annotations}}}}}\nspec:\n{extra}  rules:\n  - {host}http:\n      paths: [{}]\n---\n",
-        paths.join(", ")
-    )
-}
-
-impl Harness {
-    /// Starts `pods[svc]` echo Pods for each Service number.
-    async fn start(net: u8, pods: &[(u8, &str, u8)]) -> Harness {
-        Harness::start_with(net, pods, Options::default()).await
-    }
-
-    async fn start_with(net: u8, pods: &[(u8, &str, u8)], options: Options) -> Harness {
-        let (stop, stopped) = watch::channel(false);
-        for (svc, name, count) in pods {
-            for i in 0..*count {
-                let addr = SocketAddr::new(pod_ip(net, *svc, i), POD_PORT);
-                let identity = Identity { pod: Some(format!("{name}-{i}")), namespace: None, service: None };
-                let echo = Echo::bind(addr, identity, None).await.expect("echo binds");
-                let mut stopped = stopped.clone();
-                tokio::spawn(echo.run(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                }));
-            }
-        }
-        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let metrics = Arc::new(Metrics::register(&mut prometheus_client::registry::Registry::default()));
-        let proxy = IngressProxy::new(options, metrics).expect("proxy");
-        Harness { proxy, http, https, generation: 0, _stop_pods: stop }
-    }
-
-    fn plan(&mut self, yaml: &str) -> Arc<Plan> {
-        let (objects, diagnostics) = parse_text(Path::new("test.yaml"), yaml);
-        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
-        let (store, _) = Store::from_objects(objects);
-        let config =
-            PlanConfig { ingress_http: self.http, ingress_https: self.https, ..PlanConfig::default() };
-        self.generation += 1;
-        let planned = plan(&store, &config, &Allocations::default(), self.generation);
-        let errors: Vec<_> =
-            planned.diagnostics.iter().filter(|d| d.severity == portico_model::Severity::Error).collect();
-        assert!(errors.is_empty(), "{errors:#?}");
-        Arc::new(planned.plan)
-    }
-
-    async fn apply(&mut self, yaml: &str) {
-        let plan = self.plan(yaml);
-        let errors = self.proxy.apply(&plan).await;
-        assert!(errors.is_empty(), "{errors:?}");
-    }
-}
-
-/// A response as a raw HTTP/1.1 client saw it.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
-    }
-
-    /// The echo Pod that answered.
-    fn pod(&self) -> String {
-        assert_eq!(self.status, 200, "{self:?}");
-        self.json()["pod"].as_str().unwrap_or_default().to_owned()
-    }
-}
-
-/// Sends one request exactly as written (no client-side path clean-up) and reads the answer.
-async fn request(addr: SocketAddr, host: &str, target: &str, extra: &str) -> Answer {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let head = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-        .await
-        .expect("answer in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Answer { status, headers, body: body.to_owned() }
-}
-
-async fn pod_for(addr: SocketAddr, host: &str, path: &str) -> String {
-    request(addr, host, path, "").await.pod()
-}
+mod support;
+use support::*;
 
 #[tokio::test]
 async fn hosts_paths_default_backend_and_normalisation() {
@@ -324,35 +175,6 @@ async fn canary_weight_and_header() {
     }
 }
 
-fn tls_secret(name: &str, host: &str) -> (String, rustls::pki_types::CertificateDer<'static>) {
-    let generated = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
-    let crt = serde_json::to_string(&generated.cert.pem()).unwrap();
-    let key = serde_json::to_string(&generated.signing_key.serialize_pem()).unwrap();
-    let yaml = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\nstringData: {{tls.crt: {crt}, tls.key: {key}}}\n---\n"
-    );
-    (yaml, generated.cert.der().clone())
-}
-
-/// A TLS client trusting `roots`, offering `alpn`.
-fn tls_client(
-    roots: &[rustls::pki_types::CertificateDer<'static>],
-    alpn: &[&[u8]],
-) -> tokio_rustls::TlsConnector {
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store.add(root.clone()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
 #[tokio::test]
 async fn tls_by_sni_http2_and_the_https_redirect() {
     let mut h = Harness::start(74, &[(1, "a", 1), (2, "b", 1)]).await;
@@ -484,17 +306,6 @@ async fn upgrade(mut stream: TcpStream, host: &str) -> TcpStream {
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
     stream
-}
-
-/// Reads one head, byte by byte so nothing after it is consumed.
-async fn read_head(stream: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    String::from_utf8_lossy(&head).into_owned()
 }
 
 async fn round_trip(stream: &mut TcpStream, message: &[u8]) {
@@ -775,142 +586,6 @@ async fn certificates_rotate_rewrites_apply_and_redirects_can_be_forced() {
     );
 }
 
-/// A hand-written HTTP/1.1 endpoint answering by path with framings the echo Pods never use:
-/// chunked with trailers, an interim 103, close-delimited, and a close right after an answer
-/// that promised keep-alive. It keeps every request head it reads and counts connections.
-async fn framing_endpoint(addr: SocketAddr) -> (Arc<Mutex<Vec<String>>>, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let (heads, connections) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicUsize::new(0)));
-    let (seen, count) = (Arc::clone(&heads), Arc::clone(&connections));
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let head_end = loop {
-                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break at + 4;
-                        }
-                        let mut chunk = [0u8; 16384];
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-                    buf.drain(..head_end);
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap())
-                        })
-                        .unwrap_or(0);
-                    if head.starts_with("POST /reject ") {
-                        // Answers before the body is in, and never reads it.
-                        let early = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!";
-                        let _ = stream.write_all(early).await;
-                        tokio::time::sleep(Duration::from_secs(10)).await;
-                        return;
-                    }
-                    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-                        match read_chunked(&mut stream, &mut buf).await {
-                            Some(body) => body,
-                            None => return,
-                        }
-                    } else {
-                        while buf.len() < length {
-                            if !read_more(&mut stream, &mut buf).await {
-                                return;
-                            }
-                        }
-                        buf.drain(..length).collect()
-                    };
-                    let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
-                    let is_head = head.starts_with("HEAD ");
-                    seen.lock().unwrap().push(head);
-                    let answer = match path.as_str() {
-                        "/chunked" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n".to_owned(),
-                        "/early" => "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_owned(),
-                        "/body" => {
-                            let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
-                            let text = format!("{} {sum}", body.len());
-                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len())
-                        }
-                        "/close" => "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end".to_owned(),
-                        "/drop" => "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndrop".to_owned(),
-                        _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned(),
-                    };
-                    // A HEAD answer is the head alone, its Content-Length that of the GET's body.
-                    let answer = match answer.split_once("\r\n\r\n") {
-                        Some((head_only, _)) if is_head => format!("{head_only}\r\n\r\n"),
-                        _ => answer,
-                    };
-                    if stream.write_all(answer.as_bytes()).await.is_err()
-                        || matches!(path.as_str(), "/close" | "/drop")
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (heads, connections)
-}
-
-/// Reads more of a connection into `buf`; `false` at its end.
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
-    let mut chunk = [0u8; 16384];
-    match stream.read(&mut chunk).await {
-        Ok(0) | Err(_) => false,
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            true
-        }
-    }
-}
-
-/// Reads a chunked body (trailers skipped) from the front of `buf` and the connection.
-async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = loop {
-            if let Some(at) = buf.windows(2).position(|w| w == b"\r\n") {
-                break at;
-            }
-            if !read_more(stream, buf).await {
-                return None;
-            }
-        };
-        let size = usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).ok()?.trim(), 16).ok()?;
-        buf.drain(..line_end + 2);
-        if size == 0 {
-            // Trailer lines, then the empty line.
-            loop {
-                match buf.windows(2).position(|w| w == b"\r\n") {
-                    Some(0) => {
-                        buf.drain(..2);
-                        return Some(body);
-                    }
-                    Some(at) => drop(buf.drain(..at + 2)),
-                    None if !read_more(stream, buf).await => return None,
-                    None => {}
-                }
-            }
-        }
-        while buf.len() < size + 2 {
-            if !read_more(stream, buf).await {
-                return None;
-            }
-        }
-        body.extend(buf.drain(..size));
-        buf.drain(..2);
-    }
-}
-
 /// Checks the framing endpoint's `/chunked` answer: "hello world" in chunks, then an `x-sum`
 /// trailer.
 async fn assert_hello_world_with_trailers(answer: http::Response<hyper::body::Incoming>) {
@@ -955,7 +630,7 @@ async fn http2_requests_reach_http1_endpoints_on_pooled_sockets() {
     assert_eq!(chunked.version(), http::Version::HTTP_2);
     assert!(chunked.headers().get("transfer-encoding").is_none());
     assert_hello_world_with_trailers(chunked).await;
-    let forwarded = heads.lock().unwrap()[1].to_ascii_lowercase();
+    let forwarded = heads.lock().unwrap()[1].head.to_ascii_lowercase();
     for wanted in [
         "get /chunked http/1.1\r\n",
         "host: raw.test\r\n",
@@ -994,7 +669,7 @@ async fn http2_requests_reach_http1_endpoints_on_pooled_sockets() {
     };
     let sum: u64 = b"abcdefg".iter().map(|b| u64::from(*b)).sum();
     assert_eq!(posted.into_body().collect().await.unwrap().to_bytes(), format!("7 {sum}"));
-    assert!(heads.lock().unwrap()[4].to_ascii_lowercase().contains("transfer-encoding: chunked\r\n"));
+    assert!(heads.lock().unwrap()[4].head.to_ascii_lowercase().contains("transfer-encoding: chunked\r\n"));
     // All of that went over one endpoint connection, shared with the HTTP/1.1 path and handed
     // back to the pool after each answer.
     for _ in 0..10 {
@@ -1112,7 +787,7 @@ async fn http1_answers_keep_their_framing_pipelines_work_and_hyper_takes_over_up
     let chunked = client.send_request(send("GET", "/chunked", Vec::new())).await.unwrap();
     assert_eq!(chunked.headers().get("transfer-encoding").map(|v| v.as_bytes()), Some(&b"chunked"[..]));
     assert_hello_world_with_trailers(chunked).await;
-    let forwarded = heads.lock().unwrap()[0].to_ascii_lowercase();
+    let forwarded = heads.lock().unwrap()[0].head.to_ascii_lowercase();
     for wanted in [
         "get /chunked http/1.1\r\n",
         "host: raw.test\r\n",
