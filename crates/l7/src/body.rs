@@ -1,21 +1,74 @@
 //! Bodies streamed through the proxy, frame by frame (never buffered whole): bytes counted,
-//! a size limit, a timeout between frames, and the bookkeeping when a response ends.
+//! a size limit, a timeout between frames, trailers kept to the fields that may be trailers,
+//! and the bookkeeping when a response ends.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::channel::Channel;
+use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::fields::may_be_trailer;
 use crate::proxy::Counted;
 
 /// Errors a body can carry.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body from a client: read by hyper's server, or read off an HTTP/1.x connection by
+/// its own task (`crate::h1`) and fed through a channel of a few frames, or none at all.
+pub(crate) enum ClientBody {
+    Hyper(Incoming),
+    /// Fed by the connection's task; `length`: its `Content-Length`, if it has one.
+    Fed {
+        channel: Channel<Bytes, BoxError>,
+        length: Option<u64>,
+    },
+    Empty,
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(incoming) => {
+                Pin::new(incoming).poll_frame(cx).map(|f| f.map(|f| f.map_err(Into::into)))
+            }
+            ClientBody::Fed { channel, .. } => Pin::new(channel).poll_frame(cx),
+            ClientBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(incoming) => incoming.is_end_stream(),
+            ClientBody::Fed { length, .. } => *length == Some(0),
+            ClientBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(incoming) => incoming.size_hint(),
+            ClientBody::Fed { length: Some(n), .. } => SizeHint::with_exact(*n),
+            ClientBody::Fed { length: None, .. } => SizeHint::default(),
+            ClientBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
 
 /// What to do once a response body has been sent (or abandoned).
 pub(crate) trait OnEnd: Send {
@@ -94,9 +147,17 @@ where
                         return Poll::Ready(Some(Err(TooLarge(limit).into())));
                     }
                 }
+                let frame = match frame.into_trailers() {
+                    Ok(trailers) => Frame::trailers(allowed_trailers(trailers)),
+                    Err(frame) => frame,
+                };
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(err))) => {
+                if this.inbound {
+                    // The client's body could not be read (malformed, or cut short): its fault.
+                    this.counted.client_fault.store(true, Ordering::Relaxed);
+                }
                 this.end(false);
                 Poll::Ready(Some(Err(err.into())))
             }
@@ -123,6 +184,18 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// `trailers` without the fields that may not be trailers (see [`may_be_trailer`]).
+pub(crate) fn allowed_trailers(mut trailers: HeaderMap) -> HeaderMap {
+    if trailers.keys().any(|name| !may_be_trailer(name.as_str())) {
+        let refused: Vec<_> =
+            trailers.keys().filter(|name| !may_be_trailer(name.as_str())).cloned().collect();
+        for name in refused {
+            trailers.remove(name);
+        }
+    }
+    trailers
 }
 
 impl<B: Body> Drop for Watched<B> {

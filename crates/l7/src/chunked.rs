@@ -1,6 +1,7 @@
-//! The chunked coding (RFC 9112 §7.1): where a chunked body ends, found while its bytes pass
-//! through unchanged (the HTTP/1.1 path relays chunked answers as they are), and the chunks'
-//! data, for answers that go to clients over another framing.
+//! The chunked coding (RFC 9112 §7.1): where a chunked body's chunks end, found while its bytes
+//! pass through unchanged (the HTTP/1.1 path relays chunked answers as they are), and the
+//! chunks' data, for bodies that go on in another framing. The trailer section after the last
+//! chunk is a field section, read by whoever needs it (`httparse::parse_headers`).
 
 /// A body the chunked coding does not describe.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -13,6 +14,8 @@ enum State {
     SizeStart,
     /// In a chunk-size line, after a digit.
     Size,
+    /// Whitespace after the size: only more of it, an extension or the line's end may follow.
+    SizeSpace,
     /// In chunk extensions (ignored), up to CR.
     Extension,
     /// After the size line's CR.
@@ -23,16 +26,8 @@ enum State {
     DataCr,
     /// After chunk data's CR.
     DataLf,
-    /// At the start of a trailer line (or the final empty line).
+    /// After the last chunk: the trailer section comes next.
     TrailerStart,
-    /// In a trailer field line.
-    Trailer,
-    /// After a trailer line's CR.
-    TrailerLf,
-    /// After the final empty line's CR.
-    FinalLf,
-    /// The body has ended.
-    Done,
 }
 
 /// What the next bytes of a chunked body hold, for [`Chunks::next_piece`].
@@ -61,11 +56,12 @@ impl Default for Chunks {
 }
 
 impl Chunks {
-    /// Reads the next bytes of the body. Returns how many of them belong to it (fewer than
-    /// given only when it ended inside `bytes`) and whether it has ended.
+    /// Reads the next bytes of the body up to its trailer section. Returns how many of them
+    /// are chunks (fewer than given only when the last chunk ended inside `bytes`) and whether
+    /// the trailer section comes next.
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), BadChunk> {
         let mut i = 0;
-        while i < bytes.len() && self.state != State::Done {
+        while i < bytes.len() && self.state != State::TrailerStart {
             if self.state == State::Data {
                 let left = bytes.len() - i;
                 let take = usize::try_from(self.size).map_or(left, |s| s.min(left));
@@ -79,7 +75,7 @@ impl Chunks {
             self.state = self.step(bytes[i])?;
             i += 1;
         }
-        Ok((i, self.state == State::Done))
+        Ok((i, self.state == State::TrailerStart))
     }
 
     /// Decodes: reads `bytes` up to the next chunk data, which it does not consume.
@@ -113,8 +109,9 @@ impl Chunks {
                 self.size = self.size.checked_mul(16).and_then(|s| s.checked_add(digit)).ok_or(BadChunk)?;
                 State::Size
             }
-            (State::Size, b';' | b' ' | b'\t') => State::Extension,
-            (State::Size | State::Extension, b'\r') => State::SizeLf,
+            (State::Size | State::SizeSpace, b' ' | b'\t') => State::SizeSpace,
+            (State::Size | State::SizeSpace, b';') => State::Extension,
+            (State::Size | State::SizeSpace | State::Extension, b'\r') => State::SizeLf,
             (State::Extension, b'\n') => return Err(BadChunk),
             (State::Extension, _) => State::Extension,
             (State::SizeLf, b'\n') if self.size == 0 => State::TrailerStart,
@@ -124,12 +121,6 @@ impl Chunks {
                 self.size = 0;
                 State::SizeStart
             }
-            (State::TrailerStart, b'\r') => State::FinalLf,
-            (State::TrailerStart | State::Trailer, b'\n') => return Err(BadChunk),
-            (State::Trailer, b'\r') => State::TrailerLf,
-            (State::TrailerStart | State::Trailer, _) => State::Trailer,
-            (State::TrailerLf, b'\n') => State::TrailerStart,
-            (State::FinalLf, b'\n') => State::Done,
             _ => return Err(BadChunk),
         })
     }
@@ -139,14 +130,15 @@ impl Chunks {
 mod tests {
     use super::*;
 
-    /// Feeds `body` in pieces split at `cut`, returning the end position if the body ends.
+    /// Feeds `body` in pieces split at `cut`, returning where its trailer section starts, if
+    /// it does.
     fn end_of(body: &[u8], cut: usize) -> Result<Option<usize>, BadChunk> {
         let mut chunks = Chunks::default();
         let mut at = 0;
         for piece in [&body[..cut], &body[cut..]] {
-            let (used, done) = chunks.feed(piece)?;
+            let (used, trailers) = chunks.feed(piece)?;
             at += used;
-            if done {
+            if trailers {
                 return Ok(Some(at));
             }
         }
@@ -154,18 +146,18 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_end_wherever_the_bytes_are_split() {
-        let body = b"5\r\nhello\r\n1A;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-sum: 1\r\n\r\nNEXT";
-        let end = body.len() - 4;
+    fn finds_the_last_chunk_wherever_the_bytes_are_split() {
+        let body = b"5 \r\nhello\r\n1A ;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-sum: 1\r\n\r\nNEXT";
+        let trailers = body.len() - b"x-sum: 1\r\n\r\nNEXT".len();
         for cut in 0..=body.len() {
-            assert_eq!(end_of(body, cut), Ok(Some(end)), "split at {cut}");
+            assert_eq!(end_of(body, cut), Ok(Some(trailers)), "split at {cut}");
         }
-        assert_eq!(end_of(b"0\r\n\r\n", 2), Ok(Some(5)));
+        assert_eq!(end_of(b"0\r\n\r\n", 2), Ok(Some(3)));
     }
 
     #[test]
     fn an_unfinished_body_has_not_ended() {
-        for body in [&b"5\r\nhel"[..], b"5\r\nhello\r\n", b"0\r\n", b"0\r\nx: 1\r\n"] {
+        for body in [&b"5\r\nhel"[..], b"5\r\nhello\r\n", b"0\r", b"5\r\nhello\r\n0"] {
             assert_eq!(end_of(body, body.len() / 2), Ok(None), "{:?}", String::from_utf8_lossy(body));
         }
     }
@@ -204,9 +196,16 @@ mod tests {
 
     #[test]
     fn malformed_framing_is_an_error() {
-        for body in
-            [&b"x\r\n"[..], b"\r\n", b"5\r\nhelloXX", b"5\nhello", b"fffffffffffffffff\r\n", b"0\r\nbad\n"]
-        {
+        for body in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"5\r\nhelloXX",
+            b"5\nhello",
+            b"fffffffffffffffff\r\n",
+            b"0\n",
+            b"5 6\r\nhello\r\n",
+            b"5;a\nb\r\n",
+        ] {
             assert_eq!(end_of(body, 0), Err(BadChunk), "{:?}", String::from_utf8_lossy(body));
         }
     }

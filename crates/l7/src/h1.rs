@@ -1,9 +1,13 @@
-//! The HTTP/1.1 path that serves the bulk of Ingress traffic: a request head is parsed once,
-//! routed, rewritten and written to a pooled endpoint socket; the answer's head is rewritten
-//! and its body bytes pass through as they are, framing followed but not re-encoded.
-//! Whatever this path does not do (HTTP/2, HTTP/1.0, upgrades, `Expect`, chunked request
-//! bodies, absolute or authority request targets, endpoints spoken to over TLS or HTTP/2)
-//! makes it hand the connection, with the bytes it has read, to hyper.
+//! The HTTP/1.x engine: every request head of an HTTP/1.x connection is parsed here, once
+//! (httparse), and checked by the rules of `crate::request` before it is routed.
+//!
+//! Ordinary requests, the bulk of Ingress traffic, are relayed: the head is rewritten and
+//! written to a pooled endpoint socket, and the answer's head is rewritten while its body bytes
+//! pass through as they are, framing followed but not re-encoded. Requests that need more
+//! (HTTP/1.0, upgrades, `Expect`, chunked bodies, endpoints spoken to over TLS or HTTP/2) are
+//! served by the exchange hyper's server also uses (`crate::proxy`), with their body read off
+//! the connection here (`exchange`). Only the HTTP/2 preface, at a connection's start, hands
+//! the connection to hyper.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -25,11 +29,16 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::alarm::Alarm;
-use crate::chunked::Chunks;
-use crate::proxy::{
-    Conn, Decision, Exchange, FORWARDING_FIELDS, Fields, Forward, Head, InFlight, Shared, Table,
-    affinity_cookie, cookie, decimal, is_hop_by_hop,
+use crate::chunked::{BadChunk, Chunks};
+use crate::fields::{
+    Connection, FORWARDING_FIELDS, is_hop_by_hop, may_be_trailer, names_framing, one_length,
 };
+use crate::proxy::{
+    Conn, Decision, Exchange, Fields, Forward, Head, InFlight, Shared, Table, affinity_cookie, cookie,
+};
+use crate::request::{self, BodyFraming, Checked, Target, Version};
+
+mod exchange;
 
 /// Largest request or answer head accepted.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
@@ -75,6 +84,8 @@ pub(crate) struct Client<I> {
     /// The client may still be sending a request body that will not be read: the
     /// connection closes gently (see [`Client::linger`]).
     lingering: bool,
+    /// A request head has come on this connection: the HTTP/2 preface no longer may.
+    started: bool,
 }
 
 /// What to do after a request.
@@ -91,21 +102,16 @@ enum Step {
 enum HeadParse<'t> {
     /// Not all of the head is in yet.
     Partial,
+    /// The HTTP/2 preface, at the start of the connection: hyper serves it.
     Handoff,
     /// A head that cannot be served: answered with this status, then the connection closes.
     Reject(StatusCode),
     /// A whole head of `head_len` bytes; `head`: a HEAD request.
-    Complete {
-        exchange: Exchange,
-        head: bool,
-        head_len: usize,
-        action: Action<'t>,
-    },
+    Complete { exchange: Exchange, head: bool, head_len: usize, action: Action<'t> },
 }
 
 /// What a request's head asks for.
 enum Action<'t> {
-    Handoff,
     /// Answer here; `close` once answered; `unread_body`: the request's body may still be
     /// coming, and is not read.
     Answer {
@@ -115,7 +121,10 @@ enum Action<'t> {
         close: bool,
         unread_body: bool,
     },
+    /// Relay: the head for the endpoint is in the output.
     Forward(Forward<'t>, Request),
+    /// Serve through the shared exchange (see `exchange`).
+    Exchange(Forward<'t>, Box<exchange::Pending>),
 }
 
 /// What forwarding a request needs to know about it, once its head is written for the endpoint.
@@ -148,66 +157,18 @@ enum AnswerFailure {
     Broken,
 }
 
-/// What this path checks in a request's fields, found in one pass over them.
-#[derive(Default)]
-struct Known {
-    /// How many `Host` fields.
-    hosts: usize,
-    /// `Upgrade`, `Expect` or `Transfer-Encoding`: hyper serves such requests.
-    unusual: bool,
-    connection: ConnectionField,
-    te: bool,
-}
-
-/// What a head's `Connection` fields say, read in the one pass over its fields.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct ConnectionField {
-    /// They list `close`.
-    pub close: bool,
-    /// They list names other than `close` and `keep-alive`: fields of this hop only, to drop
-    /// (`Keep-Alive` is always dropped).
-    pub names_fields: bool,
-}
-
-impl ConnectionField {
-    fn add(&mut self, value: &[u8]) {
-        for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-            if token.eq_ignore_ascii_case(b"close") {
-                self.close = true;
-            } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
-                self.names_fields = true;
-            }
-        }
-    }
-}
-
-impl Known {
-    fn of(fields: &[httparse::Header<'_>]) -> Self {
-        let mut known = Known::default();
-        for field in fields {
-            let is = |name: &str| field.name.eq_ignore_ascii_case(name);
-            match field.name.len() {
-                4 if is("host") => known.hosts += 1,
-                7 if is("upgrade") => known.unusual = true,
-                6 if is("expect") => known.unusual = true,
-                17 if is("transfer-encoding") => known.unusual = true,
-                10 if is("connection") => known.connection.add(field.value),
-                2 if is("te") => known.te = true,
-                _ => {}
-            }
-        }
-        known
-    }
-}
-
 /// What forwarding needs from an answer's fields, found in one pass over them.
 #[derive(Default)]
 pub(crate) struct AnswerFields<'b> {
     /// The last `Transfer-Encoding` field.
     transfer_encoding: Option<&'b [u8]>,
-    /// The first `Content-Length` field.
-    content_length: Option<&'b [u8]>,
-    pub connection: ConnectionField,
+    /// What all `Content-Length` fields say.
+    length: Option<u64>,
+    /// A `Content-Length` cannot be read, or two disagree.
+    length_bad: bool,
+    pub connection: Connection,
+    /// `Connection` names `Content-Length` or `Transfer-Encoding`.
+    names_framing: bool,
 }
 
 impl<'b> AnswerFields<'b> {
@@ -217,10 +178,14 @@ impl<'b> AnswerFields<'b> {
             let is = |name: &str| field.name.eq_ignore_ascii_case(name);
             match field.name.len() {
                 17 if is("transfer-encoding") => known.transfer_encoding = Some(field.value),
-                14 if is("content-length") => {
-                    known.content_length.get_or_insert(field.value);
+                14 if is("content-length") => match one_length(std::iter::once(field.value)) {
+                    Ok(Some(n)) if known.length.is_none_or(|seen| seen == n) => known.length = Some(n),
+                    _ => known.length_bad = true,
+                },
+                10 if is("connection") => {
+                    known.connection.add(field.value);
+                    known.names_framing |= names_framing(field.value);
                 }
-                10 if is("connection") => known.connection.add(field.value),
                 _ => {}
             }
         }
@@ -236,9 +201,14 @@ impl<'b> AnswerFields<'b> {
         })
     }
 
-    /// How the body of an answer with `status` is delimited; `None` for a bad
-    /// `Content-Length`. `head`: the answer to a HEAD request.
+    /// How the body of an answer with `status` is delimited; `None` when it could be read two
+    /// ways: `Content-Length` fields that cannot be read or disagree, or a `Connection` field
+    /// naming the framing fields (which, dropped as hop-by-hop, would leave the body unframed).
+    /// `head`: the answer to a HEAD request.
     pub(crate) fn framing(&self, status: u16, head: bool) -> Option<Framing> {
+        if self.names_framing {
+            return None;
+        }
         Some(if head || status == 204 || status == 304 {
             Framing::Empty
         } else if self.chunked() {
@@ -246,12 +216,17 @@ impl<'b> AnswerFields<'b> {
         } else if self.transfer_encoding.is_some() {
             Framing::Close
         } else {
-            match self.content_length.map(decimal) {
-                Some(Some(n)) => Framing::Length(n),
-                Some(None) => return None,
+            match self.length {
+                _ if self.length_bad => return None,
+                Some(n) => Framing::Length(n),
                 None => Framing::Close,
             }
         })
+    }
+
+    /// Whether the answer carries a `Transfer-Encoding`, which makes any `Content-Length` moot.
+    pub(crate) fn encoded(&self) -> bool {
+        self.transfer_encoding.is_some()
     }
 
     /// Whether the endpoint keeps the connection open after the answer.
@@ -269,6 +244,8 @@ struct AnswerHead<'p, 'h, 'b> {
     names_fields: bool,
     /// Its body passes through chunked.
     chunked: bool,
+    /// It has a `Transfer-Encoding`: its `Content-Length`, if any, is dropped.
+    encoded: bool,
 }
 
 /// The parsed header fields of a head.
@@ -303,6 +280,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             answer: BytesMut::new(),
             output: Vec::new(),
             lingering: false,
+            started: false,
         }
     }
 
@@ -334,18 +312,20 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         loop {
             // Empty lines before a request line are ignored (RFC 9112 §2.2); dropped here, so
             // a stream of them is never parsed again and again.
-            let blank = self.input.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+            let blank = empty_lines(&self.input);
             self.input.advance(blank);
             scanned = scanned.saturating_sub(blank);
             if memchr::memchr(b'\n', &self.input[scanned..]).is_some() {
-                let Some(table) = self.shared.table.load_full() else { return Step::Handoff };
+                let Some(table) = self.shared.table.load_full() else {
+                    return self.reject(StatusCode::SERVICE_UNAVAILABLE).await;
+                };
                 match self.parse_head(&table) {
                     HeadParse::Partial => {}
                     HeadParse::Handoff => return Step::Handoff,
                     HeadParse::Reject(status) => return self.reject(status).await,
                     HeadParse::Complete { mut exchange, head, head_len, action } => {
+                        self.started = true;
                         return match action {
-                            Action::Handoff => Step::Handoff,
                             Action::Answer { status, text, location, close, unread_body } => {
                                 self.idle_since = exchange.settle(status);
                                 self.input.advance(head_len);
@@ -360,6 +340,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                                 }
                             }
                             Action::Forward(to, request) => self.forward(&mut exchange, to, request).await,
+                            // Boxed: the exchange's state is kilobytes, and in line it would size every
+                            // connection's task, relayed ones too, for as long as each stays open.
+                            Action::Exchange(to, pending) => {
+                                Box::pin(self.exchange(&mut exchange, to, *pending)).await
+                            }
                         };
                     }
                 }
@@ -391,8 +376,21 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                 HeadParse::Complete { exchange, head, head_len, action }
             }
             Ok(httparse::Status::Partial) => HeadParse::Partial,
-            // HTTP/2's preface, and any version hyper should judge.
-            Err(httparse::Error::Version) => HeadParse::Handoff,
+            Err(httparse::Error::Version) => {
+                if !self.started
+                    && H2_PREFACE.starts_with(&self.input[..self.input.len().min(H2_PREFACE.len())])
+                {
+                    return HeadParse::Handoff;
+                }
+                // HTTP/1.2 and later minor versions are HTTP/1.1 to us (RFC 9112 §2.3).
+                match later_minor_version(&self.input) {
+                    Some(at) => {
+                        self.input[at] = b'1';
+                        self.parse_head(table)
+                    }
+                    None => HeadParse::Reject(StatusCode::BAD_REQUEST),
+                }
+            }
             Err(httparse::Error::TooManyHeaders) => {
                 HeadParse::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
             }
@@ -401,11 +399,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         }
     }
 
-    /// Answers a head that cannot be served, and closes.
+    /// Answers a head that cannot be served, and closes (gently: see [`Client::linger`]).
     async fn reject(&mut self, status: StatusCode) -> Step {
         let text = format!("{}\n", status.canonical_reason().unwrap_or("bad request"));
         write_answer(&mut self.output, status, &text, None, false, true);
-        let _ = self.write_output().await;
+        self.lingering = self.write_output().await.is_ok();
         Step::Close
     }
 
@@ -571,12 +569,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         };
         self.answer.advance(head_len);
         let (mut bytes_out, mut ended, mut leftover) = (0, false, false);
+        let mut trailers = None;
         // The first body bytes go out with the head, in one write.
         loop {
             let mut broken = false;
-            match pass(&mut framing, &self.answer) {
+            match pass(&mut framing, &mut trailers, &self.answer, &mut self.output) {
                 Ok((used, done)) => {
-                    self.output.extend_from_slice(&self.answer[..used]);
                     bytes_out += used as u64;
                     leftover |= used < self.answer.len();
                     ended = done;
@@ -711,8 +709,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
     }
 }
 
-/// Decides what to do with the request whose head is `parsed`; when it is forwarded,
-/// its head for the endpoint is written to the output.
+/// Decides what to do with the request whose head is `parsed`: the rules of `crate::request`
+/// first, then routing. When it is relayed, its head for the endpoint is written to `out`.
 fn action<'t>(
     out: &mut Vec<u8>,
     exchange: &mut Exchange,
@@ -720,41 +718,26 @@ fn action<'t>(
     parsed: &httparse::Request<'_, '_>,
     head_len: usize,
 ) -> Action<'t> {
-    let fields = Parsed(parsed.headers);
     let (method, target) = (parsed.method.unwrap_or_default(), parsed.path.unwrap_or_default());
-    let known = Known::of(parsed.headers);
-    if parsed.version != Some(1)
-        || method == "CONNECT"
-        || !target.starts_with('/')
-        || known.hosts != 1
-        || known.unusual
-    {
-        return Action::Handoff;
-    }
-    let close = known.connection.close;
-    let mut lengths = fields.all("content-length").map(|v| decimal(v.as_bytes()));
-    let content_length = match lengths.next() {
-        None => 0,
-        Some(Some(n)) if lengths.all(|other| other == Some(n)) => n,
-        Some(_) => {
-            let text = "bad Content-Length\n".into();
-            let status = StatusCode::BAD_REQUEST;
+    let version = if parsed.version == Some(0) { Version::Http10 } else { Version::Http11 };
+    let head = request::Head { method, version, target: Target::Line(target), fields: parsed.headers };
+    let checked = match request::check(&head) {
+        Ok(checked) => checked,
+        Err(refusal) => {
+            let (status, text) = (refusal.status, format!("{refusal}\n").into());
             return Action::Answer { status, text, location: None, close: true, unread_body: true };
         }
     };
-    let unread_body = content_length > 0;
-    let Some(host) = fields.first("host").filter(|h| !h.is_empty()) else {
-        let text = "no Host header\n".into();
-        let status = StatusCode::BAD_REQUEST;
-        return Action::Answer { status, text, location: None, close: true, unread_body };
+    let fields = Parsed(parsed.headers);
+    let length = match checked.body {
+        BodyFraming::Length(n) => Some(n),
+        BodyFraming::Empty | BodyFraming::Chunked => None,
     };
-    let (path, query) = match target.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (target, None),
-    };
-    let head = Head { host, path, query, fields: &fields };
+    let unread_body = checked.body == BodyFraming::Chunked || length.is_some_and(|n| n > 0);
+    let head =
+        Head { host: checked.authority, path: checked.path, query: checked.query, length, fields: &fields };
     // An answer made here leaves a request body unread: the connection closes after it.
-    let close_here = close || unread_body;
+    let close_here = checked.close || unread_body;
     let to = match exchange.decide(table, &head) {
         Decision::Answer(status, text) => {
             return Action::Answer { status, text, location: None, close: close_here, unread_body };
@@ -765,51 +748,80 @@ fn action<'t>(
         }
         Decision::Forward(to) => to,
     };
-    if to.options.backend_protocol != BackendProtocol::Http {
-        return Action::Handoff;
+    let relayed = version == Version::Http11
+        && checked.body != BodyFraming::Chunked
+        && !checked.expect_continue
+        && !checked.upgrade
+        && to.options.backend_protocol == BackendProtocol::Http;
+    if !relayed {
+        return match exchange::Pending::new(parsed, &checked, head_len) {
+            Some(pending) => Action::Exchange(to, Box::new(pending)),
+            None => {
+                let (status, text) = (StatusCode::BAD_REQUEST, "bad request\n".into());
+                Action::Answer { status, text, location: None, close: true, unread_body: true }
+            }
+        };
     }
     let sticky = to.options.affinity.as_ref().and_then(|a| cookie(&fields, &a.name)).map(str::to_owned);
-    let forwarding = exchange.forwarding(&fields, host);
+    write_request_head(out, exchange, &to, parsed, &checked);
+    let request = Request {
+        head_len,
+        content_length: length.unwrap_or(0),
+        buffered: 0,
+        head: method == "HEAD",
+        idempotent: matches!(method, "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"),
+        close: checked.close,
+        sticky,
+    };
+    Action::Forward(to, request)
+}
+
+/// Writes the head of a relayed request as the endpoint gets it: the request line with the
+/// path that was routed (in origin form), `Host` with the authority that was routed, the
+/// client's end-to-end fields, and the forwarding fields.
+fn write_request_head(
+    out: &mut Vec<u8>,
+    exchange: &mut Exchange,
+    to: &Forward<'_>,
+    parsed: &httparse::Request<'_, '_>,
+    checked: &Checked<'_>,
+) {
+    let fields = Parsed(parsed.headers);
+    let forwarding = exchange.forwarding(&fields, checked.authority);
     out.clear();
-    out.extend_from_slice(method.as_bytes());
+    out.extend_from_slice(parsed.method.unwrap_or_default().as_bytes());
     out.push(b' ');
     match &to.path {
-        Some(rewritten) => {
-            out.extend_from_slice(rewritten.as_bytes());
-            if let Some(query) = query {
-                out.push(b'?');
-                out.extend_from_slice(query.as_bytes());
-            }
-        }
-        None => out.extend_from_slice(target.as_bytes()),
+        Some(path) => out.extend_from_slice(path.as_bytes()),
+        None => out.extend_from_slice(checked.path.as_bytes()),
+    }
+    if let Some(query) = checked.query {
+        out.push(b'?');
+        out.extend_from_slice(query.as_bytes());
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let listed = listed_fields(&fields, known.connection.names_fields);
+    put_field(out, "host", checked.authority.as_bytes());
+    let listed = listed_fields(&fields, checked.names_fields);
     for field in parsed.headers.iter() {
         let name = field.name;
         let dropped = is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case("host")
+            || name.eq_ignore_ascii_case("content-length")
             || listed.iter().any(|l| l.eq_ignore_ascii_case(name))
             || FORWARDING_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name));
         if !dropped {
             put_field(out, name, field.value);
         }
     }
+    if let BodyFraming::Length(n) = checked.body {
+        let _ = write!(out, "content-length: {n}\r\n");
+    }
     // gRPC-style servers insist on `te: trailers`; it is the one TE value passed on.
-    if known.te && fields.lists("te", "trailers") {
+    if checked.te_trailers {
         put_field(out, "te", b"trailers");
     }
     forwarding.put(out);
     out.extend_from_slice(b"\r\n");
-    let request = Request {
-        head_len,
-        content_length,
-        buffered: 0,
-        head: method == "HEAD",
-        idempotent: matches!(method, "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"),
-        close,
-        sticky,
-    };
-    Action::Forward(to, request)
 }
 
 /// What forwarding an answer's body needs to know of its head.
@@ -851,7 +863,7 @@ fn rewrite_parsed(
     let close = closing || matches!(framing, Framing::Close);
     let fields = Parsed(parsed.headers);
     let names_fields = known.connection.names_fields;
-    let answer = AnswerHead { parsed, fields: &fields, names_fields, chunked };
+    let answer = AnswerHead { parsed, fields: &fields, names_fields, chunked, encoded: known.encoded() };
     write_answer_head(out, &answer, set_cookie, close);
     Some(Answered { status, framing, keep_alive, close })
 }
@@ -1009,18 +1021,88 @@ pub(crate) fn head_end(buf: &[u8]) -> Option<usize> {
     }
 }
 
-/// How many of `bytes` belong to the answer body, and whether it has ended with them.
-fn pass(framing: &mut Framing, bytes: &[u8]) -> Result<(usize, bool), crate::chunked::BadChunk> {
-    Ok(match framing {
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How many bytes at the start of `input` are empty lines (CRLF or a bare LF) that may precede
+/// a request line; a CR not followed by LF is not one (httparse refuses it too).
+fn empty_lines(input: &[u8]) -> usize {
+    let mut at = 0;
+    loop {
+        match &input[at..] {
+            [b'\n', ..] => at += 1,
+            [b'\r', b'\n', ..] => at += 2,
+            _ => return at,
+        }
+    }
+}
+
+/// Where the minor version digit of a request line in `HTTP/1.2` … `HTTP/1.9` is.
+fn later_minor_version(input: &[u8]) -> Option<usize> {
+    let line_end = memchr::memchr(b'\n', input)?;
+    let line = input[..line_end].strip_suffix(b"\r").unwrap_or(&input[..line_end]);
+    let version = line.len().checked_sub(9)?;
+    let digit = line[version + 8];
+    (line[version..].starts_with(b" HTTP/1.") && (b'2'..=b'9').contains(&digit)).then_some(version + 8)
+}
+
+/// Passes the next `bytes` of an answer body to `out` as they are, but for the trailer section
+/// of a chunked body: that is held in `trailers` until it is whole, then passed without the
+/// fields that may not be trailers. Returns how many of `bytes` belong to the body, and whether
+/// it has ended with them.
+fn pass(
+    framing: &mut Framing,
+    trailers: &mut Option<Vec<u8>>,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(usize, bool), BadChunk> {
+    let (used, ended) = match framing {
         Framing::Empty => (0, true),
         Framing::Length(left) => {
             let used = usize::try_from(*left).map_or(bytes.len(), |l| l.min(bytes.len()));
             *left -= used as u64;
             (used, *left == 0)
         }
-        Framing::Chunked(chunks) => chunks.feed(bytes)?,
+        Framing::Chunked(_) if let Some(section) = trailers => return pass_trailers(section, bytes, out),
+        Framing::Chunked(chunks) => {
+            let (used, at_trailers) = chunks.feed(bytes)?;
+            out.extend_from_slice(&bytes[..used]);
+            if !at_trailers {
+                return Ok((used, false));
+            }
+            // Most chunked bodies have no trailers: just the section's empty line.
+            let rest = &bytes[used..];
+            if rest.starts_with(b"\r\n") {
+                out.extend_from_slice(b"\r\n");
+                return Ok((used + 2, true));
+            }
+            let (more, ended) = pass_trailers(trailers.insert(Vec::new()), rest, out)?;
+            return Ok((used + more, ended));
+        }
         Framing::Close => (bytes.len(), false),
-    })
+    };
+    out.extend_from_slice(&bytes[..used]);
+    Ok((used, ended))
+}
+
+/// Adds `bytes` to a trailer section being read; once it is whole, writes its allowed fields
+/// and its empty line to `out`. Returns how many of `bytes` were the section's, and whether it
+/// is whole.
+fn pass_trailers(section: &mut Vec<u8>, bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, bool), BadChunk> {
+    let before = section.len();
+    section.extend_from_slice(bytes);
+    let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    match httparse::parse_headers(section, &mut storage) {
+        Ok(httparse::Status::Complete((n, fields))) => {
+            for field in fields.iter().filter(|f| may_be_trailer(f.name)) {
+                put_field(out, field.name, field.value);
+            }
+            out.extend_from_slice(b"\r\n");
+            Ok((n - before, true))
+        }
+        Ok(httparse::Status::Partial) if section.len() < MAX_HEAD => Ok((bytes.len(), false)),
+        _ => Err(BadChunk),
+    }
 }
 
 /// The field names a head's `Connection` fields list (hop-by-hop for this message); looked for
@@ -1047,7 +1129,7 @@ fn write_answer_head(
     set_cookie: Option<&str>,
     close: bool,
 ) {
-    let AnswerHead { parsed, fields, names_fields, chunked } = *head;
+    let AnswerHead { parsed, fields, names_fields, chunked, encoded } = *head;
     out.clear();
     let status =
         parsed.code.and_then(|code| StatusCode::from_u16(code).ok()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -1058,7 +1140,7 @@ fn write_answer_head(
         let name = field.name;
         let dropped = is_hop_by_hop(name)
             || name.eq_ignore_ascii_case("server")
-            || (chunked && name.eq_ignore_ascii_case("content-length"))
+            || (encoded && name.eq_ignore_ascii_case("content-length"))
             || listed.iter().any(|l| l.eq_ignore_ascii_case(name));
         if !dropped {
             put_field(out, name, field.value);
@@ -1138,24 +1220,6 @@ mod tests {
     }
 
     #[test]
-    fn connection_fields_are_read_for_close_and_named_fields() {
-        for (values, close, names_fields) in [
-            (&["keep-alive"][..], false, false),
-            (&["Close"], true, false),
-            (&[" keep-alive , close "], true, false),
-            (&["keep-alive, X-Hop"], false, true),
-            (&["keep-alive", "close, upgrade"], true, true),
-            (&[",,"], false, false),
-        ] {
-            let mut field = ConnectionField::default();
-            for value in values {
-                field.add(value.as_bytes());
-            }
-            assert_eq!((field.close, field.names_fields), (close, names_fields), "{values:?}");
-        }
-    }
-
-    #[test]
     fn a_final_answer_starts_after_any_interim_heads() {
         for (buf, started) in [
             (&b""[..], false),
@@ -1184,7 +1248,8 @@ mod tests {
         assert!(matches!(done, Ok(httparse::Status::Complete(_))));
         let fields = Parsed(parsed.headers);
         let mut out = Vec::new();
-        let head = AnswerHead { parsed: &parsed, fields: &fields, names_fields: true, chunked: true };
+        let head =
+            AnswerHead { parsed: &parsed, fields: &fields, names_fields: true, chunked: true, encoded: true };
         write_answer_head(&mut out, &head, Some("route=abc"), false);
         assert_eq!(
             String::from_utf8_lossy(&out),

@@ -7,12 +7,14 @@
 mod alarm;
 mod body;
 mod chunked;
+mod fields;
 mod fnv;
 mod h1;
 pub mod metrics;
 pub mod normalize;
 mod proxy;
 mod raw;
+mod request;
 mod rewind;
 mod spare;
 pub mod tls;
@@ -50,12 +52,28 @@ pub struct Options {
     pub header_timeout: Duration,
     /// Where access log lines go; `None` for no access log.
     pub access_log: Option<Arc<AccessLog>>,
+    /// Which engine reads HTTP/1.x connections.
+    pub http1: Http1Engine,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { header_timeout: Duration::from_secs(60), access_log: None }
+        Options { header_timeout: Duration::from_secs(60), access_log: None, http1: Http1Engine::default() }
     }
+}
+
+/// The engine that reads HTTP/1.x connections. Both apply the same request rules, route with
+/// the same decision and forward through the same exchange; a differential test holds them to
+/// the same answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Http1Engine {
+    /// Portico's own: each head parsed once and checked, ordinary requests relayed on raw
+    /// sockets.
+    #[default]
+    Portico,
+    /// hyper's HTTP/1 server for every request: the library path, slower; the reference the
+    /// Portico engine is tested against, and a fallback.
+    Hyper,
 }
 
 /// What can go wrong applying a Plan.
@@ -90,6 +108,7 @@ pub struct IngressProxy {
     builder: Arc<auto::Builder<TokioExecutor>>,
     listeners: Mutex<Vec<Listener>>,
     header_timeout: Duration,
+    http1: Http1Engine,
     draining: watch::Sender<bool>,
     open: Arc<AtomicUsize>,
 }
@@ -102,7 +121,12 @@ impl IngressProxy {
         let tls_http = upstream::tls_connector(false).map_err(TlsError::from)?;
         let tls_h2 = upstream::tls_connector(true).map_err(TlsError::from)?;
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_timeout).keep_alive(true);
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.header_timeout)
+            .keep_alive(true)
+            .max_buf_size(h1::MAX_HEAD);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -128,6 +152,7 @@ impl IngressProxy {
             builder: Arc::new(builder),
             listeners: Mutex::new(Vec::new()),
             header_timeout: options.header_timeout,
+            http1: options.http1,
             draining: watch::channel(false).0,
             open: Arc::new(AtomicUsize::new(0)),
         })
@@ -203,7 +228,7 @@ impl IngressProxy {
     ) -> impl Future<Output = ()> + Send + 'static {
         let shared = Arc::clone(&self.shared);
         let builder = Arc::clone(&self.builder);
-        let header_timeout = self.header_timeout;
+        let (header_timeout, http1) = (self.header_timeout, self.http1);
         let draining = self.draining.subscribe();
         let open = Arc::clone(&self.open);
         async move {
@@ -218,6 +243,7 @@ impl IngressProxy {
                             let task = Connection {
                                 shared: Arc::clone(&shared),
                                 header_timeout,
+                                http1,
                                 builder: Arc::clone(&builder),
                                 draining: draining.clone(),
                                 _open: OpenGuard::new(&open, &shared),
@@ -240,6 +266,7 @@ impl IngressProxy {
 struct Connection {
     shared: Arc<Shared>,
     header_timeout: Duration,
+    http1: Http1Engine,
     builder: Arc<auto::Builder<TokioExecutor>>,
     draining: watch::Receiver<bool>,
     _open: OpenGuard,
@@ -271,11 +298,14 @@ impl Connection {
         }
     }
 
-    /// Serves on the HTTP/1.1 path; hyper takes over what that path hands off.
+    /// Serves HTTP/1.x with the chosen engine; hyper takes over an HTTP/2 preface.
     async fn serve_http1<I>(self, io: I, conn: Arc<Conn>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        if self.http1 == Http1Engine::Hyper {
+            return Box::pin(self.serve(TokioIo::new(io), conn)).await;
+        }
         let client = h1::Client::new(
             io,
             Arc::clone(&conn),

@@ -23,12 +23,14 @@ use portico_plan::annotations::{BackendProtocol, CanaryRule, IngressOptions};
 use portico_plan::ingress::{Backend, Route, RouteMatch};
 use tracing::debug;
 
-use crate::body::{BoxError, OnEnd, Watched};
+use crate::body::{BoxError, ClientBody, OnEnd, Watched};
+use crate::fields::{FORWARDING_FIELDS, is_hop_by_hop, names_framing};
 use crate::fnv::{Fnv, FnvMap};
 use crate::h1::put_field;
 use crate::metrics::{AccessLog, Figures, LogLine, Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
 use crate::raw::RawBody;
+use crate::request::{self, BodyFraming, Refusal};
 use crate::upstream::{Endpoint, Sender, UpstreamBody, is_h2};
 
 /// Bodies sent to clients: an endpoint's, passed through, or one made here.
@@ -164,16 +166,6 @@ impl RequestId<'_> {
     }
 }
 
-/// Names of the request fields set here, replacing any the client sent.
-pub(crate) const FORWARDING_FIELDS: [&str; 6] = [
-    "x-forwarded-for",
-    "x-real-ip",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-request-id",
-];
-
 /// The fields that tell an endpoint who asked, and how.
 pub(crate) struct Forwarding<'f> {
     conn: Arc<Conn>,
@@ -228,7 +220,7 @@ pub(crate) async fn handle(
     let mut exchange = Exchange::new(shared, table, conn, req.method().as_str(), req.uri().path());
     // Boxed: hyper moves each HTTP/2 stream's future into its own task, several copies on the
     // way, and serving one is kilobytes of state; copied whole, it costs more than the box.
-    Ok(Box::pin(exchange.serve(req)).await)
+    Ok(Box::pin(exchange.serve(req.map(ClientBody::Hyper))).await)
 }
 
 /// The state of one request while it is being served.
@@ -310,12 +302,15 @@ impl Fields for HeaderMap {
     }
 }
 
-/// What routing needs of a request.
+/// What routing needs of a request that passed the rules of [`request::check`].
 pub(crate) struct Head<'r, F> {
+    /// The authority it is for.
     pub host: &'r str,
     /// The path as the client sent it.
     pub path: &'r str,
     pub query: Option<&'r str>,
+    /// Its declared body length.
+    pub length: Option<u64>,
     pub fields: &'r F,
 }
 
@@ -343,20 +338,52 @@ static DEFAULT_OPTIONS: std::sync::LazyLock<IngressOptions> =
     std::sync::LazyLock::new(IngressOptions::default);
 
 impl Exchange {
-    async fn serve(&mut self, req: Request<Incoming>) -> Response<ProxyBody> {
-        let Some(host) = host_of(&req) else {
-            return self.local(StatusCode::BAD_REQUEST, "no Host header\n");
+    /// Serves a request hyper's server read: HTTP/2, or HTTP/1.x when hyper serves it all
+    /// ([`crate::Http1Engine::Hyper`]).
+    async fn serve(&mut self, req: Request<ClientBody>) -> Response<ProxyBody> {
+        let version = match req.version() {
+            Version::HTTP_10 => request::Version::Http10,
+            Version::HTTP_11 => request::Version::Http11,
+            _ => request::Version::Http2,
+        };
+        let uri = req.uri();
+        let target = request::Target::Split {
+            scheme: uri.scheme_str(),
+            authority: uri.authority().map(http::uri::Authority::as_str),
+            path_and_query: uri.path_and_query().map_or("", http::uri::PathAndQuery::as_str),
+        };
+        let head = request::Head { method: req.method().as_str(), version, target, fields: req.headers() };
+        let checked = match request::check(&head) {
+            Ok(checked) => checked,
+            Err(refusal) => return self.refuse(refusal),
         };
         let table = Arc::clone(&self.table);
-        let head = Head { host, path: req.uri().path(), query: req.uri().query(), fields: req.headers() };
+        let length = match checked.body {
+            BodyFraming::Length(n) => Some(n),
+            BodyFraming::Empty | BodyFraming::Chunked => None,
+        };
+        let head = Head {
+            host: checked.authority,
+            path: checked.path,
+            query: checked.query,
+            length,
+            fields: req.headers(),
+        };
         match self.decide(&table, &head) {
             Decision::Answer(status, text) => self.local(status, &text),
             Decision::Redirect(location) => self.redirect(&location),
             Decision::Forward(forward) => {
-                let host = host.to_owned();
+                let host = checked.authority.to_owned();
                 self.forward(req, forward, &host).await
             }
         }
+    }
+
+    /// The answer to a request the rules refuse; the connection closes after it.
+    fn refuse(&mut self, refusal: Refusal) -> Response<ProxyBody> {
+        let mut response = self.local(refusal.status, &format!("{refusal}\n"));
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
     }
 
     /// Routes a request and applies its Ingress's checks; counts it against its route from
@@ -397,7 +424,7 @@ impl Exchange {
             }
         }
         if let Some(limit) = options.body_limit
-            && content_length(head.fields).is_some_and(|n| n > limit)
+            && head.length.is_some_and(|n| n > limit)
         {
             return Decision::Answer(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n".into());
         }
@@ -477,9 +504,13 @@ impl Exchange {
         }
     }
 
-    async fn forward(
+    /// Forwards a request that `decide` sent on, for `host`, its routed authority; `host` is also
+    /// the `Host` the endpoint gets. A request for an upgrade that hyper's server read is
+    /// joined to the endpoint's here; for one the HTTP/1.1 engine read, the endpoint's side of
+    /// the upgrade stays in the answer's extensions, for that engine to join.
+    pub(crate) async fn forward(
         &mut self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         to: Forward<'_>,
         host: &str,
     ) -> Response<ProxyBody> {
@@ -491,11 +522,12 @@ impl Exchange {
             return self.local(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoint\n");
         };
         let upgrade = is_upgrade(&req);
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let client_upgrade =
+            if upgrade { req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() } else { None };
         let (mut parts, body) = req.into_parts();
         // Plain HTTP/1.1 endpoints get requests on bare pooled sockets; upgrades need hyper's
         // client to hand over the connection.
-        let plain = protocol == BackendProtocol::Http && client_upgrade.is_none();
+        let plain = protocol == BackendProtocol::Http && !upgrade;
         let forwarding = self.forwarding(&parts.headers, host);
         // On a bare socket the forwarding fields are written straight into the head, after
         // the client's fields (its own forwarding fields left out), instead of six header
@@ -507,9 +539,8 @@ impl Exchange {
         } else {
             (Vec::new(), forwarding.header_values())
         };
-        let host_value = parts.headers.get(header::HOST).cloned();
         let h2 = is_h2(protocol);
-        prepare_request(&mut parts.headers, upgrade, h2);
+        prepare_request(&mut parts.headers, upgrade, h2, parts.version == Version::HTTP_2);
         for (name, value) in forwarding {
             parts.headers.insert(name, value);
         }
@@ -519,11 +550,14 @@ impl Exchange {
                 Err(_) => return self.local(StatusCode::BAD_REQUEST, "bad request target\n"),
             }
         }
-        if !h2 && !parts.headers.contains_key(header::HOST) {
-            let value = host_value.or_else(|| HeaderValue::from_str(host).ok());
-            if let Some(value) = value {
-                parts.headers.insert(header::HOST, value);
-            }
+        // The endpoint gets the authority that was routed, whatever `Host` the client sent
+        // beside it; over HTTP/2 it is the target's.
+        parts.headers.remove(header::HOST);
+        if !h2 {
+            let Ok(value) = HeaderValue::from_str(host) else {
+                return self.local(StatusCode::BAD_REQUEST, "bad Host\n");
+            };
+            parts.headers.insert(header::HOST, value);
         }
         parts.version = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
         let counted = Arc::new(Counted::default());
@@ -572,7 +606,13 @@ impl Exchange {
                     debug!(endpoint = %endpoint.addr, %err, "request to endpoint failed");
                     let too_large =
                         options.body_limit.is_some_and(|l| counted.bytes_in.load(Ordering::Relaxed) > l);
-                    break Err(if too_large { Failure::TooLarge } else { Failure::Gateway });
+                    break Err(if too_large {
+                        Failure::TooLarge
+                    } else if counted.client_fault.load(Ordering::Relaxed) {
+                        Failure::BadBody
+                    } else {
+                        Failure::Gateway
+                    });
                 }
             }
         };
@@ -585,8 +625,16 @@ impl Exchange {
             Err(Failure::TooLarge) => {
                 return self.local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
             }
+            Err(Failure::BadBody) => {
+                return self
+                    .refuse(Refusal { status: StatusCode::BAD_REQUEST, why: "malformed request body" });
+            }
             Err(Failure::Gateway) => return self.local(StatusCode::BAD_GATEWAY, "endpoint unreachable\n"),
         };
+        // An answer whose framing fields are named as hop-by-hop could be read two ways.
+        if response.headers().get_all(header::CONNECTION).iter().any(|v| names_framing(v.as_bytes())) {
+            return self.local(StatusCode::BAD_GATEWAY, "endpoint answered badly\n");
+        }
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
         {
@@ -732,12 +780,16 @@ impl Shared {
 pub(crate) struct Counted {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// The client's body could not be read to its end.
+    pub client_fault: std::sync::atomic::AtomicBool,
 }
 
 enum Failure {
     Gateway,
     Timeout,
     TooLarge,
+    /// The client's body was malformed.
+    BadBody,
 }
 
 type Sent = (Response<AnswerBody>, Option<http1::SendRequest<UpstreamBody>>);
@@ -831,35 +883,10 @@ fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade
     });
 }
 
-/// The Host a request is for: the URI's authority (HTTP/2, absolute-form), else `Host`.
-fn host_of<B>(req: &Request<B>) -> Option<&str> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
-        .filter(|h| !h.is_empty())
-}
-
 fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
         && req.headers().lists("connection", "upgrade")
-}
-
-/// The declared body length; `None` when absent or unreadable.
-pub(crate) fn content_length(fields: &impl Fields) -> Option<u64> {
-    decimal(fields.first("content-length")?.as_bytes())
-}
-
-/// The number `digits` spell in decimal, as `Content-Length` has it (RFC 9110 §8.6: digits
-/// only, no sign); `None` for anything else or a number too large.
-pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, d| {
-        if d.is_ascii_digit() { n.checked_mul(10)?.checked_add(u64::from(d - b'0')) } else { None }
-    })
 }
 
 /// Headers of one hop that must not be forwarded (RFC 9110 §7.6.1), plus those the
@@ -885,24 +912,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Whether field `name` describes one hop only (RFC 9110 §7.6.1; any case). Checked for
-/// every field of every message, so the length picks the one or two names to compare.
-pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    let is = |hop: &str| name.eq_ignore_ascii_case(hop);
-    match name.len() {
-        2 => is("te"),
-        7 => is("trailer") || is("upgrade"),
-        10 => is("connection") || is("keep-alive"),
-        16 => is("proxy-connection"),
-        17 => is("transfer-encoding"),
-        18 => is("proxy-authenticate"),
-        19 => is("proxy-authorization"),
-        _ => false,
-    }
-}
-
-/// Request headers as the endpoint should see them.
-fn prepare_request(headers: &mut HeaderMap, upgrade: bool, h2: bool) {
+/// Request headers as the endpoint should see them. `h2`: the endpoint is spoken to over
+/// HTTP/2; `from_h2`: the client spoke HTTP/2.
+fn prepare_request(headers: &mut HeaderMap, upgrade: bool, h2: bool, from_h2: bool) {
     let trailers = headers.lists("te", "trailers");
     // A body of unknown length is sent on chunked again: the endpoint's connection is a new
     // hop, but without the header the client library would drop a GET's body.
@@ -920,6 +932,18 @@ fn prepare_request(headers: &mut HeaderMap, upgrade: bool, h2: bool) {
     }
     // 100-continue is answered here, when the body is first read.
     headers.remove(header::EXPECT);
+    // HTTP/2 may split cookies over several fields; HTTP/1.1 has them on one line (RFC 9113
+    // §8.2.3).
+    if from_h2 && !h2 && headers.get_all(header::COOKIE).iter().nth(1).is_some() {
+        let joined: Vec<&[u8]> = headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
+        if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+            headers.insert(header::COOKIE, value);
+        }
+    }
+    // Several identical lengths (the only kind the rules let through) go on as one.
+    if let Some(length) = headers.get(header::CONTENT_LENGTH).cloned() {
+        headers.insert(header::CONTENT_LENGTH, length);
+    }
 }
 
 /// The value of cookie `name` in the request.
@@ -973,15 +997,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn content_lengths_are_digits_only() {
-        assert_eq!(decimal(b"0"), Some(0));
-        assert_eq!(decimal(b"18446744073709551615"), Some(u64::MAX));
-        for bad in [&b""[..], b"+5", b"-1", b" 5", b"5 ", b"0x10", b"1e3", b"18446744073709551616"] {
-            assert_eq!(decimal(bad), None, "{:?}", String::from_utf8_lossy(bad));
-        }
-    }
-
-    #[test]
     fn hop_by_hop_headers_go_and_named_ones_too() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
@@ -990,7 +1005,7 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
         h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
         h.insert("x-kept", HeaderValue::from_static("1"));
-        prepare_request(&mut h, false, false);
+        prepare_request(&mut h, false, false, false);
         assert!(
             h.get("x-private").is_none()
                 && h.get("keep-alive").is_none()
@@ -1005,26 +1020,6 @@ mod tests {
         strip_hop_by_hop(&mut up, true);
         assert_eq!(up.get(header::UPGRADE).map(|v| v.as_bytes()), Some(&b"websocket"[..]));
         assert_eq!(up.get(header::CONNECTION).map(|v| v.as_bytes()), Some(&b"upgrade"[..]));
-    }
-
-    #[test]
-    fn the_hop_by_hop_names_are_known_in_any_case() {
-        for name in [
-            "Connection",
-            "proxy-authenticate",
-            "Proxy-Authorization",
-            "TE",
-            "trailer",
-            "Transfer-Encoding",
-            "upgrade",
-            "Keep-Alive",
-            "proxy-connection",
-        ] {
-            assert!(is_hop_by_hop(name), "{name}");
-        }
-        for name in ["tx", "trailers", "connections", "content-length", "x-upgrade", "host", ""] {
-            assert!(!is_hop_by_hop(name), "{name}");
-        }
     }
 
     #[test]

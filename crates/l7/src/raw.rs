@@ -21,10 +21,10 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::chunked::{BadChunk, Piece};
+use crate::fields::{FORWARDING_FIELDS, is_hop_by_hop, may_be_trailer};
 use crate::h1::{
     AnswerFields, Framing, MAX_FIELDS, MAX_HEAD, Parsed, head_end, listed_fields, put_field, with_answer_head,
 };
-use crate::proxy::{FORWARDING_FIELDS, is_hop_by_hop};
 use crate::upstream::{Endpoint, UpstreamBody};
 
 /// Room made for reading an answer's head; its body is read in pieces of up to `BODY_READ`.
@@ -216,7 +216,7 @@ async fn send_body(
                     && chunked
                 {
                     out.extend_from_slice(b"0\r\n");
-                    put_fields(&mut out, &trailers, |name| is_hop_by_hop(name.as_str()));
+                    put_fields(&mut out, &trailers, |name| !may_be_trailer(name.as_str()));
                     out.extend_from_slice(b"\r\n");
                     ended = true;
                 }
@@ -248,7 +248,6 @@ fn answer_of(parsed: &httparse::Response<'_, '_>, head_request: bool) -> Option<
     let status = StatusCode::from_u16(parsed.code?).ok()?;
     let known = AnswerFields::of(parsed.headers);
     let framing = known.framing(status.as_u16(), head_request)?;
-    let chunked = matches!(framing, Framing::Chunked(_));
     // Fields of this hop only go: the hop-by-hop ones, those `Connection` lists, and the
     // length of a chunked body (the client's framing is not chunked).
     let parsed_fields = Parsed(parsed.headers);
@@ -257,7 +256,7 @@ fn answer_of(parsed: &httparse::Response<'_, '_>, head_request: bool) -> Option<
     for field in parsed.headers.iter() {
         let name = field.name;
         let dropped = is_hop_by_hop(name)
-            || (chunked && name.eq_ignore_ascii_case("content-length"))
+            || (known.encoded() && name.eq_ignore_ascii_case("content-length"))
             || listed.iter().any(|l| l.eq_ignore_ascii_case(name));
         if !dropped {
             let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
@@ -334,7 +333,7 @@ impl RawBody {
                 for field in parsed {
                     let name =
                         HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| BodyError::Trailers)?;
-                    if !is_hop_by_hop(name.as_str()) {
+                    if may_be_trailer(name.as_str()) {
                         let value = HeaderValue::from_bytes(field.value).map_err(|_| BodyError::Trailers)?;
                         trailers.append(name, value);
                     }

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portico_plan::annotations::BackendProtocol;
@@ -19,10 +18,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::body::Watched;
+use crate::body::{ClientBody, Watched};
 
 /// Request bodies sent to endpoints.
-pub(crate) type UpstreamBody = Watched<Incoming>;
+pub(crate) type UpstreamBody = Watched<ClientBody>;
 
 /// Idle HTTP/1.1 connections kept per endpoint (for each of the two HTTP/1.1 paths).
 const MAX_IDLE: usize = 256;

@@ -757,7 +757,7 @@ impl http_body::Body for Fed {
 }
 
 #[tokio::test]
-async fn http1_answers_keep_their_framing_pipelines_work_and_hyper_takes_over_upgrades() {
+async fn http1_answers_keep_their_framing_pipelines_work_and_upgrades_follow_plain_requests() {
     let mut h = Harness::start(81, &[(2, "ws", 1)]).await;
     let (heads, connections) = framing_endpoint(SocketAddr::new(pod_ip(81, 1, 0), POD_PORT)).await;
     let yaml = [
@@ -844,7 +844,7 @@ async fn http1_answers_keep_their_framing_pipelines_work_and_hyper_takes_over_up
         ["hello\r\n", "103 Early Hints", "\r\n\r\nok", "3 294"].iter().map(|p| text.find(p)).collect();
     assert!(order.iter().all(Option::is_some) && order.is_sorted(), "{order:?} in {text}");
 
-    // A plain request, then an upgrade on the same connection: hyper takes the connection over.
+    // A plain request, then an upgrade on the same connection: the two are joined after the 101.
     let mut stream = TcpStream::connect(h.http).await.unwrap();
     stream.write_all(b"GET /first HTTP/1.1\r\nHost: ws.test\r\n\r\n").await.unwrap();
     let head = read_head(&mut stream).await.to_ascii_lowercase();

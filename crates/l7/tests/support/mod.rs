@@ -398,8 +398,34 @@ pub async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) 
 
 /// The status codes of the answers in `text`, in order (interim answers included).
 pub fn statuses(text: &str) -> Vec<u16> {
-    text.match_indices("HTTP/1.1 ")
-        .filter(|(at, _)| *at == 0 || text[..*at].ends_with('\n'))
-        .filter_map(|(at, _)| text.get(at + 9..at + 12)?.parse().ok())
-        .collect()
+    answers(text).into_iter().map(|(status, _, _)| status).collect()
+}
+
+/// The answers in `text`, one after the other as a client reads them: status, head and body
+/// (bodies by `Content-Length` or chunked; an answer without either runs to the end).
+pub fn answers(text: &str) -> Vec<(u16, String, String)> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(status) = rest.strip_prefix("HTTP/1.1 ").and_then(|r| r.get(..3)?.parse::<u16>().ok()) {
+        let Some((head, after)) = rest.split_once("\r\n\r\n") else { break };
+        let lower = head.to_ascii_lowercase();
+        let length =
+            lower.lines().find_map(|l| l.strip_prefix("content-length:")?.trim().parse::<usize>().ok());
+        let (body, next) = if (100..200).contains(&status) || status == 204 || status == 304 {
+            ("", after)
+        } else if let Some(length) = length {
+            after.split_at(length.min(after.len()))
+        } else if lower.contains("transfer-encoding: chunked") {
+            // The last chunk, then the trailer section up to its empty line.
+            let end = after.find("\r\n0\r\n").map_or(after.len(), |at| {
+                after[at + 2..].find("\r\n\r\n").map_or(after.len(), |e| at + 2 + e + 4)
+            });
+            after.split_at(end.min(after.len()))
+        } else {
+            (after, "")
+        };
+        found.push((status, head.to_owned(), body.to_owned()));
+        rest = next;
+    }
+    found
 }

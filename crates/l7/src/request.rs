@@ -1,0 +1,527 @@
+//! What a valid request is: the rules every request head passes before it is routed, whichever
+//! engine read it (RFC 9110, RFC 9112, RFC 9113). A request that Portico and an endpoint could
+//! read two ways is refused here, so that what is routed is what is forwarded:
+//! - one authority, from the target's (absolute form, `:authority`) or else the one `Host`,
+//!   which is routed and then sent as `Host`;
+//! - a target of the characters a URI allows, without a fragment or a backslash;
+//! - body framing that cannot be misread: `Content-Length` digits only and all alike,
+//!   `Transfer-Encoding` ending in one `chunked`, framing and `Host` never named by
+//!   `Connection`, and every framing or routing field plain ASCII.
+
+use std::fmt;
+
+use http::StatusCode;
+
+use crate::fields::{Connection, decimal, named};
+
+/// A request head refused, and why. The connection closes after the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub status: StatusCode,
+    pub why: &'static str,
+}
+
+impl Refusal {
+    const fn bad(why: &'static str) -> Self {
+        Refusal { status: StatusCode::BAD_REQUEST, why }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.why)
+    }
+}
+
+/// The HTTP version a request came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Version {
+    Http10,
+    Http11,
+    Http2,
+}
+
+/// How a request's body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFraming {
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+/// The request target, as an engine has it.
+pub(crate) enum Target<'r> {
+    /// As it came on an HTTP/1.x request line.
+    Line(&'r str),
+    /// Already split by hyper (HTTP/2 pseudo-fields, or an HTTP/1 line hyper parsed): the
+    /// scheme and authority when there are any, and the path with its query.
+    Split { scheme: Option<&'r str>, authority: Option<&'r str>, path_and_query: &'r str },
+}
+
+/// A request head to check.
+pub(crate) struct Head<'r, F: ?Sized> {
+    pub method: &'r str,
+    pub version: Version,
+    pub target: Target<'r>,
+    /// The header fields, in the order they came (hyper's map keeps the order within a name).
+    pub fields: &'r F,
+}
+
+/// Header fields as bytes, in order.
+pub(crate) trait RawFields {
+    /// Every field line: its name and its value as it came.
+    fn lines(&self) -> impl Iterator<Item = (&str, &[u8])>;
+}
+
+impl RawFields for http::HeaderMap {
+    fn lines(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.iter().map(|(name, value)| (name.as_str(), value.as_bytes()))
+    }
+}
+
+impl RawFields for [httparse::Header<'_>] {
+    fn lines(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.iter().map(|field| (field.name, field.value))
+    }
+}
+
+/// What the rules found in a head they accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checked<'r> {
+    /// Routed by and forwarded as `Host`.
+    pub authority: &'r str,
+    /// The path, as sent (normalised later, by routing).
+    pub path: &'r str,
+    pub query: Option<&'r str>,
+    /// The target was in absolute form: the endpoint gets it in origin form.
+    pub absolute: bool,
+    pub body: BodyFraming,
+    /// `Content-Length` came beside `Transfer-Encoding`: dropped, as the chunked framing wins.
+    pub length_dropped: bool,
+    /// The connection closes after this request.
+    pub close: bool,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// An HTTP/1.1 `Upgrade` the `Connection` field agrees to.
+    pub upgrade: bool,
+    /// The `Connection` fields name other fields, which are of this hop only.
+    pub names_fields: bool,
+    /// `TE` lists `trailers`.
+    pub te_trailers: bool,
+}
+
+/// Applies the rules to `head`.
+pub(crate) fn check<'r, F: RawFields + ?Sized>(head: &Head<'r, F>) -> Result<Checked<'r>, Refusal> {
+    if head.method == "CONNECT" {
+        return Err(Refusal { status: StatusCode::METHOD_NOT_ALLOWED, why: "CONNECT is not proxied" });
+    }
+    let target = split_target(&head.target)?;
+    check_path(target.path)?;
+    if let Some(query) = target.query {
+        check_query(query)?;
+    }
+    let fields = read_fields(head.fields, head.version)?;
+    let authority = match (target.authority, fields.host) {
+        (_, Hosts::Many) => return Err(Refusal::bad("more than one Host field")),
+        (Some(authority), Hosts::One(_)) => authority,
+        (Some(authority), Hosts::None) if head.version != Version::Http11 => authority,
+        (None, Hosts::One(host)) => host,
+        (None, Hosts::None) if head.version == Version::Http2 => return Err(Refusal::bad("no :authority")),
+        // An absolute target does not excuse a missing Host (RFC 9112 §3.2).
+        _ => return Err(Refusal::bad("no Host field")),
+    };
+    check_authority(authority)?;
+    if let Hosts::One(host) = fields.host {
+        check_authority(host)?;
+    }
+    let Fields { length, length_dropped, chunked, connection, expect_continue, upgrade, te_trailers, .. } =
+        fields;
+    let body =
+        if chunked { BodyFraming::Chunked } else { length.map_or(BodyFraming::Empty, BodyFraming::Length) };
+    let keep_alive = match head.version {
+        Version::Http10 => connection.keep_alive,
+        Version::Http11 | Version::Http2 => true,
+    };
+    Ok(Checked {
+        authority,
+        path: target.path,
+        query: target.query,
+        absolute: target.authority.is_some() && head.version != Version::Http2,
+        body,
+        length_dropped,
+        close: connection.close || !keep_alive || length_dropped,
+        expect_continue,
+        upgrade: upgrade && connection.upgrade && head.version == Version::Http11,
+        names_fields: connection.names_fields,
+        te_trailers,
+    })
+}
+
+/// A target split into its parts.
+struct Split<'r> {
+    authority: Option<&'r str>,
+    path: &'r str,
+    query: Option<&'r str>,
+}
+
+fn split_target<'r>(target: &Target<'r>) -> Result<Split<'r>, Refusal> {
+    let (scheme, authority, path_and_query) = match *target {
+        Target::Line(line) if line.starts_with('/') => (None, None, line),
+        Target::Line(line) => {
+            let Some((scheme, rest)) = line.split_once("://") else {
+                return Err(Refusal::bad("the target is neither a path nor an absolute URI"));
+            };
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, path_and_query) = rest.split_at(end);
+            (Some(scheme), Some(authority), path_and_query)
+        }
+        Target::Split { scheme, authority, path_and_query } => (scheme, authority, path_and_query),
+    };
+    if let Some(scheme) = scheme
+        && !scheme.eq_ignore_ascii_case("http")
+        && !scheme.eq_ignore_ascii_case("https")
+    {
+        return Err(Refusal::bad("the target's scheme is not http or https"));
+    }
+    // An absolute URI with an empty path asks for "/" (RFC 9112 §3.2.2).
+    let path_and_query = if authority.is_some() && path_and_query.is_empty() { "/" } else { path_and_query };
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    if path.is_empty() && authority.is_some() {
+        return Ok(Split { authority, path: "/", query });
+    }
+    if !path.starts_with('/') {
+        return Err(Refusal::bad("the target's path does not start with /"));
+    }
+    Ok(Split { authority, path, query })
+}
+
+/// Which bytes a target may hold: what RFC 3986 allows in a path and a query, plus the few that
+/// clients send unencoded and hyper's URI parser takes as they are (`"{}|^[]` in a path, and
+/// in a query also `` ` `` and `\`), and UTF-8. Never a fragment (`#`: the endpoint would cut
+/// the path there, after routing), nor a backslash in the path (WHATWG URL parsers, Node's and
+/// browsers', read it as `/`), nor spaces, controls, `<` or `>`.
+fn check_path(path: &str) -> Result<(), Refusal> {
+    match path.bytes().find(|b| !PATH_BYTES[usize::from(*b)]) {
+        None => Ok(()),
+        Some(b'#') => Err(Refusal::bad("a fragment in the target")),
+        Some(b'\\') => Err(Refusal::bad("a backslash in the target's path")),
+        Some(_) => Err(Refusal::bad("a character the target may not hold")),
+    }
+}
+
+fn check_query(query: &str) -> Result<(), Refusal> {
+    match query.bytes().find(|b| !QUERY_BYTES[usize::from(*b)]) {
+        None => Ok(()),
+        Some(b'#') => Err(Refusal::bad("a fragment in the target")),
+        Some(_) => Err(Refusal::bad("a character the target may not hold")),
+    }
+}
+
+const PATH_BYTES: [bool; 256] = byte_set(b"!$%&'()*+,-./:;=@_~\"{}|^[]");
+const QUERY_BYTES: [bool; 256] = byte_set(b"!$%&'()*+,-./:;=@_~{}|^[]?`\\");
+
+/// Letters, digits, UTF-8 (bytes 0x80 and up), and `extra`.
+const fn byte_set(extra: &[u8]) -> [bool; 256] {
+    let mut set = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        set[b] = (b as u8).is_ascii_alphanumeric() || b >= 0x80;
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        set[extra[i] as usize] = true;
+        i += 1;
+    }
+    set
+}
+
+/// An authority as `Host` and targets carry it (RFC 3986 §3.2): a name or an address in
+/// brackets, and a port of digits; no user, no path, nothing a name may not hold.
+fn check_authority(authority: &str) -> Result<(), Refusal> {
+    const BAD: Refusal = Refusal::bad("the Host is not a host name or address");
+    let (well_formed, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let (literal, after) = rest.split_once(']').ok_or(BAD)?;
+            let address = |b: u8| b.is_ascii_hexdigit() || b == b':' || b == b'.';
+            let port = if after.is_empty() { None } else { Some(after.strip_prefix(':').ok_or(BAD)?) };
+            (!literal.is_empty() && literal.bytes().all(address), port)
+        }
+        None => {
+            let (name, port) = match authority.split_once(':') {
+                Some((name, port)) => (name, Some(port)),
+                None => (authority, None),
+            };
+            let name_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b);
+            (!name.is_empty() && name.bytes().all(name_byte), port)
+        }
+    };
+    if well_formed && port.is_none_or(|p| p.bytes().all(|b| b.is_ascii_digit())) { Ok(()) } else { Err(BAD) }
+}
+
+/// How many `Host` fields a head has.
+#[derive(Clone, Copy)]
+enum Hosts<'r> {
+    None,
+    One(&'r str),
+    Many,
+}
+
+/// What the fields of a head say about its framing, routing and connection.
+struct Fields<'r> {
+    host: Hosts<'r>,
+    length: Option<u64>,
+    length_dropped: bool,
+    /// `Transfer-Encoding` is there (and, once read, ends in `chunked`).
+    chunked: bool,
+    connection: Connection,
+    expect_continue: bool,
+    upgrade: bool,
+    te_trailers: bool,
+}
+
+/// Reads the fields that decide framing, routing and the connection, in order, as hyper's
+/// HTTP/1 parser does: a `Content-Length` after `Transfer-Encoding` is not read, one before it
+/// is read and then dropped, and the connection closes after such a request.
+fn read_fields<'r, F: RawFields + ?Sized>(fields: &'r F, version: Version) -> Result<Fields<'r>, Refusal> {
+    let mut read = Fields {
+        host: Hosts::None,
+        length: None,
+        length_dropped: false,
+        chunked: false,
+        connection: Connection::default(),
+        expect_continue: false,
+        upgrade: false,
+        te_trailers: false,
+    };
+    let mut codings = Codings::default();
+    for (name, value) in fields.lines() {
+        let is = |known: &str| name.eq_ignore_ascii_case(known);
+        match name.len() {
+            4 if is("host") => {
+                let host = ascii(value).ok_or(Refusal::bad("the Host field is not text"))?;
+                read.host = match read.host {
+                    Hosts::None => Hosts::One(host),
+                    _ => Hosts::Many,
+                };
+            }
+            14 if is("content-length") => {
+                if codings.seen {
+                    read.length_dropped = true;
+                    continue;
+                }
+                let n = decimal(value).ok_or(Refusal::bad("an unreadable Content-Length"))?;
+                if read.length.is_some_and(|m| m != n) {
+                    return Err(Refusal::bad("Content-Length fields that disagree"));
+                }
+                read.length = Some(n);
+            }
+            17 if is("transfer-encoding") => {
+                if version == Version::Http10 {
+                    return Err(Refusal::bad("Transfer-Encoding in an HTTP/1.0 request"));
+                }
+                codings.add(ascii(value).ok_or(Refusal::bad("an unreadable Transfer-Encoding"))?);
+                if read.length.take().is_some() {
+                    read.length_dropped = true;
+                }
+            }
+            10 if is("connection") => {
+                let value = ascii(value).ok_or(Refusal::bad("an unreadable Connection field"))?;
+                read.connection.add(value.as_bytes());
+                if named(value, "content-length") || named(value, "transfer-encoding") || named(value, "host")
+                {
+                    return Err(Refusal::bad("Connection names a framing or routing field"));
+                }
+            }
+            6 if is("expect") => read.expect_continue = value.eq_ignore_ascii_case(b"100-continue"),
+            7 if is("upgrade") => read.upgrade = true,
+            2 if is("te") => {
+                read.te_trailers |= std::str::from_utf8(value).is_ok_and(|v| named(v, "trailers"));
+            }
+            _ => {}
+        }
+    }
+    read.chunked = codings.chunked()?;
+    Ok(read)
+}
+
+/// The transfer codings of a request, read field by field.
+#[derive(Default)]
+struct Codings {
+    seen: bool,
+    /// How many times `chunked` is listed.
+    chunked: usize,
+    /// A coding other than `chunked` is listed.
+    other: bool,
+    /// The last field's last coding is `chunked`.
+    chunked_last: bool,
+}
+
+impl Codings {
+    fn add(&mut self, value: &str) {
+        self.seen = true;
+        let mut last = None;
+        for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            let chunked = coding.eq_ignore_ascii_case("chunked");
+            self.chunked += usize::from(chunked);
+            self.other |= !chunked;
+            last = Some(chunked);
+        }
+        self.chunked_last = last == Some(true);
+    }
+
+    /// Whether the body is chunked: the last coding must be `chunked` (RFC 9112 §6.3), listed
+    /// once (§7); no other coding is understood (501, §6.1).
+    fn chunked(&self) -> Result<bool, Refusal> {
+        if !self.seen {
+            Ok(false)
+        } else if !self.chunked_last {
+            Err(Refusal::bad("a Transfer-Encoding that does not end in chunked"))
+        } else if self.other {
+            Err(Refusal { status: StatusCode::NOT_IMPLEMENTED, why: "a transfer coding other than chunked" })
+        } else if self.chunked > 1 {
+            Err(Refusal::bad("chunked twice"))
+        } else {
+            Ok(true)
+        }
+    }
+}
+
+/// `value` as text when it is all ASCII (framing and routing fields have no use for more).
+fn ascii(value: &[u8]) -> Option<&str> {
+    if value.is_ascii() { std::str::from_utf8(value).ok() } else { None }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn fields(lines: &[(&'static str, &'static [u8])]) -> Vec<httparse::Header<'static>> {
+        lines.iter().map(|(name, value)| httparse::Header { name, value }).collect()
+    }
+
+    fn line<'r>(target: &'r str, fields: &'r [httparse::Header<'r>]) -> Head<'r, [httparse::Header<'r>]> {
+        Head { method: "GET", version: Version::Http11, target: Target::Line(target), fields }
+    }
+
+    #[test]
+    fn the_authority_comes_from_the_target_first() {
+        let f = fields(&[("Host", b"smug.test")]);
+        let checked = check(&line("http://public.test/admin?x", &f)).unwrap();
+        assert_eq!((checked.authority, checked.path, checked.query), ("public.test", "/admin", Some("x")));
+        assert!(checked.absolute);
+        let checked = check(&line("https://public.test", &f)).unwrap();
+        assert_eq!((checked.authority, checked.path), ("public.test", "/"));
+        assert_eq!(check(&line("/admin", &f)).unwrap().authority, "smug.test");
+        for refused in ["ftp://a/", "public.test:80", "*", "http://user@a/", "http:///x", "http://a b/"] {
+            assert!(check(&line(refused, &f)).is_err(), "{refused}");
+        }
+        assert!(check(&line("http://public.test/", &[])).is_err(), "an absolute target still needs Host");
+    }
+
+    #[test]
+    fn hosts_are_one_and_well_formed() {
+        for good in
+            [&b"a.test"[..], b"A.Test:8080", b"[2001:db8::1]:443", b"127.0.0.1", b"xn--bcher-kva.test"]
+        {
+            assert!(check(&line("/", &fields(&[("host", good)]))).is_ok(), "{good:?}");
+        }
+        for bad in [
+            &b""[..],
+            b"a.test/x",
+            b"u@a.test",
+            b"a.test b",
+            b"a.test\xa0",
+            b"a.test:8o",
+            b"[::1",
+            b"[zz]",
+            b"a\\b",
+        ] {
+            assert!(check(&line("/", &fields(&[("host", bad)]))).is_err(), "{bad:?}");
+        }
+        assert!(check(&line("/", &fields(&[("host", b"a"), ("Host", b"a")]))).is_err());
+        assert!(check(&line("/", &[])).is_err());
+    }
+
+    #[test]
+    fn targets_hold_only_what_a_uri_may() {
+        let f = fields(&[("host", b"a")]);
+        for good in ["/", "/a/b?c=d&e", "/%2e/x", "/a:b@c!$&'()*+,;=", "/{\"json\":1}", "/é", "/?a`b\\c"] {
+            assert!(check(&line(good, &f)).is_ok(), "{good}");
+        }
+        for bad in ["/admin#x", "/a\\..\\admin", "/a<b", "/a>b", "/a`b", "/?a\"b", "/?a#b", "/a\x7fb"] {
+            assert_eq!(
+                check(&line(bad, &f)).map(|_| ()).map_err(|r| r.status),
+                Err(StatusCode::BAD_REQUEST),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn framing_is_read_one_way_only() {
+        let framing = |lines: &[(&'static str, &'static [u8])]| {
+            let f = fields(&[&[("host", &b"a"[..])], lines].concat());
+            check(&line("/", &f)).map(|c| (c.body, c.close)).map_err(|r| r.status.as_u16())
+        };
+        assert_eq!(framing(&[]), Ok((BodyFraming::Empty, false)));
+        assert_eq!(
+            framing(&[("content-length", b"5"), ("Content-Length", b"5")]),
+            Ok((BodyFraming::Length(5), false))
+        );
+        assert_eq!(framing(&[("transfer-encoding", b"chunked")]), Ok((BodyFraming::Chunked, false)));
+        // Transfer-Encoding wins over Content-Length, and the connection closes after.
+        assert_eq!(
+            framing(&[("content-length", b"5"), ("transfer-encoding", b"chunked")]),
+            Ok((BodyFraming::Chunked, true))
+        );
+        assert_eq!(
+            framing(&[("transfer-encoding", b"chunked"), ("content-length", b"x")]),
+            Ok((BodyFraming::Chunked, true))
+        );
+        for bad in [
+            &[("content-length", &b"5\xa0"[..])][..],
+            &[("content-length", b"5"), ("content-length", b"6")],
+            &[("content-length", b"5, 5")],
+            &[("content-length", b"+5")],
+            &[("content-length", b"x"), ("transfer-encoding", b"chunked")],
+            &[("transfer-encoding", b"chunked, identity")],
+            &[("transfer-encoding", b"chunked"), ("transfer-encoding", b"chunked")],
+            &[("transfer-encoding", b"chunked\xa0")],
+            &[("transfer-encoding", b"")],
+            &[("connection", b"Content-Length"), ("content-length", b"5")],
+            &[("connection", b"keep-alive, transfer-encoding")],
+            &[("connection", b"HOST")],
+            &[("connection", b"close\xa0")],
+        ] {
+            assert!(matches!(framing(bad), Err(400 | 501)), "{bad:?}: {:?}", framing(bad));
+        }
+        assert_eq!(framing(&[("transfer-encoding", b"gzip, chunked")]), Err(501));
+    }
+
+    #[test]
+    fn versions_and_connections() {
+        let f = fields(&[("host", b"a"), ("connection", b"keep-alive, x-hop")]);
+        let mut head = line("/", &f);
+        head.version = Version::Http10;
+        let checked = check(&head).unwrap();
+        assert!(!checked.close && checked.names_fields);
+        let f = fields(&[("host", b"a")]);
+        let mut head = line("/", &f);
+        head.version = Version::Http10;
+        assert!(check(&head).unwrap().close, "HTTP/1.0 closes unless asked to keep alive");
+        let f = fields(&[("host", b"a"), ("transfer-encoding", b"chunked")]);
+        let mut head = line("/", &f);
+        head.version = Version::Http10;
+        assert!(check(&head).is_err());
+        let f = fields(&[("host", b"a"), ("upgrade", b"websocket"), ("connection", b"Upgrade")]);
+        assert!(check(&line("/", &f)).unwrap().upgrade);
+        let mut head = line("/", &f);
+        head.method = "CONNECT";
+        assert_eq!(check(&head).map(|_| ()).map_err(|r| r.status), Err(StatusCode::METHOD_NOT_ALLOWED));
+    }
+}
