@@ -369,14 +369,19 @@ impl Exchange {
             length,
             fields: req.headers(),
         };
-        match self.decide(&table, &head) {
+        let mut answer = match self.decide(&table, &head) {
             Decision::Answer(status, text) => self.local(status, &text),
             Decision::Redirect(location) => self.redirect(&location),
             Decision::Forward(forward) => {
                 let host = checked.authority.to_owned();
-                self.forward(req, forward, &host).await
+                return self.forward(req, forward, &host).await;
             }
+        };
+        // A body that is not read leaves an HTTP/1 connection unusable, as on the HTTP/1.1 engine.
+        if checked.body == BodyFraming::Chunked || length.is_some_and(|n| n > 0) {
+            answer.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        answer
     }
 
     /// The answer to a request the rules refuse; the connection closes after it.

@@ -12,7 +12,7 @@ use std::fmt;
 
 use http::StatusCode;
 
-use crate::fields::{Connection, decimal, named};
+use crate::fields::{Connection, decimal, named, names_framing};
 
 /// A request head refused, and why. The connection closes after the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,16 +111,24 @@ pub(crate) struct Checked<'r> {
 }
 
 /// Applies the rules to `head`.
+///
+/// The order matters where the status differs: what hyper's HTTP/1 parser refuses itself, before
+/// any handler sees the request (a target it cannot read, framing it cannot read), comes first,
+/// so that both engines give the same answer to the same bytes; then `CONNECT` (405); then the
+/// rest (400); and a transfer coding other than chunked (501) last.
 pub(crate) fn check<'r, F: RawFields + ?Sized>(head: &Head<'r, F>) -> Result<Checked<'r>, Refusal> {
-    if head.method == "CONNECT" {
-        return Err(Refusal { status: StatusCode::METHOD_NOT_ALLOWED, why: "CONNECT is not proxied" });
-    }
     let target = split_target(&head.target)?;
     check_path(target.path)?;
     if let Some(query) = target.query {
         check_query(query)?;
     }
     let fields = read_fields(head.fields, head.version)?;
+    if head.method == "CONNECT" {
+        return Err(Refusal { status: StatusCode::METHOD_NOT_ALLOWED, why: "CONNECT is not proxied" });
+    }
+    if let Some(refusal) = fields.refusal {
+        return Err(refusal);
+    }
     let authority = match (target.authority, fields.host) {
         (_, Hosts::Many) => return Err(Refusal::bad("more than one Host field")),
         (Some(authority), Hosts::One(_)) => authority,
@@ -134,8 +142,8 @@ pub(crate) fn check<'r, F: RawFields + ?Sized>(head: &Head<'r, F>) -> Result<Che
     if let Hosts::One(host) = fields.host {
         check_authority(host)?;
     }
-    let Fields { length, length_dropped, chunked, connection, expect_continue, upgrade, te_trailers, .. } =
-        fields;
+    let chunked = fields.codings.understood()?;
+    let Fields { length, length_dropped, connection, expect_continue, upgrade, te_trailers, .. } = fields;
     let body =
         if chunked { BodyFraming::Chunked } else { length.map_or(BodyFraming::Empty, BodyFraming::Length) };
     let keep_alive = match head.version {
@@ -174,6 +182,10 @@ fn split_target<'r>(target: &Target<'r>) -> Result<Split<'r>, Refusal> {
             let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
             let (authority, path_and_query) = rest.split_at(end);
             (Some(scheme), Some(authority), path_and_query)
+        }
+        // The authority form, which only CONNECT may use.
+        Target::Split { scheme: None, authority: Some(_), .. } => {
+            return Err(Refusal::bad("the target is neither a path nor an absolute URI"));
         }
         Target::Split { scheme, authority, path_and_query } => (scheme, authority, path_and_query),
     };
@@ -275,8 +287,10 @@ struct Fields<'r> {
     host: Hosts<'r>,
     length: Option<u64>,
     length_dropped: bool,
-    /// `Transfer-Encoding` is there (and, once read, ends in `chunked`).
-    chunked: bool,
+    /// The `Transfer-Encoding` fields; their last coding is `chunked`.
+    codings: Codings,
+    /// The first problem found that hyper's parser lets through (see [`check`]).
+    refusal: Option<Refusal>,
     connection: Connection,
     expect_continue: bool,
     upgrade: bool,
@@ -285,31 +299,37 @@ struct Fields<'r> {
 
 /// Reads the fields that decide framing, routing and the connection, in order, as hyper's
 /// HTTP/1 parser does: a `Content-Length` after `Transfer-Encoding` is not read, one before it
-/// is read and then dropped, and the connection closes after such a request.
+/// is read and then dropped, and the connection closes after such a request. What that parser
+/// refuses is an `Err`; what it lets through is kept in `refusal`.
 fn read_fields<'r, F: RawFields + ?Sized>(fields: &'r F, version: Version) -> Result<Fields<'r>, Refusal> {
     let mut read = Fields {
         host: Hosts::None,
         length: None,
         length_dropped: false,
-        chunked: false,
+        codings: Codings::default(),
+        refusal: None,
         connection: Connection::default(),
         expect_continue: false,
         upgrade: false,
         te_trailers: false,
     };
-    let mut codings = Codings::default();
     for (name, value) in fields.lines() {
         let is = |known: &str| name.eq_ignore_ascii_case(known);
+        let refuse = |refusal: &mut Option<Refusal>, why| {
+            refusal.get_or_insert(Refusal::bad(why));
+        };
         match name.len() {
-            4 if is("host") => {
-                let host = ascii(value).ok_or(Refusal::bad("the Host field is not text"))?;
-                read.host = match read.host {
-                    Hosts::None => Hosts::One(host),
-                    _ => Hosts::Many,
-                };
-            }
+            4 if is("host") => match ascii(value) {
+                Some(host) => {
+                    read.host = match read.host {
+                        Hosts::None => Hosts::One(host),
+                        _ => Hosts::Many,
+                    };
+                }
+                None => refuse(&mut read.refusal, "the Host field is not text"),
+            },
             14 if is("content-length") => {
-                if codings.seen {
+                if read.codings.seen {
                     read.length_dropped = true;
                     continue;
                 }
@@ -323,19 +343,20 @@ fn read_fields<'r, F: RawFields + ?Sized>(fields: &'r F, version: Version) -> Re
                 if version == Version::Http10 {
                     return Err(Refusal::bad("Transfer-Encoding in an HTTP/1.0 request"));
                 }
-                codings.add(ascii(value).ok_or(Refusal::bad("an unreadable Transfer-Encoding"))?);
+                read.codings.add(ascii(value).ok_or(Refusal::bad("an unreadable Transfer-Encoding"))?);
                 if read.length.take().is_some() {
                     read.length_dropped = true;
                 }
             }
-            10 if is("connection") => {
-                let value = ascii(value).ok_or(Refusal::bad("an unreadable Connection field"))?;
-                read.connection.add(value.as_bytes());
-                if named(value, "content-length") || named(value, "transfer-encoding") || named(value, "host")
-                {
-                    return Err(Refusal::bad("Connection names a framing or routing field"));
+            10 if is("connection") => match ascii(value) {
+                Some(value) => {
+                    read.connection.add(value.as_bytes());
+                    if names_framing(value.as_bytes()) || named(value, "host") {
+                        refuse(&mut read.refusal, "Connection names a framing or routing field");
+                    }
                 }
-            }
+                None => refuse(&mut read.refusal, "an unreadable Connection field"),
+            },
             6 if is("expect") => read.expect_continue = value.eq_ignore_ascii_case(b"100-continue"),
             7 if is("upgrade") => read.upgrade = true,
             2 if is("te") => {
@@ -344,7 +365,9 @@ fn read_fields<'r, F: RawFields + ?Sized>(fields: &'r F, version: Version) -> Re
             _ => {}
         }
     }
-    read.chunked = codings.chunked()?;
+    if read.codings.seen && !read.codings.chunked_last {
+        return Err(Refusal::bad("a Transfer-Encoding that does not end in chunked"));
+    }
     Ok(read)
 }
 
@@ -373,13 +396,11 @@ impl Codings {
         self.chunked_last = last == Some(true);
     }
 
-    /// Whether the body is chunked: the last coding must be `chunked` (RFC 9112 §6.3), listed
-    /// once (§7); no other coding is understood (501, §6.1).
-    fn chunked(&self) -> Result<bool, Refusal> {
+    /// Whether the body is chunked, once the last coding is known to be `chunked` (RFC 9112
+    /// §6.3): listed once (§7), and no other coding, which is not understood (501, §6.1).
+    fn understood(&self) -> Result<bool, Refusal> {
         if !self.seen {
             Ok(false)
-        } else if !self.chunked_last {
-            Err(Refusal::bad("a Transfer-Encoding that does not end in chunked"))
         } else if self.other {
             Err(Refusal { status: StatusCode::NOT_IMPLEMENTED, why: "a transfer coding other than chunked" })
         } else if self.chunked > 1 {

@@ -105,6 +105,9 @@ struct RunArgs {
     /// Ingress access log, one JSON line per request: `-` for stdout, a file path, or `off`.
     #[arg(long, default_value = "-")]
     access_log: String,
+    /// Which engine reads HTTP/1.x Ingress requests.
+    #[arg(long, value_enum, default_value = "portico")]
+    http1_engine: Http1EngineArg,
     /// Cluster DNS address, UDP and TCP (`off`: no DNS).
     #[arg(long, default_value = "127.0.0.1:10053", value_parser = parse_optional_address)]
     dns: OptionalAddress,
@@ -155,6 +158,10 @@ impl RunArgs {
             dns_query_log: self.dns_query_log,
             dns_autopath: self.dns_autopath,
             dns_ttl: self.dns_ttl,
+            http1: match self.http1_engine {
+                Http1EngineArg::Portico => portico_l7::Http1Engine::Portico,
+                Http1EngineArg::Hyper => portico_l7::Http1Engine::Hyper,
+            },
             access_log: match self.access_log.as_str() {
                 "off" => None,
                 "-" => Some(run::AccessLogTarget::Stdout),
@@ -186,6 +193,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => Ok(Duration::from_secs(n * 3600)),
         _ => Err(format!("{s:?}: unit must be ms, s, m or h")),
     }
+}
+
+/// The engines that can read HTTP/1.x Ingress requests.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Http1EngineArg {
+    /// Portico's own: each head parsed once and checked, ordinary requests relayed.
+    Portico,
+    /// hyper's HTTP/1 server for every request: slower; the same rules and answers.
+    Hyper,
 }
 
 /// How results are printed.

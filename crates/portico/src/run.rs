@@ -46,6 +46,8 @@ pub struct RunConfig {
     pub debounce: Duration,
     /// Where the Ingress access log goes, if anywhere.
     pub access_log: Option<AccessLogTarget>,
+    /// Which engine reads HTTP/1.x Ingress requests.
+    pub http1: portico_l7::Http1Engine,
     /// Where cluster DNS answers (UDP and TCP), if anywhere.
     pub dns: Option<SocketAddr>,
     /// Where it forwards other names; empty: the name servers of /etc/resolv.conf.
@@ -160,7 +162,8 @@ pub async fn run(config: RunConfig) -> Result<()> {
     if let Some(log) = &access_log {
         tokio::spawn(flush_every_second(Arc::clone(log)));
     }
-    let ingress = IngressProxy::new(L7Options { access_log, ..L7Options::default() }, l7_metrics)?;
+    let ingress =
+        IngressProxy::new(L7Options { access_log, http1: config.http1, ..L7Options::default() }, l7_metrics)?;
     let dns = match config.dns {
         Some(addr) => Some(start_dns(&config, addr, dns_metrics).await?),
         None => None,

@@ -406,24 +406,31 @@ pub fn statuses(text: &str) -> Vec<u16> {
 pub fn answers(text: &str) -> Vec<(u16, String, String)> {
     let mut found = Vec::new();
     let mut rest = text;
-    while let Some(status) = rest.strip_prefix("HTTP/1.1 ").and_then(|r| r.get(..3)?.parse::<u16>().ok()) {
+    // hyper answers an HTTP/1.0 request in HTTP/1.0, Portico in HTTP/1.1 (RFC 9110 §6.2).
+    let status_of = |r: &str| {
+        let line = r.strip_prefix("HTTP/1.1 ").or_else(|| r.strip_prefix("HTTP/1.0 "))?;
+        line.get(..3)?.parse::<u16>().ok()
+    };
+    while let Some(status) = status_of(rest) {
         let Some((head, after)) = rest.split_once("\r\n\r\n") else { break };
         let lower = head.to_ascii_lowercase();
         let length =
             lower.lines().find_map(|l| l.strip_prefix("content-length:")?.trim().parse::<usize>().ok());
-        let (body, next) = if (100..200).contains(&status) || status == 204 || status == 304 {
-            ("", after)
-        } else if let Some(length) = length {
-            after.split_at(length.min(after.len()))
-        } else if lower.contains("transfer-encoding: chunked") {
-            // The last chunk, then the trailer section up to its empty line.
-            let end = after.find("\r\n0\r\n").map_or(after.len(), |at| {
-                after[at + 2..].find("\r\n\r\n").map_or(after.len(), |e| at + 2 + e + 4)
-            });
-            after.split_at(end.min(after.len()))
-        } else {
-            (after, "")
-        };
+        // An answer to HEAD has a length but no body: the next answer follows its head.
+        let (body, next) =
+            if (100..200).contains(&status) || status == 204 || status == 304 || status_of(after).is_some() {
+                ("", after)
+            } else if let Some(length) = length {
+                after.split_at(length.min(after.len()))
+            } else if lower.contains("transfer-encoding: chunked") {
+                // The last chunk, then the trailer section up to its empty line.
+                let end = after.find("\r\n0\r\n").map_or(after.len(), |at| {
+                    after[at + 2..].find("\r\n\r\n").map_or(after.len(), |e| at + 2 + e + 4)
+                });
+                after.split_at(end.min(after.len()))
+            } else {
+                (after, "")
+            };
         found.push((status, head.to_owned(), body.to_owned()));
         rest = next;
     }
