@@ -27,6 +27,31 @@ pub(crate) const FORWARDING_FIELDS: [&str; 6] = [
     "x-request-id",
 ];
 
+/// Whether a client's field named `name` is one Portico sets itself, or one an endpoint could
+/// take for it, and so is never passed on: the forwarding fields, also spelled with `_` for `-`
+/// (CGI-style servers read `X_Forwarded_For` as `X-Forwarded-For`; nginx drops such names for
+/// this), and the fields some frameworks route by instead of the target (`X-Original-URL`,
+/// `X-Rewrite-URL`), which would take a request elsewhere than where it was routed.
+pub(crate) fn replaced_here(name: &str) -> bool {
+    let is = |known: &str| {
+        name.len() == known.len()
+            && name
+                .bytes()
+                .zip(known.bytes())
+                .all(|(a, b)| a.eq_ignore_ascii_case(&b) || (a == b'_' && b == b'-'))
+    };
+    match name.len() {
+        9 => is("x-real-ip"),
+        12 => is("x-request-id"),
+        13 => is("x-rewrite-url"),
+        14 => is("x-original-url"),
+        15 => is("x-forwarded-for"),
+        16 => is("x-forwarded-host") || is("x-forwarded-port"),
+        17 => is("x-forwarded-proto"),
+        _ => false,
+    }
+}
+
 /// Whether a field named `name` may be passed on as a trailer. Fields that frame, route,
 /// authenticate or modify a message, or describe its content, act before the content is read
 /// and must never arrive after it (RFC 9110 §6.5.1; the list of RFC 7230 §4.1.2, widened to
@@ -63,7 +88,7 @@ pub(crate) fn may_be_trailer(name: &str) -> bool {
         "forwarded",
     ];
     let is = |known: &&str| name.eq_ignore_ascii_case(known);
-    !is_hop_by_hop(name) && !NEVER.iter().any(is) && !FORWARDING_FIELDS.iter().any(is)
+    !is_hop_by_hop(name) && !NEVER.iter().any(is) && !replaced_here(name)
 }
 
 /// What a message's `Connection` fields say.
@@ -178,6 +203,28 @@ mod tests {
         }
         for name in ["tx", "trailers", "connections", "content-length", "x-upgrade", "host", ""] {
             assert!(!is_hop_by_hop(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn fields_set_here_are_known_in_any_spelling() {
+        for name in [
+            "X-Forwarded-For",
+            "x_forwarded_for",
+            "X_Real_IP",
+            "x-request-id",
+            "X-Original-URL",
+            "x_rewrite_url",
+        ] {
+            assert!(replaced_here(name), "{name}");
+        }
+        for name in
+            ["x-forwarded", "x-forwarded-fore", "x-real-ipv6", "x-original-uri", "forwarded", "x+real+ip"]
+        {
+            assert!(!replaced_here(name), "{name}");
+        }
+        for name in FORWARDING_FIELDS {
+            assert!(replaced_here(name), "{name}");
         }
     }
 

@@ -30,9 +30,7 @@ use tracing::debug;
 
 use crate::alarm::Alarm;
 use crate::chunked::{BadChunk, Chunks};
-use crate::fields::{
-    Connection, FORWARDING_FIELDS, is_hop_by_hop, may_be_trailer, names_framing, one_length,
-};
+use crate::fields::{Connection, is_hop_by_hop, may_be_trailer, names_framing, one_length, replaced_here};
 use crate::proxy::{
     Conn, Decision, Exchange, Fields, Forward, Head, InFlight, Shared, Table, affinity_cookie, cookie,
 };
@@ -808,7 +806,7 @@ fn write_request_head(
             || name.eq_ignore_ascii_case("host")
             || name.eq_ignore_ascii_case("content-length")
             || listed.iter().any(|l| l.eq_ignore_ascii_case(name))
-            || FORWARDING_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name));
+            || replaced_here(name);
         if !dropped {
             put_field(out, name, field.value);
         }

@@ -24,7 +24,7 @@ use portico_plan::ingress::{Backend, Route, RouteMatch};
 use tracing::debug;
 
 use crate::body::{BoxError, ClientBody, OnEnd, Watched};
-use crate::fields::{FORWARDING_FIELDS, is_hop_by_hop, names_framing};
+use crate::fields::{FORWARDING_FIELDS, is_hop_by_hop, names_framing, replaced_here};
 use crate::fnv::{Fnv, FnvMap};
 use crate::h1::put_field;
 use crate::metrics::{AccessLog, Figures, LogLine, Metrics, RouteMetrics};
@@ -928,6 +928,13 @@ fn prepare_request(headers: &mut HeaderMap, upgrade: bool, h2: bool, from_h2: bo
         && headers.contains_key(header::TRANSFER_ENCODING)
         && !headers.contains_key(header::CONTENT_LENGTH);
     strip_hop_by_hop(headers, upgrade);
+    if headers.keys().any(|name| replaced_here(name.as_str())) {
+        let replaced: Vec<HeaderName> =
+            headers.keys().filter(|n| replaced_here(n.as_str())).cloned().collect();
+        for name in replaced {
+            headers.remove(name);
+        }
+    }
     // gRPC servers insist on `te: trailers`; it is the one TE value passed on.
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));

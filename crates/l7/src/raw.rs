@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::chunked::{BadChunk, Piece};
-use crate::fields::{FORWARDING_FIELDS, is_hop_by_hop, may_be_trailer};
+use crate::fields::{is_hop_by_hop, may_be_trailer, replaced_here};
 use crate::h1::{
     AnswerFields, Framing, MAX_FIELDS, MAX_HEAD, Parsed, head_end, listed_fields, put_field, with_answer_head,
 };
@@ -58,7 +58,7 @@ fn request_head(parts: &Parts, added: &[u8], chunked: bool) -> Vec<u8> {
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     put_fields(&mut out, &parts.headers, |name| {
-        name == header::TRANSFER_ENCODING || FORWARDING_FIELDS.contains(&name.as_str())
+        name == header::TRANSFER_ENCODING || replaced_here(name.as_str())
     });
     out.extend_from_slice(added);
     if chunked {

@@ -216,6 +216,9 @@ fn request() -> impl Strategy<Value = Vec<u8>> {
         "TE: trailers",
         "X-Forwarded-For: 203.0.113.9",
         "Keep-Alive: timeout=5",
+        "X_Forwarded_For: 203.0.113.9",
+        "X-Original-URL: /admin",
+        "X_Real_IP: 10.0.0.1",
     ]);
     let body = prop::sample::select(vec![
         "",

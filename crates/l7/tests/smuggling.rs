@@ -292,3 +292,24 @@ async fn trailers_cookies_versions_prefaces_chunks_and_raw_utf8() {
         assert!(request.raw_head.starts_with("GET /é HTTP/1.1\r\n".as_bytes()), "{:?}", request.head);
     }
 }
+
+#[tokio::test]
+async fn fields_an_endpoint_could_take_for_the_forwarding_or_the_route_are_not_passed_on() {
+    let (h, received, _) = smuggling_harness(94).await;
+    let sneaky = "X_Forwarded_For: 10.0.0.1\r\nX_Real_IP: 10.0.0.1\r\nX-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\n";
+    assert_eq!(request(h.http, "public.test", "/", sneaky).await.status, 200);
+    let mut client = h2_client(h.http).await;
+    let mut req = http::Request::get("http://public.test/").body(Full::default()).unwrap();
+    for name in ["x_forwarded_for", "x_real_ip", "x-original-url", "x-rewrite-url"] {
+        req.headers_mut().insert(name, http::HeaderValue::from_static("/admin"));
+    }
+    assert_eq!(h2_send(&mut client, req).await.0, 200);
+    let seen = received.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    for request in seen {
+        for gone in ["x_forwarded_for", "x_real_ip", "x-original-url", "x-rewrite-url"] {
+            assert!(request.fields(gone).is_empty(), "{gone} in {}", request.head);
+        }
+        assert_eq!(request.fields("x-forwarded-for"), ["127.0.0.1"], "{}", request.head);
+    }
+}
