@@ -103,6 +103,11 @@ pub(crate) struct Connection {
     /// They list names other than `close` and `keep-alive`: fields of this hop only, to drop
     /// (`Keep-Alive` is always dropped).
     pub names_fields: bool,
+    /// They name a field that frames a message (`Content-Length`, `Transfer-Encoding`): dropped
+    /// as hop-by-hop, it would leave the body unframed.
+    pub names_framing: bool,
+    /// They name `Host`.
+    pub names_host: bool,
 }
 
 impl Connection {
@@ -114,7 +119,11 @@ impl Connection {
             } else if token.eq_ignore_ascii_case(b"keep-alive") {
                 self.keep_alive = true;
             } else if !token.is_empty() {
+                // Named fields are rare: only they are compared with the names that matter.
                 self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+                self.names_framing |= token.eq_ignore_ascii_case(b"content-length")
+                    || token.eq_ignore_ascii_case(b"transfer-encoding");
+                self.names_host |= token.eq_ignore_ascii_case(b"host");
                 self.names_fields = true;
             }
         }
@@ -124,14 +133,6 @@ impl Connection {
 /// Whether the comma-separated list `value` holds `token` (any case).
 pub(crate) fn named(value: &str, token: &str) -> bool {
     value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// Whether a `Connection` field names a field that frames a message (`Content-Length`,
-/// `Transfer-Encoding`): dropping it as hop-by-hop would leave the body unframed.
-pub(crate) fn names_framing(value: &[u8]) -> bool {
-    value.split(|b| *b == b',').map(<[u8]>::trim_ascii).any(|token| {
-        token.eq_ignore_ascii_case(b"content-length") || token.eq_ignore_ascii_case(b"transfer-encoding")
-    })
 }
 
 /// The number `digits` spell in decimal, as `Content-Length` has it (RFC 9110 §8.6: digits
@@ -267,7 +268,14 @@ mod tests {
                 "{values:?}"
             );
         }
-        assert!(names_framing(b"keep-alive, Content-Length") && names_framing(b"transfer-encoding"));
-        assert!(!names_framing(b"keep-alive, x-content-length"));
+        let named = |value: &[u8]| {
+            let mut field = Connection::default();
+            field.add(value);
+            (field.names_framing, field.names_host)
+        };
+        assert_eq!(named(b"keep-alive, Content-Length"), (true, false));
+        assert_eq!(named(b"transfer-encoding"), (true, false));
+        assert_eq!(named(b"close, HOST"), (false, true));
+        assert_eq!(named(b"keep-alive, x-content-length, hosts"), (false, false));
     }
 }

@@ -30,7 +30,7 @@ use tracing::debug;
 
 use crate::alarm::Alarm;
 use crate::chunked::{BadChunk, Chunks};
-use crate::fields::{Connection, is_hop_by_hop, may_be_trailer, names_framing, one_length, replaced_here};
+use crate::fields::{Connection, is_hop_by_hop, may_be_trailer, one_length, replaced_here};
 use crate::proxy::{
     Conn, Decision, Exchange, Fields, Forward, Head, InFlight, Shared, Table, affinity_cookie, cookie,
 };
@@ -165,8 +165,6 @@ pub(crate) struct AnswerFields<'b> {
     /// A `Content-Length` cannot be read, or two disagree.
     length_bad: bool,
     pub connection: Connection,
-    /// `Connection` names `Content-Length` or `Transfer-Encoding`.
-    names_framing: bool,
 }
 
 impl<'b> AnswerFields<'b> {
@@ -180,10 +178,7 @@ impl<'b> AnswerFields<'b> {
                     Ok(Some(n)) if known.length.is_none_or(|seen| seen == n) => known.length = Some(n),
                     _ => known.length_bad = true,
                 },
-                10 if is("connection") => {
-                    known.connection.add(field.value);
-                    known.names_framing |= names_framing(field.value);
-                }
+                10 if is("connection") => known.connection.add(field.value),
                 _ => {}
             }
         }
@@ -204,7 +199,7 @@ impl<'b> AnswerFields<'b> {
     /// naming the framing fields (which, dropped as hop-by-hop, would leave the body unframed).
     /// `head`: the answer to a HEAD request.
     pub(crate) fn framing(&self, status: u16, head: bool) -> Option<Framing> {
-        if self.names_framing {
+        if self.connection.names_framing {
             return None;
         }
         Some(if head || status == 204 || status == 304 {
@@ -800,19 +795,18 @@ fn write_request_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     put_field(out, "host", checked.authority.as_bytes());
     let listed = listed_fields(&fields, checked.names_fields);
+    // Several `Content-Length` fields (alike, or the rules would have refused them) go on as one.
+    let mut length_written = false;
     for field in parsed.headers.iter() {
         let name = field.name;
-        let dropped = is_hop_by_hop(name)
-            || name.eq_ignore_ascii_case("host")
-            || name.eq_ignore_ascii_case("content-length")
-            || listed.iter().any(|l| l.eq_ignore_ascii_case(name))
-            || replaced_here(name);
+        let dropped = match name.len() {
+            4 => name.eq_ignore_ascii_case("host"),
+            14 if name.eq_ignore_ascii_case("content-length") => std::mem::replace(&mut length_written, true),
+            _ => is_hop_by_hop(name) || replaced_here(name),
+        } || listed.iter().any(|l| l.eq_ignore_ascii_case(name));
         if !dropped {
             put_field(out, name, field.value);
         }
-    }
-    if let BodyFraming::Length(n) = checked.body {
-        let _ = write!(out, "content-length: {n}\r\n");
     }
     // gRPC-style servers insist on `te: trailers`; it is the one TE value passed on.
     if checked.te_trailers {
@@ -1104,7 +1098,7 @@ fn pass_trailers(section: &mut Vec<u8>, bytes: &[u8], out: &mut Vec<u8>) -> Resu
 }
 
 /// The field names a head's `Connection` fields list (hop-by-hop for this message); looked for
-/// only when they name any (`names_fields`, see [`ConnectionField`]).
+/// only when they name any (`names_fields`, see [`Connection`]).
 pub(crate) fn listed_fields<'a>(fields: &'a Parsed<'_, '_>, names_fields: bool) -> Vec<&'a str> {
     if !names_fields {
         return Vec::new();
@@ -1214,6 +1208,29 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: a\n",
         ] {
             assert_eq!(head_end(partial), None, "{:?}", String::from_utf8_lossy(partial));
+        }
+    }
+
+    #[test]
+    fn empty_lines_before_a_request_are_crlf_or_lf_only() {
+        assert_eq!(empty_lines(b"\r\n\nGET"), 3);
+        assert_eq!(empty_lines(b"\r\n\rGET"), 2, "a CR alone is not an empty line");
+        assert_eq!(empty_lines(b"\r"), 0, "not yet known");
+        assert_eq!(empty_lines(b"GET"), 0);
+    }
+
+    #[test]
+    fn later_minor_versions_are_found_on_the_request_line_only() {
+        assert_eq!(later_minor_version(b"GET / HTTP/1.2\r\nHost: a\r\n"), Some(13));
+        assert_eq!(later_minor_version(b"GET /x HTTP/1.9\n"), Some(14));
+        for line in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"GET / HTTP/2.0\r\n",
+            b"GET / HTTP/1.2",
+            b"GET / HTTP/1.10\r\n",
+            b"HTTP/1.2\r\n",
+        ] {
+            assert_eq!(later_minor_version(line), None, "{:?}", String::from_utf8_lossy(line));
         }
     }
 

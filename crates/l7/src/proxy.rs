@@ -24,7 +24,7 @@ use portico_plan::ingress::{Backend, Route, RouteMatch};
 use tracing::debug;
 
 use crate::body::{BoxError, ClientBody, OnEnd, Watched};
-use crate::fields::{FORWARDING_FIELDS, is_hop_by_hop, names_framing, replaced_here};
+use crate::fields::{Connection, FORWARDING_FIELDS, is_hop_by_hop, replaced_here};
 use crate::fnv::{Fnv, FnvMap};
 use crate::h1::put_field;
 use crate::metrics::{AccessLog, Figures, LogLine, Metrics, RouteMetrics};
@@ -637,7 +637,11 @@ impl Exchange {
             Err(Failure::Gateway) => return self.local(StatusCode::BAD_GATEWAY, "endpoint unreachable\n"),
         };
         // An answer whose framing fields are named as hop-by-hop could be read two ways.
-        if response.headers().get_all(header::CONNECTION).iter().any(|v| names_framing(v.as_bytes())) {
+        let mut connection = Connection::default();
+        for value in response.headers().get_all(header::CONNECTION) {
+            connection.add(value.as_bytes());
+        }
+        if connection.names_framing {
             return self.local(StatusCode::BAD_GATEWAY, "endpoint answered badly\n");
         }
         if response.status() == StatusCode::SWITCHING_PROTOCOLS

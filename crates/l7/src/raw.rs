@@ -1,5 +1,6 @@
-//! Requests that came through hyper (HTTP/2 clients, and the HTTP/1 requests `crate::h1`
-//! hands over) sent to plain HTTP/1.1 endpoints on the same pooled sockets as `crate::h1`.
+//! Requests the shared exchange serves (HTTP/2 clients through hyper, and the HTTP/1.x requests
+//! `crate::h1` does not relay) sent to plain HTTP/1.1 endpoints on the same pooled sockets as
+//! the relay.
 //! A hyper client connection would cost each request in flight a task, a channel and its
 //! buffers (about 25 KB); here it costs the socket and the bytes read.
 

@@ -12,7 +12,7 @@ use std::fmt;
 
 use http::StatusCode;
 
-use crate::fields::{Connection, decimal, named, names_framing};
+use crate::fields::{Connection, decimal, named};
 
 /// A request head refused, and why. The connection closes after the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +139,9 @@ pub(crate) fn check<'r, F: RawFields + ?Sized>(head: &Head<'r, F>) -> Result<Che
         _ => return Err(Refusal::bad("no Host field")),
     };
     check_authority(authority)?;
-    if let Hosts::One(host) = fields.host {
+    if let Hosts::One(host) = fields.host
+        && !std::ptr::eq(host, authority)
+    {
         check_authority(host)?;
     }
     let chunked = fields.codings.understood()?;
@@ -232,15 +234,15 @@ fn check_query(query: &str) -> Result<(), Refusal> {
     }
 }
 
-const PATH_BYTES: [bool; 256] = byte_set(b"!$%&'()*+,-./:;=@_~\"{}|^[]");
-const QUERY_BYTES: [bool; 256] = byte_set(b"!$%&'()*+,-./:;=@_~{}|^[]?`\\");
+const PATH_BYTES: [bool; 256] = byte_set(b"!$%&'()*+,-./:;=@_~\"{}|^[]", true);
+const QUERY_BYTES: [bool; 256] = byte_set(b"!$%&'()*+,-./:;=@_~{}|^[]?`\\", true);
 
-/// Letters, digits, UTF-8 (bytes 0x80 and up), and `extra`.
-const fn byte_set(extra: &[u8]) -> [bool; 256] {
+/// Letters, digits, `extra`, and with `utf8` the bytes 0x80 and up.
+const fn byte_set(extra: &[u8], utf8: bool) -> [bool; 256] {
     let mut set = [false; 256];
     let mut b = 0;
     while b < 256 {
-        set[b] = (b as u8).is_ascii_alphanumeric() || b >= 0x80;
+        set[b] = (b as u8).is_ascii_alphanumeric() || (utf8 && b >= 0x80);
         b += 1;
     }
     let mut i = 0;
@@ -254,25 +256,25 @@ const fn byte_set(extra: &[u8]) -> [bool; 256] {
 /// An authority as `Host` and targets carry it (RFC 3986 §3.2): a name or an address in
 /// brackets, and a port of digits; no user, no path, nothing a name may not hold.
 fn check_authority(authority: &str) -> Result<(), Refusal> {
-    const BAD: Refusal = Refusal::bad("the Host is not a host name or address");
-    let (well_formed, port) = match authority.strip_prefix('[') {
-        Some(rest) => {
-            let (literal, after) = rest.split_once(']').ok_or(BAD)?;
-            let address = |b: u8| b.is_ascii_hexdigit() || b == b':' || b == b'.';
-            let port = if after.is_empty() { None } else { Some(after.strip_prefix(':').ok_or(BAD)?) };
-            (!literal.is_empty() && literal.bytes().all(address), port)
-        }
-        None => {
-            let (name, port) = match authority.split_once(':') {
-                Some((name, port)) => (name, Some(port)),
-                None => (authority, None),
-            };
-            let name_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b);
-            (!name.is_empty() && name.bytes().all(name_byte), port)
-        }
+    let bytes = authority.as_bytes();
+    // Where the name or the address in brackets ends.
+    let host_end = match bytes.first() {
+        Some(b'[') => bytes.iter().position(|b| *b == b']').filter(|end| {
+            *end > 1 && bytes[1..*end].iter().all(|b| b.is_ascii_hexdigit() || *b == b':' || *b == b'.')
+        }),
+        _ => Some(bytes.iter().position(|b| !NAME_BYTES[usize::from(*b)]).unwrap_or(bytes.len()))
+            .filter(|end| *end > 0),
     };
-    if well_formed && port.is_none_or(|p| p.bytes().all(|b| b.is_ascii_digit())) { Ok(()) } else { Err(BAD) }
+    let port = host_end.map(|end| &bytes[end + usize::from(bytes[0] == b'[')..]);
+    match port {
+        Some([] | [b':']) => Ok(()),
+        Some([b':', digits @ ..]) if digits.iter().all(u8::is_ascii_digit) => Ok(()),
+        _ => Err(Refusal::bad("the Host is not a host name or address")),
+    }
 }
+
+/// What a host name may hold (RFC 3986 §3.2.2 reg-name: unreserved, sub-delims, `%`).
+const NAME_BYTES: [bool; 256] = byte_set(b"-._~%!$&'()*+,;=", false);
 
 /// How many `Host` fields a head has.
 #[derive(Clone, Copy)]
@@ -351,7 +353,7 @@ fn read_fields<'r, F: RawFields + ?Sized>(fields: &'r F, version: Version) -> Re
             10 if is("connection") => match ascii(value) {
                 Some(value) => {
                     read.connection.add(value.as_bytes());
-                    if names_framing(value.as_bytes()) || named(value, "host") {
+                    if read.connection.names_framing || read.connection.names_host {
                         refuse(&mut read.refusal, "Connection names a framing or routing field");
                     }
                 }
