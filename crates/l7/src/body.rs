@@ -15,6 +15,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::channel::Channel;
 use hyper::body::Incoming;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use crate::fields::may_be_trailer;
@@ -27,10 +28,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// its own task (`crate::h1`) and fed through a channel of a few frames, or none at all.
 pub(crate) enum ClientBody {
     Hyper(Incoming),
-    /// Fed by the connection's task; `length`: its `Content-Length`, if it has one.
+    /// Fed by the connection's task; `length`: its `Content-Length`, if it has one; `wanted`
+    /// tells that task when the body is first asked for (to answer `Expect: 100-continue` then,
+    /// as hyper's server does, and not when no endpoint will read it).
     Fed {
         channel: Channel<Bytes, BoxError>,
         length: Option<u64>,
+        wanted: Option<oneshot::Sender<()>>,
     },
     Empty,
 }
@@ -47,7 +51,12 @@ impl Body for ClientBody {
             ClientBody::Hyper(incoming) => {
                 Pin::new(incoming).poll_frame(cx).map(|f| f.map(|f| f.map_err(Into::into)))
             }
-            ClientBody::Fed { channel, .. } => Pin::new(channel).poll_frame(cx),
+            ClientBody::Fed { channel, wanted, .. } => {
+                if let Some(wanted) = wanted.take() {
+                    let _ = wanted.send(());
+                }
+                Pin::new(channel).poll_frame(cx)
+            }
             ClientBody::Empty => Poll::Ready(None),
         }
     }

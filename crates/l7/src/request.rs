@@ -160,7 +160,8 @@ pub(crate) fn check<'r, F: RawFields + ?Sized>(head: &Head<'r, F>) -> Result<Che
         body,
         length_dropped,
         close: connection.close || !keep_alive || length_dropped,
-        expect_continue,
+        // An HTTP/1.0 client gets no interim answer (RFC 9110 §15.2).
+        expect_continue: expect_continue && head.version == Version::Http11,
         upgrade: upgrade && connection.upgrade && head.version == Version::Http11,
         names_fields: connection.names_fields,
         te_trailers,

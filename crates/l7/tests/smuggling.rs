@@ -313,3 +313,31 @@ async fn fields_an_endpoint_could_take_for_the_forwarding_or_the_route_are_not_p
         assert_eq!(request.fields("x-forwarded-for"), ["127.0.0.1"], "{}", request.head);
     }
 }
+
+#[tokio::test]
+async fn interim_answers_and_http10_framing_on_the_engines_exchange() {
+    let (h, received, _) = smuggling_harness(95).await;
+    // 100 Continue once the endpoint takes the body; none when the answer is made here.
+    let upload = b"POST /up HTTP/1.1\r\nHost: public.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    assert_eq!(statuses(&exchange(h.http, upload).await), [100, 200]);
+    let refused =
+        b"POST /admin HTTP/1.1\r\nHost: smug.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
+    assert_eq!(statuses(&exchange(h.http, refused).await), [403]);
+    let old =
+        b"POST /old HTTP/1.0\r\nHost: public.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
+    assert_eq!(statuses(&exchange(h.http, old).await), [200], "no interim answer to HTTP/1.0");
+    // HTTP/1.0: a chunked answer goes until the close; keep-alive when asked for and framed.
+    let answer = exchange(h.http, b"GET /chunked HTTP/1.0\r\nHost: public.test\r\n\r\n").await;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "{answer}");
+    assert_eq!(body, "hello world");
+    let two = b"GET /a HTTP/1.0\r\nHost: public.test\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\nHost: public.test\r\n\r\n";
+    let answer = exchange(h.http, two).await;
+    assert_eq!(
+        answers(&answer).into_iter().map(|(s, _, b)| (s, b)).collect::<Vec<_>>(),
+        [(200, "/a".to_owned()), (200, "/b".to_owned())]
+    );
+    assert!(answer.to_ascii_lowercase().contains("connection: keep-alive"), "{answer}");
+    let targets: Vec<String> = received.lock().unwrap().iter().map(|s| s.target().to_owned()).collect();
+    assert_eq!(targets, ["/up", "/old", "/chunked", "/a", "/b"]);
+}

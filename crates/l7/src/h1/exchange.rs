@@ -17,6 +17,7 @@ use http_body_util::channel::{Channel, Sender};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -123,24 +124,22 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         self.input.advance(head_len);
         let head_request = parts.method == Method::HEAD;
         let send_timeout = Duration::from_secs(to.options.send_timeout_seconds);
-        let (feed, body) = match framing {
-            BodyFraming::Empty | BodyFraming::Length(0) => (None, ClientBody::Empty),
-            BodyFraming::Length(n) => {
+        let length = match framing {
+            BodyFraming::Empty | BodyFraming::Length(0) => None,
+            BodyFraming::Length(n) => Some(Some(n)),
+            BodyFraming::Chunked => Some(None),
+        };
+        let (wanted_tx, mut wanted) = oneshot::channel();
+        let (feed, body) = match length {
+            None => (None, ClientBody::Empty),
+            Some(length) => {
                 let (feed, channel) = Channel::new(1);
-                (Some(feed), ClientBody::Fed { channel, length: Some(n) })
-            }
-            BodyFraming::Chunked => {
-                let (feed, channel) = Channel::new(1);
-                (Some(feed), ClientBody::Fed { channel, length: None })
+                (Some(feed), ClientBody::Fed { channel, length, wanted: Some(wanted_tx) })
             }
         };
-        // The route takes the body: the client may send it (RFC 9110 §10.1.1).
-        if expect_continue
-            && feed.is_some()
-            && write_flushed(&mut self.io, b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
-        {
-            return Step::Close;
-        }
+        // The client waits for a `100 Continue` before it sends the body (RFC 9110 §10.1.1): it
+        // goes out once an endpoint asks for the body, not before answers made without it.
+        let mut continue_owed = expect_continue && feed.is_some();
         let request = http::Request::from_parts(parts, body);
         let outcome = {
             let (input, alarm, output) = (&mut self.input, &mut self.alarm, &mut self.output);
@@ -156,12 +155,24 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             let mut respond = std::pin::pin!(exchange.forward(request, to, &authority));
             let response = loop {
                 tokio::select! {
-                    response = &mut respond => break response,
+                    response = &mut respond => break Some(response),
                     fed = &mut pump, if pumped.is_none() => pumped = Some(fed),
+                    asked = &mut wanted, if continue_owed => {
+                        continue_owed = false;
+                        let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+                        if asked.is_ok() && write_flushed(&mut writer, interim).await.is_err() {
+                            break None;
+                        }
+                    }
                 }
             };
-            let answer = Answer { head_request, http10, close, body_read: pumped == Some(Ok(())) };
-            answer.write(response, &mut writer, output, pump, pumped).await
+            match response {
+                Some(response) => {
+                    let answer = Answer { head_request, http10, close, body_read: pumped == Some(Ok(())) };
+                    answer.write(response, &mut writer, output, pump, pumped).await
+                }
+                None => Outcome::Close,
+            }
         };
         self.idle_since = std::time::Instant::now();
         match outcome {
