@@ -19,6 +19,10 @@ pub enum BadPath {
     /// `..` above the root.
     #[error("the path climbs above /")]
     AboveRoot,
+    /// `.;x` or `..;x`: a dot segment with parameters, which servers that strip path
+    /// parameters (Tomcat, Jetty) resolve as `.` or `..` where routing saw a name.
+    #[error("a dot segment with parameters")]
+    DotParameters,
 }
 
 /// The normal form of a request path (without the query):
@@ -26,7 +30,9 @@ pub enum BadPath {
 ///   other escapes stay encoded, upper-cased: an encoded `/` (`%2F`) is part of a segment,
 ///   never a separator, so it cannot split or join segments behind the router's back;
 /// - empty segments (`//`) are merged and `.`/`..` segments resolved (RFC 3986 §5.2.4);
-///   `..` above the root is refused rather than clamped.
+///   `..` above the root is refused rather than clamped, and so is a dot segment with
+///   parameters (`/public/..;/admin`);
+/// - bytes outside ASCII (UTF-8) are kept as they are.
 pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, BadPath> {
     if !raw.starts_with('/') {
         return Err(BadPath::NotAbsolute);
@@ -43,6 +49,7 @@ fn normalize(raw: &str) -> Result<String, BadPath> {
     let mut segments: Vec<&str> = Vec::new();
     for segment in decoded[1..].split('/') {
         match segment {
+            s if dot_with_parameters(s.as_bytes()) => return Err(BadPath::DotParameters),
             "" | "." => {}
             ".." => {
                 if segments.pop().is_none() {
@@ -74,23 +81,33 @@ fn is_normal(path: &str) -> bool {
     for (i, &b) in bytes.iter().enumerate().skip(1) {
         match b {
             b'%' => return false,
-            b'/' if matches!(&bytes[start..i], b"" | b"." | b"..") => return false,
+            b'/' if matches!(&bytes[start..i], b"" | b"." | b"..")
+                || dot_with_parameters(&bytes[start..i]) =>
+            {
+                return false;
+            }
             b'/' => start = i + 1,
             _ => {}
         }
     }
-    !matches!(&bytes[start..], b"." | b"..")
+    !matches!(&bytes[start..], b"." | b"..") && !dot_with_parameters(&bytes[start..])
 }
 
+/// Whether a segment is `.` or `..` with parameters after a `;`.
+fn dot_with_parameters(segment: &[u8]) -> bool {
+    matches!(segment, [b'.', b';', ..] | [b'.', b'.', b';', ..])
+}
+
+/// `raw` with the escapes of unreserved characters decoded and the others upper-cased; its
+/// other bytes (UTF-8 included) as they are.
 fn decode_unreserved(raw: &str) -> Result<String, BadPath> {
     let bytes = raw.as_bytes();
-    let mut out = String::with_capacity(raw.len());
+    let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
         if b != b'%' {
-            // The path came from a valid URI: it is ASCII.
-            out.push(char::from(b));
+            out.push(b);
             i += 1;
             continue;
         }
@@ -105,14 +122,14 @@ fn decode_unreserved(raw: &str) -> Result<String, BadPath> {
             return Err(BadPath::Control);
         }
         if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
-            out.push(char::from(value));
+            out.push(value);
         } else {
-            out.push('%');
-            out.push_str(&format!("{value:02X}"));
+            out.extend_from_slice(format!("%{value:02X}").as_bytes());
         }
         i += 3;
     }
-    Ok(out)
+    // Only ASCII escapes were replaced, by ASCII: what was UTF-8 still is.
+    String::from_utf8(out).map_err(|_| BadPath::BadEscape)
 }
 
 #[cfg(test)]
@@ -157,12 +174,24 @@ mod tests {
         assert_eq!(n("admin"), Err(BadPath::NotAbsolute));
     }
 
+    #[test]
+    fn utf8_is_kept_and_dot_segments_with_parameters_refused() {
+        assert_eq!(n("//é/./x%41").as_deref(), Ok("/é/xA"));
+        assert_eq!(n("/café/../thé").as_deref(), Ok("/thé"));
+        for bad in ["/public/..;/admin", "/public/..;x/admin", "/.;/admin", "/a/%2e%2e;/b", "/a/..;"] {
+            assert_eq!(n(bad), Err(BadPath::DotParameters), "{bad}");
+        }
+        for fine in ["/a;b", "/a/.x;y", "/a/...;/b", "/a/b;.."] {
+            assert!(n(fine).is_ok(), "{fine}");
+        }
+    }
+
     proptest::proptest! {
         /// A path the one-pass check calls normal is its own normal form; without escapes
         /// (which the check leaves to the full normalisation) the two agree both ways. Over
         /// paths made of the characters that matter.
         #[test]
-        fn the_quick_check_agrees_with_the_normal_form(tail in "[/.a%2eE]{0,12}") {
+        fn the_quick_check_agrees_with_the_normal_form(tail in "[/.a%2eE;]{0,12}") {
             let path = format!("/{tail}");
             let own_form = normalize(&path).as_deref() == Ok(path.as_str());
             if is_normal(&path) {

@@ -154,6 +154,8 @@ fn request() -> impl Strategy<Value = Vec<u8>> {
         "/a%zz",
         "/a\\..\\admin",
         "/é",
+        "//é/./x",
+        "/public/..;/admin",
         "/{\"j\":1}",
         "/x?q=1&r=%2F",
         "/x?a<b",
