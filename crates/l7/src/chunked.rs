@@ -3,6 +3,44 @@
 //! chunks' data, for bodies that go on in another framing. The trailer section after the last
 //! chunk is a field section, read by whoever needs it (`httparse::parse_headers`).
 
+use std::io::Write as _;
+
+use bytes::Bytes;
+use http_body::Frame;
+
+use crate::fields::put_field;
+
+/// The last chunk and an empty trailer section: the end of a chunked body without trailers.
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Writes a body frame to `out` as HTTP/1.1 carries it: data as it is, or as one chunk when
+/// `chunked` (an empty chunk would end the body: none is written); trailers, only when
+/// `chunked`, as the last chunk and the trailer section. Returns whether that ended the body.
+pub(crate) fn put_frame(out: &mut Vec<u8>, frame: Frame<Bytes>, chunked: bool) -> bool {
+    match frame.into_data() {
+        Ok(data) if !chunked => out.extend_from_slice(&data),
+        Ok(data) if data.is_empty() => {}
+        Ok(data) => {
+            let _ = write!(out, "{:x}\r\n", data.len());
+            out.extend_from_slice(&data);
+            out.extend_from_slice(b"\r\n");
+        }
+        Err(frame) => {
+            if let Ok(trailers) = frame.into_trailers()
+                && chunked
+            {
+                out.extend_from_slice(b"0\r\n");
+                for (name, value) in &trailers {
+                    put_field(out, name.as_str(), value.as_bytes());
+                }
+                out.extend_from_slice(b"\r\n");
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// A body the chunked coding does not describe.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("malformed chunked body")]
@@ -192,6 +230,22 @@ mod tests {
         }
         assert_eq!(decode(b"5\r\nhel", 3), Ok((b"hel".to_vec(), None)));
         assert_eq!(decode(b"5\r\nhelloXX", 0), Err(BadChunk));
+    }
+
+    #[test]
+    fn frames_are_written_as_chunks_or_as_they_are() {
+        let mut out = Vec::new();
+        let data = |d: &'static [u8]| Frame::data(Bytes::from_static(d));
+        assert!(!put_frame(&mut out, data(b"hello world, hello"), true));
+        assert!(!put_frame(&mut out, data(b""), true), "an empty chunk would end the body");
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-sum", http::HeaderValue::from_static("5"));
+        assert!(put_frame(&mut out, Frame::trailers(trailers.clone()), true));
+        assert_eq!(out, b"12\r\nhello world, hello\r\n0\r\nx-sum: 5\r\n\r\n");
+        out.clear();
+        assert!(!put_frame(&mut out, data(b"hello"), false));
+        assert!(!put_frame(&mut out, Frame::trailers(trailers), false), "no trailers without chunks");
+        assert_eq!(out, b"hello");
     }
 
     #[test]

@@ -135,6 +135,14 @@ pub(crate) fn named(value: &str, token: &str) -> bool {
     value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Writes a field line, `name: value`, to a head being written.
+pub(crate) fn put_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The number `digits` spell in decimal, as `Content-Length` has it (RFC 9110 §8.6: digits
 /// only, no sign); `None` for anything else or a number too large.
 pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {

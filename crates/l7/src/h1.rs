@@ -30,7 +30,7 @@ use tracing::debug;
 
 use crate::alarm::Alarm;
 use crate::chunked::{BadChunk, Chunks};
-use crate::fields::{Connection, is_hop_by_hop, may_be_trailer, one_length, replaced_here};
+use crate::fields::{Connection, is_hop_by_hop, may_be_trailer, one_length, put_field, replaced_here};
 use crate::proxy::{
     Conn, Decision, Exchange, Fields, Forward, Head, InFlight, Shared, Table, affinity_cookie, cookie,
 };
@@ -1104,13 +1104,6 @@ pub(crate) fn listed_fields<'a>(fields: &'a Parsed<'_, '_>, names_fields: bool) 
         return Vec::new();
     }
     fields.all("connection").flat_map(|v| v.split(',')).map(str::trim).collect()
-}
-
-pub(crate) fn put_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The head of an endpoint's answer as the client gets it: hop-by-hop fields and `Server`

@@ -24,9 +24,8 @@ use portico_plan::ingress::{Backend, Route, RouteMatch};
 use tracing::debug;
 
 use crate::body::{BoxError, ClientBody, OnEnd, Watched};
-use crate::fields::{Connection, FORWARDING_FIELDS, is_hop_by_hop, replaced_here};
+use crate::fields::{Connection, FORWARDING_FIELDS, is_hop_by_hop, put_field, replaced_here};
 use crate::fnv::{Fnv, FnvMap};
-use crate::h1::put_field;
 use crate::metrics::{AccessLog, Figures, LogLine, Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
 use crate::raw::RawBody;

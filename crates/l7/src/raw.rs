@@ -21,10 +21,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
-use crate::chunked::{BadChunk, Piece};
-use crate::fields::{is_hop_by_hop, may_be_trailer, replaced_here};
+use crate::chunked::{BadChunk, LAST_CHUNK, Piece, put_frame};
+use crate::fields::{is_hop_by_hop, may_be_trailer, put_field, replaced_here};
 use crate::h1::{
-    AnswerFields, Framing, MAX_FIELDS, MAX_HEAD, Parsed, head_end, listed_fields, put_field, with_answer_head,
+    AnswerFields, Framing, MAX_FIELDS, MAX_HEAD, Parsed, head_end, listed_fields, with_answer_head,
 };
 use crate::upstream::{Endpoint, UpstreamBody};
 
@@ -198,35 +198,15 @@ async fn send_body(
 ) -> Result<(), Failure> {
     let mut out = Vec::new();
     let mut ended = false;
+    // The body is `Watched`: its trailers come without the fields that may not be trailers.
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| Failure::Body)?;
         out.clear();
-        match frame.into_data() {
-            Ok(data) if chunked => {
-                if data.is_empty() {
-                    continue;
-                }
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                out.extend_from_slice(&data);
-                out.extend_from_slice(b"\r\n");
-            }
-            Ok(data) => out.extend_from_slice(&data),
-            Err(frame) => {
-                // Trailers: only a chunked body can carry them.
-                if let Ok(trailers) = frame.into_trailers()
-                    && chunked
-                {
-                    out.extend_from_slice(b"0\r\n");
-                    put_fields(&mut out, &trailers, |name| !may_be_trailer(name.as_str()));
-                    out.extend_from_slice(b"\r\n");
-                    ended = true;
-                }
-            }
-        }
+        ended = put_frame(&mut out, frame, chunked);
         stream.write_all(&out).await.map_err(|_| Failure::Broken)?;
     }
     if chunked && !ended {
-        stream.write_all(b"0\r\n\r\n").await.map_err(|_| Failure::Broken)?;
+        stream.write_all(LAST_CHUNK).await.map_err(|_| Failure::Broken)?;
     }
     Ok(())
 }

@@ -21,10 +21,11 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::{CLIENT_READ, Client, MAX_FIELDS, MAX_HEAD, Step, put_field, put_status_line, read_by};
+use super::{CLIENT_READ, Client, MAX_FIELDS, MAX_HEAD, Step, put_status_line, read_by};
 use crate::alarm::Alarm;
 use crate::body::{BoxError, ClientBody};
-use crate::chunked::{BadChunk, Chunks, Piece};
+use crate::chunked::{BadChunk, Chunks, LAST_CHUNK, Piece, put_frame};
+use crate::fields::put_field;
 use crate::proxy::{Exchange, Forward, ProxyBody};
 use crate::request::{BodyFraming, Checked};
 
@@ -277,29 +278,11 @@ impl Answer {
             match frame {
                 None => {
                     if delimit == Delimit::Chunked {
-                        out.extend_from_slice(b"0\r\n\r\n");
+                        out.extend_from_slice(LAST_CHUNK);
                     }
                     ended = true;
                 }
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if data.is_empty() => continue,
-                    Ok(data) if delimit == Delimit::Chunked => {
-                        let _ = write!(out, "{:x}\r\n", data.len());
-                        out.extend_from_slice(&data);
-                        out.extend_from_slice(b"\r\n");
-                    }
-                    Ok(data) => out.extend_from_slice(&data),
-                    Err(frame) => {
-                        if let (Ok(trailers), Delimit::Chunked) = (frame.into_trailers(), delimit) {
-                            out.extend_from_slice(b"0\r\n");
-                            for (name, value) in &trailers {
-                                put_field(out, name.as_str(), value.as_bytes());
-                            }
-                            out.extend_from_slice(b"\r\n");
-                            ended = true;
-                        }
-                    }
-                },
+                Some(Ok(frame)) => ended = put_frame(out, frame, delimit == Delimit::Chunked),
                 Some(Err(err)) => {
                     debug!(%err, "endpoint's answer ended early");
                     return Outcome::Close;
