@@ -326,10 +326,15 @@ async fn fields_an_endpoint_could_take_for_the_forwarding_or_the_route_are_not_p
 
 #[tokio::test]
 async fn interim_answers_and_http10_framing_on_the_engines_exchange() {
-    let (h, received, _) = smuggling_harness(95).await;
+    let (h, received, cert) = smuggling_harness(95).await;
     // 100 Continue once the endpoint takes the body; none when the answer is made here.
     let upload = b"POST /up HTTP/1.1\r\nHost: public.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
     assert_eq!(statuses(&exchange(h.http, upload).await), [100, 200]);
+    // The same over TLS, with a chunked body and a keep-alive request after it.
+    let chunked = b"POST /up-tls HTTP/1.1\r\nHost: tls.test\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /after HTTP/1.1\r\nHost: tls.test\r\nConnection: close\r\n\r\n";
+    let answer = exchange_tls(h.https, &cert, chunked).await;
+    let answered: Vec<(u16, String)> = answers(&answer).into_iter().map(|(s, _, b)| (s, b)).collect();
+    assert_eq!(answered, [(100, String::new()), (200, "/up-tls".to_owned()), (200, "/after".to_owned())]);
     let refused =
         b"POST /admin HTTP/1.1\r\nHost: smug.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
     assert_eq!(statuses(&exchange(h.http, refused).await), [403]);
@@ -349,5 +354,6 @@ async fn interim_answers_and_http10_framing_on_the_engines_exchange() {
     );
     assert!(answer.to_ascii_lowercase().contains("connection: keep-alive"), "{answer}");
     let targets: Vec<String> = received.lock().unwrap().iter().map(|s| s.target().to_owned()).collect();
-    assert_eq!(targets, ["/up", "/old", "/chunked", "/a", "/b"]);
+    assert_eq!(targets, ["/up", "/up-tls", "/after", "/old", "/chunked", "/a", "/b"]);
+    assert_eq!(received.lock().unwrap()[1].body, b"hello");
 }
