@@ -37,11 +37,11 @@ fn free_port() -> u16 {
 
 /// Starts `portico run` on `files` with the address block 127.<net>.0.0/16 of its own.
 fn start(net: u8, files: &[(&str, String)]) -> Portico {
-    start_with(net, files, &[])
+    start_with(net, files, &[], &[])
 }
 
-/// `start` with extra environment variables for the child.
-fn start_with(net: u8, files: &[(&str, String)], env: &[(&str, &str)]) -> Portico {
+/// `start` with extra environment variables and flags for the child.
+fn start_with(net: u8, files: &[(&str, String)], env: &[(&str, &str)], flags: &[&str]) -> Portico {
     let dir = tempfile::tempdir().unwrap();
     let manifests = dir.path().join("manifests");
     std::fs::create_dir(&manifests).unwrap();
@@ -67,6 +67,7 @@ fn start_with(net: u8, files: &[(&str, String)], env: &[(&str, &str)]) -> Portic
         .arg("--access-log")
         .arg(&access_log)
         .args(["--dns", &dns.to_string()])
+        .args(flags)
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -297,7 +298,7 @@ fn no_endpoints_are_refused_at_once() {
 fn edits_apply_live_without_breaking_an_open_stream() {
     let files = [("web.yaml", deployment("web", 1)), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
     // One worker: the reloads and the proxy share the current-thread runtime.
-    let portico = start_with(124, &files, &[("TOKIO_WORKER_THREADS", "1")]);
+    let portico = start_with(124, &files, &[("TOKIO_WORKER_THREADS", "1")], &[]);
     let plan = portico.plan();
     let addr = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -415,4 +416,24 @@ fn ingresses_are_served_with_status_metrics_and_an_access_log() {
     assert_eq!((first["status"].as_u64(), first["host"].as_str()), (Some(200), Some("site.test")));
     assert!(first["endpoint"].as_str().is_some_and(|e| e.ends_with(":8080")), "{first}");
     assert_eq!(lines.lines().count(), 7, "{lines}");
+}
+
+#[test]
+fn the_hyper_http1_engine_serves_with_the_same_checks() {
+    let site = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: site}\nspec:\n  rules:\n  - host: site.test\n    http:\n      paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]\n";
+    let files = [
+        ("web.yaml", deployment("web", 1)),
+        ("svc.yaml", service("web", "web", "ClusterIP", "")),
+        ("site.yaml", site.to_string()),
+    ];
+    let portico = start_with(128, &files, &[], &["--http1-engine", "hyper"]);
+    let (status, body) = http_get(portico.ingress, "site.test", "/").unwrap();
+    assert_eq!(status, 200, "{body}");
+    // Two Host fields: refused by the same checks as on Portico's own engine.
+    let mut stream = TcpStream::connect(portico.ingress).unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\nHost: other.test\r\n\r\n").unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
 }
