@@ -371,15 +371,19 @@ fn sigterm_drains_and_exits_cleanly() {
     assert!(TcpStream::connect_timeout(&portico.admin, Duration::from_millis(500)).is_err());
 }
 
-#[test]
-fn ingresses_are_served_with_status_metrics_and_an_access_log() {
+/// An Ingress for `site.test` in front of the Pods of a Deployment `web`, behind a Service.
+fn site_files(replicas: u32) -> [(&'static str, String); 3] {
     let site = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: site}\nspec:\n  rules:\n  - host: site.test\n    http:\n      paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]\n";
-    let files = [
-        ("web.yaml", deployment("web", 2)),
+    [
+        ("web.yaml", deployment("web", replicas)),
         ("svc.yaml", service("web", "web", "ClusterIP", "")),
         ("site.yaml", site.to_string()),
-    ];
-    let portico = start(127, &files);
+    ]
+}
+
+#[test]
+fn ingresses_are_served_with_status_metrics_and_an_access_log() {
+    let portico = start(127, &site_files(2));
     let plan = portico.plan();
     assert_eq!(plan["ingress"]["status"][0]["addresses"][0], portico.ingress.to_string());
     let mut pods = BTreeSet::new();
@@ -420,13 +424,7 @@ fn ingresses_are_served_with_status_metrics_and_an_access_log() {
 
 #[test]
 fn the_hyper_http1_engine_serves_with_the_same_checks() {
-    let site = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: site}\nspec:\n  rules:\n  - host: site.test\n    http:\n      paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]\n";
-    let files = [
-        ("web.yaml", deployment("web", 1)),
-        ("svc.yaml", service("web", "web", "ClusterIP", "")),
-        ("site.yaml", site.to_string()),
-    ];
-    let portico = start_with(128, &files, &[], &["--http1-engine", "hyper"]);
+    let portico = start_with(128, &site_files(1), &[], &["--http1-engine", "hyper"]);
     let (status, body) = http_get(portico.ingress, "site.test", "/").unwrap();
     assert_eq!(status, 200, "{body}");
     // Two Host fields: refused by the same checks as on Portico's own engine.
