@@ -24,7 +24,7 @@ use portico_plan::ingress::{Backend, Route, RouteMatch};
 use tracing::debug;
 
 use crate::body::{BoxError, ClientBody, OnEnd, Watched};
-use crate::fields::{Connection, FORWARDING_FIELDS, is_hop_by_hop, put_field, replaced_here};
+use crate::fields::{Connection, FORWARDING_FIELDS, is_hop_by_hop, named, put_field, replaced_here};
 use crate::fnv::{Fnv, FnvMap};
 use crate::metrics::{AccessLog, Figures, LogLine, Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
@@ -291,7 +291,7 @@ pub(crate) trait Fields {
 
     /// Whether the comma-separated lists of field `name` hold `token` (any case).
     fn lists(&self, name: &str, token: &str) -> bool {
-        self.all(name).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token))
+        self.all(name).any(|v| named(v, token))
     }
 }
 
