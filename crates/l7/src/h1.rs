@@ -722,11 +722,7 @@ fn action<'t>(
         }
     };
     let fields = Parsed(parsed.headers);
-    let length = match checked.body {
-        BodyFraming::Length(n) => Some(n),
-        BodyFraming::Empty | BodyFraming::Chunked => None,
-    };
-    let unread_body = checked.body == BodyFraming::Chunked || length.is_some_and(|n| n > 0);
+    let (length, unread_body) = (checked.length(), checked.has_body());
     let head =
         Head { host: checked.authority, path: checked.path, query: checked.query, length, fields: &fields };
     // An answer made here leaves a request body unread: the connection closes after it.

@@ -29,7 +29,7 @@ use crate::fnv::{Fnv, FnvMap};
 use crate::metrics::{AccessLog, Figures, LogLine, Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
 use crate::raw::RawBody;
-use crate::request::{self, BodyFraming, Refusal};
+use crate::request::{self, Refusal};
 use crate::upstream::{Endpoint, Sender, UpstreamBody, is_h2};
 
 /// Bodies sent to clients: an endpoint's, passed through, or one made here.
@@ -357,10 +357,7 @@ impl Exchange {
             Err(refusal) => return self.refuse(refusal),
         };
         let table = Arc::clone(&self.table);
-        let length = match checked.body {
-            BodyFraming::Length(n) => Some(n),
-            BodyFraming::Empty | BodyFraming::Chunked => None,
-        };
+        let length = checked.length();
         let head = Head {
             host: checked.authority,
             path: checked.path,
@@ -377,7 +374,7 @@ impl Exchange {
             }
         };
         // A body that is not read leaves an HTTP/1 connection unusable, as on the HTTP/1.1 engine.
-        if checked.body == BodyFraming::Chunked || length.is_some_and(|n| n > 0) {
+        if checked.has_body() {
             answer.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         answer

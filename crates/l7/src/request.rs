@@ -110,6 +110,21 @@ pub(crate) struct Checked<'r> {
     pub te_trailers: bool,
 }
 
+impl Checked<'_> {
+    /// The body's declared length, if it has one.
+    pub(crate) fn length(&self) -> Option<u64> {
+        match self.body {
+            BodyFraming::Length(n) => Some(n),
+            BodyFraming::Empty | BodyFraming::Chunked => None,
+        }
+    }
+
+    /// Whether a body follows the head.
+    pub(crate) fn has_body(&self) -> bool {
+        self.body == BodyFraming::Chunked || self.length().is_some_and(|n| n > 0)
+    }
+}
+
 /// Applies the rules to `head`.
 ///
 /// The order matters where the status differs: what hyper's HTTP/1 parser refuses itself, before
