@@ -144,6 +144,7 @@ impl IngressProxy {
             access_log: options.access_log,
             rotation: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
+            ids: std::hash::RandomState::new(),
         });
         Ok(IngressProxy {
             shared,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::hash::Hasher as _;
+use std::hash::{BuildHasher as _, Hasher as _};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use portico_model::ObjectKey;
 use portico_plan::Plan;
 use portico_plan::annotations::{BackendProtocol, CanaryRule, IngressOptions};
-use portico_plan::ingress::{Backend, Route, RouteMatch};
+use portico_plan::ingress::{Backend, DefaultBackend, Route, RouteMatch};
 use tracing::debug;
 
 use crate::body::{BoxError, ClientBody, OnEnd, Watched};
@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     pub rotation: AtomicU64,
     /// Drives canary weights and request ids.
     pub sequence: AtomicU64,
+    /// Keys made request ids: seeded from the OS at start.
+    pub ids: std::hash::RandomState,
 }
 
 /// The routes being served and the endpoints behind them.
@@ -71,17 +73,16 @@ impl Table {
         let mut endpoints = FnvMap::default();
         let mut metrics = FnvMap::default();
         let ingress = &plan.ingress;
-        let unnamed = ObjectKey::default();
         let mut backends: Vec<(&Backend, BackendProtocol, &ObjectKey)> = Vec::new();
         for (_, vhost) in ingress.virtual_hosts() {
-            backends.extend(vhost.default_backend.iter().map(|b| (b, BackendProtocol::Http, &unnamed)));
+            backends.extend(vhost.default_backend.iter().map(DefaultBackend::parts));
             for route in &vhost.routes {
                 let protocol = route.options.backend_protocol;
                 backends.push((&route.backend, protocol, &route.ingress));
                 backends.extend(route.canary.iter().map(|c| (&c.backend, protocol, &c.ingress)));
             }
         }
-        backends.extend(ingress.default_backend.iter().map(|b| (b, BackendProtocol::Http, &unnamed)));
+        backends.extend(ingress.default_backend.iter().map(DefaultBackend::parts));
         for (backend, protocol, from) in backends {
             metrics.insert(address(backend), shared.route_metrics(from, &backend.service));
             for addr in &backend.endpoints {
@@ -332,10 +333,6 @@ pub(crate) struct Forward<'t> {
     pub path: Option<String>,
 }
 
-/// Options of requests that reach a default backend.
-static DEFAULT_OPTIONS: std::sync::LazyLock<IngressOptions> =
-    std::sync::LazyLock::new(IngressOptions::default);
-
 impl Exchange {
     /// Serves a request hyper's server read: HTTP/2, or HTTP/1.x when hyper serves it all
     /// ([`crate::Http1Engine::Hyper`]).
@@ -404,25 +401,24 @@ impl Exchange {
         let ingress = &table.plan.ingress;
         let vhost = ingress.virtual_host(head.host);
         let path = normalized.as_deref().unwrap_or(head.path);
-        let (route, backend, options) = match ingress.route_in(vhost, path) {
+        // A default backend serves its Ingress's requests: counted as that Ingress's, under
+        // its annotations.
+        let (route, from, backend, options) = match ingress.route_in(vhost, path) {
             RouteMatch::NotFound => {
                 return Decision::Answer(StatusCode::NOT_FOUND, "no Ingress rule matches\n".into());
             }
-            RouteMatch::Default(backend) => (None, backend, &*DEFAULT_OPTIONS),
-            RouteMatch::Route(route) => (Some(route), &route.backend, &*route.options),
+            RouteMatch::Default(default) => (None, &default.ingress, &default.backend, &*default.options),
+            RouteMatch::Route(route) => (Some(route), &route.ingress, &route.backend, &*route.options),
         };
-        let unnamed = ObjectKey::default();
-        self.route = table.route_metrics(&self.shared, route.map_or(&unnamed, |r| &r.ingress), backend);
-        if route.is_some() {
-            if !options.allow_sources.is_empty()
-                && !options.allow_sources.iter().any(|net| net.contains(&self.conn.peer.ip()))
-            {
-                return Decision::Answer(StatusCode::FORBIDDEN, "client address not allowed\n".into());
-            }
-            let host_tls = vhost.is_some_and(|v| v.tls);
-            if !self.conn.tls && (options.force_ssl_redirect || (options.ssl_redirect && host_tls)) {
-                return Decision::Redirect(self.https_location(head));
-            }
+        self.route = table.route_metrics(&self.shared, from, backend);
+        if !options.allow_sources.is_empty()
+            && !options.allow_sources.iter().any(|net| net.contains(&self.conn.peer.ip()))
+        {
+            return Decision::Answer(StatusCode::FORBIDDEN, "client address not allowed\n".into());
+        }
+        let host_tls = vhost.is_some_and(|v| v.tls);
+        if !self.conn.tls && (options.force_ssl_redirect || (options.ssl_redirect && host_tls)) {
+            return Decision::Redirect(self.https_location(head));
         }
         if let Some(limit) = options.body_limit
             && head.length.is_some_and(|n| n > limit)
@@ -690,13 +686,17 @@ impl Exchange {
         Box::pin(endpoint.connect(tls, timeout)).await
     }
 
-    /// The client's `X-Request-Id` when it gives a sensible one, else a new random one.
+    /// The client's `X-Request-Id` when it gives a sensible one, else a new unpredictable one.
     pub(crate) fn request_id<'f>(&self, fields: &'f impl Fields) -> RequestId<'f> {
         if let Some(given) = fields.first("x-request-id").filter(|v| !v.is_empty() && v.len() <= 200) {
             return RequestId::Given(given);
         }
+        // The counter keyed by a hasher seeded from the OS's randomness (SipHash): another
+        // process, or this one after a restart, cannot predict or repeat the sequence.
+        let n = self.next();
+        let words = [self.shared.ids.hash_one((n, 0u8)), self.shared.ids.hash_one((n, 1u8))];
         let mut id = [0u8; 32];
-        for (half, word) in [mix(self.next()), mix(self.next())].into_iter().enumerate() {
+        for (half, word) in words.into_iter().enumerate() {
             for i in 0..16 {
                 let nibble = (word >> (60 - 4 * i)) & 0xf;
                 id[half * 16 + i] = b"0123456789abcdef"[nibble as usize];

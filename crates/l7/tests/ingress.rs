@@ -858,3 +858,50 @@ async fn http1_answers_keep_their_framing_pipelines_work_and_upgrades_follow_pla
     let mut upgraded = upgrade(stream, "ws.test").await;
     round_trip(&mut upgraded, b"after a plain request").await;
 }
+
+#[tokio::test]
+async fn request_ids_are_unique_across_proxies_and_default_backends_count_for_their_ingress() {
+    let yaml = |net: u8| {
+        [
+            service(net, 1, "default", 1),
+            service(net, 2, "web", 1),
+            ingress(
+                "site",
+                "nginx.ingress.kubernetes.io/whitelist-source-range: 127.0.0.0/8",
+                Some("site.test"),
+                &[("/app", "Prefix", "web")],
+                "  defaultBackend: {service: {name: default, port: {number: 80}}}\n",
+            ),
+            ingress(
+                "closed",
+                "nginx.ingress.kubernetes.io/whitelist-source-range: 10.0.0.0/8",
+                Some("closed.test"),
+                &[("/app", "Prefix", "web")],
+                "  defaultBackend: {service: {name: default, port: {number: 80}}}\n",
+            ),
+        ]
+        .concat()
+    };
+    let mut first = Harness::start(96, &[(1, "default", 1), (2, "web", 1)]).await;
+    let mut second = Harness::start(97, &[(1, "default", 1), (2, "web", 1)]).await;
+    first.apply(&yaml(96)).await;
+    second.apply(&yaml(97)).await;
+    // Two proxies, or one restarted, make different ids from their first request on.
+    let id =
+        |answer: Answer| answer.json()["headers"]["x-request-id"].as_str().unwrap_or_default().to_owned();
+    let ids = [
+        id(request(first.http, "site.test", "/app", "").await),
+        id(request(second.http, "site.test", "/app", "").await),
+        id(request(first.http, "site.test", "/app", "").await),
+    ];
+    assert!(ids.iter().all(|i| i.len() == 32), "{ids:?}");
+    assert!(ids[0] != ids[1] && ids[0] != ids[2], "{ids:?}");
+    // The default backend serves its Ingress's requests, under that Ingress's annotations.
+    assert_eq!(request(first.http, "site.test", "/other", "").await.pod(), "default-0");
+    assert_eq!(request(first.http, "closed.test", "/other", "").await.status, 403);
+    let metrics = first.metrics();
+    let counted =
+        r#"portico_ingress_requests_total{ingress="default/site",service="default/default",status="2xx"} 1"#;
+    assert!(metrics.contains(counted), "{metrics}");
+    assert!(!metrics.contains(r#"ingress="",service="default/default""#), "{metrics}");
+}

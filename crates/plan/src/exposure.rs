@@ -273,10 +273,10 @@ fn ingress_exposures(plan: &Plan, out: &mut Vec<Exposure>) {
             ));
         }
     }
-    if let Some(backend) = &plan.ingress.default_backend {
-        let object = ObjectRef::new("Ingress", plan.ingress.ingresses.first().cloned().unwrap_or_default());
+    if let Some(default) = &plan.ingress.default_backend {
+        let object = ObjectRef::new("Ingress", default.ingress.clone());
         let url = format!("http://*:{}/ (default backend)", plan.ingress_addresses.http.port());
-        out.push(ingress_row(plan, object, url, backend, false));
+        out.push(ingress_row(plan, object, url, &default.backend, false));
     }
 }
 

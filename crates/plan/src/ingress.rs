@@ -13,7 +13,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 
-use crate::annotations::{self, CanaryRule, IngressOptions};
+use crate::annotations::{self, BackendProtocol, CanaryRule, IngressOptions};
 use crate::config::{INGRESS_CONTROLLER, PlanConfig};
 use crate::endpoints::{Scope, select};
 use crate::order::by_age;
@@ -38,7 +38,7 @@ pub struct IngressPlan {
     pub any_host: Option<VirtualHost>,
     /// The backend for requests no rule matches (the oldest Ingress's `defaultBackend`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub default_backend: Option<Backend>,
+    pub default_backend: Option<DefaultBackend>,
     /// Certificates by the hosts they serve.
     pub certificates: Vec<Certificate>,
     /// Ingresses served, for their status.
@@ -65,7 +65,7 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// Backend for this host's unmatched paths.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub default_backend: Option<Backend>,
+    pub default_backend: Option<DefaultBackend>,
     /// Whether a certificate covers this host.
     pub tls: bool,
 }
@@ -155,6 +155,26 @@ pub struct Backend {
     pub endpoints: Vec<SocketAddr>,
 }
 
+/// An Ingress's `defaultBackend`: where the requests it serves but no rule matches go.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DefaultBackend {
+    /// The Ingress it belongs to: its requests are that Ingress's (metrics, logs).
+    pub ingress: ObjectKey,
+    /// That Ingress's annotations, typed: they apply to these requests too.
+    pub options: Arc<IngressOptions>,
+    /// Where the requests go.
+    #[serde(flatten)]
+    pub backend: Backend,
+}
+
+impl DefaultBackend {
+    /// Its backend, the protocol the endpoints are spoken to in, and its Ingress.
+    pub fn parts(&self) -> (&Backend, BackendProtocol, &ObjectKey) {
+        (&self.backend, self.options.backend_protocol, &self.ingress)
+    }
+}
+
 /// A TLS certificate from a `kubernetes.io/tls` Secret.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -198,7 +218,7 @@ pub enum RouteMatch<'a> {
     /// A path rule.
     Route(&'a Route),
     /// No rule: a default backend.
-    Default(&'a Backend),
+    Default(&'a DefaultBackend),
     /// Nothing: answer 404.
     NotFound,
 }
@@ -413,7 +433,11 @@ pub fn plan_ingress(
                 plan.certificates.push(cert);
             }
         }
-        let default_backend = spec.default_backend.as_ref().map(|b| ctx.backend("spec.defaultBackend", b));
+        let default_backend = spec.default_backend.as_ref().map(|b| DefaultBackend {
+            ingress: key.clone(),
+            options: Arc::clone(&options),
+            backend: ctx.backend("spec.defaultBackend", b),
+        });
         for (r, rule) in spec.rules.iter().flatten().enumerate() {
             let host = rule.host.as_deref().filter(|h| !h.is_empty()).map(str::to_ascii_lowercase);
             let vhost = plan.virtual_host_mut(host.as_deref());

@@ -163,7 +163,7 @@ fn ingress_routes_reach_endpoints_and_certificates_follow_sni() {
         other => panic!("{other:?}"),
     }
     assert!(
-        matches!(plan.ingress.route("a.example.test", "/other"), RouteMatch::Default(b) if b.endpoints == vec![endpoint])
+        matches!(plan.ingress.route("a.example.test", "/other"), RouteMatch::Default(b) if b.backend.endpoints == vec![endpoint])
     );
     assert!(matches!(plan.ingress.route("unknown.test", "/api"), RouteMatch::Default(_)));
     let cert = |sni: &str| plan.ingress.certificate(Some(sni)).map(|c| c.secret.name.clone());

@@ -28,6 +28,7 @@ pub struct Harness {
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub generation: u64,
+    registry: prometheus_client::registry::Registry,
     _stop_pods: watch::Sender<bool>,
 }
 
@@ -96,9 +97,10 @@ impl Harness {
         }
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let metrics = Arc::new(Metrics::register(&mut prometheus_client::registry::Registry::default()));
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(Metrics::register(&mut registry));
         let proxy = IngressProxy::new(options, metrics).expect("proxy");
-        Harness { proxy, http, https, generation: 0, _stop_pods: stop }
+        Harness { proxy, http, https, generation: 0, registry, _stop_pods: stop }
     }
 
     pub fn plan(&mut self, yaml: &str) -> Arc<Plan> {
@@ -113,6 +115,13 @@ impl Harness {
             planned.diagnostics.iter().filter(|d| d.severity == portico_model::Severity::Error).collect();
         assert!(errors.is_empty(), "{errors:#?}");
         Arc::new(planned.plan)
+    }
+
+    /// The proxy's metrics, as `/metrics` shows them.
+    pub fn metrics(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
+        text
     }
 
     pub async fn apply(&mut self, yaml: &str) {
