@@ -1,6 +1,18 @@
 //! The header field vocabulary both HTTP engines share: which fields describe one hop only, what
 //! a `Connection` field says, which fields may travel as trailers, and how a length is spelled.
 
+/// Largest request or answer head accepted (and sent on).
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in a head (accepted, and sent on).
+pub(crate) const MAX_FIELDS: usize = 100;
+
+/// Whether a head of `bytes` with `fields` fields keeps within the limits Portico sets for the
+/// heads it reads: what it sends on must keep within them too, so that an endpoint with the
+/// same limits (another Portico) never gets more than Portico itself would take.
+pub(crate) fn within_limits(bytes: usize, fields: usize) -> bool {
+    bytes <= MAX_HEAD && fields <= MAX_FIELDS
+}
+
 /// Whether field `name` describes one hop only (RFC 9110 §7.6.1; any case). Checked for
 /// every field of every message, so the length picks the one or two names to compare.
 pub(crate) fn is_hop_by_hop(name: &str) -> bool {

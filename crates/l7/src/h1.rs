@@ -30,7 +30,10 @@ use tracing::debug;
 
 use crate::alarm::Alarm;
 use crate::chunked::{BadChunk, Chunks};
-use crate::fields::{Connection, is_hop_by_hop, may_be_trailer, one_length, put_field, replaced_here};
+use crate::fields::{
+    Connection, FORWARDING_FIELDS, MAX_FIELDS, MAX_HEAD, is_hop_by_hop, may_be_trailer, one_length,
+    put_field, replaced_here, within_limits,
+};
 use crate::proxy::{
     Conn, Decision, Exchange, Fields, Forward, Head, InFlight, Shared, Table, affinity_cookie, cookie,
 };
@@ -38,10 +41,6 @@ use crate::request::{self, BodyFraming, Checked, Target, Version};
 
 mod exchange;
 
-/// Largest request or answer head accepted.
-pub(crate) const MAX_HEAD: usize = 64 * 1024;
-/// Most header fields in a head.
-pub(crate) const MAX_FIELDS: usize = 100;
 /// Room made for each read from the client.
 const CLIENT_READ: usize = 8 * 1024;
 /// Bytes the first read of a request on an idle connection takes, on the stack: most heads fit
@@ -359,6 +358,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
         let mut parsed = httparse::Request::new(&mut []);
         match parsed.parse_with_uninit_headers(&self.input, &mut storage) {
+            // A head that came whole in a read that crossed the limit is still too large.
+            Ok(httparse::Status::Complete(head_len)) if head_len > MAX_HEAD => {
+                HeadParse::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+            }
             Ok(httparse::Status::Complete(head_len)) => {
                 let (method, target) = (parsed.method.unwrap_or_default(), parsed.path.unwrap_or_default());
                 let path = target.split_once('?').map_or(target, |(p, _)| p);
@@ -752,7 +755,12 @@ fn action<'t>(
         };
     }
     let sticky = to.options.affinity.as_ref().and_then(|a| cookie(&fields, &a.name)).map(str::to_owned);
-    write_request_head(out, exchange, &to, parsed, &checked);
+    let written = write_request_head(out, exchange, &to, parsed, &checked);
+    if !within_limits(out.len(), written) {
+        let (status, text) =
+            (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "head too large to send on\n".into());
+        return Action::Answer { status, text, location: None, close: true, unread_body: true };
+    }
     let request = Request {
         head_len,
         content_length: length.unwrap_or(0),
@@ -767,14 +775,14 @@ fn action<'t>(
 
 /// Writes the head of a relayed request as the endpoint gets it: the request line with the
 /// path that was routed (in origin form), `Host` with the authority that was routed, the
-/// client's end-to-end fields, and the forwarding fields.
+/// client's end-to-end fields, and the forwarding fields. Returns how many fields it wrote.
 fn write_request_head(
     out: &mut Vec<u8>,
     exchange: &mut Exchange,
     to: &Forward<'_>,
     parsed: &httparse::Request<'_, '_>,
     checked: &Checked<'_>,
-) {
+) -> usize {
     let fields = Parsed(parsed.headers);
     let forwarding = exchange.forwarding(&fields, checked.authority);
     out.clear();
@@ -793,6 +801,7 @@ fn write_request_head(
     let listed = listed_fields(&fields, checked.names_fields);
     // Several `Content-Length` fields (alike, or the rules would have refused them) go on as one.
     let mut length_written = false;
+    let mut written = 1 + FORWARDING_FIELDS.len() + usize::from(checked.te_trailers);
     for field in parsed.headers.iter() {
         let name = field.name;
         let dropped = match name.len() {
@@ -802,6 +811,7 @@ fn write_request_head(
         } || listed.iter().any(|l| l.eq_ignore_ascii_case(name));
         if !dropped {
             put_field(out, name, field.value);
+            written += 1;
         }
     }
     // gRPC-style servers insist on `te: trailers`; it is the one TE value passed on.
@@ -810,6 +820,7 @@ fn write_request_head(
     }
     forwarding.put(out);
     out.extend_from_slice(b"\r\n");
+    written
 }
 
 /// What forwarding an answer's body needs to know of its head.

@@ -126,7 +126,7 @@ impl IngressProxy {
             .timer(TokioTimer::new())
             .header_read_timeout(options.header_timeout)
             .keep_alive(true)
-            .max_buf_size(h1::MAX_HEAD);
+            .max_buf_size(fields::MAX_HEAD);
         builder
             .http2()
             .timer(TokioTimer::new())

@@ -24,7 +24,9 @@ use portico_plan::ingress::{Backend, DefaultBackend, Route, RouteMatch};
 use tracing::debug;
 
 use crate::body::{BoxError, ClientBody, OnEnd, Watched};
-use crate::fields::{Connection, FORWARDING_FIELDS, is_hop_by_hop, named, put_field, replaced_here};
+use crate::fields::{
+    Connection, FORWARDING_FIELDS, is_hop_by_hop, named, put_field, replaced_here, within_limits,
+};
 use crate::fnv::{Fnv, FnvMap};
 use crate::metrics::{AccessLog, Figures, LogLine, Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
@@ -536,6 +538,8 @@ impl Exchange {
         } else {
             (Vec::new(), forwarding.header_values())
         };
+        // The forwarding fields written apart from the map, into the head.
+        let forwarded_apart = if plain { FORWARDING_FIELDS.len() } else { 0 };
         let h2 = is_h2(protocol);
         prepare_request(&mut parts.headers, upgrade, h2, parts.version == Version::HTTP_2);
         for (name, value) in forwarding {
@@ -557,6 +561,9 @@ impl Exchange {
             parts.headers.insert(header::HOST, value);
         }
         parts.version = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        if !h2 && !within_limits(head_size(&parts, &added), parts.headers.len() + forwarded_apart) {
+            return self.local(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "head too large to send on\n");
+        }
         let counted = Arc::new(Counted::default());
         let send_timeout = Duration::from_secs(options.send_timeout_seconds);
         let read_timeout = Duration::from_secs(options.read_timeout_seconds);
@@ -827,6 +834,13 @@ async fn send(
             Err(e) => Err(hyper_failed(e)),
         },
     }
+}
+
+/// The size of the HTTP/1.1 head `parts` make, with the `added` field lines.
+fn head_size(parts: &http::request::Parts, added: &[u8]) -> usize {
+    let target = parts.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let fields: usize = parts.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    parts.method.as_str().len() + target + " HTTP/1.1\r\n".len() + 1 + fields + added.len() + 2
 }
 
 /// Counts a request against an endpoint's in-flight requests while it lives.

@@ -905,3 +905,28 @@ async fn request_ids_are_unique_across_proxies_and_default_backends_count_for_th
     assert!(metrics.contains(counted), "{metrics}");
     assert!(!metrics.contains(r#"ingress="",service="default/default""#), "{metrics}");
 }
+
+#[tokio::test]
+async fn heads_keep_within_the_documented_limits_also_as_sent_on() {
+    let mut h = Harness::start(98, &[(1, "web", 1)]).await;
+    h.apply(
+        &[service(98, 1, "web", 1), ingress("web", "", Some("l.test"), &[("/", "Prefix", "web")], "")]
+            .concat(),
+    )
+    .await;
+    // A head of `size` bytes (`GET /` to `l.test`, one padding field), as the client sends it.
+    let padded = |size: usize, version: &str| {
+        let start = format!("GET / {version}\r\nHost: l.test\r\nConnection: close\r\nX-Pad: ");
+        format!("{start}{}\r\n\r\n", "p".repeat(size - start.len() - 4))
+    };
+    for (size, status) in [(60_000, 200), (65_450, 431), (70 * 1024, 431)] {
+        for version in ["HTTP/1.1", "HTTP/1.0"] {
+            let answer = exchange(h.http, padded(size, version).as_bytes()).await;
+            assert_eq!(statuses(&answer), [status], "{size} bytes, {version}");
+        }
+    }
+    // Fields: the client's 96 are read; with Portico's six, 100 go on, 101 do not.
+    let fields = |pads: usize| (0..pads).map(|i| format!("X-Pad-{i}: {i}\r\n")).collect::<String>();
+    assert_eq!(request(h.http, "l.test", "/", &fields(93)).await.status, 200);
+    assert_eq!(request(h.http, "l.test", "/", &fields(94)).await.status, 431);
+}

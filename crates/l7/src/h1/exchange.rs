@@ -21,11 +21,11 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::{CLIENT_READ, Client, MAX_FIELDS, MAX_HEAD, Step, put_status_line, read_by};
+use super::{CLIENT_READ, Client, Step, put_status_line, read_by};
 use crate::alarm::Alarm;
 use crate::body::{BoxError, ClientBody};
 use crate::chunked::{BadChunk, Chunks, LAST_CHUNK, Piece, put_frame};
-use crate::fields::put_field;
+use crate::fields::{MAX_FIELDS, MAX_HEAD, put_field};
 use crate::proxy::{Exchange, Forward, ProxyBody};
 use crate::request::{BodyFraming, Checked};
 
