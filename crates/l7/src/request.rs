@@ -144,7 +144,12 @@ pub(crate) fn check<'r, F: RawFields + ?Sized>(head: &Head<'r, F>) -> Result<Che
     if let Some(refusal) = fields.refusal {
         return Err(refusal);
     }
+    // HTTP/1.0 may come without a host: routed as nginx does, to rules without a host, else the
+    // default backend.
+    let hostless =
+        head.version == Version::Http10 && target.authority.is_none() && matches!(fields.host, Hosts::None);
     let authority = match (target.authority, fields.host) {
+        _ if hostless => "",
         (_, Hosts::Many) => return Err(Refusal::bad("more than one Host field")),
         (Some(authority), Hosts::One(_)) => authority,
         (Some(authority), Hosts::None) if head.version != Version::Http11 => authority,
@@ -153,7 +158,9 @@ pub(crate) fn check<'r, F: RawFields + ?Sized>(head: &Head<'r, F>) -> Result<Che
         // An absolute target does not excuse a missing Host (RFC 9112 §3.2).
         _ => return Err(Refusal::bad("no Host field")),
     };
-    check_authority(authority)?;
+    if !hostless {
+        check_authority(authority)?;
+    }
     if let Hosts::One(host) = fields.host
         && !std::ptr::eq(host, authority)
     {
@@ -553,6 +560,13 @@ mod tests {
         let mut head = line("/", &f);
         head.version = Version::Http10;
         assert!(check(&head).unwrap().close, "HTTP/1.0 closes unless asked to keep alive");
+        let mut hostless = line("/", &[]);
+        hostless.version = Version::Http10;
+        assert_eq!(check(&hostless).unwrap().authority, "", "HTTP/1.0 needs no Host");
+        let empty = fields(&[("host", b"")]);
+        let mut head = line("/", &empty);
+        head.version = Version::Http10;
+        assert!(check(&head).is_err(), "but one it sends must be a host");
         let f = fields(&[("host", b"a"), ("transfer-encoding", b"chunked")]);
         let mut head = line("/", &f);
         head.version = Version::Http10;

@@ -930,3 +930,34 @@ async fn heads_keep_within_the_documented_limits_also_as_sent_on() {
     assert_eq!(request(h.http, "l.test", "/", &fields(93)).await.status, 200);
     assert_eq!(request(h.http, "l.test", "/", &fields(94)).await.status, 431);
 }
+
+#[tokio::test]
+async fn http10_requests_without_host_are_routed_to_rules_without_host_as_nginx_does() {
+    let mut h = Harness::start(99, &[(1, "named", 1), (2, "any", 1), (3, "default", 1)]).await;
+    let yaml = [
+        service(99, 1, "named", 1),
+        service(99, 2, "any", 1),
+        service(99, 3, "default", 1),
+        ingress(
+            "named",
+            "",
+            Some("a.test"),
+            &[("/", "Prefix", "named")],
+            "  defaultBackend: {service: {name: default, port: {number: 80}}}\n",
+        ),
+        ingress("any", "", None, &[("/free", "Prefix", "any")], ""),
+    ]
+    .concat();
+    h.apply(&yaml).await;
+    let hostless = |path: &str| format!("GET {path} HTTP/1.0\r\nUser-Agent: old\r\n\r\n");
+    let pod = |answer: &str| {
+        serde_json::from_str::<Value>(answer.split_once("\r\n\r\n").unwrap_or_default().1).ok()
+    };
+    let answer = exchange(h.http, hostless("/free").as_bytes()).await;
+    assert_eq!(pod(&answer).map(|v| v["pod"].clone()), Some("any-0".into()), "{answer}");
+    let answer = exchange(h.http, hostless("/other").as_bytes()).await;
+    assert_eq!(pod(&answer).map(|v| v["pod"].clone()), Some("default-0".into()), "{answer}");
+    // HTTP/1.1 still needs its Host.
+    let answer = exchange(h.http, b"GET /free HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(statuses(&answer), [400], "{answer}");
+}
