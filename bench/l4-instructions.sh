@@ -158,10 +158,11 @@ echo "  $CG_WARMUP connections of warm-up, then N = $CG_N connections counted pe
 echo "user-space instructions only (callgrind, all threads of the proxy); kernel work is NOT counted"
 echo
 
-if portico_runs --manifests --state --admin --drain --dns; then
+if portico_runs --manifests --state --admin --drain --dns --ingress-http; then
+    # No Ingress here: its listeners (always open) take any free port, not the backend's 8080.
     TOKIO_WORKER_THREADS=1 RUST_LOG="${RUST_LOG:-warn}" measure portico "$portico" run \
         --manifests "$tmp/portico/manifests" --state "$tmp/portico/state" --admin "$ADMIN" \
-        --drain 1s --dns off
+        --drain 1s --dns off --ingress-http 127.0.0.1:0 --ingress-https 127.0.0.1:0
 fi
 measure haproxy haproxy -db -f "$tmp/haproxy/haproxy.cfg"
 

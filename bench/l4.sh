@@ -89,8 +89,10 @@ wait_listen iperf3 "$iperf_pid" "$BACKEND_IP" 5201
 
 # --- proxies, core $PROXY_CPU ------------------------------------------------------------
 cp "$here/manifests.yaml" "$tmp/manifests/bench.yaml"
+# No Ingress here: its listeners (always open) take any free port, not nginx's 127.0.0.1:8080.
 TOKIO_WORKER_THREADS=1 RUST_LOG="${RUST_LOG:-warn}" spawn portico "$PROXY_CPU" "$portico" run \
-    --manifests "$tmp/manifests" --state "$tmp/state" --admin "$ADMIN" --drain 1s
+    --manifests "$tmp/manifests" --state "$tmp/state" --admin "$ADMIN" --drain 1s \
+    --ingress-http 127.0.0.1:0 --ingress-https 127.0.0.1:0
 portico_pid=$!
 
 render "$here/haproxy.cfg.in" "$tmp/haproxy.cfg"

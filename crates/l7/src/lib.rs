@@ -159,19 +159,17 @@ impl IngressProxy {
         })
     }
 
-    /// Serves `plan` from the next request on. Listeners open once the Plan serves an Ingress
-    /// and move when their address changes; open connections are never cut.
+    /// Serves `plan` from the next request on. Listeners open with the first Plan, move when
+    /// their address changes, and a bind that failed is tried again with the next; open
+    /// connections are never cut.
     pub async fn apply(&self, plan: &Arc<Plan>) -> Vec<IngressError> {
         let previous = self.shared.table.load_full();
         let table = Table::new(Arc::clone(plan), previous.as_deref(), &self.shared);
         self.shared.table.store(Some(Arc::new(table)));
         let mut errors: Vec<IngressError> =
             self.certs.apply(&plan.ingress.certificates).into_iter().map(IngressError::from).collect();
-        let wanted = if plan.ingress.ingresses.is_empty() {
-            Vec::new()
-        } else {
-            vec![(plan.ingress_addresses.http, false), (plan.ingress_addresses.https, true)]
-        };
+        // An ingress controller listens from the start, and answers 404 while nothing matches.
+        let wanted = [(plan.ingress_addresses.http, false), (plan.ingress_addresses.https, true)];
         let mut listeners = self.listeners.lock().await;
         listeners.retain(|l| {
             let keep = wanted.contains(&(l.addr, l.tls));

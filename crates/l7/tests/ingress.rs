@@ -961,3 +961,17 @@ async fn http10_requests_without_host_are_routed_to_rules_without_host_as_nginx_
     let answer = exchange(h.http, b"GET /free HTTP/1.1\r\nConnection: close\r\n\r\n").await;
     assert_eq!(statuses(&answer), [400], "{answer}");
 }
+
+#[tokio::test]
+async fn the_listeners_answer_404_before_any_ingress_is_served() {
+    let mut h = Harness::start(100, &[(1, "web", 1)]).await;
+    h.apply(&service(100, 1, "web", 1)).await;
+    assert!(TcpStream::connect(h.http).await.is_ok(), "the HTTP listener is open without an Ingress");
+    assert_eq!(request(h.http, "any.test", "/", "").await.status, 404);
+    h.apply(
+        &[service(100, 1, "web", 1), ingress("web", "", Some("w.test"), &[("/", "Prefix", "web")], "")]
+            .concat(),
+    )
+    .await;
+    assert_eq!(pod_for(h.http, "w.test", "/").await, "web-0");
+}
