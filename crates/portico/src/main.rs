@@ -361,7 +361,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => {
             let config = args.into_config();
             let runtime = runtime()?;
-            runtime.block_on(run::run(config))?;
+            let served = runtime.block_on(run::run(config));
+            // Connections were drained; a reload a signal cut short may still be planning on a
+            // blocking thread, and is not waited for.
+            runtime.shutdown_background();
+            served?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Echo { listen, name, namespace, service, tls_cert, tls_key } => {

@@ -180,32 +180,76 @@ pub async fn run(config: RunConfig) -> Result<()> {
         allocations,
         generation: 0,
     };
-    if let Some(plan) = server.reload().await {
-        print_entry_points(&plan, &server.config);
+    // The signal streams live as long as the loop: a signal that comes while a reload runs is
+    // kept, and stops the reload too.
+    let mut signals = Signals::new()?;
+    tokio::select! {
+        served = server.reload() => {
+            if let Some(plan) = served {
+                print_entry_points(&plan, &server.config);
+            }
+        }
+        () = signals.next() => return server.stop(stop, admin_task).await,
     }
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             change = changes.recv() => match change {
-                Some(change) => {
-                    info!(paths = ?change.paths, "manifests changed");
-                    server.reload().await;
-                }
+                Some(change) => info!(paths = ?change.paths, "manifests changed"),
                 None => {
                     error!("the manifest watcher stopped; serving the last plan until told to stop");
-                    break wait_for_signal(&mut terminate).await;
+                    signals.next().await;
+                    break;
                 }
             },
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
+            () = signals.next() => break,
+        }
+        tokio::select! {
+            _ = server.reload() => {}
+            () = signals.next() => break,
         }
     }
-    info!(drain = ?server.config.drain, "shutting down");
-    tokio::join!(server.proxy.shutdown(server.config.drain), server.ingress.shutdown(server.config.drain));
-    server.pods.stop_all();
-    let _ = stop.send(true);
-    let _ = admin_task.await;
-    Ok(())
+    server.stop(stop, admin_task).await
+}
+
+/// SIGINT and SIGTERM, each listened for from start to end.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+impl Server {
+    /// Stops serving: listeners close, open connections get the drain time, then the Pods and
+    /// the admin endpoints stop.
+    async fn stop(
+        mut self,
+        stop: watch::Sender<bool>,
+        admin: tokio::task::JoinHandle<std::io::Result<()>>,
+    ) -> Result<()> {
+        info!(drain = ?self.config.drain, "shutting down");
+        tokio::join!(self.proxy.shutdown(self.config.drain), self.ingress.shutdown(self.config.drain));
+        self.pods.stop_all();
+        let _ = stop.send(true);
+        let _ = admin.await;
+        Ok(())
+    }
 }
 
 /// Binds cluster DNS as `config` says (UDP and TCP; one UDP socket per worker thread) and
@@ -246,13 +290,6 @@ async fn start_dns(
     }
     info!(%addr, "cluster DNS listening");
     Ok(dns)
-}
-
-async fn wait_for_signal(terminate: &mut tokio::signal::unix::Signal) {
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
 }
 
 async fn flush_every_second(log: Arc<AccessLog>) {

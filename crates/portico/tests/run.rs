@@ -114,6 +114,24 @@ impl Portico {
     fn generation(&self) -> u64 {
         self.plan()["generation"].as_u64().unwrap_or(0)
     }
+
+    /// Sends the process a signal (`TERM`, `INT`).
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status();
+        assert!(status.unwrap().success());
+    }
+
+    /// How the process exited, if it did within `time`.
+    fn exit_within(&mut self, time: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + time;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
 }
 
 fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
@@ -357,18 +375,26 @@ fn a_broken_edit_changes_nothing_that_was_serving() {
 fn sigterm_drains_and_exits_cleanly() {
     let files = [("web.yaml", deployment("web", 1)), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
     let mut portico = start(126, &files);
-    let status = Command::new("kill").args(["-TERM", &portico.child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = portico.child.try_wait().unwrap() {
-            assert!(status.success(), "{status:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    portico.signal("TERM");
+    let status = portico.exit_within(Duration::from_secs(10)).expect("exits");
+    assert!(status.success(), "{status:?}");
     assert!(TcpStream::connect_timeout(&portico.admin, Duration::from_millis(500)).is_err());
+}
+
+#[test]
+fn a_signal_that_comes_during_a_reload_stops_run() {
+    let mut portico = start(129, &[("svc.yaml", service("web", "web", "ClusterIP", ""))]);
+    // A reload that takes seconds in a test build: ten thousand Services in one file.
+    let many: Vec<String> = (0..10_000).map(|i| service(&format!("s{i}"), "x", "ClusterIP", "")).collect();
+    let started = Instant::now();
+    portico.write("many.yaml", &many.join("---\n"));
+    // Past the quiet time (100 ms): the reload has begun.
+    std::thread::sleep(Duration::from_millis(400));
+    portico.signal("INT");
+    // The drain time is 2 s.
+    let status = portico.exit_within(Duration::from_secs(4)).expect("SIGINT during a reload stops run");
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
 
 /// An Ingress for `site.test` in front of the Pods of a Deployment `web`, behind a Service.
