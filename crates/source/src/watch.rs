@@ -17,37 +17,35 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
-use std::time::Duration;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode, EventKind};
-use notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, RecommendedCache, new_debouncer_opt};
+use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
-
-type Debouncer = notify_debouncer_full::Debouncer<RecommendedWatcher, RecommendedCache>;
 
 /// Linux's own limit on symlinks followed while resolving one path (`MAXSYMLINKS`).
 const MAX_SYMLINK_HOPS: usize = 40;
 
-/// notify's thread wakes once per debounce even when nothing happens, so a zero debounce
-/// would spin.
-const MIN_DEBOUNCE: Duration = Duration::from_millis(10);
+/// The longest a change waits under a stream of changes that never goes quiet: a file
+/// rewritten every few milliseconds is still applied about once a second.
+const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// A pending [`Change`] already means "re-read everything", so one slot is enough.
 const CHANNEL_CAPACITY: usize = 1;
 
-/// Watches manifest files and folders; each debounced batch of changes is one [`Change`].
+/// Watches manifest files and folders; each batch of changes is one [`Change`].
 ///
 /// Dropping it stops watching; the receiver then ends.
 #[derive(Debug)]
 pub struct Watcher {
-    // The notify callback holds only a `Weak`, so dropping this drops the debouncer.
+    // The batching thread holds only a `Weak`, so dropping this drops notify's watcher.
     _state: Arc<Mutex<State>>,
 }
 
-/// One debounced batch of changes: the manifests need re-reading.
+/// One batch of changes: the manifests need re-reading.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     /// Paths the batch touched, named from the paths given to [`Watcher::start`], deduplicated
@@ -97,9 +95,9 @@ impl Watcher {
     /// Starts watching `paths` (files or folders; folders recursively); changes arrive on the
     /// returned receiver.
     ///
-    /// Each filesystem event is held for `debounce` and delivered at the next tick (every
-    /// `debounce`) together with every other event that has become that old, so one editor save
-    /// or one ConfigMap swap is one [`Change`], or two when it straddles a tick.
+    /// Filesystem events are gathered into one [`Change`] until `debounce` passes without a new
+    /// one, so one editor save or one ConfigMap swap is one Change; a stream of events that never
+    /// pauses that long still gives one at least every second.
     pub fn start(
         paths: &[PathBuf],
         debounce: Duration,
@@ -108,45 +106,57 @@ impl Watcher {
             return Err(WatchError::NoPaths);
         }
         let targets = paths.iter().map(|path| Target::new(path)).collect::<Result<Vec<_>, _>>()?;
-
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        // The callback needs the state, which holds the debouncer, which needs the callback:
-        // the cell is filled right after, before anything is watched.
-        let cell: Arc<OnceLock<Weak<Mutex<State>>>> = Arc::default();
-        let handler = {
-            let cell = Arc::clone(&cell);
-            move |result: DebounceEventResult| {
-                let Some(state) = cell.get().and_then(Weak::upgrade) else {
-                    return;
-                };
-                let change = lock(&state).on_batch(result);
-                if let Some(change) = change {
-                    deliver(&tx, change);
-                }
-            }
-        };
+        let (events, received) = std::sync::mpsc::channel();
         // A ConfigMap's `..data` links to a sibling folder that is watched anyway; following
         // links would register that folder twice under two names.
         let config = notify::Config::default().with_follow_symlinks(false);
-        let debounce = debounce.max(MIN_DEBOUNCE);
-        // notify's default tick, a quarter of the debounce, splits a burst four times as often.
-        let debouncer = new_debouncer_opt::<_, RecommendedWatcher, RecommendedCache>(
-            debounce,
-            Some(debounce),
-            handler,
-            RecommendedCache::new(),
-            config,
-        )
-        .map_err(|source| WatchError::Start { source })?;
-        let state = Arc::new(Mutex::new(State { debouncer, targets, watched: BTreeMap::new() }));
-        cell.get_or_init(|| Arc::downgrade(&state));
-
+        let handler = move |event: notify::Result<Event>| {
+            let _ = events.send(event);
+        };
+        let watcher =
+            RecommendedWatcher::new(handler, config).map_err(|source| WatchError::Start { source })?;
+        let state = Arc::new(Mutex::new(State { watcher, targets, watched: BTreeMap::new() }));
         let errors = lock(&state).sync(&BTreeSet::new());
         if let Some(error) = errors.into_iter().next() {
             return Err(error);
         }
+        let weak = Arc::downgrade(&state);
+        std::thread::Builder::new()
+            .name("manifest-watch".into())
+            .spawn(move || batches(&received, &weak, &tx, debounce))
+            .map_err(|error| WatchError::Start { source: notify::Error::io(error) })?;
         tracing::info!(?paths, ?debounce, "watching manifests for changes");
         Ok((Watcher { _state: state }, rx))
+    }
+}
+
+/// Gathers notify's events into batches, each one [`Change`]: a batch ends once `debounce`
+/// passes without an event, or [`MAX_WAIT`] after its first. Ends when notify's watcher goes
+/// (with the [`Watcher`]), and then the receiver of changes ends too.
+fn batches(
+    events: &std::sync::mpsc::Receiver<notify::Result<Event>>,
+    state: &Weak<Mutex<State>>,
+    tx: &mpsc::Sender<Change>,
+    debounce: Duration,
+) {
+    while let Ok(first) = events.recv() {
+        let started = Instant::now();
+        let mut batch = vec![first];
+        loop {
+            let wait = debounce.min(MAX_WAIT.saturating_sub(started.elapsed()));
+            match events.recv_timeout(wait) {
+                Ok(event) => batch.push(event),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        let Some(state) = state.upgrade() else { return };
+        let change = lock(&state).on_batch(batch);
+        drop(state);
+        if let Some(change) = change {
+            deliver(tx, change);
+        }
     }
 }
 
@@ -168,28 +178,29 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 
 #[derive(Debug)]
 struct State {
-    debouncer: Debouncer,
+    watcher: RecommendedWatcher,
     targets: Vec<Target>,
     /// What notify has been asked to watch, so that a refresh changes only the difference.
     watched: BTreeMap<PathBuf, RecursiveMode>,
 }
 
 impl State {
-    fn on_batch(&mut self, result: DebounceEventResult) -> Option<Change> {
+    fn on_batch(&mut self, batch: Vec<notify::Result<Event>>) -> Option<Change> {
         let everything = |state: &Self| vec![true; state.targets.len()];
-        let events = match result {
-            Ok(events) => events,
-            Err(errors) => {
-                for error in &errors {
+        let mut events = Vec::with_capacity(batch.len());
+        let mut failed = false;
+        for result in batch {
+            match result {
+                Ok(event) => events.push(event),
+                Err(error) => {
                     tracing::warn!(%error, paths = ?error.paths, "watching manifests failed; re-reading them all");
+                    failed = true;
                 }
-                // notify may have missed events or lost watches: watch everything afresh.
-                self.refresh(&everything(self));
-                return Some(Change { paths: Vec::new() });
             }
-        };
-        if events.iter().any(|event| event.need_rescan()) {
-            // The kernel dropped events, maybe the creation of folders nobody watches yet.
+        }
+        // notify may have missed events or lost watches, or the kernel dropped events (maybe the
+        // creation of folders nobody watches yet): watch everything afresh.
+        if failed || events.iter().any(Event::need_rescan) {
             self.refresh(&everything(self));
             return Some(Change { paths: Vec::new() });
         }
@@ -244,7 +255,7 @@ impl State {
         for folder in stale {
             self.watched.remove(&folder);
             // Fails when the folder is gone, and then notify has dropped its watch already.
-            if let Err(error) = self.debouncer.unwatch(&folder) {
+            if let Err(error) = self.watcher.unwatch(&folder) {
                 tracing::debug!(folder = %folder.display(), %error, "unwatch");
             }
         }
@@ -253,7 +264,7 @@ impl State {
             if self.watched.contains_key(&folder) && !renew.contains(&folder) {
                 continue;
             }
-            match self.debouncer.watch(&folder, mode) {
+            match self.watcher.watch(&folder, mode) {
                 Ok(()) => {
                     self.watched.insert(folder, mode);
                 }

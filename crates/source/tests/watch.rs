@@ -324,3 +324,30 @@ fn no_paths_is_an_error() {
     let error = Watcher::start(&[], DEBOUNCE).unwrap_err();
     assert!(matches!(error, WatchError::NoPaths), "{error:?}");
 }
+
+#[tokio::test]
+async fn a_continuous_stream_of_writes_still_gives_changes_every_second_or_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.yaml");
+    fs::write(&file, "v: 0\n").unwrap();
+    let (_watcher, mut rx) = Watcher::start(&[dir.path().to_path_buf()], Duration::from_millis(200)).unwrap();
+    let writing = std::thread::spawn({
+        let file = file.clone();
+        move || {
+            for i in 0..150 {
+                replace_by_rename(&file, &format!("v: {i}\n"));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    });
+    // Three seconds of writes every 20 ms: changes come while they go on.
+    let start = std::time::Instant::now();
+    let mut during = 0;
+    while start.elapsed() < Duration::from_millis(2800) {
+        if let Ok(Some(_)) = timeout(Duration::from_millis(100), rx.recv()).await {
+            during += 1;
+        }
+    }
+    writing.join().unwrap();
+    assert!(during >= 2, "{during} changes while the file was written every 20 ms for 3 s");
+}
