@@ -15,7 +15,7 @@ pub mod store;
 pub mod validate;
 
 pub use diagnostic::{Diagnostic, ObjectKey, ObjectRef, Origin, Severity};
-pub use load::{Loaded, load_paths, manifest_files, parse_text, read_error, read_manifests};
+pub use load::{Listing, Loaded, load_paths, manifest_files, parse_text, read_error, read_manifests};
 pub use object::{Object, ObjectKind, Workload};
 pub use pod::{ContainerRecord, PodRecord};
 pub use slice::{EndpointRecord, EndpointSliceRecord, SliceHints, SlicePort};

@@ -36,7 +36,7 @@ pub fn read_manifests<P: AsRef<Path>>(
     mut admit: impl FnMut(Vec<(Origin, Object)>),
     mut progress: impl FnMut(usize, usize),
 ) -> (Vec<PathBuf>, Vec<Diagnostic>) {
-    let (files, mut diagnostics) = manifest_files(paths);
+    let Listing { files, mut diagnostics, .. } = manifest_files(paths);
     let mut read = Vec::with_capacity(files.len());
     for (i, file) in files.iter().enumerate() {
         match fs::read_to_string(file) {
@@ -53,37 +53,54 @@ pub fn read_manifests<P: AsRef<Path>>(
     (read, diagnostics)
 }
 
+/// The manifest files under some paths, and what could not be looked at.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The files, in order: files as given, folders searched recursively and sorted.
+    pub files: Vec<PathBuf>,
+    /// What was met on the way: paths that cannot be read, files that are not manifests.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Paths that could not be looked at for a reason other than being gone (out of file
+    /// descriptors, permissions): what was there before may still be there.
+    pub unreadable: Vec<PathBuf>,
+}
+
+impl Listing {
+    fn cannot_read(&mut self, path: &Path, err: &std::io::Error) {
+        self.diagnostics.push(read_error(path, err));
+        if err.kind() != std::io::ErrorKind::NotFound {
+            self.unreadable.push(path.to_path_buf());
+        }
+    }
+}
+
 /// The manifest files `paths` name, in order: files as given, folders searched recursively
 /// and sorted.
 ///
 /// In folders only `.yaml`, `.yml` and `.json` files count, and entries whose names start
 /// with `.` are skipped: mounted ConfigMaps keep a hidden `..data` copy of every file.
-pub fn manifest_files<P: AsRef<Path>>(paths: &[P]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
-    let mut files = Vec::new();
-    let mut diagnostics = Vec::new();
+pub fn manifest_files<P: AsRef<Path>>(paths: &[P]) -> Listing {
+    let mut listing = Listing::default();
     for path in paths {
         let path = path.as_ref();
         match fs::metadata(path) {
-            Ok(meta) if meta.is_dir() => find_in_dir(path, &mut files, &mut diagnostics),
+            Ok(meta) if meta.is_dir() => find_in_dir(path, &mut listing),
             // A shell glob such as `examples/*` also names READMEs: skip them, but say so.
-            Ok(_) if path.extension().is_some() && !is_manifest_name(path) => diagnostics.push(
+            Ok(_) if path.extension().is_some() && !is_manifest_name(path) => listing.diagnostics.push(
                 Diagnostic::warning("not a manifest file (.yaml, .yml or .json); skipped")
                     .at(&Origin::new(path, 0, None)),
             ),
-            Ok(_) => files.push(path.to_path_buf()),
-            Err(err) => diagnostics.push(read_error(path, &err)),
+            Ok(_) => listing.files.push(path.to_path_buf()),
+            Err(err) => listing.cannot_read(path, &err),
         }
     }
-    (files, diagnostics)
+    listing
 }
 
-fn find_in_dir(dir: &Path, files: &mut Vec<PathBuf>, diagnostics: &mut Vec<Diagnostic>) {
+fn find_in_dir(dir: &Path, listing: &mut Listing) {
     let mut entries: Vec<PathBuf> = match fs::read_dir(dir) {
         Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-        Err(err) => {
-            diagnostics.push(read_error(dir, &err));
-            return;
-        }
+        Err(err) => return listing.cannot_read(dir, &err),
     };
     entries.sort();
     for path in entries {
@@ -92,10 +109,10 @@ fn find_in_dir(dir: &Path, files: &mut Vec<PathBuf>, diagnostics: &mut Vec<Diagn
             continue;
         }
         match fs::metadata(&path) {
-            Ok(meta) if meta.is_dir() => find_in_dir(&path, files, diagnostics),
-            Ok(_) if is_manifest_name(&path) => files.push(path),
+            Ok(meta) if meta.is_dir() => find_in_dir(&path, listing),
+            Ok(_) if is_manifest_name(&path) => listing.files.push(path),
             Ok(_) => {}
-            Err(err) => diagnostics.push(read_error(&path, &err)),
+            Err(err) => listing.cannot_read(&path, &err),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use portico_model::{
-    DEFINED_TWICE, Diagnostic, Store, manifest_files, parse_text, read_error, read_manifests,
+    DEFINED_TWICE, Diagnostic, Listing, Store, manifest_files, parse_text, read_error, read_manifests,
 };
 use portico_plan::{Allocations, Plan, PlanConfig};
 use tracing::{debug, info_span};
@@ -82,9 +82,13 @@ impl Loader {
     pub fn load(&mut self, paths: &[PathBuf]) -> (&Store, Vec<Diagnostic>) {
         let _span = info_span!("load", paths = ?paths).entered();
         let started = Instant::now();
-        let (listed, mut diagnostics) = manifest_files(paths);
+        let Listing { files: listed, mut diagnostics, unreadable } = manifest_files(paths);
         let mut store = self.store.take().unwrap_or_default();
-        let present: BTreeSet<PathBuf> = listed.iter().cloned().collect();
+        let mut present: BTreeSet<PathBuf> = listed.iter().cloned().collect();
+        // Files under a path that cannot be read now (out of descriptors, say) are not gone:
+        // their last objects stay, as a file that no longer parses keeps its last good ones.
+        let kept = |file: &Path, unreadable: &[PathBuf]| unreadable.iter().any(|u| file.starts_with(u));
+        present.extend(self.files.keys().filter(|f| kept(f, &unreadable)).cloned());
         let mut stale: BTreeSet<PathBuf> =
             self.files.keys().filter(|f| !present.contains(*f)).cloned().collect();
         let mut changed = Vec::new();
@@ -100,8 +104,12 @@ impl Loader {
                 Ok(text) => text,
                 Err(err) => {
                     diagnostics.push(read_error(&file, &err));
-                    stale.insert(file.clone());
-                    self.files.remove(&file);
+                    // Gone between the listing and the read; any other failure keeps what the
+                    // file held.
+                    if err.kind() == std::io::ErrorKind::NotFound {
+                        stale.insert(file.clone());
+                        self.files.remove(&file);
+                    }
                     continue;
                 }
             };

@@ -37,11 +37,22 @@ fn free_port() -> u16 {
 
 /// Starts `portico run` on `files` with the address block 127.<net>.0.0/16 of its own.
 fn start(net: u8, files: &[(&str, String)]) -> Portico {
-    start_with(net, files, &[], &[])
+    start_with(net, files, Launch::default())
 }
 
-/// `start` with extra environment variables and flags for the child.
-fn start_with(net: u8, files: &[(&str, String)], env: &[(&str, &str)], flags: &[&str]) -> Portico {
+/// How to start the child beyond the usual.
+#[derive(Default)]
+struct Launch<'a> {
+    /// Extra environment variables.
+    env: &'a [(&'a str, &'a str)],
+    /// Extra flags.
+    flags: &'a [&'a str],
+    /// A limit on open files (the shell's `ulimit -n`).
+    open_files: Option<u32>,
+}
+
+/// `start` as `launch` says.
+fn start_with(net: u8, files: &[(&str, String)], launch: Launch<'_>) -> Portico {
     let dir = tempfile::tempdir().unwrap();
     let manifests = dir.path().join("manifests");
     std::fs::create_dir(&manifests).unwrap();
@@ -52,7 +63,19 @@ fn start_with(net: u8, files: &[(&str, String)], env: &[(&str, &str)], flags: &[
     let ingress: SocketAddr = format!("127.{net}.4.1:8080").parse().unwrap();
     let dns: SocketAddr = format!("127.{net}.5.1:10053").parse().unwrap();
     let access_log = dir.path().join("access.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_portico"))
+    let mut command = match launch.open_files {
+        Some(limit) => {
+            let mut shell = Command::new("sh");
+            shell.args([
+                "-c",
+                &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+                env!("CARGO_BIN_EXE_portico"),
+            ]);
+            shell
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_portico")),
+    };
+    let child = command
         .args(["run", "--manifests"])
         .arg(&manifests)
         .arg("--state")
@@ -67,8 +90,8 @@ fn start_with(net: u8, files: &[(&str, String)], env: &[(&str, &str)], flags: &[
         .arg("--access-log")
         .arg(&access_log)
         .args(["--dns", &dns.to_string()])
-        .args(flags)
-        .envs(env.iter().copied())
+        .args(launch.flags)
+        .envs(launch.env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -316,7 +339,8 @@ fn no_endpoints_are_refused_at_once() {
 fn edits_apply_live_without_breaking_an_open_stream() {
     let files = [("web.yaml", deployment("web", 1)), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
     // One worker: the reloads and the proxy share the current-thread runtime.
-    let portico = start_with(124, &files, &[("TOKIO_WORKER_THREADS", "1")], &[]);
+    let portico =
+        start_with(124, &files, Launch { env: &[("TOKIO_WORKER_THREADS", "1")], ..Launch::default() });
     let plan = portico.plan();
     let addr = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -450,7 +474,8 @@ fn ingresses_are_served_with_status_metrics_and_an_access_log() {
 
 #[test]
 fn the_hyper_http1_engine_serves_with_the_same_checks() {
-    let portico = start_with(128, &site_files(1), &[], &["--http1-engine", "hyper"]);
+    let portico =
+        start_with(128, &site_files(1), Launch { flags: &["--http1-engine", "hyper"], ..Launch::default() });
     let (status, body) = http_get(portico.ingress, "site.test", "/").unwrap();
     assert_eq!(status, 200, "{body}");
     // Two Host fields: refused by the same checks as on Portico's own engine.
@@ -460,4 +485,30 @@ fn the_hyper_http1_engine_serves_with_the_same_checks() {
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+}
+
+#[test]
+fn an_edit_made_while_descriptors_are_exhausted_takes_nothing_away() {
+    let files = [("web.yaml", deployment("web", 1)), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
+    let portico = start_with(130, &files, Launch { open_files: Some(128), ..Launch::default() });
+    let plan = portico.plan();
+    let vip = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
+    assert_eq!(pod_at(vip), "web-0");
+    // Idle connections to the Ingress listener until Portico has no descriptor left.
+    let ingress = portico.ingress;
+    let flood: Vec<TcpStream> =
+        (0..200).map_while(|_| TcpStream::connect_timeout(&ingress, Duration::from_secs(1)).ok()).collect();
+    assert!(flood.len() > 50, "{} connections", flood.len());
+    std::thread::sleep(Duration::from_millis(500));
+    // An edit now: the folder cannot be read.
+    portico.write("extra.yaml", &service("extra", "web", "ClusterIP", ""));
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(flood);
+    let plan = portico.wait_for(|plan| plan["generation"].as_u64() >= Some(2));
+    let names: Vec<&str> =
+        plan["services"].as_array().unwrap().iter().filter_map(|s| s["key"]["name"].as_str()).collect();
+    assert_eq!(names, ["web"], "the Service stays; the unreadable edit is applied with the next one");
+    assert_eq!(pod_at(vip), "web-0");
+    portico.write("extra.yaml", &service("extra", "web", "ClusterIP", "  sessionAffinity: None\n"));
+    portico.wait_for(|plan| plan["services"].as_array().is_some_and(|s| s.len() == 2));
 }
