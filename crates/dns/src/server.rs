@@ -12,7 +12,7 @@ use hickory_proto::op::ResponseCode;
 use portico_plan::Plan;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::answer::{Rcode, Reply, answer};
 use crate::cache::{self, AnswerCache};
@@ -282,7 +282,16 @@ impl DnsServer {
     /// Serves the TCP connections arriving on `listener`.
     pub async fn serve_tcp(self: Arc<Self>, listener: TcpListener) -> io::Result<()> {
         loop {
-            let (stream, client) = listener.accept().await?;
+            let (stream, client) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off and keep serving; the
+                    // connections that end free theirs.
+                    warn!(%err, "DNS over TCP cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let server = Arc::clone(&self);
             tokio::spawn(async move {
                 if let Err(err) = server.serve_connection(stream, client).await {

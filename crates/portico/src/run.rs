@@ -144,6 +144,7 @@ struct Server {
 
 /// Serves until SIGINT or SIGTERM, then drains.
 pub async fn run(config: RunConfig) -> Result<()> {
+    raise_open_files_limit();
     let mut registry = Registry::default();
     let l4_metrics = Arc::new(L4Metrics::register(&mut registry));
     let l7_metrics = Arc::new(L7Metrics::register(&mut registry));
@@ -209,6 +210,16 @@ pub async fn run(config: RunConfig) -> Result<()> {
         }
     }
     server.stop(stop, admin_task).await
+}
+
+/// Raises the soft limit on open files to the hard one, as nginx and HAProxy do: every
+/// connection, UDP flow and listener is a descriptor. Says which limit is in force.
+fn raise_open_files_limit() {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or_default();
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) => info!(limit = now, raised_from = before, "open files"),
+        Err(err) => warn!(limit = before, %err, "open files: the limit could not be raised"),
+    }
 }
 
 /// SIGINT and SIGTERM, each listened for from start to end.

@@ -213,18 +213,44 @@ fn udp_echo(addr: SocketAddr) -> String {
 
 /// The addresses cluster DNS at `server` answers for `name` (A records, over UDP).
 fn dns_addresses(server: SocketAddr, name: &str) -> Vec<IpAddr> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.send_to(&a_query(name), server).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = s.recv_from(&mut buf).unwrap_or_else(|e| panic!("no DNS answer from {server}: {e}"));
+    a_records(&buf[..n])
+}
+
+/// The A records cluster DNS gives for `name` over TCP; `Err` when it cannot be asked.
+fn dns_addresses_over_tcp(server: SocketAddr, name: &str) -> std::io::Result<Vec<IpAddr>> {
+    let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let query = a_query(name);
+    s.write_all(&u16::try_from(query.len()).unwrap().to_be_bytes())?;
+    s.write_all(&query)?;
+    let mut length = [0u8; 2];
+    s.read_exact(&mut length)?;
+    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(length))];
+    s.read_exact(&mut answer)?;
+    Ok(a_records(&answer))
+}
+
+/// A DNS query for the A records of `name`.
+fn a_query(name: &str) -> Vec<u8> {
     use hickory_proto::op::{Message, Query};
-    use hickory_proto::rr::{Name, RData, RecordType};
+    use hickory_proto::rr::{Name, RecordType};
     let mut query = Message::query();
     query.metadata.id = 3;
     query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    s.send_to(&query.to_vec().unwrap(), server).unwrap();
-    let mut buf = [0u8; 4096];
-    let (n, _) = s.recv_from(&mut buf).unwrap_or_else(|e| panic!("no DNS answer from {server}: {e}"));
-    let answer = Message::from_vec(&buf[..n]).unwrap();
-    answer
+    query.to_vec().unwrap()
+}
+
+/// The addresses of the A records in a DNS answer.
+fn a_records(answer: &[u8]) -> Vec<IpAddr> {
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::RData;
+    Message::from_vec(answer)
+        .unwrap()
         .answers
         .iter()
         .filter_map(|r| match &r.data {
@@ -488,7 +514,7 @@ fn the_hyper_http1_engine_serves_with_the_same_checks() {
 }
 
 #[test]
-fn an_edit_made_while_descriptors_are_exhausted_takes_nothing_away() {
+fn running_out_of_descriptors_takes_nothing_away_and_every_listener_recovers() {
     let files = [("web.yaml", deployment("web", 1)), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
     let portico = start_with(130, &files, Launch { open_files: Some(128), ..Launch::default() });
     let plan = portico.plan();
@@ -500,15 +526,20 @@ fn an_edit_made_while_descriptors_are_exhausted_takes_nothing_away() {
         (0..200).map_while(|_| TcpStream::connect_timeout(&ingress, Duration::from_secs(1)).ok()).collect();
     assert!(flood.len() > 50, "{} connections", flood.len());
     std::thread::sleep(Duration::from_millis(500));
-    // An edit now: the folder cannot be read.
+    // An edit now: the folder cannot be read. And a DNS client over TCP that cannot be
+    // accepted.
     portico.write("extra.yaml", &service("extra", "web", "ClusterIP", ""));
+    let waiting = TcpStream::connect_timeout(&portico.dns, Duration::from_secs(1));
     std::thread::sleep(Duration::from_millis(1500));
-    drop(flood);
+    drop((flood, waiting));
     let plan = portico.wait_for(|plan| plan["generation"].as_u64() >= Some(2));
     let names: Vec<&str> =
         plan["services"].as_array().unwrap().iter().filter_map(|s| s["key"]["name"].as_str()).collect();
     assert_eq!(names, ["web"], "the Service stays; the unreadable edit is applied with the next one");
     assert_eq!(pod_at(vip), "web-0");
+    // Cluster DNS serves TCP again once descriptors are free.
+    let name = "web.default.svc.cluster.local";
+    assert_eq!(dns_addresses_over_tcp(portico.dns, name).unwrap(), [vip.ip()]);
     portico.write("extra.yaml", &service("extra", "web", "ClusterIP", "  sessionAffinity: None\n"));
     portico.wait_for(|plan| plan["services"].as_array().is_some_and(|s| s.len() == 2));
 }
