@@ -529,7 +529,8 @@ fn running_out_of_descriptors_takes_nothing_away_and_every_listener_recovers() {
     // An edit now: the folder cannot be read. And a DNS client over TCP that cannot be
     // accepted.
     portico.write("extra.yaml", &service("extra", "web", "ClusterIP", ""));
-    let waiting = TcpStream::connect_timeout(&portico.dns, Duration::from_secs(1));
+    let waiting =
+        [portico.dns, vip, portico.admin].map(|to| TcpStream::connect_timeout(&to, Duration::from_secs(1)));
     std::thread::sleep(Duration::from_millis(1500));
     drop((flood, waiting));
     let plan = portico.wait_for(|plan| plan["generation"].as_u64() >= Some(2));
@@ -537,9 +538,10 @@ fn running_out_of_descriptors_takes_nothing_away_and_every_listener_recovers() {
         plan["services"].as_array().unwrap().iter().filter_map(|s| s["key"]["name"].as_str()).collect();
     assert_eq!(names, ["web"], "the Service stays; the unreadable edit is applied with the next one");
     assert_eq!(pod_at(vip), "web-0");
-    // Cluster DNS serves TCP again once descriptors are free.
+    // Every listener serves again once descriptors are free.
     let name = "web.default.svc.cluster.local";
     assert_eq!(dns_addresses_over_tcp(portico.dns, name).unwrap(), [vip.ip()]);
+    assert_eq!(http_get(portico.ingress, "any.test", "/").unwrap().0, 404);
     portico.write("extra.yaml", &service("extra", "web", "ClusterIP", "  sessionAffinity: None\n"));
     portico.wait_for(|plan| plan["services"].as_array().is_some_and(|s| s.len() == 2));
 }
