@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod balance;
+mod idle;
 pub mod metrics;
 pub mod proxy;
 pub mod table;

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub no_endpoint: Family<FrontendLabels, Counter>,
     /// Connections whose endpoints could not be reached.
     pub connect_errors: Family<FrontendLabels, Counter>,
+    /// UDP datagrams dropped because no flow could be made for them (out of descriptors).
+    pub udp_dropped: Family<FrontendLabels, Counter>,
 }
 
 impl Metrics {
@@ -75,7 +77,23 @@ impl Metrics {
             "Connections whose endpoints could not be reached",
             metrics.connect_errors.clone(),
         );
+        l4.register(
+            "udp_dropped",
+            "UDP datagrams dropped: no flow could be made for them",
+            metrics.udp_dropped.clone(),
+        );
         metrics
+    }
+
+    /// Drops the series of a frontend that is gone.
+    pub fn remove(&self, labels: &FrontendLabels) {
+        self.active.remove(labels);
+        self.accepted.remove(labels);
+        self.bytes_to_endpoints.remove(labels);
+        self.bytes_to_clients.remove(labels);
+        self.no_endpoint.remove(labels);
+        self.connect_errors.remove(labels);
+        self.udp_dropped.remove(labels);
     }
 }
 
@@ -95,6 +113,8 @@ pub struct Counters {
     pub no_endpoint: Counter,
     /// Endpoints unreachable.
     pub connect_errors: Counter,
+    /// UDP datagrams without a flow.
+    pub udp_dropped: Counter,
 }
 
 impl Metrics {
@@ -107,6 +127,7 @@ impl Metrics {
             to_clients: self.bytes_to_clients.get_or_create(labels).clone(),
             no_endpoint: self.no_endpoint.get_or_create(labels).clone(),
             connect_errors: self.connect_errors.get_or_create(labels).clone(),
+            udp_dropped: self.udp_dropped.get_or_create(labels).clone(),
         }
     }
 }

@@ -1,9 +1,9 @@
 //! The running proxy: one task per listener, reconciled with each new table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -14,6 +14,7 @@ use tokio::task::AbortHandle;
 use tracing::{debug, info};
 
 use crate::balance::Balancer;
+use crate::idle::{self, Connections};
 use crate::metrics::{Counters, FrontendLabels, Metrics};
 use crate::table::{Frontend, ListenKey, Table};
 use crate::{tcp, udp};
@@ -21,17 +22,37 @@ use prometheus_client::metrics::gauge::Gauge;
 
 /// How long a UDP flow lives without an answer, as conntrack keeps an unreplied UDP entry.
 const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(30);
+/// How long a TCP connection lives without a byte either way: conntrack's timeout for an
+/// established TCP connection, which kube-proxy sets (24 h).
+const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(24 * 3600);
+/// UDP flows one listener keeps; past it, the one idle longest makes room.
+const DEFAULT_UDP_FLOWS_PER_LISTENER: usize = 4096;
+/// UDP flows all listeners keep together (each holds a socket, a file descriptor).
+const DEFAULT_UDP_FLOWS: usize = 16384;
+/// How often a listener that could not be opened is tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// Tunables of the proxy.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// How long a UDP flow lives without an answer from its endpoint.
     pub udp_idle: Duration,
+    /// How long a TCP connection lives without a byte either way.
+    pub tcp_idle: Duration,
+    /// Most UDP flows one listener keeps.
+    pub udp_flows_per_listener: usize,
+    /// Most UDP flows in all.
+    pub udp_flows: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { udp_idle: DEFAULT_UDP_IDLE }
+        Self {
+            udp_idle: DEFAULT_UDP_IDLE,
+            tcp_idle: DEFAULT_TCP_IDLE,
+            udp_flows_per_listener: DEFAULT_UDP_FLOWS_PER_LISTENER,
+            udp_flows: DEFAULT_UDP_FLOWS,
+        }
     }
 }
 
@@ -75,6 +96,10 @@ pub(crate) struct Ctx {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) options: Options,
     active: AtomicUsize,
+    /// UDP flows of all listeners.
+    pub(crate) flows: AtomicUsize,
+    /// Open TCP connections, swept for idle ones.
+    pub(crate) connections: Arc<Connections>,
 }
 
 /// Counts one open connection or flow while alive.
@@ -99,88 +124,198 @@ impl Drop for Active<'_> {
     }
 }
 
+/// Counts one UDP flow towards the proxy's bound while alive.
+pub(crate) struct FlowCount<'a>(&'a Ctx);
+
+impl Ctx {
+    pub(crate) fn count_flow(&self) -> FlowCount<'_> {
+        self.flows.fetch_add(1, Ordering::Relaxed);
+        FlowCount(self)
+    }
+}
+
+impl Drop for FlowCount<'_> {
+    fn drop(&mut self) {
+        self.0.flows.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 struct Running {
     slot: Arc<Slot>,
     stop: AbortHandle,
 }
 
+/// The listeners of the table last applied.
+#[derive(Default)]
+struct Listeners {
+    running: BTreeMap<ListenKey, Running>,
+    /// Those that could not be opened: tried again every [`RETRY_EVERY`] until they open or
+    /// leave the table.
+    waiting: BTreeMap<ListenKey, Arc<Current>>,
+    /// How many listeners share each set of metric labels (a NodePort's, on every node
+    /// address): a set's series go with its last listener.
+    labels: HashMap<FrontendLabels, usize>,
+    /// A task is trying the waiting listeners again.
+    retrying: bool,
+    /// The task that closes idle TCP connections runs.
+    sweeping: bool,
+}
+
+/// What the proxy and its retry task share.
+struct Inner {
+    ctx: Arc<Ctx>,
+    listeners: Mutex<Listeners>,
+}
+
 /// The userspace proxy: listeners for every frontend of the table last applied.
 pub struct L4Proxy {
-    ctx: Arc<Ctx>,
-    running: Mutex<BTreeMap<ListenKey, Running>>,
+    inner: Arc<Inner>,
 }
 
 impl L4Proxy {
     /// A proxy with no listeners yet.
     pub fn new(options: Options, metrics: Arc<Metrics>) -> Self {
-        Self {
-            ctx: Arc::new(Ctx { metrics, options, active: AtomicUsize::new(0) }),
-            running: Mutex::default(),
-        }
+        let ctx = Arc::new(Ctx {
+            metrics,
+            options,
+            active: AtomicUsize::new(0),
+            flows: AtomicUsize::new(0),
+            connections: Arc::default(),
+        });
+        Self { inner: Arc::new(Inner { ctx, listeners: Mutex::default() }) }
     }
 
     /// Makes the listeners match `table`: new ones open, gone ones close (their established
     /// connections carry on), the rest switch to their new frontend at once. Listeners that
-    /// cannot be opened are returned; everything else is served.
+    /// cannot be opened are returned, and tried again every second until they open; everything
+    /// else is served.
     pub async fn apply(&self, table: &Table) -> Vec<BindError> {
-        let mut running = self.running.lock().await;
+        let ctx = &self.inner.ctx;
+        let mut listeners = self.inner.listeners.lock().await;
+        if !std::mem::replace(&mut listeners.sweeping, true) {
+            tokio::spawn(idle::sweep(Arc::downgrade(&ctx.connections), ctx.options.tcp_idle));
+        }
+        let Listeners { running, waiting, labels, .. } = &mut *listeners;
         running.retain(|key, r| {
             let keep = table.frontends.contains_key(key);
             if !keep {
                 debug!(listener = %key, "closing listener");
                 r.stop.abort();
+                release(labels, &FrontendLabels::new(key, &r.slot.current.load().frontend), &ctx.metrics);
             }
             keep
         });
+        waiting.retain(|key, _| table.frontends.contains_key(key));
         let mut errors = Vec::new();
         for (key, frontend) in &table.frontends {
             let current = Arc::new(Current { frontend: frontend.clone(), counters: Default::default() });
+            let fresh = FrontendLabels::new(key, frontend);
             if let Some(r) = running.get(key) {
+                let old = FrontendLabels::new(key, &r.slot.current.load().frontend);
+                if old != fresh {
+                    *labels.entry(fresh).or_default() += 1;
+                    release(labels, &old, &ctx.metrics);
+                }
                 r.slot.current.store(current);
                 continue;
             }
-            let slot =
-                Arc::new(Slot { key: *key, current: ArcSwap::new(current), balancer: Balancer::default() });
-            let ctx = Arc::clone(&self.ctx);
-            let opened = match key.protocol {
-                Protocol::Tcp => tcp::listen(key.addr)
-                    .await
-                    .map(|l| tokio::spawn(tcp::serve(l, Arc::clone(&slot), ctx)).abort_handle()),
-                Protocol::Udp => UdpSocket::bind(key.addr)
-                    .await
-                    .map(|s| tokio::spawn(udp::serve(s, Arc::clone(&slot), ctx)).abort_handle()),
-                Protocol::Sctp => Err(io::Error::new(io::ErrorKind::Unsupported, "SCTP is not proxied")),
-            };
-            match opened {
-                Ok(stop) => {
+            match open(*key, &current, ctx).await {
+                Ok(r) => {
                     debug!(listener = %key, service = %frontend.service, method = frontend.method, "listening");
-                    running.insert(*key, Running { slot, stop });
+                    *labels.entry(fresh).or_default() += 1;
+                    waiting.remove(key);
+                    running.insert(*key, r);
                 }
-                Err(source) => errors.push(BindError {
-                    key: *key,
-                    method: frontend.method,
-                    service: frontend.service.clone(),
-                    source,
-                }),
+                Err(source) => {
+                    waiting.insert(*key, current);
+                    errors.push(BindError {
+                        key: *key,
+                        method: frontend.method,
+                        service: frontend.service.clone(),
+                        source,
+                    });
+                }
             }
         }
         info!(listeners = running.len(), failed = errors.len(), "L4 listeners applied");
+        if !listeners.waiting.is_empty() && !listeners.retrying {
+            listeners.retrying = true;
+            tokio::spawn(retry(Arc::downgrade(&self.inner)));
+        }
         errors
     }
 
     /// Open connections and UDP flows.
     pub fn active(&self) -> usize {
-        self.ctx.active.load(Ordering::Relaxed)
+        self.inner.ctx.active.load(Ordering::Relaxed)
     }
 
     /// Closes every listener, then waits up to `grace` for open connections to finish.
     pub async fn shutdown(&self, grace: Duration) {
-        for (_, r) in std::mem::take(&mut *self.running.lock().await) {
+        let mut listeners = self.inner.listeners.lock().await;
+        listeners.waiting.clear();
+        for (_, r) in std::mem::take(&mut listeners.running) {
             r.stop.abort();
         }
+        drop(listeners);
         let deadline = tokio::time::Instant::now() + grace;
         while self.active() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Opens the listener at `key` for `current` and starts serving it.
+async fn open(key: ListenKey, current: &Arc<Current>, ctx: &Arc<Ctx>) -> io::Result<Running> {
+    let slot =
+        Arc::new(Slot { key, current: ArcSwap::new(Arc::clone(current)), balancer: Balancer::default() });
+    let task = match key.protocol {
+        Protocol::Tcp => {
+            tokio::spawn(tcp::serve(tcp::listen(key.addr).await?, Arc::clone(&slot), Arc::clone(ctx)))
+        }
+        Protocol::Udp => {
+            tokio::spawn(udp::serve(UdpSocket::bind(key.addr).await?, Arc::clone(&slot), Arc::clone(ctx)))
+        }
+        Protocol::Sctp => return Err(io::Error::new(io::ErrorKind::Unsupported, "SCTP is not proxied")),
+    };
+    Ok(Running { slot, stop: task.abort_handle() })
+}
+
+/// One listener fewer with these metric labels; its series go when none is left.
+fn release(labels: &mut HashMap<FrontendLabels, usize>, gone: &FrontendLabels, metrics: &Metrics) {
+    if let Some(count) = labels.get_mut(gone) {
+        *count -= 1;
+        if *count == 0 {
+            labels.remove(gone);
+            metrics.remove(gone);
+        }
+    }
+}
+
+/// Tries the listeners that could not be opened again, every [`RETRY_EVERY`], until none
+/// waits or the proxy is gone.
+async fn retry(inner: Weak<Inner>) {
+    loop {
+        tokio::time::sleep(RETRY_EVERY).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let mut listeners = inner.listeners.lock().await;
+        let waiting = std::mem::take(&mut listeners.waiting);
+        for (key, current) in waiting {
+            match open(key, &current, &inner.ctx).await {
+                Ok(r) => {
+                    info!(listener = %key, service = %current.frontend.service, "listening, after waiting for the address");
+                    *listeners.labels.entry(FrontendLabels::new(&key, &current.frontend)).or_default() += 1;
+                    listeners.running.insert(key, r);
+                }
+                Err(err) => {
+                    debug!(listener = %key, %err, "still cannot listen");
+                    listeners.waiting.insert(key, current);
+                }
+            }
+        }
+        if listeners.waiting.is_empty() {
+            listeners.retrying = false;
+            return;
         }
     }
 }

@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use crate::proxy::{Ctx, Slot};
+use crate::idle::Registered;
+use crate::proxy::{Ctx, Current, Slot};
 
 /// Most bytes buffered per direction of a connection: large enough to keep a fast stream
 /// busy, small enough that ten thousand streams stay under a gigabyte.
@@ -55,7 +56,7 @@ pub(crate) async fn serve(listener: TcpListener, slot: Arc<Slot>, ctx: Arc<Ctx>)
     }
 }
 
-fn accept(mut client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<Ctx>) {
+fn accept(client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<Ctx>) {
     let current = slot.current.load_full();
     if !current.frontend.admits(peer.ip()) {
         debug!(listener = %slot.key, %peer, "source not in loadBalancerSourceRanges; refused");
@@ -67,9 +68,36 @@ fn accept(mut client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<C
         refuse(&client);
         return;
     };
-    let slot = Arc::clone(slot);
-    let ctx = Arc::clone(ctx);
-    tokio::spawn(async move {
+    let key = ctx.connections.key();
+    let moved = Arc::new(AtomicU64::new(0));
+    let task = tokio::spawn(relay(
+        client,
+        peer,
+        endpoint,
+        current,
+        Arc::clone(slot),
+        Arc::clone(ctx),
+        key,
+        Arc::clone(&moved),
+    ));
+    ctx.connections.add(key, moved, task.abort_handle());
+}
+
+/// Connects the accepted `client` to `endpoint` (or another, if it refuses) and splices the
+/// two; the connection is followed as `key` by the idle sweeps, its reads counted in `moved`.
+#[allow(clippy::too_many_arguments)]
+async fn relay(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    endpoint: SocketAddr,
+    current: Arc<Current>,
+    slot: Arc<Slot>,
+    ctx: Arc<Ctx>,
+    key: u64,
+    moved: Arc<AtomicU64>,
+) {
+    let _followed = Registered { connections: &ctx.connections, key };
+    {
         let counters = current.counters(&slot.key, &ctx.metrics);
         let _active = ctx.track(counters);
         let first = match read_waiting(&mut client).await {
@@ -96,8 +124,8 @@ fn accept(mut client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<C
         };
         counters.to_endpoints.inc_by(first.len() as u64);
         drop(first);
-        splice(client, upstream, counters).await;
-    });
+        splice(client, upstream, counters, &moved).await;
+    }
 }
 
 /// Reads what the client has sent already, without waiting: a client that speaks first
@@ -174,14 +202,19 @@ async fn connect(endpoint: SocketAddr, first: &[u8]) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// Copies both ways until both ends are done.
-async fn splice(mut client: TcpStream, mut upstream: TcpStream, counters: &crate::metrics::Counters) {
+/// Copies both ways until both ends are done, counting reads in `moved` for the idle sweeps.
+async fn splice(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    counters: &crate::metrics::Counters,
+    moved: &AtomicU64,
+) {
     let (client_read, client_write) = client.split();
     let (upstream_read, upstream_write) = upstream.split();
     let ended = AtomicBool::new(false);
     let outcome = tokio::try_join!(
-        pipe(client_read, upstream_write, &ended),
-        pipe(upstream_read, client_write, &ended)
+        pipe(client_read, upstream_write, &ended, moved),
+        pipe(upstream_read, client_write, &ended, moved)
     );
     match outcome {
         Ok((to_endpoint, to_client)) => {
@@ -200,7 +233,7 @@ async fn splice(mut client: TcpStream, mut upstream: TcpStream, counters: &crate
 /// buffer at all. Only what the other side cannot take at once is kept on the heap. A read
 /// that fills the stack buffer starts a heap buffer that doubles while reads fill it, up to
 /// `COPY_BUFFER`; once reads are small again it is freed.
-async fn pipe<R, W>(mut from: R, to: W, ended: &AtomicBool) -> io::Result<u64>
+async fn pipe<R, W>(mut from: R, to: W, ended: &AtomicBool, activity: &AtomicU64) -> io::Result<u64>
 where
     R: AsyncRead + AsRef<TcpStream> + Unpin,
     W: AsRef<TcpStream>,
@@ -229,6 +262,7 @@ where
         };
         send_all(to, &buf, at_end).await?;
         total += n as u64;
+        activity.fetch_add(1, Ordering::Relaxed);
         if at_end {
             if !ended.swap(true, Ordering::AcqRel) {
                 SockRef::from(to).shutdown(std::net::Shutdown::Write)?;

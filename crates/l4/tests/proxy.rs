@@ -58,8 +58,21 @@ fn tcp_key(last: u8) -> ListenKey {
 }
 
 fn proxy() -> L4Proxy {
+    proxy_with(Options { udp_idle: Duration::from_millis(500), ..Options::default() }).0
+}
+
+/// A proxy with `options`, and the registry of its metrics.
+fn proxy_with(options: Options) -> (L4Proxy, prometheus_client::registry::Registry) {
     let mut registry = prometheus_client::registry::Registry::default();
-    L4Proxy::new(Options { udp_idle: Duration::from_millis(500) }, Arc::new(Metrics::register(&mut registry)))
+    let proxy = L4Proxy::new(options, Arc::new(Metrics::register(&mut registry)));
+    (proxy, registry)
+}
+
+/// The metrics as `/metrics` shows them.
+fn metrics_text(registry: &prometheus_client::registry::Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text
 }
 
 /// One HTTP request on `stream`; returns the pod that answered.
@@ -493,4 +506,111 @@ async fn a_stream_of_mixed_sizes_arrives_intact_under_back_pressure_then_small_m
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), r.read_to_end(&mut rest)).await.expect("closed").unwrap();
     assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn a_udp_port_moved_away_and_back_is_served_again() {
+    let a = named_udp("a").await;
+    let ip = IpAddr::from([127, 96, 205, 1]);
+    let key = ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Udp };
+    let proxy = proxy();
+    let serving = table(key, frontend(vec![a], None));
+    proxy.apply(&serving).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert_eq!(udp_ask(&client, key.addr).await, "a");
+    // The port leaves the table while the client's flow is open, and comes back at once:
+    // the old socket may not be closed yet, and the bind is tried again until it is.
+    proxy.apply(&Table::default()).await;
+    proxy.apply(&serving).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(udp_ask(&client, key.addr).await, "a");
+    // A port another socket holds is tried again until it is free.
+    let other = ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Udp };
+    let holder = std::net::UdpSocket::bind(other.addr).unwrap();
+    let errors = proxy.apply(&table(other, frontend(vec![a], None))).await;
+    assert_eq!(errors.len(), 1, "reported while it waits");
+    drop(holder);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(udp_ask(&client, other.addr).await, "a");
+}
+
+#[tokio::test]
+async fn series_of_listeners_that_go_are_dropped() {
+    let endpoints = backends(1).await;
+    let (proxy, registry) = proxy_with(Options::default());
+    let keys: Vec<ListenKey> = (1..=3).map(|i| tcp_key(200 + i)).collect();
+    let mut all = Table::default();
+    for (i, key) in keys.iter().enumerate() {
+        let mut f = frontend(endpoints.clone(), None);
+        f.service = format!("default/web-{i}");
+        all.frontends.insert(*key, f);
+    }
+    proxy.apply(&all).await;
+    for key in &keys {
+        let mut s = TcpStream::connect(key.addr).await.unwrap();
+        assert_eq!(ask(&mut s).await, "pod-0");
+    }
+    let text = metrics_text(&registry);
+    for i in 0..3 {
+        assert!(text.contains(&format!("service=\"default/web-{i}\"")), "{text}");
+    }
+    proxy.apply(&table(keys[0], all.frontends[&keys[0]].clone())).await;
+    let text = metrics_text(&registry);
+    assert!(text.contains("service=\"default/web-0\""), "{text}");
+    assert!(
+        !text.contains("service=\"default/web-1\"") && !text.contains("service=\"default/web-2\""),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn idle_tcp_connections_are_closed() {
+    let endpoints = backends(1).await;
+    let key = tcp_key(210);
+    let (proxy, _registry) =
+        proxy_with(Options { tcp_idle: Duration::from_millis(400), ..Options::default() });
+    proxy.apply(&table(key, frontend(endpoints, None))).await;
+    let mut busy = TcpStream::connect(key.addr).await.unwrap();
+    let mut idle = TcpStream::connect(key.addr).await.unwrap();
+    assert_eq!(ask(&mut idle).await, "pod-0");
+    // A connection in use stays open past the idle time.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(ask(&mut busy).await, "pod-0");
+    }
+    let mut buf = [0u8; 8];
+    let read =
+        tokio::time::timeout(Duration::from_secs(2), idle.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(read, Ok(0)), "{read:?}");
+    assert_eq!(ask(&mut busy).await, "pod-0");
+}
+
+#[tokio::test]
+async fn udp_flows_are_bounded_and_the_idlest_makes_room() {
+    let a = named_udp("a").await;
+    let ip = IpAddr::from([127, 96, 206, 1]);
+    let key = ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Udp };
+    let options = Options { udp_flows_per_listener: 3, udp_flows: 100, ..Options::default() };
+    let (proxy, _registry) = proxy_with(options);
+    proxy.apply(&table(key, frontend(vec![a], None))).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert_eq!(udp_ask(&client, key.addr).await, "a");
+        clients.push(client);
+    }
+    assert_eq!(proxy.active(), 3);
+    // The first two speak again; a fourth client takes the place of the third, idle longest.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for client in &clients[..2] {
+        assert_eq!(udp_ask(client, key.addr).await, "a");
+    }
+    let fourth = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert_eq!(udp_ask(&fourth, key.addr).await, "a");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(proxy.active(), 3, "still three flows");
+    // The third's flow is gone: its next datagram makes a new one, in place of another.
+    assert_eq!(udp_ask(&clients[2], key.addr).await, "a");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(proxy.active(), 3);
 }

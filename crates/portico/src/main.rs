@@ -39,9 +39,9 @@ enum Command {
     /// addresses, ports, TLS, backends and cost.
     Explain(ManifestArgs),
     /// Serve every exposure of the manifests on this host (ClusterIP, NodePort,
-    /// LoadBalancer, external IPs, HostPort; the echo workload of Pods that ask for it) and
-    /// apply every change to them live.
-    Run(RunArgs),
+    /// LoadBalancer, external IPs, HostPort, Ingress, cluster DNS; the echo workload of Pods
+    /// that ask for it) and apply every change to them live.
+    Run(Box<RunArgs>),
     /// Run the built-in echo workload: answers HTTP/1.1, h2c (and HTTPS with --tls-cert)
     /// with JSON describing the request, and echoes UDP datagrams on the same port.
     Echo {
@@ -96,6 +96,15 @@ struct RunArgs {
     /// How long a UDP flow lives without an answer from its endpoint.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     udp_idle: Duration,
+    /// How long a TCP connection through the L4 proxy lives without a byte either way.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    tcp_idle: Duration,
+    /// Most UDP flows in all; when full, the flow idle longest makes room.
+    #[arg(long, default_value_t = 16384)]
+    udp_flows: usize,
+    /// Most UDP flows of one listener.
+    #[arg(long, default_value_t = 4096)]
+    udp_flows_per_listener: usize,
     /// How long shutdown waits for open connections to finish.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     drain: Duration,
@@ -150,7 +159,12 @@ impl RunArgs {
             manifests: self.manifests,
             plan,
             admin: self.admin,
-            udp_idle: self.udp_idle,
+            l4: portico_l4::Options {
+                udp_idle: self.udp_idle,
+                tcp_idle: self.tcp_idle,
+                udp_flows: self.udp_flows,
+                udp_flows_per_listener: self.udp_flows_per_listener,
+            },
             drain: self.drain,
             debounce: self.debounce,
             dns: self.dns.0,

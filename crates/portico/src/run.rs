@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use portico_dns::DnsServer;
-use portico_l4::{L4Proxy, Metrics as L4Metrics, Options, frontends};
+use portico_l4::{L4Proxy, Metrics as L4Metrics, Options as L4Options, frontends};
 use portico_l7::{AccessLog, IngressProxy, Metrics as L7Metrics, Options as L7Options};
 use portico_model::{Diagnostic, Severity};
 use portico_plan::exposure::{Layer, Method, exposures};
@@ -38,8 +38,8 @@ pub struct RunConfig {
     pub state: PathBuf,
     /// Admin HTTP address.
     pub admin: SocketAddr,
-    /// Idle timeout of UDP flows.
-    pub udp_idle: Duration,
+    /// The L4 proxy's timeouts and bounds.
+    pub l4: L4Options,
     /// How long shutdown waits for open connections.
     pub drain: Duration,
     /// Quiet time before a change is applied.
@@ -158,7 +158,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
     let (_watcher, mut changes) = Watcher::start(&config.manifests, config.debounce)
         .with_context(|| format!("watching {:?}", config.manifests))?;
     let allocations = state::load(&config.state)?;
-    let proxy = L4Proxy::new(Options { udp_idle: config.udp_idle }, l4_metrics);
+    let proxy = L4Proxy::new(config.l4.clone(), l4_metrics);
     let access_log = config.access_log.as_ref().map(AccessLogTarget::open).transpose()?;
     if let Some(log) = &access_log {
         tokio::spawn(flush_every_second(Arc::clone(log)));
