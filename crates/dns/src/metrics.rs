@@ -23,6 +23,8 @@ pub struct QueryLabels {
 pub struct Metrics {
     queries: Family<QueryLabels, Counter>,
     duration: Histogram,
+    /// TCP clients that waited for room, and failed accepts.
+    pub(crate) accept: portico_accept::Counters,
 }
 
 impl Metrics {
@@ -32,6 +34,7 @@ impl Metrics {
             queries: Family::default(),
             // 10 µs to ~5 s.
             duration: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
+            accept: portico_accept::Counters::register(registry.sub_registry_with_prefix("portico_dns_tcp")),
         };
         registry.register(
             "portico_dns_queries",

@@ -12,7 +12,7 @@ use hickory_proto::op::ResponseCode;
 use portico_plan::Plan;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::answer::{Rcode, Reply, answer};
 use crate::cache::{self, AnswerCache};
@@ -22,6 +22,7 @@ use crate::search;
 use crate::wire::{
     Response, Settings, error_response, query_type, question, respond, searched, zone_records,
 };
+use portico_accept::Limits;
 use portico_plan::dns::Lookup;
 
 /// Largest DNS message (TCP length prefix).
@@ -43,6 +44,8 @@ pub struct Options {
     /// Server-side search for Pods ([`crate::search`]): `None` is off; else the host's search
     /// domains, tried after the cluster's.
     pub search: Option<Vec<String>>,
+    /// Most TCP clients connected at once; the next wait in the listen queue.
+    pub tcp_connections: usize,
 }
 
 impl Default for Options {
@@ -53,6 +56,7 @@ impl Default for Options {
             upstreams: Vec::new(),
             query_log: false,
             search: None,
+            tcp_connections: 1024,
         }
     }
 }
@@ -279,21 +283,17 @@ impl DnsServer {
         }
     }
 
-    /// Serves the TCP connections arriving on `listener`.
-    pub async fn serve_tcp(self: Arc<Self>, listener: TcpListener) -> io::Result<()> {
+    /// Serves the TCP connections arriving on `listener`, at most
+    /// [`Options::tcp_connections`] at once, for as long as the task runs.
+    pub async fn serve_tcp(self: Arc<Self>, listener: TcpListener) {
+        let n = self.options.tcp_connections;
+        let name = listener.local_addr().map_or_else(|_| "TCP".to_owned(), |addr| addr.to_string());
+        let gate = Limits::new("DNS over TCP", n, n, self.metrics.accept.clone()).gate(name);
         loop {
-            let (stream, client) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off and keep serving; the
-                    // connections that end free theirs.
-                    warn!(%err, "DNS over TCP cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+            let (stream, client, seat) = gate.accept(&listener).await;
             let server = Arc::clone(&self);
             tokio::spawn(async move {
+                let _seat = seat;
                 if let Err(err) = server.serve_connection(stream, client).await {
                     debug!(%client, %err, "DNS TCP connection ended");
                 }

@@ -50,13 +50,16 @@ pub struct Metrics {
     pub connect_errors: Family<FrontendLabels, Counter>,
     /// UDP datagrams dropped because no flow could be made for them (out of descriptors).
     pub udp_dropped: Family<FrontendLabels, Counter>,
+    /// TCP connections that waited for room, and failed accepts.
+    pub accept: portico_accept::Counters,
 }
 
 impl Metrics {
     /// New metrics registered under `portico_l4_*`.
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = Metrics::default();
+        let mut metrics = Metrics::default();
         let l4 = registry.sub_registry_with_prefix("portico_l4");
+        metrics.accept = portico_accept::Counters::register(l4);
         l4.register("active", "Open TCP connections and UDP flows", metrics.active.clone());
         l4.register("accepted", "TCP connections and UDP flows accepted", metrics.accepted.clone());
         l4.register_with_unit(

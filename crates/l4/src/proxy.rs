@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use portico_accept::Limits;
 use portico_plan::Protocol;
 use tokio::net::UdpSocket;
 use tokio::sync::Mutex;
@@ -29,6 +30,10 @@ const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_UDP_FLOWS_PER_LISTENER: usize = 4096;
 /// UDP flows all listeners keep together (each holds a socket, a file descriptor).
 const DEFAULT_UDP_FLOWS: usize = 16384;
+/// TCP connections one listener holds; past it, new ones wait in the listen queue.
+const DEFAULT_TCP_CONNECTIONS_PER_LISTENER: usize = 8192;
+/// TCP connections all listeners hold together (each holds two descriptors).
+const DEFAULT_TCP_CONNECTIONS: usize = 16384;
 /// How often a listener that could not be opened is tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
@@ -43,6 +48,10 @@ pub struct Options {
     pub udp_flows_per_listener: usize,
     /// Most UDP flows in all.
     pub udp_flows: usize,
+    /// Most TCP connections one listener holds.
+    pub tcp_connections_per_listener: usize,
+    /// Most TCP connections in all.
+    pub tcp_connections: usize,
 }
 
 impl Default for Options {
@@ -52,6 +61,8 @@ impl Default for Options {
             tcp_idle: DEFAULT_TCP_IDLE,
             udp_flows_per_listener: DEFAULT_UDP_FLOWS_PER_LISTENER,
             udp_flows: DEFAULT_UDP_FLOWS,
+            tcp_connections_per_listener: DEFAULT_TCP_CONNECTIONS_PER_LISTENER,
+            tcp_connections: DEFAULT_TCP_CONNECTIONS,
         }
     }
 }
@@ -100,6 +111,8 @@ pub(crate) struct Ctx {
     pub(crate) flows: AtomicUsize,
     /// Open TCP connections, swept for idle ones.
     pub(crate) connections: Arc<Connections>,
+    /// The bounds on TCP connections.
+    pub(crate) limits: Arc<Limits>,
 }
 
 /// Counts one open connection or flow while alive.
@@ -175,7 +188,14 @@ pub struct L4Proxy {
 impl L4Proxy {
     /// A proxy with no listeners yet.
     pub fn new(options: Options, metrics: Arc<Metrics>) -> Self {
+        let limits = Limits::new(
+            "L4",
+            options.tcp_connections,
+            options.tcp_connections_per_listener,
+            metrics.accept.clone(),
+        );
         let ctx = Arc::new(Ctx {
+            limits,
             metrics,
             options,
             active: AtomicUsize::new(0),
@@ -271,7 +291,8 @@ async fn open(key: ListenKey, current: &Arc<Current>, ctx: &Arc<Ctx>) -> io::Res
         Arc::new(Slot { key, current: ArcSwap::new(Arc::clone(current)), balancer: Balancer::default() });
     let task = match key.protocol {
         Protocol::Tcp => {
-            tokio::spawn(tcp::serve(tcp::listen(key.addr).await?, Arc::clone(&slot), Arc::clone(ctx)))
+            let gate = ctx.limits.gate(key);
+            tokio::spawn(tcp::serve(tcp::listen(key.addr).await?, gate, Arc::clone(&slot), Arc::clone(ctx)))
         }
         Protocol::Udp => {
             tokio::spawn(udp::serve(UdpSocket::bind(key.addr).await?, Arc::clone(&slot), Arc::clone(ctx)))

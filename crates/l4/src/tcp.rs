@@ -11,10 +11,11 @@ use std::task::{Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use portico_accept::{Gate, Seat};
 use socket2::{Domain, Protocol as SocketProtocol, SockRef, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::idle::Registered;
 use crate::proxy::{Ctx, Current, Slot};
@@ -36,27 +37,19 @@ pub(crate) async fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Accepts on `listener` until its task is aborted; connections already running are not
-/// touched.
-pub(crate) async fn serve(listener: TcpListener, slot: Arc<Slot>, ctx: Arc<Ctx>) {
+/// Accepts on `listener`, within the bounds of its `gate`, until its task is aborted;
+/// connections already running are not touched.
+pub(crate) async fn serve(listener: TcpListener, gate: Gate, slot: Arc<Slot>, ctx: Arc<Ctx>) {
     loop {
-        match listener.accept().await {
-            Ok((client, peer)) => {
-                // No yield per accept: it costs a reactor poll (epoll_wait) per connection and
-                // measured worse for p99 too; tokio's cooperative budget already makes a long
-                // burst of accepts give way to the connections in flight.
-                accept(client, peer, &slot, &ctx);
-            }
-            Err(err) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                warn!(listener = %slot.key, %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        // No yield per accept: it costs a reactor poll (epoll_wait) per connection and
+        // measured worse for p99 too; tokio's cooperative budget already makes a long burst of
+        // accepts give way to the connections in flight.
+        let (client, peer, seat) = gate.accept(&listener).await;
+        accept(client, peer, seat, &slot, &ctx);
     }
 }
 
-fn accept(client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<Ctx>) {
+fn accept(client: TcpStream, peer: SocketAddr, seat: Seat, slot: &Arc<Slot>, ctx: &Arc<Ctx>) {
     let current = slot.current.load_full();
     if !current.frontend.admits(peer.ip()) {
         debug!(listener = %slot.key, %peer, "source not in loadBalancerSourceRanges; refused");
@@ -72,6 +65,7 @@ fn accept(client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<Ctx>)
     let moved = Arc::new(AtomicU64::new(0));
     let task = tokio::spawn(relay(
         client,
+        seat,
         peer,
         endpoint,
         current,
@@ -88,6 +82,7 @@ fn accept(client: TcpStream, peer: SocketAddr, slot: &Arc<Slot>, ctx: &Arc<Ctx>)
 #[allow(clippy::too_many_arguments)]
 async fn relay(
     mut client: TcpStream,
+    _seat: Seat,
     peer: SocketAddr,
     endpoint: SocketAddr,
     current: Arc<Current>,

@@ -7,18 +7,18 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 use tracing::{debug, warn};
 
+use portico_accept::Throttle;
+
 use crate::proxy::{Ctx, Current, Slot};
 
 /// Largest datagram relayed.
 const MAX_DATAGRAM: usize = 65_535;
-/// How often dropped datagrams are logged, at most (with how many since the last line).
-const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 thread_local! {
     /// Answers are received here, on the thread that relays them: a flow holds no buffer.
@@ -52,25 +52,6 @@ impl Flows {
     }
 }
 
-/// Datagrams dropped since the last log line, and when that was.
-#[derive(Default)]
-struct Drops {
-    unlogged: u64,
-    logged: Option<Instant>,
-}
-
-impl Drops {
-    /// Counts one drop; logs at most once per [`DROP_LOG_EVERY`].
-    fn count(&mut self, slot: &Slot, err: &std::io::Error) {
-        self.unlogged += 1;
-        if self.logged.is_none_or(|at| at.elapsed() >= DROP_LOG_EVERY) {
-            warn!(listener = %slot.key, dropped = self.unlogged, %err, "UDP datagrams dropped: no flow could be made");
-            self.unlogged = 0;
-            self.logged = Some(Instant::now());
-        }
-    }
-}
-
 /// Relays datagrams on `socket` until its task is aborted; its flows end with it.
 pub(crate) async fn serve(socket: UdpSocket, slot: Arc<Slot>, ctx: Arc<Ctx>) {
     let socket = Arc::new(socket);
@@ -78,7 +59,7 @@ pub(crate) async fn serve(socket: UdpSocket, slot: Arc<Slot>, ctx: Arc<Ctx>) {
     // Aborted with the listener (and so dropped): the flows' tasks go with it, and their
     // sockets, so that the address can be taken again at once.
     let _end = EndFlows(Arc::clone(&flows));
-    let mut drops = Drops::default();
+    let drops = Throttle::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (len, client) = match socket.recv_from(&mut buf).await {
@@ -102,7 +83,9 @@ pub(crate) async fn serve(socket: UdpSocket, slot: Arc<Slot>, ctx: Arc<Ctx>) {
             }
             Err(err) => {
                 current.counters(&slot.key, &ctx.metrics).udp_dropped.inc();
-                drops.count(&slot, &err);
+                if let Some(dropped) = drops.note() {
+                    warn!(listener = %slot.key, dropped, %err, "UDP datagrams dropped: no flow could be made");
+                }
                 continue;
             }
         };

@@ -614,3 +614,51 @@ async fn udp_flows_are_bounded_and_the_idlest_makes_room() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(proxy.active(), 3);
 }
+
+#[tokio::test]
+async fn tcp_connections_are_bounded_per_listener_and_in_all() {
+    let backend = backends(1).await;
+    let (a, b, c) = (tcp_key(31), tcp_key(32), tcp_key(33));
+    let options = Options { tcp_connections_per_listener: 2, tcp_connections: 3, ..Options::default() };
+    let (proxy, registry) = proxy_with(options);
+    let mut t = Table::default();
+    for key in [a, b, c] {
+        t.frontends.insert(key, frontend(backend.clone(), None));
+    }
+    assert!(proxy.apply(&t).await.is_empty());
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(a.addr).await.unwrap();
+        assert_eq!(ask(&mut stream).await, "pod-0");
+        held.push(stream);
+    }
+    // The listener is full: a third client is queued by the kernel, not served.
+    let mut waiting = TcpStream::connect(a.addr).await.unwrap();
+    waiting.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), waiting.read(&mut byte)).await;
+    assert!(early.is_err(), "a third connection was served past the listener's bound of 2");
+    // Another listener still has room, up to the total of 3.
+    let mut other = TcpStream::connect(b.addr).await.unwrap();
+    assert_eq!(ask(&mut other).await, "pod-0");
+    let mut last = TcpStream::connect(c.addr).await.unwrap();
+    last.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(300), last.read(&mut byte)).await;
+    assert!(early.is_err(), "a fourth connection was served past the total bound of 3");
+    // Seats go to the first in line: one of a's connections ending lets c's in (it waited
+    // for the total), and b's ending then lets a's queued one in (it waited for a's own).
+    drop(held.remove(0));
+    let answer = tokio::time::timeout(Duration::from_secs(5), last.read(&mut byte)).await;
+    assert!(matches!(answer, Ok(Ok(1))), "the connection waiting for the total was not served");
+    let early = tokio::time::timeout(Duration::from_millis(300), waiting.read(&mut byte)).await;
+    assert!(early.is_err(), "served past the total bound of 3");
+    drop(other);
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting.read(&mut byte)).await;
+    assert!(matches!(answer, Ok(Ok(1))), "the queued connection was not served once a seat freed");
+    let text = metrics_text(&registry);
+    for bound in ["listener", "total"] {
+        let series = format!("portico_l4_connections_waited_total{{bound=\"{bound}\"}} ");
+        let waited = text.lines().find_map(|l| l.strip_prefix(series.as_str())).unwrap_or("0");
+        assert!(waited.parse::<u64>().unwrap() >= 2, "{bound}: {text}");
+    }
+}

@@ -29,12 +29,13 @@ use arc_swap::ArcSwapOption;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use portico_accept::{Gate, Limits, Seat};
 use portico_plan::Plan;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, watch};
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 pub use metrics::{AccessLog, Metrics};
 pub use tls::{CertResolver, TlsError};
@@ -54,11 +55,21 @@ pub struct Options {
     pub access_log: Option<Arc<AccessLog>>,
     /// Which engine reads HTTP/1.x connections.
     pub http1: Http1Engine,
+    /// Most client connections in all.
+    pub connections: usize,
+    /// Most client connections of one listener.
+    pub connections_per_listener: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { header_timeout: Duration::from_secs(60), access_log: None, http1: Http1Engine::default() }
+        Options {
+            header_timeout: Duration::from_secs(60),
+            access_log: None,
+            http1: Http1Engine::default(),
+            connections: 4096,
+            connections_per_listener: 2048,
+        }
     }
 }
 
@@ -111,6 +122,7 @@ pub struct IngressProxy {
     http1: Http1Engine,
     draining: watch::Sender<bool>,
     open: Arc<AtomicUsize>,
+    limits: Arc<Limits>,
 }
 
 impl IngressProxy {
@@ -134,6 +146,12 @@ impl IngressProxy {
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
         let unrouted = Arc::new(metrics.route("", ""));
+        let limits = Limits::new(
+            "Ingress",
+            options.connections,
+            options.connections_per_listener,
+            metrics.accept.clone(),
+        );
         let shared = Arc::new(Shared {
             table: ArcSwapOption::empty(),
             routes: std::sync::RwLock::default(),
@@ -156,6 +174,7 @@ impl IngressProxy {
             http1: options.http1,
             draining: watch::channel(false).0,
             open: Arc::new(AtomicUsize::new(0)),
+            limits,
         })
     }
 
@@ -188,7 +207,8 @@ impl IngressProxy {
                 Ok(listener) => {
                     let (stop, stopped) = watch::channel(false);
                     let acceptor = tls.then(|| self.acceptor.clone());
-                    tokio::spawn(self.accept_loop(listener, acceptor, stopped));
+                    let gate = self.limits.gate(format_args!("{scheme} {addr}"));
+                    tokio::spawn(self.accept_loop(listener, gate, acceptor, stopped));
                     info!(listener = %addr, scheme, "Ingress listener open");
                     listeners.push(Listener { addr, tls, stop });
                 }
@@ -222,6 +242,7 @@ impl IngressProxy {
     fn accept_loop(
         &self,
         listener: TcpListener,
+        gate: Gate,
         acceptor: Option<TlsAcceptor>,
         mut stop: watch::Receiver<bool>,
     ) -> impl Future<Output = ()> + Send + 'static {
@@ -237,23 +258,18 @@ impl IngressProxy {
             loop {
                 tokio::select! {
                     biased;
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, peer)) => {
-                            let task = Connection {
-                                shared: Arc::clone(&shared),
-                                header_timeout,
-                                http1,
-                                builder: Arc::clone(&builder),
-                                draining: draining.clone(),
-                                _open: OpenGuard::new(&open, &shared),
-                            };
-                            tokio::spawn(task.run(stream, peer, acceptor.clone()));
-                        }
-                        Err(err) => {
-                            warn!(%err, "Ingress accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    },
+                    (stream, peer, seat) = gate.accept(&listener) => {
+                        let task = Connection {
+                            shared: Arc::clone(&shared),
+                            header_timeout,
+                            http1,
+                            builder: Arc::clone(&builder),
+                            draining: draining.clone(),
+                            _open: OpenGuard::new(&open, &shared),
+                            _seat: seat,
+                        };
+                        tokio::spawn(task.run(stream, peer, acceptor.clone()));
+                    }
                     _ = stopped.as_mut() => return,
                 }
             }
@@ -269,6 +285,7 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     draining: watch::Receiver<bool>,
     _open: OpenGuard,
+    _seat: Seat,
 }
 
 impl Connection {

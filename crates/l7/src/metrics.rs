@@ -45,6 +45,8 @@ pub struct Metrics {
     connect_errors: Family<RouteLabels, Counter>,
     /// Client connections open now.
     pub connections: Gauge,
+    /// Client connections that waited for room, and failed accepts.
+    pub(crate) accept: portico_accept::Counters,
 }
 
 impl Metrics {
@@ -57,6 +59,7 @@ impl Metrics {
             bytes_in: Family::default(),
             connect_errors: Family::default(),
             connections: Gauge::default(),
+            accept: portico_accept::Counters::register(registry.sub_registry_with_prefix("portico_ingress")),
         };
         registry.register(
             "portico_ingress_requests",

@@ -5,7 +5,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -16,6 +15,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use portico_accept::Limits;
 use portico_plan::Plan;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -25,6 +25,8 @@ const TEXT: &str = "text/plain; charset=utf-8";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const JSON: &str = "application/json";
 const NOT_FOUND: &str = "not found; endpoints: /healthz /readyz /metrics /plan\n";
+/// Most admin clients connected at once (probes and scrapers); the next wait in the queue.
+const CONNECTIONS: usize = 64;
 
 /// What the admin endpoints report; shared with the rest of `run`.
 #[derive(Debug)]
@@ -35,12 +37,16 @@ pub struct Admin {
     pub plan: ArcSwapOption<Plan>,
     /// Every Prometheus metric of the process (registered before serving starts).
     pub registry: Registry,
+    /// The bound on admin connections.
+    limits: Arc<Limits>,
 }
 
 impl Admin {
-    /// Not ready and without a plan, reporting the metrics of `registry`.
-    pub fn new(registry: Registry) -> Self {
-        Admin { ready: AtomicBool::new(false), plan: ArcSwapOption::empty(), registry }
+    /// Not ready and without a plan, reporting the metrics of `registry` and its own.
+    pub fn new(mut registry: Registry) -> Self {
+        let counters = portico_accept::Counters::register(registry.sub_registry_with_prefix("portico_admin"));
+        let limits = Limits::new("admin", CONNECTIONS, CONNECTIONS, counters);
+        Admin { ready: AtomicBool::new(false), plan: ArcSwapOption::empty(), registry, limits }
     }
 }
 
@@ -57,28 +63,21 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     tracing::info!(%address, "admin endpoints serving");
+    let gate = admin.limits.gate(address);
 
     // Dropped on return, which aborts the connections still open: admin requests are tiny.
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         while connections.try_join_next().is_some() {}
-        let accepted = tokio::select! {
+        let (stream, peer, seat) = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Usually out of file descriptors: back off instead of spinning, keep serving.
-                tracing::warn!(%error, "admin endpoint cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+            accepted = gate.accept(&listener) => accepted,
         };
         let admin = Arc::clone(&admin);
         let builder = Arc::clone(&builder);
         connections.spawn(async move {
+            let _seat = seat;
             let service = service_fn(move |req| {
                 let admin = Arc::clone(&admin);
                 async move { Ok::<_, Infallible>(answer(&req, &admin)) }
@@ -305,7 +304,7 @@ mod tests {
         let server = start(admin()).await;
         assert_eq!(request(server.addr, "GET", "/healthz").await.status, 200);
         server.stop.send(()).unwrap();
-        let result = tokio::time::timeout(Duration::from_secs(5), server.task).await.unwrap().unwrap();
+        let result = tokio::time::timeout(std::time::Duration::from_secs(5), server.task).await.unwrap().unwrap();
         assert!(result.is_ok());
         assert!(TcpStream::connect(server.addr).await.is_err());
     }

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod bounds;
 mod local_pods;
 mod pipeline;
 mod report;
@@ -17,6 +18,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use portico_plan::PlanConfig;
+
+use crate::bounds::{Bound, Bounds};
 
 /// jemalloc rather than the system allocator: a reload builds a new store and Plan beside
 /// the old ones, and glibc keeps the freed pages, so RSS grew by a fifth with each reload
@@ -99,12 +102,28 @@ struct RunArgs {
     /// How long a TCP connection through the L4 proxy lives without a byte either way.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     tcp_idle: Duration,
-    /// Most UDP flows in all; when full, the flow idle longest makes room.
-    #[arg(long, default_value_t = 16384)]
-    udp_flows: usize,
-    /// Most UDP flows of one listener.
-    #[arg(long, default_value_t = 4096)]
-    udp_flows_per_listener: usize,
+    /// Most UDP flows in all; when full, the flow idle longest makes room (`auto`: an eighth
+    /// of the open-file limit, at most 16384).
+    #[arg(long, default_value = "auto")]
+    udp_flows: Bound,
+    /// Most UDP flows of one listener (`auto`: a quarter of --udp-flows).
+    #[arg(long, default_value = "auto")]
+    udp_flows_per_listener: Bound,
+    /// Most TCP connections through the L4 proxy; when reached, new ones wait in the listen
+    /// queue (`auto`: a quarter of the open-file limit, at most 65536).
+    #[arg(long, default_value = "auto")]
+    tcp_connections: Bound,
+    /// Most TCP connections of one L4 listener (`auto`: half of --tcp-connections).
+    #[arg(long, default_value = "auto")]
+    tcp_connections_per_listener: Bound,
+    /// Most Ingress client connections; when reached, new ones wait in the listen queue
+    /// (`auto`: an eighth of the open-file limit, at most 16384).
+    #[arg(long, default_value = "auto")]
+    ingress_connections: Bound,
+    /// Most client connections of one Ingress listener (`auto`: half of
+    /// --ingress-connections).
+    #[arg(long, default_value = "auto")]
+    ingress_connections_per_listener: Bound,
     /// How long shutdown waits for open connections to finish.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     drain: Duration,
@@ -162,8 +181,15 @@ impl RunArgs {
             l4: portico_l4::Options {
                 udp_idle: self.udp_idle,
                 tcp_idle: self.tcp_idle,
+                ..portico_l4::Options::default()
+            },
+            bounds: Bounds {
+                tcp_connections: self.tcp_connections,
+                tcp_connections_per_listener: self.tcp_connections_per_listener,
                 udp_flows: self.udp_flows,
                 udp_flows_per_listener: self.udp_flows_per_listener,
+                ingress_connections: self.ingress_connections,
+                ingress_connections_per_listener: self.ingress_connections_per_listener,
             },
             drain: self.drain,
             debounce: self.debounce,

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::admin::{self, Admin};
+use crate::bounds::Bounds;
 use crate::local_pods::LocalPods;
 use crate::{pipeline, state};
 
@@ -38,8 +39,10 @@ pub struct RunConfig {
     pub state: PathBuf,
     /// Admin HTTP address.
     pub admin: SocketAddr,
-    /// The L4 proxy's timeouts and bounds.
+    /// The L4 proxy's timeouts (its bounds come from `bounds`).
     pub l4: L4Options,
+    /// How many connections and flows each kind of listener may hold.
+    pub bounds: Bounds,
     /// How long shutdown waits for open connections.
     pub drain: Duration,
     /// Quiet time before a change is applied.
@@ -143,8 +146,22 @@ struct Server {
 }
 
 /// Serves until SIGINT or SIGTERM, then drains.
-pub async fn run(config: RunConfig) -> Result<()> {
-    raise_open_files_limit();
+pub async fn run(mut config: RunConfig) -> Result<()> {
+    let bounds = config.bounds.resolve(raise_open_files_limit());
+    info!(
+        tcp_connections = bounds.tcp_connections,
+        tcp_connections_per_listener = bounds.tcp_connections_per_listener,
+        udp_flows = bounds.udp_flows,
+        udp_flows_per_listener = bounds.udp_flows_per_listener,
+        ingress_connections = bounds.ingress_connections,
+        ingress_connections_per_listener = bounds.ingress_connections_per_listener,
+        dns_tcp_connections = bounds.dns_tcp_connections,
+        "bounds"
+    );
+    config.l4.tcp_connections = bounds.tcp_connections;
+    config.l4.tcp_connections_per_listener = bounds.tcp_connections_per_listener;
+    config.l4.udp_flows = bounds.udp_flows;
+    config.l4.udp_flows_per_listener = bounds.udp_flows_per_listener;
     let mut registry = Registry::default();
     let l4_metrics = Arc::new(L4Metrics::register(&mut registry));
     let l7_metrics = Arc::new(L7Metrics::register(&mut registry));
@@ -163,10 +180,18 @@ pub async fn run(config: RunConfig) -> Result<()> {
     if let Some(log) = &access_log {
         tokio::spawn(flush_every_second(Arc::clone(log)));
     }
-    let ingress =
-        IngressProxy::new(L7Options { access_log, http1: config.http1, ..L7Options::default() }, l7_metrics)?;
+    let ingress = IngressProxy::new(
+        L7Options {
+            access_log,
+            http1: config.http1,
+            connections: bounds.ingress_connections,
+            connections_per_listener: bounds.ingress_connections_per_listener,
+            ..L7Options::default()
+        },
+        l7_metrics,
+    )?;
     let dns = match config.dns {
-        Some(addr) => Some(start_dns(&config, addr, dns_metrics).await?),
+        Some(addr) => Some(start_dns(&config, addr, bounds.dns_tcp_connections, dns_metrics).await?),
         None => None,
     };
     let mut server = Server {
@@ -213,12 +238,18 @@ pub async fn run(config: RunConfig) -> Result<()> {
 }
 
 /// Raises the soft limit on open files to the hard one, as nginx and HAProxy do: every
-/// connection, UDP flow and listener is a descriptor. Says which limit is in force.
-fn raise_open_files_limit() {
-    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or_default();
+/// connection, UDP flow and listener is a descriptor. Says which limit is in force, and returns it.
+fn raise_open_files_limit() -> u64 {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(1024);
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(now) => info!(limit = now, raised_from = before, "open files"),
-        Err(err) => warn!(limit = before, %err, "open files: the limit could not be raised"),
+        Ok(now) => {
+            info!(limit = now, raised_from = before, "open files");
+            now
+        }
+        Err(err) => {
+            warn!(limit = before, %err, "open files: the limit could not be raised");
+            before
+        }
     }
 }
 
@@ -268,6 +299,7 @@ impl Server {
 async fn start_dns(
     config: &RunConfig,
     addr: SocketAddr,
+    tcp_connections: usize,
     metrics: Arc<portico_dns::metrics::Metrics>,
 ) -> Result<Arc<DnsServer>> {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
@@ -285,17 +317,16 @@ async fn start_dns(
         query_log: config.dns_query_log,
         search,
         ttl: config.dns_ttl,
+        tcp_connections,
         ..portico_dns::Options::default()
     };
     let dns = DnsServer::new(options, metrics);
-    let serving = udp
-        .into_iter()
-        .map(|socket| ("UDP", tokio::spawn(Arc::clone(&dns).serve_udp(socket))))
-        .chain([("TCP", tokio::spawn(Arc::clone(&dns).serve_tcp(tcp)))]);
-    for (transport, task) in serving {
+    tokio::spawn(Arc::clone(&dns).serve_tcp(tcp));
+    for socket in udp {
+        let task = tokio::spawn(Arc::clone(&dns).serve_udp(socket));
         tokio::spawn(async move {
             if let Ok(Err(err)) = task.await {
-                error!(%addr, transport, %err, "cluster DNS stopped serving");
+                error!(%addr, %err, "cluster DNS over UDP stopped serving");
             }
         });
     }

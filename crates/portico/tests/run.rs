@@ -516,7 +516,10 @@ fn the_hyper_http1_engine_serves_with_the_same_checks() {
 #[test]
 fn running_out_of_descriptors_takes_nothing_away_and_every_listener_recovers() {
     let files = [("web.yaml", deployment("web", 1)), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
-    let portico = start_with(130, &files, Launch { open_files: Some(128), ..Launch::default() });
+    // The Ingress bound lifted past the descriptors, as a bound set too high would be.
+    let flags = ["--ingress-connections", "1000", "--ingress-connections-per-listener", "1000"];
+    let portico =
+        start_with(130, &files, Launch { open_files: Some(128), flags: &flags, ..Launch::default() });
     let plan = portico.plan();
     let vip = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
     assert_eq!(pod_at(vip), "web-0");
@@ -544,6 +547,48 @@ fn running_out_of_descriptors_takes_nothing_away_and_every_listener_recovers() {
     assert_eq!(http_get(portico.ingress, "any.test", "/").unwrap().0, 404);
     portico.write("extra.yaml", &service("extra", "web", "ClusterIP", "  sessionAffinity: None\n"));
     portico.wait_for(|plan| plan["services"].as_array().is_some_and(|s| s.len() == 2));
+}
+
+#[test]
+fn idle_ingress_clients_cannot_take_the_room_of_other_listeners() {
+    let files = [("web.yaml", deployment("web", 1)), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
+    let flags = ["--ingress-connections", "8", "--ingress-connections-per-listener", "6"];
+    let portico =
+        start_with(132, &files, Launch { open_files: Some(128), flags: &flags, ..Launch::default() });
+    let plan = portico.plan();
+    let vip = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
+    // More idle clients than Portico has descriptors: all but the bound wait in the listen
+    // queue (as many as it holds).
+    let flood: Vec<TcpStream> = (0..200)
+        .map_while(|_| TcpStream::connect_timeout(&portico.ingress, Duration::from_secs(1)).ok())
+        .collect();
+    assert!(flood.len() > 100, "{} connections", flood.len());
+    std::thread::sleep(Duration::from_millis(500));
+    // Everything else keeps its room.
+    assert_eq!(pod_at(vip), "web-0");
+    assert_eq!(portico.get("/healthz").0, 200);
+    let name = "web.default.svc.cluster.local";
+    assert_eq!(dns_addresses_over_tcp(portico.dns, name).unwrap(), [vip.ip()]);
+    // The other Ingress listener has the two seats the first leaves of the total.
+    let https = SocketAddr::new(portico.ingress.ip(), 8443);
+    let tls: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(https).unwrap()).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let metrics = portico.get("/metrics").1;
+        if metrics.contains("portico_ingress_connections 8") || Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let waited = |bound: &str| {
+        let series = format!("portico_ingress_connections_waited_total{{bound=\"{bound}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(series.as_str())?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    assert!(waited("listener") >= 1, "{metrics}");
+    assert!(metrics.contains("portico_ingress_connections 8"), "{metrics}");
+    // Once the idle clients go, new ones are served.
+    drop((flood, tls));
+    assert_eq!(http_get(portico.ingress, "any.test", "/").unwrap().0, 404);
 }
 
 /// Resident memory of a process, in KiB.
