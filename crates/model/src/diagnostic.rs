@@ -103,7 +103,11 @@ impl fmt::Display for Origin {
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
         }
-        write!(f, " (document {})", self.document)
+        // Document 0 is the file or folder itself (it cannot be read, it holds no manifests).
+        match self.document {
+            0 => Ok(()),
+            n => write!(f, " (document {n})"),
+        }
     }
 }
 

@@ -84,7 +84,18 @@ pub fn manifest_files<P: AsRef<Path>>(paths: &[P]) -> Listing {
     for path in paths {
         let path = path.as_ref();
         match fs::metadata(path) {
-            Ok(meta) if meta.is_dir() => find_in_dir(path, &mut listing),
+            Ok(meta) if meta.is_dir() => {
+                let before = listing.files.len();
+                find_in_dir(path, &mut listing);
+                if listing.files.len() == before && !listing.unreadable.iter().any(|u| u.starts_with(path)) {
+                    listing.diagnostics.push(
+                        Diagnostic::warning(
+                            "no manifests in this folder (no .yaml, .yml or .json file, searched recursively)",
+                        )
+                        .at(&Origin::new(path, 0, None)),
+                    );
+                }
+            }
             // A shell glob such as `examples/*` also names READMEs: skip them, but say so.
             Ok(_) if path.extension().is_some() && !is_manifest_name(path) => listing.diagnostics.push(
                 Diagnostic::warning("not a manifest file (.yaml, .yml or .json); skipped")
@@ -161,10 +172,48 @@ pub fn parse_text(file: &Path, text: &str) -> (Vec<(Origin, Object)>, Vec<Diagno
 
 /// The parser's message without its rendered source snippet: we print file and line ourselves.
 fn yaml_message(err: &serde_saphyr::Error) -> String {
+    // The breach may be wrapped in the alias that led to it, and in a snippet.
+    let mut inner = err;
+    while let serde_saphyr::Error::AliasError { error, .. } | serde_saphyr::Error::WithSnippet { error, .. } =
+        inner
+    {
+        inner = error;
+    }
+    if let serde_saphyr::Error::Budget { breach, .. } = inner {
+        return format!("too large to read safely: {}", breach_message(breach));
+    }
     let text = err.without_snippet().to_string();
     let first = text.lines().next().unwrap_or_default().trim();
     // The parser counts lines within the document; the diagnostic carries the file's line.
     first.split(" at line ").next().unwrap_or(first).to_string()
+}
+
+/// Which of the YAML reader's safety limits a document passed, in words (aliases that expand
+/// to millions of nodes, "billion laughs", are the usual cause).
+fn breach_message(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let limits = serde_saphyr::Budget::default();
+    match breach {
+        B::Nodes { .. } => {
+            format!("the document has more than {} values once its aliases are expanded", limits.max_nodes)
+        }
+        B::Events { .. } => format!(
+            "the document has more than {} YAML events once its aliases are expanded",
+            limits.max_events
+        ),
+        B::Aliases { .. } => format!("more than {} aliases (*name)", limits.max_aliases),
+        B::Anchors { .. } => format!("more than {} anchors (&name)", limits.max_anchors),
+        B::AliasAnchorRatio { .. } => {
+            "aliases used far more often than their anchors could justify".to_owned()
+        }
+        B::Depth { .. } => format!("nested more than {} levels deep", limits.max_depth),
+        B::Documents { .. } => format!("more than {} documents in one file", limits.max_documents),
+        B::ScalarBytes { .. } => {
+            format!("more than {} MiB of text in values", limits.max_total_scalar_bytes >> 20)
+        }
+        B::MergeKeys { .. } => format!("more than {} merge keys (<<)", limits.max_merge_keys),
+        _ => "past one of the YAML reader's limits on size or nesting".to_owned(),
+    }
 }
 
 /// One YAML document of a stream.
@@ -402,6 +451,37 @@ mod tests {
         assert_eq!(origin.document, 2);
         assert!(origin.line.is_some_and(|l| l >= 4), "{origin:?}");
         assert!(diags[0].message.starts_with("invalid YAML"), "{}", diags[0].message);
+    }
+
+    #[test]
+    fn a_folder_without_manifests_is_worth_a_warning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("README.md"), "# notes\n").expect("write");
+        let listing = manifest_files(&[dir.path()]);
+        assert!(listing.files.is_empty());
+        assert_eq!(listing.diagnostics.len(), 1, "{:?}", listing.diagnostics);
+        assert!(listing.diagnostics[0].message.starts_with("no manifests in this folder"));
+        std::fs::write(dir.path().join("web.yaml"), "").expect("write");
+        assert!(manifest_files(&[dir.path()]).diagnostics.is_empty());
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_in_words() {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x]\n");
+        for (previous, name) in
+            ["a", "b", "c", "d", "e", "f", "g"].iter().zip(["b", "c", "d", "e", "f", "g", "h"])
+        {
+            text.push_str(&format!("{name}: &{name} [{}]\n", vec![format!("*{previous}"); 9].join(", ")));
+        }
+        let (objects, diags) = parse(&text);
+        assert!(objects.is_empty());
+        assert_eq!(diags.len(), 1);
+        let message = &diags[0].message;
+        assert!(
+            message.starts_with("invalid YAML: too large to read safely: the document has more than"),
+            "{message}"
+        );
+        assert!(!message.contains('{') && !message.contains("Nodes"), "internal structure shown: {message}");
     }
 
     #[test]

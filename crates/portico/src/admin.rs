@@ -304,7 +304,8 @@ mod tests {
         let server = start(admin()).await;
         assert_eq!(request(server.addr, "GET", "/healthz").await.status, 200);
         server.stop.send(()).unwrap();
-        let result = tokio::time::timeout(std::time::Duration::from_secs(5), server.task).await.unwrap().unwrap();
+        let result =
+            tokio::time::timeout(std::time::Duration::from_secs(5), server.task).await.unwrap().unwrap();
         assert!(result.is_ok());
         assert!(TcpStream::connect(server.addr).await.is_err());
     }

@@ -515,6 +515,12 @@ fn print_entry_points(plan: &Plan, config: &RunConfig) {
         }
     }
     lines.extend(ingress_entry_points(plan).into_iter().map(|(c, o)| ("Ingress".to_owned(), c, o)));
+    if lines.is_empty() && later.is_empty() {
+        println!(
+            "  nothing is exposed yet: save a Service, Ingress or Pod with a hostPort under {} and it is served at once (`portico check` says what is wrong with a manifest)",
+            manifests.join(", ")
+        );
+    }
     let total = lines.len();
     for (method, command, object) in lines.into_iter().take(MAX_ENTRY_POINTS) {
         println!("  {method:<13} {command:<48} # {object}");

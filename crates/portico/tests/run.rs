@@ -49,6 +49,8 @@ struct Launch<'a> {
     flags: &'a [&'a str],
     /// A limit on open files (the shell's `ulimit -n`).
     open_files: Option<u32>,
+    /// Keep standard output, for the test to read.
+    stdout: bool,
 }
 
 /// `start` as `launch` says.
@@ -92,7 +94,7 @@ fn start_with(net: u8, files: &[(&str, String)], launch: Launch<'_>) -> Portico 
         .args(["--dns", &dns.to_string()])
         .args(launch.flags)
         .envs(launch.env.iter().copied())
-        .stdout(Stdio::null())
+        .stdout(if launch.stdout { Stdio::piped() } else { Stdio::null() })
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -589,6 +591,35 @@ fn idle_ingress_clients_cannot_take_the_room_of_other_listeners() {
     // Once the idle clients go, new ones are served.
     drop((flood, tls));
     assert_eq!(http_get(portico.ingress, "any.test", "/").unwrap().0, 404);
+}
+
+#[test]
+fn an_empty_folder_is_served_with_a_hint() {
+    let mut portico = start_with(133, &[], Launch { stdout: true, ..Launch::default() });
+    let stdout = portico.child.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    while let Ok(line) = received.recv_timeout(Duration::from_secs(5)) {
+        let hint = line.contains("nothing is exposed yet");
+        printed.push(line);
+        if hint {
+            break;
+        }
+    }
+    assert!(printed.iter().any(|l| l.contains("nothing is exposed yet: save a Service")), "{printed:?}");
+    let metrics = portico.get("/metrics").1;
+    assert!(metrics.contains("portico_diagnostics{severity=\"warning\"} 1"), "{metrics}");
+    // The hint is no dead end: a Service saved now is served.
+    portico.write("web.yaml", &deployment("web", 1));
+    portico.write("svc.yaml", &service("web", "web", "ClusterIP", ""));
+    let plan = portico.wait_for(|plan| plan["services"].as_array().is_some_and(|s| s.len() == 1));
+    let vip = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
+    assert_eq!(pod_at(vip), "web-0");
 }
 
 /// Resident memory of a process, in KiB.
