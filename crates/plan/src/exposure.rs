@@ -43,6 +43,41 @@ pub enum Layer {
     Dns,
 }
 
+/// What a method looks at to choose where a connection or request goes: the seed's
+/// "routing" difference between a LoadBalancer and an Ingress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Routing {
+    /// The address and port the client connects to: one Service per address and port.
+    AddressAndPort,
+    /// The HTTP host and path of each request: many Services behind one address.
+    HostAndPath,
+    /// The DNS name asked for; clients then connect to what it resolves to.
+    Name,
+}
+
+impl Layer {
+    /// How a method at this layer routes.
+    pub fn routing(self) -> Routing {
+        match self {
+            Layer::L4 => Routing::AddressAndPort,
+            Layer::L7 => Routing::HostAndPath,
+            Layer::Dns => Routing::Name,
+        }
+    }
+}
+
+impl Routing {
+    /// Short words for a table cell.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Routing::AddressAndPort => "ip:port",
+            Routing::HostAndPath => "host+path",
+            Routing::Name => "name",
+        }
+    }
+}
+
 /// Who can reach an entry point.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -79,6 +114,8 @@ pub struct Exposure {
     pub method: Method,
     /// Layer of operation.
     pub layer: Layer,
+    /// What it routes by (follows from the layer).
+    pub routing: Routing,
     /// Who can reach it.
     pub reachable_from: Reach,
     /// Addresses, URLs or DNS names.
@@ -113,6 +150,7 @@ pub fn exposures(plan: &Plan) -> Vec<Exposure> {
             object: ObjectRef::new("Pod", hp.pod.clone()),
             method: Method::HostPort,
             layer: Layer::L4,
+            routing: Layer::L4.routing(),
             reachable_from: Reach::Node(hp.node.clone()),
             addresses,
             ports: vec![format!("{}/{}→{}", hp.host_port, hp.protocol, hp.container_port)],
@@ -148,6 +186,7 @@ fn service_exposures(plan: &Plan, service: &ServicePlan, out: &mut Vec<Exposure>
         object: object.clone(),
         method,
         layer,
+        routing: layer.routing(),
         reachable_from,
         addresses,
         ports,
@@ -292,6 +331,7 @@ fn ingress_row(plan: &Plan, object: ObjectRef, url: String, backend: &Backend, t
         object,
         method: Method::Ingress,
         layer: Layer::L7,
+        routing: Layer::L7.routing(),
         reachable_from: Reach::Outside,
         addresses: vec![format!("{url} → {}:{}", backend.service.name, backend.port)],
         ports,

@@ -124,7 +124,19 @@ pub fn explain(outcome: &Outcome, json: bool, out: &mut impl Write) -> Result<()
     Ok(())
 }
 
-const HEADERS: [&str; 7] = ["METHOD", "LAYER", "REACHABLE FROM", "TLS", "READY", "COSTS", "ENTRY POINT"];
+const HEADERS: [&str; 8] =
+    ["METHOD", "LAYER", "ROUTING", "REACHABLE FROM", "TLS", "READY", "COSTS", "ENTRY POINT"];
+
+/// Printed under the table: what its columns mean, so that the difference between a
+/// LoadBalancer and an Ingress shows without the README.
+const LEGEND: &str = "\
+ROUTING  ip:port (L4): the address and port a client connects to choose the Service, so each
+         LoadBalancer takes an IP of its own. host+path (L7, Ingress): each HTTP request's host
+         and path choose it, so many Services share one address. name (DNS): names are only
+         answered; no proxy is in the path.
+TLS      whether TLS ends here (an Ingress with a certificate); L4 passes bytes as they are.
+COSTS    what the method takes up: IPs of its own, ports on nodes, a share of the Ingress.
+READY    ready endpoints, of all.";
 
 /// Where to connect, composed from addresses and ports: `addr:port/PROTO→target, …`.
 fn entry_points(row: &Exposure) -> Vec<String> {
@@ -140,13 +152,14 @@ fn entry_points(row: &Exposure) -> Vec<String> {
         .collect()
 }
 
-fn cells(row: &Exposure) -> [String; 6] {
+fn cells(row: &Exposure) -> [String; 7] {
     [
         format!("{:?}", row.method),
         match row.layer {
             Layer::Dns => "DNS".into(),
             other => format!("{other:?}"),
         },
+        row.routing.describe().to_owned(),
         row.reachable_from.describe(),
         if row.tls { "yes".into() } else { "no".into() },
         format!("{}/{}", row.ready, row.total),
@@ -162,8 +175,8 @@ fn write_table(rows: &[Exposure], out: &mut impl Write) -> Result<()> {
         writeln!(out, "Nothing is exposed.")?;
         return Ok(());
     }
-    let table: Vec<[String; 6]> = rows.iter().map(cells).collect();
-    let mut widths: Vec<usize> = HEADERS[..6].iter().map(|h| h.chars().count()).collect();
+    let table: Vec<[String; 7]> = rows.iter().map(cells).collect();
+    let mut widths: Vec<usize> = HEADERS[..7].iter().map(|h| h.chars().count()).collect();
     for r in &table {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
@@ -176,8 +189,8 @@ fn write_table(rows: &[Exposure], out: &mut impl Write) -> Result<()> {
         }
         text
     };
-    let header: Vec<String> = HEADERS[..6].iter().map(|h| h.to_string()).collect();
-    writeln!(out, "{}{}", fixed(&header), HEADERS[6])?;
+    let header: Vec<String> = HEADERS[..7].iter().map(|h| h.to_string()).collect();
+    writeln!(out, "{}{}", fixed(&header), HEADERS[7])?;
     let lead = fixed(&header).chars().count();
     let mut last = None;
     for (row, cells) in rows.iter().zip(&table) {
@@ -199,5 +212,7 @@ fn write_table(rows: &[Exposure], out: &mut impl Write) -> Result<()> {
             writeln!(out, "{}", prefix.trim_end())?;
         }
     }
+    writeln!(out)?;
+    writeln!(out, "{LEGEND}")?;
     Ok(())
 }

@@ -103,16 +103,17 @@ fn explain_quickstart_shows_every_method_with_reach_and_cost() {
     let row = |method: &str| {
         rows.iter().find(|r| r["method"] == method).unwrap_or_else(|| panic!("no {method} row in {rows:#?}"))
     };
-    for (method, layer, reach) in [
-        ("ClusterIP", "L4", Value::from("cluster")),
-        ("NodePort", "L4", Value::from("everyNode")),
-        ("LoadBalancer", "L4", Value::from("outside")),
-        ("Ingress", "L7", Value::from("outside")),
-        ("Headless", "DNS", Value::from("cluster")),
-        ("ExternalName", "DNS", Value::from("cluster")),
+    for (method, layer, routing, reach) in [
+        ("ClusterIP", "L4", "addressAndPort", Value::from("cluster")),
+        ("NodePort", "L4", "addressAndPort", Value::from("everyNode")),
+        ("LoadBalancer", "L4", "addressAndPort", Value::from("outside")),
+        ("Ingress", "L7", "hostAndPath", Value::from("outside")),
+        ("Headless", "DNS", "name", Value::from("cluster")),
+        ("ExternalName", "DNS", "name", Value::from("cluster")),
     ] {
         let r = row(method);
         assert_eq!(r["layer"], layer, "{method}");
+        assert_eq!(r["routing"], routing, "{method}");
         assert_eq!(r["reachableFrom"], reach, "{method}");
     }
     assert_eq!(row("HostPort")["reachableFrom"]["node"], "localhost");
@@ -140,6 +141,17 @@ fn explain_text_fits_in_100_columns() {
     let out = portico(&["explain", "examples/quickstart", "examples/ingress-tls", "examples/nodeport"]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("LoadBalancer") && text.contains("ENTRY POINT"));
+    // The LoadBalancer-versus-Ingress comparison reads off the table and its legend.
+    let routing = |method: &str| {
+        let row = text.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|words| {
+            words.first() == Some(&method)
+                && words.get(1).is_some_and(|layer| ["L4", "L7", "DNS"].contains(layer))
+        });
+        row.unwrap()[2].to_owned()
+    };
+    assert_eq!(routing("LoadBalancer"), "ip:port");
+    assert_eq!(routing("Ingress"), "host+path");
+    assert!(text.contains("ROUTING") && text.contains("LoadBalancer takes an IP of its own"), "{text}");
     for line in text.lines() {
         assert!(line.chars().count() <= 100, "too wide ({}): {line}", line.chars().count());
     }
