@@ -10,7 +10,7 @@ mod run;
 mod state;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -38,8 +38,9 @@ struct Cli {
 enum Command {
     /// Check manifests: print every error and warning, grouped by object.
     Check(ManifestArgs),
-    /// Explain how each workload in the manifests is exposed: method, layer, reach,
-    /// addresses, ports, TLS, backends and cost.
+    /// Explain how each workload in the manifests is exposed: method, layer, routing, reach,
+    /// addresses, ports, TLS, backends and cost; with the addresses `run` serves (read from
+    /// its state folder, never written).
     Explain(ManifestArgs),
     /// Serve every exposure of the manifests on this host (ClusterIP, NodePort,
     /// LoadBalancer, external IPs, HostPort, Ingress, cluster DNS; the echo workload of Pods
@@ -257,8 +258,10 @@ enum Output {
 #[derive(Args, Clone)]
 struct PlanArgs {
     /// State folder keeping allocations (ClusterIPs, NodePorts, LB and Pod IPs) stable across
-    /// runs. `run` defaults to $XDG_STATE_HOME/portico (or ~/.local/state/portico); `check`
-    /// and `explain` keep none unless given one (allocations are then deterministic).
+    /// runs. `run` defaults to $XDG_STATE_HOME/portico (or ~/.local/state/portico);
+    /// `explain` reads that same folder without writing it, so it shows the addresses `run`
+    /// serves; `check` keeps none. Given here, the folder is read and kept; `none`: no state
+    /// (allocations start afresh and are deterministic).
     #[arg(long)]
     state: Option<PathBuf>,
     /// Service CIDR for ClusterIPs (repeat for dual stack).
@@ -326,8 +329,14 @@ impl PlanArgs {
 }
 
 impl ManifestArgs {
-    fn load_and_plan(&self) -> Result<pipeline::Outcome> {
-        pipeline::load_and_plan(&self.paths, &self.plan.config(), self.plan.state.as_deref())
+    /// Loads and plans: `default` is where allocations come from when no `--state` is given.
+    fn load_and_plan(&self, default: pipeline::State<'_>) -> Result<pipeline::Outcome> {
+        let state = match self.plan.state.as_deref() {
+            Some(dir) if dir == Path::new("none") => pipeline::State::Fresh,
+            Some(dir) => pipeline::State::Keep(dir),
+            None => default,
+        };
+        pipeline::load_and_plan(&self.paths, &self.plan.config(), state)
     }
 }
 
@@ -389,12 +398,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Check(args) => {
-            let outcome = args.load_and_plan()?;
+            let outcome = args.load_and_plan(pipeline::State::Fresh)?;
             let errors = report::check(&outcome, args.output == Output::Json, &mut std::io::stdout().lock())?;
             Ok(if errors { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Command::Explain(args) => {
-            let outcome = args.load_and_plan()?;
+            let served = default_state_dir();
+            let outcome = args.load_and_plan(pipeline::State::Read(&served))?;
             report::explain(&outcome, args.output == Output::Json, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }

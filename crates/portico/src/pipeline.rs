@@ -200,15 +200,26 @@ pub fn plan(
     planned
 }
 
-/// Loads `paths`, plans them, and keeps allocations in `state_dir` when given.
-pub fn load_and_plan(paths: &[PathBuf], config: &PlanConfig, state_dir: Option<&Path>) -> Result<Outcome> {
+/// Where the allocations of a one-shot command come from and go.
+#[derive(Clone, Copy, Debug)]
+pub enum State<'a> {
+    /// None: allocations start afresh (and are deterministic).
+    Fresh,
+    /// Read from this folder, never written: what `run` keeps there is shown, not changed.
+    Read(&'a Path),
+    /// Read from this folder and kept there.
+    Keep(&'a Path),
+}
+
+/// Loads `paths` and plans them with the allocations `state` says.
+pub fn load_and_plan(paths: &[PathBuf], config: &PlanConfig, state: State<'_>) -> Result<Outcome> {
     let Loaded { store, mut diagnostics, files } = load(paths);
-    let previous = match state_dir {
-        Some(dir) => state::load(dir)?,
-        None => Allocations::default(),
+    let previous = match state {
+        State::Read(dir) | State::Keep(dir) => state::load(dir)?,
+        State::Fresh => Allocations::default(),
     };
     let planned = plan(&store, config, &previous, 1);
-    if let Some(dir) = state_dir
+    if let State::Keep(dir) = state
         && planned.allocations != previous
     {
         state::save(dir, &planned.allocations)?;

@@ -12,8 +12,16 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The `portico` binary with no state folder of its own: `explain` would otherwise read the
+/// one `run` keeps for whoever runs the tests.
+fn command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
+    command.current_dir(repo()).env("XDG_STATE_HOME", std::env::temp_dir().join("portico-tests-no-state"));
+    command
+}
+
 fn portico(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_portico")).args(args).current_dir(repo()).output().expect("portico runs")
+    command().args(args).output().expect("portico runs")
 }
 
 fn json(output: &Output) -> Value {
@@ -194,8 +202,83 @@ fn state_folder_keeps_allocations_across_runs_and_edits() {
 }
 
 #[test]
+fn explain_shows_the_addresses_run_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("m");
+    std::fs::create_dir(&manifests).unwrap();
+    let service = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: LoadBalancer\n  ports: [{{port: 80}}]\n"
+        )
+    };
+    std::fs::write(manifests.join("a.yaml"), service("alpha")).unwrap();
+    let ranges = ["--service-cidr", "127.134.0.0/24", "--lb-pool", "127.134.1.0/24"];
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // `run` with its default state folder, under a home of the test's own.
+    let mut run = command()
+        .env("XDG_STATE_HOME", dir.path())
+        .args([
+            "run",
+            "--manifests",
+            manifests.to_str().unwrap(),
+            "--admin",
+            &admin.to_string(),
+            "--dns",
+            "off",
+        ])
+        .args(["--ingress-http", "127.134.4.1:8080", "--ingress-https", "127.134.4.1:8443"])
+        .args(["--node-address", "127.134.3.1"])
+        .args(ranges)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let served = loop {
+        let plan = TcpStream::connect(admin).ok().and_then(|mut stream| {
+            write!(stream, "GET /plan HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").ok()?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).ok()?;
+            serde_json::from_str::<Value>(answer.split_once("\r\n\r\n")?.1).ok()
+        });
+        if let Some(plan) = plan.filter(|p| p["generation"].as_u64() >= Some(1)) {
+            break plan;
+        }
+        assert!(std::time::Instant::now() < deadline, "run did not serve a plan");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    run.kill().unwrap();
+    let _ = run.wait();
+    let lb_ip = served["services"][0]["loadBalancerIps"][0].as_str().unwrap().to_owned();
+    // A Service added before it: with run's state, alpha keeps its address; afresh, the older
+    // "aardvark" would take it (the pool hands out lowest first).
+    std::fs::write(manifests.join("0.yaml"), service("aardvark")).unwrap();
+    let state_file = dir.path().join("portico/allocations.json");
+    let saved = std::fs::read(&state_file).unwrap();
+    let explain = |extra: &[&str]| {
+        let mut args = vec!["explain", "--output", "json"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&ranges);
+        args.push(manifests.to_str().unwrap());
+        let out = command().env("XDG_STATE_HOME", dir.path()).args(&args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        json(&out)
+    };
+    let lb_of = |report: &Value, name: &str| -> String {
+        let rows = report["exposures"].as_array().unwrap();
+        let row = rows.iter().find(|r| r["object"]["name"] == name && r["method"] == "LoadBalancer").unwrap();
+        row["externalIps"][0].as_str().unwrap().to_owned()
+    };
+    let shown = explain(&[]);
+    assert_eq!(lb_of(&shown, "alpha"), lb_ip, "explain shows what run serves");
+    assert_eq!(std::fs::read(&state_file).unwrap(), saved, "explain must not write run's state");
+    let fresh = explain(&["--state", "none"]);
+    assert_ne!(lb_of(&fresh, "alpha"), lb_ip, "--state none starts afresh");
+}
+
+#[test]
 fn echo_answers_http_with_json() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
+    let mut child = command()
         .args(["echo", "--listen", "127.0.0.1:0", "--name", "pod-a", "--namespace", "ns"])
         .stderr(Stdio::piped())
         .spawn()
