@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use crate::diagnostic::Diagnostic;
-use crate::load::split_documents;
+use crate::load::{Document, split_documents};
 
 /// A YAML node with the line each child starts on.
 enum Node {
@@ -125,38 +125,104 @@ fn steps(field: &str) -> Vec<Step<'_>> {
 /// The file line of `field` in the `document`-th document (1-based) of a YAML file, or of
 /// the deepest part of the path that exists; `None` when the document does not parse.
 pub fn field_line(text: &str, document: usize, field: &str) -> Option<u64> {
-    let doc = split_documents(text).into_iter().find(|d| d.index == document)?;
-    let root: Spanned<Node> = serde_saphyr::from_str(&doc.text).ok()?;
-    let mut line = root.referenced.line();
-    let mut node = &root.value;
-    for step in steps(field) {
-        let child = match (node, step) {
-            (Node::Map(entries), Step::Key(k)) => entries.iter().find(|(key, _)| key == k).map(|(_, v)| v),
-            (Node::Seq(items), Step::Index(i)) => items.get(i),
-            _ => None,
-        };
-        let Some(child) = child else { break };
-        line = child.referenced.line();
-        node = &child.value;
-    }
-    Some(doc.first_line + line.saturating_sub(1))
+    FileText::new(text.to_owned()).line(document, field)
 }
 
-/// Points each diagnostic that names a field at that field's line, reading each manifest
-/// file once. Diagnostics whose file or field cannot be found keep their line.
-pub fn locate_fields(diagnostics: &mut [Diagnostic]) {
-    let mut files: HashMap<PathBuf, Option<String>> = HashMap::new();
-    for d in diagnostics {
-        let (Some(origin), Some(field)) = (&mut d.origin, &d.field) else { continue };
-        if field.is_empty() || origin.document == 0 {
-            continue;
-        }
-        let text =
-            files.entry(origin.file.clone()).or_insert_with(|| std::fs::read_to_string(&origin.file).ok());
-        if let Some(line) = text.as_deref().and_then(|t| field_line(t, origin.document, field)) {
-            origin.line = Some(line);
-        }
+/// One file's text, split into documents once and each document parsed with positions once,
+/// when first asked about, however many of its fields are looked up.
+struct FileText {
+    text: String,
+    hash: u64,
+    documents: Option<Vec<Document>>,
+    parsed: HashMap<usize, Option<Spanned<Node>>>,
+}
+
+impl FileText {
+    fn new(text: String) -> Self {
+        FileText { hash: hash(&text), text, documents: None, parsed: HashMap::new() }
     }
+
+    fn line(&mut self, document: usize, field: &str) -> Option<u64> {
+        let documents = self.documents.get_or_insert_with(|| split_documents(&self.text));
+        // Documents are numbered from 1, in order.
+        let doc = documents.get(document.checked_sub(1)?).filter(|d| d.index == document)?;
+        let root = self.parsed.entry(document).or_insert_with(|| serde_saphyr::from_str(&doc.text).ok());
+        let root = root.as_ref()?;
+        let mut line = root.referenced.line();
+        let mut node = &root.value;
+        for step in steps(field) {
+            let child = match (node, step) {
+                (Node::Map(entries), Step::Key(k)) => {
+                    entries.iter().find(|(key, _)| key == k).map(|(_, v)| v)
+                }
+                (Node::Seq(items), Step::Index(i)) => items.get(i),
+                _ => None,
+            };
+            let Some(child) = child else { break };
+            line = child.referenced.line();
+            node = &child.value;
+        }
+        Some(doc.first_line + line.saturating_sub(1))
+    }
+}
+
+fn hash(text: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(text)
+}
+
+/// The lines found for each field of each file, kept from one reload to the next while the
+/// file's text stays the same: a reload re-locates only what is new or in an edited file.
+#[derive(Default)]
+pub struct Locator {
+    files: HashMap<PathBuf, Located>,
+}
+
+/// The lines found in one version of a file, by document and field.
+struct Located {
+    hash: u64,
+    lines: HashMap<(usize, String), Option<u64>>,
+}
+
+impl Locator {
+    /// Points each diagnostic that names a field at that field's line, reading each
+    /// manifest file once. Diagnostics whose file or field cannot be found keep their line.
+    /// Files no diagnostic names any more are forgotten.
+    pub fn locate(&mut self, diagnostics: &mut [Diagnostic]) {
+        let mut texts: HashMap<PathBuf, Option<FileText>> = HashMap::new();
+        let mut named = std::collections::HashSet::new();
+        for d in diagnostics {
+            let (Some(origin), Some(field)) = (&mut d.origin, &d.field) else { continue };
+            if field.is_empty() || origin.document == 0 {
+                continue;
+            }
+            named.insert(origin.file.clone());
+            let text = texts
+                .entry(origin.file.clone())
+                .or_insert_with(|| std::fs::read_to_string(&origin.file).ok().map(FileText::new));
+            let Some(text) = text else { continue };
+            let located = self
+                .files
+                .entry(origin.file.clone())
+                .or_insert_with(|| Located { hash: text.hash, lines: HashMap::new() });
+            if located.hash != text.hash {
+                *located = Located { hash: text.hash, lines: HashMap::new() };
+            }
+            let line = *located
+                .lines
+                .entry((origin.document, field.clone()))
+                .or_insert_with(|| text.line(origin.document, field));
+            if let Some(line) = line {
+                origin.line = Some(line);
+            }
+        }
+        self.files.retain(|file, _| named.contains(file));
+    }
+}
+
+/// [`Locator::locate`] once, for a command that reports once.
+pub fn locate_fields(diagnostics: &mut [Diagnostic]) {
+    Locator::default().locate(diagnostics);
 }
 
 #[cfg(test)]
@@ -176,6 +242,49 @@ mod tests {
     fn stops_at_the_deepest_existing_part() {
         assert_eq!(field_line(TEXT, 2, "spec.ports[1].nodePort"), Some(13));
         assert_eq!(field_line(TEXT, 3, "spec"), None);
+    }
+
+    fn warned(file: &std::path::Path, document: usize, field: &str) -> Diagnostic {
+        let mut d = Diagnostic::warning("w").at(&crate::Origin::new(file, document, None));
+        d.field = Some(field.to_owned());
+        d
+    }
+
+    #[test]
+    fn a_locator_finds_each_line_once_and_again_after_an_edit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("m.yaml");
+        std::fs::write(&file, TEXT).expect("write");
+        let mut locator = Locator::default();
+        let mut diagnostics: Vec<Diagnostic> = (0..3)
+            .map(|_| warned(&file, 2, "spec.ports[1].port"))
+            .chain([warned(&file, 2, "metadata.name")])
+            .collect();
+        locator.locate(&mut diagnostics);
+        let lines: Vec<_> = diagnostics.iter().map(|d| d.origin.as_ref().and_then(|o| o.line)).collect();
+        assert_eq!(lines, [Some(13), Some(13), Some(13), Some(8)]);
+        assert_eq!(locator.files[&file].lines.len(), 2, "one lookup per field");
+        // The file changes under the same diagnostics: lines found before are not reused.
+        std::fs::write(&file, format!("# a new first line\n{TEXT}")).expect("write");
+        let mut again = vec![warned(&file, 2, "spec.ports[1].port")];
+        locator.locate(&mut again);
+        assert_eq!(again[0].origin.as_ref().and_then(|o| o.line), Some(14));
+        // A file no diagnostic names any more is forgotten.
+        locator.locate(&mut []);
+        assert!(locator.files.is_empty());
+    }
+
+    #[test]
+    fn many_fields_of_one_file_split_it_once_and_parse_each_document_once() {
+        let text: String = (0..50)
+            .map(|i| format!("kind: Service\nmetadata: {{name: s{i}}}\nspec: {{x: 1}}\n---\n"))
+            .collect();
+        let mut file = FileText::new(text);
+        for document in 1..=50 {
+            assert_eq!(file.line(document, "spec.x"), Some((document as u64 - 1) * 4 + 3));
+            assert_eq!(file.line(document, "metadata.name"), Some((document as u64 - 1) * 4 + 2));
+        }
+        assert_eq!(file.parsed.len(), 50);
     }
 
     #[test]

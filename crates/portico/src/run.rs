@@ -1,5 +1,6 @@
 //! `portico run`: load, plan and serve a folder of manifests, and follow every change.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -141,6 +142,9 @@ struct Server {
     admin: Arc<Admin>,
     metrics: ReloadMetrics,
     loader: pipeline::Loader,
+    locator: portico_model::locate::Locator,
+    /// The diagnostics of the last reload, as hashes of their text: only new ones are logged.
+    logged: HashSet<u64>,
     allocations: Allocations,
     generation: u64,
 }
@@ -203,6 +207,8 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
         admin,
         metrics,
         loader: pipeline::Loader::default(),
+        locator: Default::default(),
+        logged: HashSet::new(),
         allocations,
         generation: 0,
     };
@@ -359,6 +365,7 @@ impl Server {
         // Loading and planning run off the async thread: with one core the proxies keep
         // answering while ten thousand objects are planned.
         let mut loader = std::mem::take(&mut self.loader);
+        let mut locator = std::mem::take(&mut self.locator);
         let (manifests, config) = (self.config.manifests.clone(), self.config.plan.clone());
         let (previous, generation) = (self.allocations.clone(), self.generation);
         let work = tokio::task::spawn_blocking(move || {
@@ -367,10 +374,10 @@ impl Server {
                 (diagnostics, pipeline::plan(store, &config, &previous, generation))
             };
             diagnostics.extend(planned.diagnostics);
-            portico_model::locate::locate_fields(&mut diagnostics);
-            (loader, diagnostics, planned.plan, planned.allocations)
+            locator.locate(&mut diagnostics);
+            (loader, locator, diagnostics, planned.plan, planned.allocations)
         });
-        let (loader, mut diagnostics, plan, allocations) = match work.await {
+        let (loader, locator, mut diagnostics, plan, allocations) = match work.await {
             Ok(done) => done,
             Err(err) => {
                 // A panic in the planner is a bug; what was served stays served.
@@ -380,6 +387,7 @@ impl Server {
             }
         };
         self.loader = loader;
+        self.locator = locator;
         self.metrics.files_parsed.inc_by(self.loader.reparsed() as u64);
         if allocations != self.allocations {
             match state::save(&self.config.state, &allocations) {
@@ -413,15 +421,25 @@ impl Server {
         Some(plan)
     }
 
-    fn report(&self, diagnostics: &[Diagnostic]) {
+    /// Logs the diagnostics that are new since the last reload (the others were logged then:
+    /// ten thousand warnings are not logged again for a one-line edit), and counts them all.
+    fn report(&mut self, diagnostics: &[Diagnostic]) {
         let count = |s: Severity| diagnostics.iter().filter(|d| d.severity == s).count();
         let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
+        let hasher = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default();
+        let mut logged = HashSet::with_capacity(diagnostics.len());
         for d in diagnostics {
-            match d.severity {
-                Severity::Error => warn!("{d}"),
-                Severity::Warning => info!("{d}"),
+            let text = d.to_string();
+            let key = std::hash::BuildHasher::hash_one(&hasher, &text);
+            if logged.insert(key) && !self.logged.contains(&key) {
+                match d.severity {
+                    Severity::Error => warn!("{text}"),
+                    Severity::Warning => info!("{text}"),
+                }
             }
         }
+        let new = logged.difference(&self.logged).count();
+        self.logged = logged;
         self.metrics.generation.set(i64::try_from(self.generation).unwrap_or(i64::MAX));
         self.metrics.reloads.inc();
         if errors > 0 {
@@ -433,7 +451,7 @@ impl Server {
                 .get_or_create(&SeverityLabel { severity: severity.into() })
                 .set(n as i64);
         }
-        info!(errors, warnings, "plan applied");
+        info!(errors, warnings, new, "plan applied");
     }
 }
 

@@ -21,6 +21,8 @@ struct Portico {
     /// Cluster DNS, UDP and TCP.
     dns: SocketAddr,
     access_log: PathBuf,
+    /// Where the log goes when the launch keeps it.
+    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -51,6 +53,8 @@ struct Launch<'a> {
     open_files: Option<u32>,
     /// Keep standard output, for the test to read.
     stdout: bool,
+    /// Keep the log (standard error) in `Portico::log`.
+    log: bool,
 }
 
 /// `start` as `launch` says.
@@ -65,6 +69,7 @@ fn start_with(net: u8, files: &[(&str, String)], launch: Launch<'_>) -> Portico 
     let ingress: SocketAddr = format!("127.{net}.4.1:8080").parse().unwrap();
     let dns: SocketAddr = format!("127.{net}.5.1:10053").parse().unwrap();
     let access_log = dir.path().join("access.log");
+    let log = dir.path().join("portico.log");
     let mut command = match launch.open_files {
         Some(limit) => {
             let mut shell = Command::new("sh");
@@ -95,10 +100,10 @@ fn start_with(net: u8, files: &[(&str, String)], launch: Launch<'_>) -> Portico 
         .args(launch.flags)
         .envs(launch.env.iter().copied())
         .stdout(if launch.stdout { Stdio::piped() } else { Stdio::null() })
-        .stderr(Stdio::null())
+        .stderr(if launch.log { Stdio::from(std::fs::File::create(&log).unwrap()) } else { Stdio::null() })
         .spawn()
         .unwrap();
-    let portico = Portico { child, admin, manifests, ingress, dns, access_log, _dir: dir };
+    let portico = Portico { child, admin, manifests, ingress, dns, access_log, log, _dir: dir };
     portico.wait_for(|plan| plan["generation"].as_u64() >= Some(1));
     portico
 }
@@ -620,6 +625,21 @@ fn an_empty_folder_is_served_with_a_hint() {
     let plan = portico.wait_for(|plan| plan["services"].as_array().is_some_and(|s| s.len() == 1));
     let vip = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
     assert_eq!(pod_at(vip), "web-0");
+}
+
+#[test]
+fn a_reload_logs_only_the_diagnostics_that_are_new() {
+    let warned = |name: &str| service(name, &format!("nobody-{name}"), "ClusterIP", "");
+    let files = [("a.yaml", warned("a")), ("b.yaml", warned("b"))];
+    let portico = start_with(134, &files, Launch { log: true, ..Launch::default() });
+    portico.write("c.yaml", &warned("c"));
+    portico.wait_for(|plan| plan["generation"].as_u64() >= Some(2));
+    std::thread::sleep(Duration::from_millis(200));
+    let log = std::fs::read_to_string(&portico.log).unwrap();
+    let times =
+        |name: &str| log.lines().filter(|l| l.contains(&format!("selector app=nobody-{name} "))).count();
+    assert_eq!((times("a"), times("b"), times("c")), (1, 1, 1), "{log}");
+    assert!(log.contains("warnings=3 new=1"), "{log}");
 }
 
 /// Resident memory of a process, in KiB.
