@@ -216,6 +216,27 @@ fn breach_message(breach: &serde_saphyr::budget::BudgetBreach) -> String {
     }
 }
 
+/// A path as field paths are written here: `spec.ports[0].targetPort`, a key with a dot in
+/// brackets (`metadata.labels[app.kubernetes.io/name]`).
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = field_path(parent);
+            match (parent.is_empty(), key.contains('.')) {
+                (_, true) => format!("{parent}[{key}]"),
+                (true, false) => key.clone(),
+                (false, false) => format!("{parent}.{key}"),
+            }
+        }
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
+            field_path(parent)
+        }
+    }
+}
+
 /// One YAML document of a stream.
 pub(crate) struct Document {
     pub(crate) index: usize,
@@ -361,12 +382,16 @@ impl Parsed {
                 }
                 self.objects.push((origin.clone(), object));
             }
-            Err((path, message)) => self.diagnostics.push(
-                Diagnostic::error(message)
-                    .at(origin)
-                    .on(reference(Some(known)))
-                    .field(format!("{prefix}{path}")),
-            ),
+            Err(problems) => {
+                for (path, message) in problems {
+                    self.diagnostics.push(
+                        Diagnostic::error(message)
+                            .at(origin)
+                            .on(reference(Some(known)))
+                            .field(format!("{prefix}{path}")),
+                    );
+                }
+            }
         }
     }
 
@@ -389,14 +414,28 @@ impl Parsed {
     }
 }
 
-/// Deserializes a value into the typed object, reporting the failing field path.
-fn typed(kind: ObjectKind, value: Value) -> Result<Object, (String, String)> {
-    fn de<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
-        serde_path_to_error::deserialize(value).map_err(|err| {
-            let path = err.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            (path, err.into_inner().to_string())
-        })
+/// Deserializes a value into the typed object. Fails with every field that is not one of the
+/// object's, as the API server's strict field validation does (kubectl apply's default), or
+/// with the field whose value does not fit; each as (field path, message).
+fn typed(kind: ObjectKind, value: Value) -> Result<Object, Vec<(String, String)>> {
+    fn de<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Vec<(String, String)>> {
+        let mut problems = Vec::new();
+        let mut unknown = |path: serde_ignored::Path<'_>| {
+            let field = field_path(&path);
+            let name = field.rsplit(['.', '[']).next().unwrap_or(&field).trim_end_matches(']').to_owned();
+            problems.push((field, format!("unknown field {name:?}: the API server rejects it (strict field validation, kubectl apply's default)")));
+        };
+        let parsed = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut unknown));
+        match parsed {
+            Ok(object) if problems.is_empty() => Ok(object),
+            Ok(_) => Err(problems),
+            Err(err) => {
+                let path = err.path().to_string();
+                let path = if path == "." { String::new() } else { path };
+                problems.push((path, err.into_inner().to_string()));
+                Err(problems)
+            }
+        }
     }
     Ok(match kind {
         ObjectKind::Namespace => Object::Namespace(Box::new(de(value)?)),
@@ -482,6 +521,26 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains('{') && !message.contains("Nodes"), "internal structure shown: {message}");
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_each_with_its_path() {
+        let (objects, diags) = parse(
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: web, labelz: {a: b}}\n  spec:\n    selectr: {app: web}\n    ports:\n    - {port: 80, protocl: TCP}\n",
+        );
+        assert!(objects.is_empty(), "an object with unknown fields is not accepted");
+        let fields: Vec<_> = diags.iter().map(|d| d.field.as_deref().unwrap_or_default()).collect();
+        assert_eq!(
+            fields,
+            ["items[0].metadata.labelz", "items[0].spec.ports[0].protocl", "items[0].spec.selectr"]
+        );
+        assert!(diags.iter().all(|d| d.severity == crate::Severity::Error));
+        assert!(diags[2].message.starts_with("unknown field \"selectr\""), "{}", diags[2].message);
+        // Known fields anywhere, and keys of maps (labels, selectors, annotations), are fine.
+        let (objects, diags) = parse(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  labels: {app.kubernetes.io/name: web, anything: goes}\nspec:\n  selector: {whatever: x}\n  ports: [{port: 80, targetPort: http, appProtocol: h2c}]\nstatus: {loadBalancer: {}}\n",
+        );
+        assert_eq!((objects.len(), diags.len()), (1, 0), "{diags:?}");
     }
 
     #[test]

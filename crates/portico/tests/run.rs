@@ -403,10 +403,11 @@ fn a_broken_edit_changes_nothing_that_was_serving() {
     let addr = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
     let node_port = service_plan(&plan, "web")["ports"][0]["nodePort"].as_u64().unwrap() as u16;
     assert!(pod_at(addr).starts_with("web-"));
-    // A YAML syntax error in one file, an invalid field in the other.
+    // A YAML syntax error in one file; in the other, a misspelt field (unknown fields are
+    // errors, as with kubectl apply: taken as written, the Service would select nothing).
     let generation = portico.generation();
     portico.write("web.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: [broken\n");
-    portico.write("svc.yaml", &service("web", "web", "NodePort", "").replace("port: 80,", "port: 70000,"));
+    portico.write("svc.yaml", &service("web", "web", "NodePort", "").replace("selector:", "selectr:"));
     portico.wait_for(|p| p["generation"].as_u64() > Some(generation));
     // The two edits may arrive as one change or two; wait until both are reported.
     let deadline = Instant::now() + Duration::from_secs(15);
