@@ -135,6 +135,12 @@ fn add_service(zone: &mut DnsZone, service: &ServicePlan) {
                 let srv = RecordData::Srv { priority: 0, weight: 100, port: port.port, target: name.clone() };
                 zone.add(srv_name(&port.name, port.protocol, &name), srv);
             }
+            // As CoreDNS does, an endpoint's address answers a reverse lookup with its name under
+            // the Service, though only headless Services answer that name forwards.
+            for endpoint in service.ports.iter().flat_map(|p| &p.endpoints).filter(|e| e.ready) {
+                let own = endpoint_name(endpoint.address, endpoint.hostname.as_deref(), &name);
+                zone.add(reverse_name(endpoint.address), RecordData::Ptr(own));
+            }
         }
         ServiceKind::Headless => add_headless(zone, service, &name),
         ServiceKind::ExternalName => {
@@ -149,12 +155,8 @@ fn add_service(zone: &mut DnsZone, service: &ServicePlan) {
 /// name of its own (its hostname, else its address with dashes), and SRV records point at
 /// those names. Without a ready endpoint the Service's name does not exist.
 fn add_headless(zone: &mut DnsZone, service: &ServicePlan, name: &str) {
-    let endpoint_name = |address: IpAddr, hostname: Option<&str>| match hostname {
-        Some(hostname) => format!("{hostname}.{name}"),
-        None => format!("{}.{name}", dashed(address)),
-    };
     for endpoint in service.ports.iter().flat_map(|p| &p.endpoints).filter(|e| e.ready) {
-        let own = endpoint_name(endpoint.address, endpoint.hostname.as_deref());
+        let own = endpoint_name(endpoint.address, endpoint.hostname.as_deref(), name);
         zone.add(name.to_owned(), RecordData::Address(endpoint.address));
         zone.add(own.clone(), RecordData::Address(endpoint.address));
         zone.add(reverse_name(endpoint.address), RecordData::Ptr(own));
@@ -163,10 +165,18 @@ fn add_headless(zone: &mut DnsZone, service: &ServicePlan, name: &str) {
         let ready: Vec<_> = port.endpoints.iter().filter(|e| e.ready).collect();
         let weight = u16::try_from(100 / ready.len().max(1)).unwrap_or(1).max(1);
         for endpoint in ready {
-            let target = endpoint_name(endpoint.address, endpoint.hostname.as_deref());
+            let target = endpoint_name(endpoint.address, endpoint.hostname.as_deref(), name);
             let srv = RecordData::Srv { priority: 0, weight, port: endpoint.port, target };
             zone.add(srv_name(&port.name, port.protocol, name), srv);
         }
+    }
+}
+
+/// An endpoint's name under its Service's: its hostname, else its address with dashes.
+fn endpoint_name(address: IpAddr, hostname: Option<&str>, service: &str) -> String {
+    match hostname {
+        Some(hostname) => format!("{hostname}.{service}"),
+        None => format!("{}.{service}", dashed(address)),
     }
 }
 

@@ -68,6 +68,13 @@ fn every_record_kind_of_the_specification() {
         [RecordData::Srv { priority: 0, weight: 100, port: 80, target: web.to_owned() }]
     );
     assert_eq!(records(&plan, &reverse_name(web_ip)), [RecordData::Ptr(web.to_owned())]);
+    // Its ready endpoints answer reverse lookups as CoreDNS does, with their (dashed) names
+    // under the Service, which only a headless Service answers forwards.
+    assert_eq!(
+        records(&plan, "1.0.98.127.in-addr.arpa"),
+        [RecordData::Ptr("127-98-0-1.web.default.svc.cluster.local".into())]
+    );
+    assert_eq!(plan.dns.lookup("127-98-0-1.web.default.svc.cluster.local"), Lookup::Missing);
 
     // Headless: one A per ready endpoint; a name per endpoint (its hostname, else its dashed
     // address); SRV per endpoint to those names, at the endpoint's port; PTR to them.
