@@ -4,6 +4,7 @@
 
 pub mod answer;
 mod cache;
+mod encode;
 pub mod forward;
 pub mod metrics;
 pub mod search;

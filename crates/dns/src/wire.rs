@@ -13,6 +13,8 @@ use crate::answer::{Answer, QueryType, Rcode, Reply, Rr, answer};
 const CLASSIC_UDP: usize = 512;
 /// The largest UDP payload offered, whatever the client advertises (DNS flag day 2020).
 const MAX_UDP: u16 = 1232;
+/// The largest message: what TCP's two-byte length prefix can say.
+const MAX_MESSAGE: usize = 65_535;
 
 /// What the server serves besides the Plan's records.
 #[derive(Clone, Debug)]
@@ -47,12 +49,26 @@ pub fn respond(zone: Option<&DnsZone>, query: &[u8], settings: &Settings, udp: b
         Err(_) => return format_error(query),
     };
     let (mut response, limit) = skeleton(&request);
+    // An EDNS version this server does not speak (RFC 6891 §6.1.3): BADVERS, with the OPT
+    // record saying version 0.
+    if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
+        response.metadata.response_code = ResponseCode::BADVERS;
+        return encode(&response, udp, limit);
+    }
     let question = match request.queries.as_slice() {
-        [question] if request.metadata.op_code == OpCode::Query && question.query_class == DNSClass::IN => {
+        [question]
+            if request.metadata.op_code == OpCode::Query
+                && matches!(question.query_class, DNSClass::IN | DNSClass::ANY) =>
+        {
             question
         }
         [_] if request.metadata.op_code != OpCode::Query => {
             response.metadata.response_code = ResponseCode::NotImp;
+            return encode(&response, udp, limit);
+        }
+        // Another class (CHAOS, Hesiod): a well-formed query this server has no data for.
+        [_] => {
+            response.metadata.response_code = ResponseCode::Refused;
             return encode(&response, udp, limit);
         }
         _ => {
@@ -148,13 +164,21 @@ impl Chase {
 
     /// The answer with the upstream one's records appended after the CNAME, and its code when
     /// the target does not exist; without an upstream answer, the CNAME alone (clients follow
-    /// it themselves).
+    /// it themselves). When the target has no records of the type (NXDOMAIN or NODATA), the
+    /// upstream's authority (its SOA) comes along, so that resolvers can cache the negative
+    /// answer for as long as the target's zone says.
     pub fn finish(mut self, upstream: Option<&[u8]>) -> Response {
         if let Some(answer) = upstream.and_then(|bytes| Message::from_vec(bytes).ok()) {
             if answer.metadata.response_code == ResponseCode::NXDomain {
                 self.response.metadata.response_code = ResponseCode::NXDomain;
             }
+            let negative = answer.answers.iter().all(|r| r.record_type() == RecordType::CNAME);
             self.response.add_answers(answer.answers);
+            if negative {
+                self.response.add_authorities(
+                    answer.authorities.into_iter().filter(|r| r.record_type() == RecordType::SOA),
+                );
+            }
         }
         encode(&self.response, self.udp, self.limit)
     }
@@ -232,14 +256,12 @@ pub(crate) fn query_type(record_type: RecordType) -> QueryType {
     }
 }
 
-/// Encodes `response`; over UDP, one that does not fit `limit` goes out truncated (TC set),
-/// its question kept, for the client to ask again over TCP.
+/// Encodes `response` in `limit` bytes over UDP, 65,535 over TCP: one that does not fit goes
+/// out cut at a record boundary with TC set (as CoreDNS does), for the client to ask again
+/// over TCP, or to take what came over TCP.
 fn encode(response: &Message, udp: bool, limit: usize) -> Response {
-    match response.to_vec() {
-        Ok(bytes) if !udp || bytes.len() <= limit => Response::Bytes(bytes),
-        Ok(_) => response.truncate().to_vec().map_or(Response::Drop, Response::Bytes),
-        Err(_) => Response::Drop,
-    }
+    let limit = if udp { limit } else { MAX_MESSAGE };
+    crate::encode::encode(response, limit).map_or(Response::Drop, Response::Bytes)
 }
 
 /// A response with no records and `rcode` to a query that parses (else nothing to send).
