@@ -133,13 +133,15 @@ fn certified_key(cert: &Certificate) -> Result<CertifiedKey, String> {
     Ok(CertifiedKey::new(chain, signing))
 }
 
-/// The server side of TLS: TLS 1.2 and 1.3 only, ALPN h2 then http/1.1.
+/// The server side of TLS: TLS 1.2 and 1.3 only, ALPN h2, then http/1.1, then http/1.0.
 pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // As nginx: a client that offers only HTTP/1.0 (`curl --http1.0`) is served too, not refused
+    // with no_application_protocol.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     Ok(Arc::new(config))
 }

@@ -218,6 +218,17 @@ async fn tls_by_sni_http2_and_the_https_redirect() {
         assert_eq!(echoed["pod"], pod);
         assert_eq!(echoed["headers"]["x-forwarded-proto"], "https");
     }
+    // A client offering only HTTP/1.0 by ALPN (`curl --http1.0`) is served over HTTP/1.0.
+    let stream = TcpStream::connect(h.https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+    let mut tls = tls_client(&roots, &[b"http/1.0"]).connect(name, stream).await.expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.0"[..]));
+    tls.write_all(b"GET /x HTTP/1.0\r\nHost: a.test\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(answer.contains("\"pod\":\"a-0\""), "{answer}");
     // A name no certificate covers gets the default certificate, which the client rejects.
     let stream = TcpStream::connect(h.https).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("c.test").unwrap();
