@@ -165,17 +165,25 @@ fn explain_text_fits_in_100_columns() {
     }
 }
 
-#[test]
-fn state_folder_keeps_allocations_across_runs_and_edits() {
+/// A LoadBalancer Service named `name`.
+fn lb_service(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: LoadBalancer\n  ports: [{{port: 80}}]\n"
+    )
+}
+
+/// A temporary folder holding a manifest folder `m` with the LoadBalancer Service `alpha`.
+fn folder_with_alpha() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let manifests = dir.path().join("m");
     std::fs::create_dir(&manifests).unwrap();
-    let service = |name: &str| {
-        format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: LoadBalancer\n  ports: [{{port: 80}}]\n"
-        )
-    };
-    std::fs::write(manifests.join("a.yaml"), service("alpha")).unwrap();
+    std::fs::write(manifests.join("a.yaml"), lb_service("alpha")).unwrap();
+    (dir, manifests)
+}
+
+#[test]
+fn state_folder_keeps_allocations_across_runs_and_edits() {
+    let (dir, manifests) = folder_with_alpha();
     let state = dir.path().join("state");
     let args =
         ["explain", "--output", "json", "--state", state.to_str().unwrap(), manifests.to_str().unwrap()];
@@ -191,7 +199,7 @@ fn state_folder_keeps_allocations_across_runs_and_edits() {
     let first = json(&portico(&args));
     assert!(state.join("allocations.json").exists());
     // A Service added before it (in name order and in file order) must not move it.
-    std::fs::write(manifests.join("0.yaml"), service("aardvark")).unwrap();
+    std::fs::write(manifests.join("0.yaml"), lb_service("aardvark")).unwrap();
     let second = json(&portico(&args));
     assert_eq!(addresses(&first, "alpha"), addresses(&second, "alpha"));
     assert_eq!(addresses(&second, "aardvark").len(), 3);
@@ -203,15 +211,7 @@ fn state_folder_keeps_allocations_across_runs_and_edits() {
 
 #[test]
 fn explain_shows_the_addresses_run_serves() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifests = dir.path().join("m");
-    std::fs::create_dir(&manifests).unwrap();
-    let service = |name: &str| {
-        format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: LoadBalancer\n  ports: [{{port: 80}}]\n"
-        )
-    };
-    std::fs::write(manifests.join("a.yaml"), service("alpha")).unwrap();
+    let (dir, manifests) = folder_with_alpha();
     let ranges = ["--service-cidr", "127.134.0.0/24", "--lb-pool", "127.134.1.0/24"];
     let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     // `run` with its default state folder, under a home of the test's own.
@@ -252,7 +252,7 @@ fn explain_shows_the_addresses_run_serves() {
     let lb_ip = served["services"][0]["loadBalancerIps"][0].as_str().unwrap().to_owned();
     // A Service added before it: with run's state, alpha keeps its address; afresh, the older
     // "aardvark" would take it (the pool hands out lowest first).
-    std::fs::write(manifests.join("0.yaml"), service("aardvark")).unwrap();
+    std::fs::write(manifests.join("0.yaml"), lb_service("aardvark")).unwrap();
     let state_file = dir.path().join("portico/allocations.json");
     let saved = std::fs::read(&state_file).unwrap();
     let explain = |extra: &[&str]| {

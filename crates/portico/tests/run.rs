@@ -521,20 +521,31 @@ fn the_hyper_http1_engine_serves_with_the_same_checks() {
     assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
 }
 
-#[test]
-fn running_out_of_descriptors_takes_nothing_away_and_every_listener_recovers() {
+/// `run` with a Deployment `web` and its ClusterIP Service, 128 open files at most and
+/// `flags`; and the Service's address, port 80.
+fn start_web_with_128_files(net: u8, flags: &[&str]) -> (Portico, SocketAddr) {
     let files = [("web.yaml", deployment("web", 1)), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
-    // The Ingress bound lifted past the descriptors, as a bound set too high would be.
-    let flags = ["--ingress-connections", "1000", "--ingress-connections-per-listener", "1000"];
-    let portico =
-        start_with(130, &files, Launch { open_files: Some(128), flags: &flags, ..Launch::default() });
+    let portico = start_with(net, &files, Launch { open_files: Some(128), flags, ..Launch::default() });
     let plan = portico.plan();
     let vip = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
+    (portico, vip)
+}
+
+/// Up to 200 connections to the Ingress listener, held idle: as many as connect.
+fn idle_ingress_clients(portico: &Portico) -> Vec<TcpStream> {
+    (0..200)
+        .map_while(|_| TcpStream::connect_timeout(&portico.ingress, Duration::from_secs(1)).ok())
+        .collect()
+}
+
+#[test]
+fn running_out_of_descriptors_takes_nothing_away_and_every_listener_recovers() {
+    // The Ingress bound lifted past the descriptors, as a bound set too high would be.
+    let flags = ["--ingress-connections", "1000", "--ingress-connections-per-listener", "1000"];
+    let (portico, vip) = start_web_with_128_files(130, &flags);
     assert_eq!(pod_at(vip), "web-0");
     // Idle connections to the Ingress listener until Portico has no descriptor left.
-    let ingress = portico.ingress;
-    let flood: Vec<TcpStream> =
-        (0..200).map_while(|_| TcpStream::connect_timeout(&ingress, Duration::from_secs(1)).ok()).collect();
+    let flood = idle_ingress_clients(&portico);
     assert!(flood.len() > 50, "{} connections", flood.len());
     std::thread::sleep(Duration::from_millis(500));
     // An edit now: the folder cannot be read. And a DNS client over TCP that cannot be
@@ -559,17 +570,11 @@ fn running_out_of_descriptors_takes_nothing_away_and_every_listener_recovers() {
 
 #[test]
 fn idle_ingress_clients_cannot_take_the_room_of_other_listeners() {
-    let files = [("web.yaml", deployment("web", 1)), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
     let flags = ["--ingress-connections", "8", "--ingress-connections-per-listener", "6"];
-    let portico =
-        start_with(132, &files, Launch { open_files: Some(128), flags: &flags, ..Launch::default() });
-    let plan = portico.plan();
-    let vip = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
+    let (portico, vip) = start_web_with_128_files(132, &flags);
     // More idle clients than Portico has descriptors: all but the bound wait in the listen
     // queue (as many as it holds).
-    let flood: Vec<TcpStream> = (0..200)
-        .map_while(|_| TcpStream::connect_timeout(&portico.ingress, Duration::from_secs(1)).ok())
-        .collect();
+    let flood = idle_ingress_clients(&portico);
     assert!(flood.len() > 100, "{} connections", flood.len());
     std::thread::sleep(Duration::from_millis(500));
     // Everything else keeps its room.
