@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, Secret, Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -139,6 +139,11 @@ impl Findings {
                 self.error(format!("spec.clusterIPs[{i}]"), format!("{ip:?} is not an IP address"));
             }
         }
+        if kind == "ExternalName" {
+            self.external_name_families(spec);
+        } else {
+            self.service_families(spec, headless);
+        }
         self.service_ports(kind, headless, ports);
         match spec.session_affinity.as_deref() {
             None | Some("None") | Some("ClientIP") => {}
@@ -205,6 +210,125 @@ impl Findings {
         }
         if kind == "ExternalName" && spec.selector.as_ref().is_some_and(|s| !s.is_empty()) {
             self.warning("spec.selector", "ignored: an ExternalName Service has no endpoints");
+        }
+    }
+
+    /// `ipFamilyPolicy`, `ipFamilies` and `clusterIPs` on their own and against each other,
+    /// as the API server's validation has them; what needs the cluster's families (which it
+    /// has, how many) is the planner's to check.
+    fn service_families(&mut self, spec: &ServiceSpec, headless: bool) {
+        let policy = spec.ip_family_policy.as_deref();
+        if let Some(p) = policy
+            && !matches!(p, "SingleStack" | "PreferDualStack" | "RequireDualStack")
+        {
+            self.error(
+                "spec.ipFamilyPolicy",
+                format!("{p:?} is not SingleStack, PreferDualStack or RequireDualStack"),
+            );
+        }
+        let families = spec.ip_families.as_deref().unwrap_or_default();
+        if families.len() > 2 {
+            self.error(
+                "spec.ipFamilies",
+                format!("has {} entries; at most two, one IPv4 and one IPv6", families.len()),
+            );
+            return;
+        }
+        for (i, family) in families.iter().enumerate() {
+            if !matches!(family.as_str(), "IPv4" | "IPv6") {
+                self.error(format!("spec.ipFamilies[{i}]"), format!("{family:?} is not IPv4 or IPv6"));
+            } else if families[..i].contains(family) {
+                self.error(format!("spec.ipFamilies[{i}]"), format!("{family} is listed twice"));
+            }
+        }
+        let Some(requested) = self.requested_cluster_ips(spec) else { return };
+        if policy == Some("SingleStack") && (families.len() == 2 || requested.len() == 2) {
+            let which = if families.len() == 2 {
+                "spec.ipFamilies has two families"
+            } else {
+                "spec.clusterIPs has two addresses"
+            };
+            self.error(
+                "spec.ipFamilyPolicy",
+                format!(
+                    "SingleStack takes one IP family, but {which}: use PreferDualStack or RequireDualStack"
+                ),
+            );
+        }
+        // A headless Service's families name no ClusterIP: "None" has none.
+        if headless {
+            return;
+        }
+        for (i, ((field, ip), family)) in requested.iter().zip(families).enumerate() {
+            let matches = match family.as_str() {
+                "IPv4" => ip.is_ipv4(),
+                "IPv6" => ip.is_ipv6(),
+                _ => true,
+            };
+            if !matches {
+                self.error(
+                    field.as_str(),
+                    format!("{ip} is not an {family} address, as spec.ipFamilies[{i}] asks"),
+                );
+            }
+        }
+    }
+
+    /// The ClusterIPs a Service asks for, with their fields: `spec.clusterIPs`, else
+    /// `spec.clusterIP` (the API server fills either from the other, and the first of
+    /// `clusterIPs` must be `clusterIP`); at most one per family. `None` when they are wrong.
+    fn requested_cluster_ips(&mut self, spec: &ServiceSpec) -> Option<Vec<(String, IpAddr)>> {
+        let ips = spec.cluster_ips.as_deref().unwrap_or_default();
+        let single = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty());
+        if let (Some(single), Some(first)) = (single, ips.first())
+            && single != first
+        {
+            self.error("spec.clusterIPs[0]", format!("{first:?} must match spec.clusterIP ({single:?})"));
+            return None;
+        }
+        if ips.len() > 1 && ips.iter().any(|ip| ip == "None") {
+            self.error("spec.clusterIPs", "\"None\" must be the first and only value");
+            return None;
+        }
+        if ips.len() > 2 {
+            self.error(
+                "spec.clusterIPs",
+                format!("has {} addresses; at most two, one per IP family", ips.len()),
+            );
+            return None;
+        }
+        let requested: Vec<(String, IpAddr)> = if ips.is_empty() {
+            single
+                .and_then(|ip| ip.parse().ok())
+                .map(|ip| ("spec.clusterIP".to_owned(), ip))
+                .into_iter()
+                .collect()
+        } else {
+            ips.iter()
+                .enumerate()
+                .filter_map(|(i, ip)| Some((format!("spec.clusterIPs[{i}]"), ip.parse().ok()?)))
+                .collect()
+        };
+        if let [(_, first), (field, second)] = requested.as_slice()
+            && first.is_ipv4() == second.is_ipv4()
+        {
+            let family = if first.is_ipv4() { "IPv4" } else { "IPv6" };
+            self.error(
+                field.as_str(),
+                format!("{second} is {family} like spec.clusterIPs[0]; at most one address per IP family"),
+            );
+            return None;
+        }
+        Some(requested)
+    }
+
+    /// An ExternalName Service has no addresses, so no families either.
+    fn external_name_families(&mut self, spec: &ServiceSpec) {
+        if spec.ip_families.as_ref().is_some_and(|f| !f.is_empty()) {
+            self.error("spec.ipFamilies", "may not be set for an ExternalName Service");
+        }
+        if spec.ip_family_policy.is_some() {
+            self.error("spec.ipFamilyPolicy", "may not be set for an ExternalName Service");
         }
     }
 
@@ -585,6 +709,39 @@ mod tests {
                 "data[tls.key]".to_string(),
                 "required for a Secret of type kubernetes.io/tls".to_string()
             )]
+        );
+    }
+
+    #[test]
+    fn ip_family_mistakes_that_need_no_cluster() {
+        let service = |spec: &str| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: s}}\nspec:\n{spec}  ports: [{{port: 80}}]\n"
+            )
+        };
+        let fields = |spec: &str| findings(&service(spec)).into_iter().map(|(f, _)| f).collect::<Vec<_>>();
+        assert_eq!(fields("  ipFamilyPolicy: DualStack\n"), ["spec.ipFamilyPolicy"]);
+        assert_eq!(fields("  ipFamilies: [IPv4, IPv6, IPv4]\n"), ["spec.ipFamilies"]);
+        assert_eq!(fields("  ipFamilies: [IPv4, ipv6]\n"), ["spec.ipFamilies[1]"]);
+        assert_eq!(
+            fields("  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv6, IPv6]\n"),
+            ["spec.ipFamilies[1]"]
+        );
+        assert_eq!(
+            fields("  ipFamilyPolicy: SingleStack\n  clusterIPs: [10.0.0.1, 'fd00::1']\n"),
+            ["spec.ipFamilyPolicy"]
+        );
+        assert_eq!(fields("  clusterIP: 10.0.0.1\n  clusterIPs: [10.0.0.2]\n"), ["spec.clusterIPs[0]"]);
+        assert_eq!(fields("  clusterIPs: [10.0.0.1, 10.0.0.2]\n"), ["spec.clusterIPs[1]"]);
+        assert_eq!(fields("  ipFamilies: [IPv6]\n  clusterIP: 10.0.0.1\n"), ["spec.clusterIP"]);
+        // Headless: "None" names no family.
+        assert!(fields("  clusterIP: None\n  ipFamilies: [IPv6]\n").is_empty());
+        let dual = "  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv6, IPv4]\n  clusterIPs: ['fd00::1', 10.0.0.1]\n";
+        assert!(fields(dual).is_empty());
+        let external = "apiVersion: v1\nkind: Service\nmetadata: {name: e}\nspec: {type: ExternalName, externalName: a.example, ipFamilyPolicy: SingleStack}\n";
+        assert_eq!(
+            findings(external),
+            [("spec.ipFamilyPolicy".to_string(), "may not be set for an ExternalName Service".to_string())]
         );
     }
 

@@ -137,7 +137,7 @@ fn add_service(zone: &mut DnsZone, service: &ServicePlan) {
             }
             // As CoreDNS does, an endpoint's address answers a reverse lookup with its name under
             // the Service, though only headless Services answer that name forwards.
-            for endpoint in service.ports.iter().flat_map(|p| &p.endpoints).filter(|e| e.ready) {
+            for endpoint in service.endpoints().filter(|e| e.ready) {
                 let own = endpoint_name(endpoint.address, endpoint.hostname.as_deref(), &name);
                 zone.add(reverse_name(endpoint.address), RecordData::Ptr(own));
             }
@@ -153,20 +153,27 @@ fn add_service(zone: &mut DnsZone, service: &ServicePlan) {
 
 /// A headless Service: its name holds every ready endpoint's address, each endpoint has a
 /// name of its own (its hostname, else its address with dashes), and SRV records point at
-/// those names. Without a ready endpoint the Service's name does not exist.
+/// those names. Without a ready endpoint the Service's name does not exist. A headless
+/// Service without ports has its endpoints all the same, and no SRV records.
 fn add_headless(zone: &mut DnsZone, service: &ServicePlan, name: &str) {
-    for endpoint in service.ports.iter().flat_map(|p| &p.endpoints).filter(|e| e.ready) {
+    for endpoint in service.endpoints().filter(|e| e.ready) {
         let own = endpoint_name(endpoint.address, endpoint.hostname.as_deref(), name);
         zone.add(name.to_owned(), RecordData::Address(endpoint.address));
         zone.add(own.clone(), RecordData::Address(endpoint.address));
         zone.add(reverse_name(endpoint.address), RecordData::Ptr(own));
     }
     for port in service.ports.iter().filter(|p| !p.name.is_empty()) {
-        let ready: Vec<_> = port.endpoints.iter().filter(|e| e.ready).collect();
-        let weight = u16::try_from(100 / ready.len().max(1)).unwrap_or(1).max(1);
-        for endpoint in ready {
-            let target = endpoint_name(endpoint.address, endpoint.hostname.as_deref(), name);
-            let srv = RecordData::Srv { priority: 0, weight, port: endpoint.port, target };
+        // A dual-stack endpoint with a hostname is one target with two addresses: the
+        // weight is shared over targets, not addresses.
+        let targets: BTreeSet<(String, u16)> = port
+            .endpoints
+            .iter()
+            .filter(|e| e.ready)
+            .map(|e| (endpoint_name(e.address, e.hostname.as_deref(), name), e.port))
+            .collect();
+        let weight = u16::try_from(100 / targets.len().max(1)).unwrap_or(1).max(1);
+        for (target, port_number) in targets {
+            let srv = RecordData::Srv { priority: 0, weight, port: port_number, target };
             zone.add(srv_name(&port.name, port.protocol, name), srv);
         }
     }

@@ -5,10 +5,11 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use portico_model::{EndpointSliceRecord, ObjectKey};
+use portico_model::{EndpointRecord, EndpointSliceRecord, ObjectKey};
 use serde::Serialize;
 
 use crate::Protocol;
+use crate::families::IpFamily;
 use crate::pods::PodPlan;
 use crate::services::resolve_target_port;
 
@@ -18,7 +19,8 @@ use crate::services::resolve_target_port;
 pub struct Endpoint {
     /// Backend address.
     pub address: IpAddr,
-    /// Backend port (the Service's targetPort resolved for this backend).
+    /// Backend port (the Service's targetPort resolved for this backend); [`NO_PORT`] for
+    /// the endpoints of a headless Service without ports.
     pub port: u16,
     /// Ready for new traffic.
     pub ready: bool,
@@ -101,9 +103,18 @@ pub fn select<'e>(endpoints: &'e [Endpoint], scope: Scope<'_>) -> Vec<&'e Endpoi
     ready
 }
 
+/// The port of an endpoint of a headless Service without ports: it has none.
+pub const NO_PORT: u16 = 0;
+
 /// Endpoints of one Service port from its EndpointSlices: slice ports match by name and
-/// protocol, as kube-proxy matches them.
-pub fn from_slices(slices: &[&EndpointSliceRecord], port_name: &str, protocol: Protocol) -> Vec<Endpoint> {
+/// protocol, as kube-proxy matches them, and only slices of the Service's `families` count
+/// (the EndpointSlice controller writes one slice per family of the Service).
+pub fn from_slices(
+    slices: &[&EndpointSliceRecord],
+    port_name: &str,
+    protocol: Protocol,
+    families: &[IpFamily],
+) -> Vec<Endpoint> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for slice in slices {
@@ -117,28 +128,10 @@ pub fn from_slices(slices: &[&EndpointSliceRecord], port_name: &str, protocol: P
                 continue;
             }
             let Some(port) = slice_port.port.and_then(|p| u16::try_from(p).ok()) else { continue };
-            for e in slice.endpoints.iter() {
-                let Some(address) = e.address else {
-                    continue;
-                };
-                if !seen.insert((address, port)) {
-                    continue;
+            for (e, address) in in_families(slice, families) {
+                if seen.insert((address, port)) {
+                    out.push(slice_endpoint(e, address, port));
                 }
-                let ready = e.ready.unwrap_or(true);
-                out.push(Endpoint {
-                    address,
-                    port,
-                    ready,
-                    serving: e.serving.unwrap_or(ready),
-                    terminating: e.terminating.unwrap_or(false),
-                    node: e.node_name.as_deref().map(Into::into),
-                    zone: e.zone.as_deref().map(Into::into),
-                    hostname: e.hostname.as_deref().map(Into::into),
-                    pod: e.pod.clone(),
-                    hints: e.hints.as_ref().map(|h| {
-                        Box::new(Hints { for_zones: h.for_zones.clone(), for_nodes: h.for_nodes.clone() })
-                    }),
-                });
             }
         }
     }
@@ -146,36 +139,112 @@ pub fn from_slices(slices: &[&EndpointSliceRecord], port_name: &str, protocol: P
     out
 }
 
+/// Endpoints of a headless Service without ports from its EndpointSlices: every address of
+/// its families, whatever ports the slices list (DNS names addresses, not ports).
+pub fn from_slices_without_ports(slices: &[&EndpointSliceRecord], families: &[IpFamily]) -> Vec<Endpoint> {
+    let mut seen = BTreeSet::new();
+    let mut out: Vec<Endpoint> = slices
+        .iter()
+        .filter(|slice| !slice.fqdn)
+        .flat_map(|slice| in_families(slice, families))
+        .filter(|(_, address)| seen.insert(*address))
+        .map(|(e, address)| slice_endpoint(e, address, NO_PORT))
+        .collect();
+    out.shrink_to_fit();
+    out
+}
+
+/// A slice's endpoints with an address of one of `families`. A slice holds one family (its
+/// `addressType`, which validation holds its addresses to), so this is the slice's family.
+fn in_families<'s>(
+    slice: &'s EndpointSliceRecord,
+    families: &'s [IpFamily],
+) -> impl Iterator<Item = (&'s EndpointRecord, IpAddr)> + 's {
+    slice
+        .endpoints
+        .iter()
+        .filter_map(|e| Some((e, e.address?)))
+        .filter(|(_, address)| families.contains(&IpFamily::of(address)))
+}
+
+fn slice_endpoint(e: &EndpointRecord, address: IpAddr, port: u16) -> Endpoint {
+    let ready = e.ready.unwrap_or(true);
+    Endpoint {
+        address,
+        port,
+        ready,
+        serving: e.serving.unwrap_or(ready),
+        terminating: e.terminating.unwrap_or(false),
+        node: e.node_name.as_deref().map(Into::into),
+        zone: e.zone.as_deref().map(Into::into),
+        hostname: e.hostname.as_deref().map(Into::into),
+        pod: e.pod.clone(),
+        hints: e
+            .hints
+            .as_ref()
+            .map(|h| Box::new(Hints { for_zones: h.for_zones.clone(), for_nodes: h.for_nodes.clone() })),
+    }
+}
+
+/// The Pods a Service selects, as the EndpointSlice controller sees them for that Service.
+#[derive(Clone, Copy)]
+pub struct Selected<'a> {
+    /// The Pods its selector picks.
+    pub pods: &'a [&'a PodPlan],
+    /// The Service.
+    pub service: &'a ObjectKey,
+    /// Its IP families: a Pod is an endpoint once per family it has an address of.
+    pub families: &'a [IpFamily],
+    /// `spec.publishNotReadyAddresses`.
+    pub publish_not_ready: bool,
+}
+
 /// Endpoints of one Service port derived from the Pods its selector picks, as the
 /// EndpointSlice controller writes them: Pods without the (named) target port are left out.
 pub fn from_pods(
-    pods: &[&PodPlan],
-    service: &ObjectKey,
+    selected: Selected<'_>,
     port: i32,
     target: Option<&IntOrString>,
     protocol: Protocol,
-    publish_not_ready: bool,
 ) -> Vec<Endpoint> {
-    pods.iter()
-        .filter_map(|pod| {
-            let target_port = resolve_target_port(pod, port, target, protocol)?;
-            // The hostname is published only for the Service the Pod names as its subdomain.
-            let hostname =
-                pod.hostname.clone().filter(|_| pod.subdomain.as_deref() == Some(service.name.as_str()));
-            Some(Endpoint {
-                address: *pod.ips.first()?,
-                port: target_port,
-                ready: publish_not_ready || (pod.ready && !pod.terminating),
-                serving: publish_not_ready || pod.ready,
-                terminating: pod.terminating,
-                node: Some(pod.node.as_str().into()),
-                zone: pod.zone.as_deref().map(Into::into),
-                hostname: hostname.map(Into::into),
-                pod: Some(Box::new(pod.key.clone())),
-                hints: None,
-            })
-        })
+    selected
+        .pods
+        .iter()
+        .filter_map(|pod| Some((pod, resolve_target_port(pod, port, target, protocol)?)))
+        .flat_map(|(pod, target_port)| pod_endpoints(pod, selected, target_port))
         .collect()
+}
+
+/// Endpoints of a headless Service without ports derived from the Pods its selector picks:
+/// their addresses, with no port (kubernetes/kubernetes#67622).
+pub fn from_pods_without_ports(selected: Selected<'_>) -> Vec<Endpoint> {
+    selected.pods.iter().flat_map(|pod| pod_endpoints(pod, selected, NO_PORT)).collect()
+}
+
+/// One endpoint per family of the Service that the Pod has an address of, in family order.
+fn pod_endpoints<'a>(
+    pod: &'a PodPlan,
+    selected: Selected<'a>,
+    port: u16,
+) -> impl Iterator<Item = Endpoint> + 'a {
+    // The hostname is published only for the Service the Pod names as its subdomain.
+    let hostname =
+        pod.hostname.as_deref().filter(|_| pod.subdomain.as_deref() == Some(selected.service.name.as_str()));
+    selected.families.iter().filter_map(move |family| {
+        let address = *pod.ips.iter().find(|ip| IpFamily::of(ip) == *family)?;
+        Some(Endpoint {
+            address,
+            port,
+            ready: selected.publish_not_ready || (pod.ready && !pod.terminating),
+            serving: selected.publish_not_ready || pod.ready,
+            terminating: pod.terminating,
+            node: Some(pod.node.as_str().into()),
+            zone: pod.zone.as_deref().map(Into::into),
+            hostname: hostname.map(Into::into),
+            pod: Some(Box::new(pod.key.clone())),
+            hints: None,
+        })
+    })
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use portico_model::{Diagnostic, EndpointSliceRecord, ObjectKey, ObjectKind, ObjectRef, Store, Stored};
 use serde::Serialize;
@@ -12,7 +12,8 @@ use serde::Serialize;
 use crate::Protocol;
 use crate::alloc::{Allocations, CidrPool, Claim, Holders, PortPool, assign};
 use crate::config::PlanConfig;
-use crate::endpoints::Endpoint;
+use crate::endpoints::{self, Endpoint, Selected};
+use crate::families::{self, IpFamily, IpFamilyPolicy, ServiceCidrs, ServiceFamilies};
 use crate::order::by_age;
 use crate::pods::{PodIndex, PodPlan};
 
@@ -58,14 +59,25 @@ pub struct ServicePlan {
     /// The CNAME target of an ExternalName Service.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_name: Option<String>,
-    /// Virtual IPs (empty for headless and ExternalName).
+    /// Virtual IPs, one per IP family in `ip_families` order (empty for headless and
+    /// ExternalName).
     pub cluster_ips: Vec<IpAddr>,
+    /// `spec.ipFamilies` as the API server resolves them, primary first: the families of the
+    /// ClusterIPs and of the endpoints (empty for ExternalName).
+    pub ip_families: Vec<IpFamily>,
+    /// `spec.ipFamilyPolicy`, given or defaulted (none for ExternalName).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_family_policy: Option<IpFamilyPolicy>,
     /// `spec.externalIPs`: served like LoadBalancer IPs.
     pub external_ips: Vec<IpAddr>,
     /// LoadBalancer IPs.
     pub load_balancer_ips: Vec<IpAddr>,
     /// Ports with their endpoints.
     pub ports: Vec<ServicePort>,
+    /// The endpoints of a headless Service without ports: addresses for DNS, each with
+    /// [`crate::endpoints::NO_PORT`]. Kept apart from `ports` so that a port always is one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints_without_ports: Vec<Endpoint>,
     /// ClientIP affinity timeout in seconds, when affinity is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_affinity_timeout: Option<u32>,
@@ -103,14 +115,28 @@ pub struct ServicePort {
 }
 
 impl ServicePlan {
-    /// Ready endpoints and all endpoints, counted over distinct addresses.
+    /// Every endpoint: those of each port, then those of a headless Service without ports.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.ports.iter().flat_map(|p| &p.endpoints).chain(&self.endpoints_without_ports)
+    }
+
+    /// Ready backends and all backends: distinct Pods, or distinct addresses where no Pod is
+    /// known. A dual-stack Pod is one backend, though it is an endpoint in each family.
     pub fn backend_counts(&self) -> (usize, usize) {
-        let mut all: BTreeMap<IpAddr, bool> = BTreeMap::new();
-        for e in self.ports.iter().flat_map(|p| &p.endpoints) {
-            *all.entry(e.address).or_default() |= e.ready;
+        let mut all: BTreeMap<Backend<'_>, bool> = BTreeMap::new();
+        for e in self.endpoints() {
+            let backend = e.pod.as_deref().map_or(Backend::Address(e.address), Backend::Pod);
+            *all.entry(backend).or_default() |= e.ready;
         }
         (all.values().filter(|r| **r).count(), all.len())
     }
+}
+
+/// What one backend is known by.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Backend<'a> {
+    Pod(&'a ObjectKey),
+    Address(IpAddr),
 }
 
 /// Plans every Service: allocation first (oldest Services first), then endpoints.
@@ -124,7 +150,9 @@ pub fn plan_services(
 ) -> Vec<ServicePlan> {
     let services = by_age(store.services.values(), |s| s.metadata.creation_timestamp.as_ref());
     let mut admission = Admission { services: &services, rejected: vec![false; services.len()], diagnostics };
-    let cluster_ips = allocate_cluster_ips(config, previous, allocations, &mut admission);
+    let cidrs = ServiceCidrs::new(&config.service_cidrs);
+    let families = resolve_families(&cidrs, &mut admission);
+    let cluster_ips = allocate_cluster_ips(&cidrs, &families, previous, allocations, &mut admission);
     let node_ports = allocate_node_ports(config, previous, allocations, &mut admission);
     let lb_ips = allocate_lb_ips(&services, config, previous, allocations, admission.diagnostics);
     let rejected = admission.rejected;
@@ -139,6 +167,7 @@ pub fn plan_services(
         let plan = service_plan(
             service,
             &key,
+            families[i].as_ref(),
             cluster_ips.get(&key).cloned().unwrap_or_default(),
             node_ports.get(&key),
             lb_ips.get(&key).cloned().unwrap_or_default(),
@@ -192,66 +221,82 @@ fn kind_of(service: &Service) -> ServiceKind {
     }
 }
 
+/// Whether a Service of this kind gets ClusterIPs.
+fn has_cluster_ip(kind: ServiceKind) -> bool {
+    matches!(kind, ServiceKind::ClusterIP | ServiceKind::NodePort | ServiceKind::LoadBalancer)
+}
+
+/// Each Service's families and policy, by index; none for ExternalName Services (which have
+/// neither) and for Services the API server would reject over them.
+fn resolve_families(cidrs: &ServiceCidrs, admission: &mut Admission<'_>) -> Vec<Option<ServiceFamilies>> {
+    let services = admission.services;
+    let no_spec = ServiceSpec::default();
+    let mut out = Vec::with_capacity(services.len());
+    for (i, service) in services.iter().enumerate() {
+        if kind_of(&service.object) == ServiceKind::ExternalName {
+            out.push(None);
+            continue;
+        }
+        let spec = service.object.spec.as_ref().unwrap_or(&no_spec);
+        match families::resolve(spec, cidrs) {
+            Ok(resolved) => out.push(Some(resolved)),
+            Err(problem) => {
+                admission.reject(i, problem.field, problem.message);
+                out.push(None);
+            }
+        }
+    }
+    out
+}
+
+/// ClusterIPs per family from that family's CIDR, oldest Services first; each Service's in
+/// the order of its families.
 fn allocate_cluster_ips(
-    config: &PlanConfig,
+    cidrs: &ServiceCidrs,
+    families: &[Option<ServiceFamilies>],
     previous: &Allocations,
     allocations: &mut Allocations,
     admission: &mut Admission<'_>,
 ) -> BTreeMap<ObjectKey, Vec<IpAddr>> {
     let services = admission.services;
-    let mut out: BTreeMap<ObjectKey, Vec<IpAddr>> = BTreeMap::new();
+    let no_spec = ServiceSpec::default();
+    let mut by_family: Vec<BTreeMap<IpFamily, IpAddr>> = vec![BTreeMap::new(); services.len()];
     let mut held = Holders::new();
-    for (family, cidr) in config.service_cidrs.iter().enumerate() {
+    for (family, cidr) in cidrs.iter() {
         let pool = CidrPool::service(*cidr);
         let mut who = Vec::new();
         let mut claims = Vec::new();
         for (i, service) in services.iter().enumerate() {
-            if !matches!(
-                kind_of(&service.object),
-                ServiceKind::ClusterIP | ServiceKind::NodePort | ServiceKind::LoadBalancer
-            ) {
+            let wanted = families[i].as_ref().is_some_and(|f| f.families.contains(family));
+            if !wanted || admission.rejected[i] || !has_cluster_ip(kind_of(&service.object)) {
                 continue;
             }
-            let spec = service.object.spec.as_ref();
-            let requested: Vec<IpAddr> = spec
-                .and_then(|s| s.cluster_ips.clone())
-                .unwrap_or_else(|| spec.and_then(|s| s.cluster_ip.clone()).into_iter().collect())
-                .iter()
-                .filter_map(|s| s.parse().ok())
-                .collect();
-            let wants_family = if family == 0 {
-                true
-            } else {
-                matches!(
-                    spec.and_then(|s| s.ip_family_policy.as_deref()),
-                    Some("PreferDualStack" | "RequireDualStack")
-                ) || requested.iter().any(|ip| ip.is_ipv4() == cidr.addr().is_ipv4())
-            };
-            if !wants_family {
-                continue;
-            }
-            let requested = requested.iter().copied().find(|ip| ip.is_ipv4() == cidr.addr().is_ipv4());
-            if family == 0
-                && requested.is_none()
-                && spec.and_then(|s| s.cluster_ip.as_deref()).is_some_and(|ip| !ip.is_empty())
-            {
-                admission.reject(i, "spec.clusterIP", format!("is not in the service CIDR {cidr}"));
-                continue;
-            }
+            let spec = service.object.spec.as_ref().unwrap_or(&no_spec);
+            let requested =
+                families::requested_ips(spec).into_iter().find(|r| IpFamily::of(&r.ip) == *family);
             let owner = key_of(service).to_string();
             let prev = previous_in(&previous.cluster_ips, &owner, cidr);
-            claims.push(Claim { owner, requested, previous: prev });
-            who.push(i);
+            claims.push(Claim { owner, requested: requested.as_ref().map(|r| r.ip), previous: prev });
+            who.push((i, requested.map_or_else(|| "spec.clusterIP".to_owned(), |r| r.field)));
         }
-        for (i, result) in who.into_iter().zip(assign(&pool, &claims, &mut held, |_, _| false)) {
+        for ((i, field), result) in who.into_iter().zip(assign(&pool, &claims, &mut held, |_, _| false)) {
             match result {
-                Ok(ip) => out.entry(key_of(services[i])).or_default().push(ip),
-                Err(err) => admission.reject(i, "spec.clusterIP", err),
+                Ok(ip) => {
+                    by_family[i].insert(*family, ip);
+                }
+                Err(err) => admission.reject(i, field, err),
             }
         }
     }
-    for (key, ips) in &out {
-        allocations.cluster_ips.insert(key.to_string(), ips.clone());
+    let mut out = BTreeMap::new();
+    for (i, service) in services.iter().enumerate() {
+        let Some(resolved) = families[i].as_ref().filter(|_| !admission.rejected[i]) else { continue };
+        let ips: Vec<IpAddr> =
+            resolved.families.iter().filter_map(|f| by_family[i].get(f).copied()).collect();
+        if !ips.is_empty() {
+            allocations.cluster_ips.insert(key_of(service).to_string(), ips.clone());
+            out.insert(key_of(service), ips);
+        }
     }
     out
 }
@@ -454,6 +499,7 @@ fn slices_by_service(store: &Store) -> BTreeMap<ObjectKey, Vec<&EndpointSliceRec
 fn service_plan(
     service: &Stored<Service>,
     key: &ObjectKey,
+    families: Option<&ServiceFamilies>,
     cluster_ips: Vec<IpAddr>,
     node_ports: Option<&BTreeMap<String, u16>>,
     load_balancer_ips: Vec<IpAddr>,
@@ -487,6 +533,19 @@ fn service_plan(
             .field("spec.selector"),
         );
     }
+    let ip_families = families.map(|f| f.families.clone()).unwrap_or_default();
+    if slices.is_empty() && !selected.is_empty() && !has_address_in(&selected, &ip_families) {
+        let wanted = ip_families.iter().map(ToString::to_string).collect::<Vec<_>>().join(" or ");
+        diagnostics.push(
+            Diagnostic::warning(format!(
+                "the Pods the selector matches have no {wanted} address; the Service has no endpoints"
+            ))
+            .at(&service.origin)
+            .on(reference(service))
+            .field("spec.selector"),
+        );
+    }
+    let selected = Selected { pods: &selected, service: key, families: &ip_families, publish_not_ready };
     let mut ports: Vec<ServicePort> = spec
         .ports
         .iter()
@@ -494,16 +553,9 @@ fn service_plan(
         .filter_map(|port| {
             let protocol = Protocol::parse(port.protocol.as_deref())?;
             let endpoints = if !slices.is_empty() {
-                crate::endpoints::from_slices(slices, port.name.as_deref().unwrap_or(""), protocol)
+                endpoints::from_slices(slices, port.name.as_deref().unwrap_or(""), protocol, &ip_families)
             } else {
-                crate::endpoints::from_pods(
-                    &selected,
-                    key,
-                    port.port,
-                    port.target_port.as_ref(),
-                    protocol,
-                    publish_not_ready,
-                )
+                endpoints::from_pods(selected, port.port, port.target_port.as_ref(), protocol)
             };
             Some(ServicePort {
                 name: port.name.clone().unwrap_or_default(),
@@ -518,6 +570,15 @@ fn service_plan(
     // A filtered collect keeps room for every port it could have had; ten thousand plans
     // stay in memory.
     ports.shrink_to_fit();
+    // Without ports, a headless Service still has endpoints: their addresses are its DNS
+    // records (kubernetes/kubernetes#67622).
+    let endpoints_without_ports = match (kind, spec.ports.as_deref().unwrap_or_default().is_empty()) {
+        (ServiceKind::Headless, true) if !slices.is_empty() => {
+            endpoints::from_slices_without_ports(slices, &ip_families)
+        }
+        (ServiceKind::Headless, true) => endpoints::from_pods_without_ports(selected),
+        _ => Vec::new(),
+    };
     ServicePlan {
         key: key.clone(),
         kind,
@@ -525,9 +586,12 @@ fn service_plan(
             && matches!(kind, ServiceKind::ClusterIP | ServiceKind::NodePort | ServiceKind::LoadBalancer),
         external_name: spec.external_name.clone().filter(|_| kind == ServiceKind::ExternalName),
         cluster_ips,
+        ip_families,
+        ip_family_policy: families.map(|f| f.policy),
         external_ips: spec.external_ips.iter().flatten().filter_map(|s| s.parse().ok()).collect(),
         load_balancer_ips,
         ports,
+        endpoints_without_ports,
         session_affinity_timeout: (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
             spec.session_affinity_config
                 .as_ref()
@@ -547,6 +611,11 @@ fn service_plan(
             .collect(),
         publish_not_ready_addresses: publish_not_ready,
     }
+}
+
+/// Whether any of `pods` has an address of one of `families`.
+fn has_address_in(pods: &[&PodPlan], families: &[IpFamily]) -> bool {
+    pods.iter().flat_map(|p| &p.ips).any(|ip| families.contains(&IpFamily::of(ip)))
 }
 
 /// Resolves a Service `targetPort` for one Pod: numbers as they are, names through the

@@ -10,11 +10,15 @@ use portico_plan::dns::{Lookup, RecordData, reverse_name};
 use portico_plan::{Allocations, Plan, PlanConfig, plan};
 
 fn planned(yaml: &str) -> Plan {
+    planned_with(&PlanConfig::default(), yaml)
+}
+
+fn planned_with(config: &PlanConfig, yaml: &str) -> Plan {
     let (objects, diags) = parse_text(Path::new("dns.yaml"), yaml);
     assert!(diags.is_empty(), "{diags:?}");
     let (store, more) = Store::from_objects(objects);
     assert!(more.is_empty(), "{more:?}");
-    let planned = plan(&store, &PlanConfig::default(), &Allocations::default(), 1);
+    let planned = plan(&store, config, &Allocations::default(), 1);
     // Only the warning that Service `empty` selects no Pod.
     let errors: Vec<_> = planned.diagnostics.iter().filter(|d| d.severity == Severity::Error).collect();
     assert!(errors.is_empty(), "{errors:?}");
@@ -199,4 +203,130 @@ fn no_records_when_nothing_serves_them() {
     assert_eq!(plan.dns.apex, "cluster.local");
     assert_eq!(plan.services.len(), 4, "the rest of the Plan is whole");
     assert!(!planned(&fixture()).dns.records.is_empty(), "records by default");
+}
+
+#[test]
+fn headless_services_without_ports_publish_their_endpoints() {
+    let yaml = [
+        pod("db-0", "db", "127.98.1.1", true, "  hostname: db-0\n  subdomain: db\n"),
+        pod("db-1", "db", "127.98.1.2", true, ""),
+        pod("db-2", "db", "127.98.1.3", false, ""),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec:\n  clusterIP: None\n  selector: {app: db}\n---\n".to_owned(),
+        // Without a selector the EndpointSlices given are the endpoints, with no ports either.
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ext}\nspec:\n  clusterIP: None\n---\n".to_owned(),
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: ext-1\n  labels: {kubernetes.io/service-name: ext}\naddressType: IPv4\nendpoints:\n- addresses: [127.0.20.1]\n  hostname: one\n- addresses: [127.0.20.2]\n  conditions: {ready: false}\n".to_owned(),
+    ]
+    .concat();
+    let plan = planned(&yaml);
+    let db = "db.default.svc.cluster.local";
+    // The Service's name holds an address per ready endpoint, each endpoint its own name and
+    // PTR; there is no port, so no SRV record.
+    let mut addresses = records(&plan, db).to_vec();
+    addresses.sort();
+    assert_eq!(addresses, [RecordData::Address(ip("127.98.1.1")), RecordData::Address(ip("127.98.1.2"))]);
+    assert_eq!(records(&plan, "db-0.db.default.svc.cluster.local"), [RecordData::Address(ip("127.98.1.1"))]);
+    assert_eq!(
+        records(&plan, "127-98-1-2.db.default.svc.cluster.local"),
+        [RecordData::Address(ip("127.98.1.2"))]
+    );
+    assert_eq!(plan.dns.lookup("127-98-1-3.db.default.svc.cluster.local"), Lookup::Missing, "not ready");
+    assert_eq!(
+        records(&plan, "1.1.98.127.in-addr.arpa"),
+        [RecordData::Ptr("db-0.db.default.svc.cluster.local".into())]
+    );
+    assert_eq!(plan.dns.lookup("_tcp.db.default.svc.cluster.local"), Lookup::Missing, "no SRV");
+    assert!(plan.dns.records.iter().all(|(_, r)| r.iter().all(|r| !matches!(r, RecordData::Srv { .. }))));
+
+    let ext = "ext.default.svc.cluster.local";
+    assert_eq!(records(&plan, ext), [RecordData::Address(ip("127.0.20.1"))]);
+    assert_eq!(records(&plan, "one.ext.default.svc.cluster.local"), [RecordData::Address(ip("127.0.20.1"))]);
+
+    // No port means no listener, and explain counts the endpoints.
+    let service = |name: &str| plan.services.iter().find(|s| s.key.name == name).unwrap();
+    assert!(service("db").ports.is_empty() && !service("db").proxied);
+    assert_eq!(service("db").backend_counts(), (2, 3));
+    assert_eq!(service("ext").backend_counts(), (1, 2));
+    let rows = portico_plan::exposure::exposures(&plan);
+    let row = rows.iter().find(|r| r.object.key.name == "db").unwrap();
+    assert_eq!((row.ports.len(), row.ready, row.total), (0, 2, 3));
+    assert_eq!(row.addresses, [db]);
+}
+
+/// A ready Pod with an IPv4 and an IPv6 address.
+fn dual_pod(name: &str, app: &str, v4: &str, v6: &str, extra: &str) -> String {
+    pod(name, app, v4, true, extra).replace(
+        &format!("  podIP: {v4}\n"),
+        &format!("  podIP: {v4}\n  podIPs: [{{ip: {v4}}}, {{ip: '{v6}'}}]\n"),
+    )
+}
+
+#[test]
+fn headless_records_follow_the_services_families() {
+    let config = PlanConfig {
+        service_cidrs: vec!["127.96.0.0/16".parse().unwrap(), "fd00:96::/108".parse().unwrap()],
+        ..PlanConfig::default()
+    };
+    let headless = |name: &str, policy: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  clusterIP: None\n{policy}  selector: {{app: db}}\n  ports: [{{name: pg, port: 5432, targetPort: main}}]\n---\n"
+        )
+    };
+    let yaml = [
+        dual_pod("db-0", "db", "127.98.2.1", "fd00:98::21", "  hostname: db-0\n  subdomain: both\n"),
+        dual_pod("db-1", "db", "127.98.2.2", "fd00:98::22", ""),
+        headless("single", ""),
+        headless("both", "  ipFamilyPolicy: PreferDualStack\n"),
+    ]
+    .concat();
+    let plan = planned_with(&config, &yaml);
+    let sorted = |name: &str| {
+        let mut found = records(&plan, name).to_vec();
+        found.sort();
+        found
+    };
+    // SingleStack (IPv4): A records only, though the Pods have IPv6 addresses too.
+    assert_eq!(
+        sorted("single.default.svc.cluster.local"),
+        [RecordData::Address(ip("127.98.2.1")), RecordData::Address(ip("127.98.2.2"))]
+    );
+    assert_eq!(plan.dns.lookup("fd00-98--22.single.default.svc.cluster.local"), Lookup::Missing);
+    // PreferDualStack on a dual-stack cluster: A and AAAA, for the Service and each endpoint.
+    assert_eq!(
+        sorted("both.default.svc.cluster.local"),
+        [
+            RecordData::Address(ip("127.98.2.1")),
+            RecordData::Address(ip("127.98.2.2")),
+            RecordData::Address(ip("fd00:98::21")),
+            RecordData::Address(ip("fd00:98::22")),
+        ]
+    );
+    assert_eq!(
+        sorted("db-0.both.default.svc.cluster.local"),
+        [RecordData::Address(ip("127.98.2.1")), RecordData::Address(ip("fd00:98::21"))]
+    );
+    assert_eq!(
+        records(&plan, "fd00-98--22.both.default.svc.cluster.local"),
+        [RecordData::Address(ip("fd00:98::22"))]
+    );
+    assert!(
+        records(&plan, &reverse_name(ip("fd00:98::21")))
+            .contains(&RecordData::Ptr("db-0.both.default.svc.cluster.local".into()))
+    );
+    // One SRV per endpoint name, weighted over the names, not over the addresses.
+    let srv = sorted("_pg._tcp.both.default.svc.cluster.local");
+    let targets: Vec<(&str, u16)> = srv
+        .iter()
+        .map(|r| match r {
+            RecordData::Srv { target, weight, .. } => (target.as_str(), *weight),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("127-98-2-2.both.default.svc.cluster.local", 33),
+            ("db-0.both.default.svc.cluster.local", 33),
+            ("fd00-98--22.both.default.svc.cluster.local", 33),
+        ]
+    );
 }
