@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use portico_plan::endpoints::{Scope, select};
-use portico_plan::{Plan, Protocol, ServicePlan, ServicePort, TrafficPolicy};
+use portico_plan::{Endpoint, IpFamily, Plan, Protocol, ServicePlan, ServicePort, TrafficPolicy};
 
 /// A listening socket: address, port and transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,29 +83,31 @@ pub fn frontends(plan: &Plan, node: &str) -> Table {
     for service in plan.services.iter().filter(|s| s.proxied) {
         for port in service.ports.iter().filter(|p| p.protocol != Protocol::Sctp) {
             let scope = |policy| scope(policy, node, zone);
-            let internal = frontend(service, port, "ClusterIP", scope(service.internal_traffic_policy));
-            for ip in &service.cluster_ips {
+            let mut add = |ip: &IpAddr, listen_port: u16, method: &'static str, policy| {
+                // As kube-proxy, one proxy per IP family: a listener of a family the Service
+                // does not have is not opened, and one that is forwards within its family.
+                let Some(mut frontend) = frontend(service, port, method, scope(policy), IpFamily::of(ip))
+                else {
+                    return;
+                };
+                if method == "LoadBalancer" {
+                    frontend.source_ranges.clone_from(&service.load_balancer_source_ranges);
+                }
                 table.add(
-                    ListenKey { addr: SocketAddr::new(*ip, port.port), protocol: port.protocol },
-                    internal.clone(),
+                    ListenKey { addr: SocketAddr::new(*ip, listen_port), protocol: port.protocol },
+                    frontend,
                 );
+            };
+            for ip in &service.cluster_ips {
+                add(ip, port.port, "ClusterIP", service.internal_traffic_policy);
             }
-            let external = |method| frontend(service, port, method, scope(service.external_traffic_policy));
             if let Some(node_port) = port.node_port {
                 for ip in node_addresses {
-                    table.add(
-                        ListenKey { addr: SocketAddr::new(*ip, node_port), protocol: port.protocol },
-                        external("NodePort"),
-                    );
+                    add(ip, node_port, "NodePort", service.external_traffic_policy);
                 }
             }
-            let mut lb = external("LoadBalancer");
-            lb.source_ranges.clone_from(&service.load_balancer_source_ranges);
             for ip in &service.load_balancer_ips {
-                table.add(
-                    ListenKey { addr: SocketAddr::new(*ip, port.port), protocol: port.protocol },
-                    lb.clone(),
-                );
+                add(ip, port.port, "LoadBalancer", service.external_traffic_policy);
             }
         }
     }
@@ -117,7 +119,9 @@ pub fn frontends(plan: &Plan, node: &str) -> Table {
             let scope = scope(service.external_traffic_policy, node, zone);
             for ip in &service.external_ips {
                 let key = ListenKey { addr: SocketAddr::new(*ip, port.port), protocol: port.protocol };
-                table.add(key, frontend(service, port, "ExternalIP", scope));
+                if let Some(frontend) = frontend(service, port, "ExternalIP", scope, IpFamily::of(ip)) {
+                    table.add(key, frontend);
+                }
             }
         }
     }
@@ -156,16 +160,31 @@ fn scope<'a>(policy: TrafficPolicy, node: &'a str, zone: Option<&'a str>) -> Sco
     }
 }
 
-fn frontend(service: &ServicePlan, port: &ServicePort, method: &'static str, scope: Scope<'_>) -> Frontend {
-    Frontend {
+/// The frontend of `port` for a listener of `family`, forwarding to the endpoints of that
+/// family only; `None` when the Service is not of that family.
+fn frontend(
+    service: &ServicePlan,
+    port: &ServicePort,
+    method: &'static str,
+    scope: Scope<'_>,
+    family: IpFamily,
+) -> Option<Frontend> {
+    if !service.ip_families.is_empty() && !service.ip_families.contains(&family) {
+        return None;
+    }
+    let of_family = |e: &Endpoint| IpFamily::of(&e.address) == family;
+    // Single-stack Services (most) need no copy of their endpoints.
+    let endpoints: std::borrow::Cow<'_, [Endpoint]> = if port.endpoints.iter().all(of_family) {
+        std::borrow::Cow::Borrowed(&port.endpoints)
+    } else {
+        std::borrow::Cow::Owned(port.endpoints.iter().filter(|e| of_family(e)).cloned().collect())
+    };
+    Some(Frontend {
         service: service.key.to_string(),
         port: if port.name.is_empty() { port.port.to_string() } else { port.name.clone() },
         method,
-        endpoints: select(&port.endpoints, scope)
-            .iter()
-            .map(|e| SocketAddr::new(e.address, e.port))
-            .collect(),
+        endpoints: select(&endpoints, scope).iter().map(|e| SocketAddr::new(e.address, e.port)).collect(),
         affinity: service.session_affinity_timeout.map(|s| Duration::from_secs(u64::from(s))),
         source_ranges: Vec::new(),
-    }
+    })
 }

@@ -104,3 +104,74 @@ fn every_method_becomes_listeners_with_the_right_endpoints() {
     assert!(table.conflicts[0].1.contains("default/clash"));
     assert_eq!(table.frontends.len(), 10, "{:?}", table.frontends.keys().collect::<Vec<_>>());
 }
+
+/// A dual-stack Service and an IPv4-only one, on a node with an IPv4 and an IPv6 address.
+const DUAL_STACK: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: dual}
+spec:
+  type: NodePort
+  ipFamilyPolicy: RequireDualStack
+  ports: [{name: http, port: 80, nodePort: 30080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: dual-4, labels: {kubernetes.io/service-name: dual}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [127.98.0.1]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: dual-6, labels: {kubernetes.io/service-name: dual}}
+addressType: IPv6
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: ['fd00:98::1']}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: four}
+spec:
+  type: NodePort
+  ports: [{name: http, port: 80, nodePort: 30081}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: four-4, labels: {kubernetes.io/service-name: four}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [127.98.0.2]}]
+";
+
+#[test]
+fn each_ip_family_is_proxied_on_its_own_as_kube_proxy_does() {
+    let (objects, diags) = parse_text(Path::new("m.yaml"), DUAL_STACK);
+    assert!(diags.is_empty(), "{diags:?}");
+    let (store, diags) = Store::from_objects(objects);
+    assert!(diags.is_empty(), "{diags:?}");
+    let config = PlanConfig {
+        service_cidrs: vec!["127.96.0.0/16".parse().unwrap(), "fd00:96::/108".parse().unwrap()],
+        local_node_addresses: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+        ..PlanConfig::default()
+    };
+    let planned = plan(&store, &config, &Allocations::default(), 1);
+    assert!(planned.diagnostics.is_empty(), "{:?}", planned.diagnostics);
+    let table = frontends(&planned.plan, "localhost");
+    let endpoints = |addr: &str| -> Option<Vec<SocketAddr>> {
+        let key = ListenKey { addr: addr.parse().unwrap(), protocol: Protocol::Tcp };
+        table.frontends.get(&key).map(|f| f.endpoints.clone())
+    };
+    let dual = planned.plan.services.iter().find(|s| s.key.name == "dual").unwrap();
+    assert_eq!(dual.cluster_ips.len(), 2);
+    for ip in &dual.cluster_ips {
+        let wanted = if ip.is_ipv4() { "127.98.0.1:8080" } else { "[fd00:98::1]:8080" };
+        let listener = SocketAddr::new(*ip, 80).to_string();
+        assert_eq!(endpoints(&listener), Some(vec![wanted.parse().unwrap()]), "{listener}");
+    }
+    assert_eq!(endpoints("127.0.0.1:30080"), Some(vec!["127.98.0.1:8080".parse().unwrap()]));
+    assert_eq!(endpoints("[::1]:30080"), Some(vec!["[fd00:98::1]:8080".parse().unwrap()]));
+    // An IPv4-only Service has no listener on the node's IPv6 address.
+    assert_eq!(endpoints("127.0.0.1:30081"), Some(vec!["127.98.0.2:8080".parse().unwrap()]));
+    assert_eq!(endpoints("[::1]:30081"), None);
+}

@@ -311,6 +311,20 @@ fn parse_domain(s: &str) -> Result<String, String> {
 }
 
 impl PlanArgs {
+    /// Flags that contradict each other: a cluster has one service CIDR per IP family.
+    fn check(&self) -> Result<()> {
+        for (i, cidr) in self.service_cidrs.iter().enumerate() {
+            if let Some(first) =
+                self.service_cidrs[..i].iter().find(|c| c.addr().is_ipv4() == cidr.addr().is_ipv4())
+            {
+                anyhow::bail!(
+                    "--service-cidr {first} and {cidr} are of the same IP family: give one per family (an IPv4 and an IPv6 one for dual stack)"
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn config(&self) -> PlanConfig {
         let mut config = PlanConfig {
             service_cidrs: self.service_cidrs.clone(),
@@ -396,6 +410,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Check(args) | Command::Explain(args) => args.plan.check()?,
+        Command::Run(args) => args.plan.check()?,
+        Command::Echo { .. } => {}
+    }
     match cli.command {
         Command::Check(args) => {
             let outcome = args.load_and_plan(pipeline::State::Fresh)?;

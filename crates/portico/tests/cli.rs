@@ -325,3 +325,31 @@ fn the_cluster_domain_is_a_flag_and_a_bad_one_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn two_service_cidrs_of_one_family_are_refused_and_dual_stack_is_planned() {
+    let same = portico(&[
+        "check",
+        "--service-cidr",
+        "127.96.0.0/16",
+        "--service-cidr",
+        "127.95.0.0/16",
+        "examples/quickstart",
+    ]);
+    assert_eq!(same.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&same.stderr);
+    assert!(err.contains("--service-cidr") && err.contains("same IP family"), "{err}");
+    let dual = portico(&[
+        "explain",
+        "-o",
+        "json",
+        "--service-cidr",
+        "127.96.0.0/16",
+        "--service-cidr",
+        "fd00:96::/108",
+        "examples/quickstart",
+    ]);
+    assert!(dual.status.success(), "{}", String::from_utf8_lossy(&dual.stderr));
+    let report = json(&dual);
+    assert!(report["diagnostics"].as_array().unwrap().is_empty(), "{report:#}");
+}
