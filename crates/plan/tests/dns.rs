@@ -59,6 +59,20 @@ fn records<'p>(plan: &'p Plan, name: &str) -> &'p [RecordData] {
     }
 }
 
+/// The fixture's headless `db`: an address per ready endpoint (127.98.1.1 named `db-0` by its
+/// hostname, 127.98.1.2 by its dashed address), none for the endpoint that is not ready.
+fn assert_db_addresses(plan: &Plan) {
+    let mut addresses = records(plan, "db.default.svc.cluster.local").to_vec();
+    addresses.sort();
+    assert_eq!(addresses, [RecordData::Address(ip("127.98.1.1")), RecordData::Address(ip("127.98.1.2"))]);
+    assert_eq!(records(plan, "db-0.db.default.svc.cluster.local"), [RecordData::Address(ip("127.98.1.1"))]);
+    assert_eq!(
+        records(plan, "127-98-1-2.db.default.svc.cluster.local"),
+        [RecordData::Address(ip("127.98.1.2"))]
+    );
+    assert_eq!(plan.dns.lookup("127-98-1-3.db.default.svc.cluster.local"), Lookup::Missing, "not ready");
+}
+
 #[test]
 fn every_record_kind_of_the_specification() {
     let plan = planned(&fixture());
@@ -82,16 +96,7 @@ fn every_record_kind_of_the_specification() {
 
     // Headless: one A per ready endpoint; a name per endpoint (its hostname, else its dashed
     // address); SRV per endpoint to those names, at the endpoint's port; PTR to them.
-    let db = "db.default.svc.cluster.local";
-    let mut addresses = records(&plan, db).to_vec();
-    addresses.sort();
-    assert_eq!(addresses, [RecordData::Address(ip("127.98.1.1")), RecordData::Address(ip("127.98.1.2"))]);
-    assert_eq!(records(&plan, "db-0.db.default.svc.cluster.local"), [RecordData::Address(ip("127.98.1.1"))]);
-    assert_eq!(
-        records(&plan, "127-98-1-2.db.default.svc.cluster.local"),
-        [RecordData::Address(ip("127.98.1.2"))]
-    );
-    assert_eq!(plan.dns.lookup("127-98-1-3.db.default.svc.cluster.local"), Lookup::Missing, "not ready");
+    assert_db_addresses(&plan);
     let mut srv = records(&plan, "_pg._tcp.db.default.svc.cluster.local").to_vec();
     srv.sort();
     assert_eq!(
@@ -221,15 +226,7 @@ fn headless_services_without_ports_publish_their_endpoints() {
     let db = "db.default.svc.cluster.local";
     // The Service's name holds an address per ready endpoint, each endpoint its own name and
     // PTR; there is no port, so no SRV record.
-    let mut addresses = records(&plan, db).to_vec();
-    addresses.sort();
-    assert_eq!(addresses, [RecordData::Address(ip("127.98.1.1")), RecordData::Address(ip("127.98.1.2"))]);
-    assert_eq!(records(&plan, "db-0.db.default.svc.cluster.local"), [RecordData::Address(ip("127.98.1.1"))]);
-    assert_eq!(
-        records(&plan, "127-98-1-2.db.default.svc.cluster.local"),
-        [RecordData::Address(ip("127.98.1.2"))]
-    );
-    assert_eq!(plan.dns.lookup("127-98-1-3.db.default.svc.cluster.local"), Lookup::Missing, "not ready");
+    assert_db_addresses(&plan);
     assert_eq!(
         records(&plan, "1.1.98.127.in-addr.arpa"),
         [RecordData::Ptr("db-0.db.default.svc.cluster.local".into())]
