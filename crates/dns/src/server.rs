@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use hickory_proto::op::ResponseCode;
+use portico_dataplane::drain::Watch;
+use portico_dataplane::{Applying, DataPlane, Readiness};
 use portico_plan::Plan;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -67,6 +69,8 @@ pub struct DnsServer {
     options: Options,
     forwarder: Forwarder,
     metrics: Arc<Metrics>,
+    /// Shutdown: the listeners stop and idle TCP clients are let go when it is signalled.
+    drain: Watch,
 }
 
 /// The Plan being served, the namespace of each Pod address for server-side search, and the
@@ -78,14 +82,15 @@ struct Served {
 }
 
 impl DnsServer {
-    /// A server with no Plan yet: it answers SERVFAIL until [`DnsServer::apply`].
-    pub fn new(options: Options, metrics: Arc<Metrics>) -> Arc<Self> {
+    /// A server with no Plan yet: it answers SERVFAIL until its first Plan is applied. Its
+    /// listeners stop once `drain` is signalled.
+    pub fn new(options: Options, metrics: Arc<Metrics>, drain: Watch) -> Arc<Self> {
         let forwarder = Forwarder::new(options.upstreams.clone());
-        Arc::new(DnsServer { served: ArcSwapOption::empty(), options, forwarder, metrics })
+        Arc::new(DnsServer { served: ArcSwapOption::empty(), options, forwarder, metrics, drain })
     }
 
     /// Answers from `plan` from the next query on.
-    pub fn apply(&self, plan: &Arc<Plan>) {
+    fn serve_plan(&self, plan: &Arc<Plan>) {
         let pods = match self.options.search {
             Some(_) => {
                 plan.pods.iter().flat_map(|p| p.ips.iter().map(|ip| (*ip, p.key.namespace.clone()))).collect()
@@ -257,12 +262,18 @@ impl DnsServer {
         }
     }
 
-    /// Serves queries arriving on `socket` until it fails.
+    /// Serves queries arriving on `socket` until it fails or the drain is signalled.
     pub async fn serve_udp(self: Arc<Self>, socket: UdpSocket) -> io::Result<()> {
         let socket = Arc::new(socket);
         let mut buf = vec![0u8; MAX_MESSAGE];
+        let drained = self.drain.signaled();
+        tokio::pin!(drained);
         loop {
-            let (len, client) = socket.recv_from(&mut buf).await?;
+            let (len, client) = tokio::select! {
+                biased;
+                () = drained.as_mut() => return Ok(()),
+                received = socket.recv_from(&mut buf) => received?,
+            };
             let started = Instant::now();
             match self.zone_answer(client, &buf[..len], true, started) {
                 Ok(Some(bytes)) => send(&socket, &bytes, client).await,
@@ -271,7 +282,9 @@ impl DnsServer {
                 Err(work) => {
                     let (server, socket, query) =
                         (Arc::clone(&self), Arc::clone(&socket), buf[..len].to_vec());
+                    let hold = self.drain.hold();
                     tokio::spawn(async move {
+                        let _hold = hold;
                         if let Some(bytes) =
                             server.upstream_answer(client, &query, false, started, work).await
                         {
@@ -284,16 +297,23 @@ impl DnsServer {
     }
 
     /// Serves the TCP connections arriving on `listener`, at most
-    /// [`Options::tcp_connections`] at once, for as long as the task runs.
+    /// [`Options::tcp_connections`] at once, until the drain is signalled.
     pub async fn serve_tcp(self: Arc<Self>, listener: TcpListener) {
         let n = self.options.tcp_connections;
         let name = listener.local_addr().map_or_else(|_| "TCP".to_owned(), |addr| addr.to_string());
         let gate = Limits::new("DNS over TCP", n, n, self.metrics.accept.clone()).gate(name);
+        let drained = self.drain.signaled();
+        tokio::pin!(drained);
         loop {
-            let (stream, client, seat) = gate.accept(&listener).await;
+            let (stream, client, seat) = tokio::select! {
+                biased;
+                () = drained.as_mut() => return,
+                accepted = gate.accept(&listener) => accepted,
+            };
             let server = Arc::clone(&self);
+            let hold = self.drain.hold();
             tokio::spawn(async move {
-                let _seat = seat;
+                let _held = (seat, hold);
                 if let Err(err) = server.serve_connection(stream, client).await {
                     debug!(%client, %err, "DNS TCP connection ended");
                 }
@@ -301,16 +321,23 @@ impl DnsServer {
         }
     }
 
-    /// Length-prefixed queries on one connection (RFC 1035 §4.2.2), answered in turn.
+    /// Length-prefixed queries on one connection (RFC 1035 §4.2.2), answered in turn; a
+    /// client between queries is let go when the drain is signalled.
     async fn serve_connection(&self, mut stream: TcpStream, client: SocketAddr) -> io::Result<()> {
         let mut query = vec![0u8; MAX_MESSAGE];
+        let drained = self.drain.signaled();
+        tokio::pin!(drained);
         loop {
             let mut prefix = [0u8; 2];
-            match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut prefix)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-                Ok(Err(err)) => return Err(err),
-                Err(_) => return Ok(()),
+            tokio::select! {
+                biased;
+                () = drained.as_mut() => return Ok(()),
+                read = tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut prefix)) => match read {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Ok(Err(err)) => return Err(err),
+                    Err(_) => return Ok(()),
+                },
             }
             let len = usize::from(u16::from_be_bytes(prefix));
             stream.read_exact(&mut query[..len]).await?;
@@ -327,6 +354,22 @@ impl DnsServer {
                 stream.write_all(&framed).await?;
             }
         }
+    }
+}
+
+impl DataPlane for DnsServer {
+    fn name(&self) -> &'static str {
+        "dns"
+    }
+
+    /// Answers from `plan` from the next query on; nothing in a Plan can fail to be served.
+    fn apply<'a>(&'a self, plan: &'a Arc<Plan>) -> Applying<'a> {
+        self.serve_plan(plan);
+        Box::pin(std::future::ready(Vec::new()))
+    }
+
+    fn readiness(&self) -> Readiness {
+        Readiness::after_first_plan(self.served.load().is_some())
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
+use portico_dataplane::{DataPlane, drain};
 use portico_dns::{DnsServer, Options, bind};
 use portico_model::{Store, parse_text};
 use portico_plan::{Allocations, Plan, PlanConfig, plan};
@@ -95,7 +96,7 @@ async fn answers_over_udp_and_tcp_follow_the_plan_at_once() {
     let addr = tcp.local_addr().unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(portico_dns::metrics::Metrics::register(&mut registry));
-    let server = DnsServer::new(Options::default(), metrics);
+    let server = DnsServer::new(Options::default(), metrics, drain::channel().1);
     for socket in udp {
         tokio::spawn(Arc::clone(&server).serve_udp(socket));
     }
@@ -105,7 +106,7 @@ async fn answers_over_udp_and_tcp_follow_the_plan_at_once() {
     let before = over_udp(addr, name, RecordType::A).await;
     assert_eq!(before.metadata.response_code, ResponseCode::ServFail, "no Plan yet");
 
-    server.apply(&planned(&cluster(&["127.98.3.1", "127.98.3.2"]), 1));
+    assert!(server.apply(&planned(&cluster(&["127.98.3.1", "127.98.3.2"]), 1)).await.is_empty());
     let udp_answer = over_udp(addr, name, RecordType::A).await;
     assert_eq!(udp_answer.metadata.response_code, ResponseCode::NoError);
     assert_eq!(addresses(&udp_answer), ["127.98.3.1", "127.98.3.2"]);
@@ -121,7 +122,7 @@ async fn answers_over_udp_and_tcp_follow_the_plan_at_once() {
         assert_eq!(answer.queries[0].name.to_ascii(), spelling);
     }
     // An endpoint goes away: the very next answer follows.
-    server.apply(&planned(&cluster(&["127.98.3.2"]), 2));
+    assert!(server.apply(&planned(&cluster(&["127.98.3.2"]), 2)).await.is_empty());
     assert_eq!(addresses(&over_udp(addr, name, RecordType::A).await), ["127.98.3.2"]);
     let soa = over_udp(addr, "nope.default.svc.cluster.local.", RecordType::A).await;
     assert_eq!(soa.metadata.response_code, ResponseCode::NXDomain);
@@ -201,13 +202,13 @@ async fn other_names_are_forwarded_to_the_next_upstream_that_answers() {
     let options = Options { upstreams: vec![dead_upstream(), live], ..Options::default() };
     let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap(), 2).await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let server = DnsServer::new(options, unregistered_metrics());
+    let server = DnsServer::new(options, unregistered_metrics(), drain::channel().1);
     for socket in udp {
         tokio::spawn(Arc::clone(&server).serve_udp(socket));
     }
     tokio::spawn(Arc::clone(&server).serve_tcp(tcp));
     let partner = "---\napiVersion: v1\nkind: Service\nmetadata: {name: partner}\nspec: {type: ExternalName, externalName: api.example.test}\n";
-    server.apply(&planned(&(cluster(&["127.98.4.1"]) + partner), 1));
+    assert!(server.apply(&planned(&(cluster(&["127.98.4.1"]) + partner), 1)).await.is_empty());
     for _ in 0..2 {
         // Both upstreams get a first turn in round-robin; the dead one fails over to the live one.
         let forwarded = over_udp(addr, "www.example.test.", RecordType::A).await;
@@ -236,15 +237,15 @@ async fn other_names_are_forwarded_to_the_next_upstream_that_answers() {
     let options = Options { upstreams: vec![dead_upstream()], ..Options::default() };
     let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap(), 2).await.unwrap();
     let lonely = tcp.local_addr().unwrap();
-    let server = DnsServer::new(options, unregistered_metrics());
+    let server = DnsServer::new(options, unregistered_metrics(), drain::channel().1);
     for socket in udp {
         tokio::spawn(Arc::clone(&server).serve_udp(socket));
     }
-    server.apply(&planned(&cluster(&["127.98.4.1"]), 1));
+    assert!(server.apply(&planned(&cluster(&["127.98.4.1"]), 1)).await.is_empty());
     let failed = over_udp(lonely, "www.example.test.", RecordType::A).await;
     assert_eq!(failed.metadata.response_code, ResponseCode::ServFail);
     // No upstream answers for an ExternalName's target: the CNAME alone.
-    server.apply(&planned(&(cluster(&["127.98.4.1"]) + partner), 2));
+    assert!(server.apply(&planned(&(cluster(&["127.98.4.1"]) + partner), 2)).await.is_empty());
     let alone = over_udp(lonely, "partner.default.svc.cluster.local.", RecordType::A).await;
     assert_eq!((alone.metadata.response_code, alone.answers.len()), (ResponseCode::NoError, 1));
 }
@@ -263,11 +264,12 @@ async fn pods_get_the_rest_of_their_search_path_searched_by_the_server() {
             let server = DnsServer::new(
                 Options { upstreams: vec![live], search, ..Options::default() },
                 unregistered_metrics(),
+                drain::channel().1,
             );
             for socket in udp {
                 tokio::spawn(Arc::clone(&server).serve_udp(socket));
             }
-            server.apply(&plan);
+            assert!(server.apply(&plan).await.is_empty());
             addr
         }
     };
@@ -333,12 +335,12 @@ async fn every_record_kind_over_udp_and_tcp() {
     let (v4, v6) = (web[0], web[1]);
     let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap(), 1).await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let server = DnsServer::new(Options::default(), unregistered_metrics());
+    let server = DnsServer::new(Options::default(), unregistered_metrics(), drain::channel().1);
     for socket in udp {
         tokio::spawn(Arc::clone(&server).serve_udp(socket));
     }
     tokio::spawn(Arc::clone(&server).serve_tcp(tcp));
-    server.apply(&plan);
+    assert!(server.apply(&plan).await.is_empty());
 
     let soa = "cluster.local. SOA ns.dns.cluster.local. hostmaster.cluster.local. 3 5 5 5 5".to_owned();
     let web_name = "web.default.svc.cluster.local.";
@@ -490,12 +492,13 @@ async fn every_record_kind_over_udp_and_tcp() {
 async fn the_zone_and_the_ttl_are_settings() {
     let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap(), 1).await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let server = DnsServer::new(Options { ttl: 30, ..Options::default() }, unregistered_metrics());
+    let server =
+        DnsServer::new(Options { ttl: 30, ..Options::default() }, unregistered_metrics(), drain::channel().1);
     for socket in udp {
         tokio::spawn(Arc::clone(&server).serve_udp(socket));
     }
     let config = PlanConfig { cluster_domain: "corp.example".into(), ..PlanConfig::default() };
-    server.apply(&planned_with(&cluster(&["127.98.4.1"]), 1, &config));
+    assert!(server.apply(&planned_with(&cluster(&["127.98.4.1"]), 1, &config)).await.is_empty());
 
     let answer = over_udp(addr, "db.default.svc.corp.example.", RecordType::A).await;
     assert_eq!(addresses(&answer), ["127.98.4.1"]);
@@ -506,4 +509,36 @@ async fn the_zone_and_the_ttl_are_settings() {
     assert_eq!((missing.authorities[0].ttl, soa.minimum), (30, 30), "negative answers live as long");
     let old_zone = over_udp(addr, "db.default.svc.cluster.local.", RecordType::A).await;
     assert_eq!(old_zone.metadata.response_code, ResponseCode::Refused, "cluster.local is not ours any more");
+}
+
+#[tokio::test]
+async fn the_drain_stops_the_listeners_and_lets_idle_tcp_clients_go() {
+    let (udp, tcp) = bind("127.0.0.1:0".parse().unwrap(), 1).await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let (trigger, watch) = drain::channel();
+    let server = DnsServer::new(Options::default(), unregistered_metrics(), watch);
+    let udp_task = tokio::spawn(Arc::clone(&server).serve_udp(udp.into_iter().next().unwrap()));
+    let tcp_task = tokio::spawn(Arc::clone(&server).serve_tcp(tcp));
+    assert!(!server.readiness().is_ready(), "no Plan yet");
+    assert!(server.apply(&planned(&cluster(&["127.98.3.1"]), 1)).await.is_empty());
+    assert!(server.readiness().is_ready());
+    let name = "db.default.svc.cluster.local.";
+    assert_eq!(addresses(&over_udp(addr, name, RecordType::A).await), ["127.98.3.1"]);
+    // A TCP client that asked once and stays.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let bytes = query(name, RecordType::A, 13);
+    let mut framed = u16::try_from(bytes.len()).unwrap().to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    idle.write_all(&framed).await.unwrap();
+    let mut prefix = [0u8; 2];
+    idle.read_exact(&mut prefix).await.unwrap();
+    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+    idle.read_exact(&mut answer).await.unwrap();
+
+    assert_eq!(trigger.drain(Duration::from_secs(5)).await, 0, "the idle client was let go");
+    let mut rest = Vec::new();
+    assert_eq!(idle.read_to_end(&mut rest).await.unwrap(), 0, "closed by the server");
+    let udp_served = tokio::time::timeout(Duration::from_secs(1), udp_task).await.expect("UDP stopped");
+    assert!(udp_served.unwrap().is_ok());
+    tokio::time::timeout(Duration::from_secs(1), tcp_task).await.expect("TCP stopped").unwrap();
 }

@@ -2,13 +2,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use portico_accept::Limits;
-use portico_plan::Protocol;
+use portico_dataplane::drain::{Hold, Watch};
+use portico_dataplane::{Applying, DataPlane, Readiness};
+use portico_model::Diagnostic;
+use portico_plan::{Plan, Protocol};
 use tokio::net::UdpSocket;
 use tokio::sync::Mutex;
 use tokio::task::AbortHandle;
@@ -17,7 +20,7 @@ use tracing::{debug, info};
 use crate::balance::Balancer;
 use crate::idle::{self, Connections};
 use crate::metrics::{Counters, FrontendLabels, Metrics};
-use crate::table::{Frontend, ListenKey, Table};
+use crate::table::{Frontend, ListenKey, Table, frontends};
 use crate::{tcp, udp};
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -52,6 +55,8 @@ pub struct Options {
     pub tcp_connections_per_listener: usize,
     /// Most TCP connections in all.
     pub tcp_connections: usize,
+    /// The node served: its NodePorts, and the HostPorts of its Pods.
+    pub node: String,
 }
 
 impl Default for Options {
@@ -63,6 +68,7 @@ impl Default for Options {
             udp_flows: DEFAULT_UDP_FLOWS,
             tcp_connections_per_listener: DEFAULT_TCP_CONNECTIONS_PER_LISTENER,
             tcp_connections: DEFAULT_TCP_CONNECTIONS,
+            node: "localhost".to_owned(),
         }
     }
 }
@@ -113,12 +119,15 @@ pub(crate) struct Ctx {
     pub(crate) connections: Arc<Connections>,
     /// The bounds on TCP connections.
     pub(crate) limits: Arc<Limits>,
+    /// Shutdown: listeners close when it is signalled, and it waits for open connections.
+    drain: Watch,
 }
 
-/// Counts one open connection or flow while alive.
+/// Counts one open connection or flow while alive, and holds shutdown until it ends.
 pub(crate) struct Active<'a> {
     ctx: &'a Ctx,
     gauge: Gauge,
+    _drain: Hold,
 }
 
 impl Ctx {
@@ -126,7 +135,7 @@ impl Ctx {
         self.active.fetch_add(1, Ordering::Relaxed);
         counters.active.inc();
         counters.accepted.inc();
-        Active { ctx: self, gauge: counters.active.clone() }
+        Active { ctx: self, gauge: counters.active.clone(), _drain: self.drain.hold() }
     }
 }
 
@@ -170,14 +179,16 @@ struct Listeners {
     labels: HashMap<FrontendLabels, usize>,
     /// A task is trying the waiting listeners again.
     retrying: bool,
-    /// The task that closes idle TCP connections runs.
-    sweeping: bool,
+    /// The tasks that close idle TCP connections, and the listeners on the drain signal, run.
+    started: bool,
 }
 
 /// What the proxy and its retry task share.
 struct Inner {
     ctx: Arc<Ctx>,
     listeners: Mutex<Listeners>,
+    /// A table was applied.
+    applied: AtomicBool,
 }
 
 /// The userspace proxy: listeners for every frontend of the table last applied.
@@ -186,8 +197,8 @@ pub struct L4Proxy {
 }
 
 impl L4Proxy {
-    /// A proxy with no listeners yet.
-    pub fn new(options: Options, metrics: Arc<Metrics>) -> Self {
+    /// A proxy with no listeners yet; its listeners close when `drain` is signalled.
+    pub fn new(options: Options, metrics: Arc<Metrics>, drain: Watch) -> Self {
         let limits = Limits::new(
             "L4",
             options.tcp_connections,
@@ -201,20 +212,26 @@ impl L4Proxy {
             active: AtomicUsize::new(0),
             flows: AtomicUsize::new(0),
             connections: Arc::default(),
+            drain,
         });
-        Self { inner: Arc::new(Inner { ctx, listeners: Mutex::default() }) }
+        Self { inner: Arc::new(Inner { ctx, listeners: Mutex::default(), applied: AtomicBool::new(false) }) }
     }
 
     /// Makes the listeners match `table`: new ones open, gone ones close (their established
     /// connections carry on), the rest switch to their new frontend at once. Listeners that
     /// cannot be opened are returned, and tried again every second until they open; everything
     /// else is served.
-    pub async fn apply(&self, table: &Table) -> Vec<BindError> {
+    pub async fn apply_table(&self, table: &Table) -> Vec<BindError> {
         let ctx = &self.inner.ctx;
         let mut listeners = self.inner.listeners.lock().await;
-        if !std::mem::replace(&mut listeners.sweeping, true) {
-            tokio::spawn(idle::sweep(Arc::downgrade(&ctx.connections), ctx.options.tcp_idle));
+        if ctx.drain.is_draining() {
+            return Vec::new();
         }
+        if !std::mem::replace(&mut listeners.started, true) {
+            tokio::spawn(idle::sweep(Arc::downgrade(&ctx.connections), ctx.options.tcp_idle));
+            tokio::spawn(close_on_drain(Arc::downgrade(&self.inner), ctx.drain.signaled()));
+        }
+        self.inner.applied.store(true, Ordering::Release);
         let Listeners { running, waiting, labels, .. } = &mut *listeners;
         running.retain(|key, r| {
             let keep = table.frontends.contains_key(key);
@@ -269,19 +286,43 @@ impl L4Proxy {
     pub fn active(&self) -> usize {
         self.inner.ctx.active.load(Ordering::Relaxed)
     }
+}
 
-    /// Closes every listener, then waits up to `grace` for open connections to finish.
-    pub async fn shutdown(&self, grace: Duration) {
-        let mut listeners = self.inner.listeners.lock().await;
-        listeners.waiting.clear();
-        for (_, r) in std::mem::take(&mut listeners.running) {
-            r.stop.abort();
-        }
-        drop(listeners);
-        let deadline = tokio::time::Instant::now() + grace;
-        while self.active() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+impl DataPlane for L4Proxy {
+    fn name(&self) -> &'static str {
+        "l4"
+    }
+
+    /// Serves the listeners [`frontends`] derives from `plan` for this node; listeners two
+    /// frontends want are warnings, those that cannot be opened errors.
+    fn apply<'a>(&'a self, plan: &'a Arc<Plan>) -> Applying<'a> {
+        Box::pin(async move {
+            let table = frontends(plan, &self.inner.ctx.options.node);
+            let mut diagnostics: Vec<Diagnostic> = table
+                .conflicts
+                .iter()
+                .map(|(key, conflict)| Diagnostic::warning(format!("{key}: {conflict}; not served")))
+                .collect();
+            let errors = self.apply_table(&table).await;
+            diagnostics.extend(errors.iter().map(|err| Diagnostic::error(err.to_string())));
+            diagnostics
+        })
+    }
+
+    fn readiness(&self) -> Readiness {
+        Readiness::after_first_plan(self.inner.applied.load(Ordering::Acquire))
+    }
+}
+
+/// Closes every listener when the drain is signalled (UDP flows end with theirs); open TCP
+/// connections hold the drain until they end.
+async fn close_on_drain(inner: Weak<Inner>, signaled: impl Future<Output = ()>) {
+    signaled.await;
+    let Some(inner) = inner.upgrade() else { return };
+    let mut listeners = inner.listeners.lock().await;
+    listeners.waiting.clear();
+    for (_, r) in std::mem::take(&mut listeners.running) {
+        r.stop.abort();
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use portico_dataplane::{DataPlane, drain};
 use portico_echo::{Echo, Identity};
 use portico_l4::{Frontend, L4Proxy, ListenKey, Metrics, Options, Table};
 use portico_plan::Protocol;
@@ -61,10 +62,10 @@ fn proxy() -> L4Proxy {
     proxy_with(Options { udp_idle: Duration::from_millis(500), ..Options::default() }).0
 }
 
-/// A proxy with `options`, and the registry of its metrics.
+/// A proxy with `options`, and the registry of its metrics; it is never drained.
 fn proxy_with(options: Options) -> (L4Proxy, prometheus_client::registry::Registry) {
     let mut registry = prometheus_client::registry::Registry::default();
-    let proxy = L4Proxy::new(options, Arc::new(Metrics::register(&mut registry)));
+    let proxy = L4Proxy::new(options, Arc::new(Metrics::register(&mut registry)), drain::channel().1);
     (proxy, registry)
 }
 
@@ -111,7 +112,7 @@ async fn spreads_over_ten_endpoints() {
     let endpoints = backends(10).await;
     let key = tcp_key(1);
     let proxy = proxy();
-    assert!(proxy.apply(&table(key, frontend(endpoints, None))).await.is_empty());
+    assert!(proxy.apply_table(&table(key, frontend(endpoints, None))).await.is_empty());
     let mut pods = BTreeSet::new();
     for _ in 0..30 {
         let mut s = TcpStream::connect(key.addr).await.unwrap();
@@ -124,7 +125,7 @@ async fn spreads_over_ten_endpoints() {
 async fn no_endpoints_resets_at_once() {
     let key = tcp_key(2);
     let proxy = proxy();
-    assert!(proxy.apply(&table(key, frontend(Vec::new(), None))).await.is_empty());
+    assert!(proxy.apply_table(&table(key, frontend(Vec::new(), None))).await.is_empty());
     let started = Instant::now();
     let mut s = TcpStream::connect(key.addr).await.unwrap();
     let mut buf = [0u8; 16];
@@ -141,7 +142,7 @@ async fn client_ip_affinity_pins_and_expires() {
     let endpoints = backends(3).await;
     let key = tcp_key(3);
     let proxy = proxy();
-    proxy.apply(&table(key, frontend(endpoints, Some(Duration::from_millis(800))))).await;
+    proxy.apply_table(&table(key, frontend(endpoints, Some(Duration::from_millis(800))))).await;
     let a = IpAddr::from([127, 0, 0, 11]);
     let b = IpAddr::from([127, 0, 0, 12]);
     let mut first = connect_from(a, key.addr).await.unwrap();
@@ -167,18 +168,18 @@ async fn reload_keeps_established_connections_and_moves_new_ones() {
     let endpoints = backends(2).await;
     let key = tcp_key(4);
     let proxy = proxy();
-    proxy.apply(&table(key, frontend(vec![endpoints[0]], None))).await;
+    proxy.apply_table(&table(key, frontend(vec![endpoints[0]], None))).await;
     let mut long_lived = TcpStream::connect(key.addr).await.unwrap();
     assert_eq!(ask(&mut long_lived).await, "pod-0");
     // The endpoint the stream uses leaves; a new one arrives.
-    proxy.apply(&table(key, frontend(vec![endpoints[1]], None))).await;
+    proxy.apply_table(&table(key, frontend(vec![endpoints[1]], None))).await;
     for _ in 0..3 {
         assert_eq!(ask(&mut long_lived).await, "pod-0", "the established stream keeps its endpoint");
         let mut fresh = TcpStream::connect(key.addr).await.unwrap();
         assert_eq!(ask(&mut fresh).await, "pod-1", "new connections go to the new endpoint");
     }
     // Removing the listener closes the port but not the stream.
-    proxy.apply(&Table::default()).await;
+    proxy.apply_table(&Table::default()).await;
     assert!(TcpStream::connect(key.addr).await.is_err());
     assert_eq!(ask(&mut long_lived).await, "pod-0");
     assert_eq!(proxy.active(), 1);
@@ -193,7 +194,7 @@ async fn a_taken_port_is_reported_and_the_rest_is_served() {
     let mut t = table(fine, frontend(endpoints.clone(), None));
     t.frontends.insert(busy, frontend(endpoints, None));
     let proxy = proxy();
-    let errors = proxy.apply(&t).await;
+    let errors = proxy.apply_table(&t).await;
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].key, busy);
     assert!(errors[0].to_string().contains("ClusterIP default/web"), "{}", errors[0]);
@@ -209,7 +210,7 @@ async fn source_ranges_filter_clients() {
     f.method = "LoadBalancer";
     f.source_ranges = vec!["127.0.0.20/32".parse().unwrap()];
     let proxy = proxy();
-    proxy.apply(&table(key, f)).await;
+    proxy.apply_table(&table(key, f)).await;
     let mut allowed = connect_from(IpAddr::from([127, 0, 0, 20]), key.addr).await.unwrap();
     assert_eq!(ask(&mut allowed).await, "pod-0");
     let mut denied = connect_from(IpAddr::from([127, 0, 0, 21]), key.addr).await.unwrap();
@@ -250,7 +251,7 @@ async fn udp_flows_spread_stick_and_follow_endpoint_changes() {
     let ip = IpAddr::from([127, 96, 202, 1]);
     let key = ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Udp };
     let proxy = proxy();
-    proxy.apply(&table(key, frontend(vec![a, b], None))).await;
+    proxy.apply_table(&table(key, frontend(vec![a, b], None))).await;
     let c1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let c2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let first = udp_ask(&c1, key.addr).await;
@@ -261,28 +262,55 @@ async fn udp_flows_spread_stick_and_follow_endpoint_changes() {
     }
     // The endpoint of c1's flow leaves: its next datagram goes to the other one.
     let remaining = if first == "a" { b } else { a };
-    proxy.apply(&table(key, frontend(vec![remaining], None))).await;
+    proxy.apply_table(&table(key, frontend(vec![remaining], None))).await;
     assert_eq!(udp_ask(&c1, key.addr).await, second);
     // No endpoints: datagrams are dropped, the listener stays.
-    proxy.apply(&table(key, frontend(Vec::new(), None))).await;
+    proxy.apply_table(&table(key, frontend(Vec::new(), None))).await;
     c1.send_to(b"hi", key.addr).await.unwrap();
     let mut buf = [0u8; 8];
     assert!(tokio::time::timeout(Duration::from_millis(300), c1.recv_from(&mut buf)).await.is_err());
 }
 
 #[tokio::test]
-async fn shutdown_waits_for_open_connections_within_grace() {
+async fn the_drain_closes_listeners_and_waits_for_open_connections_within_grace() {
     let endpoints = backends(1).await;
     let key = tcp_key(7);
-    let proxy = Arc::new(proxy());
-    proxy.apply(&table(key, frontend(endpoints, None))).await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (trigger, watch) = drain::channel();
+    let proxy = L4Proxy::new(Options::default(), Arc::new(Metrics::register(&mut registry)), watch);
+    assert!(!proxy.readiness().is_ready(), "not ready before a first table");
+    proxy.apply_table(&table(key, frontend(endpoints, None))).await;
+    assert!(proxy.readiness().is_ready());
     let mut s = TcpStream::connect(key.addr).await.unwrap();
     ask(&mut s).await;
     let started = Instant::now();
-    proxy.shutdown(Duration::from_millis(300)).await;
+    assert_eq!(trigger.drain(Duration::from_millis(300)).await, 1, "the open connection was still held");
     assert!(started.elapsed() >= Duration::from_millis(250), "waited for the open connection");
     assert!(TcpStream::connect(key.addr).await.is_err(), "listener closed");
     drop(s);
+}
+
+#[tokio::test]
+async fn the_drain_ends_as_soon_as_the_last_connection_closes() {
+    let endpoints = backends(1).await;
+    let key = tcp_key(8);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (trigger, watch) = drain::channel();
+    let proxy = L4Proxy::new(Options::default(), Arc::new(Metrics::register(&mut registry)), watch);
+    proxy.apply_table(&table(key, frontend(endpoints, None))).await;
+    let mut s = TcpStream::connect(key.addr).await.unwrap();
+    ask(&mut s).await;
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(s);
+    });
+    let started = Instant::now();
+    assert_eq!(trigger.drain(Duration::from_secs(10)).await, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "drained once the client left: {:?}",
+        started.elapsed()
+    );
 }
 
 /// A TCP server on 127.0.0.1 that runs `handle` for each connection it accepts.
@@ -312,7 +340,7 @@ async fn half_close_passes_through_both_ways() {
     .await;
     let key = tcp_key(8);
     let proxy = proxy();
-    proxy.apply(&table(key, frontend(vec![backend], None))).await;
+    proxy.apply_table(&table(key, frontend(vec![backend], None))).await;
     let mut s = TcpStream::connect(key.addr).await.unwrap();
     s.write_all(&[7u8; 100_000]).await.unwrap();
     s.shutdown().await.unwrap();
@@ -333,7 +361,7 @@ async fn a_refused_endpoint_is_retried_with_the_bytes_the_client_sent_first() {
     };
     let key = tcp_key(9);
     let proxy = proxy();
-    assert!(proxy.apply(&table(key, frontend(vec![dead, live[0]], None))).await.is_empty());
+    assert!(proxy.apply_table(&table(key, frontend(vec![dead, live[0]], None))).await.is_empty());
     for _ in 0..12 {
         // The request is written before the proxy's task runs (this test's runtime has one
         // thread), so the proxy reads it at accept and sends it along with the connect.
@@ -354,7 +382,7 @@ async fn a_server_that_speaks_first_is_reached_without_client_bytes() {
     .await;
     let key = tcp_key(10);
     let proxy = proxy();
-    assert!(proxy.apply(&table(key, frontend(vec![backend], None))).await.is_empty());
+    assert!(proxy.apply_table(&table(key, frontend(vec![backend], None))).await.is_empty());
     let mut s = TcpStream::connect(key.addr).await.unwrap();
     let mut greeting = [0u8; 11];
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut greeting))
@@ -406,7 +434,7 @@ async fn the_last_bytes_before_a_fin_go_out_with_it() {
     .await;
     let key = tcp_key(11);
     let proxy = proxy();
-    assert!(proxy.apply(&table(key, frontend(vec![backend], None))).await.is_empty());
+    assert!(proxy.apply_table(&table(key, frontend(vec![backend], None))).await.is_empty());
     let mut s = TcpStream::connect(key.addr).await.unwrap();
     assert_eq!(read_until_closed(&mut s).await, b"bye\r\n");
     // The SYN-ACK, then the greeting with the FIN: two segments, not three.
@@ -433,7 +461,7 @@ async fn a_server_that_shuts_down_first_still_hears_the_client() {
     .await;
     let key = tcp_key(12);
     let proxy = proxy();
-    assert!(proxy.apply(&table(key, frontend(vec![backend], None))).await.is_empty());
+    assert!(proxy.apply_table(&table(key, frontend(vec![backend], None))).await.is_empty());
     let mut s = TcpStream::connect(key.addr).await.unwrap();
     assert_eq!(read_until_closed(&mut s).await, b"done\r\n");
     s.write_all(b"still here\r\n").await.unwrap();
@@ -459,7 +487,7 @@ async fn a_stream_of_mixed_sizes_arrives_intact_under_back_pressure_then_small_m
     .await;
     let key = tcp_key(13);
     let proxy = proxy();
-    assert!(proxy.apply(&table(key, frontend(vec![backend], None))).await.is_empty());
+    assert!(proxy.apply_table(&table(key, frontend(vec![backend], None))).await.is_empty());
     let s = TcpStream::connect(key.addr).await.unwrap();
     let (mut r, mut w) = s.into_split();
     const TOTAL: usize = 6 << 20;
@@ -515,19 +543,19 @@ async fn a_udp_port_moved_away_and_back_is_served_again() {
     let key = ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Udp };
     let proxy = proxy();
     let serving = table(key, frontend(vec![a], None));
-    proxy.apply(&serving).await;
+    proxy.apply_table(&serving).await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     assert_eq!(udp_ask(&client, key.addr).await, "a");
     // The port leaves the table while the client's flow is open, and comes back at once:
     // the old socket may not be closed yet, and the bind is tried again until it is.
-    proxy.apply(&Table::default()).await;
-    proxy.apply(&serving).await;
+    proxy.apply_table(&Table::default()).await;
+    proxy.apply_table(&serving).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(udp_ask(&client, key.addr).await, "a");
     // A port another socket holds is tried again until it is free.
     let other = ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Udp };
     let holder = std::net::UdpSocket::bind(other.addr).unwrap();
-    let errors = proxy.apply(&table(other, frontend(vec![a], None))).await;
+    let errors = proxy.apply_table(&table(other, frontend(vec![a], None))).await;
     assert_eq!(errors.len(), 1, "reported while it waits");
     drop(holder);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -545,7 +573,7 @@ async fn series_of_listeners_that_go_are_dropped() {
         f.service = format!("default/web-{i}");
         all.frontends.insert(*key, f);
     }
-    proxy.apply(&all).await;
+    proxy.apply_table(&all).await;
     for key in &keys {
         let mut s = TcpStream::connect(key.addr).await.unwrap();
         assert_eq!(ask(&mut s).await, "pod-0");
@@ -554,7 +582,7 @@ async fn series_of_listeners_that_go_are_dropped() {
     for i in 0..3 {
         assert!(text.contains(&format!("service=\"default/web-{i}\"")), "{text}");
     }
-    proxy.apply(&table(keys[0], all.frontends[&keys[0]].clone())).await;
+    proxy.apply_table(&table(keys[0], all.frontends[&keys[0]].clone())).await;
     let text = metrics_text(&registry);
     assert!(text.contains("service=\"default/web-0\""), "{text}");
     assert!(
@@ -569,7 +597,7 @@ async fn idle_tcp_connections_are_closed() {
     let key = tcp_key(210);
     let (proxy, _registry) =
         proxy_with(Options { tcp_idle: Duration::from_millis(400), ..Options::default() });
-    proxy.apply(&table(key, frontend(endpoints, None))).await;
+    proxy.apply_table(&table(key, frontend(endpoints, None))).await;
     let mut busy = TcpStream::connect(key.addr).await.unwrap();
     let mut idle = TcpStream::connect(key.addr).await.unwrap();
     assert_eq!(ask(&mut idle).await, "pod-0");
@@ -592,7 +620,7 @@ async fn udp_flows_are_bounded_and_the_idlest_makes_room() {
     let key = ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Udp };
     let options = Options { udp_flows_per_listener: 3, udp_flows: 100, ..Options::default() };
     let (proxy, _registry) = proxy_with(options);
-    proxy.apply(&table(key, frontend(vec![a], None))).await;
+    proxy.apply_table(&table(key, frontend(vec![a], None))).await;
     let mut clients = Vec::new();
     for _ in 0..3 {
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -625,7 +653,7 @@ async fn tcp_connections_are_bounded_per_listener_and_in_all() {
     for key in [a, b, c] {
         t.frontends.insert(key, frontend(backend.clone(), None));
     }
-    assert!(proxy.apply(&t).await.is_empty());
+    assert!(proxy.apply_table(&t).await.is_empty());
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut stream = TcpStream::connect(a.addr).await.unwrap();

@@ -20,11 +20,11 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use http::StatusCode;
 use memchr::memmem::Finder;
+use portico_dataplane::drain::Watch;
 use portico_plan::annotations::BackendProtocol;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -67,7 +67,7 @@ pub(crate) struct Client<I> {
     conn: Arc<Conn>,
     shared: Arc<Shared>,
     header_timeout: Duration,
-    draining: watch::Receiver<bool>,
+    drain: Watch,
     /// The deadlines of the connection's waits.
     alarm: Alarm,
     /// When the connection last became idle: its start, or the end of its last request.
@@ -258,14 +258,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         conn: Arc<Conn>,
         shared: Arc<Shared>,
         header_timeout: Duration,
-        draining: watch::Receiver<bool>,
+        drain: Watch,
     ) -> Self {
         Client {
             io,
             conn,
             shared,
             header_timeout,
-            draining,
+            drain,
             alarm: Alarm::default(),
             idle_since: std::time::Instant::now(),
             input: BytesMut::new(),
@@ -279,8 +279,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
     /// Serves requests until the connection ends or needs hyper.
     pub(crate) async fn serve(mut self) -> Served<I> {
         // One wait for shutdown per connection, polled whenever the connection is idle.
-        let mut draining = self.draining.clone();
-        let shutdown = draining.wait_for(|d| *d);
+        let shutdown = self.drain.signaled();
         tokio::pin!(shutdown);
         loop {
             match self.request(shutdown.as_mut()).await {
@@ -409,7 +408,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         // From the end of the previous request: the clock was read then.
         let deadline = Instant::from_std(self.idle_since) + self.header_timeout;
         let idle = self.input.is_empty();
-        if idle && *self.draining.borrow() {
+        if idle && self.drain.is_draining() {
             return false;
         }
         let read = if idle {

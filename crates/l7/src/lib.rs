@@ -22,7 +22,7 @@ mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -30,6 +30,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use portico_accept::{Gate, Limits, Seat};
+use portico_dataplane::drain::{Hold, Watch};
+use portico_dataplane::{Applying, DataPlane, Readiness};
+use portico_model::Diagnostic;
 use portico_plan::Plan;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -120,14 +123,17 @@ pub struct IngressProxy {
     listeners: Mutex<Vec<Listener>>,
     header_timeout: Duration,
     http1: Http1Engine,
-    draining: watch::Sender<bool>,
-    open: Arc<AtomicUsize>,
+    /// Shutdown: listeners close and idle connections end when it is signalled.
+    drain: Watch,
+    /// A Plan was applied.
+    applied: AtomicBool,
     limits: Arc<Limits>,
 }
 
 impl IngressProxy {
-    /// A proxy with nothing to serve yet.
-    pub fn new(options: Options, metrics: Arc<Metrics>) -> Result<Self, IngressError> {
+    /// A proxy with nothing to serve yet; it stops accepting, and finishes what its
+    /// connections started, once `drain` is signalled.
+    pub fn new(options: Options, metrics: Arc<Metrics>, drain: Watch) -> Result<Self, IngressError> {
         let certs = Arc::new(CertResolver::new()?);
         let acceptor = TlsAcceptor::from(tls::server_config(Arc::clone(&certs))?);
         let tls_http = upstream::tls_connector(false).map_err(TlsError::from)?;
@@ -172,8 +178,8 @@ impl IngressProxy {
             listeners: Mutex::new(Vec::new()),
             header_timeout: options.header_timeout,
             http1: options.http1,
-            draining: watch::channel(false).0,
-            open: Arc::new(AtomicUsize::new(0)),
+            drain,
+            applied: AtomicBool::new(false),
             limits,
         })
     }
@@ -181,7 +187,7 @@ impl IngressProxy {
     /// Serves `plan` from the next request on. Listeners open with the first Plan, move when
     /// their address changes, and a bind that failed is tried again with the next; open
     /// connections are never cut.
-    pub async fn apply(&self, plan: &Arc<Plan>) -> Vec<IngressError> {
+    async fn serve_plan(&self, plan: &Arc<Plan>) -> Vec<IngressError> {
         let previous = self.shared.table.load_full();
         let table = Table::new(Arc::clone(plan), previous.as_deref(), &self.shared);
         self.shared.table.store(Some(Arc::new(table)));
@@ -190,6 +196,10 @@ impl IngressProxy {
         // An ingress controller listens from the start, and answers 404 while nothing matches.
         let wanted = [(plan.ingress_addresses.http, false), (plan.ingress_addresses.https, true)];
         let mut listeners = self.listeners.lock().await;
+        self.applied.store(true, Ordering::Release);
+        if self.drain.is_draining() {
+            return errors;
+        }
         listeners.retain(|l| {
             let keep = wanted.contains(&(l.addr, l.tls));
             if !keep {
@@ -218,27 +228,6 @@ impl IngressProxy {
         errors
     }
 
-    /// Client connections open.
-    fn open_connections(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    /// Stops accepting, asks open connections to finish their requests and close, and waits
-    /// up to `grace` for them.
-    pub async fn shutdown(&self, grace: Duration) {
-        for l in self.listeners.lock().await.drain(..) {
-            let _ = l.stop.send(true);
-        }
-        let _ = self.draining.send(true);
-        let deadline = tokio::time::Instant::now() + grace;
-        while self.open_connections() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if let Some(log) = &self.shared.access_log {
-            log.flush();
-        }
-    }
-
     fn accept_loop(
         &self,
         listener: TcpListener,
@@ -249,12 +238,12 @@ impl IngressProxy {
         let shared = Arc::clone(&self.shared);
         let builder = Arc::clone(&self.builder);
         let (header_timeout, http1) = (self.header_timeout, self.http1);
-        let draining = self.draining.subscribe();
-        let open = Arc::clone(&self.open);
+        let drain = self.drain.clone();
         async move {
-            // One wait for the stop signal for the listener's life, not one per connection.
+            // One wait for each signal for the listener's life, not one per connection.
             let stopped = stop.changed();
-            tokio::pin!(stopped);
+            let drained = drain.signaled();
+            tokio::pin!(stopped, drained);
             loop {
                 tokio::select! {
                     biased;
@@ -264,13 +253,14 @@ impl IngressProxy {
                             header_timeout,
                             http1,
                             builder: Arc::clone(&builder),
-                            draining: draining.clone(),
-                            _open: OpenGuard::new(&open, &shared),
+                            drain: drain.clone(),
+                            _open: OpenGuard::new(&drain, &shared),
                             _seat: seat,
                         };
                         tokio::spawn(task.run(stream, peer, acceptor.clone()));
                     }
                     _ = stopped.as_mut() => return,
+                    () = drained.as_mut() => return,
                 }
             }
         }
@@ -283,7 +273,7 @@ struct Connection {
     header_timeout: Duration,
     http1: Http1Engine,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    draining: watch::Receiver<bool>,
+    drain: Watch,
     _open: OpenGuard,
     _seat: Seat,
 }
@@ -327,7 +317,7 @@ impl Connection {
             Arc::clone(&conn),
             Arc::clone(&self.shared),
             self.header_timeout,
-            self.draining.clone(),
+            self.drain.clone(),
         );
         if let h1::Served::Handoff(io, read) = client.serve().await {
             // Boxed, like the HTTP/2 branch of `serve_tls`: hyper's connection state is kilobytes, and
@@ -336,7 +326,7 @@ impl Connection {
         }
     }
 
-    async fn serve<I>(mut self, io: I, conn: Arc<Conn>)
+    async fn serve<I>(self, io: I, conn: Arc<Conn>)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
@@ -352,7 +342,7 @@ impl Connection {
                     debug!(peer = %conn.peer, %err, "client connection ended");
                 }
             }
-            () = draining(&mut self.draining) => {
+            () = self.drain.signaled() => {
                 connection.as_mut().graceful_shutdown();
                 let _ = connection.await;
             }
@@ -360,28 +350,40 @@ impl Connection {
     }
 }
 
-/// Resolves once shutdown begins.
-async fn draining(signal: &mut watch::Receiver<bool>) {
-    let _ = signal.wait_for(|d| *d).await;
-}
-
-/// Counts a client connection as open while it lives.
+/// Counts a client connection as open while it lives, and holds shutdown until it ends.
 struct OpenGuard {
-    open: Arc<AtomicUsize>,
     shared: Arc<Shared>,
+    _drain: Hold,
 }
 
 impl OpenGuard {
-    fn new(open: &Arc<AtomicUsize>, shared: &Arc<Shared>) -> Self {
-        open.fetch_add(1, Ordering::Relaxed);
+    fn new(drain: &Watch, shared: &Arc<Shared>) -> Self {
         shared.metrics.connections.inc();
-        OpenGuard { open: Arc::clone(open), shared: Arc::clone(shared) }
+        OpenGuard { shared: Arc::clone(shared), _drain: drain.hold() }
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
         self.shared.metrics.connections.dec();
+    }
+}
+
+impl DataPlane for IngressProxy {
+    fn name(&self) -> &'static str {
+        "ingress"
+    }
+
+    /// Serves the Plan's Ingress rules and certificates; listeners that cannot be opened and
+    /// certificates that do not load are errors.
+    fn apply<'a>(&'a self, plan: &'a Arc<Plan>) -> Applying<'a> {
+        Box::pin(async move {
+            let errors = self.serve_plan(plan).await;
+            errors.iter().map(|err| Diagnostic::error(err.to_string())).collect()
+        })
+    }
+
+    fn readiness(&self) -> Readiness {
+        Readiness::after_first_plan(self.applied.load(Ordering::Acquire))
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use portico_dataplane::DataPlane;
 use portico_l7::Options;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -985,4 +986,40 @@ async fn the_listeners_answer_404_before_any_ingress_is_served() {
     )
     .await;
     assert_eq!(pod_for(h.http, "w.test", "/").await, "web-0");
+}
+
+#[tokio::test]
+async fn the_drain_stops_accepting_closes_idle_connections_and_finishes_requests_in_flight() {
+    let net = 101;
+    let mut h = Harness::start(net, &[]).await;
+    // An endpoint that answers each request 300 ms after its head.
+    let endpoint = tokio::net::TcpListener::bind(SocketAddr::new(pod_ip(net, 1, 0), POD_PORT)).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = endpoint.accept().await {
+            tokio::spawn(async move {
+                read_head(&mut stream).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow").await;
+            });
+        }
+    });
+    h.apply(
+        &[service(net, 1, "slow", 1), ingress("slow", "", Some("slow.test"), &[("/", "Prefix", "slow")], "")]
+            .concat(),
+    )
+    .await;
+    assert!(h.proxy.readiness().is_ready());
+    let mut idle = TcpStream::connect(h.http).await.unwrap();
+    let in_flight = tokio::spawn(request(h.http, "slow.test", "/", ""));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let trigger = h.drain.take().unwrap();
+    let drained = tokio::spawn(trigger.drain(Duration::from_secs(10)));
+    // The idle keep-alive connection is closed at once; the request in flight is answered.
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut byte)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "the idle connection was not closed: {closed:?}");
+    let answer = in_flight.await.unwrap();
+    assert_eq!((answer.status, answer.body.as_str()), (200, "slow"), "{answer:?}");
+    assert_eq!(drained.await.unwrap(), 0, "every connection ended within the grace time");
+    assert!(TcpStream::connect(h.http).await.is_err(), "the listener is closed");
 }

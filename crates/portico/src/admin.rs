@@ -2,9 +2,9 @@
 //! like kube-proxy's healthz and metrics ports.
 
 use std::convert::Infallible;
+use std::fmt::Write;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -16,6 +16,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use portico_accept::Limits;
+use portico_dataplane::DataPlane;
+use portico_dataplane::drain::Watch;
 use portico_plan::Plan;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -29,10 +31,11 @@ const NOT_FOUND: &str = "not found; endpoints: /healthz /readyz /metrics /plan\n
 const CONNECTIONS: usize = 64;
 
 /// What the admin endpoints report; shared with the rest of `run`.
-#[derive(Debug)]
 pub struct Admin {
-    /// Set once the first plan is served.
-    pub ready: AtomicBool,
+    /// The data planes, each asked for its readiness by `/readyz`.
+    planes: Vec<Arc<dyn DataPlane>>,
+    /// Shutdown: `/readyz` says not ready once it is signalled.
+    drain: Watch,
     /// The plan being served.
     pub plan: ArcSwapOption<Plan>,
     /// Every Prometheus metric of the process (registered before serving starts).
@@ -42,11 +45,30 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Not ready and without a plan, reporting the metrics of `registry` and its own.
-    pub fn new(mut registry: Registry) -> Self {
+    /// Without a plan, reporting the readiness of `planes`, the metrics of `registry` and its
+    /// own.
+    pub fn new(mut registry: Registry, planes: Vec<Arc<dyn DataPlane>>, drain: Watch) -> Self {
         let counters = portico_accept::Counters::register(registry.sub_registry_with_prefix("portico_admin"));
         let limits = Limits::new("admin", CONNECTIONS, CONNECTIONS, counters);
-        Admin { ready: AtomicBool::new(false), plan: ArcSwapOption::empty(), registry, limits }
+        Admin { planes, drain, plan: ArcSwapOption::empty(), registry, limits }
+    }
+
+    /// `/readyz`: ready when every data plane is and shutdown has not begun; the first line
+    /// says which, the next ones each data plane's readiness by name.
+    fn readiness(&self) -> (bool, String) {
+        let mut ready = !self.drain.is_draining();
+        let mut planes = String::new();
+        for plane in &self.planes {
+            let readiness = plane.readiness();
+            ready &= readiness.is_ready();
+            let _ = writeln!(planes, "{}: {readiness}", plane.name());
+        }
+        let first = match (ready, self.drain.is_draining()) {
+            (true, _) => "ready",
+            (false, true) => "not ready: shutting down",
+            (false, false) => "not ready",
+        };
+        (ready, format!("{first}\n{planes}"))
     }
 }
 
@@ -101,8 +123,10 @@ fn answer(req: &Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
             response
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if admin.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no plan served yet\n"),
+        "/readyz" => match admin.readiness() {
+            (true, body) => text(StatusCode::OK, body),
+            (false, body) => text(StatusCode::SERVICE_UNAVAILABLE, body),
+        },
         "/metrics" => metrics(&admin.registry),
         "/plan" => plan(admin.plan.load_full().as_deref()),
         _ => text(StatusCode::NOT_FOUND, NOT_FOUND),
@@ -134,8 +158,8 @@ fn plan(plan: Option<&Plan>) -> Response<Full<Bytes>> {
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    respond(status, TEXT, Bytes::from_static(body.as_bytes()))
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    respond(status, TEXT, body.into())
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
@@ -160,6 +184,7 @@ fn without_body(response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
 mod tests {
     use std::net::SocketAddr;
 
+    use portico_dataplane::{Readiness, drain};
     use prometheus_client::metrics::counter::Counter;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
@@ -212,7 +237,22 @@ mod tests {
     }
 
     fn admin() -> Arc<Admin> {
-        Arc::new(Admin::new(Registry::default()))
+        Arc::new(Admin::new(Registry::default(), Vec::new(), drain::channel().1))
+    }
+
+    /// A data plane whose readiness the test sets.
+    struct Plane(std::sync::Mutex<Readiness>);
+
+    impl DataPlane for Plane {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn apply<'a>(&'a self, _: &'a Arc<Plan>) -> portico_dataplane::Applying<'a> {
+            Box::pin(std::future::ready(Vec::new()))
+        }
+        fn readiness(&self) -> Readiness {
+            self.0.lock().map(|r| r.clone()).unwrap_or(Readiness::Ready)
+        }
     }
 
     #[tokio::test]
@@ -225,16 +265,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn readyz_follows_ready() {
-        let admin = admin();
+    async fn readyz_follows_every_data_plane_and_the_drain() {
+        let plane = Arc::new(Plane(std::sync::Mutex::new(Readiness::NotReady("no plan applied yet".into()))));
+        let (trigger, watch) = drain::channel();
+        let admin =
+            Arc::new(Admin::new(Registry::default(), vec![plane.clone() as Arc<dyn DataPlane>], watch));
         let server = start(Arc::clone(&admin)).await;
         let before = request(server.addr, "GET", "/readyz").await;
         assert_eq!(before.status, 503);
-        assert_eq!(before.body, "not ready: no plan served yet\n");
-        admin.ready.store(true, Ordering::Release);
+        assert_eq!(before.body, "not ready\ntest: not ready: no plan applied yet\n");
+        *plane.0.lock().unwrap() = Readiness::Ready;
         let after = request(server.addr, "GET", "/readyz").await;
         assert_eq!(after.status, 200);
-        assert_eq!(after.body, "ready\n");
+        assert_eq!(after.body, "ready\ntest: ready\n");
+        tokio::spawn(trigger.drain(std::time::Duration::from_secs(1)));
+        tokio::task::yield_now().await;
+        let draining = request(server.addr, "GET", "/readyz").await;
+        assert_eq!(draining.status, 503);
+        assert_eq!(draining.body, "not ready: shutting down\ntest: ready\n");
     }
 
     #[tokio::test]
@@ -243,7 +291,7 @@ mod tests {
         let events = Counter::<u64>::default();
         registry.register("portico_test_events", "Events seen by the test", events.clone());
         events.inc();
-        let server = start(Arc::new(Admin::new(registry))).await;
+        let server = start(Arc::new(Admin::new(registry, Vec::new(), drain::channel().1))).await;
         let answer = request(server.addr, "GET", "/metrics").await;
         assert_eq!(answer.status, 200);
         assert_eq!(answer.header("content-type"), Some(OPENMETRICS));

@@ -4,32 +4,42 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use portico_dataplane::{Applying, DataPlane, Readiness};
 use portico_echo::{Echo, Identity};
-use portico_model::ObjectKey;
+use portico_model::{Diagnostic, ObjectKey};
 use portico_plan::Plan;
-use tokio::sync::oneshot;
+use tokio::sync::{Mutex, oneshot};
 use tracing::{debug, info};
 
 /// The echo workloads running for this node's Pods, by listen address.
-#[derive(Default)]
 pub struct LocalPods {
-    running: BTreeMap<SocketAddr, (ObjectKey, oneshot::Sender<()>)>,
+    node: String,
+    running: Mutex<BTreeMap<SocketAddr, (ObjectKey, oneshot::Sender<()>)>>,
+    applied: AtomicBool,
 }
 
 impl LocalPods {
-    /// Starts the echo workloads `plan` asks of `node` and stops those it no longer asks
+    /// None running yet, for the Pods of `node`.
+    pub fn new(node: String) -> Self {
+        LocalPods { node, running: Mutex::default(), applied: AtomicBool::new(false) }
+    }
+
+    /// Starts the echo workloads `plan` asks of this node and stops those it no longer asks
     /// for; returns what could not be started.
-    pub async fn apply(&mut self, plan: &Plan, node: &str) -> Vec<String> {
+    async fn serve_plan(&self, plan: &Plan) -> Vec<Diagnostic> {
         let mut wanted: BTreeMap<SocketAddr, &ObjectKey> = BTreeMap::new();
-        for pod in plan.pods.iter().filter(|p| p.node == node) {
+        for pod in plan.pods.iter().filter(|p| p.node == self.node) {
             let Some(ip) = pod.ips.first() else { continue };
             // One echo serves TCP and UDP on a port number, so each number counts once.
             for port in pod.containers.iter().filter(|c| c.echo).flat_map(|c| &c.ports) {
                 wanted.entry(SocketAddr::new(*ip, port.port)).or_insert(&pod.key);
             }
         }
-        self.running.retain(|addr, (pod, _)| {
+        let mut running = self.running.lock().await;
+        running.retain(|addr, (pod, _)| {
             let keep = wanted.get(addr).is_some_and(|w| *w == pod);
             if !keep {
                 debug!(%addr, %pod, "stopping echo");
@@ -38,7 +48,7 @@ impl LocalPods {
         });
         let mut problems = Vec::new();
         for (addr, pod) in wanted {
-            if self.running.contains_key(&addr) {
+            if running.contains_key(&addr) {
                 continue;
             }
             let identity = Identity {
@@ -52,17 +62,33 @@ impl LocalPods {
                     tokio::spawn(echo.run(async {
                         let _ = stopped.await;
                     }));
-                    self.running.insert(addr, (pod.clone(), stop));
+                    running.insert(addr, (pod.clone(), stop));
                 }
-                Err(err) => problems.push(format!("Pod {pod}: cannot start the echo workload: {err}")),
+                Err(err) => problems
+                    .push(Diagnostic::error(format!("Pod {pod}: cannot start the echo workload: {err}"))),
             }
         }
-        info!(echo_workloads = self.running.len(), "local Pods applied");
+        info!(echo_workloads = running.len(), "local Pods applied");
+        self.applied.store(true, Ordering::Release);
         problems
     }
 
-    /// Stops every echo workload.
-    pub fn stop_all(&mut self) {
-        self.running.clear();
+    /// Stops every echo workload: after the proxies in front of them have drained.
+    pub async fn stop_all(&self) {
+        self.running.lock().await.clear();
+    }
+}
+
+impl DataPlane for LocalPods {
+    fn name(&self) -> &'static str {
+        "pods"
+    }
+
+    fn apply<'a>(&'a self, plan: &'a Arc<Plan>) -> Applying<'a> {
+        Box::pin(self.serve_plan(plan))
+    }
+
+    fn readiness(&self) -> Readiness {
+        Readiness::after_first_plan(self.applied.load(Ordering::Acquire))
     }
 }

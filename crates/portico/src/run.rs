@@ -1,15 +1,16 @@
 //! `portico run`: load, plan and serve a folder of manifests, and follow every change.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use portico_dataplane::{DataPlane, drain};
 use portico_dns::DnsServer;
-use portico_l4::{L4Proxy, Metrics as L4Metrics, Options as L4Options, frontends};
+use portico_l4::{L4Proxy, Metrics as L4Metrics, Options as L4Options};
 use portico_l7::{AccessLog, IngressProxy, Metrics as L7Metrics, Options as L7Options};
 use portico_model::{Diagnostic, Severity};
 use portico_plan::exposure::{Layer, Method, exposures};
@@ -135,10 +136,11 @@ impl ReloadMetrics {
 /// The serving state carried from one reload to the next.
 struct Server {
     config: RunConfig,
-    proxy: L4Proxy,
-    ingress: IngressProxy,
-    dns: Option<Arc<DnsServer>>,
-    pods: LocalPods,
+    /// Every data plane, in the order each new Plan reaches them: the local Pods first, so
+    /// that the proxies' first connections find their endpoints listening.
+    planes: Vec<Arc<dyn DataPlane>>,
+    pods: Arc<LocalPods>,
+    access_log: Option<Arc<AccessLog>>,
     admin: Arc<Admin>,
     metrics: ReloadMetrics,
     loader: pipeline::Loader,
@@ -150,7 +152,16 @@ struct Server {
 }
 
 /// Serves until SIGINT or SIGTERM, then drains.
-pub async fn run(mut config: RunConfig) -> Result<()> {
+pub async fn run(config: RunConfig) -> Result<()> {
+    // The signal streams live as long as the loop: a signal that comes while a reload runs is
+    // kept, and stops the reload too.
+    let mut signals = Signals::new()?;
+    serve(config, async move { signals.next().await }).await
+}
+
+/// Serves until `stop` resolves, then drains: what `run` does, with the stop in the caller's
+/// hands (tests run the whole serve loop in process).
+pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Result<()> {
     let bounds = config.bounds.resolve(raise_open_files_limit());
     info!(
         tcp_connections = bounds.tcp_connections,
@@ -166,44 +177,48 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
     config.l4.tcp_connections_per_listener = bounds.tcp_connections_per_listener;
     config.l4.udp_flows = bounds.udp_flows;
     config.l4.udp_flows_per_listener = bounds.udp_flows_per_listener;
+    config.l4.node.clone_from(&config.plan.local_node);
+    let (trigger, drain) = drain::channel();
     let mut registry = Registry::default();
     let l4_metrics = Arc::new(L4Metrics::register(&mut registry));
     let l7_metrics = Arc::new(L7Metrics::register(&mut registry));
     let dns_metrics = Arc::new(portico_dns::metrics::Metrics::register(&mut registry));
     let metrics = ReloadMetrics::register(&mut registry);
-    let admin = Arc::new(Admin::new(registry));
     let admin_listener =
         TcpListener::bind(config.admin).await.with_context(|| format!("admin address {}", config.admin))?;
-    let (stop, stopped) = watch::channel(false);
-    let admin_task = tokio::spawn(admin::serve(admin_listener, Arc::clone(&admin), until(stopped.clone())));
     let (_watcher, mut changes) = Watcher::start(&config.manifests, config.debounce)
         .with_context(|| format!("watching {:?}", config.manifests))?;
     let allocations = state::load(&config.state)?;
-    let proxy = L4Proxy::new(config.l4.clone(), l4_metrics);
+    let l4 = Arc::new(L4Proxy::new(config.l4.clone(), l4_metrics, drain.clone()));
     let access_log = config.access_log.as_ref().map(AccessLogTarget::open).transpose()?;
     if let Some(log) = &access_log {
         tokio::spawn(flush_every_second(Arc::clone(log)));
     }
     let ingress = IngressProxy::new(
         L7Options {
-            access_log,
+            access_log: access_log.clone(),
             http1: config.http1,
             connections: bounds.ingress_connections,
             connections_per_listener: bounds.ingress_connections_per_listener,
             ..L7Options::default()
         },
         l7_metrics,
+        drain.clone(),
     )?;
-    let dns = match config.dns {
-        Some(addr) => Some(start_dns(&config, addr, bounds.dns_tcp_connections, dns_metrics).await?),
-        None => None,
-    };
+    let pods = Arc::new(LocalPods::new(config.plan.local_node.clone()));
+    let mut planes: Vec<Arc<dyn DataPlane>> = vec![Arc::clone(&pods) as _, l4];
+    if let Some(addr) = config.dns {
+        planes.push(start_dns(&config, addr, bounds.dns_tcp_connections, dns_metrics, drain.clone()).await?);
+    }
+    planes.push(Arc::new(ingress));
+    let admin = Arc::new(Admin::new(registry, planes.clone(), drain));
+    let (stop_admin, admin_stopped) = watch::channel(false);
+    let admin_task = tokio::spawn(admin::serve(admin_listener, Arc::clone(&admin), until(admin_stopped)));
     let mut server = Server {
         config,
-        proxy,
-        ingress,
-        dns,
-        pods: LocalPods::default(),
+        planes,
+        pods,
+        access_log,
         admin,
         metrics,
         loader: pipeline::Loader::default(),
@@ -212,16 +227,14 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
         allocations,
         generation: 0,
     };
-    // The signal streams live as long as the loop: a signal that comes while a reload runs is
-    // kept, and stops the reload too.
-    let mut signals = Signals::new()?;
+    tokio::pin!(stop);
     tokio::select! {
         served = server.reload() => {
             if let Some(plan) = served {
                 print_entry_points(&plan, &server.config);
             }
         }
-        () = signals.next() => return server.stop(stop, admin_task).await,
+        () = stop.as_mut() => return server.stop(trigger, stop_admin, admin_task).await,
     }
     loop {
         tokio::select! {
@@ -229,18 +242,18 @@ pub async fn run(mut config: RunConfig) -> Result<()> {
                 Some(change) => info!(paths = ?change.paths, "manifests changed"),
                 None => {
                     error!("the manifest watcher stopped; serving the last plan until told to stop");
-                    signals.next().await;
+                    stop.as_mut().await;
                     break;
                 }
             },
-            () = signals.next() => break,
+            () = stop.as_mut() => break,
         }
         tokio::select! {
             _ = server.reload() => {}
-            () = signals.next() => break,
+            () = stop.as_mut() => break,
         }
     }
-    server.stop(stop, admin_task).await
+    server.stop(trigger, stop_admin, admin_task).await
 }
 
 /// Raises the soft limit on open files to the hard one, as nginx and HAProxy do: every
@@ -284,17 +297,24 @@ impl Signals {
 }
 
 impl Server {
-    /// Stops serving: listeners close, open connections get the drain time, then the Pods and
-    /// the admin endpoints stop.
+    /// Stops serving: the drain closes every data plane's listeners and gives open
+    /// connections the drain time, then the Pods and the admin endpoints stop.
     async fn stop(
-        mut self,
-        stop: watch::Sender<bool>,
+        self,
+        trigger: drain::Trigger,
+        stop_admin: watch::Sender<bool>,
         admin: tokio::task::JoinHandle<std::io::Result<()>>,
     ) -> Result<()> {
         info!(drain = ?self.config.drain, "shutting down");
-        tokio::join!(self.proxy.shutdown(self.config.drain), self.ingress.shutdown(self.config.drain));
-        self.pods.stop_all();
-        let _ = stop.send(true);
+        let left = trigger.drain(self.config.drain).await;
+        if left > 0 {
+            warn!(connections = left, "the drain time is over; closing what is still open");
+        }
+        if let Some(log) = &self.access_log {
+            log.flush();
+        }
+        self.pods.stop_all().await;
+        let _ = stop_admin.send(true);
         let _ = admin.await;
         Ok(())
     }
@@ -307,6 +327,7 @@ async fn start_dns(
     addr: SocketAddr,
     tcp_connections: usize,
     metrics: Arc<portico_dns::metrics::Metrics>,
+    drain: drain::Watch,
 ) -> Result<Arc<DnsServer>> {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let (udp, tcp) = portico_dns::bind(addr, workers).await.with_context(|| format!("DNS address {addr}"))?;
@@ -326,7 +347,7 @@ async fn start_dns(
         tcp_connections,
         ..portico_dns::Options::default()
     };
-    let dns = DnsServer::new(options, metrics);
+    let dns = DnsServer::new(options, metrics, drain);
     tokio::spawn(Arc::clone(&dns).serve_tcp(tcp));
     for socket in udp {
         let task = tokio::spawn(Arc::clone(&dns).serve_udp(socket));
@@ -396,26 +417,12 @@ impl Server {
             }
         }
         let plan = Arc::new(plan);
-        let node = self.config.plan.local_node.clone();
-        for problem in self.pods.apply(&plan, &node).await {
-            diagnostics.push(Diagnostic::error(problem));
-        }
-        let table = frontends(&plan, &node);
-        for (key, conflict) in &table.conflicts {
-            diagnostics.push(Diagnostic::warning(format!("{key}: {conflict}; not served")));
-        }
-        for err in self.proxy.apply(&table).await {
-            diagnostics.push(Diagnostic::error(err.to_string()));
-        }
-        if let Some(dns) = &self.dns {
-            dns.apply(&plan);
-        }
-        for err in self.ingress.apply(&plan).await {
-            diagnostics.push(Diagnostic::error(err.to_string()));
+        for plane in &self.planes {
+            let span = info_span!("apply", plane = plane.name());
+            diagnostics.extend(plane.apply(&plan).instrument(span).await);
         }
         self.report(&diagnostics);
         let previous = self.admin.plan.swap(Some(Arc::clone(&plan)));
-        self.admin.ready.store(true, Ordering::Release);
         // The last reference to a large old plan may be this one: free it off the async thread.
         drop(tokio::task::spawn_blocking(move || drop(previous)));
         Some(plan)

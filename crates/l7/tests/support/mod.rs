@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use portico_dataplane::{DataPlane, drain};
 use portico_echo::{Echo, Identity};
 use portico_l7::{IngressProxy, Metrics, Options};
 use portico_model::{Store, parse_text};
@@ -28,6 +29,8 @@ pub struct Harness {
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub generation: u64,
+    /// Drains the proxy; taken by the tests of shutdown.
+    pub drain: Option<drain::Trigger>,
     registry: prometheus_client::registry::Registry,
     _stop_pods: watch::Sender<bool>,
 }
@@ -99,8 +102,9 @@ impl Harness {
         let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::register(&mut registry));
-        let proxy = IngressProxy::new(options, metrics).expect("proxy");
-        Harness { proxy, http, https, generation: 0, registry, _stop_pods: stop }
+        let (trigger, watch) = drain::channel();
+        let proxy = IngressProxy::new(options, metrics, watch).expect("proxy");
+        Harness { proxy, http, https, generation: 0, drain: Some(trigger), registry, _stop_pods: stop }
     }
 
     pub fn plan(&mut self, yaml: &str) -> Arc<Plan> {

@@ -1,0 +1,446 @@
+//! The command line: `check`, `explain`, `run` and `echo`, their flags, and how each runs.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+use portico_plan::PlanConfig;
+
+use crate::bounds::{Bound, Bounds};
+use crate::{pipeline, report, run};
+
+#[derive(Parser)]
+#[command(name = "portico", version, about = "Every way to expose Kubernetes workloads, in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check manifests: print every error and warning, grouped by object.
+    Check(ManifestArgs),
+    /// Explain how each workload in the manifests is exposed: method, layer, routing, reach,
+    /// addresses, ports, TLS, backends and cost; with the addresses `run` serves (read from
+    /// its state folder, never written).
+    Explain(ManifestArgs),
+    /// Serve every exposure of the manifests on this host (ClusterIP, NodePort,
+    /// LoadBalancer, external IPs, HostPort, Ingress, cluster DNS; the echo workload of Pods
+    /// that ask for it) and apply every change to them live.
+    Run(Box<RunArgs>),
+    /// Run the built-in echo workload: answers HTTP/1.1, h2c (and HTTPS with --tls-cert)
+    /// with JSON describing the request, and echoes UDP datagrams on the same port.
+    Echo {
+        /// Address to listen on (TCP and UDP).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Pod name reported in answers.
+        #[arg(long)]
+        name: Option<String>,
+        /// Namespace reported in answers.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Service reported in answers.
+        #[arg(long)]
+        service: Option<String>,
+        /// PEM certificate chain: serve HTTPS instead of plain HTTP.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+}
+
+/// What the one-shot commands read and how they print.
+#[derive(Args)]
+struct ManifestArgs {
+    /// Manifest files or folders (searched recursively for .yaml, .yml, .json).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// What `run` serves and how.
+#[derive(Args)]
+struct RunArgs {
+    /// Manifest folder or file to serve and watch (repeatable).
+    #[arg(long = "manifests", required = true)]
+    manifests: Vec<PathBuf>,
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// Admin HTTP address: /healthz, /readyz, /metrics, /plan.
+    #[arg(long, default_value = "127.0.0.1:9650")]
+    admin: SocketAddr,
+    /// This host's addresses, where NodePorts and HostPorts listen (repeatable).
+    #[arg(long = "node-address", default_value = "127.0.0.1")]
+    node_addresses: Vec<IpAddr>,
+    /// How long a UDP flow lives without an answer from its endpoint.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    udp_idle: Duration,
+    /// How long a TCP connection through the L4 proxy lives without a byte either way.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    tcp_idle: Duration,
+    /// Most UDP flows in all; when full, the flow idle longest makes room (`auto`: an eighth
+    /// of the open-file limit, at most 16384).
+    #[arg(long, default_value = "auto")]
+    udp_flows: Bound,
+    /// Most UDP flows of one listener (`auto`: a quarter of --udp-flows).
+    #[arg(long, default_value = "auto")]
+    udp_flows_per_listener: Bound,
+    /// Most TCP connections through the L4 proxy; when reached, new ones wait in the listen
+    /// queue (`auto`: a quarter of the open-file limit, at most 65536).
+    #[arg(long, default_value = "auto")]
+    tcp_connections: Bound,
+    /// Most TCP connections of one L4 listener (`auto`: half of --tcp-connections).
+    #[arg(long, default_value = "auto")]
+    tcp_connections_per_listener: Bound,
+    /// Most Ingress client connections; when reached, new ones wait in the listen queue
+    /// (`auto`: an eighth of the open-file limit, at most 16384).
+    #[arg(long, default_value = "auto")]
+    ingress_connections: Bound,
+    /// Most client connections of one Ingress listener (`auto`: half of
+    /// --ingress-connections).
+    #[arg(long, default_value = "auto")]
+    ingress_connections_per_listener: Bound,
+    /// How long shutdown waits for open connections to finish.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    drain: Duration,
+    /// Quiet time after a change before it is applied.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    debounce: Duration,
+    /// Ingress access log, one JSON line per request: `-` for stdout, a file path, or `off`.
+    #[arg(long, default_value = "-")]
+    access_log: String,
+    /// Which engine reads HTTP/1.x Ingress requests.
+    #[arg(long, value_enum, default_value = "portico")]
+    http1_engine: Http1EngineArg,
+    /// Cluster DNS address, UDP and TCP (`off`: no DNS).
+    #[arg(long, default_value = "127.0.0.1:10053", value_parser = parse_optional_address)]
+    dns: OptionalAddress,
+    /// Where cluster DNS forwards other names (repeatable; default: the name servers of
+    /// /etc/resolv.conf, on port 53).
+    #[arg(long = "dns-upstream")]
+    dns_upstreams: Vec<SocketAddr>,
+    /// Log one line per DNS query (client, name, type, response code, time).
+    #[arg(long)]
+    dns_query_log: bool,
+    /// Server-side search for Pods (CoreDNS autopath): a Pod's miss under its own namespace
+    /// is searched on the server. Leave off when clients reach DNS through SNAT.
+    #[arg(long)]
+    dns_autopath: bool,
+    /// TTL of cluster DNS answers, in seconds; negative answers (NXDOMAIN, NODATA) use it too.
+    #[arg(long, default_value_t = 5)]
+    dns_ttl: u32,
+}
+
+/// An address, or `off`.
+#[derive(Clone, Copy)]
+struct OptionalAddress(Option<SocketAddr>);
+
+fn parse_optional_address(s: &str) -> Result<OptionalAddress, String> {
+    if s == "off" {
+        return Ok(OptionalAddress(None));
+    }
+    s.parse()
+        .map(|addr| OptionalAddress(Some(addr)))
+        .map_err(|e| format!("{s:?}: {e} (an address such as 127.0.0.1:10053, or off)"))
+}
+
+impl RunArgs {
+    fn into_config(self) -> run::RunConfig {
+        let mut plan = self.plan.config();
+        plan.local_node_addresses = self.node_addresses;
+        plan.dns_records = self.dns.0.is_some();
+        run::RunConfig {
+            state: self.plan.state.clone().unwrap_or_else(default_state_dir),
+            manifests: self.manifests,
+            plan,
+            admin: self.admin,
+            l4: portico_l4::Options {
+                udp_idle: self.udp_idle,
+                tcp_idle: self.tcp_idle,
+                ..portico_l4::Options::default()
+            },
+            bounds: Bounds {
+                tcp_connections: self.tcp_connections,
+                tcp_connections_per_listener: self.tcp_connections_per_listener,
+                udp_flows: self.udp_flows,
+                udp_flows_per_listener: self.udp_flows_per_listener,
+                ingress_connections: self.ingress_connections,
+                ingress_connections_per_listener: self.ingress_connections_per_listener,
+            },
+            drain: self.drain,
+            debounce: self.debounce,
+            dns: self.dns.0,
+            dns_upstreams: self.dns_upstreams,
+            dns_query_log: self.dns_query_log,
+            dns_autopath: self.dns_autopath,
+            dns_ttl: self.dns_ttl,
+            http1: match self.http1_engine {
+                Http1EngineArg::Portico => portico_l7::Http1Engine::Portico,
+                Http1EngineArg::Hyper => portico_l7::Http1Engine::Hyper,
+            },
+            access_log: match self.access_log.as_str() {
+                "off" => None,
+                "-" => Some(run::AccessLogTarget::Stdout),
+                path => Some(run::AccessLogTarget::File(PathBuf::from(path))),
+            },
+        }
+    }
+}
+
+/// `$XDG_STATE_HOME/portico`, else `~/.local/state/portico`, else `.portico-state`.
+fn default_state_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    match (std::env::var_os("XDG_STATE_HOME"), home) {
+        (Some(state), _) if !state.is_empty() => PathBuf::from(state).join("portico"),
+        (_, Some(home)) => home.join(".local/state/portico"),
+        _ => PathBuf::from(".portico-state"),
+    }
+}
+
+/// `250ms`, `30s`, `5m` or `1h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration such as 30s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?}: unit must be ms, s, m or h")),
+    }
+}
+
+/// The engines that can read HTTP/1.x Ingress requests.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Http1EngineArg {
+    /// Portico's own: each head parsed once and checked, ordinary requests relayed.
+    Portico,
+    /// hyper's HTTP/1 server for every request: slower; the same rules and answers.
+    Hyper,
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Aligned text for a terminal.
+    Text,
+    /// JSON for programs.
+    Json,
+}
+
+/// Flags that shape planning: where state lives and what ranges to allocate from.
+#[derive(Args, Clone)]
+struct PlanArgs {
+    /// State folder keeping allocations (ClusterIPs, NodePorts, LB and Pod IPs) stable across
+    /// runs. `run` defaults to $XDG_STATE_HOME/portico (or ~/.local/state/portico);
+    /// `explain` reads that same folder without writing it, so it shows the addresses `run`
+    /// serves; `check` keeps none. Given here, the folder is read and kept; `none`: no state
+    /// (allocations start afresh and are deterministic).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Service CIDR for ClusterIPs (repeat for dual stack).
+    #[arg(long = "service-cidr", default_values_t = PlanConfig::default().service_cidrs)]
+    service_cidrs: Vec<IpNet>,
+    /// LoadBalancer IP pool (repeatable).
+    #[arg(long = "lb-pool", default_values_t = PlanConfig::default().load_balancer_pools)]
+    lb_pools: Vec<IpNet>,
+    /// Pod CIDR for Pods without status.podIP.
+    #[arg(long, default_value_t = PlanConfig::default().pod_cidr)]
+    pod_cidr: IpNet,
+    /// NodePort range, as FIRST-LAST.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    node_port_range: std::ops::RangeInclusive<u16>,
+    /// Name of this node (Pods without spec.nodeName run here).
+    #[arg(long, default_value_t = PlanConfig::default().local_node)]
+    node_name: String,
+    /// Extra IngressClass name to serve without an IngressClass object (repeatable).
+    #[arg(long = "ingress-class")]
+    ingress_classes: Vec<String>,
+    /// Where Ingresses are served over plain HTTP.
+    #[arg(long, default_value_t = PlanConfig::default().ingress_http)]
+    ingress_http: SocketAddr,
+    /// Where Ingresses are served over HTTPS.
+    #[arg(long, default_value_t = PlanConfig::default().ingress_https)]
+    ingress_https: SocketAddr,
+    /// The cluster DNS zone.
+    #[arg(long, default_value_t = PlanConfig::default().cluster_domain, value_parser = parse_domain)]
+    cluster_domain: String,
+}
+
+/// A DNS name of letters, digits and hyphens, as a cluster domain must be; a final dot is
+/// dropped and letters are lowered.
+fn parse_domain(s: &str) -> Result<String, String> {
+    let name = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.len() <= 253 && name.split('.').all(label_ok) {
+        Ok(name)
+    } else {
+        Err(format!("{s:?} is not a DNS name (labels of letters, digits and hyphens, such as cluster.local)"))
+    }
+}
+
+impl PlanArgs {
+    /// Flags that contradict each other: a cluster has one service CIDR per IP family.
+    fn check(&self) -> Result<()> {
+        for (i, cidr) in self.service_cidrs.iter().enumerate() {
+            if let Some(first) =
+                self.service_cidrs[..i].iter().find(|c| c.addr().is_ipv4() == cidr.addr().is_ipv4())
+            {
+                anyhow::bail!(
+                    "--service-cidr {first} and {cidr} are of the same IP family: give one per family (an IPv4 and an IPv6 one for dual stack)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn config(&self) -> PlanConfig {
+        let mut config = PlanConfig {
+            service_cidrs: self.service_cidrs.clone(),
+            load_balancer_pools: self.lb_pools.clone(),
+            pod_cidr: self.pod_cidr,
+            node_port_range: self.node_port_range.clone(),
+            local_node: self.node_name.clone(),
+            ingress_http: self.ingress_http,
+            ingress_https: self.ingress_https,
+            cluster_domain: self.cluster_domain.clone(),
+            ..PlanConfig::default()
+        };
+        config.ingress_class_names.extend(self.ingress_classes.iter().cloned());
+        config
+    }
+}
+
+impl ManifestArgs {
+    /// Loads and plans: `default` is where allocations come from when no `--state` is given.
+    fn load_and_plan(&self, default: pipeline::State<'_>) -> Result<pipeline::Outcome> {
+        let state = match self.plan.state.as_deref() {
+            Some(dir) if dir == Path::new("none") => pipeline::State::Fresh,
+            Some(dir) => pipeline::State::Keep(dir),
+            None => default,
+        };
+        pipeline::load_and_plan(&self.paths, &self.plan.config(), state)
+    }
+}
+
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (a, b) = s.split_once('-').ok_or_else(|| format!("{s:?} is not FIRST-LAST"))?;
+    let a: u16 = a.trim().parse().map_err(|e| format!("{a:?}: {e}"))?;
+    let b: u16 = b.trim().parse().map_err(|e| format!("{b:?}: {e}"))?;
+    if a == 0 || a > b {
+        return Err(format!("{s:?} is empty or starts at 0"));
+    }
+    Ok(a..=b)
+}
+
+/// The async runtime: one worker per core this process may use (`TOKIO_WORKER_THREADS`
+/// overrides). On one core a current-thread runtime does the same work without the
+/// cross-thread hand-offs of the work-stealing scheduler.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut multi = tokio::runtime::Builder::new_multi_thread();
+        multi.worker_threads(workers);
+        multi
+    };
+    builder.enable_all().build().context("starting the async runtime")
+}
+
+/// Parses the command line, runs the command, and says how it ended.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        // A closed pipe (`portico check | head`) is the reader's choice, not a failure.
+        Err(err)
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Check(args) | Command::Explain(args) => args.plan.check()?,
+        Command::Run(args) => args.plan.check()?,
+        Command::Echo { .. } => {}
+    }
+    match cli.command {
+        Command::Check(args) => {
+            let outcome = args.load_and_plan(pipeline::State::Fresh)?;
+            let errors = report::check(&outcome, args.output == Output::Json, &mut std::io::stdout().lock())?;
+            Ok(if errors { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Explain(args) => {
+            let served = default_state_dir();
+            let outcome = args.load_and_plan(pipeline::State::Read(&served))?;
+            report::explain(&outcome, args.output == Output::Json, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => {
+            let config = args.into_config();
+            let runtime = runtime()?;
+            let served = runtime.block_on(run::run(config));
+            // Connections were drained; a reload a signal cut short may still be planning on a
+            // blocking thread, and is not waited for.
+            runtime.shutdown_background();
+            served?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Echo { listen, name, namespace, service, tls_cert, tls_key } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(portico_echo::TlsConfig::from_files(&cert, &key)?),
+                _ => None,
+            };
+            let identity = portico_echo::Identity { pod: name, namespace, service };
+            let runtime = runtime()?;
+            runtime.block_on(async move {
+                let echo = portico_echo::Echo::bind(listen, identity, tls).await?;
+                eprintln!("echo listening on {} (TCP and UDP); Ctrl-C stops", echo.local_addr());
+                echo.run(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
