@@ -198,6 +198,23 @@ impl RunArgs {
     }
 }
 
+/// The configuration `portico run ARGS` serves, from the same flags and checks as the command
+/// line (`args` without the program name and `run`): for running the serve loop in process.
+pub fn run_config<I, T>(args: I) -> Result<run::RunConfig>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let argv = ["portico".into(), "run".into()].into_iter().chain(args.into_iter().map(Into::into));
+    match Cli::try_parse_from(argv)?.command {
+        Command::Run(args) => {
+            args.plan.check()?;
+            Ok(args.into_config())
+        }
+        _ => anyhow::bail!("not the run command"),
+    }
+}
+
 /// `$XDG_STATE_HOME/portico`, else `~/.local/state/portico`, else `.portico-state`.
 fn default_state_dir() -> PathBuf {
     let home = std::env::var_os("HOME").map(PathBuf::from);

@@ -1,5 +1,7 @@
-//! `portico run` as a child process against temporary manifest folders, reached over real
-//! loopback sockets. Each test uses its own address ranges, so tests run in parallel.
+//! `portico run` against temporary manifest folders, reached over real loopback sockets: the
+//! serve loop in this process (`portico::run::serve`, configured from the same flags), or as
+//! a child process for what only a process shows (signals, resource limits, its output and
+//! its memory). Each test uses its own address ranges, so tests run in parallel.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -11,9 +13,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A running `portico run` and its folders; killed when dropped.
+/// How a `portico run` runs.
+enum Process {
+    /// A child process.
+    Child(Child),
+    /// The serve loop on a runtime of its own in a thread of this process; sending on `stop`
+    /// stops it as a signal would.
+    InProcess { stop: Option<tokio::sync::oneshot::Sender<()>>, thread: Option<std::thread::JoinHandle<()>> },
+}
+
+/// A running `portico run` and its folders; stopped when dropped.
 struct Portico {
-    child: Child,
+    process: Process,
     admin: SocketAddr,
     manifests: PathBuf,
     /// The Ingress HTTP listener.
@@ -28,8 +39,18 @@ struct Portico {
 
 impl Drop for Portico {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.process {
+            Process::Child(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Process::InProcess { stop, thread } => {
+                drop(stop.take());
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
+            }
+        }
     }
 }
 
@@ -42,18 +63,20 @@ fn start(net: u8, files: &[(&str, String)]) -> Portico {
     start_with(net, files, Launch::default())
 }
 
-/// How to start the child beyond the usual.
+/// How to start `portico run` beyond the usual.
 #[derive(Default)]
 struct Launch<'a> {
-    /// Extra environment variables.
-    env: &'a [(&'a str, &'a str)],
+    /// Async worker threads (`TOKIO_WORKER_THREADS`); the default is one per core.
+    workers: Option<usize>,
     /// Extra flags.
     flags: &'a [&'a str],
-    /// A limit on open files (the shell's `ulimit -n`).
+    /// As a child process, to be sent signals.
+    child: bool,
+    /// A limit on open files (the shell's `ulimit -n`): a child process.
     open_files: Option<u32>,
-    /// Keep standard output, for the test to read.
+    /// Keep standard output, for the test to read: a child process.
     stdout: bool,
-    /// Keep the log (standard error) in `Portico::log`.
+    /// Keep the log (standard error) in `Portico::log`: a child process.
     log: bool,
 }
 
@@ -70,6 +93,50 @@ fn start_with(net: u8, files: &[(&str, String)], launch: Launch<'_>) -> Portico 
     let dns: SocketAddr = format!("127.{net}.5.1:10053").parse().unwrap();
     let access_log = dir.path().join("access.log");
     let log = dir.path().join("portico.log");
+    let mut args: Vec<String> = vec!["--manifests".into(), manifests.display().to_string()];
+    args.extend(["--state".into(), dir.path().join("state").display().to_string()]);
+    args.extend(
+        [
+            "--admin",
+            &admin.to_string(),
+            "--service-cidr",
+            &format!("127.{net}.0.0/24"),
+            "--lb-pool",
+            &format!("127.{net}.1.0/24"),
+            "--pod-cidr",
+            &format!("127.{net}.2.0/24"),
+            "--node-address",
+            &format!("127.{net}.3.1"),
+            "--debounce",
+            "100ms",
+            "--drain",
+            "2s",
+            "--udp-idle",
+            "5s",
+            "--ingress-http",
+            &ingress.to_string(),
+            "--ingress-https",
+            &format!("127.{net}.4.1:8443"),
+            "--access-log",
+            &access_log.display().to_string(),
+            "--dns",
+            &dns.to_string(),
+        ]
+        .map(String::from),
+    );
+    args.extend(launch.flags.iter().map(|f| (*f).to_owned()));
+    let process = if launch.child || launch.open_files.is_some() || launch.stdout || launch.log {
+        Process::Child(spawn_child(&args, &launch, &log))
+    } else {
+        serve_in_process(&args, launch.workers)
+    };
+    let portico = Portico { process, admin, manifests, ingress, dns, access_log, log, _dir: dir };
+    portico.wait_for(|plan| plan["generation"].as_u64() >= Some(1));
+    portico
+}
+
+/// `portico run ARGS` as a child process, as `launch` says.
+fn spawn_child(args: &[String], launch: &Launch<'_>, log: &std::path::Path) -> Child {
     let mut command = match launch.open_files {
         Some(limit) => {
             let mut shell = Command::new("sh");
@@ -82,30 +149,43 @@ fn start_with(net: u8, files: &[(&str, String)], launch: Launch<'_>) -> Portico 
         }
         None => Command::new(env!("CARGO_BIN_EXE_portico")),
     };
-    let child = command
-        .args(["run", "--manifests"])
-        .arg(&manifests)
-        .arg("--state")
-        .arg(dir.path().join("state"))
-        .args(["--admin", &admin.to_string()])
-        .args(["--service-cidr", &format!("127.{net}.0.0/24")])
-        .args(["--lb-pool", &format!("127.{net}.1.0/24")])
-        .args(["--pod-cidr", &format!("127.{net}.2.0/24")])
-        .args(["--node-address", &format!("127.{net}.3.1")])
-        .args(["--debounce", "100ms", "--drain", "2s", "--udp-idle", "5s"])
-        .args(["--ingress-http", &ingress.to_string(), "--ingress-https", &format!("127.{net}.4.1:8443")])
-        .arg("--access-log")
-        .arg(&access_log)
-        .args(["--dns", &dns.to_string()])
-        .args(launch.flags)
-        .envs(launch.env.iter().copied())
+    if let Some(workers) = launch.workers {
+        command.env("TOKIO_WORKER_THREADS", workers.to_string());
+    }
+    command
+        .arg("run")
+        .args(args)
         .stdout(if launch.stdout { Stdio::piped() } else { Stdio::null() })
-        .stderr(if launch.log { Stdio::from(std::fs::File::create(&log).unwrap()) } else { Stdio::null() })
+        .stderr(if launch.log { Stdio::from(std::fs::File::create(log).unwrap()) } else { Stdio::null() })
         .spawn()
-        .unwrap();
-    let portico = Portico { child, admin, manifests, ingress, dns, access_log, log, _dir: dir };
-    portico.wait_for(|plan| plan["generation"].as_u64() >= Some(1));
-    portico
+        .unwrap()
+}
+
+/// `portico run ARGS` as its serve loop in a thread of this process, on a runtime of its own
+/// (`workers` threads, one per core by default).
+fn serve_in_process(args: &[String], workers: Option<usize>) -> Process {
+    let config = portico::cli::run_config(args).expect("the flags are valid");
+    let runtime = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut multi = tokio::runtime::Builder::new_multi_thread();
+            multi.worker_threads(n);
+            multi
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build()
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let served = runtime.block_on(portico::run::serve(config, async {
+            let _ = stopped.await;
+        }));
+        runtime.shutdown_background();
+        served.expect("run served and stopped cleanly");
+    });
+    Process::InProcess { stop: Some(stop), thread: Some(thread) }
 }
 
 impl Portico {
@@ -145,9 +225,18 @@ impl Portico {
         self.plan()["generation"].as_u64().unwrap_or(0)
     }
 
+    /// The child process (started with [`Launch::child`] or another child-only setting).
+    fn child(&mut self) -> &mut Child {
+        match &mut self.process {
+            Process::Child(child) => child,
+            Process::InProcess { .. } => panic!("this test needs Launch {{ child: true, .. }}"),
+        }
+    }
+
     /// Sends the process a signal (`TERM`, `INT`).
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status();
+    fn signal(&mut self, name: &str) {
+        let pid = self.child().id().to_string();
+        let status = Command::new("kill").args([&format!("-{name}"), &pid]).status();
         assert!(status.unwrap().success());
     }
 
@@ -155,7 +244,7 @@ impl Portico {
     fn exit_within(&mut self, time: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + time;
         while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child().try_wait().unwrap() {
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -372,8 +461,7 @@ fn no_endpoints_are_refused_at_once() {
 fn edits_apply_live_without_breaking_an_open_stream() {
     let files = [("web.yaml", deployment("web", 1)), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
     // One worker: the reloads and the proxy share the current-thread runtime.
-    let portico =
-        start_with(124, &files, Launch { env: &[("TOKIO_WORKER_THREADS", "1")], ..Launch::default() });
+    let portico = start_with(124, &files, Launch { workers: Some(1), ..Launch::default() });
     let plan = portico.plan();
     let addr = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -432,7 +520,7 @@ fn a_broken_edit_changes_nothing_that_was_serving() {
 #[test]
 fn sigterm_drains_and_exits_cleanly() {
     let files = [("web.yaml", deployment("web", 1)), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
-    let mut portico = start(126, &files);
+    let mut portico = start_with(126, &files, Launch { child: true, ..Launch::default() });
     portico.signal("TERM");
     let status = portico.exit_within(Duration::from_secs(10)).expect("exits");
     assert!(status.success(), "{status:?}");
@@ -441,7 +529,8 @@ fn sigterm_drains_and_exits_cleanly() {
 
 #[test]
 fn a_signal_that_comes_during_a_reload_stops_run() {
-    let mut portico = start(129, &[("svc.yaml", service("web", "web", "ClusterIP", ""))]);
+    let files = [("svc.yaml", service("web", "web", "ClusterIP", ""))];
+    let mut portico = start_with(129, &files, Launch { child: true, ..Launch::default() });
     // A reload that takes seconds in a test build: ten thousand Services in one file.
     let many: Vec<String> = (0..10_000).map(|i| service(&format!("s{i}"), "x", "ClusterIP", "")).collect();
     let started = Instant::now();
@@ -607,7 +696,7 @@ fn idle_ingress_clients_cannot_take_the_room_of_other_listeners() {
 #[test]
 fn an_empty_folder_is_served_with_a_hint() {
     let mut portico = start_with(133, &[], Launch { stdout: true, ..Launch::default() });
-    let stdout = portico.child.stdout.take().unwrap();
+    let stdout = portico.child().stdout.take().unwrap();
     let (lines, received) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
@@ -657,7 +746,8 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn a_udp_flow_holds_no_datagram_buffer() {
     let files = [("web.yaml", deployment("web", 1)), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
-    let portico = start(131, &files);
+    // Its own process: the test reads its memory.
+    let mut portico = start_with(131, &files, Launch { child: true, ..Launch::default() });
     let plan = portico.plan();
     let vip = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 53);
     let ask = |client: &UdpSocket| {
@@ -667,7 +757,7 @@ fn a_udp_flow_holds_no_datagram_buffer() {
         client.recv_from(&mut buf).unwrap();
     };
     ask(&UdpSocket::bind("127.0.0.1:0").unwrap());
-    let before = rss_kib(portico.child.id());
+    let before = rss_kib(portico.child().id());
     // Two rounds of 500 flows, the first expired (5 s idle) before the second: memory freed
     // by flows is reused by the next ones, as under churn.
     for round in 0..2 {
@@ -679,7 +769,7 @@ fn a_udp_flow_holds_no_datagram_buffer() {
             std::thread::sleep(Duration::from_secs(6));
         }
     }
-    let grown = rss_kib(portico.child.id()).saturating_sub(before);
+    let grown = rss_kib(portico.child().id()).saturating_sub(before);
     // A zeroed 64 KiB buffer per flow cost about 9 KiB of resident memory a flow here (4.4 MiB
     // for 500; more under longer churn); the socket and the task cost about 2.
     assert!(grown < 3 * 1024, "{grown} KiB more for 500 UDP flows at a time");
