@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use portico_accept::Limits;
-use portico_dataplane::drain::{Hold, Watch};
+use portico_dataplane::drain::Watch;
 use portico_dataplane::{Applying, DataPlane, Readiness};
 use portico_model::Diagnostic;
 use portico_plan::{Plan, Protocol};
@@ -18,60 +18,15 @@ use tokio::task::AbortHandle;
 use tracing::{debug, info};
 
 use crate::balance::Balancer;
-use crate::idle::{self, Connections};
-use crate::metrics::{Counters, FrontendLabels, Metrics};
-use crate::table::{Frontend, ListenKey, Table, frontends};
+use crate::idle;
+use crate::listener::{Ctx, Current, Slot};
+use crate::metrics::{FrontendLabels, Metrics};
+use crate::options::Options;
+use crate::table::{ListenKey, Table, frontends};
 use crate::{tcp, udp};
-use prometheus_client::metrics::gauge::Gauge;
 
-/// How long a UDP flow lives without an answer, as conntrack keeps an unreplied UDP entry.
-const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(30);
-/// How long a TCP connection lives without a byte either way: conntrack's timeout for an
-/// established TCP connection, which kube-proxy sets (24 h).
-const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(24 * 3600);
-/// UDP flows one listener keeps; past it, the one idle longest makes room.
-const DEFAULT_UDP_FLOWS_PER_LISTENER: usize = 4096;
-/// UDP flows all listeners keep together (each holds a socket, a file descriptor).
-const DEFAULT_UDP_FLOWS: usize = 16384;
-/// TCP connections one listener holds; past it, new ones wait in the listen queue.
-const DEFAULT_TCP_CONNECTIONS_PER_LISTENER: usize = 8192;
-/// TCP connections all listeners hold together (each holds two descriptors).
-const DEFAULT_TCP_CONNECTIONS: usize = 16384;
 /// How often a listener that could not be opened is tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
-
-/// Tunables of the proxy.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// How long a UDP flow lives without an answer from its endpoint.
-    pub udp_idle: Duration,
-    /// How long a TCP connection lives without a byte either way.
-    pub tcp_idle: Duration,
-    /// Most UDP flows one listener keeps.
-    pub udp_flows_per_listener: usize,
-    /// Most UDP flows in all.
-    pub udp_flows: usize,
-    /// Most TCP connections one listener holds.
-    pub tcp_connections_per_listener: usize,
-    /// Most TCP connections in all.
-    pub tcp_connections: usize,
-    /// The node served: its NodePorts, and the HostPorts of its Pods.
-    pub node: String,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            udp_idle: DEFAULT_UDP_IDLE,
-            tcp_idle: DEFAULT_TCP_IDLE,
-            udp_flows_per_listener: DEFAULT_UDP_FLOWS_PER_LISTENER,
-            udp_flows: DEFAULT_UDP_FLOWS,
-            tcp_connections_per_listener: DEFAULT_TCP_CONNECTIONS_PER_LISTENER,
-            tcp_connections: DEFAULT_TCP_CONNECTIONS,
-            node: "localhost".to_owned(),
-        }
-    }
-}
 
 /// A listener that could not be opened (its port is taken, the address is not local, ...).
 #[derive(Debug, thiserror::Error)]
@@ -86,80 +41,6 @@ pub struct BindError {
     /// Why not.
     #[source]
     pub source: io::Error,
-}
-
-/// What a listener serves right now; swapped whole on reload.
-pub(crate) struct Current {
-    pub(crate) frontend: Frontend,
-    counters: std::sync::OnceLock<Counters>,
-}
-
-impl Current {
-    /// This frontend's metrics, made on first use: a listener nobody connects to has none.
-    pub(crate) fn counters(&self, key: &ListenKey, metrics: &Metrics) -> &Counters {
-        self.counters.get_or_init(|| metrics.counters(&FrontendLabels::new(key, &self.frontend)))
-    }
-}
-
-/// One listener's lasting state.
-pub(crate) struct Slot {
-    pub(crate) key: ListenKey,
-    pub(crate) current: ArcSwap<Current>,
-    pub(crate) balancer: Balancer,
-}
-
-/// What every connection task shares.
-pub(crate) struct Ctx {
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) options: Options,
-    active: AtomicUsize,
-    /// UDP flows of all listeners.
-    pub(crate) flows: AtomicUsize,
-    /// Open TCP connections, swept for idle ones.
-    pub(crate) connections: Arc<Connections>,
-    /// The bounds on TCP connections.
-    pub(crate) limits: Arc<Limits>,
-    /// Shutdown: listeners close when it is signalled, and it waits for open connections.
-    drain: Watch,
-}
-
-/// Counts one open connection or flow while alive, and holds shutdown until it ends.
-pub(crate) struct Active<'a> {
-    ctx: &'a Ctx,
-    gauge: Gauge,
-    _drain: Hold,
-}
-
-impl Ctx {
-    pub(crate) fn track(&self, counters: &Counters) -> Active<'_> {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        counters.active.inc();
-        counters.accepted.inc();
-        Active { ctx: self, gauge: counters.active.clone(), _drain: self.drain.hold() }
-    }
-}
-
-impl Drop for Active<'_> {
-    fn drop(&mut self) {
-        self.ctx.active.fetch_sub(1, Ordering::Relaxed);
-        self.gauge.dec();
-    }
-}
-
-/// Counts one UDP flow towards the proxy's bound while alive.
-pub(crate) struct FlowCount<'a>(&'a Ctx);
-
-impl Ctx {
-    pub(crate) fn count_flow(&self) -> FlowCount<'_> {
-        self.flows.fetch_add(1, Ordering::Relaxed);
-        FlowCount(self)
-    }
-}
-
-impl Drop for FlowCount<'_> {
-    fn drop(&mut self) {
-        self.0.flows.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 struct Running {
@@ -245,7 +126,7 @@ impl L4Proxy {
         waiting.retain(|key, _| table.frontends.contains_key(key));
         let mut errors = Vec::new();
         for (key, frontend) in &table.frontends {
-            let current = Arc::new(Current { frontend: frontend.clone(), counters: Default::default() });
+            let current = Arc::new(Current::new(frontend.clone()));
             let fresh = FrontendLabels::new(key, frontend);
             if let Some(r) = running.get(key) {
                 let old = FrontendLabels::new(key, &r.slot.current.load().frontend);

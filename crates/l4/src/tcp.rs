@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
 use crate::idle::Registered;
-use crate::proxy::{Ctx, Current, Slot};
+use crate::listener::{Ctx, Current, Slot};
 
 /// Most bytes buffered per direction of a connection: large enough to keep a fast stream
 /// busy, small enough that ten thousand streams stay under a gigabyte.

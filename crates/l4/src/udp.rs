@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use portico_accept::Throttle;
 
-use crate::proxy::{Ctx, Current, Slot};
+use crate::listener::{Ctx, Current, Slot};
 
 /// Largest datagram relayed.
 const MAX_DATAGRAM: usize = 65_535;

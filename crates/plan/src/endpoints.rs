@@ -11,7 +11,6 @@ use serde::Serialize;
 use crate::Protocol;
 use crate::families::IpFamily;
 use crate::pods::PodPlan;
-use crate::services::resolve_target_port;
 
 /// One backend address and port of a Service port.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -210,7 +209,7 @@ pub fn from_pods(
     selected
         .pods
         .iter()
-        .filter_map(|pod| Some((pod, resolve_target_port(pod, port, target, protocol)?)))
+        .filter_map(|pod| Some((pod, pod.target_port(port, target, protocol)?)))
         .flat_map(|(pod, target_port)| pod_endpoints(pod, selected, target_port))
         .collect()
 }

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use portico_model::{Diagnostic, ObjectKey, ObjectRef, PodRecord, Stored};
 use serde::Serialize;
 
@@ -101,6 +102,20 @@ impl PodPlan {
             .flat_map(|c| &c.ports)
             .find(|p| p.protocol == protocol && p.name.as_deref() == Some(name))
             .map(|p| p.port)
+    }
+
+    /// The port a Service port's `targetPort` means in this Pod: numbers as they are (the
+    /// Service port itself when unset), names through its container ports; `None` when the
+    /// Pod has no such port.
+    pub fn target_port(&self, port: i32, target: Option<&IntOrString>, protocol: Protocol) -> Option<u16> {
+        match target {
+            None => u16::try_from(port).ok(),
+            Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
+            Some(IntOrString::String(s)) => match s.parse::<u16>() {
+                Ok(n) => Some(n),
+                Err(_) => self.named_port(s, protocol),
+            },
+        }
     }
 }
 

@@ -5,7 +5,6 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use portico_model::{Diagnostic, EndpointSliceRecord, ObjectKey, ObjectKind, ObjectRef, Store, Stored};
 use serde::Serialize;
 
@@ -616,22 +615,4 @@ fn service_plan(
 /// Whether any of `pods` has an address of one of `families`.
 fn has_address_in(pods: &[&PodPlan], families: &[IpFamily]) -> bool {
     pods.iter().flat_map(|p| &p.ips).any(|ip| families.contains(&IpFamily::of(ip)))
-}
-
-/// Resolves a Service `targetPort` for one Pod: numbers as they are, names through the
-/// Pod's container ports; `None` when the Pod has no such port.
-pub fn resolve_target_port(
-    pod: &PodPlan,
-    port: i32,
-    target: Option<&IntOrString>,
-    protocol: Protocol,
-) -> Option<u16> {
-    match target {
-        None => u16::try_from(port).ok(),
-        Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
-        Some(IntOrString::String(s)) => match s.parse::<u16>() {
-            Ok(n) => Some(n),
-            Err(_) => pod.named_port(s, protocol),
-        },
-    }
 }
