@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
@@ -19,7 +20,6 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use crate::fields::may_be_trailer;
-use crate::proxy::Counted;
 
 /// Errors a body can carry.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -214,4 +214,13 @@ impl<B: Body> Drop for Watched<B> {
         let complete = self.inner.is_end_stream();
         self.end(complete);
     }
+}
+
+/// Body bytes of one exchange, counted as they pass.
+#[derive(Default)]
+pub(crate) struct Counted {
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    /// The client's body could not be read to its end.
+    pub(crate) client_fault: std::sync::atomic::AtomicBool,
 }

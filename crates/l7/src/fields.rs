@@ -185,6 +185,28 @@ pub(crate) fn one_length<'v>(values: impl Iterator<Item = &'v [u8]>) -> Result<O
     Ok(length)
 }
 
+/// Read access to a request's header fields, wherever they are held.
+pub(crate) trait Fields {
+    /// The text values of field `name` (any case), in order.
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a;
+
+    /// The first text value of field `name`.
+    fn first<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.all(name).next()
+    }
+
+    /// Whether the comma-separated lists of field `name` hold `token` (any case).
+    fn lists(&self, name: &str, token: &str) -> bool {
+        self.all(name).any(|v| named(v, token))
+    }
+}
+
+impl Fields for http::HeaderMap {
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.get_all(name).iter().filter_map(|v| v.to_str().ok())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

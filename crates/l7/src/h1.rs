@@ -14,44 +14,44 @@ use std::future::Future;
 use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use http::StatusCode;
-use memchr::memmem::Finder;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use portico_dataplane::drain::Watch;
 use portico_plan::annotations::BackendProtocol;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::alarm::Alarm;
-use crate::chunked::{BadChunk, Chunks};
+use crate::chunked::BadChunk;
+use crate::codec::{
+    AnswerFields, Framing, Parsed, head_end, listed_fields, put_status_line, with_answer_head,
+};
 use crate::fields::{
-    Connection, FORWARDING_FIELDS, MAX_FIELDS, MAX_HEAD, is_hop_by_hop, may_be_trailer, one_length,
-    put_field, replaced_here, within_limits,
+    FORWARDING_FIELDS, MAX_FIELDS, MAX_HEAD, is_hop_by_hop, may_be_trailer, put_field, replaced_here,
+    within_limits,
 };
 use crate::proxy::{
-    Conn, Decision, Exchange, Fields, Forward, Head, InFlight, Shared, Table, affinity_cookie, cookie,
+    Conn, Decision, Exchange, Forward, Head, InFlight, Shared, Table, affinity_cookie, cookie,
 };
 use crate::request::{self, BodyFraming, Checked, Target, Version};
+use crate::spare::UPSTREAM_READ;
+use read::{CLIENT_READ, read_by, read_idle_by};
 
 mod exchange;
+mod read;
 
-/// Room made for each read from the client.
-const CLIENT_READ: usize = 8 * 1024;
-/// Bytes the first read of a request on an idle connection takes, on the stack: most heads fit
-/// (nginx's `client_header_buffer_size`).
-const IDLE_READ: usize = 1024;
 /// Output buffer kept between requests; a bigger one (a long head) is given back.
 const OUTPUT_KEPT: usize = 2048;
 /// How long a closing connection keeps reading (and dropping) a request body it did not serve.
 const LINGER: Duration = Duration::from_secs(5);
-/// Room made for each read from an endpoint.
-pub(crate) const UPSTREAM_READ: usize = 16 * 1024;
 
 /// How a client connection left this path.
 pub(crate) enum Served<I> {
@@ -137,94 +137,12 @@ struct Request {
     sticky: Option<String>,
 }
 
-/// How an answer's body is delimited (RFC 9112 §6.3).
-pub(crate) enum Framing {
-    Empty,
-    Length(u64),
-    Chunked(Chunks),
-    /// Until the endpoint closes.
-    Close,
-}
-
 /// A failure while waiting for an endpoint's answer head.
 enum AnswerFailure {
     /// Closed before a byte of the answer arrived.
     Closed,
     TimedOut,
     Broken,
-}
-
-/// What forwarding needs from an answer's fields, found in one pass over them.
-#[derive(Default)]
-pub(crate) struct AnswerFields<'b> {
-    /// The last `Transfer-Encoding` field.
-    transfer_encoding: Option<&'b [u8]>,
-    /// What all `Content-Length` fields say.
-    length: Option<u64>,
-    /// A `Content-Length` cannot be read, or two disagree.
-    length_bad: bool,
-    pub connection: Connection,
-}
-
-impl<'b> AnswerFields<'b> {
-    pub(crate) fn of(fields: &[httparse::Header<'b>]) -> Self {
-        let mut known = AnswerFields::default();
-        for field in fields {
-            let is = |name: &str| field.name.eq_ignore_ascii_case(name);
-            match field.name.len() {
-                17 if is("transfer-encoding") => known.transfer_encoding = Some(field.value),
-                14 if is("content-length") => match one_length(std::iter::once(field.value)) {
-                    Ok(Some(n)) if known.length.is_none_or(|seen| seen == n) => known.length = Some(n),
-                    _ => known.length_bad = true,
-                },
-                10 if is("connection") => known.connection.add(field.value),
-                _ => {}
-            }
-        }
-        known
-    }
-
-    /// Whether the body comes in the chunked coding.
-    pub(crate) fn chunked(&self) -> bool {
-        self.transfer_encoding.is_some_and(|te| {
-            te.rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        })
-    }
-
-    /// How the body of an answer with `status` is delimited; `None` when it could be read two
-    /// ways: `Content-Length` fields that cannot be read or disagree, or a `Connection` field
-    /// naming the framing fields (which, dropped as hop-by-hop, would leave the body unframed).
-    /// `head`: the answer to a HEAD request.
-    pub(crate) fn framing(&self, status: u16, head: bool) -> Option<Framing> {
-        if self.connection.names_framing {
-            return None;
-        }
-        Some(if head || status == 204 || status == 304 {
-            Framing::Empty
-        } else if self.chunked() {
-            Framing::Chunked(Chunks::default())
-        } else if self.transfer_encoding.is_some() {
-            Framing::Close
-        } else {
-            match self.length {
-                _ if self.length_bad => return None,
-                Some(n) => Framing::Length(n),
-                None => Framing::Close,
-            }
-        })
-    }
-
-    /// Whether the answer carries a `Transfer-Encoding`, which makes any `Content-Length` moot.
-    pub(crate) fn encoded(&self) -> bool {
-        self.transfer_encoding.is_some()
-    }
-
-    /// Whether the endpoint keeps the connection open after the answer.
-    pub(crate) fn keep_alive(&self, version: Option<u8>) -> bool {
-        version == Some(1) && !self.connection.close
-    }
 }
 
 /// An endpoint's answer head, as parsed, with what its rewrite needs to know.
@@ -238,18 +156,6 @@ struct AnswerHead<'p, 'h, 'b> {
     chunked: bool,
     /// It has a `Transfer-Encoding`: its `Content-Length`, if any, is dropped.
     encoded: bool,
-}
-
-/// The parsed header fields of a head.
-pub(crate) struct Parsed<'h, 'b>(pub &'h [httparse::Header<'b>]);
-
-impl Fields for Parsed<'_, '_> {
-    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
-            .iter()
-            .filter(move |f| f.name.eq_ignore_ascii_case(name))
-            .filter_map(|f| std::str::from_utf8(f.value).ok())
-    }
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
@@ -273,6 +179,58 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             output: Vec::new(),
             lingering: false,
             started: false,
+        }
+    }
+
+    /// Serves a request through the shared exchange (`exchange::serve`), then says what comes
+    /// next on the connection.
+    async fn exchange(
+        &mut self,
+        exchange: &mut Exchange,
+        to: Forward<'_>,
+        pending: exchange::Pending,
+    ) -> Step {
+        let outcome = exchange::serve(
+            &mut self.io,
+            &mut self.input,
+            &mut self.alarm,
+            &mut self.output,
+            exchange,
+            to,
+            pending,
+        )
+        .await;
+        self.idle_since = std::time::Instant::now();
+        match outcome {
+            exchange::Outcome::Next => Step::Next,
+            exchange::Outcome::Close => {
+                // What is left of a request body would be read as the next request.
+                self.lingering = true;
+                Step::Close
+            }
+            exchange::Outcome::Upgrade(upgrade) => {
+                self.tunnel(upgrade).await;
+                Step::Close
+            }
+        }
+    }
+
+    /// Joins the client's connection to the endpoint's after a `101`, the bytes already read
+    /// from the client first.
+    async fn tunnel(&mut self, upgrade: OnUpgrade) {
+        let mut upstream = match upgrade.await {
+            Ok(upgraded) => TokioIo::new(upgraded),
+            Err(err) => {
+                debug!(peer = %self.conn.peer, %err, "upgrade failed");
+                return;
+            }
+        };
+        if !self.input.is_empty() && upstream.write_all(&self.input).await.is_err() {
+            return;
+        }
+        self.input.clear();
+        if let Err(err) = tokio::io::copy_bidirectional(&mut self.io, &mut upstream).await {
+            debug!(peer = %self.conn.peer, %err, "upgraded connection ended");
         }
     }
 
@@ -866,68 +824,6 @@ fn rewrite_parsed(
     Some(Answered { status, framing, keep_alive, close })
 }
 
-/// Parses `head`, a whole answer head, and hands it to `read`; `None` when it is malformed.
-/// Both engines read answers through it, with the parser's room for fields on the stack.
-pub(crate) fn with_answer_head<T>(
-    head: &[u8],
-    read: impl FnOnce(&httparse::Response<'_, '_>) -> Option<T>,
-) -> Option<T> {
-    let mut storage = [const { MaybeUninit::uninit() }; MAX_FIELDS];
-    let mut parsed = httparse::Response::new(&mut []);
-    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut parsed,
-        head,
-        &mut storage,
-    ) {
-        Ok(httparse::Status::Complete(_)) => read(&parsed),
-        _ => None,
-    }
-}
-
-/// Reads into `buf` (with room for `room` more bytes) unless `deadline` passes first: `None`.
-async fn read_by<R: AsyncRead + Unpin>(
-    io: &mut R,
-    buf: &mut BytesMut,
-    room: usize,
-    alarm: &mut Alarm,
-    deadline: Instant,
-) -> Option<std::io::Result<usize>> {
-    buf.reserve(room);
-    by(io.read_buf(buf), alarm, deadline).await
-}
-
-/// Like [`read_by`] for a connection waiting for its next request. The read goes to a buffer on
-/// the stack, which exists only while the read is polled, and only the bytes that came are
-/// kept: an idle keep-alive connection holds no read buffer.
-async fn read_idle_by<R: AsyncRead + Unpin>(
-    io: &mut R,
-    buf: &mut BytesMut,
-    alarm: &mut Alarm,
-    deadline: Instant,
-) -> Option<std::io::Result<usize>> {
-    let read = std::future::poll_fn(|cx| {
-        let mut chunk = [MaybeUninit::uninit(); IDLE_READ];
-        let mut read = ReadBuf::uninit(&mut chunk);
-        std::task::ready!(Pin::new(&mut *io).poll_read(cx, &mut read))?;
-        buf.extend_from_slice(read.filled());
-        std::task::Poll::Ready(Ok(read.filled().len()))
-    });
-    by(read, alarm, deadline).await
-}
-
-/// `read`'s outcome, unless `deadline` passes first: `None`.
-async fn by(
-    read: impl Future<Output = std::io::Result<usize>>,
-    alarm: &mut Alarm,
-    deadline: Instant,
-) -> Option<std::io::Result<usize>> {
-    tokio::select! {
-        biased;
-        read = read => Some(read),
-        () = alarm.at(deadline) => None,
-    }
-}
-
 /// The client side of a request body being sent on: the connection, the bytes read from it not
 /// yet sent, and its timer.
 struct Body<'c, I> {
@@ -1001,21 +897,6 @@ fn final_answer_started(buf: &[u8]) -> bool {
             },
             Some(_) => return true,
         }
-    }
-}
-
-/// Where the head at the start of `buf` ends: just after its empty line (lines end in CRLF
-/// or, tolerated, a bare LF).
-pub(crate) fn head_end(buf: &[u8]) -> Option<usize> {
-    // Two vectorised searches instead of a stop at every line end: the empty line after a CRLF
-    // or a bare LF ("\n\r\n"), and, before it, one of bare LFs ("\n\n").
-    static CRLF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\r\n"));
-    static LF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
-    let crlf = CRLF.find(buf);
-    let before = crlf.map_or(buf.len(), |at| at + 1);
-    match LF.find(&buf[..before]) {
-        Some(at) => Some(at + 2),
-        None => crlf.map(|at| at + 3),
     }
 }
 
@@ -1103,15 +984,6 @@ fn pass_trailers(section: &mut Vec<u8>, bytes: &[u8], out: &mut Vec<u8>) -> Resu
     }
 }
 
-/// The field names a head's `Connection` fields list (hop-by-hop for this message); looked for
-/// only when they name any (`names_fields`, see [`Connection`]).
-pub(crate) fn listed_fields<'a>(fields: &'a Parsed<'_, '_>, names_fields: bool) -> Vec<&'a str> {
-    if !names_fields {
-        return Vec::new();
-    }
-    fields.all("connection").flat_map(|v| v.split(',')).map(str::trim).collect()
-}
-
 /// The head of an endpoint's answer as the client gets it: hop-by-hop fields and `Server`
 /// replaced, chunked coding kept when the body passes through chunked.
 fn write_answer_head(
@@ -1147,14 +1019,6 @@ fn write_answer_head(
     if close {
         put_field(out, "connection", b"close");
     }
-    out.extend_from_slice(b"\r\n");
-}
-
-fn put_status_line(out: &mut Vec<u8>, status: StatusCode, reason: &str) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 

@@ -7,6 +7,7 @@
 mod alarm;
 mod body;
 mod chunked;
+mod codec;
 mod fields;
 mod fnv;
 mod h1;

@@ -23,9 +23,9 @@ use portico_plan::annotations::{BackendProtocol, CanaryRule, IngressOptions};
 use portico_plan::ingress::{Backend, DefaultBackend, Route, RouteMatch};
 use tracing::debug;
 
-use crate::body::{BoxError, ClientBody, OnEnd, Watched};
+use crate::body::{BoxError, ClientBody, Counted, OnEnd, Watched};
 use crate::fields::{
-    Connection, FORWARDING_FIELDS, is_hop_by_hop, named, put_field, replaced_here, within_limits,
+    Connection, FORWARDING_FIELDS, Fields, is_hop_by_hop, put_field, replaced_here, within_limits,
 };
 use crate::fnv::{Fnv, FnvMap};
 use crate::metrics::{AccessLog, Figures, LogLine, Metrics, RouteMetrics};
@@ -279,28 +279,6 @@ impl Exchange {
         let figures = Figures { status, duration: now - self.started, bytes_in, bytes_out };
         self.shared.finish(&self.route, &figures, self.log.as_ref());
         now
-    }
-}
-
-/// Read access to a request's header fields, wherever they are held.
-pub(crate) trait Fields {
-    /// The text values of field `name` (any case), in order.
-    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a;
-
-    /// The first text value of field `name`.
-    fn first<'a>(&'a self, name: &'a str) -> Option<&'a str> {
-        self.all(name).next()
-    }
-
-    /// Whether the comma-separated lists of field `name` hold `token` (any case).
-    fn lists(&self, name: &str, token: &str) -> bool {
-        self.all(name).any(|v| named(v, token))
-    }
-}
-
-impl Fields for HeaderMap {
-    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.get_all(name).iter().filter_map(|v| v.to_str().ok())
     }
 }
 
@@ -785,15 +763,6 @@ impl Shared {
             access_log.write(route, figures, line);
         }
     }
-}
-
-/// Body bytes of one exchange, counted as they pass.
-#[derive(Default)]
-pub(crate) struct Counted {
-    pub bytes_in: AtomicU64,
-    pub bytes_out: AtomicU64,
-    /// The client's body could not be read to its end.
-    pub client_fault: std::sync::atomic::AtomicBool,
 }
 
 enum Failure {

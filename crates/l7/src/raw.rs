@@ -22,8 +22,8 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::chunked::{BadChunk, LAST_CHUNK, Piece, put_frame};
+use crate::codec::{AnswerFields, Framing, Parsed, head_end, listed_fields, with_answer_head};
 use crate::fields::{MAX_FIELDS, MAX_HEAD, is_hop_by_hop, may_be_trailer, put_field, replaced_here};
-use crate::h1::{AnswerFields, Framing, Parsed, head_end, listed_fields, with_answer_head};
 use crate::upstream::{Endpoint, UpstreamBody};
 
 /// Room made for reading an answer's head; its body is read in pieces of up to `BODY_READ`.

@@ -8,11 +8,13 @@ use std::cell::RefCell;
 
 use bytes::BytesMut;
 
+/// Room made for each read from an endpoint.
+pub(crate) const UPSTREAM_READ: usize = 16 * 1024;
 /// Most spare buffers a thread keeps.
 const KEPT: usize = 64;
 /// Largest buffer kept: the room of one read from an endpoint. One that grew past it (a long
 /// answer head) is freed, so the list holds at most `KEPT` such reads.
-const LARGEST: usize = crate::h1::UPSTREAM_READ;
+const LARGEST: usize = UPSTREAM_READ;
 
 thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };

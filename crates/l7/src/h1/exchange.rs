@@ -15,16 +15,16 @@ use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use http_body_util::channel::{Channel, Sender};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::{CLIENT_READ, Client, Step, put_status_line, read_by};
+use super::read::{CLIENT_READ, read_by};
 use crate::alarm::Alarm;
 use crate::body::{BoxError, ClientBody};
 use crate::chunked::{BadChunk, Chunks, LAST_CHUNK, Piece, put_frame};
+use crate::codec::put_status_line;
 use crate::fields::{MAX_FIELDS, MAX_HEAD, put_field};
 use crate::proxy::{Exchange, Forward, ProxyBody};
 use crate::request::{BodyFraming, Checked};
@@ -104,7 +104,7 @@ enum Delimit {
 }
 
 /// How an exchange left the connection.
-enum Outcome {
+pub(super) enum Outcome {
     /// The answer went out; the connection may serve another request.
     Next,
     Close,
@@ -112,101 +112,68 @@ enum Outcome {
     Upgrade(OnUpgrade),
 }
 
-impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
-    /// Serves a request through the shared exchange: its body is fed from the connection while
-    /// the exchange runs, and its answer written as HTTP/1.1.
-    pub(super) async fn exchange(
-        &mut self,
-        exchange: &mut Exchange,
-        to: Forward<'_>,
-        pending: Pending,
-    ) -> Step {
-        let Pending { parts, authority, body: framing, head_len, expect_continue, close, http10 } = pending;
-        self.input.advance(head_len);
-        let head_request = parts.method == Method::HEAD;
-        let send_timeout = Duration::from_secs(to.options.send_timeout_seconds);
-        let length = match framing {
-            BodyFraming::Empty | BodyFraming::Length(0) => None,
-            BodyFraming::Length(n) => Some(Some(n)),
-            BodyFraming::Chunked => Some(None),
-        };
-        let (wanted_tx, mut wanted) = oneshot::channel();
-        let (feed, body) = match length {
-            None => (None, ClientBody::Empty),
-            Some(length) => {
-                let (feed, channel) = Channel::new(1);
-                (Some(feed), ClientBody::Fed { channel, length, wanted: Some(wanted_tx) })
-            }
-        };
-        // The client waits for a `100 Continue` before it sends the body (RFC 9110 §10.1.1): it
-        // goes out once an endpoint asks for the body, not before answers made without it.
-        let mut continue_owed = expect_continue && feed.is_some();
-        let request = http::Request::from_parts(parts, body);
-        let outcome = {
-            let (input, alarm, output) = (&mut self.input, &mut self.alarm, &mut self.output);
-            let (mut reader, mut writer) = tokio::io::split(&mut self.io);
-            let pump = async {
-                match feed {
-                    Some(feed) => feed_body(&mut reader, input, alarm, framing, feed, send_timeout).await,
-                    None => Ok(()),
+/// Serves a request through the shared exchange: its body is fed from the connection (`io`,
+/// with `input` read from it already) while the exchange runs, and its answer written as
+/// HTTP/1.1 through `output`.
+pub(super) async fn serve<I: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut I,
+    input: &mut BytesMut,
+    alarm: &mut Alarm,
+    output: &mut Vec<u8>,
+    exchange: &mut Exchange,
+    to: Forward<'_>,
+    pending: Pending,
+) -> Outcome {
+    let Pending { parts, authority, body: framing, head_len, expect_continue, close, http10 } = pending;
+    input.advance(head_len);
+    let head_request = parts.method == Method::HEAD;
+    let send_timeout = Duration::from_secs(to.options.send_timeout_seconds);
+    let length = match framing {
+        BodyFraming::Empty | BodyFraming::Length(0) => None,
+        BodyFraming::Length(n) => Some(Some(n)),
+        BodyFraming::Chunked => Some(None),
+    };
+    let (wanted_tx, mut wanted) = oneshot::channel();
+    let (feed, body) = match length {
+        None => (None, ClientBody::Empty),
+        Some(length) => {
+            let (feed, channel) = Channel::new(1);
+            (Some(feed), ClientBody::Fed { channel, length, wanted: Some(wanted_tx) })
+        }
+    };
+    // The client waits for a `100 Continue` before it sends the body (RFC 9110 §10.1.1): it
+    // goes out once an endpoint asks for the body, not before answers made without it.
+    let mut continue_owed = expect_continue && feed.is_some();
+    let request = http::Request::from_parts(parts, body);
+    let (mut reader, mut writer) = tokio::io::split(io);
+    let pump = async {
+        match feed {
+            Some(feed) => feed_body(&mut reader, input, alarm, framing, feed, send_timeout).await,
+            None => Ok(()),
+        }
+    };
+    let mut pump = std::pin::pin!(pump);
+    let mut pumped = None;
+    let mut respond = std::pin::pin!(exchange.forward(request, to, &authority));
+    let response = loop {
+        tokio::select! {
+            response = &mut respond => break Some(response),
+            fed = &mut pump, if pumped.is_none() => pumped = Some(fed),
+            asked = &mut wanted, if continue_owed => {
+                continue_owed = false;
+                let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+                if asked.is_ok() && write_flushed(&mut writer, interim).await.is_err() {
+                    break None;
                 }
-            };
-            let mut pump = std::pin::pin!(pump);
-            let mut pumped = None;
-            let mut respond = std::pin::pin!(exchange.forward(request, to, &authority));
-            let response = loop {
-                tokio::select! {
-                    response = &mut respond => break Some(response),
-                    fed = &mut pump, if pumped.is_none() => pumped = Some(fed),
-                    asked = &mut wanted, if continue_owed => {
-                        continue_owed = false;
-                        let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
-                        if asked.is_ok() && write_flushed(&mut writer, interim).await.is_err() {
-                            break None;
-                        }
-                    }
-                }
-            };
-            match response {
-                Some(response) => {
-                    let answer = Answer { head_request, http10, close, body_read: pumped == Some(Ok(())) };
-                    answer.write(response, &mut writer, output, pump, pumped).await
-                }
-                None => Outcome::Close,
-            }
-        };
-        self.idle_since = std::time::Instant::now();
-        match outcome {
-            Outcome::Next => Step::Next,
-            Outcome::Close => {
-                // What is left of a request body would be read as the next request.
-                self.lingering = true;
-                Step::Close
-            }
-            Outcome::Upgrade(upgrade) => {
-                self.tunnel(upgrade).await;
-                Step::Close
             }
         }
-    }
-
-    /// Joins the client's connection to the endpoint's after a `101`, the bytes already read
-    /// from the client first.
-    async fn tunnel(&mut self, upgrade: OnUpgrade) {
-        let mut upstream = match upgrade.await {
-            Ok(upgraded) => TokioIo::new(upgraded),
-            Err(err) => {
-                debug!(peer = %self.conn.peer, %err, "upgrade failed");
-                return;
-            }
-        };
-        if !self.input.is_empty() && upstream.write_all(&self.input).await.is_err() {
-            return;
+    };
+    match response {
+        Some(response) => {
+            let answer = Answer { head_request, http10, close, body_read: pumped == Some(Ok(())) };
+            answer.write(response, &mut writer, output, pump, pumped).await
         }
-        self.input.clear();
-        if let Err(err) = tokio::io::copy_bidirectional(&mut self.io, &mut upstream).await {
-            debug!(peer = %self.conn.peer, %err, "upgraded connection ended");
-        }
+        None => Outcome::Close,
     }
 }
 
