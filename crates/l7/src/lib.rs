@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod alarm;
+mod balance;
 mod body;
 mod chunked;
 mod codec;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::hash::{BuildHasher as _, Hasher as _};
+use std::hash::BuildHasher as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -23,11 +23,12 @@ use portico_plan::annotations::{BackendProtocol, CanaryRule, IngressOptions};
 use portico_plan::ingress::{Backend, DefaultBackend, Route, RouteMatch};
 use tracing::debug;
 
+use crate::balance::{self, affinity_cookie, cookie};
 use crate::body::{BoxError, ClientBody, Counted, OnEnd, Watched};
 use crate::fields::{
     Connection, FORWARDING_FIELDS, Fields, is_hop_by_hop, put_field, replaced_here, within_limits,
 };
-use crate::fnv::{Fnv, FnvMap};
+use crate::fnv::FnvMap;
 use crate::metrics::{AccessLog, Figures, LogLine, Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
 use crate::raw::RawBody;
@@ -446,8 +447,7 @@ impl Exchange {
         self.shared.sequence.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The endpoint for a request: the affinity cookie's if it is still there, else the less
-    /// busy of the next two in round-robin order.
+    /// The endpoint for a request, as [`balance::choose`] picks it among this table's.
     pub(crate) fn choose(
         &self,
         backend: &Backend,
@@ -455,30 +455,7 @@ impl Exchange {
         avoid: Option<SocketAddr>,
         sticky: Option<&str>,
     ) -> Option<Arc<Endpoint>> {
-        let endpoint = |addr: &SocketAddr| self.table.endpoints.get(&(*addr, protocol));
-        if let Some(token) = sticky
-            && let Some(addr) =
-                backend.endpoints.iter().find(|a| Some(**a) != avoid && affinity_token(a) == token)
-        {
-            return endpoint(addr).cloned();
-        }
-        let usable = backend.endpoints.iter().filter(|a| Some(**a) != avoid).count();
-        if usable == 0 {
-            return None;
-        }
-        let turn = self.shared.rotation.fetch_add(1, Ordering::Relaxed);
-        let first = usize::try_from(turn % usable as u64).unwrap_or(0);
-        let mut candidates = backend.endpoints.iter().filter(|a| Some(**a) != avoid).cycle().skip(first);
-        let a = endpoint(candidates.next()?)?;
-        if usable == 1 {
-            return Some(Arc::clone(a));
-        }
-        match candidates.next().and_then(endpoint) {
-            Some(b) if b.in_flight.load(Ordering::Relaxed) < a.in_flight.load(Ordering::Relaxed) => {
-                Some(Arc::clone(b))
-            }
-            _ => Some(Arc::clone(a)),
-        }
+        balance::choose(backend, &self.table.endpoints, &self.shared.rotation, protocol, avoid, sticky)
     }
 
     /// Forwards a request that `decide` sent on, for `host`, its routed authority; `host` is also
@@ -939,44 +916,6 @@ fn prepare_request(headers: &mut HeaderMap, upgrade: bool, h2: bool, from_h2: bo
     if let Some(length) = headers.get(header::CONTENT_LENGTH).cloned() {
         headers.insert(header::CONTENT_LENGTH, length);
     }
-}
-
-/// The value of cookie `name` in the request.
-pub(crate) fn cookie<'h>(fields: &'h impl Fields, name: &str) -> Option<&'h str> {
-    fields
-        .all("cookie")
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-/// The `Set-Cookie` value that pins a client to `endpoint`, unless its cookie already does.
-pub(crate) fn affinity_cookie(
-    options: &IngressOptions,
-    route: Option<&Route>,
-    sticky: Option<&str>,
-    endpoint: SocketAddr,
-) -> Option<String> {
-    let affinity = options.affinity.as_ref()?;
-    let token = affinity_token(&endpoint);
-    if sticky == Some(token.as_str()) {
-        return None;
-    }
-    let path = affinity.path.as_deref().or(route.map(|r| r.path.as_str())).unwrap_or("/");
-    let mut cookie = format!("{}={token}; Path={path}; HttpOnly", affinity.name);
-    if let Some(max_age) = affinity.max_age_seconds {
-        cookie.push_str(&format!("; Max-Age={max_age}"));
-    }
-    Some(cookie)
-}
-
-/// The affinity cookie's value for an endpoint: a hash, so the cookie does not reveal
-/// the endpoint's address.
-fn affinity_token(addr: &SocketAddr) -> String {
-    let mut hash = Fnv::default();
-    hash.write(addr.to_string().as_bytes());
-    format!("{:016x}", hash.finish())
 }
 
 /// SplitMix64: spreads a counter over 64 bits.
