@@ -35,6 +35,7 @@ use crate::chunked::BadChunk;
 use crate::codec::{
     AnswerFields, Framing, Parsed, head_end, listed_fields, put_status_line, with_answer_head,
 };
+use crate::failure::Failure;
 use crate::fields::{
     FORWARDING_FIELDS, MAX_FIELDS, MAX_HEAD, is_hop_by_hop, may_be_trailer, put_field, replaced_here,
     within_limits,
@@ -134,14 +135,6 @@ struct Request {
     close: bool,
     /// The affinity cookie's value, when the route uses one.
     sticky: Option<String>,
-}
-
-/// A failure while waiting for an endpoint's answer head.
-enum AnswerFailure {
-    /// Closed before a byte of the answer arrived.
-    Closed,
-    TimedOut,
-    Broken,
 }
 
 /// An endpoint's answer head, as parsed, with what its rewrite needs to know.
@@ -432,14 +425,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                             })
                             .flatten();
                         let Some(next) = other else {
-                            return self
-                                .answer_here(
-                                    exchange,
-                                    StatusCode::BAD_GATEWAY,
-                                    "endpoint unreachable\n",
-                                    &request,
-                                )
-                                .await;
+                            return self.failed(exchange, &Failure::Unreachable, &request).await;
                         };
                         retried = true;
                         in_flight = InFlight::new(&next);
@@ -454,9 +440,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                     fresh = true;
                     continue;
                 }
-                return self
-                    .answer_here(exchange, StatusCode::BAD_GATEWAY, "endpoint unreachable\n", &request)
-                    .await;
+                return self.failed(exchange, &Failure::Unsent(err), &request).await;
             }
             if unsent > 0 {
                 // The answer is read while the body goes out: an endpoint may answer early (a
@@ -493,19 +477,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             let deadline = Instant::from_std(exchange.started()) + read_timeout;
             match self.read_answer_head(&mut upstream, deadline).await {
                 Ok(n) => break (upstream, n),
-                Err(AnswerFailure::Closed) if reused && replayable && request.idempotent => {
+                Err(Failure::Closed) if reused && replayable && request.idempotent => {
                     debug!(endpoint = %endpoint.addr, "pooled connection was closed; retrying");
                     fresh = true;
                 }
-                Err(AnswerFailure::TimedOut) => {
-                    let text = "endpoint did not answer in time\n";
-                    return self.answer_here(exchange, StatusCode::GATEWAY_TIMEOUT, text, &request).await;
-                }
-                Err(_) => {
-                    return self
-                        .answer_here(exchange, StatusCode::BAD_GATEWAY, "endpoint unreachable\n", &request)
-                        .await;
-                }
+                Err(failure) => return self.failed(exchange, &failure, &request).await,
             }
         };
         exchange.served_by(endpoint.addr);
@@ -516,8 +492,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         let rewritten =
             rewrite_answer_head(&mut self.output, answer, request.head, closing, set_cookie.as_deref());
         let Some(Answered { status, mut framing, keep_alive, close }) = rewritten else {
-            let text = "endpoint answered badly\n";
-            return self.answer_here(exchange, StatusCode::BAD_GATEWAY, text, &request).await;
+            return self.failed(exchange, &Failure::Ambiguous, &request).await;
         };
         self.answer.advance(head_len);
         let (mut bytes_out, mut ended, mut leftover) = (0, false, false);
@@ -575,35 +550,46 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         &mut self,
         upstream: &mut TcpStream,
         deadline: Instant,
-    ) -> Result<usize, AnswerFailure> {
+    ) -> Result<usize, Failure> {
         let mut received = !self.answer.is_empty();
         loop {
             if let Some(n) = head_end(&self.answer) {
                 match self.answer.get(9..12) {
                     // An upgrade nobody asked for.
-                    Some(b"101") => return Err(AnswerFailure::Broken),
+                    Some(b"101") => return Err(Failure::Broken),
                     Some([b'1', ..]) => {
                         // Interim answers (103 Early Hints) go to the client as they are.
                         let interim = self.answer.split_to(n);
-                        self.io.write_all(&interim).await.map_err(|_| AnswerFailure::Broken)?;
+                        self.io.write_all(&interim).await.map_err(|_| Failure::Broken)?;
                         continue;
                     }
                     _ => return Ok(n),
                 }
             }
             if self.answer.len() >= MAX_HEAD {
-                return Err(AnswerFailure::Broken);
+                return Err(Failure::Broken);
             }
             match read_by(upstream, &mut self.answer, UPSTREAM_READ, &mut self.alarm, deadline).await {
-                Some(Ok(0) | Err(_)) if !received => return Err(AnswerFailure::Closed),
-                Some(Ok(0) | Err(_)) => return Err(AnswerFailure::Broken),
+                Some(Ok(0) | Err(_)) if !received => return Err(Failure::Closed),
+                Some(Ok(0) | Err(_)) => return Err(Failure::Broken),
                 Some(Ok(_)) => received = true,
-                None => return Err(AnswerFailure::TimedOut),
+                None => return Err(Failure::TimedOut),
             }
         }
     }
 
     /// Answers a forwarded request here after all (no endpoint, or it failed).
+    /// The answer to a request an endpoint did not serve (each engine's failures are answered
+    /// alike: [`Failure::answer`]).
+    async fn failed(&mut self, exchange: &mut Exchange, failure: &Failure, request: &Request) -> Step {
+        match failure.answer() {
+            Ok((status, text)) => self.answer_here(exchange, status, text, request).await,
+            Err(refusal) => {
+                self.answer_here(exchange, refusal.status, &format!("{refusal}\n"), request).await
+            }
+        }
+    }
+
     async fn answer_here(
         &mut self,
         exchange: &mut Exchange,

@@ -9,6 +9,7 @@ mod balance;
 mod body;
 mod chunked;
 mod codec;
+mod failure;
 mod fields;
 mod fnv;
 mod h1;

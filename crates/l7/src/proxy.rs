@@ -25,6 +25,7 @@ use tracing::debug;
 
 use crate::balance::{self, affinity_cookie, cookie};
 use crate::body::{BoxError, ClientBody, Counted, OnEnd, Watched};
+use crate::failure::Failure;
 use crate::fields::{
     Connection, FORWARDING_FIELDS, Fields, is_hop_by_hop, put_field, replaced_here, within_limits,
 };
@@ -528,7 +529,7 @@ impl Exchange {
         let mut in_flight = InFlight::new(&endpoint);
         let (mut retried, mut fresh) = (false, false);
         let outcome = loop {
-            let Some(req) = request.take() else { break Err(Failure::Gateway) };
+            let Some(req) = request.take() else { break Err(Failure::Unreachable) };
             let sender = match self.connection(&endpoint, connect_timeout, plain, fresh).await {
                 Ok(sender) => sender,
                 Err(err) => {
@@ -545,12 +546,12 @@ impl Exchange {
                             request = Some(req);
                             continue;
                         }
-                        None => break Err(Failure::Gateway),
+                        None => break Err(Failure::Unreachable),
                     }
                 }
             };
             match tokio::time::timeout(read_timeout, send(sender, req, &added, &endpoint)).await {
-                Err(_) => break Err(Failure::Timeout),
+                Err(_) => break Err(Failure::TimedOut),
                 Ok(Ok(sent)) => break Ok(sent),
                 // A pooled connection closed just before the request went out (or, for a
                 // request safe to repeat, before its answer): the request is handed back
@@ -570,7 +571,7 @@ impl Exchange {
                     } else if counted.client_fault.load(Ordering::Relaxed) {
                         Failure::BadBody
                     } else {
-                        Failure::Gateway
+                        Failure::Unreachable
                     });
                 }
             }
@@ -578,17 +579,7 @@ impl Exchange {
         self.served_by(endpoint.addr);
         let (mut response, sender) = match outcome {
             Ok(sent) => sent,
-            Err(Failure::Timeout) => {
-                return self.local(StatusCode::GATEWAY_TIMEOUT, "endpoint did not answer in time\n");
-            }
-            Err(Failure::TooLarge) => {
-                return self.local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
-            }
-            Err(Failure::BadBody) => {
-                return self
-                    .refuse(Refusal { status: StatusCode::BAD_REQUEST, why: "malformed request body" });
-            }
-            Err(Failure::Gateway) => return self.local(StatusCode::BAD_GATEWAY, "endpoint unreachable\n"),
+            Err(failure) => return self.failed(&failure),
         };
         // An answer whose framing fields are named as hop-by-hop could be read two ways.
         let mut connection = Connection::default();
@@ -596,7 +587,7 @@ impl Exchange {
             connection.add(value.as_bytes());
         }
         if connection.names_framing {
-            return self.local(StatusCode::BAD_GATEWAY, "endpoint answered badly\n");
+            return self.failed(&Failure::Ambiguous);
         }
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
@@ -704,6 +695,14 @@ impl Exchange {
     }
 
     /// A response made here rather than by an endpoint; counted and logged at once.
+    /// The answer to a request an endpoint did not serve.
+    fn failed(&mut self, failure: &Failure) -> Response<ProxyBody> {
+        match failure.answer() {
+            Ok((status, text)) => self.local(status, text),
+            Err(refusal) => self.refuse(refusal),
+        }
+    }
+
     fn local(&mut self, status: StatusCode, text: &str) -> Response<ProxyBody> {
         self.settle(status);
         let mut response = Response::new(Either::Right(Full::new(Bytes::copy_from_slice(text.as_bytes()))));
@@ -740,14 +739,6 @@ impl Shared {
             access_log.write(route, figures, line);
         }
     }
-}
-
-enum Failure {
-    Gateway,
-    Timeout,
-    TooLarge,
-    /// The client's body was malformed.
-    BadBody,
 }
 
 type Sent = (Response<AnswerBody>, Option<http1::SendRequest<UpstreamBody>>);

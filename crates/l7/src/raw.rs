@@ -23,26 +23,13 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::chunked::{BadChunk, LAST_CHUNK, Piece, put_frame};
 use crate::codec::{AnswerFields, Framing, Parsed, head_end, listed_fields, with_answer_head};
+use crate::failure::Failure;
 use crate::fields::{MAX_FIELDS, MAX_HEAD, is_hop_by_hop, may_be_trailer, put_field, replaced_here};
 use crate::upstream::{Endpoint, UpstreamBody};
 
 /// Room made for reading an answer's head; its body is read in pieces of up to `BODY_READ`.
 const HEAD_READ: usize = 4 * 1024;
 const BODY_READ: usize = 16 * 1024;
-
-/// Why an exchange failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum Failure {
-    /// The connection failed before the request was written: it can go on another one.
-    #[error("writing the request failed: {0}")]
-    Unsent(io::Error),
-    #[error("endpoint closed the connection without answering")]
-    Closed,
-    #[error("reading the request body from the client failed")]
-    Body,
-    #[error("endpoint's answer was malformed or cut short")]
-    Broken,
-}
 
 /// The head of a request as an endpoint gets it over HTTP/1.1. The head's fields are
 /// already the endpoint's (see `prepare_request`) but for the forwarding fields, which are
@@ -138,7 +125,7 @@ async fn exchange(
                 sent = &mut sending, if !body_sent => match sent {
                     Ok(()) => body_sent = true,
                     // A client that stops sending, or a body over the size limit, ends it.
-                    Err(Failure::Body) => return Err(Failure::Body),
+                    Err(Failure::ClientBody) => return Err(Failure::ClientBody),
                     // The endpoint stopped reading: its answer may be on its way.
                     Err(_) => body_sent = true,
                 },
@@ -198,7 +185,7 @@ async fn send_body(
     let mut ended = false;
     // The body is `Watched`: its trailers come without the fields that may not be trailers.
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| Failure::Body)?;
+        let frame = frame.map_err(|_| Failure::ClientBody)?;
         out.clear();
         ended = put_frame(&mut out, frame, chunked);
         stream.write_all(&out).await.map_err(|_| Failure::Broken)?;
