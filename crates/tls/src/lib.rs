@@ -1,11 +1,13 @@
 //! TLS and identity for every data plane: the certificates a listener serves by SNI
 //! ([`sni`]), the server configurations built on them ([`server`]), certificates and keys read
-//! from PEM ([`pem`]), and how endpoints are spoken to over TLS ([`client`]).
+//! from PEM ([`pem`]), a CA that issues and verifies ([`ca`]), and how endpoints are spoken to
+//! over TLS ([`client`]).
 //!
 //! One crypto provider (ring) and one set of protocol versions (TLS 1.3 and 1.2) are chosen
 //! here, so that the Ingress, the echo workload and later the mesh cannot drift apart.
 #![forbid(unsafe_code)]
 
+pub mod ca;
 pub mod client;
 pub mod pem;
 pub mod server;
@@ -15,11 +17,12 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 
+pub use ca::{Ca, Issued, Name};
 pub use client::Alpn;
 pub use pem::PemError;
 pub use sni::{CertResolver, Served};
 
-/// What can go wrong loading certificates.
+/// What can go wrong loading, issuing or verifying certificates.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// The PEM does not parse or the key type is not supported.
@@ -33,6 +36,12 @@ pub enum TlsError {
     /// The default certificate could not be generated.
     #[error("generating the default certificate: {0}")]
     Default(rcgen::Error),
+    /// A CA or a certificate it issues could not be generated (e.g. a name that is not ASCII).
+    #[error("issuing a certificate: {0}")]
+    Issue(rcgen::Error),
+    /// A certificate chain is not one the CA issued, or not valid now.
+    #[error("certificate does not verify: {0}")]
+    Verify(rustls::Error),
     /// rustls refused the configuration.
     #[error(transparent)]
     Rustls(#[from] rustls::Error),
