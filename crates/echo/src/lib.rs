@@ -34,7 +34,8 @@ use hyper::body::Body;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use rustls_pki_types::pem::PemObject;
+use portico_tls::pem::{self, PemError};
+use portico_tls::server;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -89,34 +90,23 @@ pub struct TlsConfig {
 impl TlsConfig {
     /// Builds from PEM bytes: a certificate chain (leaf first) and one private key.
     pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, EchoError> {
-        let certs =
-            CertificateDer::pem_slice_iter(cert_pem).collect::<Result<Vec<_>, _>>().map_err(|source| {
-                EchoError::Pem { what: "certificate", origin: "PEM bytes".to_owned(), source }
-            })?;
-        require_certificate(&certs, "PEM bytes")?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| EchoError::Pem {
-            what: "private key",
-            origin: "PEM bytes".to_owned(),
-            source,
-        })?;
-        Self::build(certs, key, "PEM bytes".to_owned())
+        let origin = "PEM bytes";
+        let certs = pem::chain(cert_pem).map_err(|error| EchoError::from_pem(error, origin))?;
+        let key = pem::key(key_pem).map_err(|error| EchoError::from_pem(error, origin))?;
+        Self::build(certs, key, origin.to_owned())
     }
 
     /// Builds from PEM files: a certificate chain (leaf first) and one private key.
     pub fn from_files(cert: &Path, key: &Path) -> Result<Self, EchoError> {
-        let certs = CertificateDer::pem_file_iter(cert)
-            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-            .map_err(|source| EchoError::Pem {
-                what: "certificate",
-                origin: cert.display().to_string(),
-                source,
-            })?;
-        require_certificate(&certs, &cert.display().to_string())?;
-        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|source| EchoError::Pem {
-            what: "private key",
-            origin: key.display().to_string(),
-            source,
-        })?;
+        let cert_origin = cert.display().to_string();
+        let certs = std::fs::read(cert)
+            .map_err(|e| PemError::Certificate(rustls_pki_types::pem::Error::Io(e)))
+            .and_then(|bytes| pem::chain(&bytes))
+            .map_err(|error| EchoError::from_pem(error, &cert_origin))?;
+        let key_der = std::fs::read(key)
+            .map_err(|e| PemError::Key(rustls_pki_types::pem::Error::Io(e)))
+            .and_then(|bytes| pem::key(&bytes))
+            .map_err(|error| EchoError::from_pem(error, &key.display().to_string()))?;
         let origin = format!("{} and {}", cert.display(), key.display());
         Self::build(certs, key_der, origin)
     }
@@ -127,22 +117,10 @@ impl TlsConfig {
         key: PrivateKeyDer<'static>,
         origin: String,
     ) -> Result<Self, EchoError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .and_then(|builder| builder.with_no_client_auth().with_single_cert(certs, key))
-            .map_err(|source| EchoError::Tls { origin, source })?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Self { server_config: Arc::new(config) })
+        let server_config =
+            server::single_cert_config(certs, key).map_err(|source| EchoError::Tls { origin, source })?;
+        Ok(Self { server_config })
     }
-}
-
-/// Fails early on a PEM with no certificate, so the error names the certificate rather than the key.
-fn require_certificate(certs: &[CertificateDer<'_>], origin: &str) -> Result<(), EchoError> {
-    if certs.is_empty() {
-        return Err(EchoError::NoCertificate { origin: origin.to_owned() });
-    }
-    Ok(())
 }
 
 /// Everything that can go wrong setting up or running an echo server.
@@ -198,6 +176,18 @@ pub enum EchoError {
         /// What rustls complained about.
         source: rustls::Error,
     },
+}
+
+impl EchoError {
+    /// Names where an unreadable certificate or key came from.
+    fn from_pem(error: PemError, origin: &str) -> Self {
+        let origin = origin.to_owned();
+        match error {
+            PemError::Certificate(source) => EchoError::Pem { what: "certificate", origin, source },
+            PemError::NoCertificate => EchoError::NoCertificate { origin },
+            PemError::Key(source) => EchoError::Pem { what: "private key", origin, source },
+        }
+    }
 }
 
 /// A bound echo server: TCP (HTTP/1.1 + h2c, or HTTPS with ALPN h2/http1.1 when TLS is set) and UDP on the same port number.

@@ -20,7 +20,6 @@ mod raw;
 mod request;
 mod rewind;
 mod spare;
-pub mod tls;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -37,14 +36,15 @@ use portico_dataplane::drain::{Hold, Watch};
 use portico_dataplane::{Applying, DataPlane, Readiness};
 use portico_model::Diagnostic;
 use portico_plan::Plan;
+use portico_tls::{Alpn, CertResolver, Served, client, server};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, watch};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{debug, info};
 
 pub use metrics::{AccessLog, Metrics};
-pub use tls::{CertResolver, TlsError};
+pub use portico_tls::TlsError;
 
 use crate::proxy::{Conn, Shared, Table};
 use crate::rewind::Rewind;
@@ -138,9 +138,9 @@ impl IngressProxy {
     /// connections started, once `drain` is signalled.
     pub fn new(options: Options, metrics: Arc<Metrics>, drain: Watch) -> Result<Self, IngressError> {
         let certs = Arc::new(CertResolver::new()?);
-        let acceptor = TlsAcceptor::from(tls::server_config(Arc::clone(&certs))?);
-        let tls_http = upstream::tls_connector(false).map_err(TlsError::from)?;
-        let tls_h2 = upstream::tls_connector(true).map_err(TlsError::from)?;
+        let acceptor = TlsAcceptor::from(server::ingress_config(Arc::clone(&certs))?);
+        let tls_http = TlsConnector::from(client::endpoint_config(Alpn::Http1)?);
+        let tls_h2 = TlsConnector::from(client::endpoint_config(Alpn::H2)?);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -194,8 +194,14 @@ impl IngressProxy {
         let previous = self.shared.table.load_full();
         let table = Table::new(Arc::clone(plan), previous.as_deref(), &self.shared);
         self.shared.table.store(Some(Arc::new(table)));
+        let served = plan.ingress.certificates.iter().map(|c| Served {
+            secret: &c.secret,
+            hosts: &c.hosts,
+            cert_pem: &c.cert_pem,
+            key_pem: &c.key_pem,
+        });
         let mut errors: Vec<IngressError> =
-            self.certs.apply(&plan.ingress.certificates).into_iter().map(IngressError::from).collect();
+            self.certs.apply(served).into_iter().map(IngressError::from).collect();
         // An ingress controller listens from the start, and answers 404 while nothing matches.
         let wanted = [(plan.ingress_addresses.http, false), (plan.ingress_addresses.https, true)];
         let mut listeners = self.listeners.lock().await;

@@ -37,6 +37,10 @@ pub struct PodPlan {
     /// `spec.subdomain`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subdomain: Option<String>,
+    /// `spec.serviceAccountName`: the identity the Pod runs as (the mesh issues its
+    /// certificate for it). Always set, as on a Pod the API server admitted: its ServiceAccount
+    /// admission names [`DEFAULT_SERVICE_ACCOUNT`] when the manifest names none.
+    pub service_account: String,
     /// Labels, for selectors.
     #[serde(skip)]
     pub labels: BTreeMap<String, String>,
@@ -46,6 +50,9 @@ pub struct PodPlan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<ObjectRef>,
 }
+
+/// The ServiceAccount of a Pod whose manifest names none: every namespace has one of this name.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
 /// One container of a Pod.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -259,6 +266,7 @@ fn pod_plan(pod: &PodRecord, at: Placement, ips: Vec<IpAddr>, allocated_ip: bool
         terminating: pod.deleting,
         hostname: pod.hostname.clone(),
         subdomain: pod.subdomain.clone(),
+        service_account: pod.service_account.as_deref().unwrap_or(DEFAULT_SERVICE_ACCOUNT).to_owned(),
         labels: pod.labels.clone(),
         containers,
         owner: pod.owner.clone(),
@@ -346,6 +354,7 @@ mod tests {
             terminating: false,
             hostname: None,
             subdomain: None,
+            service_account: DEFAULT_SERVICE_ACCOUNT.to_owned(),
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             containers: Vec::new(),
             owner: None,

@@ -259,6 +259,37 @@ fn workloads_run_the_pods_their_controllers_would() {
     assert_eq!(agent_n2.owner.as_ref().map(ToString::to_string).as_deref(), Some("DaemonSet default/agent"));
 }
 
+#[test]
+fn pods_keep_their_service_account_and_default_to_the_default_one() {
+    let yaml = [
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: named}\nspec: {serviceAccountName: web, containers: [{name: c}]}\n---\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: unnamed}\nspec: {containers: [{name: c}]}\n---\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: empty}\nspec: {serviceAccountName: '', containers: [{name: c}]}\n---\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: legacy}\nspec: {serviceAccount: old, containers: [{name: c}]}\n---\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: both}\nspec: {serviceAccountName: new, serviceAccount: old, containers: [{name: c}]}\n---\n",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api}}\n    spec: {serviceAccountName: api, containers: [{name: c}]}\n",
+    ]
+    .concat();
+    let (plan, diags) = planned(&yaml);
+    assert!(diags.is_empty(), "{diags:?}");
+    let accounts: Vec<(&str, &str)> =
+        plan.pods.iter().map(|p| (p.key.name.as_str(), p.service_account.as_str())).collect();
+    assert_eq!(
+        accounts,
+        [
+            ("api-0", "api"),
+            ("both", "new"),
+            ("empty", "default"),
+            ("legacy", "old"),
+            ("named", "web"),
+            ("unnamed", "default")
+        ]
+    );
+    let json = serde_json::to_value(&plan.pods).unwrap();
+    assert_eq!(json[4]["serviceAccount"], "web");
+    assert_eq!(json[5]["serviceAccount"], portico_plan::pods::DEFAULT_SERVICE_ACCOUNT);
+}
+
 fn annotated_ingress(name: &str, annotations: &str, path: &str, path_type: &str, service: &str) -> String {
     format!(
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, annotations: {{{annotations}}}}}\nspec:\n  rules:\n  - host: c.example.test\n    http:\n      paths: [{{path: '{path}', pathType: {path_type}, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}]\n---\n"
