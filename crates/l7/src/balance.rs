@@ -88,3 +88,20 @@ fn affinity_token(addr: &SocketAddr) -> String {
     hash.write(addr.to_string().as_bytes());
     format!("{:016x}", hash.finish())
 }
+
+#[cfg(test)]
+mod tests {
+    use http::header::{self, HeaderMap, HeaderValue};
+
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; route=abc"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(cookie(&h, "route"), Some("abc"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "rout"), None);
+    }
+}

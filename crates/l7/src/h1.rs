@@ -35,13 +35,15 @@ use crate::chunked::BadChunk;
 use crate::codec::{
     AnswerFields, Framing, Parsed, head_end, listed_fields, put_status_line, with_answer_head,
 };
+use crate::decision::{Decision, Exchange, Forward, Head};
+use crate::exchange::InFlight;
 use crate::failure::Failure;
 use crate::fields::{
     FORWARDING_FIELDS, MAX_FIELDS, MAX_HEAD, is_hop_by_hop, may_be_trailer, put_field, replaced_here,
     within_limits,
 };
-use crate::proxy::{Conn, Decision, Exchange, Forward, Head, InFlight, Shared, Table};
 use crate::request::{self, BodyFraming, Checked, Target, Version};
+use crate::shared::{Conn, Shared, Table};
 use crate::spare::UPSTREAM_READ;
 use read::{CLIENT_READ, read_by, read_idle_by};
 

@@ -9,16 +9,19 @@ mod balance;
 mod body;
 mod chunked;
 mod codec;
+mod decision;
+mod exchange;
 mod failure;
 mod fields;
 mod fnv;
 mod h1;
+mod hyper_engine;
 pub mod metrics;
 pub mod normalize;
-mod proxy;
 mod raw;
 mod request;
 mod rewind;
+mod shared;
 mod spare;
 mod upstream;
 
@@ -46,8 +49,8 @@ use tracing::{debug, info};
 pub use metrics::{AccessLog, Metrics};
 pub use portico_tls::TlsError;
 
-use crate::proxy::{Conn, Shared, Table};
 use crate::rewind::Rewind;
+use crate::shared::{Conn, Shared, Table};
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -341,7 +344,7 @@ impl Connection {
     {
         let (shared, info) = (Arc::clone(&self.shared), Arc::clone(&conn));
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            proxy::handle(req, Arc::clone(&info), Arc::clone(&shared))
+            hyper_engine::handle(req, Arc::clone(&info), Arc::clone(&shared))
         });
         let connection = self.builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(connection);

@@ -25,8 +25,8 @@ use crate::alarm::Alarm;
 use crate::body::{BoxError, ClientBody};
 use crate::chunked::{BadChunk, Chunks, LAST_CHUNK, Piece, put_frame};
 use crate::codec::put_status_line;
+use crate::decision::{Exchange, Forward, ProxyBody};
 use crate::fields::{MAX_FIELDS, MAX_HEAD, put_field};
-use crate::proxy::{Exchange, Forward, ProxyBody};
 use crate::request::{BodyFraming, Checked};
 
 /// A request whose head was checked and routed, waiting for the exchange.
