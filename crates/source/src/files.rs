@@ -215,4 +215,72 @@ mod tests {
         assert_eq!(port(store, "a"), Some(90));
         assert!(diagnostics.iter().any(|d| d.message.starts_with(DEFINED_TWICE)), "{diagnostics:?}");
     }
+
+    #[test]
+    fn a_settled_file_with_its_stamp_unchanged_is_not_even_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = vec![dir.path().to_path_buf()];
+        let a = dir.path().join("a.yaml");
+        std::fs::write(&a, service("a", 80)).unwrap();
+        let long_ago = SystemTime::now() - Duration::from_secs(3600);
+        let set_time =
+            |time| std::fs::File::options().write(true).open(&a).unwrap().set_modified(time).unwrap();
+        set_time(long_ago);
+        let mut loader = Loader::default();
+        loader.load(&paths);
+        // The same length and time, different bytes: only reading would tell.
+        std::fs::write(&a, service("a", 90)).unwrap();
+        set_time(long_ago);
+        let (store, _) = loader.load(&paths);
+        assert_eq!((port(store, "a"), loader.reparsed()), (Some(80), 0));
+        // The same bytes at a new time: read, found unchanged, not parsed.
+        std::fs::write(&a, service("a", 80)).unwrap();
+        set_time(long_ago + Duration::from_secs(1));
+        let (store, _) = loader.load(&paths);
+        assert_eq!((port(store, "a"), loader.reparsed()), (Some(80), 0));
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_keeps_its_last_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = vec![dir.path().to_path_buf()];
+        let a = dir.path().join("a.yaml");
+        std::fs::write(&a, service("a", 80)).unwrap();
+        let mut loader = Loader::default();
+        loader.load(&paths);
+        // Not UTF-8: the read fails, as it would out of descriptors, whoever runs the test.
+        std::fs::write(&a, b"kind: \xff\xfe\n").unwrap();
+        for _ in 0..2 {
+            let (store, diagnostics) = loader.load(&paths);
+            assert_eq!(port(store, "a"), Some(80));
+            assert!(diagnostics.iter().any(|d| d.message.starts_with("cannot read")), "{diagnostics:?}");
+            assert_eq!(loader.reparsed(), 0);
+        }
+        std::fs::write(&a, service("a", 90)).unwrap();
+        let (store, diagnostics) = loader.load(&paths);
+        assert_eq!(port(store, "a"), Some(90));
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    }
+
+    #[test]
+    fn a_folder_that_cannot_be_looked_at_keeps_its_files_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let (real, link) = (dir.path().join("real"), dir.path().join("manifests"));
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("a.yaml"), service("a", 80)).unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let paths = vec![link.clone()];
+        let mut loader = Loader::default();
+        loader.load(&paths);
+        // A link to itself: looking at the folder fails, and not because it is gone.
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&link, &link).unwrap();
+        let (store, diagnostics) = loader.load(&paths);
+        assert_eq!(port(store, "a"), Some(80));
+        assert!(diagnostics.iter().any(|d| d.message.starts_with("cannot read")), "{diagnostics:?}");
+        // Gone for real: its files' objects go with it.
+        std::fs::remove_file(&link).unwrap();
+        let (store, _) = loader.load(&paths);
+        assert_eq!(port(store, "a"), None);
+    }
 }
