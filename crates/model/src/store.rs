@@ -48,8 +48,11 @@ impl Store {
             map: &mut BTreeMap<K, Stored<T>>,
             files: &BTreeSet<PathBuf>,
         ) -> BTreeMap<K, Stored<T>> {
-            let keys: Vec<K> =
-                map.iter().filter(|(_, s)| files.contains(&s.origin.file)).map(|(k, _)| k.clone()).collect();
+            let keys: Vec<K> = map
+                .iter()
+                .filter(|(_, s)| s.origin.file().is_some_and(|f| files.contains(f)))
+                .map(|(k, _)| k.clone())
+                .collect();
             keys.into_iter().filter_map(|k| map.remove(&k).map(|s| (k, s))).collect()
         }
         Store {
@@ -170,13 +173,11 @@ impl Store {
     pub fn keep_last_good(&mut self, last: &Store, diagnostics: &[Diagnostic]) {
         let errors = || diagnostics.iter().filter(|d| d.is_error());
         let objects: BTreeSet<&ObjectRef> = errors().filter_map(|d| d.object.as_ref()).collect();
-        let files: BTreeSet<&Path> = errors()
-            .filter(|d| d.object.is_none())
-            .filter_map(|d| d.origin.as_ref())
-            .map(|o| o.file.as_path())
-            .collect();
+        let files: BTreeSet<&Path> =
+            errors().filter(|d| d.object.is_none()).filter_map(|d| d.origin.as_ref()?.file()).collect();
         let broken = |kind: &str, key: &ObjectKey, origin: &Origin| {
-            files.contains(origin.file.as_path()) || objects.contains(&ObjectRef::new(kind, key.clone()))
+            origin.file().is_some_and(|f| files.contains(f))
+                || objects.contains(&ObjectRef::new(kind, key.clone()))
         };
         fn keep<T: Clone>(
             now: &mut BTreeMap<ObjectKey, Stored<T>>,
@@ -270,10 +271,10 @@ mod tests {
         let (store, diags) = Store::from_objects(objects);
         assert_eq!(store.services.len(), 1);
         assert_eq!(diags.len(), 1, "{diags:?}");
-        assert_eq!(diags[0].origin.as_ref().map(|o| o.document), Some(3));
+        assert_eq!(diags[0].origin.as_ref().and_then(Origin::document), Some(3));
         assert!(diags[0].message.contains("defined twice, differently"));
         let kept = &store.services[&ObjectKey::new("default", "web")];
-        assert_eq!(kept.origin.document, 1);
+        assert_eq!(kept.origin.document(), Some(1));
     }
 
     #[test]
