@@ -1,7 +1,7 @@
 //! Diagnostics: every problem Portico finds, tied to where it came from.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -78,35 +78,87 @@ impl fmt::Display for ObjectRef {
     }
 }
 
-/// Where an object came from: file, 1-based document index, and line.
+/// Where an object came from: a document of a manifest file, or the Kubernetes API.
+///
+/// Serialized without a tag, so that a file's origin reads `{"file", "document", "line"}`
+/// whatever else an origin can be.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct Origin {
-    /// The manifest file.
-    pub file: PathBuf,
-    /// 1-based index of the document within the file (YAML `---` separated).
-    pub document: usize,
-    /// 1-based line, where known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<u64>,
+#[serde(untagged)]
+pub enum Origin {
+    /// A document of a manifest file.
+    File {
+        /// The manifest file.
+        file: PathBuf,
+        /// 1-based index of the document within the file (YAML `---` separated); 0 for the
+        /// file or folder itself.
+        document: usize,
+        /// 1-based line, where known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        line: Option<u64>,
+    },
+    /// An object the API server holds: it has no file and no line.
+    Api {
+        /// The version of the object that was read.
+        #[serde(rename = "resourceVersion")]
+        resource_version: String,
+    },
 }
 
 impl Origin {
     /// An origin for a document in a file.
     pub fn new(file: impl Into<PathBuf>, document: usize, line: Option<u64>) -> Self {
-        Self { file: file.into(), document, line }
+        Self::File { file: file.into(), document, line }
+    }
+
+    /// An origin for an object read from the API server at `resource_version`.
+    pub fn api(resource_version: impl Into<String>) -> Self {
+        Self::Api { resource_version: resource_version.into() }
+    }
+
+    /// The manifest file, for an object read from one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Self::File { file, .. } => Some(file),
+            Self::Api { .. } => None,
+        }
+    }
+
+    /// The 1-based document within the file (0: the file or folder itself), for an object
+    /// read from one.
+    pub fn document(&self) -> Option<usize> {
+        match self {
+            Self::File { document, .. } => Some(*document),
+            Self::Api { .. } => None,
+        }
+    }
+
+    /// The 1-based line in the file, where known.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            Self::File { line, .. } => *line,
+            Self::Api { .. } => None,
+        }
     }
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        // Document 0 is the file or folder itself (it cannot be read, it holds no manifests).
-        match self.document {
-            0 => Ok(()),
-            n => write!(f, " (document {n})"),
+        match self {
+            Self::File { file, document, line } => {
+                write!(f, "{}", file.display())?;
+                if let Some(line) = line {
+                    write!(f, ":{line}")?;
+                }
+                // Document 0 is the file or folder itself (it cannot be read, it holds no
+                // manifests).
+                match document {
+                    0 => Ok(()),
+                    n => write!(f, " (document {n})"),
+                }
+            }
+            Self::Api { resource_version } => {
+                write!(f, "the API server (resourceVersion {resource_version})")
+            }
         }
     }
 }
@@ -116,7 +168,7 @@ impl fmt::Display for Origin {
 pub struct Diagnostic {
     /// Error or warning.
     pub severity: Severity,
-    /// File and document, when the problem belongs to one.
+    /// Where the problem is (file and document, or the API), when it belongs to one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
     /// The object concerned, when known.
@@ -144,7 +196,7 @@ impl Diagnostic {
         Self { severity, origin: None, object: None, field: None, message: message.into() }
     }
 
-    /// Attaches the file and document.
+    /// Attaches where the problem is.
     pub fn at(mut self, origin: &Origin) -> Self {
         self.origin = Some(origin.clone());
         self
@@ -181,5 +233,32 @@ impl fmt::Display for Diagnostic {
             write!(f, "{field}: ")?;
         }
         f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(origin: &Origin) -> String {
+        serde_json::to_string(origin).expect("an origin serializes")
+    }
+
+    #[test]
+    fn a_file_origin_reads_as_file_document_and_line() {
+        assert_eq!(json(&Origin::new("a.yaml", 2, Some(7))), r#"{"file":"a.yaml","document":2,"line":7}"#);
+        assert_eq!(json(&Origin::new("a.yaml", 0, None)), r#"{"file":"a.yaml","document":0}"#);
+        assert_eq!(Origin::new("a.yaml", 2, Some(7)).to_string(), "a.yaml:7 (document 2)");
+        assert_eq!(Origin::new("a.yaml", 0, None).to_string(), "a.yaml");
+    }
+
+    #[test]
+    fn an_api_origin_has_no_file_and_no_line() {
+        let origin = Origin::api("4711");
+        assert_eq!(json(&origin), r#"{"resourceVersion":"4711"}"#);
+        assert_eq!((origin.file(), origin.document(), origin.line()), (None, None, None));
+        let d =
+            Diagnostic::error("broken").at(&origin).on(ObjectRef::new("Service", ObjectKey::new("a", "b")));
+        assert_eq!(d.to_string(), "error: the API server (resourceVersion 4711): Service a/b: broken");
     }
 }

@@ -155,12 +155,12 @@ pub fn parse_text(file: &Path, text: &str) -> (Vec<(Origin, Object)>, Vec<Diagno
         }
     } else {
         for doc in split_documents(text) {
-            let origin = Origin::new(file, doc.index, Some(doc.content_line()));
+            let at = |line| Origin::new(file, doc.index, Some(line));
             match serde_saphyr::from_str::<Value>(&doc.text) {
-                Ok(value) => out.value(value, &origin, ""),
+                Ok(value) => out.value(value, &at(doc.content_line()), ""),
                 Err(err) => {
                     let line = err.location().map(|l| doc.first_line + l.line().saturating_sub(1));
-                    let origin = Origin { line: line.or(origin.line), ..origin };
+                    let origin = at(line.unwrap_or_else(|| doc.content_line()));
                     out.diagnostics
                         .push(Diagnostic::error(format!("invalid YAML: {}", yaml_message(&err))).at(&origin));
                 }
@@ -475,8 +475,8 @@ mod tests {
             "# leading comment\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: b\n",
         );
         assert!(diags.is_empty(), "{diags:?}");
-        let names: Vec<_> = objects.iter().map(|(o, obj)| (o.document, o.line, obj.key().name)).collect();
-        assert_eq!(names, vec![(1, Some(3), "a".to_string()), (2, Some(9), "b".to_string())]);
+        let names: Vec<_> = objects.iter().map(|(o, obj)| (o.document(), o.line(), obj.key().name)).collect();
+        assert_eq!(names, vec![(Some(1), Some(3), "a".to_string()), (Some(2), Some(9), "b".to_string())]);
     }
 
     #[test]
@@ -487,8 +487,8 @@ mod tests {
         assert_eq!(objects.len(), 2);
         assert_eq!(diags.len(), 1);
         let origin = diags[0].origin.as_ref().expect("origin");
-        assert_eq!(origin.document, 2);
-        assert!(origin.line.is_some_and(|l| l >= 4), "{origin:?}");
+        assert_eq!(origin.document(), Some(2));
+        assert!(origin.line().is_some_and(|l| l >= 4), "{origin:?}");
         assert!(diags[0].message.starts_with("invalid YAML"), "{}", diags[0].message);
     }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, Origin};
 use crate::load::{Document, split_documents};
 
 /// A YAML node with the line each child starts on.
@@ -192,28 +192,30 @@ impl Locator {
         let mut texts: HashMap<PathBuf, Option<FileText>> = HashMap::new();
         let mut named = std::collections::HashSet::new();
         for d in diagnostics {
-            let (Some(origin), Some(field)) = (&mut d.origin, &d.field) else { continue };
-            if field.is_empty() || origin.document == 0 {
+            // Only a file has lines to point at.
+            let (Some(Origin::File { file, document, line }), Some(field)) = (&mut d.origin, &d.field) else {
+                continue;
+            };
+            let document = *document;
+            if field.is_empty() || document == 0 {
                 continue;
             }
-            named.insert(origin.file.clone());
+            named.insert(file.clone());
             let text = texts
-                .entry(origin.file.clone())
-                .or_insert_with(|| std::fs::read_to_string(&origin.file).ok().map(FileText::new));
+                .entry(file.clone())
+                .or_insert_with(|| std::fs::read_to_string(&*file).ok().map(FileText::new));
             let Some(text) = text else { continue };
             let located = self
                 .files
-                .entry(origin.file.clone())
+                .entry(file.clone())
                 .or_insert_with(|| Located { hash: text.hash, lines: HashMap::new() });
             if located.hash != text.hash {
                 *located = Located { hash: text.hash, lines: HashMap::new() };
             }
-            let line = *located
-                .lines
-                .entry((origin.document, field.clone()))
-                .or_insert_with(|| text.line(origin.document, field));
-            if let Some(line) = line {
-                origin.line = Some(line);
+            let found =
+                *located.lines.entry((document, field.clone())).or_insert_with(|| text.line(document, field));
+            if found.is_some() {
+                *line = found;
             }
         }
         self.files.retain(|file, _| named.contains(file));
@@ -245,7 +247,7 @@ mod tests {
     }
 
     fn warned(file: &std::path::Path, document: usize, field: &str) -> Diagnostic {
-        let mut d = Diagnostic::warning("w").at(&crate::Origin::new(file, document, None));
+        let mut d = Diagnostic::warning("w").at(&Origin::new(file, document, None));
         d.field = Some(field.to_owned());
         d
     }
@@ -261,14 +263,14 @@ mod tests {
             .chain([warned(&file, 2, "metadata.name")])
             .collect();
         locator.locate(&mut diagnostics);
-        let lines: Vec<_> = diagnostics.iter().map(|d| d.origin.as_ref().and_then(|o| o.line)).collect();
+        let lines: Vec<_> = diagnostics.iter().map(|d| d.origin.as_ref().and_then(Origin::line)).collect();
         assert_eq!(lines, [Some(13), Some(13), Some(13), Some(8)]);
         assert_eq!(locator.files[&file].lines.len(), 2, "one lookup per field");
         // The file changes under the same diagnostics: lines found before are not reused.
         std::fs::write(&file, format!("# a new first line\n{TEXT}")).expect("write");
         let mut again = vec![warned(&file, 2, "spec.ports[1].port")];
         locator.locate(&mut again);
-        assert_eq!(again[0].origin.as_ref().and_then(|o| o.line), Some(14));
+        assert_eq!(again[0].origin.as_ref().and_then(Origin::line), Some(14));
         // A file no diagnostic names any more is forgotten.
         locator.locate(&mut []);
         assert!(locator.files.is_empty());

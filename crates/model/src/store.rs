@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use crate::diagnostic::{Diagnostic, ObjectKey, ObjectRef, Origin};
-use crate::object::{Object, Workload};
+use crate::object::{Object, ObjectKind, Workload};
 use crate::pod::PodRecord;
 use crate::slice::EndpointSliceRecord;
 use crate::validate::validate;
@@ -42,14 +42,18 @@ pub struct Store {
 pub const DEFINED_TWICE: &str = "defined twice";
 
 impl Store {
-    /// Moves out every object that came from one of `files`, into a store of its own.
+    /// Moves out every object that came from one of `files`, into a store of its own; the
+    /// file loader's way of taking out a changed file's worth.
     pub fn take_files(&mut self, files: &BTreeSet<PathBuf>) -> Store {
         fn take<K: Ord + Clone, T>(
             map: &mut BTreeMap<K, Stored<T>>,
             files: &BTreeSet<PathBuf>,
         ) -> BTreeMap<K, Stored<T>> {
-            let keys: Vec<K> =
-                map.iter().filter(|(_, s)| files.contains(&s.origin.file)).map(|(k, _)| k.clone()).collect();
+            let keys: Vec<K> = map
+                .iter()
+                .filter(|(_, s)| s.origin.file().is_some_and(|f| files.contains(f)))
+                .map(|(k, _)| k.clone())
+                .collect();
             keys.into_iter().filter_map(|k| map.remove(&k).map(|s| (k, s))).collect()
         }
         Store {
@@ -62,6 +66,27 @@ impl Store {
             ingress_classes: take(&mut self.ingress_classes, files),
             secrets: take(&mut self.secrets, files),
             workloads: take(&mut self.workloads, files),
+        }
+    }
+
+    /// Removes one object; returns whether it was there. Removing an object that is not
+    /// stored, or of a kind Portico does not store, changes nothing.
+    pub fn remove(&mut self, object: &ObjectRef) -> bool {
+        let key = &object.key;
+        let Some(kind) = ObjectKind::from_name(&object.kind) else { return false };
+        match kind {
+            ObjectKind::Namespace => self.namespaces.remove(key).is_some(),
+            ObjectKind::Service => self.services.remove(key).is_some(),
+            ObjectKind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
+            ObjectKind::Pod => self.pods.remove(key).is_some(),
+            ObjectKind::Node => self.nodes.remove(key).is_some(),
+            ObjectKind::Ingress => self.ingresses.remove(key).is_some(),
+            ObjectKind::IngressClass => self.ingress_classes.remove(key).is_some(),
+            ObjectKind::Secret => self.secrets.remove(key).is_some(),
+            ObjectKind::Deployment
+            | ObjectKind::StatefulSet
+            | ObjectKind::DaemonSet
+            | ObjectKind::ReplicaSet => self.workloads.remove(object).is_some(),
         }
     }
 
@@ -170,13 +195,11 @@ impl Store {
     pub fn keep_last_good(&mut self, last: &Store, diagnostics: &[Diagnostic]) {
         let errors = || diagnostics.iter().filter(|d| d.is_error());
         let objects: BTreeSet<&ObjectRef> = errors().filter_map(|d| d.object.as_ref()).collect();
-        let files: BTreeSet<&Path> = errors()
-            .filter(|d| d.object.is_none())
-            .filter_map(|d| d.origin.as_ref())
-            .map(|o| o.file.as_path())
-            .collect();
+        let files: BTreeSet<&Path> =
+            errors().filter(|d| d.object.is_none()).filter_map(|d| d.origin.as_ref()?.file()).collect();
         let broken = |kind: &str, key: &ObjectKey, origin: &Origin| {
-            files.contains(origin.file.as_path()) || objects.contains(&ObjectRef::new(kind, key.clone()))
+            origin.file().is_some_and(|f| files.contains(f))
+                || objects.contains(&ObjectRef::new(kind, key.clone()))
         };
         fn keep<T: Clone>(
             now: &mut BTreeMap<ObjectKey, Stored<T>>,
@@ -270,10 +293,10 @@ mod tests {
         let (store, diags) = Store::from_objects(objects);
         assert_eq!(store.services.len(), 1);
         assert_eq!(diags.len(), 1, "{diags:?}");
-        assert_eq!(diags[0].origin.as_ref().map(|o| o.document), Some(3));
+        assert_eq!(diags[0].origin.as_ref().and_then(Origin::document), Some(3));
         assert!(diags[0].message.contains("defined twice, differently"));
         let kept = &store.services[&ObjectKey::new("default", "web")];
-        assert_eq!(kept.origin.document, 1);
+        assert_eq!(kept.origin.document(), Some(1));
     }
 
     #[test]
@@ -298,6 +321,27 @@ mod tests {
         let (mut now, _) = Store::from_objects(objects);
         now.keep_last_good(&last, &diags);
         assert_eq!(now.services.len(), 2);
+    }
+
+    #[test]
+    fn one_object_is_removed_and_the_rest_of_its_file_stays() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {ports: [{port: 80}]}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\nspec: {selector: {matchLabels: {app: a}}, template: {metadata: {labels: {app: a}}, spec: {containers: [{name: c, image: i}]}}}\n";
+        let (objects, _) = parse_text(Path::new("f.yaml"), text);
+        let (mut store, diags) = Store::from_objects(objects);
+        assert!(diags.is_empty(), "{diags:?}");
+        let service = |name: &str| ObjectRef::new("Service", ObjectKey::new("default", name));
+        assert!(store.remove(&service("a")));
+        let names: Vec<&str> = store.services.keys().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["b"]);
+        assert_eq!(store.workloads.len(), 1, "a Deployment of the same name is another object");
+        // Absent, or of a kind never stored: nothing changes.
+        let before = store.clone();
+        assert!(!store.remove(&service("a")));
+        assert!(!store.remove(&service("nowhere")));
+        assert!(!store.remove(&ObjectRef::new("CronJob", ObjectKey::new("default", "b"))));
+        assert_eq!(store, before);
+        assert!(store.remove(&ObjectRef::new("Deployment", ObjectKey::new("default", "a"))));
+        assert_eq!(store.len(), 1);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::Result;
-use portico_model::{Diagnostic, Severity};
+use portico_model::{Diagnostic, Origin, Severity};
 use portico_plan::exposure::{Exposure, Layer, exposures};
 use serde::Serialize;
 
@@ -61,21 +61,21 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// Diagnostics grouped by file, then object (with its document), errors first within each.
+/// Diagnostics grouped by file (or the API server, or the planner), then object (with its
+/// document), errors first within each.
 fn write_diagnostics(diagnostics: &[Diagnostic], out: &mut impl Write) -> Result<()> {
     let mut groups: BTreeMap<(String, usize, String), Vec<&Diagnostic>> = BTreeMap::new();
     for d in diagnostics {
-        let file =
-            d.origin.as_ref().map(|o| o.file.display().to_string()).unwrap_or_else(|| "(planner)".into());
-        let document = d.origin.as_ref().map(|o| o.document).unwrap_or_default();
+        let place = d.origin.as_ref().map_or_else(|| "(planner)".into(), place);
+        let document = d.origin.as_ref().and_then(Origin::document).unwrap_or_default();
         let object = d.object.as_ref().map(ToString::to_string).unwrap_or_default();
-        groups.entry((file, document, object)).or_default().push(d);
+        groups.entry((place, document, object)).or_default().push(d);
     }
-    let mut last_file = None;
-    for ((file, document, object), mut items) in groups {
-        if last_file.as_ref() != Some(&file) {
-            writeln!(out, "{file}")?;
-            last_file = Some(file);
+    let mut last_place = None;
+    for ((place, document, object), mut items) in groups {
+        if last_place.as_ref() != Some(&place) {
+            writeln!(out, "{place}")?;
+            last_place = Some(place);
         }
         match (object.is_empty(), document) {
             (false, 0) => writeln!(out, "  {object}")?,
@@ -83,16 +83,21 @@ fn write_diagnostics(diagnostics: &[Diagnostic], out: &mut impl Write) -> Result
             (true, 0) => {}
             (true, n) => writeln!(out, "  document {n}")?,
         }
-        items.sort_by_key(|d| (d.severity, d.origin.as_ref().and_then(|o| o.line)));
+        items.sort_by_key(|d| (d.severity, d.origin.as_ref().and_then(Origin::line)));
         for d in items {
             let line =
-                d.origin.as_ref().and_then(|o| o.line).map(|l| format!("line {l}: ")).unwrap_or_default();
+                d.origin.as_ref().and_then(Origin::line).map(|l| format!("line {l}: ")).unwrap_or_default();
             let field =
                 d.field.as_deref().filter(|f| !f.is_empty()).map(|f| format!("{f}: ")).unwrap_or_default();
             writeln!(out, "    {:<7} {line}{field}{}", d.severity.to_string(), d.message)?;
         }
     }
     Ok(())
+}
+
+/// The heading a diagnostic's origin is grouped under: its file, or the API server.
+fn place(origin: &Origin) -> String {
+    origin.file().map_or_else(|| "(API server)".into(), |file| file.display().to_string())
 }
 
 /// Prints the exposure table (or JSON), and a one-line diagnostics summary on stderr.

@@ -16,7 +16,7 @@ use portico_model::{Diagnostic, Severity};
 use portico_plan::exposure::{Layer, Method, exposures};
 use portico_plan::ingress::{PathKind, RuleHost};
 use portico_plan::{Allocations, Plan, PlanConfig, Protocol};
-use portico_source::Watcher;
+use portico_source::{Loader, Watcher};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -143,7 +143,7 @@ struct Server {
     access_log: Option<Arc<AccessLog>>,
     admin: Arc<Admin>,
     metrics: ReloadMetrics,
-    loader: pipeline::Loader,
+    loader: Loader,
     locator: portico_model::locate::Locator,
     /// The diagnostics of the last reload, as hashes of their text: only new ones are logged.
     logged: HashSet<u64>,
@@ -221,7 +221,7 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         access_log,
         admin,
         metrics,
-        loader: pipeline::Loader::default(),
+        loader: Loader::default(),
         locator: Default::default(),
         logged: HashSet::new(),
         allocations,

@@ -1,6 +1,9 @@
-//! Sources of objects: a watched folder of manifests (the Kubernetes API joins later).
+//! Sources of objects: manifest files and folders, loaded and watched (the Kubernetes API
+//! joins later).
 #![forbid(unsafe_code)]
 
+pub mod files;
 pub mod watch;
 
+pub use files::{Loaded, Loader};
 pub use watch::{Change, WatchError, Watcher};
