@@ -2,6 +2,7 @@
 //! endpoint choice, connect and retry, the request as the endpoint gets it, streaming, 101
 //! tunnels and the bookkeeping when the body ends.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,7 +13,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use portico_plan::annotations::BackendProtocol;
+use portico_plan::annotations::{BackendProtocol, IngressOptions};
 use portico_plan::ingress::Backend;
 use tracing::debug;
 
@@ -51,7 +52,7 @@ impl Exchange {
         let protocol = options.backend_protocol;
         let affinity = options.affinity.as_ref();
         let sticky = affinity.and_then(|a| cookie(req.headers(), &a.name)).map(str::to_owned);
-        let Some(mut endpoint) = self.choose(backend, protocol, None, sticky.as_deref()) else {
+        let Some(endpoint) = self.choose(backend, protocol, None, sticky.as_deref()) else {
             return self.local(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoint\n");
         };
         let upgrade = is_upgrade(&req);
@@ -99,45 +100,31 @@ impl Exchange {
             return self.local(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "head too large to send on\n");
         }
         let counted = Arc::new(Counted::default());
-        let send_timeout = Duration::from_secs(options.send_timeout_seconds);
-        let read_timeout = Duration::from_secs(options.read_timeout_seconds);
-        let connect_timeout = Duration::from_secs(options.connect_timeout_seconds);
-        let body = Watched::new(body, Arc::clone(&counted), true, options.body_limit, send_timeout);
+        let timeouts = Timeouts::of(options);
+        let body = Watched::new(body, Arc::clone(&counted), true, options.body_limit, timeouts.send);
         let mut request = Some(Request::from_parts(parts, body));
-        let mut in_flight = InFlight::new(&endpoint);
-        let (mut retried, mut fresh) = (false, false);
+        let mut attempt = Attempt::new(endpoint);
         let outcome = loop {
             let Some(req) = request.take() else { break Err(Failure::Unreachable) };
-            let sender = match self.connection(&endpoint, connect_timeout, plain, fresh).await {
-                Ok(sender) => sender,
-                Err(err) => {
-                    self.connect_failed(endpoint.addr, &err);
-                    // Nothing was sent: any request may go to another endpoint, once.
-                    let other = (!retried)
-                        .then(|| self.choose(backend, protocol, Some(endpoint.addr), None))
-                        .flatten();
-                    match other {
-                        Some(next) => {
-                            retried = true;
-                            in_flight = InFlight::new(&next);
-                            endpoint = next;
-                            request = Some(req);
-                            continue;
-                        }
-                        None => break Err(Failure::Unreachable),
-                    }
-                }
+            let this = &*self;
+            let connecting = |endpoint: Arc<Endpoint>, fresh| async move {
+                this.connection(&endpoint, timeouts.connect, plain, fresh).await
             };
-            match tokio::time::timeout(read_timeout, send(sender, req, &added, &endpoint)).await {
+            let sender = match this.connect(&mut attempt, backend, protocol, connecting).await {
+                Ok(sender) => sender,
+                Err(failure) => break Err(failure),
+            };
+            let endpoint = &attempt.endpoint;
+            match tokio::time::timeout(timeouts.read, send(sender, req, &added, endpoint)).await {
                 Err(_) => break Err(Failure::TimedOut),
                 Ok(Ok(sent)) => break Ok(sent),
                 // A pooled connection closed just before the request went out (or, for a
                 // request safe to repeat, before its answer): the request is handed back
                 // and goes on a new connection.
-                Ok(Err((err, Some(unsent)))) if !retried => {
+                Ok(Err((err, Some(unsent)))) if !attempt.retried => {
                     debug!(endpoint = %endpoint.addr, %err, "pooled connection was closed; retrying");
-                    retried = true;
-                    fresh = true;
+                    attempt.retried = true;
+                    attempt.fresh = true;
                     request = Some(unsent);
                 }
                 Ok(Err((err, _))) => {
@@ -154,6 +141,7 @@ impl Exchange {
                 }
             }
         };
+        let Attempt { endpoint, in_flight, .. } = attempt;
         self.served_by(endpoint.addr);
         let (mut response, sender) = match outcome {
             Ok(sent) => sent,
@@ -191,7 +179,7 @@ impl Exchange {
             sender: if switching { None } else { sender },
             in_flight,
         };
-        let body = Watched::new(body, counted, false, None, read_timeout).on_end(Box::new(finish));
+        let body = Watched::new(body, counted, false, None, timeouts.read).on_end(Box::new(finish));
         Response::from_parts(parts, Either::Left(body))
     }
 
@@ -215,6 +203,80 @@ impl Exchange {
         // Boxed: connecting (TLS and HTTP handshakes) is rare and its future large, and it
         // would otherwise size every request's future held by the HTTP/2 server.
         Box::pin(endpoint.connect(tls, timeout)).await
+    }
+}
+
+/// The three timeouts of an exchange with an endpoint, from its Ingress's options (nginx's
+/// `proxy-connect-timeout`, `proxy-send-timeout`, `proxy-read-timeout`), for both engines.
+#[derive(Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// Connecting (and the TLS and HTTP handshakes).
+    pub(crate) connect: Duration,
+    /// Between two writes of the request body.
+    pub(crate) send: Duration,
+    /// Until the answer's head, and between two reads of its body.
+    pub(crate) read: Duration,
+}
+
+impl Timeouts {
+    /// The timeouts `options` set.
+    pub(crate) fn of(options: &IngressOptions) -> Self {
+        Timeouts {
+            connect: Duration::from_secs(options.connect_timeout_seconds),
+            send: Duration::from_secs(options.send_timeout_seconds),
+            read: Duration::from_secs(options.read_timeout_seconds),
+        }
+    }
+}
+
+/// The endpoint a request is on, counted in its in-flight requests, and how it moved so far.
+pub(crate) struct Attempt {
+    pub(crate) endpoint: Arc<Endpoint>,
+    pub(crate) in_flight: InFlight,
+    /// It moved once already: to another endpoint after a connect failed, or (on the
+    /// exchange's path) to a new connection after a pooled one was found closed.
+    pub(crate) retried: bool,
+    /// The next connection must be a new one: a pooled one was found closed.
+    pub(crate) fresh: bool,
+}
+
+impl Attempt {
+    /// A request's first try, on `endpoint`.
+    pub(crate) fn new(endpoint: Arc<Endpoint>) -> Self {
+        Attempt { in_flight: InFlight::new(&endpoint), endpoint, retried: false, fresh: false }
+    }
+}
+
+impl Exchange {
+    /// Connects to the attempt's endpoint with `connect` (given the endpoint and whether the
+    /// connection must be new). When that fails nothing was sent, so any request may move: once,
+    /// to another endpoint of `backend`, the failed one avoided, as nginx's
+    /// `proxy_next_upstream error timeout` does. Both engines connect through here.
+    pub(crate) async fn connect<C, Fut>(
+        &self,
+        attempt: &mut Attempt,
+        backend: &Backend,
+        protocol: BackendProtocol,
+        mut connect: impl FnMut(Arc<Endpoint>, bool) -> Fut,
+    ) -> Result<C, Failure>
+    where
+        Fut: Future<Output = std::io::Result<C>>,
+    {
+        loop {
+            match connect(Arc::clone(&attempt.endpoint), attempt.fresh).await {
+                Ok(connected) => return Ok(connected),
+                Err(err) => {
+                    self.connect_failed(attempt.endpoint.addr, &err);
+                    let other = (!attempt.retried)
+                        .then(|| self.choose(backend, protocol, Some(attempt.endpoint.addr), None))
+                        .flatten();
+                    let Some(next) = other else { return Err(Failure::Unreachable) };
+                    attempt.retried = true;
+                    attempt.in_flight = InFlight::new(&next);
+                    attempt.endpoint = next;
+                }
+            }
+        }
     }
 }
 

@@ -36,7 +36,7 @@ use crate::codec::{
     AnswerFields, Framing, Parsed, head_end, listed_fields, put_status_line, with_answer_head,
 };
 use crate::decision::{Decision, Exchange, Forward, Head};
-use crate::exchange::InFlight;
+use crate::exchange::{Attempt, Timeouts};
 use crate::failure::Failure;
 use crate::fields::{
     FORWARDING_FIELDS, MAX_FIELDS, MAX_HEAD, is_hop_by_hop, may_be_trailer, put_field, replaced_here,
@@ -45,6 +45,7 @@ use crate::fields::{
 use crate::request::{self, BodyFraming, Checked, Target, Version};
 use crate::shared::{Conn, Shared, Table};
 use crate::spare::UPSTREAM_READ;
+use crate::upstream::Endpoint;
 use read::{CLIENT_READ, read_by, read_idle_by};
 
 mod exchange;
@@ -396,17 +397,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         // The whole request is in the output: it can be sent again if a connection fails.
         let replayable = unsent == 0;
         let options = to.options;
-        let connect_timeout = Duration::from_secs(options.connect_timeout_seconds);
-        let send_timeout = Duration::from_secs(options.send_timeout_seconds);
-        let read_timeout = Duration::from_secs(options.read_timeout_seconds);
+        let timeouts = Timeouts::of(options);
         let sticky = request.sticky.as_deref();
-        let Some(mut endpoint) = exchange.choose(to.backend, BackendProtocol::Http, None, sticky) else {
+        let Some(endpoint) = exchange.choose(to.backend, BackendProtocol::Http, None, sticky) else {
             return self
                 .answer_here(exchange, StatusCode::SERVICE_UNAVAILABLE, "no ready endpoint\n", &request)
                 .await;
         };
-        let mut in_flight = InFlight::new(&endpoint);
-        let (mut retried, mut fresh) = (false, false);
+        let mut attempt = Attempt::new(endpoint);
         let mut bytes_in = buffered as u64;
         // The endpoint stopped taking the request body before its end.
         let mut body_cut = false;
@@ -415,31 +413,22 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         }
         let (mut upstream, head_len) = loop {
             self.answer.clear();
-            let (mut upstream, reused) =
-                match endpoint.plain_stream(fresh, exchange.started(), connect_timeout).await {
-                    Ok(got) => got,
-                    Err(err) => {
-                        exchange.connect_failed(endpoint.addr, &err);
-                        // Nothing was sent: any request may go to another endpoint, once.
-                        let other = (!retried)
-                            .then(|| {
-                                exchange.choose(to.backend, BackendProtocol::Http, Some(endpoint.addr), None)
-                            })
-                            .flatten();
-                        let Some(next) = other else {
-                            return self.failed(exchange, &Failure::Unreachable, &request).await;
-                        };
-                        retried = true;
-                        in_flight = InFlight::new(&next);
-                        endpoint = next;
-                        continue;
-                    }
-                };
+            let started = exchange.started();
+            let connecting = |endpoint: Arc<Endpoint>, fresh| async move {
+                endpoint.plain_stream(fresh, started, timeouts.connect).await
+            };
+            let connected =
+                exchange.connect(&mut attempt, to.backend, BackendProtocol::Http, connecting).await;
+            let (mut upstream, reused) = match connected {
+                Ok(got) => got,
+                Err(failure) => return self.failed(exchange, &failure, &request).await,
+            };
+            let endpoint = &attempt.endpoint;
             if let Err(err) = upstream.write_all(&self.output).await {
                 debug!(endpoint = %endpoint.addr, %err, "writing to endpoint failed");
                 if reused && replayable {
                     // The pooled connection had been closed: the request goes on a new one.
-                    fresh = true;
+                    attempt.fresh = true;
                     continue;
                 }
                 return self.failed(exchange, &Failure::Unsent(err), &request).await;
@@ -453,7 +442,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                     Body { client: &mut self.io, input: &mut self.input, alarm: &mut self.alarm },
                     &mut writer,
                     unsent,
-                    send_timeout,
+                    timeouts.send,
                     &mut bytes_in,
                 );
                 let sent = tokio::select! {
@@ -476,16 +465,17 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
                     }
                 }
             }
-            let deadline = Instant::from_std(exchange.started()) + read_timeout;
+            let deadline = Instant::from_std(exchange.started()) + timeouts.read;
             match self.read_answer_head(&mut upstream, deadline).await {
                 Ok(n) => break (upstream, n),
                 Err(Failure::Closed) if reused && replayable && request.idempotent => {
                     debug!(endpoint = %endpoint.addr, "pooled connection was closed; retrying");
-                    fresh = true;
+                    attempt.fresh = true;
                 }
                 Err(failure) => return self.failed(exchange, &failure, &request).await,
             }
         };
+        let Attempt { endpoint, in_flight, .. } = attempt;
         exchange.served_by(endpoint.addr);
         let set_cookie = affinity_cookie(options, to.route, request.sticky.as_deref(), endpoint.addr);
         // After a cut body, the rest of it from the client would read as the next request.
@@ -522,7 +512,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
             if ended || broken {
                 break;
             }
-            let deadline = Instant::now() + read_timeout;
+            let deadline = Instant::now() + timeouts.read;
             match read_by(&mut upstream, &mut self.answer, UPSTREAM_READ, &mut self.alarm, deadline).await {
                 Some(Ok(n)) if n > 0 => {}
                 Some(Ok(_)) => {
@@ -580,7 +570,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         }
     }
 
-    /// Answers a forwarded request here after all (no endpoint, or it failed).
     /// The answer to a request an endpoint did not serve (each engine's failures are answered
     /// alike: [`Failure::answer`]).
     async fn failed(&mut self, exchange: &mut Exchange, failure: &Failure, request: &Request) -> Step {
@@ -592,6 +581,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         }
     }
 
+    /// Answers a forwarded request here after all (no endpoint, or it failed).
     async fn answer_here(
         &mut self,
         exchange: &mut Exchange,
