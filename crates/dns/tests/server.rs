@@ -2,15 +2,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use portico_dns::{DnsServer, Options, bind};
-use portico_model::{Store, parse_text};
-use portico_plan::{Allocations, Plan, PlanConfig, plan};
+use portico_plan::{Allocations, Plan, PlanConfig};
+use portico_testkit::manifests::{Pod, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -18,11 +17,11 @@ fn planned(yaml: &str, generation: u64) -> Arc<Plan> {
     planned_with(yaml, generation, &PlanConfig::default())
 }
 
+/// The Plan of `yaml` as `generation`, its manifests loaded without a word.
 fn planned_with(yaml: &str, generation: u64, config: &PlanConfig) -> Arc<Plan> {
-    let (objects, diags) = parse_text(Path::new("dns.yaml"), yaml);
-    assert!(diags.is_empty(), "{diags:?}");
-    let (store, _) = Store::from_objects(objects);
-    Arc::new(plan(&store, config, &Allocations::default(), generation).plan)
+    Arc::new(
+        portico_testkit::plan::planned_with(yaml, config, &Allocations::default(), generation).loaded().plan,
+    )
 }
 
 /// A headless Service `db` over Pods at the given addresses.
@@ -30,11 +29,9 @@ fn cluster(addresses: &[&str]) -> String {
     let mut yaml: String = addresses
         .iter()
         .enumerate()
-        .map(|(i, ip)| {
-            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: db-{i}, labels: {{app: db}}}}\nspec:\n  containers: [{{name: c, ports: [{{name: pg, containerPort: 5432}}]}}]\nstatus: {{podIP: {ip}}}\n---\n")
-        })
+        .map(|(i, ip)| Pod::new(&format!("db-{i}")).app("db").port("pg", 5432).ip(ip).to_string())
         .collect();
-    yaml.push_str("apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec:\n  clusterIP: None\n  selector: {app: db}\n  ports: [{name: pg, port: 5432}]\n");
+    yaml += &Service::new("db").headless().app("db").port("{name: pg, port: 5432}").to_string();
     yaml
 }
 

@@ -6,15 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use portico_echo::{Echo, Identity};
 use portico_l7::{IngressProxy, Metrics, Options};
-use portico_model::{Store, parse_text};
-use portico_plan::{Allocations, Plan, PlanConfig, plan};
+use portico_plan::{Allocations, Plan, PlanConfig};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -103,18 +101,14 @@ impl Harness {
         Harness { proxy, http, https, generation: 0, registry, _stop_pods: stop }
     }
 
+    /// The next Plan of `yaml`, its manifests loaded without a word and planned without errors.
     pub fn plan(&mut self, yaml: &str) -> Arc<Plan> {
-        let (objects, diagnostics) = parse_text(Path::new("test.yaml"), yaml);
-        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
-        let (store, _) = Store::from_objects(objects);
         let config =
             PlanConfig { ingress_http: self.http, ingress_https: self.https, ..PlanConfig::default() };
         self.generation += 1;
-        let planned = plan(&store, &config, &Allocations::default(), self.generation);
-        let errors: Vec<_> =
-            planned.diagnostics.iter().filter(|d| d.severity == portico_model::Severity::Error).collect();
-        assert!(errors.is_empty(), "{errors:#?}");
-        Arc::new(planned.plan)
+        let planned =
+            portico_testkit::plan::planned_with(yaml, &config, &Allocations::default(), self.generation);
+        Arc::new(planned.loaded().without_errors().plan)
     }
 
     /// The proxy's metrics, as `/metrics` shows them.

@@ -1,0 +1,10 @@
+//! What Portico's tests share, so that no test file carries its own copy: Plans made from
+//! YAML text ([`plan`]) and manifests built from a few values ([`manifests`]).
+//!
+//! A dev-dependency only. It stands below the data planes: it may use `portico-model` and
+//! `portico-plan`, never `portico-l4`, `portico-l7`, `portico-dns` or the binary. Its helpers
+//! panic with what went wrong, as test code does.
+#![forbid(unsafe_code)]
+
+pub mod manifests;
+pub mod plan;
