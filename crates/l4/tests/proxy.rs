@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use portico_echo::{Echo, Identity};
 use portico_l4::{Frontend, L4Proxy, ListenKey, Metrics, Options, Table};
 use portico_plan::Protocol;
+use portico_testkit::net::free_port_on;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
@@ -22,17 +23,6 @@ async fn backends(n: usize) -> Vec<SocketAddr> {
         tokio::spawn(echo.run(std::future::pending()));
     }
     out
-}
-
-/// A free TCP+UDP port on `ip`.
-fn free_port(ip: IpAddr) -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind((ip, 0)).unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind((ip, port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 fn frontend(endpoints: Vec<SocketAddr>, affinity: Option<Duration>) -> Frontend {
@@ -54,7 +44,7 @@ fn table(key: ListenKey, frontend: Frontend) -> Table {
 
 fn tcp_key(last: u8) -> ListenKey {
     let ip = IpAddr::from([127, 96, 200, last]);
-    ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Tcp }
+    ListenKey { addr: SocketAddr::new(ip, free_port_on(ip)), protocol: Protocol::Tcp }
 }
 
 fn proxy() -> L4Proxy {
@@ -248,7 +238,7 @@ async fn udp_flows_spread_stick_and_follow_endpoint_changes() {
     let a = named_udp("a").await;
     let b = named_udp("b").await;
     let ip = IpAddr::from([127, 96, 202, 1]);
-    let key = ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Udp };
+    let key = ListenKey { addr: SocketAddr::new(ip, free_port_on(ip)), protocol: Protocol::Udp };
     let proxy = proxy();
     proxy.apply(&table(key, frontend(vec![a, b], None))).await;
     let c1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -512,7 +502,7 @@ async fn a_stream_of_mixed_sizes_arrives_intact_under_back_pressure_then_small_m
 async fn a_udp_port_moved_away_and_back_is_served_again() {
     let a = named_udp("a").await;
     let ip = IpAddr::from([127, 96, 205, 1]);
-    let key = ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Udp };
+    let key = ListenKey { addr: SocketAddr::new(ip, free_port_on(ip)), protocol: Protocol::Udp };
     let proxy = proxy();
     let serving = table(key, frontend(vec![a], None));
     proxy.apply(&serving).await;
@@ -525,7 +515,7 @@ async fn a_udp_port_moved_away_and_back_is_served_again() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(udp_ask(&client, key.addr).await, "a");
     // A port another socket holds is tried again until it is free.
-    let other = ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Udp };
+    let other = ListenKey { addr: SocketAddr::new(ip, free_port_on(ip)), protocol: Protocol::Udp };
     let holder = std::net::UdpSocket::bind(other.addr).unwrap();
     let errors = proxy.apply(&table(other, frontend(vec![a], None))).await;
     assert_eq!(errors.len(), 1, "reported while it waits");
@@ -589,7 +579,7 @@ async fn idle_tcp_connections_are_closed() {
 async fn udp_flows_are_bounded_and_the_idlest_makes_room() {
     let a = named_udp("a").await;
     let ip = IpAddr::from([127, 96, 206, 1]);
-    let key = ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Udp };
+    let key = ListenKey { addr: SocketAddr::new(ip, free_port_on(ip)), protocol: Protocol::Udp };
     let options = Options { udp_flows_per_listener: 3, udp_flows: 100, ..Options::default() };
     let (proxy, _registry) = proxy_with(options);
     proxy.apply(&table(key, frontend(vec![a], None))).await;

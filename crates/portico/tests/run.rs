@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use portico_testkit::net::{Block, LOCALHOST, free_port};
 use serde_json::Value;
 
 /// A running `portico run` and its folders; killed when dropped.
@@ -31,10 +32,6 @@ impl Drop for Portico {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Starts `portico run` on `files` with the address block 127.<net>.0.0/16 of its own.
@@ -65,9 +62,10 @@ fn start_with(net: u8, files: &[(&str, String)], launch: Launch<'_>) -> Portico 
     for (name, text) in files {
         std::fs::write(manifests.join(name), text).unwrap();
     }
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let ingress: SocketAddr = format!("127.{net}.4.1:8080").parse().unwrap();
-    let dns: SocketAddr = format!("127.{net}.5.1:10053").parse().unwrap();
+    let block = Block::new(net);
+    let admin = SocketAddr::new(LOCALHOST, free_port());
+    let ingress = block.addr(4, 1, 8080);
+    let dns = block.addr(5, 1, 10053);
     let access_log = dir.path().join("access.log");
     let log = dir.path().join("portico.log");
     let mut command = match launch.open_files {
@@ -88,12 +86,17 @@ fn start_with(net: u8, files: &[(&str, String)], launch: Launch<'_>) -> Portico 
         .arg("--state")
         .arg(dir.path().join("state"))
         .args(["--admin", &admin.to_string()])
-        .args(["--service-cidr", &format!("127.{net}.0.0/24")])
-        .args(["--lb-pool", &format!("127.{net}.1.0/24")])
-        .args(["--pod-cidr", &format!("127.{net}.2.0/24")])
-        .args(["--node-address", &format!("127.{net}.3.1")])
+        .args(["--service-cidr", &block.subnet(0)])
+        .args(["--lb-pool", &block.subnet(1)])
+        .args(["--pod-cidr", &block.subnet(2)])
+        .args(["--node-address", &block.ip(3, 1).to_string()])
         .args(["--debounce", "100ms", "--drain", "2s", "--udp-idle", "5s"])
-        .args(["--ingress-http", &ingress.to_string(), "--ingress-https", &format!("127.{net}.4.1:8443")])
+        .args([
+            "--ingress-http",
+            &ingress.to_string(),
+            "--ingress-https",
+            &block.addr(4, 1, 8443).to_string(),
+        ])
         .arg("--access-log")
         .arg(&access_log)
         .args(["--dns", &dns.to_string()])

@@ -1,5 +1,6 @@
 //! What Portico's tests share, so that no test file carries its own copy: Plans made from
-//! YAML text ([`plan`]) and manifests built from a few values ([`manifests`]).
+//! YAML text ([`plan`]), manifests built from a few values ([`manifests`]), and loopback
+//! address blocks and free ports ([`net`]).
 //!
 //! A dev-dependency only. It stands below the data planes: it may use `portico-model` and
 //! `portico-plan`, never `portico-l4`, `portico-l7`, `portico-dns` or the binary. Its helpers
@@ -7,4 +8,5 @@
 #![forbid(unsafe_code)]
 
 pub mod manifests;
+pub mod net;
 pub mod plan;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use portico_echo::{Echo, Identity};
 use portico_l7::{IngressProxy, Metrics, Options};
 use portico_plan::{Allocations, Plan, PlanConfig};
+use portico_testkit::net::{Block, free_port};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -30,13 +31,9 @@ pub struct Harness {
     _stop_pods: watch::Sender<bool>,
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The address of pod `i` of Service number `svc`.
+/// The address of pod `i` of Service number `svc`, in the block 127.<net>.0.0/16.
 pub fn pod_ip(net: u8, svc: u8, i: u8) -> IpAddr {
-    IpAddr::from([127, net, svc, i + 1])
+    Block::new(net).ip(svc, i + 1)
 }
 
 /// A Service named `name` (number `svc`) with `pods` echo endpoints, as manifests.
