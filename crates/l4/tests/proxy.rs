@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use portico_echo::{Echo, Identity};
 use portico_l4::{Frontend, L4Proxy, ListenKey, Metrics, Options, Table};
 use portico_plan::Protocol;
+use portico_testkit::http;
 use portico_testkit::net::free_port_on;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
@@ -65,29 +66,9 @@ fn metrics_text(registry: &prometheus_client::registry::Registry) -> String {
     text
 }
 
-/// One HTTP request on `stream`; returns the pod that answered.
+/// One HTTP request on `stream`, kept open; returns the pod that answered.
 async fn ask(stream: &mut TcpStream) -> String {
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
-    let mut buf = vec![0u8; 8192];
-    let mut got = Vec::new();
-    loop {
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(n > 0, "connection closed early");
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap();
-            if body.len() >= len {
-                let v: serde_json::Value = serde_json::from_str(&body[..len]).unwrap();
-                return v["pod"].as_str().unwrap().to_string();
-            }
-        }
-    }
+    http::ask(stream).await.pod()
 }
 
 async fn connect_from(client: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use portico_testkit::http;
 use portico_testkit::net::{Block, LOCALHOST, free_port};
 use serde_json::Value;
 
@@ -167,48 +168,19 @@ impl Portico {
     }
 }
 
+/// A GET of `path` for `host` through `addr`: the status and the body.
 fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((status, body))
+    http::get_blocking(addr, host, path).map(|answer| (answer.status, answer.body))
 }
 
 /// The pod that answered a GET through `addr`.
 fn pod_at(addr: SocketAddr) -> String {
-    let (status, body) = http_get(addr, "t", "/").unwrap_or_else(|e| panic!("{addr}: {e}"));
-    assert_eq!(status, 200, "{addr}: {body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v["pod"].as_str().unwrap().to_string()
+    http::get_blocking(addr, "t", "/").unwrap_or_else(|e| panic!("{addr}: {e}")).pod()
 }
 
 /// One request on an open keep-alive connection; returns the pod that answered.
 fn ask(stream: &mut TcpStream) -> String {
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "stream closed");
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap();
-            if body.len() >= len {
-                let v: Value = serde_json::from_str(&body[..len]).unwrap();
-                return v["pod"].as_str().unwrap().to_string();
-            }
-        }
-    }
+    http::ask_blocking(stream).pod()
 }
 
 fn udp_echo(addr: SocketAddr) -> String {

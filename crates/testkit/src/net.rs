@@ -55,3 +55,16 @@ impl Block {
         format!("127.{}.{subnet}.0/24", self.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_names_its_addresses() {
+        let block = Block::new(121);
+        assert_eq!(block.addr(4, 1, 8080).to_string(), "127.121.4.1:8080");
+        assert_eq!(block.subnet(2), "127.121.2.0/24");
+        assert_ne!(free_port(), 0);
+    }
+}

@@ -1,10 +1,9 @@
 //! What the Ingress tests share: echo Pods and a proxy on loopback addresses of their own,
-//! manifests for Services and Ingresses, raw HTTP/1.1 clients, TLS helpers, and an endpoint
-//! written by hand that records what it receives.
+//! manifests for Services and Ingresses, readers of raw HTTP/1.1 answers, TLS Secrets, and an
+//! endpoint written by hand that records what it receives.
 // Each test binary uses its own part of this.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,8 +12,8 @@ use std::time::Duration;
 use portico_echo::{Echo, Identity};
 use portico_l7::{IngressProxy, Metrics, Options};
 use portico_plan::{Allocations, Plan, PlanConfig};
+use portico_testkit::http::get;
 use portico_testkit::net::{Block, free_port};
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -122,49 +121,9 @@ impl Harness {
     }
 }
 
-/// A response as a raw HTTP/1.1 client saw it.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub headers: BTreeMap<String, String>,
-    pub body: String,
-}
-
-impl Answer {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
-    }
-
-    /// The echo Pod that answered.
-    pub fn pod(&self) -> String {
-        assert_eq!(self.status, 200, "{self:?}");
-        self.json()["pod"].as_str().unwrap_or_default().to_owned()
-    }
-}
-
-/// Sends one request exactly as written (no client-side path clean-up) and reads the answer.
-pub async fn request(addr: SocketAddr, host: &str, target: &str, extra: &str) -> Answer {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let head = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-        .await
-        .expect("answer in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Answer { status, headers, body: body.to_owned() }
-}
-
+/// The echo Pod that answered a GET of `path` for `host`.
 pub async fn pod_for(addr: SocketAddr, host: &str, path: &str) -> String {
-    request(addr, host, path, "").await.pod()
+    get(addr, host, path, "").await.pod()
 }
 
 pub fn tls_secret(name: &str, host: &str) -> (String, rustls::pki_types::CertificateDer<'static>) {
@@ -175,25 +134,6 @@ pub fn tls_secret(name: &str, host: &str) -> (String, rustls::pki_types::Certifi
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\nstringData: {{tls.crt: {crt}, tls.key: {key}}}\n---\n"
     );
     (yaml, generated.cert.der().clone())
-}
-
-/// A TLS client trusting `roots`, offering `alpn`.
-pub fn tls_client(
-    roots: &[rustls::pki_types::CertificateDer<'static>],
-    alpn: &[&[u8]],
-) -> tokio_rustls::TlsConnector {
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store.add(root.clone()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
 /// Reads one head, byte by byte so nothing after it is consumed.
