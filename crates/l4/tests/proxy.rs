@@ -6,24 +6,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use portico_echo::{Echo, Identity};
 use portico_l4::{Frontend, L4Proxy, ListenKey, Metrics, Options, Table};
 use portico_plan::Protocol;
+use portico_testkit::echo::Fleet;
 use portico_testkit::http;
 use portico_testkit::net::free_port_on;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
-/// Starts `n` echo backends on 127.0.0.1 and returns their addresses.
+/// Starts `n` echo backends on 127.0.0.1, for as long as the test runs, and returns their
+/// addresses.
 async fn backends(n: usize) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        let identity = Identity { pod: Some(format!("pod-{i}")), ..Identity::default() };
-        let echo = Echo::bind("127.0.0.1:0".parse().unwrap(), identity, None).await.unwrap();
-        out.push(echo.local_addr());
-        tokio::spawn(echo.run(std::future::pending()));
-    }
-    out
+    Fleet::on_localhost(n).await.detach()
 }
 
 fn frontend(endpoints: Vec<SocketAddr>, affinity: Option<Duration>) -> Frontend {

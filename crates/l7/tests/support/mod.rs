@@ -9,14 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use portico_echo::{Echo, Identity};
 use portico_l7::{IngressProxy, Metrics, Options};
 use portico_plan::{Allocations, Plan, PlanConfig};
+use portico_testkit::echo::Fleet;
 use portico_testkit::http::get;
 use portico_testkit::net::{Block, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 pub const POD_PORT: u16 = 18080;
 
@@ -27,7 +26,7 @@ pub struct Harness {
     pub https: SocketAddr,
     pub generation: u64,
     registry: prometheus_client::registry::Registry,
-    _stop_pods: watch::Sender<bool>,
+    _pods: Fleet,
 }
 
 /// The address of pod `i` of Service number `svc`, in the block 127.<net>.0.0/16.
@@ -77,24 +76,16 @@ impl Harness {
     }
 
     pub async fn start_with(net: u8, pods: &[(u8, &str, u8)], options: Options) -> Harness {
-        let (stop, stopped) = watch::channel(false);
-        for (svc, name, count) in pods {
-            for i in 0..*count {
-                let addr = SocketAddr::new(pod_ip(net, *svc, i), POD_PORT);
-                let identity = Identity { pod: Some(format!("{name}-{i}")), namespace: None, service: None };
-                let echo = Echo::bind(addr, identity, None).await.expect("echo binds");
-                let mut stopped = stopped.clone();
-                tokio::spawn(echo.run(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                }));
-            }
-        }
+        let pods = Fleet::start(pods.iter().flat_map(|(svc, name, count)| {
+            (0..*count).map(move |i| (SocketAddr::new(pod_ip(net, *svc, i), POD_PORT), format!("{name}-{i}")))
+        }))
+        .await;
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::register(&mut registry));
         let proxy = IngressProxy::new(options, metrics).expect("proxy");
-        Harness { proxy, http, https, generation: 0, registry, _stop_pods: stop }
+        Harness { proxy, http, https, generation: 0, registry, _pods: pods }
     }
 
     /// The next Plan of `yaml`, its manifests loaded without a word and planned without errors.
