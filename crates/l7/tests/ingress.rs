@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use portico_l7::Options;
 use portico_testkit::http::{Answer, get};
+use portico_testkit::manifests::ingress;
 use portico_testkit::tls;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portico_testkit::http::get;
+use portico_testkit::manifests::ingress;
 use portico_testkit::tls;
 use rustls::pki_types::CertificateDer;
 use tokio::io::AsyncWriteExt;

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portico_testkit::http;
+use portico_testkit::manifests::Service;
 use portico_testkit::net::{Block, LOCALHOST, free_port};
 use serde_json::Value;
 
@@ -248,10 +249,16 @@ fn deployment(name: &str, replicas: u32) -> String {
     )
 }
 
+/// A Service `name` of type `kind` over the Pods `app: <app>`, with HTTP and DNS ports and the
+/// spec lines `extra`.
 fn service(name: &str, app: &str, kind: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: {kind}\n  selector: {{app: {app}}}\n{extra}  ports:\n  - {{name: http, port: 80, targetPort: http}}\n  - {{name: dns, port: 53, protocol: UDP, targetPort: 8080}}\n"
-    )
+    Service::new(name)
+        .kind(kind)
+        .app(app)
+        .spec(extra)
+        .port("{name: http, port: 80, targetPort: http}")
+        .port("{name: dns, port: 53, protocol: UDP, targetPort: 8080}")
+        .to_string()
 }
 
 fn service_plan<'a>(plan: &'a Value, name: &str) -> &'a Value {
@@ -274,7 +281,7 @@ fn every_method_reaches_its_pods_over_tcp_and_udp() {
                 service("lb", "web", "LoadBalancer", ""),
                 service("ext", "web", "ClusterIP", "  externalIPs: [127.121.9.10]\n"),
             ]
-            .join("---\n"),
+            .concat(),
         ),
         (
             "edge.yaml",
@@ -318,7 +325,7 @@ fn traffic_spreads_across_ten_endpoints_and_affinity_pins() {
                 service("web", "web", "ClusterIP", ""),
                 service("sticky", "web", "ClusterIP", "  sessionAffinity: ClientIP\n"),
             ]
-            .join("---\n"),
+            .concat(),
         ),
     ];
     let portico = start(122, &files);
@@ -420,7 +427,7 @@ fn a_signal_that_comes_during_a_reload_stops_run() {
     // A reload that takes seconds in a test build: ten thousand Services in one file.
     let many: Vec<String> = (0..10_000).map(|i| service(&format!("s{i}"), "x", "ClusterIP", "")).collect();
     let started = Instant::now();
-    portico.write("many.yaml", &many.join("---\n"));
+    portico.write("many.yaml", &many.concat());
     // Past the quiet time (100 ms): the reload has begun.
     std::thread::sleep(Duration::from_millis(400));
     portico.signal("INT");

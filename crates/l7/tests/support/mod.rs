@@ -1,6 +1,7 @@
-//! What the Ingress tests share: echo Pods and a proxy on loopback addresses of their own,
-//! manifests for Services and Ingresses, readers of raw HTTP/1.1 answers, TLS Secrets, and an
-//! endpoint written by hand that records what it receives.
+//! What the Ingress tests share, beyond `portico-testkit`: echo Pods and a proxy on loopback
+//! addresses of their own, Services whose EndpointSlices name those Pods, readers of the raw
+//! HTTP/1.1 answers a connection carries, TLS Secrets, and an endpoint written by hand that
+//! records what it receives.
 // Each test binary uses its own part of this.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,6 +14,7 @@ use portico_l7::{IngressProxy, Metrics, Options};
 use portico_plan::{Allocations, Plan, PlanConfig};
 use portico_testkit::echo::Fleet;
 use portico_testkit::http::get;
+use portico_testkit::manifests::{EndpointSlice, Service};
 use portico_testkit::net::{Block, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -34,39 +36,16 @@ pub fn pod_ip(net: u8, svc: u8, i: u8) -> IpAddr {
     Block::new(net).ip(svc, i + 1)
 }
 
-/// A Service named `name` (number `svc`) with `pods` echo endpoints, as manifests.
+/// A headless Service named `name` (number `svc`) with `pods` echo endpoints given in an
+/// EndpointSlice, as manifests.
 pub fn service(net: u8, svc: u8, name: &str, pods: u8) -> String {
-    let endpoints: Vec<String> =
-        (0..pods).map(|i| format!("{{addresses: [\"{}\"]}}", pod_ip(net, svc, i))).collect();
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{clusterIP: None, ports: [{{name: http, port: 80, targetPort: {POD_PORT}}}]}}\n---\n\
-         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, labels: {{kubernetes.io/service-name: {name}}}}}\n\
-         addressType: IPv4\nports: [{{name: http, port: {POD_PORT}}}]\nendpoints: [{}]\n---\n",
-        endpoints.join(", ")
-    )
-}
-
-/// An Ingress with one host (or none) and `paths` as (path, pathType, service).
-pub fn ingress(
-    name: &str,
-    annotations: &str,
-    host: Option<&str>,
-    paths: &[(&str, &str, &str)],
-    extra: &str,
-) -> String {
-    let paths: Vec<String> = paths
-        .iter()
-        .map(|(p, t, s)| {
-            format!(
-                "{{path: '{p}', pathType: {t}, backend: {{service: {{name: {s}, port: {{number: 80}}}}}}}}"
-            )
-        })
-        .collect();
-    let host = host.map(|h| format!("host: '{h}'\n    ")).unwrap_or_default();
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, annotations: {{{annotations}}}}}\nspec:\n{extra}  rules:\n  - {host}http:\n      paths: [{}]\n---\n",
-        paths.join(", ")
-    )
+    let service =
+        Service::new(name).headless().port(&format!("{{name: http, port: 80, targetPort: {POD_PORT}}}"));
+    let slice = (0..pods).fold(
+        EndpointSlice::new(&format!("{name}-1"), name).port(&format!("{{name: http, port: {POD_PORT}}}")),
+        |slice, i| slice.address(&pod_ip(net, svc, i).to_string()),
+    );
+    format!("{service}{slice}")
 }
 
 impl Harness {
