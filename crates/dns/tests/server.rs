@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
 use portico_dns::{DnsServer, Options, bind};
 use portico_plan::{Allocations, Plan, PlanConfig};
+use portico_testkit::dns;
 use portico_testkit::manifests::{Pod, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -36,10 +37,7 @@ fn cluster(addresses: &[&str]) -> String {
 }
 
 fn query(name: &str, qtype: RecordType, id: u16) -> Vec<u8> {
-    let mut message = Message::query();
-    message.metadata.id = id;
-    message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-    message.to_vec().unwrap()
+    dns::query(name, qtype, id).to_vec().unwrap()
 }
 
 async fn over_udp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
@@ -73,15 +71,9 @@ async fn over_tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message 
     Message::from_vec(&answer).unwrap()
 }
 
+/// The addresses of the A records in `answer`, as text, sorted.
 fn addresses(answer: &Message) -> Vec<String> {
-    let mut found: Vec<String> = answer
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect();
+    let mut found: Vec<String> = dns::a_records(answer).iter().map(ToString::to_string).collect();
     found.sort();
     found
 }

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use portico_testkit::http;
 use portico_testkit::manifests::Service;
 use portico_testkit::net::{Block, LOCALHOST, free_port};
+use portico_testkit::{dns, http};
 use serde_json::Value;
 
 /// A running `portico run` and its folders; killed when dropped.
@@ -220,27 +220,12 @@ fn dns_addresses_over_tcp(server: SocketAddr, name: &str) -> std::io::Result<Vec
 
 /// A DNS query for the A records of `name`.
 fn a_query(name: &str) -> Vec<u8> {
-    use hickory_proto::op::{Message, Query};
-    use hickory_proto::rr::{Name, RecordType};
-    let mut query = Message::query();
-    query.metadata.id = 3;
-    query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    query.to_vec().unwrap()
+    dns::query(name, hickory_proto::rr::RecordType::A, 3).to_vec().unwrap()
 }
 
 /// The addresses of the A records in a DNS answer.
 fn a_records(answer: &[u8]) -> Vec<IpAddr> {
-    use hickory_proto::op::Message;
-    use hickory_proto::rr::RData;
-    Message::from_vec(answer)
-        .unwrap()
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect()
+    dns::a_records(&hickory_proto::op::Message::from_vec(answer).unwrap())
 }
 
 fn deployment(name: &str, replicas: u32) -> String {
