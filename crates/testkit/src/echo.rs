@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use portico_echo::{Echo, Identity};
 use tokio::sync::watch;
 
-use crate::net::LOCALHOST;
+use crate::net::{LOCALHOST, assert_loopback};
 
 /// Running echo backends, stopped when the fleet is dropped.
 #[derive(Debug)]
@@ -16,11 +16,13 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts one echo backend for each (address, Pod name); port 0 takes a free port.
+    /// Starts one echo backend for each (loopback address, Pod name); port 0 takes a free
+    /// port.
     pub async fn start(members: impl IntoIterator<Item = (SocketAddr, String)>) -> Fleet {
         let (stop, stopped) = watch::channel(false);
         let mut addrs = Vec::new();
         for (addr, pod) in members {
+            assert_loopback(addr.ip());
             let identity = Identity { pod: Some(pod), ..Identity::default() };
             let echo =
                 Echo::bind(addr, identity, None).await.unwrap_or_else(|e| panic!("echo on {addr}: {e}"));

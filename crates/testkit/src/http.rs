@@ -10,6 +10,8 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::net::assert_loopback;
+
 /// How long an exchange may take before the test fails, so that no bug hangs a test.
 pub const STEP: Duration = Duration::from_secs(10);
 
@@ -90,8 +92,9 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, bytes: &
     Answer::parse(&raw)
 }
 
-/// [`exchange`] on a new connection to `addr`.
+/// [`exchange`] on a new connection to `addr` (a loopback address).
 pub async fn send(addr: SocketAddr, bytes: &[u8]) -> Answer {
+    assert_loopback(addr.ip());
     let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
         .await
         .unwrap_or_else(|_| panic!("connect to {addr} in time"))
@@ -108,6 +111,7 @@ pub async fn get(addr: SocketAddr, host: &str, target: &str, extra: &str) -> Ans
 /// [`get`] without async: `Err` when `addr` cannot be reached in 2 s, or the answer not read
 /// in 5 s or not as UTF-8.
 pub fn get_blocking(addr: SocketAddr, host: &str, target: &str) -> std::io::Result<Answer> {
+    assert_loopback(addr.ip());
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.write_all(get_request(host, target, "").as_bytes())?;

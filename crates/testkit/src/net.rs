@@ -11,9 +11,14 @@ pub fn free_port() -> u16 {
     free_port_on(LOCALHOST)
 }
 
+/// Panics unless `ip` is a loopback address (127.0.0.0/8, `::1`): tests reach no other.
+pub fn assert_loopback(ip: IpAddr) {
+    assert!(ip.is_loopback(), "tests use loopback addresses only, not {ip}");
+}
+
 /// A port free for both TCP and UDP on `ip` (a loopback address) when asked.
 pub fn free_port_on(ip: IpAddr) -> u16 {
-    assert!(ip.is_loopback(), "tests listen on loopback addresses only, not {ip}");
+    assert_loopback(ip);
     loop {
         let tcp = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}: {e}"));
         let port = tcp.local_addr().unwrap_or_else(|e| panic!("{ip}: {e}")).port();
