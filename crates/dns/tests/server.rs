@@ -2,16 +2,16 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
 use portico_dataplane::{DataPlane, drain};
 use portico_dns::{DnsServer, Options, bind};
-use portico_model::{Store, parse_text};
-use portico_plan::{Allocations, Plan, PlanConfig, plan};
+use portico_plan::{Allocations, Plan, PlanConfig};
+use portico_testkit::dns;
+use portico_testkit::manifests::{Pod, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -19,11 +19,11 @@ fn planned(yaml: &str, generation: u64) -> Arc<Plan> {
     planned_with(yaml, generation, &PlanConfig::default())
 }
 
+/// The Plan of `yaml` as `generation`, its manifests loaded without a word.
 fn planned_with(yaml: &str, generation: u64, config: &PlanConfig) -> Arc<Plan> {
-    let (objects, diags) = parse_text(Path::new("dns.yaml"), yaml);
-    assert!(diags.is_empty(), "{diags:?}");
-    let (store, _) = Store::from_objects(objects);
-    Arc::new(plan(&store, config, &Allocations::default(), generation).plan)
+    Arc::new(
+        portico_testkit::plan::planned_with(yaml, config, &Allocations::default(), generation).loaded().plan,
+    )
 }
 
 /// A headless Service `db` over Pods at the given addresses.
@@ -31,19 +31,14 @@ fn cluster(addresses: &[&str]) -> String {
     let mut yaml: String = addresses
         .iter()
         .enumerate()
-        .map(|(i, ip)| {
-            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: db-{i}, labels: {{app: db}}}}\nspec:\n  containers: [{{name: c, ports: [{{name: pg, containerPort: 5432}}]}}]\nstatus: {{podIP: {ip}}}\n---\n")
-        })
+        .map(|(i, ip)| Pod::new(&format!("db-{i}")).app("db").port("pg", 5432).ip(ip).to_string())
         .collect();
-    yaml.push_str("apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec:\n  clusterIP: None\n  selector: {app: db}\n  ports: [{name: pg, port: 5432}]\n");
+    yaml += &Service::new("db").headless().app("db").port("{name: pg, port: 5432}").to_string();
     yaml
 }
 
 fn query(name: &str, qtype: RecordType, id: u16) -> Vec<u8> {
-    let mut message = Message::query();
-    message.metadata.id = id;
-    message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-    message.to_vec().unwrap()
+    dns::query(name, qtype, id).to_vec().unwrap()
 }
 
 async fn over_udp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
@@ -77,15 +72,9 @@ async fn over_tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message 
     Message::from_vec(&answer).unwrap()
 }
 
+/// The addresses of the A records in `answer`, as text, sorted.
 fn addresses(answer: &Message) -> Vec<String> {
-    let mut found: Vec<String> = answer
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect();
+    let mut found: Vec<String> = dns::a_records(answer).iter().map(ToString::to_string).collect();
     found.sort();
     found
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::op::{Edns, Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use portico_dns::{Response, Settings, respond};
 use portico_plan::dns::{DnsZone, RecordData};
@@ -28,10 +28,8 @@ fn zone(wide: u32) -> DnsZone {
 }
 
 fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
-    let mut message = Message::query();
-    message.metadata.id = 7;
+    let mut message = portico_testkit::dns::query(name, qtype, 7);
     message.metadata.recursion_desired = true;
-    message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
     if let Some(size) = edns {
         let mut e = Edns::new();
         e.set_max_payload(size);

@@ -2,15 +2,16 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portico_echo::{Echo, EchoError, Identity, TlsConfig};
+use portico_testkit::http::{Answer, exchange, send};
+use portico_testkit::tls;
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -52,61 +53,10 @@ async fn start(identity: Identity, tls: Option<TlsConfig>) -> Running {
     Running { addr, stop, task }
 }
 
-/// A parsed HTTP/1.x response read until the server closed the connection.
-struct RawResponse {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl RawResponse {
-    fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-        })
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-}
-
-async fn raw_exchange<S>(mut stream: S, request: &[u8]) -> RawResponse
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    tokio::time::timeout(STEP, async {
-        stream.write_all(request).await.unwrap();
-        stream.flush().await.unwrap();
-        let mut buf = Vec::new();
-        // A TLS peer may close without close_notify once it has sent everything.
-        let _ = stream.read_to_end(&mut buf).await;
-        parse_response(&buf)
-    })
-    .await
-    .unwrap()
-}
-
-fn parse_response(buf: &[u8]) -> RawResponse {
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(buf)));
-    let head = String::from_utf8(buf[..split].to_vec()).unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse::<u16>().unwrap();
-    RawResponse { status, head, body: buf[split + 4..].to_vec() }
-}
-
-async fn raw_http(addr: SocketAddr, request: &[u8]) -> RawResponse {
-    let stream = tokio::time::timeout(STEP, TcpStream::connect(addr)).await.unwrap().unwrap();
-    raw_exchange(stream, request).await
-}
-
 #[tokio::test]
 async fn http1_get_reports_everything_it_saw() {
     let server = start(identity(), None).await;
-    let response = raw_http(
+    let response = send(
         server.addr,
         b"GET /hello/world?a=1&b=2 HTTP/1.1\r\n\
           Host: shop.example.test\r\n\
@@ -118,8 +68,8 @@ async fn http1_get_reports_everything_it_saw() {
     .await;
 
     assert_eq!(response.status, 200);
-    assert_eq!(response.header("content-type").as_deref(), Some("application/json"));
-    assert_eq!(response.header("x-portico-pod").as_deref(), Some("web-0"));
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    assert_eq!(response.header("x-portico-pod"), Some("web-0"));
     let json = response.json();
     assert_eq!(json["path"], "/hello/world");
     assert_eq!(json["query"], "a=1&b=2");
@@ -143,7 +93,7 @@ async fn http1_get_reports_everything_it_saw() {
 #[tokio::test]
 async fn http10_without_host_and_identity_reports_nulls() {
     let server = start(Identity::default(), None).await;
-    let response = raw_http(server.addr, b"DELETE /thing HTTP/1.0\r\n\r\n").await;
+    let response = send(server.addr, b"DELETE /thing HTTP/1.0\r\n\r\n").await;
 
     assert_eq!(response.status, 200);
     assert_eq!(response.header("x-portico-pod"), None);
@@ -224,13 +174,13 @@ async fn h2c_prior_knowledge_reports_http2() {
 async fn status_path_sets_the_status_code() {
     let server = start(identity(), None).await;
     let response =
-        raw_http(server.addr, b"GET /status/503 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        send(server.addr, b"GET /status/503 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(response.status, 503);
     assert_eq!(response.json()["path"], "/status/503");
     assert_eq!(response.json()["pod"], "web-0");
 
     let response =
-        raw_http(server.addr, b"GET /status/600 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        send(server.addr, b"GET /status/600 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(response.status, 200);
     server.stop().await;
 }
@@ -247,8 +197,7 @@ async fn informational_statuses_do_not_break_the_server() {
         let _ = tokio::time::timeout(STEP, stream.read_to_end(&mut buf)).await.unwrap();
         assert!(buf.starts_with(b"HTTP/1.1 "), "{path}: {buf:?}");
     }
-    let response =
-        raw_http(server.addr, b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let response = send(server.addr, b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["path"], "/after");
     server.stop().await;
@@ -264,12 +213,11 @@ async fn garbage_and_oversized_bodies_are_survived() {
     let _ = tokio::time::timeout(STEP, stream.read_to_end(&mut buf)).await.unwrap();
 
     let response =
-        raw_http(server.addr, b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n").await;
+        send(server.addr, b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n").await;
     assert_eq!(response.status, 413);
     assert_eq!(response.json()["path"], "/upload");
 
-    let response =
-        raw_http(server.addr, b"GET /still-up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let response = send(server.addr, b"GET /still-up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(response.status, 200);
     server.stop().await;
 }
@@ -297,19 +245,6 @@ fn self_signed() -> (TlsConfig, rustls_pki_types::CertificateDer<'static>) {
     (tls, certified.cert.der().clone())
 }
 
-fn tls_connector(cert: rustls_pki_types::CertificateDer<'static>, alpn: &[u8]) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
 async fn tls_connect(
     addr: SocketAddr,
     connector: &tokio_rustls::TlsConnector,
@@ -323,13 +258,12 @@ async fn tls_connect(
 async fn tls_http1_reports_tls_true() {
     let (tls, cert) = self_signed();
     let server = start(identity(), Some(tls)).await;
-    let connector = tls_connector(cert, b"http/1.1");
+    let connector = tls::client(&[cert], &[b"http/1.1"]);
     let stream = tls_connect(server.addr, &connector).await;
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
 
     let response =
-        raw_exchange(stream, b"GET /secure?q=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await;
+        exchange(stream, b"GET /secure?q=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
     assert_eq!(response.status, 200);
     let json = response.json();
     assert_eq!(json["tls"], true);
@@ -351,7 +285,7 @@ async fn tls_http1_reports_tls_true() {
 async fn tls_alpn_h2_reports_http2() {
     let (tls, cert) = self_signed();
     let server = start(identity(), Some(tls)).await;
-    let connector = tls_connector(cert, b"h2");
+    let connector = tls::client(&[cert], &[b"h2"]);
     let stream = tls_connect(server.addr, &connector).await;
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
 
@@ -381,10 +315,10 @@ async fn plain_http_to_tls_port_is_survived() {
     let _ = tokio::time::timeout(STEP, stream.read_to_end(&mut buf)).await.unwrap();
     assert!(!buf.starts_with(b"HTTP/"), "plain answer on a TLS port");
 
-    let connector = tls_connector(cert, b"http/1.1");
+    let connector = tls::client(&[cert], &[b"http/1.1"]);
     let stream = tls_connect(server.addr, &connector).await;
     let response =
-        raw_exchange(stream, b"GET /ok HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+        exchange(stream, b"GET /ok HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["tls"], true);
     server.stop().await;
@@ -440,7 +374,7 @@ async fn shutdown_stops_accepting_and_finishes_in_flight_requests() {
     let mut in_flight = TcpStream::connect(server.addr).await.unwrap();
     in_flight.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello").await.unwrap();
     // Make sure the server has accepted it before shutting down.
-    let warm = raw_http(server.addr, b"GET /warm HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let warm = send(server.addr, b"GET /warm HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(warm.status, 200);
 
     let Running { addr, stop, task } = server;
@@ -460,7 +394,7 @@ async fn shutdown_stops_accepting_and_finishes_in_flight_requests() {
     in_flight.write_all(b"world").await.unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(STEP, in_flight.read_to_end(&mut buf)).await.unwrap().unwrap();
-    let response = parse_response(&buf);
+    let response = Answer::parse(&buf);
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["path"], "/slow");
 

@@ -7,33 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portico_dataplane::{DataPlane, drain};
-use portico_echo::{Echo, Identity};
 use portico_l4::{Frontend, L4Proxy, ListenKey, Metrics, Options, Table};
 use portico_plan::Protocol;
+use portico_testkit::echo::Fleet;
+use portico_testkit::http;
+use portico_testkit::net::free_port_on;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
-/// Starts `n` echo backends on 127.0.0.1 and returns their addresses.
+/// Starts `n` echo backends on 127.0.0.1, for as long as the test runs, and returns their
+/// addresses.
 async fn backends(n: usize) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        let identity = Identity { pod: Some(format!("pod-{i}")), ..Identity::default() };
-        let echo = Echo::bind("127.0.0.1:0".parse().unwrap(), identity, None).await.unwrap();
-        out.push(echo.local_addr());
-        tokio::spawn(echo.run(std::future::pending()));
-    }
-    out
-}
-
-/// A free TCP+UDP port on `ip`.
-fn free_port(ip: IpAddr) -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind((ip, 0)).unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind((ip, port)).is_ok() {
-            return port;
-        }
-    }
+    Fleet::on_localhost(n).await.detach()
 }
 
 fn frontend(endpoints: Vec<SocketAddr>, affinity: Option<Duration>) -> Frontend {
@@ -55,7 +40,7 @@ fn table(key: ListenKey, frontend: Frontend) -> Table {
 
 fn tcp_key(last: u8) -> ListenKey {
     let ip = IpAddr::from([127, 96, 200, last]);
-    ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Tcp }
+    ListenKey { addr: SocketAddr::new(ip, free_port_on(ip)), protocol: Protocol::Tcp }
 }
 
 fn proxy() -> L4Proxy {
@@ -76,29 +61,9 @@ fn metrics_text(registry: &prometheus_client::registry::Registry) -> String {
     text
 }
 
-/// One HTTP request on `stream`; returns the pod that answered.
+/// One HTTP request on `stream`, kept open; returns the pod that answered.
 async fn ask(stream: &mut TcpStream) -> String {
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
-    let mut buf = vec![0u8; 8192];
-    let mut got = Vec::new();
-    loop {
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(n > 0, "connection closed early");
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap();
-            if body.len() >= len {
-                let v: serde_json::Value = serde_json::from_str(&body[..len]).unwrap();
-                return v["pod"].as_str().unwrap().to_string();
-            }
-        }
-    }
+    http::ask(stream).await.pod()
 }
 
 async fn connect_from(client: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
@@ -249,7 +214,7 @@ async fn udp_flows_spread_stick_and_follow_endpoint_changes() {
     let a = named_udp("a").await;
     let b = named_udp("b").await;
     let ip = IpAddr::from([127, 96, 202, 1]);
-    let key = ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Udp };
+    let key = ListenKey { addr: SocketAddr::new(ip, free_port_on(ip)), protocol: Protocol::Udp };
     let proxy = proxy();
     proxy.apply_table(&table(key, frontend(vec![a, b], None))).await;
     let c1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -540,7 +505,7 @@ async fn a_stream_of_mixed_sizes_arrives_intact_under_back_pressure_then_small_m
 async fn a_udp_port_moved_away_and_back_is_served_again() {
     let a = named_udp("a").await;
     let ip = IpAddr::from([127, 96, 205, 1]);
-    let key = ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Udp };
+    let key = ListenKey { addr: SocketAddr::new(ip, free_port_on(ip)), protocol: Protocol::Udp };
     let proxy = proxy();
     let serving = table(key, frontend(vec![a], None));
     proxy.apply_table(&serving).await;
@@ -553,7 +518,7 @@ async fn a_udp_port_moved_away_and_back_is_served_again() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(udp_ask(&client, key.addr).await, "a");
     // A port another socket holds is tried again until it is free.
-    let other = ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Udp };
+    let other = ListenKey { addr: SocketAddr::new(ip, free_port_on(ip)), protocol: Protocol::Udp };
     let holder = std::net::UdpSocket::bind(other.addr).unwrap();
     let errors = proxy.apply_table(&table(other, frontend(vec![a], None))).await;
     assert_eq!(errors.len(), 1, "reported while it waits");
@@ -617,7 +582,7 @@ async fn idle_tcp_connections_are_closed() {
 async fn udp_flows_are_bounded_and_the_idlest_makes_room() {
     let a = named_udp("a").await;
     let ip = IpAddr::from([127, 96, 206, 1]);
-    let key = ListenKey { addr: SocketAddr::new(ip, free_port(ip)), protocol: Protocol::Udp };
+    let key = ListenKey { addr: SocketAddr::new(ip, free_port_on(ip)), protocol: Protocol::Udp };
     let options = Options { udp_flows_per_listener: 3, udp_flows: 100, ..Options::default() };
     let (proxy, _registry) = proxy_with(options);
     proxy.apply_table(&table(key, frontend(vec![a], None))).await;

@@ -2,11 +2,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use portico_l4::{ListenKey, frontends};
-use portico_model::{Store, parse_text};
-use portico_plan::{Allocations, PlanConfig, Protocol, plan};
+use portico_plan::{Allocations, PlanConfig, Protocol};
+use portico_testkit::plan::{planned, planned_with};
 
 const MANIFESTS: &str = "
 apiVersion: v1
@@ -59,12 +58,7 @@ status: {podIP: 127.98.0.9}
 
 #[test]
 fn every_method_becomes_listeners_with_the_right_endpoints() {
-    let (objects, diags) = parse_text(Path::new("m.yaml"), MANIFESTS);
-    assert!(diags.is_empty(), "{diags:?}");
-    let (store, diags) = Store::from_objects(objects);
-    assert!(diags.is_empty(), "{diags:?}");
-    let planned = plan(&store, &PlanConfig::default(), &Allocations::default(), 1);
-    assert!(planned.diagnostics.is_empty(), "{:?}", planned.diagnostics);
+    let planned = planned(MANIFESTS).clean();
     let table = frontends(&planned.plan, "localhost");
     let get = |addr: &str, protocol| {
         let key = ListenKey { addr: addr.parse().unwrap(), protocol };
@@ -146,17 +140,12 @@ endpoints: [{addresses: [127.98.0.2]}]
 
 #[test]
 fn each_ip_family_is_proxied_on_its_own_as_kube_proxy_does() {
-    let (objects, diags) = parse_text(Path::new("m.yaml"), DUAL_STACK);
-    assert!(diags.is_empty(), "{diags:?}");
-    let (store, diags) = Store::from_objects(objects);
-    assert!(diags.is_empty(), "{diags:?}");
     let config = PlanConfig {
         service_cidrs: vec!["127.96.0.0/16".parse().unwrap(), "fd00:96::/108".parse().unwrap()],
         local_node_addresses: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
         ..PlanConfig::default()
     };
-    let planned = plan(&store, &config, &Allocations::default(), 1);
-    assert!(planned.diagnostics.is_empty(), "{:?}", planned.diagnostics);
+    let planned = planned_with(DUAL_STACK, &config, &Allocations::default(), 1).clean();
     let table = frontends(&planned.plan, "localhost");
     let endpoints = |addr: &str| -> Option<Vec<SocketAddr>> {
         let key = ListenKey { addr: addr.parse().unwrap(), protocol: Protocol::Tcp };

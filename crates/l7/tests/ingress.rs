@@ -13,6 +13,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use portico_dataplane::DataPlane;
 use portico_l7::Options;
+use portico_testkit::http::{Answer, get};
+use portico_testkit::manifests::ingress;
+use portico_testkit::tls;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -66,7 +69,7 @@ async fn hosts_paths_default_backend_and_normalisation() {
     assert_eq!(pod_for(h.http, a, "/dir").await, "prefix-0");
     assert_eq!(pod_for(h.http, a, "/foobar").await, "default-0", "no match: the default backend");
     // The query string reaches the endpoint untouched.
-    let echoed = request(h.http, a, "/foo/x?b=2&a=%2F1", "").await.json();
+    let echoed = get(h.http, a, "/foo/x?b=2&a=%2F1", "").await.json();
     assert_eq!(echoed["query"], "b=2&a=%2F1");
     // Wildcards match one label only; other hosts fall to host-less rules, then the default.
     assert_eq!(pod_for(h.http, "x.wild.test", "/").await, "wild-0");
@@ -85,28 +88,28 @@ async fn hosts_paths_default_backend_and_normalisation() {
         "/public/%2E%2E/admin/x",
         "/./admin",
     ] {
-        assert_eq!(request(h.http, b, sneaky, "").await.status, 403, "{sneaky}");
+        assert_eq!(get(h.http, b, sneaky, "").await.status, 403, "{sneaky}");
     }
     // An encoded slash is not a separator: this is neither /public/.. nor /admin.
     assert_eq!(pod_for(h.http, b, "/public%2F..%2Fadmin").await, "default-0");
-    assert_eq!(request(h.http, b, "/../admin", "").await.status, 400);
-    assert_eq!(request(h.http, b, "/a%zz", "").await.status, 400);
+    assert_eq!(get(h.http, b, "/../admin", "").await.status, 400);
+    assert_eq!(get(h.http, b, "/a%zz", "").await.status, 400);
     // The endpoint sees the normalised path and the forwarding headers.
-    let seen = request(h.http, a, "/dir//x/./y", "X-Forwarded-For: 203.0.113.9\r\n").await;
+    let seen = get(h.http, a, "/dir//x/./y", "X-Forwarded-For: 203.0.113.9\r\n").await;
     let seen = seen.json();
     assert_eq!(seen["path"], "/dir/x/y");
     assert_eq!(seen["headers"]["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
     assert_eq!(seen["headers"]["x-forwarded-host"], a);
     assert_eq!(seen["headers"]["x-request-id"].as_str().map(str::len), Some(32));
-    let answer = request(h.http, a, "/foo", "Connection: close, X-Secret\r\nX-Secret: 1\r\n").await;
+    let answer = get(h.http, a, "/foo", "Connection: close, X-Secret\r\nX-Secret: 1\r\n").await;
     assert!(answer.json()["headers"].get("x-secret").is_none(), "hop-by-hop headers are dropped");
     assert_eq!(answer.headers.get("server").map(String::as_str), Some("portico"));
     // Without a default backend, what no rule matches is 404.
     h.apply(&yaml.replace("  defaultBackend: {service: {name: default, port: {number: 80}}}\n", "")).await;
-    assert_eq!(request(h.http, a, "/foobar", "").await.status, 404);
-    assert_eq!(request(h.http, "x.y.wild.test", "/", "").await.status, 404);
-    assert_eq!(request(h.http, b, "/public%2F..%2Fadmin", "").await.status, 404);
+    assert_eq!(get(h.http, a, "/foobar", "").await.status, 404);
+    assert_eq!(get(h.http, "x.y.wild.test", "/", "").await.status, 404);
+    assert_eq!(get(h.http, b, "/public%2F..%2Fadmin", "").await.status, 404);
 }
 
 #[tokio::test]
@@ -132,15 +135,15 @@ async fn requests_spread_over_ten_pods_affinity_sticks_and_no_endpoint_is_503() 
         seen.insert(pod_for(h.http, "web.test", "/").await);
     }
     assert_eq!(seen.len(), 10, "{seen:?}");
-    let none = request(h.http, "web.test", "/none", "").await;
+    let none = get(h.http, "web.test", "/none", "").await;
     assert_eq!(none.status, 503, "{none:?}");
     // The first answer sets the cookie; requests carrying it stay on that Pod.
-    let first = request(h.http, "sticky.test", "/", "").await;
+    let first = get(h.http, "sticky.test", "/", "").await;
     let cookie = first.headers.get("set-cookie").expect("affinity cookie").clone();
     assert!(cookie.starts_with("route=") && cookie.contains("Path=/"), "{cookie}");
     let pair = cookie.split(';').next().unwrap();
     for _ in 0..10 {
-        let again = request(h.http, "sticky.test", "/", &format!("Cookie: {pair}\r\n")).await;
+        let again = get(h.http, "sticky.test", "/", &format!("Cookie: {pair}\r\n")).await;
         assert_eq!(again.pod(), first.pod());
         assert!(!again.headers.contains_key("set-cookie"));
     }
@@ -171,8 +174,8 @@ async fn canary_weight_and_header() {
     }
     assert!((90..=150).contains(&canary), "30% of 400 expected, got {canary}");
     for _ in 0..20 {
-        assert_eq!(request(h.http, "c.test", "/", "X-Canary: always\r\n").await.pod(), "canary-0");
-        assert_eq!(request(h.http, "c.test", "/", "X-Canary: never\r\n").await.pod(), "main-0");
+        assert_eq!(get(h.http, "c.test", "/", "X-Canary: always\r\n").await.pod(), "canary-0");
+        assert_eq!(get(h.http, "c.test", "/", "X-Canary: never\r\n").await.pod(), "main-0");
     }
 }
 
@@ -203,7 +206,7 @@ async fn tls_by_sni_http2_and_the_https_redirect() {
     for (host, pod) in [("a.test", "a-0"), ("b.test", "b-0")] {
         let stream = TcpStream::connect(h.https).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
-        let tls = tls_client(&roots, &[b"h2", b"http/1.1"]).connect(name, stream).await.expect("handshake");
+        let tls = tls::client(&roots, &[b"h2", b"http/1.1"]).connect(name, stream).await.expect("handshake");
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
         let (mut sender, conn) =
             hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
@@ -222,7 +225,7 @@ async fn tls_by_sni_http2_and_the_https_redirect() {
     // A client offering only HTTP/1.0 by ALPN (`curl --http1.0`) is served over HTTP/1.0.
     let stream = TcpStream::connect(h.https).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
-    let mut tls = tls_client(&roots, &[b"http/1.0"]).connect(name, stream).await.expect("handshake");
+    let mut tls = tls::client(&roots, &[b"http/1.0"]).connect(name, stream).await.expect("handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.0"[..]));
     tls.write_all(b"GET /x HTTP/1.0\r\nHost: a.test\r\n\r\n").await.unwrap();
     let mut answer = Vec::new();
@@ -233,10 +236,10 @@ async fn tls_by_sni_http2_and_the_https_redirect() {
     // A name no certificate covers gets the default certificate, which the client rejects.
     let stream = TcpStream::connect(h.https).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("c.test").unwrap();
-    let refused = tls_client(&roots, &[]).connect(name, stream).await;
+    let refused = tls::client(&roots, &[]).connect(name, stream).await;
     assert!(refused.is_err(), "an unknown name must not get a.test's or b.test's certificate");
     // Plain HTTP to a TLS host: 308 to https, path and query kept; unless ssl-redirect is off.
-    let moved = request(h.http, "a.test", "/p?q=1", "").await;
+    let moved = get(h.http, "a.test", "/p?q=1", "").await;
     assert_eq!(moved.status, 308);
     assert_eq!(moved.headers["location"], format!("https://a.test:{}/p?q=1", h.https.port()));
     assert_eq!(pod_for(h.http, "b.test", "/").await, "b-0");
@@ -279,7 +282,7 @@ async fn https_keep_alive_takes_long_heads_and_pipelined_requests_between_idle_w
     .await;
     let stream = TcpStream::connect(h.https).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("k.test").unwrap();
-    let tls = tls_client(&[cert], &[b"http/1.1"]).connect(name, stream).await.expect("handshake");
+    let tls = tls::client(&[cert], &[b"http/1.1"]).connect(name, stream).await.expect("handshake");
     let mut tls = tokio::io::BufReader::new(tls);
     // A head three times longer than the first read of a waiting connection.
     let pad = "p".repeat(3000);
@@ -388,7 +391,7 @@ async fn upstream_connections_are_kept_alive_and_reused() {
     // The echo Pod reports the address each request came from: the proxy's upstream socket.
     let mut sources = BTreeSet::new();
     for _ in 0..20 {
-        let answer = request(h.http, "k.test", "/", "").await;
+        let answer = get(h.http, "k.test", "/", "").await;
         sources.insert(answer.json()["client"].as_str().unwrap_or_default().to_owned());
     }
     assert_eq!(sources.len(), 1, "one pooled connection serves sequential requests: {sources:?}");
@@ -538,15 +541,15 @@ async fn a_dead_endpoint_is_retried_elsewhere_and_limits_apply() {
     }
     // Declared too large: 413 before anything is sent; streamed too large: 413 as well.
     let big = "x".repeat(2048);
-    let declared = request(h.http, "d.test", "/", &format!("Content-Length: 2048\r\n\r\n{big}")).await;
+    let declared = get(h.http, "d.test", "/", &format!("Content-Length: 2048\r\n\r\n{big}")).await;
     assert_eq!(declared.status, 413, "{declared:?}");
     let chunked = format!("Transfer-Encoding: chunked\r\n\r\n800\r\n{big}\r\n0\r\n");
-    let streamed = request(h.http, "d.test", "/", &chunked).await;
+    let streamed = get(h.http, "d.test", "/", &chunked).await;
     assert_eq!(streamed.status, 413, "{streamed:?}");
-    assert_eq!(request(h.http, "d.test", "/", "Content-Length: 5\r\n\r\nsmall").await.status, 200);
+    assert_eq!(get(h.http, "d.test", "/", "Content-Length: 5\r\n\r\nsmall").await.status, 200);
     // An endpoint that never answers: 504 after proxy-read-timeout.
     let started = std::time::Instant::now();
-    assert_eq!(request(h.http, "s.test", "/", "").await.status, 504);
+    assert_eq!(get(h.http, "s.test", "/", "").await.status, 504);
     assert!(started.elapsed() < Duration::from_secs(5));
     // Slowloris: headers that never finish are cut off after the header timeout.
     let mut slow = TcpStream::connect(h.http).await.unwrap();
@@ -582,16 +585,16 @@ async fn certificates_rotate_rewrites_apply_and_redirects_can_be_forced() {
     let handshake = |root: rustls::pki_types::CertificateDer<'static>| async move {
         let stream = TcpStream::connect(https).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
-        tls_client(&[root], &[]).connect(name, stream).await.is_ok()
+        tls::client(&[root], &[]).connect(name, stream).await.is_ok()
     };
     assert!(handshake(first_root.clone()).await);
     let (second, second_root) = tls_secret("cert", "a.test");
     h.apply(&site(&second)).await;
     assert!(handshake(second_root).await, "the new certificate is served without a restart");
     assert!(!handshake(first_root).await, "the old one is gone");
-    let seen = request(h.http, "r.test", "/api/v1/items?x=1", "").await.json();
+    let seen = get(h.http, "r.test", "/api/v1/items?x=1", "").await.json();
     assert_eq!((seen["path"].as_str(), seen["query"].as_str()), (Some("/v1/items"), Some("x=1")));
-    let moved = request(h.http, "f.test", "/x", "").await;
+    let moved = get(h.http, "f.test", "/x", "").await;
     assert_eq!(
         (moved.status, moved.headers.get("location").cloned()),
         (308, Some(format!("https://f.test:{}/x", h.https.port())))
@@ -615,7 +618,7 @@ async fn http2_requests_reach_http1_endpoints_on_pooled_sockets() {
             .concat();
     h.apply(&yaml).await;
     // An HTTP/1.1 request first: its endpoint connection then serves the HTTP/2 ones too.
-    assert_eq!(request(h.http, "raw.test", "/body", "").await.body, "0 0");
+    assert_eq!(get(h.http, "raw.test", "/body", "").await.body, "0 0");
     // HTTP/2 with prior knowledge on the plain port.
     let stream = TcpStream::connect(h.http).await.unwrap();
     let (mut client, connection) =
@@ -749,7 +752,7 @@ async fn an_endpoints_early_answer_to_an_upload_reaches_the_client() {
     assert!(text.to_ascii_lowercase().contains("connection: close\r\n"), "{text}");
     assert!(text.ends_with("\r\n\r\nbig!"), "{text}");
     // That endpoint connection is not kept for another request.
-    assert_eq!(request(h.http, "raw.test", "/body", "").await.body, "0 0");
+    assert_eq!(get(h.http, "raw.test", "/body", "").await.body, "0 0");
     assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
 
@@ -834,9 +837,9 @@ async fn http1_answers_keep_their_framing_pipelines_work_and_upgrades_follow_pla
 
     // An endpoint that closes a kept-alive connection: the next request gets a new one.
     let before = connections.load(Ordering::SeqCst);
-    assert_eq!(request(h.http, "raw.test", "/drop", "").await.body, "drop");
+    assert_eq!(get(h.http, "raw.test", "/drop", "").await.body, "drop");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let after_drop = request(h.http, "raw.test", "/body", "").await;
+    let after_drop = get(h.http, "raw.test", "/body", "").await;
     assert_eq!((after_drop.status, after_drop.body.as_str()), (200, "0 0"), "{after_drop:?}");
     assert_eq!(connections.load(Ordering::SeqCst), before + 2);
 
@@ -902,15 +905,15 @@ async fn request_ids_are_unique_across_proxies_and_default_backends_count_for_th
     let id =
         |answer: Answer| answer.json()["headers"]["x-request-id"].as_str().unwrap_or_default().to_owned();
     let ids = [
-        id(request(first.http, "site.test", "/app", "").await),
-        id(request(second.http, "site.test", "/app", "").await),
-        id(request(first.http, "site.test", "/app", "").await),
+        id(get(first.http, "site.test", "/app", "").await),
+        id(get(second.http, "site.test", "/app", "").await),
+        id(get(first.http, "site.test", "/app", "").await),
     ];
     assert!(ids.iter().all(|i| i.len() == 32), "{ids:?}");
     assert!(ids[0] != ids[1] && ids[0] != ids[2], "{ids:?}");
     // The default backend serves its Ingress's requests, under that Ingress's annotations.
-    assert_eq!(request(first.http, "site.test", "/other", "").await.pod(), "default-0");
-    assert_eq!(request(first.http, "closed.test", "/other", "").await.status, 403);
+    assert_eq!(get(first.http, "site.test", "/other", "").await.pod(), "default-0");
+    assert_eq!(get(first.http, "closed.test", "/other", "").await.status, 403);
     let metrics = first.metrics();
     let counted =
         r#"portico_ingress_requests_total{ingress="default/site",service="default/default",status="2xx"} 1"#;
@@ -939,8 +942,8 @@ async fn heads_keep_within_the_documented_limits_also_as_sent_on() {
     }
     // Fields: the client's 96 are read; with Portico's six, 100 go on, 101 do not.
     let fields = |pads: usize| (0..pads).map(|i| format!("X-Pad-{i}: {i}\r\n")).collect::<String>();
-    assert_eq!(request(h.http, "l.test", "/", &fields(93)).await.status, 200);
-    assert_eq!(request(h.http, "l.test", "/", &fields(94)).await.status, 431);
+    assert_eq!(get(h.http, "l.test", "/", &fields(93)).await.status, 200);
+    assert_eq!(get(h.http, "l.test", "/", &fields(94)).await.status, 431);
 }
 
 #[tokio::test]
@@ -979,7 +982,7 @@ async fn the_listeners_answer_404_before_any_ingress_is_served() {
     let mut h = Harness::start(100, &[(1, "web", 1)]).await;
     h.apply(&service(100, 1, "web", 1)).await;
     assert!(TcpStream::connect(h.http).await.is_ok(), "the HTTP listener is open without an Ingress");
-    assert_eq!(request(h.http, "any.test", "/", "").await.status, 404);
+    assert_eq!(get(h.http, "any.test", "/", "").await.status, 404);
     h.apply(
         &[service(100, 1, "web", 1), ingress("web", "", Some("w.test"), &[("/", "Prefix", "web")], "")]
             .concat(),
@@ -1010,7 +1013,7 @@ async fn the_drain_stops_accepting_closes_idle_connections_and_finishes_requests
     .await;
     assert!(h.proxy.readiness().is_ready());
     let mut idle = TcpStream::connect(h.http).await.unwrap();
-    let in_flight = tokio::spawn(request(h.http, "slow.test", "/", ""));
+    let in_flight = tokio::spawn(get(h.http, "slow.test", "/", ""));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let trigger = h.drain.take().unwrap();
     let drained = tokio::spawn(trigger.drain(Duration::from_secs(10)));

@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use portico_testkit::http::get;
+use portico_testkit::manifests::ingress;
+use portico_testkit::tls;
 use rustls::pki_types::CertificateDer;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -50,7 +53,7 @@ fn targets(received: &Received) -> Vec<String> {
 async fn exchange_tls(addr: SocketAddr, cert: &CertificateDer<'static>, bytes: &[u8]) -> String {
     let stream = TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("tls.test").unwrap();
-    let mut tls = tls_client(std::slice::from_ref(cert), &[b"http/1.1"])
+    let mut tls = tls::client(std::slice::from_ref(cert), &[b"http/1.1"])
         .connect(name, stream)
         .await
         .expect("handshake");
@@ -117,7 +120,7 @@ async fn an_answer_naming_its_framing_or_with_two_lengths_is_a_bad_gateway() {
     let (h, received, _) = smuggling_harness(86).await;
     let paths = ["/names-length", "/names-encoding", "/two-lengths", "/length-list"];
     for path in paths {
-        let answer = request(h.http, "public.test", path, "").await;
+        let answer = get(h.http, "public.test", path, "").await;
         assert_eq!(answer.status, 502, "HTTP/1.1 {path}: {answer:?}");
     }
     let mut client = h2_client(h.http).await;
@@ -252,7 +255,7 @@ async fn trailers_cookies_versions_prefaces_chunks_and_raw_utf8() {
         }
     }
     // Answer trailers likewise, to HTTP/1.1 and to HTTP/2 clients.
-    let answer = request(h.http, "public.test", "/bad-trailers", "TE: trailers\r\n").await;
+    let answer = get(h.http, "public.test", "/bad-trailers", "TE: trailers\r\n").await;
     let trailers = answer.body.to_ascii_lowercase();
     assert!(trailers.contains("x-sum: 5"), "{answer:?}");
     for gone in ["content-length", "host", "transfer-encoding"] {
@@ -307,7 +310,7 @@ async fn trailers_cookies_versions_prefaces_chunks_and_raw_utf8() {
 async fn fields_an_endpoint_could_take_for_the_forwarding_or_the_route_are_not_passed_on() {
     let (h, received, _) = smuggling_harness(94).await;
     let sneaky = "X_Forwarded_For: 10.0.0.1\r\nX_Real_IP: 10.0.0.1\r\nX-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\n";
-    assert_eq!(request(h.http, "public.test", "/", sneaky).await.status, 200);
+    assert_eq!(get(h.http, "public.test", "/", sneaky).await.status, 200);
     let mut client = h2_client(h.http).await;
     let mut req = http::Request::get("http://public.test/").body(Full::default()).unwrap();
     for name in ["x_forwarded_for", "x_real_ip", "x-original-url", "x-rewrite-url"] {

@@ -4,10 +4,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
-use std::path::Path;
 
-use portico_model::{Store, parse_text};
-use portico_plan::{Allocations, Plan, PlanConfig, plan};
+use portico_plan::{Allocations, Plan, PlanConfig};
+use portico_testkit::manifests::Service;
 use proptest::prelude::*;
 
 /// One generated Service: name index, type, explicit NodePort wish.
@@ -23,20 +22,17 @@ fn manifest(services: &[Svc]) -> String {
         .iter()
         .map(|s| {
             let node_port = s.node_port.map(|n| format!(", nodePort: {n}")).unwrap_or_default();
-            format!(
-                "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{}}}\nspec:\n  type: {}\n  ports:\n  - {{name: http, port: 80{node_port}}}\n  - {{name: dns, port: 53, protocol: UDP}}\n---\n",
-                s.id, s.kind
-            )
+            Service::new(&format!("svc-{}", s.id))
+                .kind(s.kind)
+                .port(&format!("{{name: http, port: 80{node_port}}}"))
+                .port("{name: dns, port: 53, protocol: UDP}")
+                .to_string()
         })
         .collect()
 }
 
 fn planned(services: &[Svc], config: &PlanConfig, previous: &Allocations) -> (Plan, Allocations) {
-    let (objects, diags) = parse_text(Path::new("gen.yaml"), &manifest(services));
-    assert!(diags.is_empty(), "{diags:?}");
-    let (store, diags) = Store::from_objects(objects);
-    assert!(diags.is_empty(), "{diags:?}");
-    let p = plan(&store, config, previous, 1);
+    let p = portico_testkit::plan::planned_with(&manifest(services), config, previous, 1).loaded();
     (p.plan, p.allocations)
 }
 

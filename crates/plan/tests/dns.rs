@@ -3,47 +3,40 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::IpAddr;
-use std::path::Path;
 
-use portico_model::{Severity, Store, parse_text};
 use portico_plan::dns::{Lookup, RecordData, reverse_name};
-use portico_plan::{Allocations, Plan, PlanConfig, plan};
+use portico_plan::{Allocations, Plan, PlanConfig};
+use portico_testkit::manifests::{Pod, Service};
 
 fn planned(yaml: &str) -> Plan {
     planned_with(&PlanConfig::default(), yaml)
 }
 
+/// The Plan of `yaml`, loaded without a word and planned without errors (the warning that
+/// Service `empty` selects no Pod is the only one).
 fn planned_with(config: &PlanConfig, yaml: &str) -> Plan {
-    let (objects, diags) = parse_text(Path::new("dns.yaml"), yaml);
-    assert!(diags.is_empty(), "{diags:?}");
-    let (store, more) = Store::from_objects(objects);
-    assert!(more.is_empty(), "{more:?}");
-    let planned = plan(&store, config, &Allocations::default(), 1);
-    // Only the warning that Service `empty` selects no Pod.
-    let errors: Vec<_> = planned.diagnostics.iter().filter(|d| d.severity == Severity::Error).collect();
-    assert!(errors.is_empty(), "{errors:?}");
-    planned.plan
+    portico_testkit::plan::planned_with(yaml, config, &Allocations::default(), 1)
+        .loaded()
+        .without_errors()
+        .plan
 }
 
 /// A Pod at `ip` with labels `app: <app>`, ready or not, and `extra` spec fields.
 fn pod(name: &str, app: &str, ip: &str, ready: bool, extra: &str) -> String {
-    let ready = if ready { "True" } else { "False" };
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: {app}}}}}\nspec:\n{extra}  containers: [{{name: c, ports: [{{name: main, containerPort: 8080}}]}}]\nstatus:\n  podIP: {ip}\n  conditions: [{{type: Ready, status: '{ready}'}}]\n---\n"
-    )
+    Pod::new(name).app(app).spec(extra).port("main", 8080).ip(ip).ready(ready).to_string()
 }
 
 fn fixture() -> String {
     [
         pod("web-a", "web", "127.98.0.1", true, ""),
         pod("web-b", "web", "127.98.0.2", true, ""),
-        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: main}]\n---\n".to_owned(),
+        Service::new("web").app("web").port("{name: http, port: 80, targetPort: main}").to_string(),
         pod("db-0", "db", "127.98.1.1", true, "  hostname: db-0\n  subdomain: db\n"),
         pod("db-1", "db", "127.98.1.2", true, ""),
         pod("db-2", "db", "127.98.1.3", false, ""),
-        "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec:\n  clusterIP: None\n  selector: {app: db}\n  ports: [{name: pg, port: 5432, targetPort: main}]\n---\n".to_owned(),
-        "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec:\n  clusterIP: None\n  selector: {app: nobody}\n  ports: [{name: pg, port: 5432}]\n---\n".to_owned(),
-        "apiVersion: v1\nkind: Service\nmetadata: {name: ext}\nspec:\n  type: ExternalName\n  externalName: example.com\n".to_owned(),
+        Service::new("db").headless().app("db").port("{name: pg, port: 5432, targetPort: main}").to_string(),
+        Service::new("empty").headless().app("nobody").port("{name: pg, port: 5432}").to_string(),
+        Service::new("ext").kind("ExternalName").spec("  externalName: example.com\n").to_string(),
     ]
     .concat()
 }
@@ -174,14 +167,11 @@ fn an_endpoint_change_changes_the_zone() {
 #[test]
 fn dual_stack_services_answer_a_and_aaaa_and_both_reverse_names() {
     let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: dual}\nspec:\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  ports: [{name: http, port: 80}]\n";
-    let (objects, diags) = parse_text(Path::new("dual.yaml"), yaml);
-    assert!(diags.is_empty(), "{diags:?}");
-    let (store, _) = Store::from_objects(objects);
     let config = PlanConfig {
         service_cidrs: vec!["127.96.0.0/16".parse().unwrap(), "fd00:96::/112".parse().unwrap()],
         ..PlanConfig::default()
     };
-    let plan = plan(&store, &config, &Allocations::default(), 1).plan;
+    let plan = portico_testkit::plan::planned_with(yaml, &config, &Allocations::default(), 1).loaded().plan;
     let ips = &plan.services[0].cluster_ips;
     assert_eq!(ips.len(), 2, "{ips:?}");
     let mut expected: Vec<RecordData> = ips.iter().map(|ip| RecordData::Address(*ip)).collect();
@@ -200,10 +190,8 @@ fn dual_stack_services_answer_a_and_aaaa_and_both_reverse_names() {
 
 #[test]
 fn no_records_when_nothing_serves_them() {
-    let (objects, _) = parse_text(Path::new("dns.yaml"), &fixture());
-    let (store, _) = Store::from_objects(objects);
     let config = PlanConfig { dns_records: false, ..PlanConfig::default() };
-    let plan = plan(&store, &config, &Allocations::default(), 1).plan;
+    let plan = portico_testkit::plan::planned_with(&fixture(), &config, &Allocations::default(), 1).plan;
     assert!(plan.dns.records.is_empty() && plan.dns.empty_nonterminals.is_empty(), "{:?}", plan.dns);
     assert_eq!(plan.dns.apex, "cluster.local");
     assert_eq!(plan.services.len(), 4, "the rest of the Plan is whole");
@@ -216,9 +204,9 @@ fn headless_services_without_ports_publish_their_endpoints() {
         pod("db-0", "db", "127.98.1.1", true, "  hostname: db-0\n  subdomain: db\n"),
         pod("db-1", "db", "127.98.1.2", true, ""),
         pod("db-2", "db", "127.98.1.3", false, ""),
-        "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec:\n  clusterIP: None\n  selector: {app: db}\n---\n".to_owned(),
+        Service::new("db").headless().app("db").to_string(),
         // Without a selector the EndpointSlices given are the endpoints, with no ports either.
-        "apiVersion: v1\nkind: Service\nmetadata: {name: ext}\nspec:\n  clusterIP: None\n---\n".to_owned(),
+        Service::new("ext").headless().to_string(),
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: ext-1\n  labels: {kubernetes.io/service-name: ext}\naddressType: IPv4\nendpoints:\n- addresses: [127.0.20.1]\n  hostname: one\n- addresses: [127.0.20.2]\n  conditions: {ready: false}\n".to_owned(),
     ]
     .concat();
@@ -251,10 +239,7 @@ fn headless_services_without_ports_publish_their_endpoints() {
 
 /// A ready Pod with an IPv4 and an IPv6 address.
 fn dual_pod(name: &str, app: &str, v4: &str, v6: &str, extra: &str) -> String {
-    pod(name, app, v4, true, extra).replace(
-        &format!("  podIP: {v4}\n"),
-        &format!("  podIP: {v4}\n  podIPs: [{{ip: {v4}}}, {{ip: '{v6}'}}]\n"),
-    )
+    Pod::new(name).app(app).spec(extra).port("main", 8080).ip(v4).ip(v6).ready(true).to_string()
 }
 
 #[test]
@@ -264,9 +249,12 @@ fn headless_records_follow_the_services_families() {
         ..PlanConfig::default()
     };
     let headless = |name: &str, policy: &str| {
-        format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  clusterIP: None\n{policy}  selector: {{app: db}}\n  ports: [{{name: pg, port: 5432, targetPort: main}}]\n---\n"
-        )
+        Service::new(name)
+            .headless()
+            .app("db")
+            .spec(policy)
+            .port("{name: pg, port: 5432, targetPort: main}")
+            .to_string()
     };
     let yaml = [
         dual_pod("db-0", "db", "127.98.2.1", "fd00:98::21", "  hostname: db-0\n  subdomain: both\n"),

@@ -4,10 +4,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::IpAddr;
-use std::path::Path;
 
-use portico_model::{Diagnostic, Severity, Store, parse_text};
-use portico_plan::{Allocations, Plan, PlanConfig, ServicePlan, plan};
+use portico_model::Severity;
+use portico_plan::{Allocations, Plan, PlanConfig, ServicePlan};
+use portico_testkit::manifests::{EndpointSlice, Pod, Service};
+use portico_testkit::plan::Planned;
 
 /// A cluster with an IPv4 (primary) and an IPv6 service CIDR.
 fn dual_stack() -> PlanConfig {
@@ -24,33 +25,20 @@ fn ipv6_first() -> PlanConfig {
     config
 }
 
-struct Planned {
-    plan: Plan,
-    allocations: Allocations,
-    diagnostics: Vec<Diagnostic>,
-}
-
+/// Plans `yaml` on `config`, keeping what `previous` allocated.
 fn planned_with(config: &PlanConfig, previous: &Allocations, yaml: &str) -> Planned {
-    let (objects, mut diagnostics) = parse_text(Path::new("dual.yaml"), yaml);
-    let (store, more) = Store::from_objects(objects);
-    diagnostics.extend(more);
-    let planned = plan(&store, config, previous, 1);
-    diagnostics.extend(planned.diagnostics);
-    Planned { plan: planned.plan, allocations: planned.allocations, diagnostics }
+    portico_testkit::plan::planned_with(yaml, config, previous, 1)
 }
 
 /// Plans `yaml` and requires it to be free of errors.
 fn clean(config: &PlanConfig, yaml: &str) -> Plan {
-    let planned = planned_with(config, &Allocations::default(), yaml);
-    let errors: Vec<_> = planned.diagnostics.iter().filter(|d| d.severity == Severity::Error).collect();
-    assert!(errors.is_empty(), "{errors:#?}");
-    planned.plan
+    planned_with(config, &Allocations::default(), yaml).without_errors().plan
 }
 
 /// The errors of `yaml` as (Service name, field, message).
 fn errors(config: &PlanConfig, yaml: &str) -> Vec<(String, String, String)> {
     planned_with(config, &Allocations::default(), yaml)
-        .diagnostics
+        .diagnostics()
         .into_iter()
         .filter(|d| d.severity == Severity::Error)
         .map(|d| {
@@ -66,9 +54,7 @@ fn service<'p>(plan: &'p Plan, name: &str) -> &'p ServicePlan {
 
 /// A Service named `name` with these `spec` lines (indented by two) and one port.
 fn svc(name: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n{spec}  ports: [{{name: http, port: 80}}]\n---\n"
-    )
+    Service::new(name).spec(spec).port("{name: http, port: 80}").to_string()
 }
 
 fn ip(text: &str) -> IpAddr {
@@ -275,11 +261,11 @@ fn allocations_stay_per_family_across_replans() {
     );
     assert_eq!(service(&again.plan, "a").cluster_ips, held);
     assert!(
-        again.diagnostics.iter().any(|d| d.object.as_ref().is_some_and(|o| o.key.name == "taker")
+        again.diagnostics().iter().any(|d| d.object.as_ref().is_some_and(|o| o.key.name == "taker")
             && d.field.as_deref() == Some("spec.clusterIP")
             && d.message.contains("already allocated to default/a")),
         "{:#?}",
-        again.diagnostics
+        again.diagnostics()
     );
 
     // Turning the families around keeps both addresses, in the new order.
@@ -299,10 +285,11 @@ fn allocations_stay_per_family_across_replans() {
 
 /// A ready Pod `name` labelled `app: <app>`, with an IPv4 and (when given) an IPv6 address.
 fn pod(name: &str, app: &str, v4: &str, v6: Option<&str>) -> String {
-    let v6 = v6.map(|v6| format!(", {{ip: '{v6}'}}")).unwrap_or_default();
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: {app}}}}}\nspec: {{containers: [{{name: c, ports: [{{name: http, containerPort: 8080}}]}}]}}\nstatus:\n  podIP: {v4}\n  podIPs: [{{ip: {v4}}}{v6}]\n  conditions: [{{type: Ready, status: 'True'}}]\n---\n"
-    )
+    let pod = Pod::new(name).app(app).port("http", 8080).ip(v4).ready(true);
+    match v6 {
+        Some(v6) => pod.ip(v6).to_string(),
+        None => pod.to_string(),
+    }
 }
 
 fn endpoint_addresses(service: &ServicePlan) -> Vec<IpAddr> {
@@ -333,9 +320,11 @@ fn endpoints_are_only_of_the_services_families() {
 #[test]
 fn endpoint_slices_count_only_in_the_services_families() {
     let slice = |name: &str, family: &str, address: &str| {
-        format!(
-            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}\n  labels: {{kubernetes.io/service-name: ext}}\naddressType: {family}\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: ['{address}']}}]\n---\n"
-        )
+        EndpointSlice::new(name, "ext")
+            .family(family)
+            .port("{name: http, port: 8080}")
+            .address(address)
+            .to_string()
     };
     let yaml = [slice("ext-v4", "IPv4", "127.0.10.1"), slice("ext-v6", "IPv6", "fd00:10::1")].concat();
     let v4 = clean(&dual_stack(), &(svc("ext", "") + &yaml));
@@ -349,9 +338,7 @@ fn endpoint_slices_count_only_in_the_services_families() {
 #[test]
 fn headless_services_resolve_their_families_too() {
     let headless = |name: &str, spec: &str| {
-        format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  clusterIP: None\n{spec}  ports: [{{name: http, port: 80}}]\n---\n"
-        )
+        Service::new(name).headless().spec(spec).port("{name: http, port: 80}").to_string()
     };
     let yaml = [
         pod("a", "db", "127.98.1.1", Some("fd00:98::11")),

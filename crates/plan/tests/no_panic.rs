@@ -4,14 +4,13 @@
 
 use std::path::Path;
 
-use portico_model::{Store, parse_text};
+use portico_model::Store;
 use portico_plan::{Allocations, PlanConfig, plan};
+use portico_testkit::plan::planned;
 use proptest::prelude::*;
 
 fn run(text: &str) {
-    let (objects, _) = parse_text(Path::new("fuzz.yaml"), text);
-    let (store, _) = Store::from_objects(objects);
-    let _ = plan(&store, &PlanConfig::default(), &Allocations::default(), 1);
+    let _ = planned(text);
     let _ = portico_model::locate::field_line(text, 1, "spec.ports[0].port");
 }
 

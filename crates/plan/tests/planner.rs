@@ -4,27 +4,28 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use portico_model::{Diagnostic, ObjectKey, Store, parse_text};
+use portico_model::{Diagnostic, ObjectKey};
 use portico_plan::ingress::RouteMatch;
-use portico_plan::{Allocations, Plan, PlanConfig, Scope, ServiceKind, ServicePlan, plan};
+use portico_plan::{Allocations, Plan, PlanConfig, Scope, ServiceKind, ServicePlan};
+use portico_testkit::manifests::{Pod, ingress};
 
+/// The Plan of `yaml` as generation 7, and every diagnostic.
 fn planned(yaml: &str) -> (Plan, Vec<Diagnostic>) {
-    let (objects, mut diags) = parse_text(Path::new("scenario.yaml"), yaml);
-    let (store, more) = Store::from_objects(objects);
-    diags.extend(more);
-    let p = plan(&store, &PlanConfig::default(), &Allocations::default(), 7);
-    diags.extend(p.diagnostics);
-    (p.plan, diags)
+    let planned =
+        portico_testkit::plan::planned_with(yaml, &PlanConfig::default(), &Allocations::default(), 7);
+    let diagnostics = planned.diagnostics();
+    (planned.plan, diagnostics)
 }
 
 fn service<'a>(plan: &'a Plan, name: &str) -> &'a ServicePlan {
     plan.services.iter().find(|s| s.key.name == name).unwrap_or_else(|| panic!("no Service {name}"))
 }
 
+/// An nginx Pod labelled `labels` with the container port `port_name` = `port`, and the
+/// metadata fields `extra`.
 fn pod(name: &str, labels: &str, port_name: &str, port: u16, extra: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{{labels}}}{extra}}}\nspec:\n  containers:\n  - name: c\n    image: nginx\n    ports: [{{name: {port_name}, containerPort: {port}}}]\n---\n"
-    )
+    let pod = Pod::new(name).labels(labels).image("nginx").port(port_name, port);
+    if extra.is_empty() { pod } else { pod.metadata(extra) }.to_string()
 }
 
 #[test]
@@ -34,7 +35,7 @@ fn endpoints_from_pods_resolve_named_ports_per_pod_and_follow_readiness() {
     yaml += &pod("b", "app: web", "http", 9090, "");
     yaml += &pod("no-such-port", "app: web", "metrics", 9100, "");
     yaml += &pod("other-app", "app: db", "http", 8080, "");
-    yaml += &pod("leaving", "app: web", "http", 8080, ", deletionTimestamp: '2026-01-01T00:00:00Z'");
+    yaml += &pod("leaving", "app: web", "http", 8080, "deletionTimestamp: '2026-01-01T00:00:00Z'");
     yaml += "apiVersion: v1\nkind: Pod\nmetadata: {name: unready, labels: {app: web}}\nspec:\n  containers: [{name: c, ports: [{name: http, containerPort: 7070}]}]\nstatus:\n  podIP: 127.98.200.1\n  conditions: [{type: Ready, status: 'False'}]\n---\n";
     yaml += "apiVersion: v1\nkind: Pod\nmetadata: {name: done, labels: {app: web}}\nspec:\n  containers: [{name: c, ports: [{name: http, containerPort: 7070}]}]\nstatus: {phase: Succeeded, podIP: 127.98.200.2}\n---\n";
     yaml += "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: http}]\n";
@@ -291,9 +292,7 @@ fn pods_keep_their_service_account_and_default_to_the_default_one() {
 }
 
 fn annotated_ingress(name: &str, annotations: &str, path: &str, path_type: &str, service: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, annotations: {{{annotations}}}}}\nspec:\n  rules:\n  - host: c.example.test\n    http:\n      paths: [{{path: '{path}', pathType: {path_type}, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}]\n---\n"
-    )
+    ingress(name, annotations, Some("c.example.test"), &[(path, path_type, service)], "")
 }
 
 #[test]

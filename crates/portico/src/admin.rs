@@ -185,8 +185,8 @@ mod tests {
     use std::net::SocketAddr;
 
     use portico_dataplane::{Readiness, drain};
+    use portico_testkit::http::Answer;
     use prometheus_client::metrics::counter::Counter;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
     use tokio::sync::oneshot;
     use tokio::task::JoinHandle;
@@ -209,31 +209,12 @@ mod tests {
         Server { addr, stop, task }
     }
 
-    struct Answer {
-        status: u16,
-        head: String,
-        body: String,
-    }
-
-    impl Answer {
-        fn header(&self, name: &str) -> Option<&str> {
-            self.head.lines().skip(1).find_map(|line| {
-                let (n, v) = line.split_once(':')?;
-                n.eq_ignore_ascii_case(name).then(|| v.trim())
-            })
-        }
-    }
-
+    /// One request with `Connection: close`; panics unless a whole head with a status came back.
     async fn request(addr: SocketAddr, method: &str, path: &str) -> Answer {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let req = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-        stream.write_all(req.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.unwrap();
-        let raw = String::from_utf8(raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        Answer { status, head: head.to_owned(), body: body.to_owned() }
+        let request = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        let answer = portico_testkit::http::send(addr, request.as_bytes()).await;
+        assert_ne!(answer.status, 0, "no answer: {answer:?}");
+        answer
     }
 
     fn admin() -> Arc<Admin> {

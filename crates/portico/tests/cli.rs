@@ -1,11 +1,14 @@
 //! End-to-end tests of the `portico` binary: check, explain, echo and the state folder.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use portico_testkit::http;
+use portico_testkit::manifests::Service;
+use portico_testkit::net::{LOCALHOST, free_port};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -167,9 +170,7 @@ fn explain_text_fits_in_100_columns() {
 
 /// A LoadBalancer Service named `name`.
 fn lb_service(name: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: LoadBalancer\n  ports: [{{port: 80}}]\n"
-    )
+    Service::new(name).kind("LoadBalancer").port("{port: 80}").to_string()
 }
 
 /// A temporary folder holding a manifest folder `m` with the LoadBalancer Service `alpha`.
@@ -213,7 +214,7 @@ fn state_folder_keeps_allocations_across_runs_and_edits() {
 fn explain_shows_the_addresses_run_serves() {
     let (dir, manifests) = folder_with_alpha();
     let ranges = ["--service-cidr", "127.134.0.0/24", "--lb-pool", "127.134.1.0/24"];
-    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let admin = SocketAddr::new(LOCALHOST, free_port());
     // `run` with its default state folder, under a home of the test's own.
     let mut run = command()
         .env("XDG_STATE_HOME", dir.path())
@@ -235,12 +236,9 @@ fn explain_shows_the_addresses_run_serves() {
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let served = loop {
-        let plan = TcpStream::connect(admin).ok().and_then(|mut stream| {
-            write!(stream, "GET /plan HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").ok()?;
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer).ok()?;
-            serde_json::from_str::<Value>(answer.split_once("\r\n\r\n")?.1).ok()
-        });
+        let plan = http::get_blocking(admin, "admin", "/plan")
+            .ok()
+            .and_then(|answer| serde_json::from_str::<Value>(&answer.body).ok());
         if let Some(plan) = plan.filter(|p| p["generation"].as_u64() >= Some(1)) {
             break plan;
         }
@@ -286,16 +284,11 @@ fn echo_answers_http_with_json() {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
-    let addr =
-        line.split_whitespace().find(|w| w.starts_with("127.0.0.1:")).expect("address in banner").to_string();
-    let mut stream = TcpStream::connect(&addr).unwrap();
-    write!(stream, "GET /hello?x=1 HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let addr = line.split_whitespace().find(|w| w.starts_with("127.0.0.1:")).expect("address in banner");
+    let answer = http::get_blocking(addr.parse().unwrap(), "demo", "/hello?x=1").unwrap();
     child.kill().unwrap();
     let _ = child.wait();
-    let body = response.split("\r\n\r\n").nth(1).unwrap();
-    let v: Value = serde_json::from_str(body).unwrap();
+    let v = answer.json();
     assert_eq!(v["path"], "/hello");
     assert_eq!(v["host"], "demo");
     assert_eq!(v["pod"], "pod-a");

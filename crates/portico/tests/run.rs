@@ -11,6 +11,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use portico_testkit::manifests::Service;
+use portico_testkit::net::{Block, LOCALHOST, free_port};
+use portico_testkit::{dns, http};
 use serde_json::Value;
 
 /// How a `portico run` runs.
@@ -54,10 +57,6 @@ impl Drop for Portico {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Starts `portico run` on `files` with the address block 127.<net>.0.0/16 of its own.
 fn start(net: u8, files: &[(&str, String)]) -> Portico {
     start_with(net, files, Launch::default())
@@ -88,9 +87,10 @@ fn start_with(net: u8, files: &[(&str, String)], launch: Launch<'_>) -> Portico 
     for (name, text) in files {
         std::fs::write(manifests.join(name), text).unwrap();
     }
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let ingress: SocketAddr = format!("127.{net}.4.1:8080").parse().unwrap();
-    let dns: SocketAddr = format!("127.{net}.5.1:10053").parse().unwrap();
+    let block = Block::new(net);
+    let admin = SocketAddr::new(LOCALHOST, free_port());
+    let ingress = block.addr(4, 1, 8080);
+    let dns = block.addr(5, 1, 10053);
     let access_log = dir.path().join("access.log");
     let log = dir.path().join("portico.log");
     let mut args: Vec<String> = vec!["--manifests".into(), manifests.display().to_string()];
@@ -100,13 +100,13 @@ fn start_with(net: u8, files: &[(&str, String)], launch: Launch<'_>) -> Portico 
             "--admin",
             &admin.to_string(),
             "--service-cidr",
-            &format!("127.{net}.0.0/24"),
+            &block.subnet(0),
             "--lb-pool",
-            &format!("127.{net}.1.0/24"),
+            &block.subnet(1),
             "--pod-cidr",
-            &format!("127.{net}.2.0/24"),
+            &block.subnet(2),
             "--node-address",
-            &format!("127.{net}.3.1"),
+            &block.ip(3, 1).to_string(),
             "--debounce",
             "100ms",
             "--drain",
@@ -116,7 +116,7 @@ fn start_with(net: u8, files: &[(&str, String)], launch: Launch<'_>) -> Portico 
             "--ingress-http",
             &ingress.to_string(),
             "--ingress-https",
-            &format!("127.{net}.4.1:8443"),
+            &block.addr(4, 1, 8443).to_string(),
             "--access-log",
             &access_log.display().to_string(),
             "--dns",
@@ -253,48 +253,19 @@ impl Portico {
     }
 }
 
+/// A GET of `path` for `host` through `addr`: the status and the body.
 fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((status, body))
+    http::get_blocking(addr, host, path).map(|answer| (answer.status, answer.body))
 }
 
 /// The pod that answered a GET through `addr`.
 fn pod_at(addr: SocketAddr) -> String {
-    let (status, body) = http_get(addr, "t", "/").unwrap_or_else(|e| panic!("{addr}: {e}"));
-    assert_eq!(status, 200, "{addr}: {body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v["pod"].as_str().unwrap().to_string()
+    http::get_blocking(addr, "t", "/").unwrap_or_else(|e| panic!("{addr}: {e}")).pod()
 }
 
 /// One request on an open keep-alive connection; returns the pod that answered.
 fn ask(stream: &mut TcpStream) -> String {
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "stream closed");
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap();
-            if body.len() >= len {
-                let v: Value = serde_json::from_str(&body[..len]).unwrap();
-                return v["pod"].as_str().unwrap().to_string();
-            }
-        }
-    }
+    http::ask_blocking(stream).pod()
 }
 
 fn udp_echo(addr: SocketAddr) -> String {
@@ -333,27 +304,12 @@ fn dns_addresses_over_tcp(server: SocketAddr, name: &str) -> std::io::Result<Vec
 
 /// A DNS query for the A records of `name`.
 fn a_query(name: &str) -> Vec<u8> {
-    use hickory_proto::op::{Message, Query};
-    use hickory_proto::rr::{Name, RecordType};
-    let mut query = Message::query();
-    query.metadata.id = 3;
-    query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    query.to_vec().unwrap()
+    dns::query(name, hickory_proto::rr::RecordType::A, 3).to_vec().unwrap()
 }
 
 /// The addresses of the A records in a DNS answer.
 fn a_records(answer: &[u8]) -> Vec<IpAddr> {
-    use hickory_proto::op::Message;
-    use hickory_proto::rr::RData;
-    Message::from_vec(answer)
-        .unwrap()
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect()
+    dns::a_records(&hickory_proto::op::Message::from_vec(answer).unwrap())
 }
 
 fn deployment(name: &str, replicas: u32) -> String {
@@ -362,10 +318,16 @@ fn deployment(name: &str, replicas: u32) -> String {
     )
 }
 
+/// A Service `name` of type `kind` over the Pods `app: <app>`, with HTTP and DNS ports and the
+/// spec lines `extra`.
 fn service(name: &str, app: &str, kind: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: {kind}\n  selector: {{app: {app}}}\n{extra}  ports:\n  - {{name: http, port: 80, targetPort: http}}\n  - {{name: dns, port: 53, protocol: UDP, targetPort: 8080}}\n"
-    )
+    Service::new(name)
+        .kind(kind)
+        .app(app)
+        .spec(extra)
+        .port("{name: http, port: 80, targetPort: http}")
+        .port("{name: dns, port: 53, protocol: UDP, targetPort: 8080}")
+        .to_string()
 }
 
 fn service_plan<'a>(plan: &'a Value, name: &str) -> &'a Value {
@@ -388,7 +350,7 @@ fn every_method_reaches_its_pods_over_tcp_and_udp() {
                 service("lb", "web", "LoadBalancer", ""),
                 service("ext", "web", "ClusterIP", "  externalIPs: [127.121.9.10]\n"),
             ]
-            .join("---\n"),
+            .concat(),
         ),
         (
             "edge.yaml",
@@ -432,7 +394,7 @@ fn traffic_spreads_across_ten_endpoints_and_affinity_pins() {
                 service("web", "web", "ClusterIP", ""),
                 service("sticky", "web", "ClusterIP", "  sessionAffinity: ClientIP\n"),
             ]
-            .join("---\n"),
+            .concat(),
         ),
     ];
     let portico = start(122, &files);
@@ -534,7 +496,7 @@ fn a_signal_that_comes_during_a_reload_stops_run() {
     // A reload that takes seconds in a test build: ten thousand Services in one file.
     let many: Vec<String> = (0..10_000).map(|i| service(&format!("s{i}"), "x", "ClusterIP", "")).collect();
     let started = Instant::now();
-    portico.write("many.yaml", &many.join("---\n"));
+    portico.write("many.yaml", &many.concat());
     // Past the quiet time (100 ms): the reload has begun.
     std::thread::sleep(Duration::from_millis(400));
     portico.signal("INT");

@@ -1,25 +1,24 @@
-//! What the Ingress tests share: echo Pods and a proxy on loopback addresses of their own,
-//! manifests for Services and Ingresses, raw HTTP/1.1 clients, TLS helpers, and an endpoint
-//! written by hand that records what it receives.
+//! What the Ingress tests share, beyond `portico-testkit`: echo Pods and a proxy on loopback
+//! addresses of their own, Services whose EndpointSlices name those Pods, readers of the raw
+//! HTTP/1.1 answers a connection carries, TLS Secrets, and an endpoint written by hand that
+//! records what it receives.
 // Each test binary uses its own part of this.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use portico_dataplane::{DataPlane, drain};
-use portico_echo::{Echo, Identity};
 use portico_l7::{IngressProxy, Metrics, Options};
-use portico_model::{Store, parse_text};
-use portico_plan::{Allocations, Plan, PlanConfig, plan};
-use serde_json::Value;
+use portico_plan::{Allocations, Plan, PlanConfig};
+use portico_testkit::echo::Fleet;
+use portico_testkit::http::get;
+use portico_testkit::manifests::{EndpointSlice, Service};
+use portico_testkit::net::{Block, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 pub const POD_PORT: u16 = 18080;
 
@@ -32,51 +31,24 @@ pub struct Harness {
     /// Drains the proxy; taken by the tests of shutdown.
     pub drain: Option<drain::Trigger>,
     registry: prometheus_client::registry::Registry,
-    _stop_pods: watch::Sender<bool>,
+    _pods: Fleet,
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The address of pod `i` of Service number `svc`.
+/// The address of pod `i` of Service number `svc`, in the block 127.<net>.0.0/16.
 pub fn pod_ip(net: u8, svc: u8, i: u8) -> IpAddr {
-    IpAddr::from([127, net, svc, i + 1])
+    Block::new(net).ip(svc, i + 1)
 }
 
-/// A Service named `name` (number `svc`) with `pods` echo endpoints, as manifests.
+/// A headless Service named `name` (number `svc`) with `pods` echo endpoints given in an
+/// EndpointSlice, as manifests.
 pub fn service(net: u8, svc: u8, name: &str, pods: u8) -> String {
-    let endpoints: Vec<String> =
-        (0..pods).map(|i| format!("{{addresses: [\"{}\"]}}", pod_ip(net, svc, i))).collect();
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{clusterIP: None, ports: [{{name: http, port: 80, targetPort: {POD_PORT}}}]}}\n---\n\
-         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, labels: {{kubernetes.io/service-name: {name}}}}}\n\
-         addressType: IPv4\nports: [{{name: http, port: {POD_PORT}}}]\nendpoints: [{}]\n---\n",
-        endpoints.join(", ")
-    )
-}
-
-/// An Ingress with one host (or none) and `paths` as (path, pathType, service).
-pub fn ingress(
-    name: &str,
-    annotations: &str,
-    host: Option<&str>,
-    paths: &[(&str, &str, &str)],
-    extra: &str,
-) -> String {
-    let paths: Vec<String> = paths
-        .iter()
-        .map(|(p, t, s)| {
-            format!(
-                "{{path: '{p}', pathType: {t}, backend: {{service: {{name: {s}, port: {{number: 80}}}}}}}}"
-            )
-        })
-        .collect();
-    let host = host.map(|h| format!("host: '{h}'\n    ")).unwrap_or_default();
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, annotations: {{{annotations}}}}}\nspec:\n{extra}  rules:\n  - {host}http:\n      paths: [{}]\n---\n",
-        paths.join(", ")
-    )
+    let service =
+        Service::new(name).headless().port(&format!("{{name: http, port: 80, targetPort: {POD_PORT}}}"));
+    let slice = (0..pods).fold(
+        EndpointSlice::new(&format!("{name}-1"), name).port(&format!("{{name: http, port: {POD_PORT}}}")),
+        |slice, i| slice.address(&pod_ip(net, svc, i).to_string()),
+    );
+    format!("{service}{slice}")
 }
 
 impl Harness {
@@ -86,39 +58,27 @@ impl Harness {
     }
 
     pub async fn start_with(net: u8, pods: &[(u8, &str, u8)], options: Options) -> Harness {
-        let (stop, stopped) = watch::channel(false);
-        for (svc, name, count) in pods {
-            for i in 0..*count {
-                let addr = SocketAddr::new(pod_ip(net, *svc, i), POD_PORT);
-                let identity = Identity { pod: Some(format!("{name}-{i}")), namespace: None, service: None };
-                let echo = Echo::bind(addr, identity, None).await.expect("echo binds");
-                let mut stopped = stopped.clone();
-                tokio::spawn(echo.run(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                }));
-            }
-        }
+        let pods = Fleet::start(pods.iter().flat_map(|(svc, name, count)| {
+            (0..*count).map(move |i| (SocketAddr::new(pod_ip(net, *svc, i), POD_PORT), format!("{name}-{i}")))
+        }))
+        .await;
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let https = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::register(&mut registry));
         let (trigger, watch) = drain::channel();
         let proxy = IngressProxy::new(options, metrics, watch).expect("proxy");
-        Harness { proxy, http, https, generation: 0, drain: Some(trigger), registry, _stop_pods: stop }
+        Harness { proxy, http, https, generation: 0, drain: Some(trigger), registry, _pods: pods }
     }
 
+    /// The next Plan of `yaml`, its manifests loaded without a word and planned without errors.
     pub fn plan(&mut self, yaml: &str) -> Arc<Plan> {
-        let (objects, diagnostics) = parse_text(Path::new("test.yaml"), yaml);
-        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
-        let (store, _) = Store::from_objects(objects);
         let config =
             PlanConfig { ingress_http: self.http, ingress_https: self.https, ..PlanConfig::default() };
         self.generation += 1;
-        let planned = plan(&store, &config, &Allocations::default(), self.generation);
-        let errors: Vec<_> =
-            planned.diagnostics.iter().filter(|d| d.severity == portico_model::Severity::Error).collect();
-        assert!(errors.is_empty(), "{errors:#?}");
-        Arc::new(planned.plan)
+        let planned =
+            portico_testkit::plan::planned_with(yaml, &config, &Allocations::default(), self.generation);
+        Arc::new(planned.loaded().without_errors().plan)
     }
 
     /// The proxy's metrics, as `/metrics` shows them.
@@ -135,49 +95,9 @@ impl Harness {
     }
 }
 
-/// A response as a raw HTTP/1.1 client saw it.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub headers: BTreeMap<String, String>,
-    pub body: String,
-}
-
-impl Answer {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
-    }
-
-    /// The echo Pod that answered.
-    pub fn pod(&self) -> String {
-        assert_eq!(self.status, 200, "{self:?}");
-        self.json()["pod"].as_str().unwrap_or_default().to_owned()
-    }
-}
-
-/// Sends one request exactly as written (no client-side path clean-up) and reads the answer.
-pub async fn request(addr: SocketAddr, host: &str, target: &str, extra: &str) -> Answer {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let head = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-        .await
-        .expect("answer in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Answer { status, headers, body: body.to_owned() }
-}
-
+/// The echo Pod that answered a GET of `path` for `host`.
 pub async fn pod_for(addr: SocketAddr, host: &str, path: &str) -> String {
-    request(addr, host, path, "").await.pod()
+    get(addr, host, path, "").await.pod()
 }
 
 pub fn tls_secret(name: &str, host: &str) -> (String, rustls::pki_types::CertificateDer<'static>) {
@@ -188,25 +108,6 @@ pub fn tls_secret(name: &str, host: &str) -> (String, rustls::pki_types::Certifi
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\nstringData: {{tls.crt: {crt}, tls.key: {key}}}\n---\n"
     );
     (yaml, generated.cert.der().clone())
-}
-
-/// A TLS client trusting `roots`, offering `alpn`.
-pub fn tls_client(
-    roots: &[rustls::pki_types::CertificateDer<'static>],
-    alpn: &[&[u8]],
-) -> tokio_rustls::TlsConnector {
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store.add(root.clone()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
 /// Reads one head, byte by byte so nothing after it is consumed.
