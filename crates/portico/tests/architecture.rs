@@ -222,3 +222,43 @@ fn the_checker_sees_a_cycle_through_a_parent_and_a_root_item() {
     assert!(groups.contains(&vec!["lib".to_owned(), "a".to_owned()]), "{groups:?}");
     assert!(groups.contains(&vec!["b".to_owned(), "b::c".to_owned()]), "{groups:?}");
 }
+
+/// ARCHITECTURE.md's row for each crate: the table line that starts with `` | `crates/<dir>` ``.
+fn rows() -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(workspace().join("ARCHITECTURE.md")).unwrap();
+    text.lines()
+        .filter_map(|line| {
+            let dir = line.strip_prefix("| `crates/")?.split('`').next()?;
+            Some((dir.to_owned(), line.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn architecture_md_names_every_crate_and_module_and_what_each_crate_may_import() {
+    let rows = rows();
+    let mut missing = Vec::new();
+    for (name, modules) in crates() {
+        let Some(row) = rows.get(&name) else {
+            missing.push(format!("crates/{name}: no row"));
+            continue;
+        };
+        if !row.contains("may import") || !row.contains("never") {
+            missing.push(format!("crates/{name}: what it may import and never imports"));
+        }
+        for module in modules.keys().filter(|m| !m.is_empty()) {
+            let last = module.last().unwrap();
+            let path = module.join("::");
+            let named = [format!("`{path}`"), format!("`{path} "), format!("`{path}::"), format!("`{last}`")]
+                .iter()
+                .any(|form| row.contains(form.as_str()))
+                || row.contains(&format!("`{last} ("))
+                || row.contains(&format!("`{last}::"));
+            if !named {
+                missing.push(format!("crates/{name}: module {path}"));
+            }
+        }
+    }
+    let gone: Vec<_> = rows.keys().filter(|dir| !workspace().join("crates").join(dir).is_dir()).collect();
+    assert!(missing.is_empty() && gone.is_empty(), "ARCHITECTURE.md lacks {missing:#?}; names crates that are gone: {gone:?}");
+}
