@@ -260,5 +260,47 @@ fn architecture_md_names_every_crate_and_module_and_what_each_crate_may_import()
         }
     }
     let gone: Vec<_> = rows.keys().filter(|dir| !workspace().join("crates").join(dir).is_dir()).collect();
-    assert!(missing.is_empty() && gone.is_empty(), "ARCHITECTURE.md lacks {missing:#?}; names crates that are gone: {gone:?}");
+    assert!(
+        missing.is_empty() && gone.is_empty(),
+        "ARCHITECTURE.md lacks {missing:#?}; names crates that are gone: {gone:?}"
+    );
+}
+
+/// The `[dependencies]` of a crate (not its dev-dependencies), by name.
+fn dependencies(dir: &str) -> BTreeSet<String> {
+    let manifest = std::fs::read_to_string(workspace().join("crates").join(dir).join("Cargo.toml")).unwrap();
+    let section = manifest.split("[dependencies]").nth(1).unwrap_or("");
+    let section = section.split("\n[").next().unwrap_or("");
+    section
+        .lines()
+        .filter_map(|l| l.split(['.', ' ', '=']).next())
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn data_planes_read_only_the_plan_and_the_planner_does_no_io() {
+    for plane in ["l4", "l7", "dns"] {
+        let deps = dependencies(plane);
+        assert!(!deps.contains("portico-source"), "{plane} imports a source: {deps:?}");
+        for (module, code) in crates()[plane].iter() {
+            for loading in ["parse_text", "manifest_files", "load_paths", "read_manifests"] {
+                assert!(
+                    !code.contains(loading),
+                    "{plane}::{} loads manifests ({loading})",
+                    module.join("::")
+                );
+            }
+        }
+    }
+    let plan = dependencies("plan");
+    for io in ["tokio", "notify", "portico-source", "socket2", "hyper"] {
+        assert!(!plan.contains(io), "the planner imports {io}: {plan:?}");
+    }
+    assert!(
+        dependencies("dataplane")
+            .iter()
+            .all(|d| !["portico-l4", "portico-l7", "portico-dns"].contains(&d.as_str()))
+    );
 }
