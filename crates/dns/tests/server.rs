@@ -61,6 +61,11 @@ async fn over_udp_from(server: SocketAddr, from: &str, name: &str, qtype: Record
 
 async fn over_tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
     let mut stream = TcpStream::connect(server).await.unwrap();
+    ask_on(&mut stream, name, qtype).await
+}
+
+/// One query on an open TCP connection (RFC 1035 §4.2.2 framing), and its answer.
+async fn ask_on(stream: &mut TcpStream, name: &str, qtype: RecordType) -> Message {
     let bytes = query(name, qtype, 12);
     let mut framed = u16::try_from(bytes.len()).unwrap().to_be_bytes().to_vec();
     framed.extend_from_slice(&bytes);
@@ -515,14 +520,7 @@ async fn the_drain_stops_the_listeners_and_lets_idle_tcp_clients_go() {
     assert_eq!(addresses(&over_udp(addr, name, RecordType::A).await), ["127.98.3.1"]);
     // A TCP client that asked once and stays.
     let mut idle = TcpStream::connect(addr).await.unwrap();
-    let bytes = query(name, RecordType::A, 13);
-    let mut framed = u16::try_from(bytes.len()).unwrap().to_be_bytes().to_vec();
-    framed.extend_from_slice(&bytes);
-    idle.write_all(&framed).await.unwrap();
-    let mut prefix = [0u8; 2];
-    idle.read_exact(&mut prefix).await.unwrap();
-    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
-    idle.read_exact(&mut answer).await.unwrap();
+    assert_eq!(addresses(&ask_on(&mut idle, name, RecordType::A).await), ["127.98.3.1"]);
 
     assert_eq!(trigger.drain(Duration::from_secs(5)).await, 0, "the idle client was let go");
     let mut rest = Vec::new();
