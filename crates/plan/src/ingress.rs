@@ -280,7 +280,7 @@ pub fn path_matches(kind: PathKind, rule: &str, request: &str) -> bool {
 }
 
 /// The regex an ingress-nginx regex path stands for: case-insensitive, anchored at the start.
-fn regex_source(path: &str) -> String {
+pub(crate) fn regex_source(path: &str) -> String {
     format!("(?i)^(?:{path})")
 }
 

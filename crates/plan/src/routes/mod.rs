@@ -9,6 +9,7 @@
 //! backend by weight, and the other filters.
 
 pub mod filters;
+pub mod from_ingress;
 pub mod hosts;
 pub mod matching;
 
