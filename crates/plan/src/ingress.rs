@@ -13,13 +13,15 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 
-use crate::annotations::{self, BackendProtocol, CanaryRule, IngressOptions};
+use crate::annotations::{self, CanaryRule, IngressOptions};
 use crate::config::{INGRESS_CONTROLLER, PlanConfig};
 use crate::endpoints::{Scope, select};
 use crate::order::by_age;
 use crate::pattern::Pattern;
+use crate::routes::filters::expand_captures;
 use crate::routes::hosts;
-pub use crate::routes::hosts::{HostName as RuleHost, normalize_host};
+pub use crate::routes::hosts::HostName as RuleHost;
+use crate::routes::hosts::normalize_host;
 use crate::routes::matching::prefix_matches;
 use crate::services::ServicePlan;
 
@@ -120,15 +122,8 @@ impl Route {
     /// request path as it is.
     pub fn upstream_path<'p>(&self, path: &'p str) -> std::borrow::Cow<'p, str> {
         let Some(target) = &self.options.rewrite_target else { return path.into() };
-        match self.pattern.as_ref().and_then(|p| p.regex().captures(path)) {
-            Some(captures) => {
-                let mut out = String::new();
-                captures.expand(target, &mut out);
-                if !out.starts_with('/') {
-                    out.insert(0, '/');
-                }
-                out.into()
-            }
+        match &self.pattern {
+            Some(pattern) => expand_captures(pattern, target, path).into(),
             None => target.clone().into(),
         }
     }
@@ -169,13 +164,6 @@ pub struct DefaultBackend {
     /// Where the requests go.
     #[serde(flatten)]
     pub backend: Backend,
-}
-
-impl DefaultBackend {
-    /// Its backend, the protocol the endpoints are spoken to in, and its Ingress.
-    pub fn parts(&self) -> (&Backend, BackendProtocol, &ObjectKey) {
-        (&self.backend, self.options.backend_protocol, &self.ingress)
-    }
 }
 
 /// A TLS certificate from a `kubernetes.io/tls` Secret.

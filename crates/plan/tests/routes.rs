@@ -43,7 +43,7 @@ impl Request for Asked<'_> {
     fn method(&self) -> &str {
         "GET"
     }
-    fn header(&self, name: &str) -> Option<&str> {
+    fn header<'a>(&'a self, name: &'a str) -> Option<&'a str> {
         self.header.filter(|_| name.eq_ignore_ascii_case("x-canary"))
     }
     fn cookie(&self, name: &str) -> Option<&str> {
@@ -309,9 +309,9 @@ fn canaries_become_matches_and_weights() {
     assert_eq!(
         shape,
         vec![
-            (header("always"), to("canary")),
+            (header("always"), vec![("canary".into(), 1), ("web".into(), 0)]),
             (header("never"), to("web")),
-            (cookie("always"), to("canary")),
+            (cookie("always"), vec![("canary".into(), 1), ("web".into(), 0)]),
             (cookie("never"), to("web")),
             (format!("{{{path}}}"), vec![("canary".into(), 25), ("web".into(), 75)]),
             (format!("{{{path}}}"), to("fallback")),

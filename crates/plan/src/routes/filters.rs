@@ -89,19 +89,21 @@ impl PathRewrite {
                 let out = format!("{}{rest}", replacement.trim_end_matches('/'));
                 if out.is_empty() { "/".into() } else { out.into() }
             }
-            PathRewrite::Captures { pattern, template } => match pattern.regex().captures(path) {
-                Some(captures) => {
-                    let mut out = String::new();
-                    captures.expand(template, &mut out);
-                    if !out.starts_with('/') {
-                        out.insert(0, '/');
-                    }
-                    out.into()
-                }
-                None => template.clone().into(),
-            },
+            PathRewrite::Captures { pattern, template } => expand_captures(pattern, template, path).into(),
         }
     }
+}
+
+/// `template` with `$1`, `${name}`… taken from `pattern`'s groups in `path`, made absolute;
+/// the template as it is when the pattern does not match.
+pub(crate) fn expand_captures(pattern: &Pattern, template: &str, path: &str) -> String {
+    let Some(captures) = pattern.regex().captures(path) else { return template.to_owned() };
+    let mut out = String::new();
+    captures.expand(template, &mut out);
+    if !out.starts_with('/') {
+        out.insert(0, '/');
+    }
+    out
 }
 
 /// Header changes: set (replacing), add (appending), remove, in that order.

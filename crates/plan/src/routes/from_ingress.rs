@@ -80,7 +80,9 @@ impl Builder<'_> {
         let Some(canary) = &route.canary else {
             return vec![made(RouteMatch::path(path), vec![main(1)])];
         };
-        let to_canary = || vec![backend_ref(&canary.backend, 1, &canary.ingress)];
+        // The rule's own backend stays last, without weight: what is answered before a
+        // backend is chosen is counted against it, as for the requests it takes.
+        let to_canary = || vec![backend_ref(&canary.backend, 1, &canary.ingress), main(0)];
         let mut routes: Vec<HttpRoute> = forced_choices(&canary.rule)
             .into_iter()
             .map(|(condition, takes_canary)| {

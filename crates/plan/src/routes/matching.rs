@@ -12,7 +12,7 @@ pub trait Request {
     /// The method, as sent (methods are case-sensitive).
     fn method(&self) -> &str;
     /// The first value of header `name` (any case).
-    fn header(&self, name: &str) -> Option<&str>;
+    fn header<'a>(&'a self, name: &'a str) -> Option<&'a str>;
     /// The value of the first cookie called `name`.
     fn cookie(&self, name: &str) -> Option<&str>;
     /// The query string, without its `?`.
@@ -161,7 +161,7 @@ pub(crate) mod tests {
         fn method(&self) -> &str {
             &self.method
         }
-        fn header(&self, name: &str) -> Option<&str> {
+        fn header<'a>(&'a self, name: &'a str) -> Option<&'a str> {
             self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
         }
         fn cookie(&self, name: &str) -> Option<&str> {

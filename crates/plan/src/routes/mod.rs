@@ -87,7 +87,8 @@ pub struct HttpRoute {
     /// What it does besides forwarding.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<Filter>,
-    /// Where requests go, shared by weight.
+    /// Where requests go, shared by weight. The last is the route's own: what is answered
+    /// before a backend is chosen (403, redirects, 413) is counted against it.
     pub backends: Vec<BackendRef>,
     /// How requests are checked and forwarded.
     pub policy: Arc<RoutePolicy>,
@@ -97,6 +98,11 @@ impl HttpRoute {
     /// Whether the route takes `request`.
     pub fn matches(&self, request: &impl Request) -> bool {
         self.matches.iter().any(|m| m.matches(request))
+    }
+
+    /// The route's own backend, which answers made before a backend is chosen count against.
+    pub fn own_backend(&self) -> Option<&BackendRef> {
+        self.backends.last()
     }
 
     /// The redirect answered instead of forwarding, if any.
