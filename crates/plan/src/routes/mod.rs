@@ -35,13 +35,6 @@ pub struct HttpRoutes {
     pub listeners: Vec<HttpListener>,
 }
 
-impl HttpRoutes {
-    /// The listener on `address`.
-    pub fn listener(&self, address: SocketAddr) -> Option<&HttpListener> {
-        self.listeners.iter().find(|l| l.address == address)
-    }
-}
-
 /// One address that speaks HTTP, in plain text or over TLS.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
