@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use portico_plan::annotations::{BackendProtocol, IngressOptions};
-use portico_plan::ingress::{Backend, Route};
+use portico_plan::annotations::{BackendProtocol, CookieAffinity};
+use portico_plan::routes::BackendRef;
 
 use crate::fields::Fields;
 use crate::fnv::{Fnv, FnvMap};
@@ -18,7 +18,7 @@ use crate::upstream::Endpoint;
 /// there, else the less busy of the next two in round-robin order (`rotation` turns once per
 /// choice); never `avoid`, the one that just failed.
 pub(crate) fn choose(
-    backend: &Backend,
+    backend: &BackendRef,
     endpoints: &FnvMap<(SocketAddr, BackendProtocol), Arc<Endpoint>>,
     rotation: &AtomicU64,
     protocol: BackendProtocol,
@@ -63,17 +63,16 @@ pub(crate) fn cookie<'h>(fields: &'h impl Fields, name: &str) -> Option<&'h str>
 
 /// The `Set-Cookie` value that pins a client to `endpoint`, unless its cookie already does.
 pub(crate) fn affinity_cookie(
-    options: &IngressOptions,
-    route: Option<&Route>,
+    affinity: Option<&CookieAffinity>,
     sticky: Option<&str>,
     endpoint: SocketAddr,
 ) -> Option<String> {
-    let affinity = options.affinity.as_ref()?;
+    let affinity = affinity?;
     let token = affinity_token(&endpoint);
     if sticky == Some(token.as_str()) {
         return None;
     }
-    let path = affinity.path.as_deref().or(route.map(|r| r.path.as_str())).unwrap_or("/");
+    let path = affinity.path.as_deref().unwrap_or("/");
     let mut cookie = format!("{}={token}; Path={path}; HttpOnly", affinity.name);
     if let Some(max_age) = affinity.max_age_seconds {
         cookie.push_str(&format!("; Max-Age={max_age}"));

@@ -1,6 +1,6 @@
-//! The routing decision for a request head, whichever engine read it: its route, its
-//! Ingress's checks and redirects, a canary's share, its id and the forwarding fields; and the
-//! answers made here. `Exchange` carries one request from its arrival to its end.
+//! The routing decision for a request head, whichever engine read it: its route among the
+//! Plan's HTTP routes of the listener it came on, the route's policy and redirect, its backend
+//! by weight, its id and the forwarding fields; and the answers made here. `Exchange` carries one request from its arrival to its end.
 
 use std::hash::BuildHasher as _;
 use std::net::SocketAddr;
@@ -13,8 +13,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use portico_plan::annotations::{CanaryRule, IngressOptions};
-use portico_plan::ingress::{Backend, Route, RouteMatch};
+use portico_plan::routes::{BackendRef, Request, RoutePolicy};
 use tracing::debug;
 
 use crate::balance::cookie;
@@ -152,6 +151,8 @@ impl Exchange {
 
 /// What routing needs of a request that passed the rules of [`request::check`].
 pub(crate) struct Head<'r, F> {
+    /// Its method.
+    pub method: &'r str,
     /// The authority it is for.
     pub host: &'r str,
     /// The path as the client sent it.
@@ -166,17 +167,16 @@ pub(crate) struct Head<'r, F> {
 pub(crate) enum Decision<'t> {
     /// Answer here with this status and text.
     Answer(StatusCode, std::borrow::Cow<'static, str>),
-    /// Send the client to this HTTPS location.
-    Redirect(String),
+    /// Send the client to this location with this status.
+    Redirect(StatusCode, String),
     /// Pass the request on.
     Forward(Forward<'t>),
 }
 
-/// Where a request goes, and with which options.
+/// Where a request goes, and under which policy.
 pub(crate) struct Forward<'t> {
-    pub route: Option<&'t Route>,
-    pub backend: &'t Backend,
-    pub options: &'t IngressOptions,
+    pub backend: &'t BackendRef,
+    pub policy: &'t RoutePolicy,
     /// The path to send upstream when it is not the client's (normalised or rewritten).
     pub path: Option<String>,
 }
@@ -189,8 +189,8 @@ impl Exchange {
         response
     }
 
-    /// Routes a request and applies its Ingress's checks; counts it against its route from
-    /// here on.
+    /// Routes a request by the routes of the listener it came on and applies its route's
+    /// policy and redirect; counts it against its route from here on.
     pub(crate) fn decide<'t, F: Fields>(&mut self, table: &'t Table, head: &Head<'_, F>) -> Decision<'t> {
         if let Some(log) = &mut self.log {
             log.host = head.host.to_owned();
@@ -203,68 +203,42 @@ impl Exchange {
                 return Decision::Answer(StatusCode::BAD_REQUEST, format!("bad path: {why}\n").into());
             }
         };
-        let ingress = &table.plan.ingress;
-        let vhost = ingress.virtual_host(head.host);
         let path = normalized.as_deref().unwrap_or(head.path);
-        // A default backend serves its Ingress's requests: counted as that Ingress's, under
-        // its annotations.
-        let (route, from, backend, options) = match ingress.route_in(vhost, path) {
-            RouteMatch::NotFound => {
-                return Decision::Answer(StatusCode::NOT_FOUND, "no Ingress rule matches\n".into());
-            }
-            RouteMatch::Default(default) => (None, &default.ingress, &default.backend, &*default.options),
-            RouteMatch::Route(route) => (Some(route), &route.ingress, &route.backend, &*route.options),
+        let asked = Asked { head, path };
+        let Some(route) = table.listener(self.conn.tls).and_then(|l| l.route(head.host, &asked)) else {
+            return Decision::Answer(StatusCode::NOT_FOUND, "no Ingress rule matches\n".into());
         };
-        self.route = table.route_metrics(&self.shared, from, backend);
-        if !options.allow_sources.is_empty()
-            && !options.allow_sources.iter().any(|net| net.contains(&self.conn.peer.ip()))
+        let own = route.own_backend();
+        if let Some(own) = own {
+            self.route = table.route_metrics(&self.shared, own);
+        }
+        let policy = &*route.policy;
+        if !policy.allow_sources.is_empty()
+            && !policy.allow_sources.iter().any(|net| net.contains(&self.conn.peer.ip()))
         {
             return Decision::Answer(StatusCode::FORBIDDEN, "client address not allowed\n".into());
         }
-        let host_tls = vhost.is_some_and(|v| v.tls);
-        if !self.conn.tls && (options.force_ssl_redirect || (options.ssl_redirect && host_tls)) {
-            return Decision::Redirect(self.https_location(head));
+        if let Some(redirect) = route.redirect() {
+            let status = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::PERMANENT_REDIRECT);
+            let scheme = if self.conn.tls { "https" } else { "http" };
+            return Decision::Redirect(status, redirect.location(scheme, head.host, head.path, head.query));
         }
-        if let Some(limit) = options.body_limit
+        if let Some(limit) = policy.body_limit
             && head.length.is_some_and(|n| n > limit)
         {
             return Decision::Answer(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n".into());
         }
-        let backend = match route.and_then(|r| r.canary.as_ref()) {
-            Some(canary) if self.takes_canary(&canary.rule, head.fields) => {
-                self.route = table.route_metrics(&self.shared, &canary.ingress, &canary.backend);
-                &canary.backend
-            }
-            _ => backend,
+        let Some(backend) = route.backend(|| mix(self.next())) else {
+            return Decision::Answer(StatusCode::SERVICE_UNAVAILABLE, "no backend takes requests\n".into());
         };
-        let path = match route.map(|r| r.upstream_path(path)) {
-            Some(std::borrow::Cow::Owned(p)) => Some(p),
-            _ => normalized,
+        if !own.is_some_and(|own| std::ptr::eq(own, backend)) {
+            self.route = table.route_metrics(&self.shared, backend);
+        }
+        let path = match route.upstream_path(path) {
+            std::borrow::Cow::Owned(p) => Some(p),
+            std::borrow::Cow::Borrowed(_) => normalized,
         };
-        Decision::Forward(Forward { route, backend, options, path })
-    }
-
-    pub(crate) fn takes_canary(&self, rule: &CanaryRule, fields: &impl Fields) -> bool {
-        if let Some(value) = rule.header.as_ref().and_then(|h| fields.first(h)) {
-            let chosen = match (&rule.header_value, &rule.header_pattern) {
-                (Some(want), _) => (value == want).then_some(true),
-                (None, Some(pattern)) => pattern.is_match(value).then_some(true),
-                (None, None) => match value {
-                    "always" => Some(true),
-                    "never" => Some(false),
-                    _ => None,
-                },
-            };
-            if let Some(chosen) = chosen {
-                return chosen;
-            }
-        }
-        match rule.cookie.as_deref().and_then(|c| cookie(fields, c)) {
-            Some("always") => return true,
-            Some("never") => return false,
-            _ => {}
-        }
-        rule.weight > 0 && mix(self.next()) % u64::from(rule.weight_total) < u64::from(rule.weight)
+        Decision::Forward(Forward { backend, policy, path })
     }
 
     pub(crate) fn next(&self) -> u64 {
@@ -303,18 +277,8 @@ impl Exchange {
         Forwarding { conn: Arc::clone(&self.conn), forwarded_for, host, request_id }
     }
 
-    /// Where a plain-HTTP request goes to be served over HTTPS.
-    pub(crate) fn https_location<F>(&self, head: &Head<'_, F>) -> String {
-        let bare = portico_plan::ingress::normalize_host(head.host);
-        let bare = if bare.contains(':') { format!("[{bare}]") } else { bare.into_owned() };
-        let port = self.table.plan.ingress_addresses.https.port();
-        let authority = if port == 443 { bare } else { format!("{bare}:{port}") };
-        let query = head.query.map(|q| format!("?{q}")).unwrap_or_default();
-        format!("https://{authority}{}{query}", head.path)
-    }
-
-    pub(crate) fn redirect(&mut self, location: &str) -> Response<ProxyBody> {
-        let mut response = self.local(StatusCode::PERMANENT_REDIRECT, "");
+    pub(crate) fn redirect(&mut self, status: StatusCode, location: &str) -> Response<ProxyBody> {
+        let mut response = self.local(status, "");
         if let Ok(value) = HeaderValue::from_str(location) {
             response.headers_mut().insert(header::LOCATION, value);
         }
@@ -352,4 +316,32 @@ pub(crate) fn mix(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// A request head as the route model reads it: its normalised path and its fields.
+struct Asked<'a, 'r, F> {
+    head: &'a Head<'r, F>,
+    path: &'a str,
+}
+
+impl<F: Fields> Request for Asked<'_, '_, F> {
+    fn path(&self) -> &str {
+        self.path
+    }
+
+    fn method(&self) -> &str {
+        self.head.method
+    }
+
+    fn header<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.head.fields.first(name)
+    }
+
+    fn cookie(&self, name: &str) -> Option<&str> {
+        cookie(self.head.fields, name)
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.head.query
+    }
 }

@@ -13,8 +13,8 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use portico_plan::annotations::{BackendProtocol, IngressOptions};
-use portico_plan::ingress::Backend;
+use portico_plan::annotations::BackendProtocol;
+use portico_plan::routes::{BackendRef, RoutePolicy};
 use tracing::debug;
 
 use crate::balance::{self, affinity_cookie, cookie};
@@ -30,7 +30,7 @@ impl Exchange {
     /// The endpoint for a request, as [`balance::choose`] picks it among this table's.
     pub(crate) fn choose(
         &self,
-        backend: &Backend,
+        backend: &BackendRef,
         protocol: BackendProtocol,
         avoid: Option<SocketAddr>,
         sticky: Option<&str>,
@@ -48,9 +48,9 @@ impl Exchange {
         to: Forward<'_>,
         host: &str,
     ) -> Response<ProxyBody> {
-        let Forward { route, backend, options, path: rewritten } = to;
-        let protocol = options.backend_protocol;
-        let affinity = options.affinity.as_ref();
+        let Forward { backend, policy, path: rewritten } = to;
+        let protocol = policy.backend_protocol;
+        let affinity = policy.affinity.as_ref();
         let sticky = affinity.and_then(|a| cookie(req.headers(), &a.name)).map(str::to_owned);
         let Some(endpoint) = self.choose(backend, protocol, None, sticky.as_deref()) else {
             return self.local(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoint\n");
@@ -100,8 +100,8 @@ impl Exchange {
             return self.local(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "head too large to send on\n");
         }
         let counted = Arc::new(Counted::default());
-        let timeouts = Timeouts::of(options);
-        let body = Watched::new(body, Arc::clone(&counted), true, options.body_limit, timeouts.send);
+        let timeouts = Timeouts::of(policy);
+        let body = Watched::new(body, Arc::clone(&counted), true, policy.body_limit, timeouts.send);
         let mut request = Some(Request::from_parts(parts, body));
         let mut attempt = Attempt::new(endpoint);
         let outcome = loop {
@@ -130,7 +130,7 @@ impl Exchange {
                 Ok(Err((err, _))) => {
                     debug!(endpoint = %endpoint.addr, %err, "request to endpoint failed");
                     let too_large =
-                        options.body_limit.is_some_and(|l| counted.bytes_in.load(Ordering::Relaxed) > l);
+                        policy.body_limit.is_some_and(|l| counted.bytes_in.load(Ordering::Relaxed) > l);
                     break Err(if too_large {
                         Failure::TooLarge
                     } else if counted.client_fault.load(Ordering::Relaxed) {
@@ -164,7 +164,7 @@ impl Exchange {
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(&mut parts.headers, switching);
         parts.headers.insert(header::SERVER, HeaderValue::from_static("portico"));
-        if let Some(cookie) = affinity_cookie(options, route, sticky.as_deref(), endpoint.addr)
+        if let Some(cookie) = affinity_cookie(affinity, sticky.as_deref(), endpoint.addr)
             && let Ok(value) = HeaderValue::from_str(&cookie)
         {
             parts.headers.append(header::SET_COOKIE, value);
@@ -206,7 +206,7 @@ impl Exchange {
     }
 }
 
-/// The three timeouts of an exchange with an endpoint, from its Ingress's options (nginx's
+/// The three timeouts of an exchange with an endpoint, from its route's policy (nginx's
 /// `proxy-connect-timeout`, `proxy-send-timeout`, `proxy-read-timeout`), for both engines.
 #[derive(Clone, Copy)]
 pub(crate) struct Timeouts {
@@ -219,12 +219,13 @@ pub(crate) struct Timeouts {
 }
 
 impl Timeouts {
-    /// The timeouts `options` set.
-    pub(crate) fn of(options: &IngressOptions) -> Self {
+    /// The timeouts a route's policy sets.
+    pub(crate) fn of(policy: &RoutePolicy) -> Self {
+        let seconds = policy.timeouts;
         Timeouts {
-            connect: Duration::from_secs(options.connect_timeout_seconds),
-            send: Duration::from_secs(options.send_timeout_seconds),
-            read: Duration::from_secs(options.read_timeout_seconds),
+            connect: Duration::from_secs(seconds.connect_seconds),
+            send: Duration::from_secs(seconds.send_seconds),
+            read: Duration::from_secs(seconds.read_seconds),
         }
     }
 }
@@ -255,7 +256,7 @@ impl Exchange {
     pub(crate) async fn connect<C, Fut>(
         &self,
         attempt: &mut Attempt,
-        backend: &Backend,
+        backend: &BackendRef,
         protocol: BackendProtocol,
         mut connect: impl FnMut(Arc<Endpoint>, bool) -> Fut,
     ) -> Result<C, Failure>

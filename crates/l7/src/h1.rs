@@ -396,8 +396,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         let unsent = request.content_length - request.buffered;
         // The whole request is in the output: it can be sent again if a connection fails.
         let replayable = unsent == 0;
-        let options = to.options;
-        let timeouts = Timeouts::of(options);
+        let timeouts = Timeouts::of(to.policy);
         let sticky = request.sticky.as_deref();
         let Some(endpoint) = exchange.choose(to.backend, BackendProtocol::Http, None, sticky) else {
             return self
@@ -477,7 +476,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
         };
         let Attempt { endpoint, in_flight, .. } = attempt;
         exchange.served_by(endpoint.addr);
-        let set_cookie = affinity_cookie(options, to.route, request.sticky.as_deref(), endpoint.addr);
+        let set_cookie =
+            affinity_cookie(to.policy.affinity.as_ref(), request.sticky.as_deref(), endpoint.addr);
         // After a cut body, the rest of it from the client would read as the next request.
         let closing = request.close || body_cut;
         let answer = &self.answer[..head_len];
@@ -660,16 +660,22 @@ fn action<'t>(
     };
     let fields = Parsed(parsed.headers);
     let (length, unread_body) = (checked.length(), checked.has_body());
-    let head =
-        Head { host: checked.authority, path: checked.path, query: checked.query, length, fields: &fields };
+    let head = Head {
+        method,
+        host: checked.authority,
+        path: checked.path,
+        query: checked.query,
+        length,
+        fields: &fields,
+    };
     // An answer made here leaves a request body unread: the connection closes after it.
     let close_here = checked.close || unread_body;
     let to = match exchange.decide(table, &head) {
         Decision::Answer(status, text) => {
             return Action::Answer { status, text, location: None, close: close_here, unread_body };
         }
-        Decision::Redirect(location) => {
-            let (status, text) = (StatusCode::PERMANENT_REDIRECT, "".into());
+        Decision::Redirect(status, location) => {
+            let text = "".into();
             return Action::Answer { status, text, location: Some(location), close: close_here, unread_body };
         }
         Decision::Forward(to) => to,
@@ -678,7 +684,7 @@ fn action<'t>(
         && checked.body != BodyFraming::Chunked
         && !checked.expect_continue
         && !checked.upgrade
-        && to.options.backend_protocol == BackendProtocol::Http;
+        && to.policy.backend_protocol == BackendProtocol::Http;
     if !relayed {
         return match exchange::Pending::new(parsed, &checked, head_len) {
             Some(pending) => Action::Exchange(to, Box::new(pending)),
@@ -688,7 +694,7 @@ fn action<'t>(
             }
         };
     }
-    let sticky = to.options.affinity.as_ref().and_then(|a| cookie(&fields, &a.name)).map(str::to_owned);
+    let sticky = to.policy.affinity.as_ref().and_then(|a| cookie(&fields, &a.name)).map(str::to_owned);
     let written = write_request_head(out, exchange, &to, parsed, &checked);
     if !within_limits(out.len(), written) {
         let (status, text) =

@@ -55,6 +55,7 @@ impl Exchange {
         let table = Arc::clone(&self.table);
         let length = checked.length();
         let head = Head {
+            method: req.method().as_str(),
             host: checked.authority,
             path: checked.path,
             query: checked.query,
@@ -63,7 +64,7 @@ impl Exchange {
         };
         let mut answer = match self.decide(&table, &head) {
             Decision::Answer(status, text) => self.local(status, &text),
-            Decision::Redirect(location) => self.redirect(&location),
+            Decision::Redirect(status, location) => self.redirect(status, &location),
             Decision::Forward(forward) => {
                 let host = checked.authority.to_owned();
                 return self.forward(req, forward, &host).await;

@@ -11,7 +11,7 @@ use arc_swap::ArcSwapOption;
 use portico_model::ObjectKey;
 use portico_plan::Plan;
 use portico_plan::annotations::BackendProtocol;
-use portico_plan::ingress::{Backend, DefaultBackend};
+use portico_plan::routes::{BackendRef, HttpListener};
 
 use crate::fnv::FnvMap;
 use crate::metrics::{AccessLog, Figures, LogLine, Metrics, RouteMetrics};
@@ -32,7 +32,7 @@ pub(crate) struct Shared {
     pub unrouted: Arc<RouteMetrics>,
     /// Drives round-robin.
     pub rotation: AtomicU64,
-    /// Drives canary weights and request ids.
+    /// Drives the choice among weighted backends, and request ids.
     pub sequence: AtomicU64,
     /// Keys made request ids: seeded from the OS at start.
     pub ids: std::hash::RandomState,
@@ -51,46 +51,42 @@ impl Table {
     pub(crate) fn new(plan: Arc<Plan>, previous: Option<&Table>, shared: &Shared) -> Table {
         let mut endpoints = FnvMap::default();
         let mut metrics = FnvMap::default();
-        let ingress = &plan.ingress;
-        let mut backends: Vec<(&Backend, BackendProtocol, &ObjectKey)> = Vec::new();
-        for (_, vhost) in ingress.virtual_hosts() {
-            backends.extend(vhost.default_backend.iter().map(DefaultBackend::parts));
-            for route in &vhost.routes {
-                let protocol = route.options.backend_protocol;
-                backends.push((&route.backend, protocol, &route.ingress));
-                backends.extend(route.canary.iter().map(|c| (&c.backend, protocol, &c.ingress)));
-            }
-        }
-        backends.extend(ingress.default_backend.iter().map(DefaultBackend::parts));
-        for (backend, protocol, from) in backends {
-            metrics.insert(address(backend), shared.route_metrics(from, &backend.service));
-            for addr in &backend.endpoints {
-                let key = (*addr, protocol);
-                endpoints.entry(key).or_insert_with(|| match previous.and_then(|p| p.endpoints.get(&key)) {
-                    Some(kept) => Arc::clone(kept),
-                    None => Arc::new(Endpoint::new(*addr, protocol)),
-                });
+        let routes =
+            plan.http_routes.listeners.iter().flat_map(|l| l.hosts.iter()).flat_map(|(_, v)| &v.routes);
+        for route in routes {
+            let protocol = route.policy.backend_protocol;
+            for backend in &route.backends {
+                metrics.insert(address(backend), shared.route_metrics(&backend.owner, &backend.service));
+                for addr in &backend.endpoints {
+                    let key = (*addr, protocol);
+                    endpoints.entry(key).or_insert_with(|| {
+                        match previous.and_then(|p| p.endpoints.get(&key)) {
+                            Some(kept) => Arc::clone(kept),
+                            None => Arc::new(Endpoint::new(*addr, protocol)),
+                        }
+                    });
+                }
             }
         }
         Table { plan, endpoints, metrics }
     }
 
-    /// The metric handles of requests from Ingress `from` to `backend`.
-    pub(crate) fn route_metrics(
-        &self,
-        shared: &Shared,
-        from: &ObjectKey,
-        backend: &Backend,
-    ) -> Arc<RouteMetrics> {
+    /// The routes of the listener for plain HTTP (`tls` false) or HTTPS.
+    pub(crate) fn listener(&self, tls: bool) -> Option<&HttpListener> {
+        self.plan.http_routes.listeners.iter().find(|l| l.tls == tls)
+    }
+
+    /// The metric handles of requests sent to `backend`, counted against its owner.
+    pub(crate) fn route_metrics(&self, shared: &Shared, backend: &BackendRef) -> Arc<RouteMetrics> {
         match self.metrics.get(&address(backend)) {
             Some(found) => Arc::clone(found),
-            None => shared.route_metrics(from, &backend.service),
+            None => shared.route_metrics(&backend.owner, &backend.service),
         }
     }
 }
 
 /// Where a backend is in its Plan: the same for the Plan's life, and distinct per backend.
-fn address(backend: &Backend) -> usize {
+fn address(backend: &BackendRef) -> usize {
     std::ptr::from_ref(backend) as usize
 }
 

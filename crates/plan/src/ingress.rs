@@ -13,11 +13,16 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 
-use crate::annotations::{self, BackendProtocol, CanaryRule, IngressOptions};
+use crate::annotations::{self, CanaryRule, IngressOptions};
 use crate::config::{INGRESS_CONTROLLER, PlanConfig};
 use crate::endpoints::{Scope, select};
 use crate::order::by_age;
 use crate::pattern::Pattern;
+use crate::routes::filters::expand_captures;
+use crate::routes::hosts;
+pub use crate::routes::hosts::HostName as RuleHost;
+use crate::routes::hosts::normalize_host;
+use crate::routes::matching::prefix_matches;
 use crate::services::ServicePlan;
 
 /// Annotation naming an Ingress's class, older than (and preferred over) `ingressClassName`.
@@ -117,15 +122,8 @@ impl Route {
     /// request path as it is.
     pub fn upstream_path<'p>(&self, path: &'p str) -> std::borrow::Cow<'p, str> {
         let Some(target) = &self.options.rewrite_target else { return path.into() };
-        match self.pattern.as_ref().and_then(|p| p.regex().captures(path)) {
-            Some(captures) => {
-                let mut out = String::new();
-                captures.expand(target, &mut out);
-                if !out.starts_with('/') {
-                    out.insert(0, '/');
-                }
-                out.into()
-            }
+        match &self.pattern {
+            Some(pattern) => expand_captures(pattern, target, path).into(),
             None => target.clone().into(),
         }
     }
@@ -168,13 +166,6 @@ pub struct DefaultBackend {
     pub backend: Backend,
 }
 
-impl DefaultBackend {
-    /// Its backend, the protocol the endpoints are spoken to in, and its Ingress.
-    pub fn parts(&self) -> (&Backend, BackendProtocol, &ObjectKey) {
-        (&self.backend, self.options.backend_protocol, &self.ingress)
-    }
-}
-
 /// A TLS certificate from a `kubernetes.io/tls` Secret.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -189,27 +180,6 @@ pub struct Certificate {
     /// PEM private key (never serialized).
     #[serde(skip)]
     pub key_pem: Arc<[u8]>,
-}
-
-/// The host of a rule: one name, a one-label wildcard, or every host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RuleHost<'a> {
-    /// Exactly this name.
-    Exact(&'a str),
-    /// `*.` followed by this suffix.
-    Wildcard(&'a str),
-    /// A rule without host.
-    Any,
-}
-
-impl std::fmt::Display for RuleHost<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RuleHost::Exact(name) => f.write_str(name),
-            RuleHost::Wildcard(suffix) => write!(f, "*.{suffix}"),
-            RuleHost::Any => f.write_str("*"),
-        }
-    }
 }
 
 /// What a request matched.
@@ -233,16 +203,7 @@ impl IngressPlan {
 
     /// The virtual host a Host header selects: exact, then wildcard, then host-less rules.
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
-        let host = normalize_host(host);
-        if let Some(v) = self.exact_hosts.get(host.as_ref()) {
-            return Some(v);
-        }
-        if let Some((_, suffix)) = host.split_once('.')
-            && let Some(v) = self.wildcard_hosts.get(suffix)
-        {
-            return Some(v);
-        }
-        self.any_host.as_ref()
+        hosts::pick(&self.exact_hosts, &self.wildcard_hosts, self.any_host.as_ref(), host)
     }
 
     /// Routes a request by Host header and path (without query or fragment).
@@ -297,64 +258,17 @@ impl IngressPlan {
     }
 }
 
-/// Lowercase, without `:port` and without a trailing dot (borrowed when already so).
-pub fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
-    plain_host(host).map_or_else(|| normal_host(host), Into::into)
-}
-
-/// The normal form of a host, made step by step.
-fn normal_host(host: &str) -> std::borrow::Cow<'_, str> {
-    let host = if host.starts_with('[') {
-        host.split_once(']').map(|(h, _)| &h[1..]).unwrap_or(host)
-    } else {
-        host.rsplit_once(':')
-            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-            .map(|(h, _)| h)
-            .unwrap_or(host)
-    };
-    let host = host.trim_end_matches('.');
-    if host.bytes().any(|b| b.is_ascii_uppercase()) { host.to_ascii_lowercase().into() } else { host.into() }
-}
-
-/// The common case, found in one pass over the bytes: a name, maybe with `:port`, without IPv6
-/// brackets, a final dot or upper case. Its normal form is the name as it is; `None` for the
-/// rest, which `normal_host` handles.
-fn plain_host(host: &str) -> Option<&str> {
-    let bytes = host.as_bytes();
-    let mut end = bytes.len();
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b':' if bytes[i + 1..].iter().all(u8::is_ascii_digit) => {
-                end = i;
-                break;
-            }
-            b':' | b'[' => return None,
-            b if b.is_ascii_uppercase() => return None,
-            _ => {}
-        }
-    }
-    let name = &host[..end];
-    (!name.ends_with('.')).then_some(name)
-}
-
 /// Whether a request path matches a rule path of `kind`.
 pub fn path_matches(kind: PathKind, rule: &str, request: &str) -> bool {
     match kind {
         PathKind::Exact => rule == request,
         PathKind::Regex => Pattern::new(&regex_source(rule)).is_ok_and(|p| p.is_match(request)),
-        PathKind::Prefix => {
-            let rule = rule.trim_end_matches('/');
-            rule.is_empty()
-                || request == rule
-                || (request.len() > rule.len()
-                    && request.starts_with(rule)
-                    && request.as_bytes()[rule.len()] == b'/')
-        }
+        PathKind::Prefix => prefix_matches(rule, request),
     }
 }
 
 /// The regex an ingress-nginx regex path stands for: case-insensitive, anchored at the start.
-fn regex_source(path: &str) -> String {
+pub(crate) fn regex_source(path: &str) -> String {
     format!("(?i)^(?:{path})")
 }
 
@@ -848,25 +762,5 @@ mod tests {
         assert_eq!(name("bar.foo.com"), "wild");
         assert_eq!(name("baz.bar.foo.com"), "404");
         assert_eq!(name("foo.com"), "404");
-    }
-
-    #[test]
-    fn host_normalization() {
-        assert_eq!(normalize_host("Example.COM:443"), "example.com");
-        assert_eq!(normalize_host("example.com."), "example.com");
-        assert_eq!(normalize_host("[::1]:8080"), "::1");
-        assert_eq!(normalize_host("example.com"), "example.com");
-    }
-
-    proptest::proptest! {
-        /// What the one-pass check makes of a plain host is what the step-by-step
-        /// normalisation makes of it, over hosts made of the characters that matter.
-        #[test]
-        fn the_quick_form_of_a_plain_host_is_its_normal_form(host in "[a-zA-Z0-9.:\\[\\]]{0,12}") {
-            if let Some(quick) = plain_host(&host) {
-                let normal = normal_host(&host);
-                proptest::prop_assert_eq!(quick, normal.as_ref());
-            }
-        }
     }
 }

@@ -16,6 +16,7 @@ pub mod pattern;
 mod planner;
 pub mod pods;
 mod protocol;
+pub mod routes;
 pub mod services;
 pub mod workloads;
 

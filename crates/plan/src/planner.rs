@@ -5,6 +5,8 @@ use portico_model::{Diagnostic, Store};
 use serde::Serialize;
 
 use crate::nodes::{NodePlan, plan_nodes};
+use crate::routes::HttpRoutes;
+use crate::routes::from_ingress::from_ingress;
 use crate::{
     Allocations, HostPort, IngressPlan, PlanConfig, PodPlan, ServicePlan, dns, ingress, pods, services,
     workloads,
@@ -30,6 +32,8 @@ pub struct Plan {
     pub ingress: IngressPlan,
     /// Where the ingress listens.
     pub ingress_addresses: IngressAddresses,
+    /// The HTTP routes of every listener, whatever they came from.
+    pub http_routes: HttpRoutes,
     /// The cluster DNS zone: every name under `cluster_domain`, and the reverse names of
     /// cluster addresses, with their records.
     pub dns: dns::DnsZone,
@@ -76,6 +80,7 @@ pub fn plan(store: &Store, config: &PlanConfig, previous: &Allocations, generati
         true => dns::build(&config.cluster_domain, &services, &pods),
         false => dns::DnsZone { apex: config.cluster_domain.clone(), ..dns::DnsZone::default() },
     };
+    let http_routes = from_ingress(&ingress, config.ingress_http, config.ingress_https);
     let plan = Plan {
         generation,
         cluster_domain: config.cluster_domain.clone(),
@@ -85,6 +90,7 @@ pub fn plan(store: &Store, config: &PlanConfig, previous: &Allocations, generati
         host_ports,
         ingress,
         ingress_addresses: IngressAddresses { http: config.ingress_http, https: config.ingress_https },
+        http_routes,
         dns,
     };
     Planned { plan, allocations, diagnostics }

@@ -127,7 +127,7 @@ pub(super) async fn serve<I: AsyncRead + AsyncWrite + Unpin>(
     let Pending { parts, authority, body: framing, head_len, expect_continue, close, http10 } = pending;
     input.advance(head_len);
     let head_request = parts.method == Method::HEAD;
-    let send_timeout = Duration::from_secs(to.options.send_timeout_seconds);
+    let send_timeout = Duration::from_secs(to.policy.timeouts.send_seconds);
     let length = match framing {
         BodyFraming::Empty | BodyFraming::Length(0) => None,
         BodyFraming::Length(n) => Some(Some(n)),
