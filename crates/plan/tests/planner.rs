@@ -376,3 +376,42 @@ fn regex_paths_rewrite_with_capture_groups() {
     );
     assert!(fields.contains(&("broken", "spec.rules[0].http.paths[0].path")), "{fields:?}");
 }
+
+#[test]
+fn nodes_keep_their_pod_cidrs_labels_and_readiness() {
+    let yaml = "\
+apiVersion: v1
+kind: Node
+metadata: {name: n1, labels: {disk: ssd}}
+spec: {podCIDRs: [198.18.1.0/24, '2001:db8:1::/64'], podCIDR: 198.18.9.0/24}
+status:
+  addresses: [{type: InternalIP, address: 198.18.0.11}, {type: Hostname, address: n1}]
+  conditions: [{type: Ready, status: 'False'}]
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n2}
+spec: {podCIDR: 198.18.2.0/24}
+";
+    let (plan, diags) = planned(yaml);
+    assert!(diags.is_empty(), "{diags:?}");
+    let node = |name: &str| plan.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("{name}"));
+    let n1 = node("n1");
+    let cidrs: Vec<String> = n1.pod_cidrs.iter().map(ToString::to_string).collect();
+    assert_eq!(cidrs, ["198.18.1.0/24", "2001:db8:1::/64"], "podCIDRs wins over podCIDR");
+    assert_eq!(n1.addresses, ["198.18.0.11".parse::<IpAddr>().unwrap()], "only IP addresses");
+    assert!(!n1.ready, "its Ready condition says False");
+    assert_eq!(n1.labels.get("disk").map(String::as_str), Some("ssd"));
+    assert_eq!(
+        n1.labels.get("kubernetes.io/hostname").map(String::as_str),
+        Some("n1"),
+        "as the kubelet labels it"
+    );
+    let n2 = node("n2");
+    assert_eq!(n2.pod_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(), ["198.18.2.0/24"]);
+    assert!(n2.ready, "no condition: ready");
+    // The local node is there too, with the configuration's pod CIDR.
+    let local = node(&PlanConfig::default().local_node);
+    assert_eq!(local.pod_cidrs, [PlanConfig::default().pod_cidr]);
+    assert!(local.ready);
+}

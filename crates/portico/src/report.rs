@@ -5,6 +5,7 @@ use std::io::Write;
 
 use anyhow::Result;
 use portico_model::{Diagnostic, Origin, Severity};
+use portico_plan::NodePlan;
 use portico_plan::exposure::{Exposure, Layer, exposures};
 use serde::Serialize;
 
@@ -108,16 +109,18 @@ pub fn explain(outcome: &Outcome, json: bool, out: &mut impl Write) -> Result<()
     if json {
         #[derive(Serialize)]
         struct Report<'a> {
+            nodes: &'a [NodePlan],
             exposures: &'a [Exposure],
             diagnostics: &'a [Diagnostic],
         }
         serde_json::to_writer_pretty(
             &mut *out,
-            &Report { exposures: &rows, diagnostics: &outcome.diagnostics },
+            &Report { nodes: &outcome.plan.nodes, exposures: &rows, diagnostics: &outcome.diagnostics },
         )?;
         writeln!(out)?;
         return Ok(());
     }
+    write_nodes(&outcome.plan.nodes, out)?;
     write_table(&rows, out)?;
     if errors + warnings > 0 {
         eprintln!(
@@ -175,6 +178,36 @@ fn cells(row: &Exposure) -> [String; 7] {
 /// Rows grouped under their object, columns aligned across the whole table, entry points
 /// last and one per line; an entry point that would pass 100 columns goes on a line of its
 /// own rather than wrapping.
+/// The nodes the methods are served on: NodePorts on every node's addresses, HostPorts on
+/// their Pod's node, Pod addresses from each node's pod CIDRs.
+fn write_nodes(nodes: &[NodePlan], out: &mut impl Write) -> Result<()> {
+    let list = |items: Vec<String>| if items.is_empty() { "-".to_owned() } else { items.join(",") };
+    let rows: Vec<[String; 4]> = nodes
+        .iter()
+        .map(|n| {
+            [
+                n.name.clone(),
+                list(n.addresses.iter().map(ToString::to_string).collect()),
+                list(n.pod_cidrs.iter().map(ToString::to_string).collect()),
+                (if n.ready { "yes" } else { "no" }).to_owned(),
+            ]
+        })
+        .collect();
+    let headers = ["NODE", "ADDRESSES", "POD CIDRS", "READY"];
+    let mut widths = headers.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for cells in std::iter::once(headers.map(str::to_owned)).chain(rows) {
+        let line: String = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}  ")).collect();
+        writeln!(out, "  {}", line.trim_end())?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
 fn write_table(rows: &[Exposure], out: &mut impl Write) -> Result<()> {
     if rows.is_empty() {
         writeln!(out, "Nothing is exposed.")?;

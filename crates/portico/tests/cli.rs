@@ -145,6 +145,17 @@ fn explain_quickstart_shows_every_method_with_reach_and_cost() {
         rows.iter().find(|r| r["method"] == "NodePort" && r["object"]["name"] == "web-nodeport").unwrap();
     assert_eq!(static_node_port["ports"][0], "30081/TCP");
     assert_eq!(row("Headless")["ready"], 2);
+    // The nodes the methods are served on: this host alone, with the pod CIDR.
+    let nodes = report["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{nodes:#?}");
+    assert_eq!((&nodes[0]["name"], &nodes[0]["ready"]), (&Value::from("localhost"), &Value::from(true)));
+    assert_eq!(nodes[0]["podCidrs"], serde_json::json!(["127.98.0.0/16"]));
+    let text = String::from_utf8(portico(&["explain", "examples/quickstart"]).stdout).unwrap();
+    let table = text.lines().take(2).collect::<Vec<_>>().join("\n");
+    assert!(
+        table.starts_with("  NODE") && table.contains("localhost  127.0.0.1  127.98.0.0/16  yes"),
+        "{text}"
+    );
 }
 
 #[test]
