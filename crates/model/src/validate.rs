@@ -38,6 +38,26 @@ pub fn validate(object: &Object) -> Vec<Diagnostic> {
             }
         }
         Object::Node(n) => {
+            let spec = n.spec.as_ref();
+            let cidrs = spec.and_then(|s| s.pod_cidrs.as_deref()).unwrap_or_default();
+            for (i, cidr) in cidrs.iter().enumerate() {
+                if let Err(why) = cidr_family(cidr) {
+                    v.error(format!("spec.podCIDRs[{i}]"), why);
+                }
+            }
+            let families: Vec<bool> = cidrs.iter().filter_map(|c| cidr_family(c).ok()).collect();
+            if cidrs.len() > 2 || (families.len() == 2 && families[0] == families[1]) {
+                v.error("spec.podCIDRs", "at most two, one IPv4 and one IPv6");
+            }
+            if let Some(cidr) = spec.and_then(|s| s.pod_cidr.as_deref()) {
+                match cidr_family(cidr) {
+                    Err(why) => v.error("spec.podCIDR", why),
+                    Ok(_) if cidrs.first().is_some_and(|first| first != cidr) => {
+                        v.error("spec.podCIDR", "must be the first of spec.podCIDRs when both are set")
+                    }
+                    Ok(_) => {}
+                }
+            }
             for (i, a) in n.status.iter().flat_map(|s| s.addresses.iter().flatten()).enumerate() {
                 if matches!(a.type_.as_str(), "InternalIP" | "ExternalIP")
                     && a.address.parse::<IpAddr>().is_err()
@@ -53,6 +73,18 @@ pub fn validate(object: &Object) -> Vec<Diagnostic> {
         Object::Namespace(_) => {}
     }
     v.0
+}
+
+/// Whether `text` is a CIDR (`198.18.1.0/24`, `2001:db8::/64`): `Ok(true)` for IPv6.
+fn cidr_family(text: &str) -> Result<bool, String> {
+    let bad = || format!("{text:?} is not a CIDR such as 10.244.1.0/24");
+    let (address, prefix) = text.split_once('/').ok_or_else(bad)?;
+    let address: IpAddr = address.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    match prefix <= if address.is_ipv6() { 128 } else { 32 } {
+        true => Ok(address.is_ipv6()),
+        false => Err(bad()),
+    }
 }
 
 #[derive(Default)]
@@ -657,6 +689,24 @@ mod tests {
             fields,
             vec!["spec.ports[0].port", "spec.ports[1].name", "spec.ports[1].nodePort", "spec.ports[2].name"]
         );
+    }
+
+    #[test]
+    fn node_pod_cidrs_are_cidrs_one_per_family() {
+        let f = findings(
+            "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\nspec: {podCIDR: 198.18.9.0/24, podCIDRs: [198.18.1.0/33, 198.18.2.0/24, 'x']}\n",
+        );
+        let fields: Vec<&str> = f.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["spec.podCIDRs[0]", "spec.podCIDRs[2]", "spec.podCIDRs", "spec.podCIDR"],
+            "{f:?}"
+        );
+        assert!(f[0].1.contains("is not a CIDR"), "{f:?}");
+        let fine = findings(
+            "apiVersion: v1\nkind: Node\nmetadata: {name: n2}\nspec: {podCIDR: 198.18.1.0/24, podCIDRs: [198.18.1.0/24, '2001:db8:1::/64']}\n",
+        );
+        assert!(fine.is_empty(), "{fine:?}");
     }
 
     #[test]

