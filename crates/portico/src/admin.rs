@@ -56,14 +56,15 @@ impl Admin {
     /// `/readyz`: ready when every data plane is and shutdown has not begun; the first line
     /// says which, the next ones each data plane's readiness by name.
     fn readiness(&self) -> (bool, String) {
-        let mut ready = !self.drain.is_draining();
+        let draining = self.drain.is_draining();
+        let mut ready = !draining;
         let mut planes = String::new();
         for plane in &self.planes {
             let readiness = plane.readiness();
             ready &= readiness.is_ready();
             let _ = writeln!(planes, "{}: {readiness}", plane.name());
         }
-        let first = match (ready, self.drain.is_draining()) {
+        let first = match (ready, draining) {
             (true, _) => "ready",
             (false, true) => "not ready: shutting down",
             (false, false) => "not ready",
