@@ -28,6 +28,8 @@ pub struct PodRecord {
     pub owner: Option<ObjectRef>,
     /// `spec.nodeName`.
     pub node_name: Option<String>,
+    /// `spec.nodeSelector`: labels a node must carry for the Pod to be placed there.
+    pub node_selector: BTreeMap<String, String>,
     /// `spec.hostname`.
     pub hostname: Option<String>,
     /// `spec.subdomain`.
@@ -83,6 +85,7 @@ impl From<Pod> for PodRecord {
             deleting: pod.metadata.deletion_timestamp.is_some(),
             owner,
             node_name: spec.node_name,
+            node_selector: spec.node_selector.unwrap_or_default(),
             hostname: spec.hostname,
             subdomain: spec.subdomain,
             service_account: [spec.service_account_name, spec.service_account]
@@ -116,7 +119,7 @@ mod tests {
 
     #[test]
     fn keeps_what_exposure_needs() {
-        let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: ns\n  labels: {app: a}\n  deletionTimestamp: '2026-01-01T00:00:00Z'\n  ownerReferences: [{apiVersion: apps/v1, kind: StatefulSet, name: db, uid: u, controller: true}]\nspec:\n  nodeName: n1\n  hostname: db-0\n  subdomain: db\n  serviceAccountName: db\n  serviceAccount: legacy\n  containers:\n  - name: c\n    image: portico\n    command: [portico]\n    args: [echo]\n    ports: [{name: http, containerPort: 8080}]\nstatus:\n  phase: Running\n  podIPs: [{ip: 127.98.0.7}, {ip: '::1'}]\n  conditions: [{type: Ready, status: 'False'}]\n";
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: ns\n  labels: {app: a}\n  deletionTimestamp: '2026-01-01T00:00:00Z'\n  ownerReferences: [{apiVersion: apps/v1, kind: StatefulSet, name: db, uid: u, controller: true}]\nspec:\n  nodeName: n1\n  nodeSelector: {disk: ssd}\n  hostname: db-0\n  subdomain: db\n  serviceAccountName: db\n  serviceAccount: legacy\n  containers:\n  - name: c\n    image: portico\n    command: [portico]\n    args: [echo]\n    ports: [{name: http, containerPort: 8080}]\nstatus:\n  phase: Running\n  podIPs: [{ip: 127.98.0.7}, {ip: '::1'}]\n  conditions: [{type: Ready, status: 'False'}]\n";
         let (mut objects, diags) = parse_text(Path::new("p.yaml"), yaml);
         assert!(diags.is_empty(), "{diags:?}");
         let Some((_, Object::Pod(pod))) = objects.pop() else { panic!("no Pod") };
@@ -126,6 +129,7 @@ mod tests {
         assert!(record.deleting);
         assert_eq!(record.owner.map(|o| o.to_string()).as_deref(), Some("StatefulSet ns/db"));
         assert_eq!(record.node_name.as_deref(), Some("n1"));
+        assert_eq!(record.node_selector.get("disk").map(String::as_str), Some("ssd"));
         assert_eq!(record.service_account.as_deref(), Some("db"));
         assert_eq!(record.containers[0].argv, vec!["portico", "echo"]);
         assert_eq!(record.containers[0].ports[0].container_port, 8080);

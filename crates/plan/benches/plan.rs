@@ -415,6 +415,7 @@ fn main() -> Result<()> {
     let (pod_plans, _host_ports) = pods::plan_pods(
         &[&store.pods, &workload_pods],
         &nodes,
+        !store.nodes.is_empty(),
         &config,
         &Allocations::default(),
         &mut stage_allocations,

@@ -27,8 +27,31 @@ pub struct Allocations {
     pub health_check_node_ports: BTreeMap<String, u16>,
     /// Service → LoadBalancer IPs.
     pub load_balancer_ips: BTreeMap<String, Vec<IpAddr>>,
-    /// Pod → Pod IP, for Pods without `status.podIP`.
-    pub pod_ips: BTreeMap<String, IpAddr>,
+    /// Pod → Pod IPs (one per family of its node's pod CIDRs), for Pods without
+    /// `status.podIP`. A state file of a release that kept one address per Pod reads too.
+    #[serde(deserialize_with = "one_or_many")]
+    pub pod_ips: BTreeMap<String, Vec<IpAddr>>,
+    /// Pod → the node it was placed on, for Pods without `spec.nodeName`: a Pod stays where
+    /// it runs while that node still fits it, as a scheduled Pod does.
+    pub pod_nodes: BTreeMap<String, String>,
+}
+
+/// Reads `owner → [address]` also where an older state file has `owner → address`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<IpAddr>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(IpAddr),
+        Many(Vec<IpAddr>),
+    }
+    let read: BTreeMap<String, OneOrMany> = BTreeMap::deserialize(d)?;
+    Ok(read
+        .into_iter()
+        .map(|(owner, ips)| match ips {
+            OneOrMany::One(ip) => (owner, vec![ip]),
+            OneOrMany::Many(ips) => (owner, ips),
+        })
+        .collect())
 }
 
 /// One owner's wish for one value.
@@ -278,6 +301,17 @@ mod tests {
 
     fn claims(names: &[&str]) -> Vec<Claim<u16>> {
         names.iter().map(|n| Claim { owner: n.to_string(), requested: None, previous: None }).collect()
+    }
+
+    #[test]
+    fn pod_ips_of_an_older_state_file_read_as_lists() {
+        let old: Allocations =
+            serde_json::from_str(r#"{"podIps": {"default/a": "127.98.0.5"}}"#).expect("old form reads");
+        assert_eq!(old.pod_ips["default/a"], vec![IpAddr::from([127, 98, 0, 5])]);
+        let new: Allocations =
+            serde_json::from_str(r#"{"podIps": {"default/a": ["198.19.1.5", "2001:db8:1:1::5"]}}"#)
+                .expect("new form reads");
+        assert_eq!(new.pod_ips["default/a"].len(), 2);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod ingress;
 mod nodes;
 mod order;
 pub mod pattern;
+mod placement;
 mod planner;
 pub mod pods;
 mod protocol;

@@ -68,6 +68,7 @@ pub fn plan(store: &Store, config: &PlanConfig, previous: &Allocations, generati
     let (pods, host_ports) = pods::plan_pods(
         &[&store.pods, &workload_pods],
         &nodes,
+        !store.nodes.is_empty(),
         config,
         previous,
         &mut allocations,

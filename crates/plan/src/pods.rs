@@ -7,9 +7,12 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use portico_model::{Diagnostic, ObjectKey, ObjectRef, PodRecord, Stored};
 use serde::Serialize;
 
+use ipnet::IpNet;
+
 use crate::alloc::{Allocations, CidrPool, Claim, Holders, assign};
 use crate::config::PlanConfig;
 use crate::order::by_age;
+use crate::placement::{WantedHostPort, place, wanted_host_ports};
 use crate::{NodePlan, Protocol};
 
 /// A Pod the planner accepted.
@@ -27,6 +30,8 @@ pub struct PodPlan {
     pub ips: Vec<IpAddr>,
     /// Whether the address was allocated by Portico rather than given in the manifest.
     pub allocated_ip: bool,
+    /// `spec.hostNetwork`: it uses its node's addresses and network namespace.
+    pub host_network: bool,
     /// Ready condition (true when the manifest carries no conditions: standalone Pods run).
     pub ready: bool,
     /// Being deleted.
@@ -161,11 +166,14 @@ impl<'a> PodIndex<'a> {
     }
 }
 
-/// Plans every Pod that is not finished: addresses (allocating where missing) and HostPorts.
-/// `pods` holds the Pods of the manifests and those the workloads run.
+/// Plans every Pod that is not finished: its node (placing those that name none), its
+/// addresses (allocated from its node's pod CIDRs where missing) and HostPorts. `pods` holds
+/// the Pods of the manifests and those the workloads run; `described` tells whether Node
+/// objects describe the cluster (else the one node there is takes every Pod).
 pub fn plan_pods(
     pods: &[&BTreeMap<ObjectKey, Stored<PodRecord>>],
     nodes: &[NodePlan],
+    described: bool,
     config: &PlanConfig,
     previous: &Allocations,
     allocations: &mut Allocations,
@@ -175,45 +183,17 @@ pub fn plan_pods(
         .into_iter()
         .filter(|p| !matches!(p.object.phase.as_deref(), Some("Succeeded" | "Failed")))
         .collect();
-    let needs_ip: Vec<&Stored<PodRecord>> =
-        live.iter().copied().filter(|p| p.object.ips.is_empty() && !p.object.host_network).collect();
-    let claims: Vec<Claim<IpAddr>> = needs_ip
-        .iter()
-        .map(|p| {
-            let owner = p.object.key.to_string();
-            Claim { previous: previous.pod_ips.get(&owner).copied(), owner, requested: None }
-        })
-        .collect();
-    let mut held: Holders<IpAddr> = live
-        .iter()
-        .flat_map(|p| p.object.ips.iter())
-        .map(|ip| (*ip, String::from("a Pod manifest")))
-        .collect();
-    let results = assign(&CidrPool::pods(config.pod_cidr), &claims, &mut held, |_, _| false);
-    let mut allocated: HashMap<ObjectKey, IpAddr> = HashMap::new();
-    for (pod, result) in needs_ip.iter().zip(results) {
-        match result {
-            Ok(ip) => {
-                allocations.pod_ips.insert(pod.object.key.to_string(), ip);
-                allocated.insert(pod.object.key.clone(), ip);
-            }
-            Err(err) => diagnostics.push(
-                Diagnostic::error(format!("no Pod IP: {err}"))
-                    .at(&pod.origin)
-                    .on(ObjectRef::new("Pod", pod.object.key.clone()))
-                    .field("status.podIP"),
-            ),
-        }
-    }
+    let placed = place(&live, nodes, described, &config.local_node, previous, allocations, diagnostics);
+    let allocated = allocate_ips(&live, &placed, nodes, config, previous, allocations, diagnostics);
     let mut plans = Vec::new();
     for pod in live {
         let record = &pod.object;
-        let node = record.node_name.clone().unwrap_or_else(|| config.local_node.clone());
-        let node_plan = nodes.iter().find(|n| n.name == node);
+        let Some(node) = placed.get(&record.key) else { continue };
+        let node_plan = nodes.iter().find(|n| &n.name == node);
         let (ips, allocated_ip) = if record.host_network {
             (node_plan.map(|n| n.addresses.clone()).unwrap_or_default(), false)
-        } else if let Some(ip) = allocated.get(&record.key) {
-            (vec![*ip], true)
+        } else if let Some(ips) = allocated.get(&record.key) {
+            (ips.clone(), true)
         } else {
             (record.ips.clone(), false)
         };
@@ -221,12 +201,79 @@ pub fn plan_pods(
             continue;
         }
         let zone = node_plan.and_then(|n| n.zone.clone());
-        plans.push(pod_plan(record, Placement { node, zone }, ips, allocated_ip));
+        plans.push(pod_plan(record, Placement { node: node.clone(), zone }, ips, allocated_ip));
     }
     // HostPort clashes are settled oldest first; the plan lists Pods by name.
     let host_ports = host_ports(&plans, pods, diagnostics);
     plans.sort_by(|a, b| a.key.cmp(&b.key));
     (plans, host_ports)
+}
+
+/// Addresses for the Pods that have none, as a CNI plugin gives them: one from each of its
+/// node's pod CIDRs (one per family), or from the configuration's pod CIDR where the node
+/// has none. A Pod keeps what it had while it stays inside those ranges.
+fn allocate_ips<'p>(
+    live: &[&'p Stored<PodRecord>],
+    placed: &HashMap<ObjectKey, String>,
+    nodes: &[NodePlan],
+    config: &PlanConfig,
+    previous: &Allocations,
+    allocations: &mut Allocations,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> HashMap<ObjectKey, Vec<IpAddr>> {
+    // Each range hands out to every Pod that needs one of its addresses, oldest first.
+    let mut by_range: BTreeMap<IpNet, Vec<&'p Stored<PodRecord>>> = BTreeMap::new();
+    for pod in live.iter().copied().filter(|p| p.object.ips.is_empty() && !p.object.host_network) {
+        let Some(node) = placed.get(&pod.object.key) else { continue };
+        for range in pod_ranges(nodes.iter().find(|n| &n.name == node), config) {
+            by_range.entry(range).or_default().push(pod);
+        }
+    }
+    let mut held: Holders<IpAddr> = live
+        .iter()
+        .flat_map(|p| p.object.ips.iter())
+        .map(|ip| (*ip, String::from("a Pod manifest")))
+        .collect();
+    let mut allocated: HashMap<ObjectKey, Vec<IpAddr>> = HashMap::new();
+    for (range, needing) in by_range {
+        let claims: Vec<Claim<IpAddr>> = needing
+            .iter()
+            .map(|p| {
+                let owner = p.object.key.to_string();
+                let had = previous.pod_ips.get(&owner).into_iter().flatten().find(|ip| range.contains(*ip));
+                Claim { previous: had.copied(), owner, requested: None }
+            })
+            .collect();
+        let results = assign(&CidrPool::pods(range), &claims, &mut held, |_, _| false);
+        for (pod, result) in needing.iter().zip(results) {
+            match result {
+                Ok(ip) => {
+                    allocations.pod_ips.entry(pod.object.key.to_string()).or_default().push(ip);
+                    allocated.entry(pod.object.key.clone()).or_default().push(ip);
+                }
+                Err(err) => diagnostics.push(
+                    Diagnostic::error(format!("no Pod IP: {err}"))
+                        .at(&pod.origin)
+                        .on(ObjectRef::new("Pod", pod.object.key.clone()))
+                        .field("status.podIP"),
+                ),
+            }
+        }
+    }
+    allocated
+}
+
+/// The ranges a Pod on `node` gets addresses from: the first of each family of the node's
+/// pod CIDRs, else the configuration's pod CIDR.
+fn pod_ranges(node: Option<&NodePlan>, config: &PlanConfig) -> Vec<IpNet> {
+    let cidrs = node.map(|n| n.pod_cidrs.as_slice()).unwrap_or_default();
+    let v4 = cidrs.iter().find(|c| matches!(c, IpNet::V4(_)));
+    let v6 = cidrs.iter().find(|c| matches!(c, IpNet::V6(_)));
+    let mut ranges: Vec<IpNet> = cidrs.iter().filter(|c| Some(*c) == v4 || Some(*c) == v6).copied().collect();
+    if ranges.is_empty() {
+        ranges.push(config.pod_cidr);
+    }
+    ranges
 }
 
 /// Where a Pod runs.
@@ -261,6 +308,7 @@ fn pod_plan(pod: &PodRecord, at: Placement, ips: Vec<IpAddr>, allocated_ip: bool
         zone: at.zone,
         ips,
         allocated_ip,
+        host_network: pod.host_network,
         // A Pod whose manifest carries no conditions is one standalone Portico runs.
         ready: pod.ready.unwrap_or(true),
         terminating: pod.deleting,
@@ -289,54 +337,37 @@ fn host_ports(
     pods: &[&BTreeMap<ObjectKey, Stored<PodRecord>>],
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<HostPort> {
-    let mut out: Vec<HostPort> = Vec::new();
+    let mut out: Vec<(HostPort, WantedHostPort)> = Vec::new();
     for plan in plans {
         let Some(stored) = pods.iter().find_map(|m| m.get(&plan.key)) else { continue };
-        for (c, container) in stored.object.containers.iter().enumerate() {
-            for (i, port) in container.ports.iter().enumerate() {
-                let Some(host_port) = port.host_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0)
-                else {
-                    continue;
-                };
-                let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else { continue };
-                let Ok(container_port) = u16::try_from(port.container_port) else { continue };
-                let host_ip = port
-                    .host_ip
-                    .as_deref()
-                    .and_then(|s| s.parse::<IpAddr>().ok())
-                    .filter(|ip| !ip.is_unspecified());
-                let clash = out.iter().find(|h| {
-                    h.node == plan.node
-                        && h.protocol == protocol
-                        && h.host_port == host_port
-                        && (h.host_ip.is_none() || host_ip.is_none() || h.host_ip == host_ip)
-                });
-                if let Some(clash) = clash {
-                    diagnostics.push(
-                        Diagnostic::error(format!(
-                            "hostPort {host_port}/{protocol} on node {} is already taken by Pod {}; not served",
-                            plan.node, clash.pod
-                        ))
-                        .at(&stored.origin)
-                        .on(ObjectRef::new("Pod", plan.key.clone()))
-                        .field(format!("spec.containers[{c}].ports[{i}].hostPort")),
-                    );
-                    continue;
-                }
-                let Some(pod_ip) = plan.ips.first().copied() else { continue };
-                out.push(HostPort {
-                    node: plan.node.clone(),
-                    host_ip,
-                    protocol,
-                    host_port,
-                    pod: plan.key.clone(),
-                    pod_ip,
-                    container_port,
-                });
+        let Some(pod_ip) = plan.ips.first().copied() else { continue };
+        for wanted in wanted_host_ports(&stored.object) {
+            let clash = out.iter().find(|(h, w)| h.node == plan.node && w.clashes(&wanted));
+            if let Some((clash, _)) = clash {
+                diagnostics.push(
+                    Diagnostic::error(format!(
+                        "hostPort {}/{} on node {} is already taken by Pod {}; not served",
+                        wanted.host_port, wanted.protocol, plan.node, clash.pod
+                    ))
+                    .at(&stored.origin)
+                    .on(ObjectRef::new("Pod", plan.key.clone()))
+                    .field(format!("spec.containers[{}].ports[{}].hostPort", wanted.container, wanted.index)),
+                );
+                continue;
             }
+            let host_port = HostPort {
+                node: plan.node.clone(),
+                host_ip: wanted.host_ip,
+                protocol: wanted.protocol,
+                host_port: wanted.host_port,
+                pod: plan.key.clone(),
+                pod_ip,
+                container_port: wanted.container_port,
+            };
+            out.push((host_port, wanted));
         }
     }
-    out
+    out.into_iter().map(|(h, _)| h).collect()
 }
 
 #[cfg(test)]
@@ -350,6 +381,7 @@ mod tests {
             zone: None,
             ips: vec![IpAddr::from([127, 98, 0, 1])],
             allocated_ip: true,
+            host_network: false,
             ready: true,
             terminating: false,
             hostname: None,

@@ -25,7 +25,18 @@ pub fn expand(
         let name = &reference.key.name;
         let namespace = &reference.key.namespace;
         let members: Vec<(String, Option<&str>)> = if workload.object.kind == ObjectKind::DaemonSet {
-            nodes.iter().map(|n| (format!("{name}-{}", n.name), Some(n.name.as_str()))).collect()
+            // The DaemonSet controller honours the template's nodeSelector; a folder without
+            // Node objects has one node, which stands for the cluster and runs it.
+            let selector = workload.object.template.spec.as_ref().and_then(|s| s.node_selector.as_ref());
+            let selects = |node: &NodePlan| {
+                store.nodes.is_empty()
+                    || selector.into_iter().flatten().all(|(k, v)| node.labels.get(k) == Some(v))
+            };
+            nodes
+                .iter()
+                .filter(|n| selects(n))
+                .map(|n| (format!("{name}-{}", n.name), Some(n.name.as_str())))
+                .collect()
         } else {
             let wanted = workload.object.replicas.unwrap_or(1);
             if wanted > MAX_REPLICAS {

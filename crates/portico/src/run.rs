@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use portico_dataplane::{DataPlane, drain};
 use portico_dns::DnsServer;
+use portico_healthcheck::HealthChecks;
 use portico_l4::{L4Proxy, Metrics as L4Metrics, Options as L4Options};
 use portico_l7::{AccessLog, IngressProxy, Metrics as L7Metrics, Options as L7Options};
 use portico_model::{Diagnostic, Severity};
@@ -184,6 +185,11 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
     let l7_metrics = Arc::new(L7Metrics::register(&mut registry));
     let dns_metrics = Arc::new(portico_dns::metrics::Metrics::register(&mut registry));
     let metrics = ReloadMetrics::register(&mut registry);
+    let health_checks = Arc::new(HealthChecks::new(
+        config.plan.local_node.clone(),
+        drain.clone(),
+        registry.sub_registry_with_prefix("portico_healthcheck"),
+    ));
     let admin_listener =
         TcpListener::bind(config.admin).await.with_context(|| format!("admin address {}", config.admin))?;
     let (_watcher, mut changes) = Watcher::start(&config.manifests, config.debounce)
@@ -206,7 +212,7 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         drain.clone(),
     )?;
     let pods = Arc::new(LocalPods::new(config.plan.local_node.clone()));
-    let mut planes: Vec<Arc<dyn DataPlane>> = vec![Arc::clone(&pods) as _, l4];
+    let mut planes: Vec<Arc<dyn DataPlane>> = vec![Arc::clone(&pods) as _, l4, health_checks];
     if let Some(addr) = config.dns {
         planes.push(start_dns(&config, addr, bounds.dns_tcp_connections, dns_metrics, drain.clone()).await?);
     }
