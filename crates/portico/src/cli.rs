@@ -140,6 +140,19 @@ struct RunArgs {
     /// TTL of cluster DNS answers, in seconds; negative answers (NXDOMAIN, NODATA) use it too.
     #[arg(long, default_value_t = 5)]
     dns_ttl: u32,
+    /// Run the built-in echo workload of this node's Pods that ask for it, in this process
+    /// (`off`: something else runs them, as the lab does in each Pod's namespace).
+    #[arg(long, default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
+    echo_pods: bool,
+}
+
+/// `on` or `off`.
+fn parse_switch(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: on or off")),
+    }
 }
 
 /// An address, or `off`.
@@ -185,6 +198,7 @@ impl RunArgs {
             dns_query_log: self.dns_query_log,
             dns_autopath: self.dns_autopath,
             dns_ttl: self.dns_ttl,
+            echo_pods: self.echo_pods,
             http1: match self.http1_engine {
                 Http1EngineArg::Portico => portico_l7::Http1Engine::Portico,
                 Http1EngineArg::Hyper => portico_l7::Http1Engine::Hyper,

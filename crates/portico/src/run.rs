@@ -64,6 +64,8 @@ pub struct RunConfig {
     pub dns_autopath: bool,
     /// TTL of cluster DNS answers, negative ones included.
     pub dns_ttl: u32,
+    /// Whether this process runs the echo workload of this node's Pods.
+    pub echo_pods: bool,
 }
 
 /// Destination of the Ingress access log.
@@ -140,7 +142,7 @@ struct Server {
     /// Every data plane, in the order each new Plan reaches them: the local Pods first, so
     /// that the proxies' first connections find their endpoints listening.
     planes: Vec<Arc<dyn DataPlane>>,
-    pods: Arc<LocalPods>,
+    pods: Option<Arc<LocalPods>>,
     access_log: Option<Arc<AccessLog>>,
     admin: Arc<Admin>,
     metrics: ReloadMetrics,
@@ -211,8 +213,10 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         l7_metrics,
         drain.clone(),
     )?;
-    let pods = Arc::new(LocalPods::new(config.plan.local_node.clone()));
-    let mut planes: Vec<Arc<dyn DataPlane>> = vec![Arc::clone(&pods) as _, l4, health_checks];
+    let pods = config.echo_pods.then(|| Arc::new(LocalPods::new(config.plan.local_node.clone())));
+    let mut planes: Vec<Arc<dyn DataPlane>> = Vec::new();
+    planes.extend(pods.iter().map(|p| Arc::clone(p) as _));
+    planes.extend([l4 as _, health_checks as _]);
     if let Some(addr) = config.dns {
         planes.push(start_dns(&config, addr, bounds.dns_tcp_connections, dns_metrics, drain.clone()).await?);
     }
@@ -319,7 +323,9 @@ impl Server {
         if let Some(log) = &self.access_log {
             log.flush();
         }
-        self.pods.stop_all().await;
+        if let Some(pods) = &self.pods {
+            pods.stop_all().await;
+        }
         let _ = stop_admin.send(true);
         let _ = admin.await;
         Ok(())

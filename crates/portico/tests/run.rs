@@ -736,3 +736,16 @@ fn a_udp_flow_holds_no_datagram_buffer() {
     // for 500; more under longer churn); the socket and the task cost about 2.
     assert!(grown < 3 * 1024, "{grown} KiB more for 500 UDP flows at a time");
 }
+
+#[test]
+fn echo_pods_off_leaves_the_pods_to_whatever_runs_them() {
+    let files = [("web.yaml", deployment("web", 1)), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
+    let portico = start_with(135, &files, Launch { flags: &["--echo-pods", "off"], ..Launch::default() });
+    let plan = portico.wait_for(|plan| plan["pods"].as_array().is_some_and(|p| !p.is_empty()));
+    let pod = SocketAddr::new(ip(&plan["pods"][0]["ips"][0]), 8080);
+    let (status, readiness) = portico.get("/readyz");
+    assert_eq!(status, 200, "{readiness}");
+    assert!(!readiness.contains("pods:"), "no echo data plane: {readiness}");
+    assert!(readiness.contains("l4: ready"), "{readiness}");
+    assert!(std::net::TcpStream::connect_timeout(&pod, Duration::from_secs(1)).is_err(), "no echo at {pod}");
+}
