@@ -222,9 +222,11 @@ fn namespaces() -> Result<Vec<String>, NetnsError> {
     Ok(list.lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect())
 }
 
-/// The namespaces whose name starts with `prefix`.
+/// The namespaces whose name starts with `prefix`, by name (`ip` lists the newest first).
 fn lab_namespaces(prefix: &str) -> Result<Vec<String>, NetnsError> {
-    Ok(namespaces()?.into_iter().filter(|n| n.starts_with(prefix)).collect())
+    let mut names: Vec<String> = namespaces()?.into_iter().filter(|n| n.starts_with(prefix)).collect();
+    names.sort();
+    Ok(names)
 }
 
 /// The processes in namespace `name`.
