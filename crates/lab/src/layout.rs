@@ -238,6 +238,7 @@ impl Layout {
         let mut sorted: Vec<&PodPlan> = pods.iter().collect();
         sorted.sort_by(|a, b| a.key.cmp(&b.key));
         let mut placed: BTreeMap<ObjectKey, String> = BTreeMap::new();
+        let mut owners: BTreeMap<String, &ObjectKey> = BTreeMap::new();
         let mut pods_of: BTreeMap<NodeIndex, Vec<(String, PodAddresses)>> = BTreeMap::new();
         let mut pod_namespaces = Vec::new();
         for pod in sorted {
@@ -264,7 +265,8 @@ impl Layout {
                 }
             };
             let name = format!("{prefix}pod-{}-{}", pod.key.namespace, pod.key.name);
-            if let Some((other, _)) = placed.iter().find(|(_, ns)| **ns == name) {
+            // `a-b/c` and `a/b-c` would share a name: the first keeps it.
+            if let Some(other) = owners.get(&name) {
                 let reason = format!("its namespace {name} is Pod {other}'s already");
                 skipped.push(Skipped { what, reason });
                 continue;
@@ -275,6 +277,7 @@ impl Layout {
                 continue;
             }
             placed.insert(pod.key.clone(), name.clone());
+            owners.insert(name.clone(), &pod.key);
             pods_of.entry(i).or_default().push((name.clone(), addresses));
             pod_namespaces.push((name, pod.key.clone(), i, addresses));
         }
@@ -875,6 +878,25 @@ mod tests {
                 assert!(name.len() <= MAX_INTERFACE_LEN, "{line}: {name}");
             }
         }
+    }
+
+    #[test]
+    fn two_pods_whose_names_would_share_a_namespace_are_not_both_built() {
+        let mut plan = plan();
+        let c = plan.pods.iter().find(|p| p.key.name == "c").expect("c").clone();
+        let mut first = c.clone();
+        first.key = ObjectKey::new("x-y", "z");
+        let mut second = c;
+        second.key = ObjectKey::new("x", "y-z");
+        second.ips = vec![IpAddr::from([198, 19, 2, 3])];
+        plan.pods.extend([first, second]);
+        let layout = Layout::from_plan(PREFIX, &plan).expect("layout");
+        assert_eq!(layout.namespace_of(&ObjectKey::new("x", "y-z")), Some("ptlu-pod-x-y-z"), "first by key");
+        assert_eq!(layout.namespace_of(&ObjectKey::new("x-y", "z")), None);
+        assert!(layout.skipped.contains(&Skipped {
+            what: "Pod x-y/z".into(),
+            reason: "its namespace ptlu-pod-x-y-z is Pod x/y-z's already".into(),
+        }));
     }
 
     #[test]

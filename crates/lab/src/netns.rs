@@ -275,6 +275,7 @@ fn signal_all(signal: &str, pids: &[u32]) {
     }
 }
 
+/// A command line from words.
 fn argv<const N: usize>(words: [&str; N]) -> Vec<String> {
     words.map(String::from).into()
 }
@@ -289,6 +290,7 @@ fn command_line(command: &Command) -> String {
     line
 }
 
+/// A command that could not start, or whose pipes failed.
 fn start_error(command: &Command, source: io::Error) -> NetnsError {
     NetnsError::Start { command: command_line(command), source }
 }
