@@ -197,24 +197,27 @@ pub struct CidrPool {
     lowest_first: bool,
     /// Size of the static band kept for explicit choices; 0 for none.
     band: u64,
+    /// Addresses after the network address never handed out (a Pod CIDR's gateway).
+    skip: u64,
 }
 
 impl CidrPool {
     /// A Service CIDR: hashed choice, upper band first.
     pub fn service(net: IpNet) -> Self {
-        let mut pool = Self { net, lowest_first: false, band: 0 };
+        let mut pool = Self { net, lowest_first: false, band: 0, skip: 0 };
         pool.band = (pool.size() / 16).clamp(16, 256);
         pool
     }
 
     /// A LoadBalancer pool: lowest free address first.
     pub fn load_balancer(net: IpNet) -> Self {
-        Self { net, lowest_first: true, band: 0 }
+        Self { net, lowest_first: true, band: 0, skip: 0 }
     }
 
-    /// A Pod CIDR: hashed choice over the whole range.
+    /// A Pod CIDR: hashed choice over the range but its first address, which is the node's
+    /// gateway for its Pods (as the CNI host-local allocator keeps it).
     pub fn pods(net: IpNet) -> Self {
-        Self { net, lowest_first: false, band: 0 }
+        Self { net, lowest_first: false, band: 0, skip: 1 }
     }
 
     fn host_bits(&self) -> u32 {
@@ -229,21 +232,30 @@ impl Pool for CidrPool {
         let bits = self.host_bits().min(62);
         let total = 1u64 << bits;
         let reserved = if self.net.addr().is_ipv4() { 2 } else { 1 };
-        total.saturating_sub(reserved)
+        total.saturating_sub(reserved + self.skip)
     }
 
     fn at(&self, index: u64) -> IpAddr {
         let base = self.net.network();
-        // Index 0 is the first address after the network address.
+        // Index 0 is the first address after the network address and the skipped ones.
+        let offset = index + 1 + self.skip;
         match base {
-            IpAddr::V4(a) => IpAddr::V4((u32::from(a).wrapping_add(index as u32 + 1)).into()),
-            IpAddr::V6(a) => IpAddr::V6((u128::from(a).wrapping_add(u128::from(index) + 1)).into()),
+            IpAddr::V4(a) => IpAddr::V4((u32::from(a).wrapping_add(offset as u32)).into()),
+            IpAddr::V6(a) => IpAddr::V6((u128::from(a).wrapping_add(u128::from(offset))).into()),
         }
     }
 
     fn contains(&self, value: IpAddr) -> bool {
+        let first = match self.net.network() {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        let at = match value {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
         self.net.contains(&value)
-            && value != self.net.network()
+            && at > first + u128::from(self.skip)
             && !(value.is_ipv4() && value == self.net.broadcast())
     }
 
@@ -350,6 +362,22 @@ mod tests {
         let got = assign(&pool, &c, &mut held, |_, _| false);
         assert_eq!(got[1], Ok(ip));
         assert!(matches!(got[0], Err(AllocError::Taken { .. })));
+    }
+
+    #[test]
+    fn pod_cidrs_never_hand_out_their_gateway() {
+        let pool = CidrPool::pods("198.19.1.0/29".parse().expect("cidr"));
+        let gateway: IpAddr = "198.19.1.1".parse().expect("ip");
+        assert!(!pool.contains(gateway));
+        assert_eq!(pool.size(), 5, "8 less network, broadcast and gateway");
+        let mut held = Holders::new();
+        let c: Vec<Claim<IpAddr>> =
+            (0..6).map(|i| Claim { owner: format!("p{i}"), requested: None, previous: None }).collect();
+        let got = assign(&pool, &c, &mut held, |_, _| false);
+        let given: Vec<IpAddr> = got.iter().filter_map(|r| r.clone().ok()).collect();
+        assert_eq!(given.len(), 5);
+        assert!(!given.contains(&gateway) && given.iter().all(|ip| pool.contains(*ip)), "{given:?}");
+        assert!(matches!(got[5], Err(AllocError::Exhausted { .. })));
     }
 
     #[test]

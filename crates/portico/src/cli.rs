@@ -1,4 +1,4 @@
-//! The command line: `check`, `explain`, `run` and `echo`, their flags, and how each runs.
+//! The command line: `check`, `explain`, `run`, `echo` and `lab`, their flags, and how each runs.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use portico_plan::PlanConfig;
 
 use crate::bounds::{Bound, Bounds};
-use crate::{pipeline, report, run};
+use crate::{lab, pipeline, probe, report, run};
 
 #[derive(Parser)]
 #[command(name = "portico", version, about = "Every way to expose Kubernetes workloads, in one binary")]
@@ -53,6 +53,63 @@ enum Command {
         /// PEM private key for --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+    },
+    /// A small cluster on this host (root): nodes, Pods and an `outside` client, each in its
+    /// own network namespace on a bridged LAN (198.18.0.0/15 and 2001:db8::/32 only), a Portico
+    /// node agent per node, to see how each method behaves in a cluster.
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+        /// What the lab's namespaces are named by (lowercase, ending in `-`).
+        #[arg(long, global = true, default_value = lab::DEFAULT_PREFIX)]
+        prefix: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Build the lab, start each Pod's echo workload and each node's agent, and print what
+    /// to try.
+    Up {
+        /// Manifest folders or files the lab runs (repeatable).
+        #[arg(long = "manifests", required = true)]
+        manifests: Vec<PathBuf>,
+        /// How many nodes (1 to 200).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// How the node agents proxy Services.
+        #[arg(long, value_enum, default_value_t = run::ProxyMode::Nftables)]
+        proxy_mode: run::ProxyMode,
+    },
+    /// Run a command in `outside`, `node/NAME` or `pod/NAMESPACE/NAME`.
+    Exec {
+        /// Where: `outside`, `node/lab-node-1`, `pod/default/web-0`.
+        target: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// The lab's namespaces, their processes and addresses, and whether each agent is ready.
+    Status,
+    /// Remove everything the lab made (its namespaces and the processes in them), also after
+    /// a crash.
+    Down,
+    /// A client that needs nothing installed: `tcp ADDR`, `udp ADDR [PAYLOAD]` or `http URL`;
+    /// prints `ok` and the answer, `refused`, `timeout` or `unreachable`.
+    Probe {
+        /// `tcp`, `udp` or `http`.
+        kind: String,
+        /// `ADDR:PORT`, or a URL for `http`.
+        target: String,
+        /// The datagram `udp` sends.
+        #[arg(default_value = "hello")]
+        payload: String,
+        /// How long to wait for an answer.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// The local port `udp` sends from (default: any), to send again on one flow.
+        #[arg(long)]
+        source_port: Option<u16>,
     },
 }
 
@@ -140,6 +197,10 @@ struct RunArgs {
     /// TTL of cluster DNS answers, in seconds; negative answers (NXDOMAIN, NODATA) use it too.
     #[arg(long, default_value_t = 5)]
     dns_ttl: u32,
+    /// How Services are proxied: `userspace` (listeners in this process; no root needed) or
+    /// `nftables` (kernel rules, as kube-proxy's nftables mode; root, Linux).
+    #[arg(long, value_enum, default_value_t = run::ProxyMode::Userspace)]
+    proxy_mode: run::ProxyMode,
     /// Run the built-in echo workload of this node's Pods that ask for it, in this process
     /// (`off`: something else runs them, as the lab does in each Pod's namespace).
     #[arg(long, default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
@@ -174,7 +235,11 @@ impl RunArgs {
         plan.local_node_addresses = self.node_addresses;
         plan.dns_records = self.dns.0.is_some();
         run::RunConfig {
-            state: self.plan.state.clone().unwrap_or_else(default_state_dir),
+            state: match self.plan.state.as_deref() {
+                Some(dir) if dir == Path::new("none") => None,
+                Some(dir) => Some(dir.to_owned()),
+                None => Some(default_state_dir()),
+            },
             manifests: self.manifests,
             plan,
             admin: self.admin,
@@ -199,6 +264,7 @@ impl RunArgs {
             dns_autopath: self.dns_autopath,
             dns_ttl: self.dns_ttl,
             echo_pods: self.echo_pods,
+            proxy_mode: self.proxy_mode,
             http1: match self.http1_engine {
                 Http1EngineArg::Portico => portico_l7::Http1Engine::Portico,
                 Http1EngineArg::Hyper => portico_l7::Http1Engine::Hyper,
@@ -431,7 +497,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Check(args) | Command::Explain(args) => args.plan.check()?,
         Command::Run(args) => args.plan.check()?,
-        Command::Echo { .. } => {}
+        Command::Echo { .. } | Command::Lab { .. } => {}
     }
     match cli.command {
         Command::Check(args) => {
@@ -455,6 +521,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             served?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Lab { command, prefix } => lab_command(command, &prefix),
         Command::Echo { listen, name, namespace, service, tls_cert, tls_key } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(portico_echo::TlsConfig::from_files(&cert, &key)?),
@@ -473,5 +540,63 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn lab_command(command: LabCommand, prefix: &str) -> Result<ExitCode> {
+    match command {
+        LabCommand::Up { manifests, nodes, proxy_mode } => {
+            lab::up(&lab::Up { manifests, nodes, prefix: prefix.to_owned(), proxy_mode })?;
+        }
+        LabCommand::Exec { target, argv } => {
+            let status = lab::exec(prefix, &target, &argv)?;
+            return Ok(ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1)));
+        }
+        LabCommand::Status => lab::status(prefix)?,
+        LabCommand::Down => lab::down(prefix)?,
+        LabCommand::Probe { kind, target, payload, timeout, source_port } => {
+            let probe = match kind.as_str() {
+                "tcp" => probe::Probe::Tcp(probe::address(&target).map_err(anyhow::Error::msg)?),
+                "udp" => {
+                    let addr = probe::address(&target).map_err(anyhow::Error::msg)?;
+                    probe::Probe::Udp { addr, payload, source_port }
+                }
+                "http" => probe::http(&target).map_err(anyhow::Error::msg)?,
+                other => anyhow::bail!("{other:?}: tcp, udp or http"),
+            };
+            let outcome = probe::run(&probe, timeout);
+            println!("{outcome}");
+            if !matches!(outcome, probe::Outcome::Answer(_)) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_none_keeps_no_state_folder_and_a_path_is_kept() -> Result<()> {
+        let none = run_config(["--manifests", "m", "--state", "none"])?;
+        assert_eq!(none.state, None, "`none` is no folder, not a folder named none");
+        let kept = run_config(["--manifests", "m", "--state", "/tmp/portico-state"])?;
+        assert_eq!(kept.state.as_deref(), Some(Path::new("/tmp/portico-state")));
+        assert!(run_config(["--manifests", "m"])?.state.is_some(), "a default folder");
+        Ok(())
+    }
+
+    #[test]
+    fn switches_and_proxy_modes_read_as_written() -> Result<()> {
+        let config = run_config(["--manifests", "m", "--echo-pods", "off", "--proxy-mode", "nftables"])?;
+        assert!(!config.echo_pods);
+        assert_eq!(config.proxy_mode, run::ProxyMode::Nftables);
+        let defaults = run_config(["--manifests", "m"])?;
+        assert!(defaults.echo_pods);
+        assert_eq!(defaults.proxy_mode, run::ProxyMode::Userspace);
+        assert!(run_config(["--manifests", "m", "--echo-pods", "maybe"]).is_err());
+        Ok(())
     }
 }

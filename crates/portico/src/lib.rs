@@ -6,8 +6,10 @@
 pub mod admin;
 pub mod bounds;
 pub mod cli;
+pub mod lab;
 pub mod local_pods;
 pub mod pipeline;
+pub mod probe;
 pub mod report;
 pub mod run;
 pub mod state;

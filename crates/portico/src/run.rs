@@ -38,8 +38,9 @@ pub struct RunConfig {
     pub manifests: Vec<PathBuf>,
     /// Ranges, pools and this node.
     pub plan: PlanConfig,
-    /// Where allocations are kept.
-    pub state: PathBuf,
+    /// Where allocations are kept (`None`: nowhere; they start afresh, deterministic, at each
+    /// start and are kept in memory while it runs).
+    pub state: Option<PathBuf>,
     /// Admin HTTP address.
     pub admin: SocketAddr,
     /// The L4 proxy's timeouts (its bounds come from `bounds`).
@@ -66,6 +67,28 @@ pub struct RunConfig {
     pub dns_ttl: u32,
     /// Whether this process runs the echo workload of this node's Pods.
     pub echo_pods: bool,
+    /// How Services are proxied.
+    pub proxy_mode: ProxyMode,
+}
+
+/// How a node agent proxies Services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyMode {
+    /// Listeners in this process, on every service address (no root needed).
+    Userspace,
+    /// Kernel rules (nftables), as kube-proxy's nftables mode: root, Linux.
+    Nftables,
+}
+
+impl ProxyMode {
+    /// As the `--proxy-mode` flag writes it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            ProxyMode::Userspace => "userspace",
+            ProxyMode::Nftables => "nftables",
+        }
+    }
 }
 
 /// Destination of the Ingress access log.
@@ -196,7 +219,10 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         TcpListener::bind(config.admin).await.with_context(|| format!("admin address {}", config.admin))?;
     let (_watcher, mut changes) = Watcher::start(&config.manifests, config.debounce)
         .with_context(|| format!("watching {:?}", config.manifests))?;
-    let allocations = state::load(&config.state)?;
+    let allocations = match &config.state {
+        Some(dir) => state::load(dir)?,
+        None => Allocations::default(),
+    };
     let l4 = Arc::new(L4Proxy::new(config.l4.clone(), l4_metrics, drain.clone()));
     let access_log = config.access_log.as_ref().map(AccessLogTarget::open).transpose()?;
     if let Some(log) = &access_log {
@@ -423,7 +449,7 @@ impl Server {
         self.locator = locator;
         self.metrics.files_parsed.inc_by(self.loader.reparsed() as u64);
         if allocations != self.allocations {
-            match state::save(&self.config.state, &allocations) {
+            match self.config.state.as_deref().map_or(Ok(()), |dir| state::save(dir, &allocations)) {
                 Ok(()) => self.allocations = allocations,
                 Err(err) => diagnostics.push(Diagnostic::error(format!("allocations not saved: {err:#}"))),
             }
