@@ -147,6 +147,11 @@ impl<N: Nft> Applier<N> {
         &self.nft
     }
 
+    /// The runner, for tests that make it fail.
+    pub fn nft_mut(&mut self) -> &mut N {
+        &mut self.nft
+    }
+
     /// Puts `desired` in the kernel: the differences from the last ruleset applied, a full
     /// resync after a failed transaction, a cold start the first time.
     pub fn sync(&mut self, desired: Ruleset) -> Result<SyncReport, NftError> {

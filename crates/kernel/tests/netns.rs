@@ -124,3 +124,41 @@ fn every_compiled_ruleset_loads() {
     let listing = ns.listing();
     assert!(listing.contains("numgen random mod 3 vmap"), "{listing}");
 }
+
+#[test]
+fn diffs_in_a_row_list_as_a_cold_start_and_a_repair_undoes_hand_edits() {
+    if !able() {
+        return;
+    }
+    let [p1, p2, p3] = sequence();
+    let by_diffs = Netns::new("diffs");
+    let cold = Netns::new("cold");
+    let mut applier = Applier::new(by_diffs.nft(), DiffOptions::default());
+    assert_eq!(applier.sync(p1.clone()).unwrap().kind, SyncKind::Cold);
+    let first = by_diffs.listing();
+    for ruleset in [p2, p3.clone()] {
+        let report = applier.sync(ruleset).unwrap();
+        assert_eq!(report.kind, SyncKind::Diff, "{report:?}");
+    }
+    let mut other = Applier::new(cold.nft(), DiffOptions::default());
+    other.sync(p3).unwrap();
+    let wanted = cold.listing();
+    assert_ne!(first, wanted, "the Plans differ");
+    assert_eq!(by_diffs.listing(), wanted);
+
+    // Rules deleted by hand, an element deleted, a rule added: a repair puts back the ruleset.
+    by_diffs.exec(&["nft", "flush", "chain", "ip", "portico", "services"]);
+    by_diffs.exec(&[
+        "nft",
+        "delete",
+        "element",
+        "ip",
+        "portico",
+        "service-ips",
+        "{ 198.19.96.10 . tcp . 80 }",
+    ]);
+    by_diffs.exec(&["nft", "add", "rule", "ip", "portico", "filter-input", "counter"]);
+    assert_ne!(by_diffs.listing(), wanted);
+    assert_eq!(applier.repair().unwrap().kind, SyncKind::Resync);
+    assert_eq!(by_diffs.listing(), wanted);
+}
