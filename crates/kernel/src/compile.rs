@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -89,7 +90,7 @@ pub fn compile(plan: &Plan, node: &str, options: &CompileOptions) -> Compiled {
         node,
         zone: this.and_then(|n| n.zone.as_deref()),
         node_addresses,
-        node_ports_on: |ip: &IpAddr| options.loopback_node_ports || !ip.is_loopback(),
+        loopback_node_ports: options.loopback_node_ports,
         outside_pods: Family::ALL.map(|family| outside_pods(plan, family, options)),
         compiled: Compiled::default(),
         claims: HashMap::new(),
@@ -150,6 +151,7 @@ fn anonymous_set(cidrs: &[IpNet]) -> String {
 }
 
 /// Where the packets of one destination go: a chain, or, without endpoints, a verdict.
+#[derive(Clone)]
 enum Target {
     /// `goto` this chain, from `service-ips` or `service-nodeports`.
     Chain(String),
@@ -172,12 +174,31 @@ struct EndpointNames {
     affinity: String,
 }
 
-struct Compiler<'p, F> {
+/// What every chain of one Service port in one family is named after.
+struct ServicePortChains {
+    family: Family,
+    proto: &'static str,
+    named: Named,
+    /// Every endpoint chosen cluster-wide.
+    service_chain: String,
+    /// The endpoints on this node, for Local policies.
+    local_chain: String,
+    affinity: Option<u32>,
+    cluster_ip: Option<IpAddr>,
+}
+
+/// The index of `family` in arrays in [`Family::ALL`] order.
+fn slot(family: Family) -> usize {
+    usize::from(family == Family::Ip6)
+}
+
+/// The ruleset being built for one node, and who claimed each destination so far.
+struct Compiler<'p> {
     node: &'p str,
     zone: Option<&'p str>,
     node_addresses: &'p [IpAddr],
-    node_ports_on: F,
-    /// Per family (in [`Family::ALL`] order), see [`outside_pods`].
+    loopback_node_ports: bool,
+    /// Per family (see [`slot`]), see [`outside_pods`].
     outside_pods: [String; 2],
     compiled: Compiled,
     /// Destination → who has it, for conflicts.
@@ -185,7 +206,7 @@ struct Compiler<'p, F> {
     external_ips: Vec<ExternalIp>,
 }
 
-impl<F: Fn(&IpAddr) -> bool> Compiler<'_, F> {
+impl Compiler<'_> {
     fn table(&mut self, family: Family) -> &mut Table {
         self.compiled.ruleset.tables.entry(family).or_default()
     }
@@ -322,12 +343,7 @@ impl<F: Fn(&IpAddr) -> bool> Compiler<'_, F> {
         sets.insert(FIREWALL_IPS.to_owned(), map(by_address));
         sets.insert(SERVICE_NODEPORTS.to_owned(), map(by_node_port.clone()));
         sets.insert(NO_ENDPOINT_NODEPORTS.to_owned(), map(by_node_port));
-        let node_port_ips = self
-            .node_addresses
-            .iter()
-            .filter(|ip| Family::of(ip) == family && (self.node_ports_on)(ip))
-            .map(|ip| (ip.to_string(), None))
-            .collect();
+        let node_port_ips = self.node_port_addresses(family).map(|ip| (ip.to_string(), None)).collect();
         let set = Set {
             decl: SetDecl { key: family.addr_type().to_owned(), ..SetDecl::default() },
             elements: node_port_ips,
@@ -337,204 +353,236 @@ impl<F: Fn(&IpAddr) -> bool> Compiler<'_, F> {
 
     /// One port of one Service in one family: its chains and its destinations.
     fn service_port(&mut self, service: &ServicePlan, port: &ServicePort, family: Family) {
-        let ip = family.name();
-        let proto = nft_protocol(port.protocol);
         let of_family = |e: &Endpoint| Family::of(&e.address) == family;
         // Single-stack Services (most) need no copy of their endpoints.
         let endpoints: Cow<'_, [Endpoint]> = match port.endpoints.iter().all(of_family) {
             true => Cow::Borrowed(&port.endpoints),
             false => Cow::Owned(port.endpoints.iter().filter(|e| of_family(e)).cloned().collect()),
         };
-        let cluster = select(&endpoints, Scope::Cluster { node: self.node, zone: self.zone });
         let internal_local = service.internal_traffic_policy == TrafficPolicy::Local;
         let external_local = service.external_traffic_policy == TrafficPolicy::Local;
+        let cluster = select(&endpoints, Scope::Cluster { node: self.node, zone: self.zone });
         let local = match internal_local || external_local {
             true => select(&endpoints, Scope::Local { node: self.node }),
             false => Vec::new(),
         };
+        let proto = nft_protocol(port.protocol);
         let port_name = if port.name.is_empty() { port.port.to_string() } else { port.name.clone() };
         let named = Named::new(format!("{}/{}/{proto}/{port_name}", service.key.namespace, service.key.name));
-        let service_chain = named.with_prefix("service");
-        let local_chain = named.with_prefix("local");
-        let cluster_ip = service.cluster_ips.iter().find(|a| Family::of(a) == family);
-
-        // Endpoint chains, for every endpoint either dispatching chain may choose.
-        let affinity = service.session_affinity_timeout;
-        let mut names: HashMap<(IpAddr, u16), EndpointNames> = HashMap::with_capacity(cluster.len());
-        for endpoint in cluster.iter().chain(&local) {
-            if names.contains_key(&(endpoint.address, endpoint.port)) {
-                continue;
-            }
-            let mut readable = String::with_capacity(named.readable().len() + 48);
-            readable.push_str(named.readable());
-            readable.push_str("__");
-            push_address(&mut readable, endpoint.address);
-            let _ = write!(readable, "/{}", endpoint.port);
-            let endpoint_named = match affinity {
-                Some(timeout) => Named::salted(readable, timeout),
-                None => Named::new(readable),
-            };
-            let chain = endpoint_named.with_prefix("endpoint");
-            let set = endpoint_named.with_prefix("affinity");
-            let mut rules = Vec::with_capacity(3);
-            rules.push(format!("{ip} saddr {} jump {MARK_FOR_MASQUERADE}", endpoint.address));
-            if let Some(timeout) = affinity {
-                rules.push(format!("update @{set} {{ {ip} saddr }}"));
-                let decl = SetDecl {
-                    key: family.addr_type().to_owned(),
-                    value: None,
-                    flags: vec!["dynamic", "timeout"],
-                    timeout: Some(timeout),
-                };
-                self.table(family).sets.insert(set.clone(), Set { decl, elements: Default::default() });
-            }
-            rules.push(format!(
-                "meta l4proto {proto} dnat to {}",
-                SocketAddr::new(endpoint.address, endpoint.port)
-            ));
-            self.chain(family, &chain, None, rules);
-            names.insert((endpoint.address, endpoint.port), EndpointNames { chain, affinity: set });
-        }
-        let masquerade_outside = cluster_ip.map(|address| {
-            let outside = &self.outside_pods[usize::from(family == Family::Ip6)];
-            format!("{ip} daddr {address} {proto} dport {}{outside} jump {MARK_FOR_MASQUERADE}", port.port)
-        });
-        let dispatcher = |chosen: &[&Endpoint], masquerade: bool| {
-            let mut rules = Vec::with_capacity(chosen.len() + 2);
-            if masquerade {
-                rules.extend(masquerade_outside.clone());
-            }
-            let chosen: Vec<&EndpointNames> =
-                chosen.iter().filter_map(|e| names.get(&(e.address, e.port))).collect();
-            if affinity.is_some() {
-                rules.extend(chosen.iter().map(|n| format!("{ip} saddr @{} goto {}", n.affinity, n.chain)));
-            }
-            let mut spread =
-                String::with_capacity(40 + chosen.len() * (chosen.first().map_or(0, |n| n.chain.len()) + 12));
-            let _ = write!(spread, "numgen random mod {} vmap {{ ", chosen.len());
-            for (i, n) in chosen.iter().enumerate() {
-                let _ = write!(spread, "{}{i} : goto {}", if i > 0 { ", " } else { "" }, n.chain);
-            }
-            spread.push_str(" }");
-            rules.push(spread);
-            rules
+        let sp = ServicePortChains {
+            family,
+            proto,
+            service_chain: named.with_prefix("service"),
+            local_chain: named.with_prefix("local"),
+            affinity: service.session_affinity_timeout,
+            cluster_ip: service.cluster_ips.iter().copied().find(|a| Family::of(a) == family),
+            named,
         };
+
+        let mut names = HashMap::with_capacity(cluster.len());
+        for endpoint in cluster.iter().chain(&local) {
+            if let Entry::Vacant(entry) = names.entry((endpoint.address, endpoint.port)) {
+                entry.insert(self.endpoint_chain(&sp, endpoint));
+            }
+        }
         if !cluster.is_empty() {
-            let rules = dispatcher(&cluster, !internal_local);
-            self.chain(family, &service_chain, None, rules);
+            let rules = self.dispatch(&sp, port.port, &cluster, &names, !internal_local);
+            self.chain(family, &sp.service_chain, None, rules);
         }
         if !local.is_empty() {
-            let rules = dispatcher(&local, internal_local);
-            self.chain(family, &local_chain, None, rules);
+            let rules = self.dispatch(&sp, port.port, &local, &names, internal_local);
+            self.chain(family, &sp.local_chain, None, rules);
         }
 
         // Without endpoints, a connection is refused; with endpoints elsewhere only (a Local
         // policy), it is dropped, as kube-proxy does, since another node may serve it.
         let unserved = if cluster.is_empty() { "goto reject-chain" } else { "drop" };
-        if let Some(address) = cluster_ip {
+        if let Some(address) = sp.cluster_ip {
             let target = match (internal_local, cluster.is_empty(), local.is_empty()) {
-                (false, false, _) => Target::Chain(service_chain.clone()),
-                (true, _, false) => Target::Chain(local_chain.clone()),
+                (false, false, _) => Target::Chain(sp.service_chain.clone()),
+                (true, _, false) => Target::Chain(sp.local_chain.clone()),
                 _ => Target::NoEndpoints(unserved),
             };
             let destination =
-                Destination { addr: SocketAddr::new(*address, port.port), protocol: port.protocol };
+                Destination { addr: SocketAddr::new(address, port.port), protocol: port.protocol };
             if self.claim(&[destination], &format!("ClusterIP {}", service.key)) {
-                self.target(family, address_key(*address, proto, port.port), &target, false);
+                self.target(family, address_key(address, proto, port.port), &target, false);
             }
         }
-
-        let load_balancer_ips: Vec<IpAddr> =
-            service.load_balancer_ips.iter().copied().filter(|a| Family::of(a) == family).collect();
-        let external_ips: Vec<IpAddr> =
-            service.external_ips.iter().copied().filter(|a| Family::of(a) == family).collect();
-        let external = match external_local {
-            true => &local,
-            false => &cluster,
+        let external = if external_local { &local } else { &cluster };
+        let target = match external.is_empty() {
+            true => Target::NoEndpoints(unserved),
+            false => Target::Chain(sp.named.with_prefix("external")),
         };
-        let external_target =
-            if port.node_port.is_none() && load_balancer_ips.is_empty() && external_ips.is_empty() {
-                None
-            } else if external.is_empty() {
-                Some(Target::NoEndpoints(unserved))
-            } else {
-                let chain = named.with_prefix("external");
-                let rules = match external_local {
-                    // Connections from the node itself are not external: they go anywhere,
-                    // masqueraded so that answers come back here.
-                    true => vec![
-                        format!("fib saddr type local jump {MARK_FOR_MASQUERADE}"),
-                        format!("fib saddr type local goto {service_chain}"),
-                        format!("goto {local_chain}"),
-                    ],
-                    false => vec![format!("jump {MARK_FOR_MASQUERADE}"), format!("goto {service_chain}")],
-                };
-                self.chain(family, &chain, None, rules);
-                Some(Target::Chain(chain))
-            };
-        let Some(external_target) = external_target else { return };
+        self.external(service, port, &sp, target, external_local);
+    }
 
+    /// The chain of one endpoint: hairpin masquerading, affinity, DNAT.
+    fn endpoint_chain(&mut self, sp: &ServicePortChains, endpoint: &Endpoint) -> EndpointNames {
+        let ip = sp.family.name();
+        let mut readable = String::with_capacity(sp.named.readable().len() + 48);
+        readable.push_str(sp.named.readable());
+        readable.push_str("__");
+        push_address(&mut readable, endpoint.address);
+        let _ = write!(readable, "/{}", endpoint.port);
+        let named = match sp.affinity {
+            Some(timeout) => Named::salted(readable, timeout),
+            None => Named::new(readable),
+        };
+        let names =
+            EndpointNames { chain: named.with_prefix("endpoint"), affinity: named.with_prefix("affinity") };
+        let mut rules = Vec::with_capacity(3);
+        // A Pod reaching itself through its Service would answer itself, not the Service.
+        rules.push(format!("{ip} saddr {} jump {MARK_FOR_MASQUERADE}", endpoint.address));
+        if let Some(timeout) = sp.affinity {
+            rules.push(format!("update @{} {{ {ip} saddr }}", names.affinity));
+            let decl = SetDecl {
+                key: sp.family.addr_type().to_owned(),
+                value: None,
+                flags: vec!["dynamic", "timeout"],
+                timeout: Some(timeout),
+            };
+            self.table(sp.family)
+                .sets
+                .insert(names.affinity.clone(), Set { decl, elements: Default::default() });
+        }
+        let to = SocketAddr::new(endpoint.address, endpoint.port);
+        rules.push(format!("meta l4proto {} dnat to {to}", sp.proto));
+        self.chain(sp.family, &names.chain, None, rules);
+        names
+    }
+
+    /// The rules choosing among `chosen`: masquerading of ClusterIP clients outside the Pods
+    /// when `masquerade`, the endpoint a client has affinity with, else one at random.
+    fn dispatch(
+        &self,
+        sp: &ServicePortChains,
+        port: u16,
+        chosen: &[&Endpoint],
+        names: &HashMap<(IpAddr, u16), EndpointNames>,
+        masquerade: bool,
+    ) -> Vec<String> {
+        let ip = sp.family.name();
+        let mut rules = Vec::with_capacity(chosen.len() + 2);
+        if let Some(address) = sp.cluster_ip.filter(|_| masquerade) {
+            let outside = &self.outside_pods[slot(sp.family)];
+            rules.push(format!(
+                "{ip} daddr {address} {} dport {port}{outside} jump {MARK_FOR_MASQUERADE}",
+                sp.proto
+            ));
+        }
+        let chosen: Vec<&EndpointNames> =
+            chosen.iter().filter_map(|e| names.get(&(e.address, e.port))).collect();
+        if sp.affinity.is_some() {
+            rules.extend(chosen.iter().map(|n| format!("{ip} saddr @{} goto {}", n.affinity, n.chain)));
+        }
+        let per_entry = chosen.first().map_or(0, |n| n.chain.len() + 12);
+        let mut spread = String::with_capacity(40 + chosen.len() * per_entry);
+        let _ = write!(spread, "numgen random mod {} vmap {{ ", chosen.len());
+        for (i, n) in chosen.iter().enumerate() {
+            let _ = write!(spread, "{}{i} : goto {}", if i > 0 { ", " } else { "" }, n.chain);
+        }
+        spread.push_str(" }");
+        rules.push(spread);
+        rules
+    }
+
+    /// NodePort, LoadBalancer IPs (behind their source ranges) and external IPs (claimed
+    /// later), all sent to `target`: the external chain when it has endpoints.
+    fn external(
+        &mut self,
+        service: &ServicePlan,
+        port: &ServicePort,
+        sp: &ServicePortChains,
+        target: Target,
+        external_local: bool,
+    ) {
+        let family = sp.family;
+        let of_family = |addresses: &[IpAddr]| -> Vec<IpAddr> {
+            addresses.iter().copied().filter(|a| Family::of(a) == family).collect()
+        };
+        let load_balancer_ips = of_family(&service.load_balancer_ips);
+        let external_ips = of_family(&service.external_ips);
+        if port.node_port.is_none() && load_balancer_ips.is_empty() && external_ips.is_empty() {
+            return;
+        }
+        if let Target::Chain(chain) = &target {
+            let rules = match external_local {
+                // Connections from the node itself are not external: they go anywhere,
+                // masqueraded so that answers come back here.
+                true => vec![
+                    format!("fib saddr type local jump {MARK_FOR_MASQUERADE}"),
+                    format!("fib saddr type local goto {}", sp.service_chain),
+                    format!("goto {}", sp.local_chain),
+                ],
+                false => vec![format!("jump {MARK_FOR_MASQUERADE}"), format!("goto {}", sp.service_chain)],
+            };
+            self.chain(family, chain, None, rules);
+        }
+        let at = |address: IpAddr, number: u16| Destination {
+            addr: SocketAddr::new(address, number),
+            protocol: port.protocol,
+        };
         if let Some(node_port) = port.node_port {
             let unspecified = match family {
                 Family::Ip => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 Family::Ip6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             };
             let wanted: Vec<Destination> = std::iter::once(unspecified)
-                .chain(
-                    self.node_addresses
-                        .iter()
-                        .copied()
-                        .filter(|a| Family::of(a) == family && (self.node_ports_on)(a)),
-                )
-                .map(|a| Destination { addr: SocketAddr::new(a, node_port), protocol: port.protocol })
+                .chain(self.node_port_addresses(family))
+                .map(|a| at(a, node_port))
                 .collect();
             if self.claim(&wanted, &format!("NodePort {}", service.key)) {
-                self.target(family, format!("{proto} . {node_port}"), &external_target, true);
+                self.target(family, format!("{} . {node_port}", sp.proto), &target, true);
             }
         }
         let firewall = (!service.load_balancer_source_ranges.is_empty() && !load_balancer_ips.is_empty())
-            .then(|| {
-                let chain = named.with_prefix("firewall");
-                let ranges: Vec<IpNet> = service
-                    .load_balancer_source_ranges
-                    .iter()
-                    .filter(|r| Family::of(&r.addr()) == family)
-                    .copied()
-                    .collect();
-                // Ranges only of the other family admit no client of this one.
-                let rule = match ranges.is_empty() {
-                    true => "drop".to_owned(),
-                    false => format!("{ip} saddr != {} drop", anonymous_set(&ranges)),
-                };
-                self.chain(family, &chain, None, vec![rule]);
-                chain
-            });
+            .then(|| self.firewall(service, sp));
         for address in load_balancer_ips {
-            let destination =
-                Destination { addr: SocketAddr::new(address, port.port), protocol: port.protocol };
-            if self.claim(&[destination], &format!("LoadBalancer {}", service.key)) {
-                let key = address_key(address, proto, port.port);
+            if self.claim(&[at(address, port.port)], &format!("LoadBalancer {}", service.key)) {
+                let key = address_key(address, sp.proto, port.port);
                 if let Some(firewall) = &firewall {
                     self.element(family, FIREWALL_IPS, key.clone(), Some(format!("goto {firewall}")));
                 }
-                self.target(family, key, &external_target, false);
+                self.target(family, key, &target, false);
             }
         }
         for address in external_ips {
             self.external_ips.push(ExternalIp {
-                destination: Destination {
-                    addr: SocketAddr::new(address, port.port),
-                    protocol: port.protocol,
-                },
+                destination: at(address, port.port),
                 family,
-                key: address_key(address, proto, port.port),
-                target: match &external_target {
-                    Target::Chain(chain) => Target::Chain(chain.clone()),
-                    Target::NoEndpoints(verdict) => Target::NoEndpoints(verdict),
-                },
+                key: address_key(address, sp.proto, port.port),
+                target: target.clone(),
                 owner: format!("ExternalIP {}", service.key),
             });
         }
+    }
+
+    /// The chain dropping clients outside `loadBalancerSourceRanges`.
+    fn firewall(&mut self, service: &ServicePlan, sp: &ServicePortChains) -> String {
+        let chain = sp.named.with_prefix("firewall");
+        let ranges: Vec<IpNet> = service
+            .load_balancer_source_ranges
+            .iter()
+            .filter(|r| Family::of(&r.addr()) == sp.family)
+            .copied()
+            .collect();
+        // Ranges only of the other family admit no client of this one.
+        let rule = match ranges.is_empty() {
+            true => "drop".to_owned(),
+            false => format!("{} saddr != {} drop", sp.family.name(), anonymous_set(&ranges)),
+        };
+        self.chain(sp.family, &chain, None, vec![rule]);
+        chain
+    }
+
+    /// This node's addresses of `family` that serve NodePorts.
+    fn node_port_addresses(&self, family: Family) -> impl Iterator<Item = IpAddr> + '_ {
+        let loopback = self.loopback_node_ports;
+        self.node_addresses
+            .iter()
+            .copied()
+            .filter(move |a| Family::of(a) == family && (loopback || !a.is_loopback()))
     }
 
     /// A HostPort, as the CNI portmap plugin opens it: connections to the node (or only to its
