@@ -1,0 +1,654 @@
+//! A Plan compiled to nftables for one node, in kube-proxy's nftables design (KEP-3866): the
+//! destination of a new connection is looked up in verdict maps (`service-ips`,
+//! `service-nodeports`), which send it to its Service port's chain; that chain picks an
+//! endpoint chain at random (or by ClientIP affinity), which DNATs. Connections that have no
+//! endpoint to go to are rejected or dropped in the filter hooks, before routing.
+//!
+//! The same destinations as the userspace proxy's `l4::table::frontends`, claimed in the same
+//! order: ClusterIPs, NodePorts and LoadBalancer IPs, then HostPorts, then external IPs, the
+//! first claim of a destination kept and every later one reported.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ipnet::IpNet;
+use portico_plan::endpoints::{Scope, select};
+use portico_plan::{Endpoint, HostPort, IpFamily, Plan, Protocol, ServicePlan, ServicePort, TrafficPolicy};
+
+use crate::names::{Named, push_address};
+use crate::ruleset::{Chain, Family, Hook, Ruleset, Set, SetDecl, Table};
+
+/// Verdict map: ClusterIP, LoadBalancer IP and external IP . protocol . port → Service chain.
+pub const SERVICE_IPS: &str = "service-ips";
+/// Verdict map: protocol . NodePort → Service chain, for this node's NodePort addresses.
+pub const SERVICE_NODEPORTS: &str = "service-nodeports";
+/// Set: this node's addresses that serve NodePorts.
+pub const NODEPORT_IPS: &str = "nodeport-ips";
+/// Verdict map: address . protocol . port of a Service port without endpoints → reject or drop.
+pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+/// Verdict map: protocol . NodePort of a Service port without endpoints → reject or drop.
+pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+/// Verdict map: LoadBalancer IP . protocol . port → the chain dropping sources out of range.
+pub const FIREWALL_IPS: &str = "firewall-ips";
+/// Chain: the destinations served, looked up in the verdict maps.
+pub const SERVICES: &str = "services";
+/// Chain: HostPorts of the Pods on this node.
+pub const HOSTPORTS: &str = "hostports";
+/// Chain: marks a packet to be masqueraded on its way out.
+pub const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
+/// Chain: masquerades marked packets.
+pub const MASQUERADING: &str = "masquerading";
+/// Chain: refuses a connection (TCP reset, else ICMP unreachable).
+pub const REJECT_CHAIN: &str = "reject-chain";
+
+/// The mark bit that asks `masquerading` to masquerade a packet (kube-proxy's).
+const MASQUERADE_BIT: &str = "0x4000";
+
+/// What the compiler may be told beyond the Plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// Masquerade every connection to a ClusterIP, as kube-proxy's `--masquerade-all`.
+    pub masquerade_all: bool,
+    /// Serve NodePorts on the node's loopback addresses too; kube-proxy's nftables mode does
+    /// not, since DNAT from 127.0.0.0/8 needs `route_localnet`.
+    pub loopback_node_ports: bool,
+}
+
+/// A destination a connection can be opened to: address, port and transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Destination {
+    /// Address and port; a NodePort is also claimed on the unspecified address.
+    pub addr: SocketAddr,
+    /// TCP, UDP or SCTP.
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.protocol)
+    }
+}
+
+/// The ruleset of one node, and the destinations two objects both wanted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Compiled {
+    /// What to put in the kernel.
+    pub ruleset: Ruleset,
+    /// Destinations claimed twice: the first claim is served, these are not.
+    pub conflicts: Vec<(Destination, String)>,
+}
+
+/// Compiles what `node` serves of `plan`: every port of every proxied Service, in the table
+/// of each of its IP families, and the HostPorts of the Pods on `node`.
+pub fn compile(plan: &Plan, node: &str, options: &CompileOptions) -> Compiled {
+    let this = plan.nodes.iter().find(|n| n.name == node);
+    let node_addresses: &[IpAddr] = this.map(|n| n.addresses.as_slice()).unwrap_or_default();
+    let mut compiler = Compiler {
+        node,
+        zone: this.and_then(|n| n.zone.as_deref()),
+        node_addresses,
+        loopback_node_ports: options.loopback_node_ports,
+        outside_pods: Family::ALL.map(|family| outside_pods(plan, family, options)),
+        compiled: Compiled::default(),
+        claims: HashMap::new(),
+        external_ips: Vec::new(),
+    };
+    for family in Family::ALL {
+        compiler.skeleton(family);
+    }
+    for service in plan.services.iter().filter(|s| s.proxied) {
+        for port in &service.ports {
+            for family in Family::ALL.into_iter().filter(|f| serves(service, *f)) {
+                compiler.service_port(service, port, family);
+            }
+        }
+    }
+    for host_port in plan.host_ports.iter().filter(|h| h.node == node) {
+        compiler.host_port(host_port);
+    }
+    // externalIPs come last: any Service may claim any address there (CVE-2020-8554), so
+    // they never take a destination an allocated address or a HostPort already has.
+    for claim in std::mem::take(&mut compiler.external_ips) {
+        if compiler.claim(&[claim.destination], &claim.owner) {
+            compiler.target(claim.family, claim.key, &claim.target, false);
+        }
+    }
+    compiler.compiled
+}
+
+/// Whether `service` has the IP family of `family` (a proxied Service always lists its own).
+fn serves(service: &ServicePlan, family: Family) -> bool {
+    service.ip_families.iter().any(|f| match family {
+        Family::Ip => *f == IpFamily::Ipv4,
+        Family::Ip6 => *f == IpFamily::Ipv6,
+    })
+}
+
+/// The match of ClusterIP connections from outside the cluster's Pods, which are masqueraded so
+/// that answers come back through this node: every connection when the cluster's pod CIDRs of
+/// `family` are unknown or `--masquerade-all` is on.
+fn outside_pods(plan: &Plan, family: Family, options: &CompileOptions) -> String {
+    let cidrs: Vec<IpNet> = plan
+        .nodes
+        .iter()
+        .flat_map(|n| &n.pod_cidrs)
+        .filter(|c| Family::of(&c.addr()) == family)
+        .copied()
+        .collect();
+    if options.masquerade_all || cidrs.is_empty() {
+        return String::new();
+    }
+    format!(" {} saddr != {}", family.name(), anonymous_set(&cidrs))
+}
+
+/// `{ a, b }` of CIDRs, merged first: nft refuses overlapping intervals in one set.
+fn anonymous_set(cidrs: &[IpNet]) -> String {
+    let merged: Vec<String> = IpNet::aggregate(&cidrs.to_vec()).iter().map(IpNet::to_string).collect();
+    format!("{{ {} }}", merged.join(", "))
+}
+
+/// Where the packets of one destination go: a chain, or, without endpoints, a verdict.
+#[derive(Clone)]
+enum Target {
+    /// `goto` this chain, from `service-ips` or `service-nodeports`.
+    Chain(String),
+    /// This verdict, from `no-endpoint-services` or `no-endpoint-nodeports`.
+    NoEndpoints(&'static str),
+}
+
+/// An external IP waiting for the other claims.
+struct ExternalIp {
+    destination: Destination,
+    family: Family,
+    key: String,
+    target: Target,
+    owner: String,
+}
+
+/// The chains and sets of one endpoint of one Service port.
+struct EndpointNames {
+    chain: String,
+    affinity: String,
+}
+
+/// What every chain of one Service port in one family is named after.
+struct ServicePortChains {
+    family: Family,
+    proto: &'static str,
+    named: Named,
+    /// Every endpoint chosen cluster-wide.
+    service_chain: String,
+    /// The endpoints on this node, for Local policies.
+    local_chain: String,
+    affinity: Option<u32>,
+    cluster_ip: Option<IpAddr>,
+}
+
+/// The index of `family` in arrays in [`Family::ALL`] order.
+fn slot(family: Family) -> usize {
+    usize::from(family == Family::Ip6)
+}
+
+/// The ruleset being built for one node, and who claimed each destination so far.
+struct Compiler<'p> {
+    node: &'p str,
+    zone: Option<&'p str>,
+    node_addresses: &'p [IpAddr],
+    loopback_node_ports: bool,
+    /// Per family (see [`slot`]), see [`outside_pods`].
+    outside_pods: [String; 2],
+    compiled: Compiled,
+    /// Destination → who has it, for conflicts.
+    claims: HashMap<Destination, String>,
+    external_ips: Vec<ExternalIp>,
+}
+
+impl Compiler<'_> {
+    fn table(&mut self, family: Family) -> &mut Table {
+        self.compiled.ruleset.tables.entry(family).or_default()
+    }
+
+    fn chain(&mut self, family: Family, name: &str, hook: Option<Hook>, rules: Vec<String>) {
+        self.table(family).chains.insert(name.to_owned(), Chain { hook, rules });
+    }
+
+    fn element(&mut self, family: Family, set: &str, key: String, value: Option<String>) {
+        if let Some(set) = self.table(family).sets.get_mut(set) {
+            set.elements.insert(key, value);
+        }
+    }
+
+    /// Claims every destination of `wanted` for `owner`, or none when one is taken.
+    fn claim(&mut self, wanted: &[Destination], owner: &str) -> bool {
+        let mut free = true;
+        for destination in wanted {
+            if let Some(first) = self.claims.get(destination) {
+                let message = format!("{owner} wants {destination}, already used by {first}");
+                self.compiled.conflicts.push((*destination, message));
+                free = false;
+            }
+        }
+        if free {
+            self.claims.extend(wanted.iter().map(|d| (*d, owner.to_owned())));
+        }
+        free
+    }
+
+    /// Sends `key` to `target` through the Service maps (by destination address) or the
+    /// NodePort maps.
+    fn target(&mut self, family: Family, key: String, target: &Target, node_port: bool) {
+        let (served, unserved) = match node_port {
+            false => (SERVICE_IPS, NO_ENDPOINT_SERVICES),
+            true => (SERVICE_NODEPORTS, NO_ENDPOINT_NODEPORTS),
+        };
+        match target {
+            Target::Chain(chain) => self.element(family, served, key, Some(format!("goto {chain}"))),
+            Target::NoEndpoints(verdict) => self.element(family, unserved, key, Some((*verdict).to_owned())),
+        }
+    }
+
+    /// The chains and maps every table has, whatever the Plan.
+    fn skeleton(&mut self, family: Family) {
+        let ip = family.name();
+        let hook = |kind, hook, priority| Some(Hook { kind, hook, priority });
+        let rules = |rules: &[&str]| rules.iter().map(|r| (*r).to_owned()).collect::<Vec<_>>();
+        let new = "ct state new jump";
+        let into_services = rules(&[&format!("jump {SERVICES}"), &format!("jump {HOSTPORTS}")]);
+        self.chain(family, "nat-prerouting", hook("nat", "prerouting", "dstnat"), into_services.clone());
+        self.chain(family, "nat-output", hook("nat", "output", "-100"), into_services);
+        self.chain(
+            family,
+            "nat-postrouting",
+            hook("nat", "postrouting", "srcnat"),
+            vec![format!("jump {MASQUERADING}")],
+        );
+        // Before DNAT, so that the firewall sees the LoadBalancer IP the client asked for.
+        self.chain(
+            family,
+            "filter-prerouting",
+            hook("filter", "prerouting", "dstnat - 10"),
+            vec![format!("{new} firewall-check")],
+        );
+        self.chain(
+            family,
+            "filter-input",
+            hook("filter", "input", "-110"),
+            vec![format!("{new} nodeport-endpoints-check"), format!("{new} service-endpoints-check")],
+        );
+        self.chain(
+            family,
+            "filter-forward",
+            hook("filter", "forward", "-110"),
+            vec![format!("{new} service-endpoints-check")],
+        );
+        self.chain(
+            family,
+            "filter-output",
+            hook("filter", "output", "-110"),
+            vec![format!("{new} service-endpoints-check"), format!("{new} firewall-check")],
+        );
+        let by_address = format!("{ip} daddr . meta l4proto . th dport vmap");
+        let by_node_port =
+            format!("fib daddr type local {ip} daddr @{NODEPORT_IPS} meta l4proto . th dport vmap");
+        self.chain(
+            family,
+            SERVICES,
+            None,
+            vec![format!("{by_address} @{SERVICE_IPS}"), format!("{by_node_port} @{SERVICE_NODEPORTS}")],
+        );
+        self.chain(family, "firewall-check", None, vec![format!("{by_address} @{FIREWALL_IPS}")]);
+        self.chain(
+            family,
+            "service-endpoints-check",
+            None,
+            vec![format!("{by_address} @{NO_ENDPOINT_SERVICES}")],
+        );
+        self.chain(
+            family,
+            "nodeport-endpoints-check",
+            None,
+            vec![format!("{by_node_port} @{NO_ENDPOINT_NODEPORTS}")],
+        );
+        self.chain(family, HOSTPORTS, None, Vec::new());
+        self.chain(
+            family,
+            MASQUERADING,
+            None,
+            vec![
+                format!("meta mark & {MASQUERADE_BIT} == 0 return"),
+                format!("meta mark set meta mark ^ {MASQUERADE_BIT}"),
+                "masquerade fully-random".to_owned(),
+            ],
+        );
+        self.chain(
+            family,
+            MARK_FOR_MASQUERADE,
+            None,
+            vec![format!("meta mark set meta mark | {MASQUERADE_BIT}")],
+        );
+        self.chain(family, REJECT_CHAIN, None, rules(&["meta l4proto tcp reject with tcp reset", "reject"]));
+
+        let map = |key: String| Set {
+            decl: SetDecl { key, value: Some("verdict"), flags: Vec::new(), timeout: None },
+            elements: Default::default(),
+        };
+        let by_address = format!("{} . inet_proto . inet_service", family.addr_type());
+        let by_node_port = "inet_proto . inet_service".to_owned();
+        let sets = &mut self.table(family).sets;
+        sets.insert(SERVICE_IPS.to_owned(), map(by_address.clone()));
+        sets.insert(NO_ENDPOINT_SERVICES.to_owned(), map(by_address.clone()));
+        sets.insert(FIREWALL_IPS.to_owned(), map(by_address));
+        sets.insert(SERVICE_NODEPORTS.to_owned(), map(by_node_port.clone()));
+        sets.insert(NO_ENDPOINT_NODEPORTS.to_owned(), map(by_node_port));
+        let node_port_ips = self.node_port_addresses(family).map(|ip| (ip.to_string(), None)).collect();
+        let set = Set {
+            decl: SetDecl { key: family.addr_type().to_owned(), ..SetDecl::default() },
+            elements: node_port_ips,
+        };
+        self.table(family).sets.insert(NODEPORT_IPS.to_owned(), set);
+    }
+
+    /// One port of one Service in one family: its chains and its destinations.
+    fn service_port(&mut self, service: &ServicePlan, port: &ServicePort, family: Family) {
+        let of_family = |e: &Endpoint| Family::of(&e.address) == family;
+        // Single-stack Services (most) need no copy of their endpoints.
+        let endpoints: Cow<'_, [Endpoint]> = match port.endpoints.iter().all(of_family) {
+            true => Cow::Borrowed(&port.endpoints),
+            false => Cow::Owned(port.endpoints.iter().filter(|e| of_family(e)).cloned().collect()),
+        };
+        let internal_local = service.internal_traffic_policy == TrafficPolicy::Local;
+        let external_local = service.external_traffic_policy == TrafficPolicy::Local;
+        let cluster = select(&endpoints, Scope::Cluster { node: self.node, zone: self.zone });
+        let local = match internal_local || external_local {
+            true => select(&endpoints, Scope::Local { node: self.node }),
+            false => Vec::new(),
+        };
+        let proto = nft_protocol(port.protocol);
+        let port_name = if port.name.is_empty() { port.port.to_string() } else { port.name.clone() };
+        let named = Named::new(format!("{}/{}/{proto}/{port_name}", service.key.namespace, service.key.name));
+        let sp = ServicePortChains {
+            family,
+            proto,
+            service_chain: named.with_prefix("service"),
+            local_chain: named.with_prefix("local"),
+            affinity: service.session_affinity_timeout,
+            cluster_ip: service.cluster_ips.iter().copied().find(|a| Family::of(a) == family),
+            named,
+        };
+
+        let mut names = HashMap::with_capacity(cluster.len());
+        for endpoint in cluster.iter().chain(&local) {
+            if let Entry::Vacant(entry) = names.entry((endpoint.address, endpoint.port)) {
+                entry.insert(self.endpoint_chain(&sp, endpoint));
+            }
+        }
+        if !cluster.is_empty() {
+            let rules = self.dispatch(&sp, port.port, &cluster, &names, !internal_local);
+            self.chain(family, &sp.service_chain, None, rules);
+        }
+        if !local.is_empty() {
+            let rules = self.dispatch(&sp, port.port, &local, &names, internal_local);
+            self.chain(family, &sp.local_chain, None, rules);
+        }
+
+        // Without endpoints, a connection is refused; with endpoints elsewhere only (a Local
+        // policy), it is dropped, as kube-proxy does, since another node may serve it.
+        let unserved = if cluster.is_empty() { "goto reject-chain" } else { "drop" };
+        if let Some(address) = sp.cluster_ip {
+            let target = match (internal_local, cluster.is_empty(), local.is_empty()) {
+                (false, false, _) => Target::Chain(sp.service_chain.clone()),
+                (true, _, false) => Target::Chain(sp.local_chain.clone()),
+                _ => Target::NoEndpoints(unserved),
+            };
+            let destination =
+                Destination { addr: SocketAddr::new(address, port.port), protocol: port.protocol };
+            if self.claim(&[destination], &format!("ClusterIP {}", service.key)) {
+                self.target(family, address_key(address, proto, port.port), &target, false);
+            }
+        }
+        let external = if external_local { &local } else { &cluster };
+        let target = match external.is_empty() {
+            true => Target::NoEndpoints(unserved),
+            false => Target::Chain(sp.named.with_prefix("external")),
+        };
+        self.external(service, port, &sp, target, external_local);
+    }
+
+    /// The chain of one endpoint: hairpin masquerading, affinity, DNAT.
+    fn endpoint_chain(&mut self, sp: &ServicePortChains, endpoint: &Endpoint) -> EndpointNames {
+        let ip = sp.family.name();
+        let mut readable = String::with_capacity(sp.named.readable().len() + 48);
+        readable.push_str(sp.named.readable());
+        readable.push_str("__");
+        push_address(&mut readable, endpoint.address);
+        let _ = write!(readable, "/{}", endpoint.port);
+        let named = match sp.affinity {
+            Some(timeout) => Named::salted(readable, timeout),
+            None => Named::new(readable),
+        };
+        let names =
+            EndpointNames { chain: named.with_prefix("endpoint"), affinity: named.with_prefix("affinity") };
+        let mut rules = Vec::with_capacity(3);
+        // A Pod reaching itself through its Service would answer itself, not the Service.
+        rules.push(format!("{ip} saddr {} jump {MARK_FOR_MASQUERADE}", endpoint.address));
+        if let Some(timeout) = sp.affinity {
+            rules.push(format!("update @{} {{ {ip} saddr }}", names.affinity));
+            let decl = SetDecl {
+                key: sp.family.addr_type().to_owned(),
+                value: None,
+                flags: vec!["dynamic", "timeout"],
+                timeout: Some(timeout),
+            };
+            self.table(sp.family)
+                .sets
+                .insert(names.affinity.clone(), Set { decl, elements: Default::default() });
+        }
+        let to = SocketAddr::new(endpoint.address, endpoint.port);
+        rules.push(format!("meta l4proto {} dnat to {to}", sp.proto));
+        self.chain(sp.family, &names.chain, None, rules);
+        names
+    }
+
+    /// The rules choosing among `chosen`: masquerading of ClusterIP clients outside the Pods
+    /// when `masquerade`, the endpoint a client has affinity with, else one at random.
+    fn dispatch(
+        &self,
+        sp: &ServicePortChains,
+        port: u16,
+        chosen: &[&Endpoint],
+        names: &HashMap<(IpAddr, u16), EndpointNames>,
+        masquerade: bool,
+    ) -> Vec<String> {
+        let ip = sp.family.name();
+        let mut rules = Vec::with_capacity(chosen.len() + 2);
+        if let Some(address) = sp.cluster_ip.filter(|_| masquerade) {
+            let outside = &self.outside_pods[slot(sp.family)];
+            rules.push(format!(
+                "{ip} daddr {address} {} dport {port}{outside} jump {MARK_FOR_MASQUERADE}",
+                sp.proto
+            ));
+        }
+        let chosen: Vec<&EndpointNames> =
+            chosen.iter().filter_map(|e| names.get(&(e.address, e.port))).collect();
+        if sp.affinity.is_some() {
+            rules.extend(chosen.iter().map(|n| format!("{ip} saddr @{} goto {}", n.affinity, n.chain)));
+        }
+        let per_entry = chosen.first().map_or(0, |n| n.chain.len() + 12);
+        let mut spread = String::with_capacity(40 + chosen.len() * per_entry);
+        let _ = write!(spread, "numgen random mod {} vmap {{ ", chosen.len());
+        for (i, n) in chosen.iter().enumerate() {
+            let _ = write!(spread, "{}{i} : goto {}", if i > 0 { ", " } else { "" }, n.chain);
+        }
+        spread.push_str(" }");
+        rules.push(spread);
+        rules
+    }
+
+    /// NodePort, LoadBalancer IPs (behind their source ranges) and external IPs (claimed
+    /// later), all sent to `target`: the external chain when it has endpoints.
+    fn external(
+        &mut self,
+        service: &ServicePlan,
+        port: &ServicePort,
+        sp: &ServicePortChains,
+        target: Target,
+        external_local: bool,
+    ) {
+        let family = sp.family;
+        let of_family = |addresses: &[IpAddr]| -> Vec<IpAddr> {
+            addresses.iter().copied().filter(|a| Family::of(a) == family).collect()
+        };
+        let load_balancer_ips = of_family(&service.load_balancer_ips);
+        let external_ips = of_family(&service.external_ips);
+        if port.node_port.is_none() && load_balancer_ips.is_empty() && external_ips.is_empty() {
+            return;
+        }
+        if let Target::Chain(chain) = &target {
+            let rules = match external_local {
+                // Connections from the node itself are not external: they go anywhere,
+                // masqueraded so that answers come back here.
+                true => vec![
+                    format!("fib saddr type local jump {MARK_FOR_MASQUERADE}"),
+                    format!("fib saddr type local goto {}", sp.service_chain),
+                    format!("goto {}", sp.local_chain),
+                ],
+                false => vec![format!("jump {MARK_FOR_MASQUERADE}"), format!("goto {}", sp.service_chain)],
+            };
+            self.chain(family, chain, None, rules);
+        }
+        let at = |address: IpAddr, number: u16| Destination {
+            addr: SocketAddr::new(address, number),
+            protocol: port.protocol,
+        };
+        if let Some(node_port) = port.node_port {
+            let unspecified = match family {
+                Family::Ip => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                Family::Ip6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            };
+            let wanted: Vec<Destination> = std::iter::once(unspecified)
+                .chain(self.node_port_addresses(family))
+                .map(|a| at(a, node_port))
+                .collect();
+            if self.claim(&wanted, &format!("NodePort {}", service.key)) {
+                self.target(family, format!("{} . {node_port}", sp.proto), &target, true);
+            }
+        }
+        let firewall = (!service.load_balancer_source_ranges.is_empty() && !load_balancer_ips.is_empty())
+            .then(|| self.firewall(service, sp));
+        for address in load_balancer_ips {
+            if self.claim(&[at(address, port.port)], &format!("LoadBalancer {}", service.key)) {
+                let key = address_key(address, sp.proto, port.port);
+                if let Some(firewall) = &firewall {
+                    self.element(family, FIREWALL_IPS, key.clone(), Some(format!("goto {firewall}")));
+                }
+                self.target(family, key, &target, false);
+            }
+        }
+        for address in external_ips {
+            self.external_ips.push(ExternalIp {
+                destination: at(address, port.port),
+                family,
+                key: address_key(address, sp.proto, port.port),
+                target: target.clone(),
+                owner: format!("ExternalIP {}", service.key),
+            });
+        }
+    }
+
+    /// The chain dropping clients outside `loadBalancerSourceRanges`.
+    fn firewall(&mut self, service: &ServicePlan, sp: &ServicePortChains) -> String {
+        let chain = sp.named.with_prefix("firewall");
+        let ranges: Vec<IpNet> = service
+            .load_balancer_source_ranges
+            .iter()
+            .filter(|r| Family::of(&r.addr()) == sp.family)
+            .copied()
+            .collect();
+        // Ranges only of the other family admit no client of this one.
+        let rule = match ranges.is_empty() {
+            true => "drop".to_owned(),
+            false => format!("{} saddr != {} drop", sp.family.name(), anonymous_set(&ranges)),
+        };
+        self.chain(sp.family, &chain, None, vec![rule]);
+        chain
+    }
+
+    /// This node's addresses of `family` that serve NodePorts.
+    fn node_port_addresses(&self, family: Family) -> impl Iterator<Item = IpAddr> + '_ {
+        let loopback = self.loopback_node_ports;
+        self.node_addresses
+            .iter()
+            .copied()
+            .filter(move |a| Family::of(a) == family && (loopback || !a.is_loopback()))
+    }
+
+    /// A HostPort, as the CNI portmap plugin opens it: connections to the node (or only to its
+    /// `hostIP`) DNAT-ed to the Pod, masqueraded when the Pod calls itself through it or when
+    /// they come from the node's loopback, whose address the Pod could not answer.
+    fn host_port(&mut self, host_port: &HostPort) {
+        let family = Family::of(&host_port.pod_ip);
+        // A Pod address of one family cannot be reached through a host address of the other.
+        if host_port.host_ip.is_some_and(|h| Family::of(&h) != family) {
+            return;
+        }
+        let addresses: Vec<IpAddr> = match host_port.host_ip {
+            Some(h) => vec![h],
+            None => self.node_addresses.iter().copied().filter(|a| Family::of(a) == family).collect(),
+        };
+        let wanted: Vec<Destination> = addresses
+            .iter()
+            .map(|a| Destination {
+                addr: SocketAddr::new(*a, host_port.host_port),
+                protocol: host_port.protocol,
+            })
+            .collect();
+        if !self.claim(&wanted, &format!("HostPort {}", host_port.pod)) {
+            return;
+        }
+        let ip = family.name();
+        let proto = nft_protocol(host_port.protocol);
+        let mut readable = format!("{}/{}/{proto}/", host_port.pod.namespace, host_port.pod.name);
+        if let Some(h) = host_port.host_ip {
+            push_address(&mut readable, h);
+            readable.push('/');
+        }
+        let _ = write!(readable, "{}", host_port.host_port);
+        let chain = Named::new(readable).with_prefix("hostport");
+        let loopback = match family {
+            Family::Ip => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Family::Ip6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        let rules = vec![
+            format!("{ip} saddr {} jump {MARK_FOR_MASQUERADE}", host_port.pod_ip),
+            format!("{ip} saddr {loopback} jump {MARK_FOR_MASQUERADE}"),
+            format!(
+                "meta l4proto {proto} dnat to {}",
+                SocketAddr::new(host_port.pod_ip, host_port.container_port)
+            ),
+        ];
+        self.chain(family, &chain, None, rules);
+        let to = match host_port.host_ip {
+            Some(h) => format!("{ip} daddr {h}"),
+            None => "fib daddr type local".to_owned(),
+        };
+        let rule = format!("{to} {proto} dport {} goto {chain}", host_port.host_port);
+        self.table(family).chains.entry(HOSTPORTS.to_owned()).or_default().rules.push(rule);
+    }
+}
+
+/// A key of the maps by destination address.
+fn address_key(address: IpAddr, proto: &str, port: u16) -> String {
+    format!("{address} . {proto} . {port}")
+}
+
+/// A protocol as nft names it.
+fn nft_protocol(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
+    }
+}

@@ -1,0 +1,24 @@
+//! The kernel data plane: every proxied Service, NodePort, LoadBalancer IP, external IP and
+//! HostPort of a [`Plan`](portico_plan::Plan) as nftables rules, in kube-proxy's nftables
+//! design (KEP-3866): one `portico` table per family, verdict maps keyed by destination, one
+//! chain per Service port and per endpoint.
+//!
+//! The shape: [`compile::compile`] turns a Plan into a [`Ruleset`] (pure); [`diff`] turns the
+//! last applied ruleset and the desired one into `nft -f` transactions; [`apply::Applier`]
+//! runs them, sending only differences, and falls back to a full resync after a failure.
+//!
+//! HostPorts from `127.0.0.1` are DNAT-ed to a Pod address, which the kernel routes only with
+//! `net.ipv4.conf.all.route_localnet=1`; the caller sets that sysctl, as the CNI portmap
+//! plugin does.
+#![forbid(unsafe_code)]
+
+pub mod apply;
+pub mod compile;
+pub mod diff;
+mod names;
+pub mod ruleset;
+
+pub use apply::{Applier, Nft, NftCommand, NftError, SyncKind, SyncReport};
+pub use compile::{CompileOptions, Compiled, Destination, compile};
+pub use diff::{DiffOptions, Update};
+pub use ruleset::{Chain, Command, Family, Hook, Ruleset, Set, SetDecl, Table};

@@ -1,0 +1,298 @@
+//! What Portico keeps in the kernel, as plain data, and the `nft -f` commands that change it.
+//!
+//! A [`Ruleset`] is one `portico` table per family, each with chains (ordered rule texts,
+//! base chains with their hook) and sets or maps (a declaration and elements). Everything is in
+//! `BTreeMap`s, so that equal rulesets render equal scripts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+/// The name of Portico's table in each family.
+pub const TABLE: &str = "portico";
+
+/// How many elements one `add element` or `delete element` command carries: long enough to
+/// keep the script short, short enough that nft's error messages stay readable.
+const ELEMENTS_PER_COMMAND: usize = 512;
+
+/// An nftables family Portico keeps a table in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// IPv4 (`ip`).
+    Ip,
+    /// IPv6 (`ip6`).
+    Ip6,
+}
+
+impl Family {
+    /// Both families, IPv4 first.
+    pub const ALL: [Family; 2] = [Family::Ip, Family::Ip6];
+
+    /// The family an address belongs to.
+    pub fn of(addr: &IpAddr) -> Self {
+        match addr {
+            IpAddr::V4(_) => Family::Ip,
+            IpAddr::V6(_) => Family::Ip6,
+        }
+    }
+
+    /// The family's name, which is also its address payload keyword (`ip saddr`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Ip => "ip",
+            Family::Ip6 => "ip6",
+        }
+    }
+
+    /// The nftables type of its addresses.
+    pub fn addr_type(self) -> &'static str {
+        match self {
+            Family::Ip => "ipv4_addr",
+            Family::Ip6 => "ipv6_addr",
+        }
+    }
+}
+
+/// Everything Portico keeps in the kernel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    /// One table per family.
+    pub tables: BTreeMap<Family, Table>,
+}
+
+/// The `portico` table of one family.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Table {
+    /// Chains by name.
+    pub chains: BTreeMap<String, Chain>,
+    /// Sets and maps by name.
+    pub sets: BTreeMap<String, Set>,
+}
+
+/// A chain: its hook when it is a base chain, and its rules in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Chain {
+    /// Where a base chain hooks in; `None` for chains reached by `jump` and `goto`.
+    pub hook: Option<Hook>,
+    /// Rule texts, as `nft add rule` takes them.
+    pub rules: Vec<String>,
+}
+
+/// A base chain's place in the netfilter hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hook {
+    /// `nat` or `filter`.
+    pub kind: &'static str,
+    /// `prerouting`, `input`, `forward`, `output` or `postrouting`.
+    pub hook: &'static str,
+    /// A number or a named priority (`dstnat - 10`).
+    pub priority: &'static str,
+}
+
+/// A set or a map.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Set {
+    /// Its type and flags.
+    pub decl: SetDecl,
+    /// Key text → value text (`None` in a set).
+    pub elements: BTreeMap<String, Option<String>>,
+}
+
+/// What a set or map is declared as.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetDecl {
+    /// Key type (`ipv4_addr . inet_proto . inet_service`).
+    pub key: String,
+    /// Value type of a map (`verdict`); `None` for a set.
+    pub value: Option<&'static str>,
+    /// Flags (`interval`, `dynamic`, `timeout`).
+    pub flags: Vec<&'static str>,
+    /// Element timeout in seconds.
+    pub timeout: Option<u32>,
+}
+
+impl SetDecl {
+    /// Whether the kernel fills it (affinity): its elements are not ours to flush or list.
+    pub fn dynamic(&self) -> bool {
+        self.flags.contains(&"dynamic")
+    }
+
+    fn keyword(&self) -> &'static str {
+        if self.value.is_some() { "map" } else { "set" }
+    }
+}
+
+/// A set or map element as a command carries it: key text, value text in a map.
+pub type Element<'a> = (&'a str, Option<&'a str>);
+
+/// One `nft` command; a transaction is a list of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// Creates the table unless it exists.
+    AddTable(Family),
+    /// Deletes the table and all it holds.
+    DeleteTable(Family),
+    /// Creates a chain unless it exists.
+    AddChain(Family, &'a str, Option<&'a Hook>),
+    /// Removes every rule of a chain.
+    FlushChain(Family, &'a str),
+    /// Deletes an empty, unreferenced chain.
+    DeleteChain(Family, &'a str),
+    /// Appends a rule to a chain.
+    AddRule(Family, &'a str, &'a str),
+    /// Creates a set or map unless it exists.
+    AddSet(Family, &'a str, &'a SetDecl),
+    /// Removes every element of a set or map.
+    FlushSet(Family, &'a str, &'a SetDecl),
+    /// Deletes an unreferenced set or map.
+    DeleteSet(Family, &'a str, &'a SetDecl),
+    /// Adds elements (key, value) to a set or map.
+    AddElements(Family, &'a str, Vec<Element<'a>>),
+    /// Deletes elements by key.
+    DeleteElements(Family, &'a str, Vec<&'a str>),
+}
+
+impl Command<'_> {
+    /// Appends the command to a script, one line each (elements in lines of a bounded size).
+    pub fn write(&self, out: &mut String) {
+        // Writing into a String cannot fail.
+        let _ = match self {
+            Command::AddTable(f) => writeln!(out, "add table {} {}", f.name(), TABLE),
+            Command::DeleteTable(f) => writeln!(out, "delete table {} {}", f.name(), TABLE),
+            Command::AddChain(f, name, None) => writeln!(out, "add chain {} {TABLE} {name}", f.name()),
+            Command::AddChain(f, name, Some(h)) => writeln!(
+                out,
+                "add chain {} {TABLE} {name} {{ type {} hook {} priority {} ; policy accept ; }}",
+                f.name(),
+                h.kind,
+                h.hook,
+                h.priority
+            ),
+            Command::FlushChain(f, name) => writeln!(out, "flush chain {} {TABLE} {name}", f.name()),
+            Command::DeleteChain(f, name) => writeln!(out, "delete chain {} {TABLE} {name}", f.name()),
+            Command::AddRule(f, chain, rule) => writeln!(out, "add rule {} {TABLE} {chain} {rule}", f.name()),
+            Command::AddSet(f, name, decl) => {
+                let _ =
+                    write!(out, "add {} {} {TABLE} {name} {{ type {}", decl.keyword(), f.name(), decl.key);
+                if let Some(value) = decl.value {
+                    let _ = write!(out, " : {value}");
+                }
+                out.push_str(" ;");
+                if !decl.flags.is_empty() {
+                    let _ = write!(out, " flags {} ;", decl.flags.join(","));
+                }
+                if let Some(timeout) = decl.timeout {
+                    let _ = write!(out, " timeout {timeout}s ;");
+                }
+                writeln!(out, " }}")
+            }
+            Command::FlushSet(f, name, decl) => {
+                writeln!(out, "flush {} {} {TABLE} {name}", decl.keyword(), f.name())
+            }
+            Command::DeleteSet(f, name, decl) => {
+                writeln!(out, "delete {} {} {TABLE} {name}", decl.keyword(), f.name())
+            }
+            Command::AddElements(f, set, elements) => {
+                for chunk in elements.chunks(ELEMENTS_PER_COMMAND) {
+                    let _ = write!(out, "add element {} {TABLE} {set} {{ ", f.name());
+                    for (i, (key, value)) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            out.push_str(", ");
+                        }
+                        out.push_str(key);
+                        if let Some(value) = value {
+                            out.push_str(" : ");
+                            out.push_str(value);
+                        }
+                    }
+                    out.push_str(" }\n");
+                }
+                Ok(())
+            }
+            Command::DeleteElements(f, set, keys) => {
+                for chunk in keys.chunks(ELEMENTS_PER_COMMAND) {
+                    let _ =
+                        writeln!(out, "delete element {} {TABLE} {set} {{ {} }}", f.name(), chunk.join(", "));
+                }
+                Ok(())
+            }
+        };
+    }
+}
+
+/// One transaction's commands as an `nft -f` script.
+pub fn render(commands: &[Command<'_>]) -> String {
+    let mut out = String::with_capacity(commands.len() * 96);
+    for command in commands {
+        command.write(&mut out);
+    }
+    out
+}
+
+/// The chains a rule or a map value sends packets to (`jump X`, `goto X`, vmap entries).
+pub fn chain_references(text: &str) -> impl Iterator<Item = &str> {
+    let mut words = text.split_whitespace();
+    std::iter::from_fn(move || {
+        loop {
+            let word = words.next()?;
+            if word == "goto" || word == "jump" {
+                return words.next().map(|target| target.trim_end_matches([',', '}']));
+            }
+        }
+    })
+}
+
+/// The sets and maps a rule uses (`@name`).
+pub fn set_references(text: &str) -> impl Iterator<Item = &str> {
+    text.split_whitespace()
+        .filter_map(|word| word.strip_prefix('@'))
+        .map(|name| name.trim_end_matches([',', '}']))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_read_from_rules_and_verdict_maps() {
+        let rule = "numgen random mod 2 vmap { 0 : goto endpoint-a, 1 : goto endpoint-b }";
+        assert_eq!(chain_references(rule).collect::<Vec<_>>(), ["endpoint-a", "endpoint-b"]);
+        assert_eq!(chain_references("ip saddr 10.0.0.1 jump mark").collect::<Vec<_>>(), ["mark"]);
+        assert_eq!(set_references("ip saddr @affinity-x goto e").collect::<Vec<_>>(), ["affinity-x"]);
+        assert_eq!(set_references("update @affinity-y { ip saddr }").collect::<Vec<_>>(), ["affinity-y"]);
+    }
+
+    #[test]
+    fn commands_render_as_nft_reads_them() {
+        let decl = SetDecl {
+            key: "ipv4_addr".into(),
+            value: None,
+            flags: vec!["dynamic", "timeout"],
+            timeout: Some(10800),
+        };
+        let map =
+            SetDecl { key: "inet_proto . inet_service".into(), value: Some("verdict"), ..SetDecl::default() };
+        let hook = Hook { kind: "nat", hook: "prerouting", priority: "dstnat" };
+        let elements = [("tcp . 30080", Some("goto external-x")), ("udp . 53", Some("drop"))];
+        let script = render(&[
+            Command::AddSet(Family::Ip, "affinity-x", &decl),
+            Command::AddSet(Family::Ip6, "service-nodeports", &map),
+            Command::AddChain(Family::Ip, "nat-prerouting", Some(&hook)),
+            Command::AddElements(Family::Ip, "service-nodeports", elements.to_vec()),
+            Command::DeleteElements(Family::Ip, "service-nodeports", vec!["tcp . 30080"]),
+            Command::FlushSet(Family::Ip6, "service-nodeports", &map),
+        ]);
+        let lines: Vec<&str> = script.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "add set ip portico affinity-x { type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }",
+                "add map ip6 portico service-nodeports { type inet_proto . inet_service : verdict ; }",
+                "add chain ip portico nat-prerouting { type nat hook prerouting priority dstnat ; policy accept ; }",
+                "add element ip portico service-nodeports { tcp . 30080 : goto external-x, udp . 53 : drop }",
+                "delete element ip portico service-nodeports { tcp . 30080 }",
+                "flush map ip6 portico service-nodeports",
+            ]
+        );
+    }
+}
