@@ -131,7 +131,8 @@ pub struct Entry {
     pub reply: Tuple,
     /// The conntrack zone, absent for the default zone 0.
     pub zone: Option<u16>,
-    /// The entry's id, so that a deletion cannot hit a newer entry with the same tuple.
+    /// The entry's id, so that a deletion misses a newer entry with the same tuple (most often:
+    /// the kernel hashes the id from the tuples and the entry's address, which is reused).
     pub id: Option<u32>,
 }
 
