@@ -6,10 +6,11 @@
 //! entries made before must be deleted, or the client keeps talking to nothing.
 //!
 //! The socket is `netlink-sys`'s (rust-netlink, MIT): it opens, binds and reads a netlink socket
-//! without `unsafe` here. The messages are built and read in [`wire`] rather than with a
-//! ctnetlink crate: `netlink-packet-netfilter` had no released deletion of conntrack entries,
-//! the `conntrack` crate only dumps (into one `Vec` of every flow), and `nlink` is async and
-//! far larger than two message types need.
+//! without `unsafe` here. The two messages needed are built and read in `wire` rather than
+//! with a ctnetlink crate: `netlink-packet-netfilter` 0.4 can delete entries, but reads every
+//! dumped entry into vectors of attributes (allocations for each of 100,000 entries to
+//! delete a few) and has no typed `CTA_ID` or `CTA_ZONE`; the `conntrack` crate only dumps,
+//! into one `Vec` of every flow; `nlink` is async and far larger than two messages need.
 
 mod wire;
 
