@@ -5,7 +5,8 @@
 //!
 //! The shape: [`compile::compile`] turns a Plan into a [`Ruleset`] (pure); [`diff`] turns the
 //! last applied ruleset and the desired one into `nft -f` transactions; [`apply::Applier`]
-//! runs them, sending only differences, and falls back to a full resync after a failure.
+//! runs them, sending only differences, and falls back to a full resync after a failure;
+//! [`conntrack::delete`] removes the UDP flows that point at endpoints no longer there.
 //!
 //! HostPorts from `127.0.0.1` are DNAT-ed to a Pod address, which the kernel routes only with
 //! `net.ipv4.conf.all.route_localnet=1`; the caller sets that sysctl, as the CNI portmap
@@ -14,11 +15,13 @@
 
 pub mod apply;
 pub mod compile;
+pub mod conntrack;
 pub mod diff;
 mod names;
 pub mod ruleset;
 
 pub use apply::{Applier, Nft, NftCommand, NftError, SyncKind, SyncReport};
 pub use compile::{CompileOptions, Compiled, Destination, compile};
+pub use conntrack::{ConntrackError, Filter};
 pub use diff::{DiffOptions, Update};
 pub use ruleset::{Chain, Command, Family, Hook, Ruleset, Set, SetDecl, Table};
