@@ -18,10 +18,13 @@ pub mod compile;
 pub mod conntrack;
 pub mod diff;
 mod names;
+mod plane;
 pub mod ruleset;
+pub mod stale;
 
 pub use apply::{Applier, Nft, NftCommand, NftError, SyncKind, SyncReport};
 pub use compile::{CompileOptions, Compiled, Destination, compile};
 pub use conntrack::{ConntrackError, Filter};
 pub use diff::{DiffOptions, Update};
+pub use plane::{KernelProxy, Options};
 pub use ruleset::{Chain, Command, Family, Hook, Ruleset, Set, SetDecl, Table};

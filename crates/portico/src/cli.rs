@@ -80,6 +80,10 @@ enum LabCommand {
         /// How the node agents proxy Services.
         #[arg(long, value_enum, default_value_t = run::ProxyMode::Nftables)]
         proxy_mode: run::ProxyMode,
+        /// With nftables: how often each agent rewrites every rule, bringing back what was
+        /// changed by hand.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        nft_sync_period: Duration,
     },
     /// Run a command in `outside`, `node/NAME` or `pod/NAMESPACE/NAME`.
     Exec {
@@ -201,6 +205,10 @@ struct RunArgs {
     /// `nftables` (kernel rules, as kube-proxy's nftables mode; root, Linux).
     #[arg(long, value_enum, default_value_t = run::ProxyMode::Userspace)]
     proxy_mode: run::ProxyMode,
+    /// With `--proxy-mode nftables`: how often every rule is rewritten in one transaction,
+    /// bringing back rules changed or deleted by hand (changes are applied at once anyway).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    nft_sync_period: Duration,
     /// Run the built-in echo workload of this node's Pods that ask for it, in this process
     /// (`off`: something else runs them, as the lab does in each Pod's namespace).
     #[arg(long, default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
@@ -265,6 +273,7 @@ impl RunArgs {
             dns_ttl: self.dns_ttl,
             echo_pods: self.echo_pods,
             proxy_mode: self.proxy_mode,
+            nft_sync_period: self.nft_sync_period,
             http1: match self.http1_engine {
                 Http1EngineArg::Portico => portico_l7::Http1Engine::Portico,
                 Http1EngineArg::Hyper => portico_l7::Http1Engine::Hyper,
@@ -545,8 +554,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn lab_command(command: LabCommand, prefix: &str) -> Result<ExitCode> {
     match command {
-        LabCommand::Up { manifests, nodes, proxy_mode } => {
-            lab::up(&lab::Up { manifests, nodes, prefix: prefix.to_owned(), proxy_mode })?;
+        LabCommand::Up { manifests, nodes, proxy_mode, nft_sync_period } => {
+            lab::up(&lab::Up { manifests, nodes, prefix: prefix.to_owned(), proxy_mode, nft_sync_period })?;
         }
         LabCommand::Exec { target, argv } => {
             let status = lab::exec(prefix, &target, &argv)?;

@@ -42,6 +42,8 @@ pub struct Up {
     pub prefix: String,
     /// How the node agents proxy.
     pub proxy_mode: ProxyMode,
+    /// With nftables: how often the agents rewrite every rule (repairing hand edits).
+    pub nft_sync_period: Duration,
 }
 
 /// What `up` made, kept in the state folder.
@@ -128,6 +130,8 @@ fn agent_args(up: &Up, nodes_file: &Path, node: NodeIndex) -> Vec<String> {
             "off",
             "--proxy-mode",
             up.proxy_mode.flag(),
+            "--nft-sync-period",
+            &format!("{}ms", up.nft_sync_period.as_millis()),
         ]
         .map(String::from),
     );

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use portico_dataplane::{DataPlane, drain};
 use portico_dns::DnsServer;
 use portico_healthcheck::HealthChecks;
+use portico_kernel::{CompileOptions, KernelProxy, Options as KernelOptions};
 use portico_l4::{L4Proxy, Metrics as L4Metrics, Options as L4Options};
 use portico_l7::{AccessLog, IngressProxy, Metrics as L7Metrics, Options as L7Options};
 use portico_model::{Diagnostic, Severity};
@@ -69,6 +70,8 @@ pub struct RunConfig {
     pub echo_pods: bool,
     /// How Services are proxied.
     pub proxy_mode: ProxyMode,
+    /// With nftables: how often every rule is rewritten, bringing back what was changed by hand.
+    pub nft_sync_period: Duration,
 }
 
 /// How a node agent proxies Services.
@@ -223,7 +226,6 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         Some(dir) => state::load(dir)?,
         None => Allocations::default(),
     };
-    let l4 = Arc::new(L4Proxy::new(config.l4.clone(), l4_metrics, drain.clone()));
     let access_log = config.access_log.as_ref().map(AccessLogTarget::open).transpose()?;
     if let Some(log) = &access_log {
         tokio::spawn(flush_every_second(Arc::clone(log)));
@@ -242,7 +244,19 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
     let pods = config.echo_pods.then(|| Arc::new(LocalPods::new(config.plan.local_node.clone())));
     let mut planes: Vec<Arc<dyn DataPlane>> = Vec::new();
     planes.extend(pods.iter().map(|p| Arc::clone(p) as _));
-    planes.extend([l4 as _, health_checks as _]);
+    let services: Arc<dyn DataPlane> = match config.proxy_mode {
+        ProxyMode::Userspace => Arc::new(L4Proxy::new(config.l4.clone(), l4_metrics, drain.clone())),
+        ProxyMode::Nftables => Arc::new(KernelProxy::new(
+            KernelOptions {
+                node: config.plan.local_node.clone(),
+                compile: CompileOptions::default(),
+                sync_period: config.nft_sync_period,
+            },
+            &drain,
+            registry.sub_registry_with_prefix("portico_nftables"),
+        )),
+    };
+    planes.extend([services, health_checks as _]);
     if let Some(addr) = config.dns {
         planes.push(start_dns(&config, addr, bounds.dns_tcp_connections, dns_metrics, drain.clone()).await?);
     }

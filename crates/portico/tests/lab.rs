@@ -1,0 +1,363 @@
+//! `portico lab` as root: a 3-node lab of network namespaces with the nftables data plane,
+//! every method tried through real packets from where a cluster's clients would be. Each test
+//! builds its own lab (its own namespace prefix) and removes it, also when it fails; without
+//! root, `ip` or `nft` they say that they skip.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const EXE: &str = env!("CARGO_BIN_EXE_portico");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Whether this process can build labs; says so when it cannot.
+fn can_build_labs() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root =
+        status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0");
+    let tools = ["ip", "nft", "conntrack"]
+        .iter()
+        .all(|tool| Command::new(tool).arg("-V").output().is_ok_and(|o| o.status.success()));
+    if !(root && tools) {
+        eprintln!("skipping: the lab tests need root, ip (iproute2), nft (nftables) and conntrack");
+    }
+    root && tools
+}
+
+/// A lab that is taken down when dropped.
+struct Lab {
+    prefix: String,
+}
+
+/// What a probe saw: `ok`, `refused`, `timeout` or `unreachable`, and the answer.
+#[derive(Debug)]
+struct Seen {
+    outcome: String,
+    body: String,
+}
+
+impl Seen {
+    fn ok(&self) -> bool {
+        self.outcome == "ok"
+    }
+
+    /// The echo workload's JSON answer to an HTTP probe.
+    fn json(&self) -> Value {
+        let json = self.body.split_once('\n').map_or("", |(_, body)| body);
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+
+    fn pod(&self) -> String {
+        self.json()["pod"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The client address the Pod saw, without the port and the IPv4-mapped prefix.
+    fn client(&self) -> String {
+        let client = self.json()["client"].as_str().unwrap_or_default().to_owned();
+        let host = client.rsplit_once(':').map_or(client.as_str(), |(host, _)| host);
+        host.trim_start_matches('[').trim_end_matches(']').trim_start_matches("::ffff:").to_owned()
+    }
+}
+
+impl Lab {
+    fn up(tag: char, manifests: &Path, extra: &[&str]) -> Lab {
+        let prefix = format!("pt{}{tag}-", std::process::id() % 1_000_000);
+        let lab = Lab { prefix };
+        let out = lab.portico(&[&["up", "--manifests", manifests.to_str().unwrap()], extra].concat());
+        assert!(out.status.success(), "lab up: {}", String::from_utf8_lossy(&out.stderr));
+        lab
+    }
+
+    fn portico(&self, args: &[&str]) -> Output {
+        Command::new(EXE).arg("lab").args(["--prefix", &self.prefix]).args(args).output().unwrap()
+    }
+
+    /// `portico lab exec TARGET -- ARGV`.
+    fn exec(&self, target: &str, argv: &[&str]) -> Output {
+        self.portico(&[&["exec", target, "--"], argv].concat())
+    }
+
+    /// `portico lab probe KIND WHAT` run in `target`.
+    fn probe(&self, target: &str, kind: &str, what: &str, extra: &[&str]) -> Seen {
+        let out = self.exec(target, &[&[EXE, "lab", "probe", "--timeout", "1s", kind, what], extra].concat());
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (first, body) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+        let outcome = first.split(':').next().unwrap_or_default().to_owned();
+        Seen { outcome, body: body.to_owned() }
+    }
+
+    fn get(&self, target: &str, url: &str) -> Seen {
+        self.probe(target, "http", url, &[])
+    }
+
+    /// The Plan the agent of `node` serves.
+    fn plan(&self, node: &str) -> Value {
+        let seen = self.get(&format!("node/{node}"), "http://127.0.0.1:9650/plan");
+        assert!(seen.ok(), "{node}'s agent: {seen:?}");
+        seen.json()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = self.portico(&["down"]);
+        if !out.status.success() {
+            eprintln!("lab down: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+fn service<'p>(plan: &'p Value, name: &str) -> &'p Value {
+    plan["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {name}"))
+}
+
+fn ips(service: &Value, field: &str) -> Vec<IpAddr> {
+    service[field].as_array().unwrap().iter().map(|ip| ip.as_str().unwrap().parse().unwrap()).collect()
+}
+
+/// `http://ADDR:PORT/`, with brackets for IPv6.
+fn url(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("http://{v4}:{port}/"),
+        IpAddr::V6(v6) => format!("http://[{v6}]:{port}/"),
+    }
+}
+
+fn pod_node(plan: &Value, pod: &str) -> String {
+    let pods = plan["pods"].as_array().unwrap();
+    let found = pods.iter().find(|p| p["key"]["name"] == pod).unwrap_or_else(|| panic!("no Pod {pod}"));
+    found["node"].as_str().unwrap().to_owned()
+}
+
+fn pod_ip(plan: &Value, pod: &str) -> String {
+    let pods = plan["pods"].as_array().unwrap();
+    let found = pods.iter().find(|p| p["key"]["name"] == pod).unwrap_or_else(|| panic!("no Pod {pod}"));
+    found["ips"][0].as_str().unwrap().to_owned()
+}
+
+const CLIENT: &str = "pod/lab/client";
+const NODES: [&str; 3] = ["198.18.0.11", "198.18.0.12", "198.18.0.13"];
+
+#[test]
+fn every_method_behaves_as_in_a_cluster() {
+    if !can_build_labs() {
+        return;
+    }
+    let lab = Lab::up('a', &repo().join("examples/lab"), &[]);
+    let mut plan = lab.plan("lab-node-1");
+    for node in ["lab-node-2", "lab-node-3"] {
+        let mut other = lab.plan(node);
+        other["generation"] = plan["generation"].clone();
+        assert!(other == plan, "{node} computes another Plan than lab-node-1");
+    }
+    plan["generation"] = Value::Null;
+    let web = service(&plan, "web");
+    let web_ip = ips(web, "clusterIps")[0];
+
+    // ClusterIP, from a Pod: spread over Pods on this node and the others, the client's own
+    // address kept.
+    let client_ip = pod_ip(&plan, "client");
+    let mut nodes_reached = BTreeSet::new();
+    for _ in 0..30 {
+        let seen = lab.get(CLIENT, &url(web_ip, 80));
+        assert!(seen.ok(), "{seen:?}");
+        assert_eq!(seen.client(), client_ip, "no masquerade inside the cluster");
+        nodes_reached.insert(pod_node(&plan, &seen.pod()));
+    }
+    assert!(nodes_reached.contains("lab-node-1"), "the Pod on the client's node: {nodes_reached:?}");
+    assert!(nodes_reached.len() >= 2, "Pods on other nodes: {nodes_reached:?}");
+
+    // UDP and IPv6 ClusterIPs.
+    let udp = lab.probe(CLIENT, "udp", &format!("{web_ip}:53"), &["ping"]);
+    assert_eq!((udp.outcome.as_str(), udp.body.trim()), ("ok", "ping"));
+    let v6 = ips(service(&plan, "web-v6"), "clusterIps");
+    assert!(v6.iter().any(IpAddr::is_ipv6), "a dual-stack lab gives web-v6 an IPv6 ClusterIP: {v6:?}");
+    for ip in v6 {
+        assert!(lab.get(CLIENT, &url(ip, 80)).ok(), "web-v6 at {ip}");
+    }
+
+    // NodePort, on every node's addresses of the Service's families (both), from outside.
+    for node in 1..=3 {
+        for ip in [format!("198.18.0.1{node}"), format!("[2001:db8::1{node}]")] {
+            let seen = lab.get("outside", &format!("http://{ip}:30280/"));
+            assert!(seen.ok(), "NodePort on {ip}: {seen:?}");
+        }
+    }
+
+    // LoadBalancer IP and external IP, routed to node 1.
+    let lb = ips(service(&plan, "web-lb"), "loadBalancerIps")[0];
+    assert!(lab.get("outside", &url(lb, 80)).ok(), "LoadBalancer {lb}");
+    assert!(lab.get("outside", "http://198.18.1.200:80/").ok(), "external IP");
+
+    // ClientIP affinity.
+    let sticky = ips(service(&plan, "sticky"), "clusterIps")[0];
+    let pinned: BTreeSet<String> = (0..10).map(|_| lab.get(CLIENT, &url(sticky, 80)).pod()).collect();
+    assert_eq!(pinned.len(), 1, "{pinned:?}");
+
+    // externalTrafficPolicy Local: the edge Pod runs on node 2 only.
+    let local = lab.get("outside", "http://198.18.0.12:30282/");
+    assert!(local.ok(), "{local:?}");
+    assert_eq!(local.client(), "198.18.0.2", "Local keeps the client's address");
+    for node in ["198.18.0.11", "198.18.0.13"] {
+        let dropped = lab.get("outside", &format!("http://{node}:30282/"));
+        assert_eq!(dropped.outcome, "timeout", "no local endpoint on {node}: dropped, {dropped:?}");
+    }
+
+    // loadBalancerSourceRanges filter the LoadBalancer address only.
+    let allowed = ips(service(&plan, "allowed"), "loadBalancerIps")[0];
+    assert!(lab.get("outside", &url(allowed, 80)).ok(), "outside is in the range");
+    let denied = service(&plan, "denied");
+    let seen = lab.get("outside", &url(ips(denied, "loadBalancerIps")[0], 80));
+    assert_eq!(seen.outcome, "timeout", "outside is not in the range: {seen:?}");
+    let denied_node_port = denied["ports"][0]["nodePort"].as_u64().unwrap();
+    assert!(
+        lab.get("outside", &format!("http://{}:{denied_node_port}/", NODES[0])).ok(),
+        "NodePorts unfiltered"
+    );
+
+    // No endpoints: refused at once.
+    let lonely = ips(service(&plan, "lonely"), "clusterIps")[0];
+    let started = Instant::now();
+    assert_eq!(lab.get(CLIENT, &url(lonely, 80)).outcome, "refused");
+    assert!(started.elapsed() < Duration::from_millis(900), "a reset, not a wait");
+
+    // Hairpin: a Pod reaching its own Service, itself included.
+    let mut itself = 0;
+    for _ in 0..30 {
+        let seen = lab.get("pod/lab/web-0", &url(web_ip, 80));
+        assert!(seen.ok(), "{seen:?}");
+        itself += usize::from(seen.pod() == "web-0");
+    }
+    assert!(itself > 0, "web-0 never reached itself through its Service");
+
+    // HostPort: only on the node the Pod runs on.
+    let edge_node = pod_node(&plan, "edge");
+    assert_eq!(edge_node, "lab-node-2");
+    let seen = lab.get("outside", "http://198.18.0.12:18080/");
+    assert_eq!((seen.outcome.as_str(), seen.pod()), ("ok", "edge".to_owned()));
+    assert_eq!(
+        lab.get("outside", "http://198.18.0.11:18080/").outcome,
+        "refused",
+        "node 1 has no such HostPort"
+    );
+
+    // Ingress on every node.
+    let seen = lab.get("outside", "http://198.18.0.13:80/");
+    assert!(seen.ok() && seen.pod().starts_with("web-"), "{seen:?}");
+}
+
+/// Manifests of a UDP Service over whichever of two Pods is labelled `role: server`.
+fn udp_manifests(server: &str) -> String {
+    let pod = |name: &str, node: &str| {
+        let role = if name == server { "server" } else { "standby" };
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: lab, labels: {{role: {role}}}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: echo, image: portico, args: [echo], ports: [{{containerPort: 8080, protocol: UDP}}, {{containerPort: 8080}}]}}]\n---\n"
+        )
+    };
+    [
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: lab}\n---\n".to_owned(),
+        pod("a", "lab-node-2"),
+        pod("b", "lab-node-3"),
+        pod("client", "lab-node-1"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: dns, namespace: lab}\nspec:\n  selector: {role: server}\n  ports: [{name: dns, port: 53, targetPort: 8080, protocol: UDP}, {name: tcp, port: 80, targetPort: 8080}]\n".to_owned(),
+    ]
+    .concat()
+}
+
+/// Whether node 1's conntrack table has a UDP flow from `port` answered by `ip`.
+fn flow_answered_by(lab: &Lab, port: &str, ip: &str) -> bool {
+    let out = lab.exec("node/lab-node-1", &["conntrack", "-L", "-p", "udp", "--orig-port-src", port]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.contains(&format!("src={ip} ")) && l.contains("sport=8080"))
+}
+
+#[test]
+fn udp_follows_its_new_endpoint_hand_deleted_rules_return_and_down_leaves_nothing() {
+    if !can_build_labs() {
+        return;
+    }
+    let links_before = Command::new("ip").args(["-brief", "link"]).output().unwrap().stdout;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("udp.yaml"), udp_manifests("a")).unwrap();
+    let lab = Lab::up('b', dir.path(), &["--nft-sync-period", "1s"]);
+    let plan = lab.plan("lab-node-1");
+    let (a, b) = (pod_ip(&plan, "a"), pod_ip(&plan, "b"));
+    let vip = ips(service(&plan, "dns"), "clusterIps")[0].to_string();
+
+    // One flow, from one source port: answered by a.
+    let send = || lab.probe(CLIENT, "udp", &format!("{vip}:53"), &["hello", "--source-port", "40053"]);
+    assert!(send().ok());
+    assert!(flow_answered_by(&lab, "40053", &a), "the flow goes to a");
+
+    // a is replaced by b: the same flow goes to b at once, not to a until it idles out.
+    std::fs::write(dir.path().join("udp.yaml"), udp_manifests("b")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while service(&lab.plan("lab-node-1"), "dns")["ports"][0]["endpoints"][0]["address"] != b.as_str() {
+        assert!(Instant::now() < deadline, "the agent did not follow the edit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(send().ok(), "the flow is answered again");
+    assert!(flow_answered_by(&lab, "40053", &b), "the flow now goes to b");
+    assert!(!flow_answered_by(&lab, "40053", &a), "the flow to a was deleted");
+
+    // A rule deleted by hand comes back with the next repair.
+    let tcp = url(vip.parse().unwrap(), 80);
+    assert!(lab.get(CLIENT, &tcp).ok());
+    let flushed = lab.exec("node/lab-node-1", &["nft", "flush", "map", "ip", "portico", "service-ips"]);
+    assert!(flushed.status.success(), "{}", String::from_utf8_lossy(&flushed.stderr));
+    assert!(!lab.get(CLIENT, &tcp).ok(), "the ClusterIP is gone with its map element");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lab.get(CLIENT, &tcp).ok() {
+        assert!(Instant::now() < deadline, "the map element did not come back");
+    }
+
+    // Down: no namespace, process or link is left.
+    let prefix = lab.prefix.clone();
+    let listed = |args: &[&str]| {
+        String::from_utf8_lossy(&Command::new("ip").args(args).output().unwrap().stdout).into_owned()
+    };
+    let namespaces: Vec<String> = listed(&["netns", "list"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&prefix))
+        .map(String::from)
+        .collect();
+    let pids: Vec<String> = namespaces
+        .iter()
+        .flat_map(|ns| listed(&["netns", "pids", ns]).lines().map(String::from).collect::<Vec<_>>())
+        .collect();
+    assert!(pids.len() >= 6, "3 agents and 3 echo workloads: {pids:?}");
+    drop(lab);
+    assert!(!listed(&["netns", "list"]).contains(&prefix), "namespaces left");
+    // Ended processes whose parent (`lab up`, long gone) cannot reap them are left to init; a
+    // zombie is not running, and some inits (this sandbox's) never reap.
+    let running = |pid: &&String| {
+        std::fs::read_to_string(Path::new("/proc").join(pid.as_str()).join("status"))
+            .is_ok_and(|status| !status.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
+    };
+    let alive: Vec<&String> = pids.iter().filter(running).collect();
+    assert!(alive.is_empty(), "processes left: {alive:?}");
+    let links_after = Command::new("ip").args(["-brief", "link"]).output().unwrap().stdout;
+    assert_eq!(
+        String::from_utf8_lossy(&links_before),
+        String::from_utf8_lossy(&links_after),
+        "host links changed"
+    );
+    assert!(!Path::new("/run/portico-lab").join(prefix.trim_end_matches('-')).exists(), "state folder left");
+}
