@@ -28,6 +28,9 @@ pub enum NftError {
         #[source]
         source: std::io::Error,
     },
+    /// A sync by parts when what the kernel holds is not known.
+    #[error("what the kernel holds is not known: a whole sync is needed")]
+    Unknown,
     /// nft read the script and refused it; nothing of it was applied.
     #[error("nft refused the transaction ({status}): {stderr}")]
     Refused {
@@ -161,6 +164,34 @@ impl<N: Nft> Applier<N> {
             (Some(_), Some(_)) => SyncKind::Resync,
         };
         self.apply(desired, kind)
+    }
+
+    /// What the kernel holds, as far as Portico knows, when the last transaction went through:
+    /// what a sync by parts starts from.
+    pub fn kernel(&self) -> Option<&Ruleset> {
+        self.kernel.as_ref().filter(|_| self.wanted.is_none())
+    }
+
+    /// Replaces the part `old` of what the kernel holds with `new`, sending only their
+    /// difference: for a few Services changed among many, where comparing whole rulesets
+    /// would cost more than the change. Only when [`Applier::kernel`] is known; after a
+    /// refusal the next [`Applier::sync`] rewrites everything.
+    pub fn sync_parts(&mut self, old: &Ruleset, new: Ruleset) -> Result<SyncReport, NftError> {
+        let Some(kernel) = self.kernel.as_mut().filter(|_| self.wanted.is_none()) else {
+            return Err(NftError::Unknown);
+        };
+        let update = diff::diff(Some(old), &new, &self.options);
+        let result = run(&mut self.nft, &update, SyncKind::Diff);
+        drop(update);
+        match &result {
+            Ok(_) => kernel.replace_part(old, new),
+            Err(_) => {
+                let mut wanted = kernel.clone();
+                wanted.replace_part(old, new);
+                self.wanted = Some(wanted);
+            }
+        }
+        result
     }
 
     /// Rewrites everything of the latest ruleset, repairing rules changed or deleted by hand.

@@ -41,6 +41,11 @@ pub const HOSTPORTS: &str = "hostports";
 pub const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
 /// Chain: masquerades marked packets.
 pub const MASQUERADING: &str = "masquerading";
+/// Set: the cluster's pod CIDRs, whose clients of a ClusterIP are not masqueraded.
+pub const POD_CIDRS: &str = "pod-cidrs";
+/// Set: `address . address` of every endpoint, so that a connection DNAT-ed back to the Pod
+/// that opened it (hairpin) is masqueraded, else the Pod would answer itself.
+pub const HAIRPIN: &str = "hairpin";
 /// Chain: refuses a connection (TCP reset, else ICMP unreachable).
 pub const REJECT_CHAIN: &str = "reject-chain";
 
@@ -84,39 +89,144 @@ pub struct Compiled {
 /// Compiles what `node` serves of `plan`: every port of every proxied Service, in the table
 /// of each of its IP families, and the HostPorts of the Pods on `node`.
 pub fn compile(plan: &Plan, node: &str, options: &CompileOptions) -> Compiled {
-    let this = plan.nodes.iter().find(|n| n.name == node);
-    let node_addresses: &[IpAddr] = this.map(|n| n.addresses.as_slice()).unwrap_or_default();
-    let mut compiler = Compiler {
-        node,
-        zone: this.and_then(|n| n.zone.as_deref()),
-        node_addresses,
-        loopback_node_ports: options.loopback_node_ports,
-        outside_pods: Family::ALL.map(|family| outside_pods(plan, family, options)),
-        compiled: Compiled::default(),
-        claims: HashMap::new(),
-        external_ips: Vec::new(),
-    };
-    for family in Family::ALL {
-        compiler.skeleton(family);
-    }
-    for service in plan.services.iter().filter(|s| s.proxied) {
-        for port in &service.ports {
-            for family in Family::ALL.into_iter().filter(|f| serves(service, *f)) {
-                compiler.service_port(service, port, family);
-            }
-        }
+    compile_fragments(plan, node, options).0
+}
+
+/// What one Service put in a ruleset, so that it can be taken out and put back by itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Fragment {
+    /// Its chains.
+    pub chains: Vec<(Family, String)>,
+    /// Its elements of the shared maps: family, map, key.
+    pub elements: Vec<(Family, &'static str, String)>,
+    /// Sets of its own (affinity).
+    pub sets: Vec<(Family, String)>,
+    /// The destinations it holds.
+    pub claims: Vec<Destination>,
+    /// The endpoint addresses its rules send to, each once: what it needs in [`HAIRPIN`].
+    pub endpoints: Vec<IpAddr>,
+}
+
+/// The element of [`HAIRPIN`] for an endpoint address.
+pub(crate) fn hairpin_key(address: IpAddr) -> String {
+    format!("{address} . {address}")
+}
+
+/// [`compile`], with what each Service of `plan.services` (by index) put in the ruleset.
+pub(crate) fn compile_fragments(
+    plan: &Plan,
+    node: &str,
+    options: &CompileOptions,
+) -> (Compiled, Vec<Fragment>) {
+    let mut compiler = Compiler::new(plan, node, options);
+    let mut fragments = Vec::with_capacity(plan.services.len());
+    for (i, service) in plan.services.iter().enumerate() {
+        compiler.service(service, i);
+        fragments.push(std::mem::take(&mut compiler.current));
     }
     for host_port in plan.host_ports.iter().filter(|h| h.node == node) {
         compiler.host_port(host_port);
     }
+    for address in fragments.iter().flat_map(|f| &f.endpoints) {
+        let family = Family::of(address);
+        if let Some(set) = compiler.table(family).sets.get_mut(HAIRPIN) {
+            set.elements.insert(hairpin_key(*address), None);
+        }
+    }
+    compiler.current = Fragment::default();
     // externalIPs come last: any Service may claim any address there (CVE-2020-8554), so
     // they never take a destination an allocated address or a HostPort already has.
+    for claim in std::mem::take(&mut compiler.external_ips) {
+        let Some(fragment) = fragments.get_mut(claim.service) else { continue };
+        compiler.current = std::mem::take(fragment);
+        if compiler.claim(&[claim.destination], &claim.owner) {
+            compiler.target(claim.family, claim.key, &claim.target, false);
+        }
+        *fragment = std::mem::take(&mut compiler.current);
+    }
+    (compiler.compiled, fragments)
+}
+
+/// One Service of `plan` compiled alone, as [`compile_fragments`] compiles it among the others
+/// when no destination is claimed twice: its part of the ruleset (its chains, its own sets, its
+/// elements of the shared maps, which are declared empty otherwise) and its fragment.
+pub(crate) fn compile_service(
+    plan: &Plan,
+    node: &str,
+    options: &CompileOptions,
+    service: &ServicePlan,
+) -> (Ruleset, Fragment) {
+    let mut compiler = Compiler::new(plan, node, options);
+    compiler.service(service, 0);
     for claim in std::mem::take(&mut compiler.external_ips) {
         if compiler.claim(&[claim.destination], &claim.owner) {
             compiler.target(claim.family, claim.key, &claim.target, false);
         }
     }
-    compiler.compiled
+    let fragment = std::mem::take(&mut compiler.current);
+    let part = part_of(&compiler.compiled.ruleset, [&fragment], &shared_maps(&compiler.compiled.ruleset));
+    (part, fragment)
+}
+
+/// The shared maps and sets of `ruleset` (those of the skeleton), declared, without elements.
+pub(crate) fn shared_maps(ruleset: &Ruleset) -> Ruleset {
+    let mut shared = Ruleset::default();
+    for family in Family::ALL {
+        let table = shared.tables.entry(family).or_default();
+        let Some(from) = ruleset.tables.get(&family) else { continue };
+        for name in SHARED_SETS {
+            if let Some(set) = from.sets.get(name) {
+                table
+                    .sets
+                    .insert(name.to_owned(), Set { decl: set.decl.clone(), elements: Default::default() });
+            }
+        }
+    }
+    shared
+}
+
+/// The maps and sets every table has, shared by every Service.
+const SHARED_SETS: [&str; 8] = [
+    POD_CIDRS,
+    SERVICE_IPS,
+    NO_ENDPOINT_SERVICES,
+    FIREWALL_IPS,
+    SERVICE_NODEPORTS,
+    NO_ENDPOINT_NODEPORTS,
+    NODEPORT_IPS,
+    HAIRPIN,
+];
+
+/// What `fragments` put in `from`: their chains and own sets, their elements of the shared
+/// maps, on top of `shared` (both families, every shared map declared).
+pub(crate) fn part_of<'f>(
+    from: &Ruleset,
+    fragments: impl IntoIterator<Item = &'f Fragment>,
+    shared: &Ruleset,
+) -> Ruleset {
+    let mut part = shared.clone();
+    for fragment in fragments {
+        for (family, name) in &fragment.chains {
+            if let Some(chain) = from.tables.get(family).and_then(|t| t.chains.get(name)) {
+                part.tables.entry(*family).or_default().chains.insert(name.clone(), chain.clone());
+            }
+        }
+        for (family, name) in &fragment.sets {
+            if let Some(set) = from.tables.get(family).and_then(|t| t.sets.get(name)) {
+                part.tables.entry(*family).or_default().sets.insert(name.clone(), set.clone());
+            }
+        }
+        for (family, set, key) in &fragment.elements {
+            let value =
+                from.tables.get(family).and_then(|t| t.sets.get(*set)).and_then(|s| s.elements.get(key));
+            if let (Some(value), Some(into)) =
+                (value, part.tables.get_mut(family).and_then(|t| t.sets.get_mut(*set)))
+            {
+                into.elements.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    part
 }
 
 /// Whether `service` has the IP family of `family` (a proxied Service always lists its own).
@@ -128,9 +238,11 @@ fn serves(service: &ServicePlan, family: Family) -> bool {
 }
 
 /// The match of ClusterIP connections from outside the cluster's Pods, which are masqueraded so
-/// that answers come back through this node: every connection when the cluster's pod CIDRs of
-/// `family` are unknown or `--masquerade-all` is on.
-fn outside_pods(plan: &Plan, family: Family, options: &CompileOptions) -> String {
+/// that answers come back through this node (every connection when the cluster's pod CIDRs of
+/// `family` are unknown or `--masquerade-all` is on), and the merged CIDRs [`POD_CIDRS`] holds.
+/// One named set for all Services: an anonymous set in each Service's chain would be ten
+/// thousand sets, which the kernel finds by walking a list.
+fn outside_pods(plan: &Plan, family: Family, options: &CompileOptions) -> (String, Vec<IpNet>) {
     let cidrs: Vec<IpNet> = plan
         .nodes
         .iter()
@@ -139,9 +251,9 @@ fn outside_pods(plan: &Plan, family: Family, options: &CompileOptions) -> String
         .copied()
         .collect();
     if options.masquerade_all || cidrs.is_empty() {
-        return String::new();
+        return (String::new(), Vec::new());
     }
-    format!(" {} saddr != {}", family.name(), anonymous_set(&cidrs))
+    (format!(" {} saddr != @{POD_CIDRS}", family.name()), IpNet::aggregate(&cidrs))
 }
 
 /// `{ a, b }` of CIDRs, merged first: nft refuses overlapping intervals in one set.
@@ -161,6 +273,8 @@ enum Target {
 
 /// An external IP waiting for the other claims.
 struct ExternalIp {
+    /// The index of its Service in the Plan.
+    service: usize,
     destination: Destination,
     family: Family,
     key: String,
@@ -194,30 +308,68 @@ fn slot(family: Family) -> usize {
 
 /// The ruleset being built for one node, and who claimed each destination so far.
 struct Compiler<'p> {
+    /// What the Service being compiled puts in the ruleset.
+    current: Fragment,
     node: &'p str,
     zone: Option<&'p str>,
     node_addresses: &'p [IpAddr],
     loopback_node_ports: bool,
     /// Per family (see [`slot`]), see [`outside_pods`].
-    outside_pods: [String; 2],
+    outside_pods: [(String, Vec<IpNet>); 2],
     compiled: Compiled,
     /// Destination → who has it, for conflicts.
     claims: HashMap<Destination, String>,
     external_ips: Vec<ExternalIp>,
 }
 
-impl Compiler<'_> {
+impl<'p> Compiler<'p> {
+    /// A compiler for `node`, with the skeleton of both tables in place.
+    fn new(plan: &'p Plan, node: &'p str, options: &CompileOptions) -> Self {
+        let this = plan.nodes.iter().find(|n| n.name == node);
+        let node_addresses: &[IpAddr] = this.map(|n| n.addresses.as_slice()).unwrap_or_default();
+        let mut compiler = Compiler {
+            node,
+            zone: this.and_then(|n| n.zone.as_deref()),
+            node_addresses,
+            loopback_node_ports: options.loopback_node_ports,
+            outside_pods: Family::ALL.map(|family| outside_pods(plan, family, options)),
+            compiled: Compiled::default(),
+            claims: HashMap::new(),
+            external_ips: Vec::new(),
+            current: Fragment::default(),
+        };
+        for family in Family::ALL {
+            compiler.skeleton(family);
+        }
+        compiler.current = Fragment::default();
+        compiler
+    }
+
+    /// Every port of `service` (the `index`-th of the Plan), if it is proxied.
+    fn service(&mut self, service: &ServicePlan, index: usize) {
+        if !service.proxied {
+            return;
+        }
+        for port in &service.ports {
+            for family in Family::ALL.into_iter().filter(|f| serves(service, *f)) {
+                self.service_port(service, port, family, index);
+            }
+        }
+    }
+
     fn table(&mut self, family: Family) -> &mut Table {
         self.compiled.ruleset.tables.entry(family).or_default()
     }
 
     fn chain(&mut self, family: Family, name: &str, hook: Option<Hook>, rules: Vec<String>) {
         self.table(family).chains.insert(name.to_owned(), Chain { hook, rules });
+        self.current.chains.push((family, name.to_owned()));
     }
 
-    fn element(&mut self, family: Family, set: &str, key: String, value: Option<String>) {
-        if let Some(set) = self.table(family).sets.get_mut(set) {
-            set.elements.insert(key, value);
+    fn element(&mut self, family: Family, set: &'static str, key: String, value: Option<String>) {
+        if let Some(into) = self.table(family).sets.get_mut(set) {
+            into.elements.insert(key.clone(), value);
+            self.current.elements.push((family, set, key));
         }
     }
 
@@ -233,6 +385,7 @@ impl Compiler<'_> {
         }
         if free {
             self.claims.extend(wanted.iter().map(|d| (*d, owner.to_owned())));
+            self.current.claims.extend_from_slice(wanted);
         }
         free
     }
@@ -318,6 +471,7 @@ impl Compiler<'_> {
             MASQUERADING,
             None,
             vec![
+                format!("ct status dnat {ip} saddr . {ip} daddr @{HAIRPIN} masquerade fully-random"),
                 format!("meta mark & {MASQUERADE_BIT} == 0 return"),
                 format!("meta mark set meta mark ^ {MASQUERADE_BIT}"),
                 "masquerade fully-random".to_owned(),
@@ -349,10 +503,23 @@ impl Compiler<'_> {
             elements: node_port_ips,
         };
         self.table(family).sets.insert(NODEPORT_IPS.to_owned(), set);
+        let pod_cidrs = Set {
+            decl: SetDecl {
+                key: family.addr_type().to_owned(),
+                flags: vec!["interval"],
+                ..SetDecl::default()
+            },
+            elements: self.outside_pods[slot(family)].1.iter().map(|c| (c.to_string(), None)).collect(),
+        };
+        self.table(family).sets.insert(POD_CIDRS.to_owned(), pod_cidrs);
+        let pairs = format!("{0} . {0}", family.addr_type());
+        let hairpin =
+            Set { decl: SetDecl { key: pairs, ..SetDecl::default() }, elements: Default::default() };
+        self.table(family).sets.insert(HAIRPIN.to_owned(), hairpin);
     }
 
     /// One port of one Service in one family: its chains and its destinations.
-    fn service_port(&mut self, service: &ServicePlan, port: &ServicePort, family: Family) {
+    fn service_port(&mut self, service: &ServicePlan, port: &ServicePort, family: Family, index: usize) {
         let of_family = |e: &Endpoint| Family::of(&e.address) == family;
         // Single-stack Services (most) need no copy of their endpoints.
         let endpoints: Cow<'_, [Endpoint]> = match port.endpoints.iter().all(of_family) {
@@ -382,7 +549,17 @@ impl Compiler<'_> {
         let mut names = HashMap::with_capacity(cluster.len());
         for endpoint in cluster.iter().chain(&local) {
             if let Entry::Vacant(entry) = names.entry((endpoint.address, endpoint.port)) {
-                entry.insert(self.endpoint_chain(&sp, endpoint));
+                if !self.current.endpoints.contains(&endpoint.address) {
+                    self.current.endpoints.push(endpoint.address);
+                }
+                // Affinity needs a chain per endpoint, to remember the client there; without
+                // it, the Service's chain DNATs itself, which halves what nft and the kernel
+                // read for ten thousand Services.
+                if sp.affinity.is_some() {
+                    entry.insert(Some(self.endpoint_chain(&sp, endpoint)));
+                } else {
+                    entry.insert(None);
+                }
             }
         }
         if !cluster.is_empty() {
@@ -414,7 +591,7 @@ impl Compiler<'_> {
             true => Target::NoEndpoints(unserved),
             false => Target::Chain(sp.named.with_prefix("external")),
         };
-        self.external(service, port, &sp, target, external_local);
+        self.external(service, port, &sp, target, external_local, index);
     }
 
     /// The chain of one endpoint: hairpin masquerading, affinity, DNAT.
@@ -431,9 +608,7 @@ impl Compiler<'_> {
         };
         let names =
             EndpointNames { chain: named.with_prefix("endpoint"), affinity: named.with_prefix("affinity") };
-        let mut rules = Vec::with_capacity(3);
-        // A Pod reaching itself through its Service would answer itself, not the Service.
-        rules.push(format!("{ip} saddr {} jump {MARK_FOR_MASQUERADE}", endpoint.address));
+        let mut rules = Vec::with_capacity(2);
         if let Some(timeout) = sp.affinity {
             rules.push(format!("update @{} {{ {ip} saddr }}", names.affinity));
             let decl = SetDecl {
@@ -445,45 +620,50 @@ impl Compiler<'_> {
             self.table(sp.family)
                 .sets
                 .insert(names.affinity.clone(), Set { decl, elements: Default::default() });
+            self.current.sets.push((sp.family, names.affinity.clone()));
         }
-        let to = SocketAddr::new(endpoint.address, endpoint.port);
-        rules.push(format!("meta l4proto {} dnat to {to}", sp.proto));
+        rules.push(dnat(sp.proto, endpoint));
         self.chain(sp.family, &names.chain, None, rules);
         names
     }
 
     /// The rules choosing among `chosen`: masquerading of ClusterIP clients outside the Pods
-    /// when `masquerade`, the endpoint a client has affinity with, else one at random.
+    /// when `masquerade`, the endpoint a client has affinity with (through its chain), else
+    /// one at random.
     fn dispatch(
         &self,
         sp: &ServicePortChains,
         port: u16,
         chosen: &[&Endpoint],
-        names: &HashMap<(IpAddr, u16), EndpointNames>,
+        names: &HashMap<(IpAddr, u16), Option<EndpointNames>>,
         masquerade: bool,
     ) -> Vec<String> {
         let ip = sp.family.name();
-        let mut rules = Vec::with_capacity(chosen.len() + 2);
+        let mut rules = Vec::with_capacity(chosen.len() * 2 + 1);
         if let Some(address) = sp.cluster_ip.filter(|_| masquerade) {
-            let outside = &self.outside_pods[slot(sp.family)];
+            let outside = &self.outside_pods[slot(sp.family)].0;
             rules.push(format!(
                 "{ip} daddr {address} {} dport {port}{outside} jump {MARK_FOR_MASQUERADE}",
                 sp.proto
             ));
         }
-        let chosen: Vec<&EndpointNames> =
-            chosen.iter().filter_map(|e| names.get(&(e.address, e.port))).collect();
-        if sp.affinity.is_some() {
-            rules.extend(chosen.iter().map(|n| format!("{ip} saddr @{} goto {}", n.affinity, n.chain)));
+        let chains: Vec<&EndpointNames> =
+            chosen.iter().filter_map(|e| names.get(&(e.address, e.port))?.as_ref()).collect();
+        rules.extend(chains.iter().map(|n| format!("{ip} saddr @{} goto {}", n.affinity, n.chain)));
+        // One draw per endpoint, each among those left (as kube-proxy's iptables mode): the
+        // first with 1/N, the next with 1/(N-1) of what remains, the last always, so each gets
+        // 1/N. An anonymous `numgen … vmap` per Service would be one set each, and the kernel
+        // names and finds sets by walking a list: a full sync of 10,000 Services took 49 s.
+        for (i, endpoint) in chosen.iter().enumerate() {
+            let to = match names.get(&(endpoint.address, endpoint.port)) {
+                Some(Some(chain)) => format!("goto {}", chain.chain),
+                _ => dnat(sp.proto, endpoint),
+            };
+            rules.push(match chosen.len() - i {
+                1 => to,
+                left => format!("numgen random mod {left} 0 {to}"),
+            });
         }
-        let per_entry = chosen.first().map_or(0, |n| n.chain.len() + 12);
-        let mut spread = String::with_capacity(40 + chosen.len() * per_entry);
-        let _ = write!(spread, "numgen random mod {} vmap {{ ", chosen.len());
-        for (i, n) in chosen.iter().enumerate() {
-            let _ = write!(spread, "{}{i} : goto {}", if i > 0 { ", " } else { "" }, n.chain);
-        }
-        spread.push_str(" }");
-        rules.push(spread);
         rules
     }
 
@@ -496,6 +676,7 @@ impl Compiler<'_> {
         sp: &ServicePortChains,
         target: Target,
         external_local: bool,
+        index: usize,
     ) {
         let family = sp.family;
         let of_family = |addresses: &[IpAddr]| -> Vec<IpAddr> {
@@ -554,6 +735,7 @@ impl Compiler<'_> {
                 key: address_key(address, sp.proto, port.port),
                 target: target.clone(),
                 owner: format!("ExternalIP {}", service.key),
+                service: index,
             });
         }
     }
@@ -642,6 +824,11 @@ impl Compiler<'_> {
 /// A key of the maps by destination address.
 fn address_key(address: IpAddr, proto: &str, port: u16) -> String {
     format!("{address} . {proto} . {port}")
+}
+
+/// The statement sending a connection to `endpoint`.
+fn dnat(proto: &str, endpoint: &Endpoint) -> String {
+    format!("meta l4proto {proto} dnat to {}", SocketAddr::new(endpoint.address, endpoint.port))
 }
 
 /// A protocol as nft names it.

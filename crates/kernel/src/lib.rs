@@ -17,6 +17,7 @@ pub mod apply;
 pub mod compile;
 pub mod conntrack;
 pub mod diff;
+pub mod incremental;
 mod names;
 mod plane;
 pub mod ruleset;

@@ -18,8 +18,9 @@ use prometheus_client::registry::Registry;
 use tracing::{debug, info, warn};
 
 use crate::apply::{Applier, Nft, NftCommand, SyncKind, SyncReport};
-use crate::compile::{CompileOptions, compile};
+use crate::compile::CompileOptions;
 use crate::diff::DiffOptions;
+use crate::incremental::{Change, Incremental};
 use crate::stale::stale_udp_flows;
 
 /// How the kernel data plane runs.
@@ -91,6 +92,7 @@ impl Metrics {
 /// What a sync works on; one sync at a time.
 struct Kernel<N> {
     applier: Applier<N>,
+    compiler: Incremental,
     /// The Plan whose rules are in the kernel.
     served: Option<Arc<Plan>>,
 }
@@ -123,7 +125,11 @@ impl<N: Nft + Send + 'static> KernelProxy<N> {
     /// Syncs through `nft`.
     pub fn with_nft(nft: N, options: Options, drain: &Watch, registry: &mut Registry) -> Self {
         let shared = Arc::new(Shared {
-            kernel: Mutex::new(Kernel { applier: Applier::new(nft, DiffOptions::default()), served: None }),
+            kernel: Mutex::new(Kernel {
+                applier: Applier::new(nft, DiffOptions::default()),
+                compiler: Incremental::new(options.node.clone(), options.compile.clone()),
+                served: None,
+            }),
             state: Mutex::new(None),
             metrics: Metrics::register(registry),
             options,
@@ -140,25 +146,31 @@ impl<N> Shared<N> {
 }
 
 impl<N: Nft> Shared<N> {
-    /// Compiles `plan`, syncs it, and deletes the UDP flows it leaves without an endpoint.
+    /// Compiles what `plan` changes, syncs it, and deletes the UDP flows it leaves without an
+    /// endpoint.
     fn sync(&self, plan: Arc<Plan>) -> Vec<Diagnostic> {
         let started = Instant::now();
         let node = &self.options.node;
-        let compiled = compile(&plan, node, &self.options.compile);
-        let mut diagnostics: Vec<Diagnostic> = compiled
-            .conflicts
-            .iter()
-            .map(|(destination, conflict)| {
-                Diagnostic::warning(format!("{destination}: {conflict}; not served"))
-            })
-            .collect();
-        let mut kernel = self.kernel.lock().unwrap_or_else(PoisonError::into_inner);
-        match kernel.applier.sync(compiled.ruleset) {
+        let mut guard = self.kernel.lock().unwrap_or_else(PoisonError::into_inner);
+        let kernel = &mut *guard;
+        let mut diagnostics = Vec::new();
+        let (result, services) = match kernel.compiler.update(&plan, kernel.applier.kernel()) {
+            Change::Unchanged => (Ok(SyncReport::default()), 0),
+            Change::Full(compiled) => {
+                diagnostics.extend(compiled.conflicts.iter().map(|(destination, conflict)| {
+                    Diagnostic::warning(format!("{destination}: {conflict}; not served"))
+                }));
+                (kernel.applier.sync(compiled.ruleset), plan.services.len())
+            }
+            Change::Parts { old, new, services } => (kernel.applier.sync_parts(&old, new), services),
+        };
+        match result {
             Ok(report) => {
                 self.metrics.count(report.kind, true, Some(&report), started);
                 info!(
                     generation = plan.generation,
                     kind = ?report.kind,
+                    services,
                     chains = report.chains,
                     elements = report.elements,
                     bytes = report.bytes,
@@ -179,6 +191,7 @@ impl<N: Nft> Shared<N> {
                 self.set_state(Ok(()));
             }
             Err(error) => {
+                kernel.compiler.forget();
                 self.metrics.count(SyncKind::Diff, false, None, started);
                 let message =
                     format!("nftables rules not applied (retried at the next change or repair): {error}");

@@ -34,16 +34,19 @@ fn chains_ending<'c>(c: &'c Compiled, family: Family, suffix: &str) -> Vec<&'c s
     table(c, family).chains.keys().filter(|n| n.ends_with(suffix)).map(String::as_str).collect()
 }
 
-/// The endpoint chains a dispatching rule (`numgen … vmap { i : goto X, … }`) sends to.
-fn spread(rule: &str) -> Vec<&str> {
-    let (head, map) = rule.split_once(" vmap { ").unwrap();
-    let n: usize = head.strip_prefix("numgen random mod ").unwrap().parse().unwrap();
-    let targets: Vec<&str> =
-        map.trim_end_matches(" }").split(", ").map(|e| e.split(" : goto ").nth(1).unwrap()).collect();
-    assert_eq!(targets.len(), n, "numgen mod {n} has {} entries: {rule}", targets.len());
-    for (i, entry) in map.trim_end_matches(" }").split(", ").enumerate() {
-        assert!(entry.starts_with(&format!("{i} : ")), "entry {i} is {entry}");
+/// Where a Service port's chain sends connections: its last rules, one draw per endpoint
+/// among those left (`numgen random mod K 0 …`, K from N down to 2), then the last endpoint
+/// unconditionally; each the DNAT statement (`meta l4proto tcp dnat to A:P`), or `goto` an
+/// endpoint chain under affinity.
+fn spread(rules: &[String]) -> Vec<&str> {
+    let mut targets = vec![rules.last().unwrap().as_str()];
+    for rule in rules[..rules.len() - 1].iter().rev() {
+        let Some(draw) = rule.strip_prefix("numgen random mod ") else { break };
+        let (k, to) = draw.split_once(" 0 ").unwrap();
+        assert_eq!(k.parse::<usize>().unwrap(), targets.len() + 1, "draws among those left: {rules:?}");
+        targets.push(to);
     }
+    targets.reverse();
     targets
 }
 
@@ -56,22 +59,34 @@ fn a_cluster_ip_spreads_over_every_endpoint_and_masquerades_clients_outside_the_
     // The two pod CIDRs, 198.18.128.0/24 and 198.18.129.0/24, merged into one range.
     assert_eq!(
         rules[0],
-        "ip daddr 198.19.96.10 tcp dport 80 ip saddr != { 198.18.128.0/23 } jump mark-for-masquerade"
+        "ip daddr 198.19.96.10 tcp dport 80 ip saddr != @pod-cidrs jump mark-for-masquerade"
     );
-    let endpoints = spread(rules.last().unwrap());
-    assert_eq!(rules.len(), 2, "no affinity rules: {rules:?}");
-    for (endpoint, address) in endpoints.iter().zip(["198.18.128.1", "198.18.129.2", "198.18.129.3"]) {
-        assert!(endpoint.starts_with("endpoint-"), "{endpoint}");
-        assert!(endpoint.ends_with(&format!("-default/web/tcp/http__{address}/8080")), "{endpoint}");
-        assert_eq!(
-            chain(&c, Family::Ip, endpoint).rules,
-            [
-                format!("ip saddr {address} jump mark-for-masquerade"),
-                format!("meta l4proto tcp dnat to {address}:8080"),
-            ]
+    let pod_cidrs = &table(&c, Family::Ip).sets["pod-cidrs"];
+    assert_eq!(pod_cidrs.elements.keys().collect::<Vec<_>>(), ["198.18.128.0/23"]);
+    assert_eq!(pod_cidrs.decl.flags, ["interval"]);
+    let endpoints = spread(rules);
+    assert_eq!(rules.len(), 1 + endpoints.len(), "no affinity rules: {rules:?}");
+    let addresses = ["198.18.128.1", "198.18.129.2", "198.18.129.3"];
+    let expected: Vec<String> =
+        addresses.iter().map(|a| format!("meta l4proto tcp dnat to {a}:8080")).collect();
+    assert_eq!(endpoints, expected, "each endpoint DNAT-ed from the Service's chain");
+    assert!(
+        chains_ending(&c, Family::Ip, "-default/web/tcp/http__198.18.128.1/8080").is_empty(),
+        "no endpoint chains without affinity"
+    );
+    // Hairpin: a Pod reaching itself through its Service is masqueraded, for every endpoint.
+    let masquerading = &chain(&c, Family::Ip, "masquerading").rules;
+    assert_eq!(masquerading[0], "ct status dnat ip saddr . ip daddr @hairpin masquerade fully-random");
+    assert!(masquerading.iter().any(|r| r == "masquerade fully-random"));
+    let hairpin = &table(&c, Family::Ip).sets["hairpin"];
+    assert_eq!(hairpin.decl.key, "ipv4_addr . ipv4_addr");
+    for address in addresses {
+        assert!(
+            hairpin.elements.contains_key(&format!("{address} . {address}")),
+            "{address}: {:?}",
+            hairpin.elements
         );
     }
-    assert!(chain(&c, Family::Ip, "masquerading").rules.iter().any(|r| r == "masquerade fully-random"));
 }
 
 #[test]
@@ -85,9 +100,8 @@ fn node_ports_are_served_on_the_node_addresses_but_loopback() {
     assert!(service.starts_with("service-") && service.ends_with("-default/np/tcp/http"));
     let udp = target(value(&c, Family::Ip, SERVICE_NODEPORTS, "udp . 30053").unwrap());
     let udp_service = target(&chain(&c, Family::Ip, udp).rules[1]);
-    let udp_endpoint = spread(chain(&c, Family::Ip, udp_service).rules.last().unwrap())[0];
     assert_eq!(
-        chain(&c, Family::Ip, udp_endpoint).rules.last().unwrap(),
+        spread(&chain(&c, Family::Ip, udp_service).rules)[0],
         "meta l4proto udp dnat to 198.18.128.1:5353"
     );
 
@@ -126,13 +140,11 @@ fn load_balancer_and_external_ips_go_to_the_external_chain_and_local_policy_keep
     // The node-local chain: the one endpoint on node-a, and no masquerading.
     let local_rules = &chain(&c, Family::Ip, local).rules;
     assert_eq!(local_rules.len(), 1, "{local_rules:?}");
-    let only = spread(&local_rules[0]);
-    assert_eq!(only.len(), 1);
-    assert!(only[0].ends_with("__198.18.128.1/8080"), "{only:?}");
+    assert_eq!(spread(local_rules), ["meta l4proto tcp dnat to 198.18.128.1:8080"]);
     // The node itself and the ClusterIP reach every endpoint.
     let service = target(value(&c, Family::Ip, SERVICE_IPS, "198.19.96.13 . tcp . 80").unwrap());
     assert_eq!(service, cluster_wide);
-    assert_eq!(spread(chain(&c, Family::Ip, service).rules.last().unwrap()).len(), 3);
+    assert_eq!(spread(&chain(&c, Family::Ip, service).rules).len(), 3);
 }
 
 #[test]
@@ -191,16 +203,21 @@ fn client_ip_affinity_has_a_timeout_set_per_endpoint() {
     let c = compiled();
     let service = target(value(&c, Family::Ip, SERVICE_IPS, "198.19.96.11 . tcp . 80").unwrap());
     let rules = &chain(&c, Family::Ip, service).rules;
-    let endpoints = spread(rules.last().unwrap());
+    let endpoints = spread(rules);
     assert_eq!(endpoints.len(), 2);
-    for (i, endpoint) in endpoints.iter().enumerate() {
+    for (i, (to, address)) in endpoints.iter().zip(["198.18.128.1", "198.18.129.2"]).enumerate() {
+        let endpoint =
+            to.strip_prefix("goto ").unwrap_or_else(|| panic!("affinity goes through a chain: {to}"));
         let check = &rules[1 + i];
         let set = check.strip_prefix("ip saddr @").unwrap().split(' ').next().unwrap();
         assert_eq!(check, &format!("ip saddr @{set} goto {endpoint}"), "affinity is checked before the draw");
         let decl = &table(&c, Family::Ip).sets[set].decl;
         assert_eq!((decl.key.as_str(), decl.timeout), ("ipv4_addr", Some(600)));
         assert!(decl.dynamic() && decl.flags.contains(&"timeout"));
-        assert_eq!(chain(&c, Family::Ip, endpoint).rules[1], format!("update @{set} {{ ip saddr }}"));
+        assert_eq!(
+            chain(&c, Family::Ip, endpoint).rules,
+            [format!("update @{set} {{ ip saddr }}"), format!("meta l4proto tcp dnat to {address}:8080")]
+        );
     }
 }
 
@@ -208,10 +225,9 @@ fn client_ip_affinity_has_a_timeout_set_per_endpoint() {
 fn sctp_and_udp_ports_are_keyed_by_their_protocol() {
     let c = compiled();
     let service = target(value(&c, Family::Ip, SERVICE_IPS, "198.19.96.17 . sctp . 9899").unwrap());
-    let endpoint = spread(chain(&c, Family::Ip, service).rules.last().unwrap())[0];
     assert_eq!(
-        chain(&c, Family::Ip, endpoint).rules.last().unwrap(),
-        "meta l4proto sctp dnat to 198.18.128.1:9899"
+        spread(&chain(&c, Family::Ip, service).rules),
+        ["meta l4proto sctp dnat to 198.18.128.1:9899"]
     );
     assert!(value(&c, Family::Ip, SERVICE_IPS, "198.19.96.17 . tcp . 9899").is_none());
     assert!(value(&c, Family::Ip, SERVICE_IPS, "198.19.96.12 . udp . 53").is_some());
@@ -225,16 +241,15 @@ fn ipv6_services_live_in_the_ip6_table() {
     let rules = &chain(&c, Family::Ip6, service).rules;
     assert_eq!(
         rules[0],
-        "ip6 daddr 2001:db8:96::10 tcp dport 80 ip6 saddr != { 2001:db8:129::/64 } jump mark-for-masquerade"
+        "ip6 daddr 2001:db8:96::10 tcp dport 80 ip6 saddr != @pod-cidrs jump mark-for-masquerade"
     );
-    let endpoint = spread(rules.last().unwrap())[0];
-    assert!(endpoint.ends_with("__2001.db8.128..5/8080"), "{endpoint}");
     assert_eq!(
-        chain(&c, Family::Ip6, endpoint).rules,
-        [
-            "ip6 saddr 2001:db8:128::5 jump mark-for-masquerade",
-            "meta l4proto tcp dnat to [2001:db8:128::5]:8080",
-        ]
+        table(&c, Family::Ip6).sets["pod-cidrs"].elements.keys().collect::<Vec<_>>(),
+        ["2001:db8:129::/64"]
+    );
+    assert_eq!(spread(rules), ["meta l4proto tcp dnat to [2001:db8:128::5]:8080"]);
+    assert!(
+        table(&c, Family::Ip6).sets["hairpin"].elements.contains_key("2001:db8:128::5 . 2001:db8:128::5")
     );
     assert!(value(&c, Family::Ip6, SERVICE_NODEPORTS, "tcp . 30084").is_some());
     assert!(value(&c, Family::Ip, SERVICE_NODEPORTS, "tcp . 30084").is_none());

@@ -217,17 +217,20 @@ fn removing_an_endpoint_rewrites_its_service_chain_and_deletes_its_own() {
         let before = web(&three, sticky);
         let after = web(&three[..2], sticky);
         let update = diff(Some(&before), &after, &DiffOptions::default());
+        // The Service's chain is rewritten; under affinity, the endpoint's own chain goes too.
+        // Its hairpin element goes with the last Service sending to it.
         let chains = touched(&update);
-        assert_eq!(chains.len(), 2, "{chains:?}");
+        assert_eq!(chains.len(), 1 + usize::from(sticky), "{chains:?}");
         assert!(chains.iter().any(|c| c.starts_with("service-") && c.ends_with("-default/web/tcp/http")));
-        assert!(chains.iter().any(|c| c.starts_with("endpoint-") && c.ends_with("__198.18.128.3/8080")));
-        assert_eq!((update.chains, update.elements), (2, 0));
+        assert_eq!((update.chains, update.elements), (1 + usize::from(sticky), 1));
         let commands: Vec<&Command<'_>> = update.transactions.iter().flatten().collect();
-        assert!(
+        assert_eq!(
             commands
                 .iter()
-                .any(|c| matches!(c, Command::DeleteChain(_, n) if n.ends_with("__198.18.128.3/8080")))
+                .any(|c| matches!(c, Command::DeleteChain(_, n) if n.ends_with("__198.18.128.3/8080"))),
+            sticky
         );
+        assert!(commands.iter().any(|c| matches!(c, Command::DeleteElements(_, "hairpin", e) if e.as_slice() == ["198.18.128.3 . 198.18.128.3"])), "{commands:?}");
         // The remaining endpoints' affinity sets stay, with the clients they hold.
         let sets: Vec<&str> = commands
             .iter()
@@ -287,8 +290,8 @@ fn adding_a_service_among_ten_thousand_sends_a_small_script() {
     let bytes: usize = update.scripts().iter().map(String::len).sum();
     assert_eq!(
         (update.chains, update.elements),
-        (3, 1),
-        "one Service chain, two endpoint chains, one element"
+        (1, 3),
+        "one Service chain; its map element and its two endpoints' hairpin elements"
     );
     assert!(bytes * 5_000 < cold, "{bytes} bytes against {cold} cold");
     assert!(bytes < 2_000, "{bytes} bytes:\n{}", update.scripts().concat());
@@ -326,5 +329,10 @@ fn thirty_thousand_services_of_ten_endpoints_compile() {
     let compiled = compile(&plan, NODE, &CompileOptions::default());
     let ip = &compiled.ruleset.tables[&Family::Ip];
     assert_eq!(ip.sets["service-ips"].elements.len(), 30_000);
-    assert!(ip.chains.len() > 330_000, "{}", ip.chains.len());
+    assert_eq!(ip.sets["hairpin"].elements.len(), 300_000, "one per endpoint address");
+    assert!(
+        ip.chains.len() > 30_000 && ip.chains.len() < 30_100,
+        "a chain per Service port: {}",
+        ip.chains.len()
+    );
 }

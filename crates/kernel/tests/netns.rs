@@ -122,7 +122,7 @@ fn every_compiled_ruleset_loads() {
         assert!(report.chains > 20 && report.elements > 10 && report.bytes > 1000, "{report:?}");
     }
     let listing = ns.listing();
-    assert!(listing.contains("numgen random mod 3 vmap"), "{listing}");
+    assert!(listing.contains("numgen random mod 3 0 meta l4proto tcp dnat to"), "{listing}");
 }
 
 #[test]
