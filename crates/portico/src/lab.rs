@@ -289,49 +289,64 @@ fn probe_ok(exe: &Path, namespace: &str, args: &[&str]) -> bool {
     command.status().is_ok_and(|s| s.success())
 }
 
-/// What to try, a line each, for the exposures a lab shows best.
+/// What to try: for each method, up to three of its entry points, from where its clients
+/// are (ClusterIPs from a Pod, the rest from `outside`), as commands to paste.
 fn guide(plan: &Plan, record: &Record) -> String {
+    let program = std::env::args().next().unwrap_or_else(|| "portico".to_owned());
     let mut out = String::new();
     let client_pod = record.targets.keys().find(|t| t.starts_with("pod/")).cloned();
+    let first_node = plan.nodes.first().and_then(|n| n.addresses.first()).copied();
     let _ = writeln!(
         out,
-        "try (`portico lab exec TARGET -- CMD` runs CMD in outside, node/NAME or pod/NS/NAME):"
+        "try ({program} lab exec TARGET -- CMD runs CMD in outside, node/NAME or pod/NS/NAME):"
     );
-    let mut lines = 0;
-    for row in exposures(plan) {
-        let target = match row.method {
-            Method::ClusterIP => match &client_pod {
-                Some(pod) => pod.as_str(),
-                None => continue,
-            },
-            Method::NodePort
-            | Method::LoadBalancer
-            | Method::ExternalIP
-            | Method::HostPort
-            | Method::Ingress => "outside",
-            _ => continue,
+    let rows = exposures(plan);
+    for method in [
+        Method::ClusterIP,
+        Method::NodePort,
+        Method::LoadBalancer,
+        Method::ExternalIP,
+        Method::HostPort,
+        Method::Ingress,
+    ] {
+        let target = match (method, &client_pod) {
+            (Method::ClusterIP, Some(pod)) => pod.as_str(),
+            (Method::ClusterIP, None) => continue,
+            _ => "outside",
         };
-        let (Some(address), Some(port)) = (row.addresses.first(), row.ports.first()) else { continue };
-        let (number, protocol) = port.split_once('/').unwrap_or((port, "TCP"));
-        let host = match address.parse::<IpAddr>() {
-            Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
-            Ok(v4) => v4.to_string(),
-            Err(_) => continue,
-        };
-        let command = if protocol.starts_with("UDP") {
-            format!("portico lab probe udp {host}:{number}")
-        } else {
-            format!("curl -s http://{host}:{number}/")
-        };
-        let _ =
-            writeln!(out, "  portico lab exec {target} -- {command:<44} # {:?} {}", row.method, row.object);
-        lines += 1;
-        if lines == 20 {
-            let _ = writeln!(out, "  … `portico explain` lists every entry point");
-            break;
+        for row in rows.iter().filter(|r| r.method == method).take(3) {
+            let (address, port) = match (method, first_node) {
+                // The Ingress listens on every node; its rows name the listener's address.
+                (Method::Ingress, Some(node)) => (node, "80/TCP".to_owned()),
+                _ => {
+                    let (Some(address), Some(port)) = (row.addresses.first(), row.ports.first()) else {
+                        continue;
+                    };
+                    let Ok(address) = address.parse::<IpAddr>() else { continue };
+                    (address, port.clone())
+                }
+            };
+            let (number, protocol) = port.split_once('/').unwrap_or((port.as_str(), "TCP"));
+            let host = match address {
+                IpAddr::V6(v6) => format!("[{v6}]"),
+                IpAddr::V4(v4) => v4.to_string(),
+            };
+            let command = if protocol.starts_with("UDP") {
+                format!("{program} lab probe udp {host}:{number}")
+            } else {
+                format!("curl -s http://{host}:{number}/")
+            };
+            let _ = writeln!(
+                out,
+                "  {program} lab exec {target} -- {command}   # {:?} {}",
+                row.method, row.object
+            );
         }
     }
-    let _ = writeln!(out, "  portico lab status; portico lab down");
+    let _ = writeln!(
+        out,
+        "  {program} lab exec node/lab-node-1 -- curl -s http://{AGENT_ADMIN}/plan   # all of it; then {program} lab status, {program} lab down"
+    );
     out
 }
 
