@@ -95,6 +95,28 @@ struct Kernel<N> {
     compiler: Incremental,
     /// The Plan whose rules are in the kernel.
     served: Option<Arc<Plan>>,
+    /// Whether 127.0.0.1 may be DNAT-ed to a Pod here (`route_localnet`), set once needed.
+    route_localnet: bool,
+}
+
+/// Lets connections from 127.0.0.1 to a HostPort be DNAT-ed to their Pod, as the CNI portmap
+/// plugin does: the kernel drops packets from 127.0.0.0/8 routed off the node otherwise.
+/// Whether it is on.
+fn route_localnet() -> bool {
+    const SYSCTL: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
+    if std::fs::read_to_string(SYSCTL).is_ok_and(|v| v.trim() == "1") {
+        return true;
+    }
+    match std::fs::write(SYSCTL, "1") {
+        Ok(()) => {
+            info!("net.ipv4.conf.all.route_localnet set to 1, for HostPorts reached from 127.0.0.1");
+            true
+        }
+        Err(error) => {
+            warn!(%error, "net.ipv4.conf.all.route_localnet cannot be set: HostPorts are not reached from 127.0.0.1");
+            false
+        }
+    }
 }
 
 /// What the plane and its repair task share.
@@ -129,6 +151,7 @@ impl<N: Nft + Send + 'static> KernelProxy<N> {
                 applier: Applier::new(nft, DiffOptions::default()),
                 compiler: Incremental::new(options.node.clone(), options.compile.clone()),
                 served: None,
+                route_localnet: false,
             }),
             state: Mutex::new(None),
             metrics: Metrics::register(registry),
@@ -186,6 +209,9 @@ impl<N: Nft> Shared<N> {
                         }
                         Err(error) => warn!(%error, "stale UDP flows could not be deleted"),
                     }
+                }
+                if !kernel.route_localnet && plan.host_ports.iter().any(|h| &h.node == node) {
+                    kernel.route_localnet = route_localnet();
                 }
                 kernel.served = Some(plan);
                 self.set_state(Ok(()));

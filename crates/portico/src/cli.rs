@@ -99,7 +99,8 @@ enum LabCommand {
     /// a crash.
     Down,
     /// A client that needs nothing installed: `tcp ADDR`, `udp ADDR [PAYLOAD]` or `http URL`;
-    /// prints `ok` and the answer, `refused`, `timeout` or `unreachable`.
+    /// prints `ok` and the answer, `refused`, `timeout` or `unreachable`; exits 0 for an answer
+    /// (for `http`, one with a 2xx or 3xx status).
     Probe {
         /// `tcp`, `udp` or `http`.
         kind: String,
@@ -575,7 +576,7 @@ fn lab_command(command: LabCommand, prefix: &str) -> Result<ExitCode> {
             };
             let outcome = probe::run(&probe, timeout);
             println!("{outcome}");
-            if !matches!(outcome, probe::Outcome::Answer(_)) {
+            if !outcome.succeeded() {
                 return Ok(ExitCode::FAILURE);
             }
         }

@@ -27,8 +27,9 @@ use crate::run::ProxyMode;
 pub const DEFAULT_PREFIX: &str = "portico-lab-";
 /// Where each lab's state folder lives.
 const STATE_ROOT: &str = "/run/portico-lab";
-/// How long `up` waits for every agent and echo workload to serve.
-const READY_WITHIN: Duration = Duration::from_secs(30);
+/// How long `up` waits for every agent and echo workload to serve: a first sync of tens of
+/// thousands of Services takes a while.
+const READY_WITHIN: Duration = Duration::from_secs(300);
 /// The node agents' admin address, inside each node's namespace.
 const AGENT_ADMIN: &str = "127.0.0.1:9650";
 
@@ -98,8 +99,17 @@ fn agent_config() -> PlanConfig {
 
 /// `portico run` flags of the agent of `node`: the same manifests, the lab's Node objects and
 /// ranges, so that every agent computes the same Plan; Pods are run by the lab, not by it.
+/// The userspace proxy listens on ClusterIPs, so there the Ingress takes the node's own address
+/// instead of every address (its port 80 would clash with theirs), and the Plans differ there;
+/// cluster DNS too.
 fn agent_args(up: &Up, nodes_file: &Path, node: NodeIndex) -> Vec<String> {
-    let config = agent_config();
+    let mut config = agent_config();
+    let mut dns = std::net::SocketAddr::from(([0, 0, 0, 0], 53));
+    if up.proxy_mode == ProxyMode::Userspace {
+        for listener in [&mut config.ingress_http, &mut config.ingress_https, &mut dns] {
+            listener.set_ip(node.v4().into());
+        }
+    }
     let mut args = vec!["run".to_owned()];
     for path in up.manifests.iter().map(|p| p.as_path()).chain([nodes_file]) {
         args.extend(["--manifests".to_owned(), path.display().to_string()]);
@@ -125,7 +135,7 @@ fn agent_args(up: &Up, nodes_file: &Path, node: NodeIndex) -> Vec<String> {
             "--ingress-https",
             &config.ingress_https.to_string(),
             "--dns",
-            "0.0.0.0:53",
+            &dns.to_string(),
             "--echo-pods",
             "off",
             "--proxy-mode",
@@ -230,6 +240,13 @@ pub fn up(up: &Up) -> Result<()> {
 /// interface).
 fn service_routes(namespace: &str, mode: ProxyMode) -> Result<()> {
     let config = agent_config();
+    if mode == ProxyMode::Userspace {
+        // IPv6 binds only addresses on an interface, whatever the routes say.
+        let argv = ["sysctl", "-q", "-w", "net.ipv6.ip_nonlocal_bind=1"];
+        if !netns::exec(namespace, &argv)?.success() {
+            bail!("`{}` failed in {namespace}", argv.join(" "));
+        }
+    }
     for net in config.service_cidrs.iter().chain(&config.load_balancer_pools) {
         let net = net.to_string();
         let argv: &[&str] = match mode {

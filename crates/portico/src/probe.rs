@@ -47,6 +47,22 @@ pub enum Outcome {
     Unreachable(String),
 }
 
+impl Outcome {
+    /// Whether it answered, and for HTTP with a 2xx or 3xx status (`/readyz` answers 503 while
+    /// not ready).
+    pub fn succeeded(&self) -> bool {
+        match self {
+            Outcome::Answer(body) if body.starts_with("HTTP/") => body
+                .split_whitespace()
+                .nth(1)
+                .and_then(|code| code.parse::<u16>().ok())
+                .is_some_and(|code| code < 400),
+            Outcome::Answer(_) => true,
+            _ => false,
+        }
+    }
+}
+
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -146,6 +162,14 @@ fn datagram(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_http_answer_succeeds_only_below_400() {
+        assert!(Outcome::Answer("HTTP/1.1 200 OK\n{}".into()).succeeded());
+        assert!(!Outcome::Answer("HTTP/1.1 503 Service Unavailable\nnot ready".into()).succeeded());
+        assert!(Outcome::Answer("hello".into()).succeeded(), "a datagram");
+        assert!(!Outcome::Refused.succeeded() && !Outcome::Timeout.succeeded());
+    }
 
     #[test]
     fn urls_and_addresses_read_as_written() {

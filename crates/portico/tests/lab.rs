@@ -254,6 +254,12 @@ fn every_method_behaves_as_in_a_cluster() {
         "refused",
         "node 1 has no such HostPort"
     );
+    let from_node = lab.get("node/lab-node-2", "http://127.0.0.1:18080/");
+    assert_eq!(
+        (from_node.outcome.as_str(), from_node.pod()),
+        ("ok", "edge".to_owned()),
+        "from 127.0.0.1, as portmap"
+    );
 
     // Ingress on every node.
     let seen = lab.get("outside", "http://198.18.0.13:80/");
@@ -360,4 +366,29 @@ fn udp_follows_its_new_endpoint_hand_deleted_rules_return_and_down_leaves_nothin
         "host links changed"
     );
     assert!(!Path::new("/run/portico-lab").join(prefix.trim_end_matches('-')).exists(), "state folder left");
+}
+
+#[test]
+fn the_userspace_proxy_serves_the_same_lab() {
+    if !can_build_labs() {
+        return;
+    }
+    let lab = Lab::up('c', &repo().join("examples/lab"), &["--proxy-mode", "userspace"]);
+    let plan = lab.plan("lab-node-1");
+    let readiness = lab.get("node/lab-node-1", "http://127.0.0.1:9650/readyz");
+    assert!(readiness.ok() && readiness.body.contains("l4: ready"), "{readiness:?}");
+    for ip in ips(service(&plan, "web-v6"), "clusterIps") {
+        assert!(lab.get(CLIENT, &url(ip, 80)).ok(), "ClusterIP {ip} through the userspace proxy");
+    }
+    for node in NODES {
+        assert!(lab.get("outside", &format!("http://{node}:30280/")).ok(), "NodePort on {node}");
+        assert!(lab.get("outside", &format!("http://{node}:80/")).ok(), "Ingress on {node}");
+    }
+    assert_eq!(lab.get(CLIENT, &url(ips(service(&plan, "lonely"), "clusterIps")[0], 80)).outcome, "refused");
+    let log = std::fs::read_to_string(format!(
+        "/run/portico-lab/{}/logs/lab-node-1.log",
+        lab.prefix.trim_end_matches('-')
+    ))
+    .unwrap();
+    assert!(!log.contains("error:"), "nothing the agent could not serve: {log}");
 }
