@@ -120,6 +120,7 @@ lab_down() {
 # cleanup with the script's status.
 kernel_cleanup() {
     local status=$? prefix
+    set +e
     for prefix in ${labs[@]+"${labs[@]}"}; do
         lab_down "$prefix" || status=1
     done
@@ -277,12 +278,19 @@ scale_lab() {
     lab_up "$prefix" "$dir" 1 nftables patient
     t1="$(now)"
     last="$(python3 "$here/gen.py" ip $((n - 1)))"
-    answer="$(wait_answer "$prefix" "$last" --deadline 120)"
+    answer="$(wait_answer "$prefix" "$last" --deadline 900)"
     read -r _ ok _ <<<"$answer"
     wait_answer "$prefix" "$(python3 "$here/gen.py" ip 0)" --deadline 5 >/dev/null
     check_agent "$prefix"
-    cold="$(sync_line "$(agent_log "$prefix")" 0 Cold)"
+    # The log line follows the nft commit that made the ClusterIP answer; give it time.
+    cold=""
+    for _ in $(seq 600); do
+        cold="$(sync_line "$(agent_log "$prefix")" 0 Cold)"
+        [ -z "$cold" ] || break
+        sleep 0.1
+    done
     [ -n "$cold" ] || { echo "$bench_name: no Cold sync in $(agent_log "$prefix")" >&2; exit 1; }
+    check_agent "$prefix"
     pid="$(agent_pid "$prefix")" || { echo "$bench_name: no agent in ${prefix}node-1" >&2; exit 1; }
     mem="$(mem_kb "$pid")"
     read -r gen cold_ms elements bytes <<<"$cold"

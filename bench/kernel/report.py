@@ -160,7 +160,8 @@ def report(argv):
     if os.path.exists(gave_up):
         print(f"  !! `lab up` gave up waiting for the agent (30 s) in: {' '.join(read(gave_up).split())}; its 'lab up s' is when it gave up")
     print(
-        "  (lab up: `portico lab up` from start to its return, the agent ready; last ClusterIP: from the same"
+        "  (lab up: `portico lab up` from start to its return: it takes an agent that answers /readyz at all as"
+        " ready, 503 'no plan applied yet' included, so it may return before the first sync; last ClusterIP: from the same"
         " start until the last Service's ClusterIP answered an HTTP GET in the client Pod)"
     )
     if COLD_TARGET_SIZE in scale:
