@@ -281,7 +281,6 @@ scale_lab() {
     answer="$(wait_answer "$prefix" "$last" --deadline 900)"
     read -r _ ok _ <<<"$answer"
     wait_answer "$prefix" "$(python3 "$here/gen.py" ip 0)" --deadline 5 >/dev/null
-    check_agent "$prefix"
     # The log line follows the nft commit that made the ClusterIP answer; give it time.
     cold=""
     for _ in $(seq 600); do
