@@ -72,11 +72,12 @@ install_missing() {
 # --- build -------------------------------------------------------------------------------
 
 # build_portico: sets $portico, the binary to measure. PORTICO_BENCH_BIN names one and skips
-# the build. Else `cargo build --release -p portico`; others may be editing the workspace, so
-# a failed build is retried a few times, then the last binary built is used.
+# the build. Else `cargo build --release -p portico` (into $CARGO_TARGET_DIR when set, else
+# target/); others may be editing the workspace, so a failed build is retried a few times, then
+# the last binary built is used.
 build_portico() {
     local attempt
-    portico="${PORTICO_BENCH_BIN:-$root/target/release/portico}"
+    portico="${PORTICO_BENCH_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/portico}"
     [ -z "${PORTICO_BENCH_BIN:-}" ] || return 0
     for attempt in 1 2 3; do
         if cargo build --release -p portico; then
