@@ -83,11 +83,11 @@ impl DnsZone {
         name == self.apex || name.strip_suffix(self.apex.as_str()).is_some_and(|rest| rest.ends_with('.'))
     }
 
+    /// Adds a record; [`build`] drops the repeated ones at the end, since looking for them here
+    /// would cost the square of the records of a name (an address behind ten thousand
+    /// Services has ten thousand PTR records).
     fn add(&mut self, owner: String, data: RecordData) {
-        let records = self.records.entry(owner).or_default();
-        if !records.contains(&data) {
-            records.push(data);
-        }
+        self.records.entry(owner).or_default().push(data);
     }
 }
 
@@ -119,6 +119,11 @@ pub fn build(apex: &str, services: &[ServicePlan], pods: &[PodPlan]) -> DnsZone 
         .filter(|name| !zone.records.contains_key(name.as_str()))
         .collect();
     zone.empty_nonterminals = nonterminals;
+    for records in zone.records.values_mut().filter(|r| r.len() > 1) {
+        // The first of each record stays where it was: answers keep the order they were added.
+        let mut seen = BTreeSet::new();
+        records.retain(|r| seen.insert(r.clone()));
+    }
     zone.records.values_mut().for_each(Vec::shrink_to_fit);
     zone
 }

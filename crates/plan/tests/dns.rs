@@ -315,3 +315,33 @@ fn headless_records_follow_the_services_families() {
         ]
     );
 }
+
+#[test]
+fn an_address_behind_many_services_has_one_ptr_per_service_and_no_repeats() {
+    // Three Services over one Pod, one of them with two ports: the Pod's address answers a
+    // reverse lookup with one name under each Service, each once, in the Services' order.
+    let services = ["a", "b", "c"].map(|name| {
+        let second = if name == "b" { ", {name: alt, port: 81, targetPort: 8080}" } else { "" };
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  selector: {{app: shared}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}{second}]\n---\n"
+        )
+    });
+    let yaml = format!("{}{}", pod("p", "shared", "127.98.0.7", true, ""), services.concat());
+    let plan = planned(&yaml);
+    let ptr = records(&plan, &reverse_name(ip("127.98.0.7")));
+    let names: Vec<&str> = ptr
+        .iter()
+        .map(|r| match r {
+            RecordData::Ptr(name) => name.as_str(),
+            other => panic!("not a PTR: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "127-98-0-7.a.default.svc.cluster.local",
+            "127-98-0-7.b.default.svc.cluster.local",
+            "127-98-0-7.c.default.svc.cluster.local"
+        ]
+    );
+}
