@@ -158,11 +158,11 @@ def report(argv):
         )
     gave_up = os.path.join(results, "gave-up.txt")
     if os.path.exists(gave_up):
-        print(f"  !! `lab up` gave up waiting for the agent (30 s) in: {' '.join(read(gave_up).split())}; its 'lab up s' is when it gave up")
+        print(f"  !! `lab up` gave up waiting for the agent (300 s) in: {' '.join(read(gave_up).split())}; its 'lab up s' is when it gave up")
     print(
-        "  (lab up: `portico lab up` from start to its return: it takes an agent that answers /readyz at all as"
-        " ready, 503 'no plan applied yet' included, so it may return before the first sync; last ClusterIP: from the same"
-        " start until the last Service's ClusterIP answered an HTTP GET in the client Pod)"
+        "  (lab up: `portico lab up` from start to its return, once every agent's /readyz answers 200 (its first sync"
+        " done); last ClusterIP: from the same start until the last Service's ClusterIP answered an HTTP GET in the"
+        " client Pod)"
     )
     if COLD_TARGET_SIZE in scale:
         cold = scale[COLD_TARGET_SIZE]
