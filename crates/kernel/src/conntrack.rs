@@ -417,18 +417,7 @@ mod tests {
             /// A fresh namespace for `case`, or `None` (after saying so) when not root or
             /// `ip` and `conntrack` are missing.
             fn new(case: &str) -> Option<Namespace> {
-                let root = std::fs::read_to_string("/proc/self/status")
-                    .ok()
-                    .and_then(|status| {
-                        let uid = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
-                        uid.split_whitespace().nth(1).map(|euid| euid == "0")
-                    })
-                    .unwrap_or(false);
-                let tools = [("ip", "-V"), ("conntrack", "--version")].iter().all(|(tool, version)| {
-                    Command::new(tool).arg(version).output().is_ok_and(|o| o.status.success())
-                });
-                if !root || !tools {
-                    println!("skipping: needs root, ip and conntrack");
+                if !portico_testkit::root::able(&["ip", "conntrack"]) {
                     return None;
                 }
                 let name = format!("portico-test-ct-{}-{case}", std::process::id());

@@ -132,12 +132,7 @@ fn without_a_known_kernel_or_with_many_changes_everything_is_compiled() {
 
 #[test]
 fn syncs_by_parts_in_a_kernel_list_as_a_cold_start() {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    if !root || !Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success()) {
-        println!("skipping: needs root and nft");
+    if !portico_testkit::root::able(&["ip", "nft"]) {
         return;
     }
     let name = |tag: &str| format!("portico-test-kernel-{}-{tag}", std::process::id());

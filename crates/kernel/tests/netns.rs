@@ -13,17 +13,7 @@ use support::{NODE, cluster, compiled, plan, sequence};
 
 /// Whether this test can run: root, `ip` and `nft`.
 fn able() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    let runs =
-        |program: &str, arg: &str| Command::new(program).arg(arg).output().is_ok_and(|o| o.status.success());
-    if root && runs("nft", "--version") && runs("ip", "-V") {
-        return true;
-    }
-    println!("skipping: needs root and nft");
-    false
+    portico_testkit::root::able(&["ip", "nft"])
 }
 
 fn run(argv: &[&str]) -> Output {

@@ -22,17 +22,7 @@ const PORT: u16 = 7000;
 
 /// Whether this host can build a lab; says why not when it cannot.
 fn can_run() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    let ip = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
-    if !(root && ip) {
-        eprintln!("skipping: needs root and iproute2");
-    }
-    root && ip
+    portico_testkit::root::able(&["ip"])
 }
 
 /// A lab torn down when dropped, failed test or not.

@@ -20,17 +20,7 @@ fn repo() -> PathBuf {
 
 /// Whether this process can build labs; says so when it cannot.
 fn can_build_labs() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root =
-        status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|ids| ids.split_whitespace().nth(1))
-            == Some("0");
-    let tools = ["ip", "nft", "conntrack"]
-        .iter()
-        .all(|tool| Command::new(tool).arg("-V").output().is_ok_and(|o| o.status.success()));
-    if !(root && tools) {
-        eprintln!("skipping: the lab tests need root, ip (iproute2), nft (nftables) and conntrack");
-    }
-    root && tools
+    portico_testkit::root::able(&["ip", "nft", "conntrack"])
 }
 
 /// A lab that is taken down when dropped.

@@ -1,7 +1,8 @@
 //! What Portico's tests share, so that no test file carries its own copy: Plans made from
 //! YAML text ([`plan`]), manifests built from a few values ([`manifests`]), loopback address
 //! blocks and free ports ([`net`]), a fleet of echo backends ([`echo`]), a raw HTTP/1.1 client
-//! ([`http`]), a TLS client ([`tls`]) and DNS queries and answers ([`dns`]).
+//! ([`http`]), a TLS client ([`tls`]), DNS queries and answers ([`dns`]) and the check that a
+//! kernel test may run ([`root`]).
 //!
 //! A dev-dependency only. It stands below the data planes: it may use `portico-model`,
 //! `portico-plan` and `portico-echo`, never `portico-l4`, `portico-l7`, `portico-dns` or the
@@ -14,4 +15,5 @@ pub mod http;
 pub mod manifests;
 pub mod net;
 pub mod plan;
+pub mod root;
 pub mod tls;
