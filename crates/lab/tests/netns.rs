@@ -50,18 +50,7 @@ impl Lab {
 
     /// Starts a listener in `namespace` answering `pong <name>` on port 7000 of every address.
     fn listen(&self, namespace: &str, name: &str) -> u32 {
-        let exe = std::env::current_exe().unwrap();
-        let argv = [
-            "env".into(),
-            format!("LAB_LISTEN={name}"),
-            exe.display().to_string(),
-            "--exact".into(),
-            "helper".into(),
-            "--ignored".into(),
-            "--nocapture".into(),
-            "--quiet".into(),
-        ];
-        spawn(namespace, &argv, &self.log(name)).expect("listener")
+        spawn(namespace, &run_helper(&[format!("LAB_LISTEN={name}")]), &self.log(name)).expect("listener")
     }
 }
 
@@ -74,20 +63,27 @@ impl Drop for Lab {
     }
 }
 
-/// From `namespace`, connects to `to` and expects `expect`: `pong <name>`, or `unreachable`.
-fn check(namespace: &str, to: &str, expect: &str) -> bool {
-    let exe = std::env::current_exe().unwrap();
-    let argv = [
-        "env".into(),
-        format!("LAB_CONNECT={to}"),
-        format!("LAB_EXPECT={expect}"),
-        exe.display().to_string(),
+/// This test binary run again as [`helper`] with the variables `env` (`NAME=value`).
+fn run_helper(env: &[String]) -> Vec<String> {
+    let exe = std::env::current_exe().unwrap().display().to_string();
+    let mut argv = vec!["env".to_owned()];
+    argv.extend(env.iter().cloned());
+    argv.extend([
+        exe,
         "--exact".into(),
         "helper".into(),
         "--ignored".into(),
         "--nocapture".into(),
         "--quiet".into(),
-    ];
+    ]);
+    argv
+}
+
+/// From `namespace`, connects to `to` and expects `expect`: `pong <name>`, or `unreachable`.
+fn check(namespace: &str, to: &str, expect: &str) -> bool {
+    // Quiet: the helper's own test summary would read as more tests in this run's.
+    let mut argv: Vec<String> = ["sh", "-c", "exec \"$@\" >/dev/null 2>&1", "sh"].map(String::from).to_vec();
+    argv.extend(run_helper(&[format!("LAB_CONNECT={to}"), format!("LAB_EXPECT={expect}")]));
     let ok = exec(namespace, &argv).expect("client").success();
     if !ok {
         eprintln!("FAILED: {namespace} → {to}: expected {expect}");
