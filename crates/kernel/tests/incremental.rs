@@ -6,10 +6,9 @@
 
 mod support;
 
-use std::process::Command;
-
 use portico_kernel::incremental::{Change, Incremental};
-use portico_kernel::{Applier, CompileOptions, DiffOptions, NftCommand, Ruleset, SyncKind, compile};
+use portico_kernel::{Applier, CompileOptions, DiffOptions, Ruleset, SyncKind, compile};
+use support::netns::Netns;
 use support::{NODE, cluster, plan, remove_service, service};
 
 /// The cluster without the Service whose external IP clashes: a Plan without conflicts.
@@ -135,28 +134,9 @@ fn syncs_by_parts_in_a_kernel_list_as_a_cold_start() {
     if !portico_testkit::root::able(&["ip", "nft"]) {
         return;
     }
-    let name = |tag: &str| format!("portico-test-kernel-{}-{tag}", std::process::id());
-    let (parts_ns, cold_ns) = (name("parts"), name("whole"));
-    for ns in [&parts_ns, &cold_ns] {
-        assert!(Command::new("ip").args(["netns", "add", ns]).status().unwrap().success());
-    }
-    let nft = |ns: &str| NftCommand::new(["ip", "netns", "exec", ns, "nft"]);
-    let list = |ns: &str| {
-        let out = |family| {
-            Command::new("ip")
-                .args(["netns", "exec", ns, "nft", "list", "table", family, "portico"])
-                .output()
-                .unwrap()
-                .stdout
-        };
-        let mut lines: Vec<String> = [out("ip"), out("ip6")]
-            .iter()
-            .flat_map(|o| String::from_utf8_lossy(o).lines().map(|l| l.trim().to_owned()).collect::<Vec<_>>())
-            .collect();
-        lines.sort();
-        lines
-    };
-    let mut applier = Applier::new(nft(&parts_ns), DiffOptions::default());
+    // Removed when dropped, also when an assertion fails.
+    let (by_parts, whole) = (Netns::new("parts"), Netns::new("whole"));
+    let mut applier = Applier::new(by_parts.nft(), DiffOptions::default());
     let mut compiler = Incremental::new(NODE, CompileOptions::default());
     let mut last = None;
     for (step, yaml) in steps().into_iter().take(8) {
@@ -170,12 +150,9 @@ fn syncs_by_parts_in_a_kernel_list_as_a_cold_start() {
         assert!(matches!(report.kind, SyncKind::Cold | SyncKind::Diff), "{step}: {report:?}");
         last = Some(plan);
     }
-    let mut cold = Applier::new(nft(&cold_ns), DiffOptions::default());
+    let mut cold = Applier::new(whole.nft(), DiffOptions::default());
     cold.sync(compile(&last.unwrap(), NODE, &CompileOptions::default()).ruleset).unwrap();
-    let (by_parts, whole) = (list(&parts_ns), list(&cold_ns));
-    for ns in [&parts_ns, &cold_ns] {
-        let _ = Command::new("ip").args(["netns", "del", ns]).status();
-    }
-    assert!(whole.len() > 50, "{whole:?}");
-    assert_eq!(by_parts, whole);
+    let wanted = whole.listing();
+    assert!(wanted.lines().count() > 50, "{wanted}");
+    assert_eq!(by_parts.listing(), wanted);
 }

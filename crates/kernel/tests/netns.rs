@@ -6,89 +6,15 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-use portico_kernel::{Applier, CompileOptions, DiffOptions, Family, NftCommand, SyncKind, compile};
+use portico_kernel::{Applier, CompileOptions, DiffOptions, SyncKind, compile};
+use support::netns::Netns;
 use support::{NODE, cluster, compiled, plan, sequence};
 
 /// Whether this test can run: root, `ip` and `nft`.
 fn able() -> bool {
     portico_testkit::root::able(&["ip", "nft"])
-}
-
-fn run(argv: &[&str]) -> Output {
-    let output = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
-    assert!(output.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&output.stderr));
-    output
-}
-
-/// A network namespace of this test, deleted when dropped.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("portico-test-kernel-{}-{tag}", std::process::id());
-        run(&["ip", "netns", "add", &name]);
-        Netns { name }
-    }
-
-    /// Runs `argv` inside the namespace.
-    fn exec(&self, argv: &[&str]) -> Output {
-        let mut all = vec!["ip", "netns", "exec", &self.name];
-        all.extend_from_slice(argv);
-        run(&all)
-    }
-
-    fn nft(&self) -> NftCommand {
-        NftCommand::new(["ip", "netns", "exec", &self.name, "nft"])
-    }
-
-    /// Both `portico` tables as nft lists them, in an order that does not depend on the
-    /// order things were made in: blocks sorted, elements sorted.
-    fn listing(&self) -> String {
-        let mut out = String::new();
-        for family in Family::ALL {
-            let text = self.exec(&["nft", "list", "table", family.name(), "portico"]).stdout;
-            out += &normalize(&String::from_utf8(text).unwrap());
-        }
-        out
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
-    }
-}
-
-/// A table listing with its chains, sets and maps sorted, and each one's elements sorted.
-fn normalize(listing: &str) -> String {
-    let mut blocks: Vec<String> = Vec::new();
-    let mut current: Option<String> = None;
-    for line in listing.lines() {
-        if line.starts_with("\tchain ") || line.starts_with("\tmap ") || line.starts_with("\tset ") {
-            current = Some(String::new());
-        }
-        if let Some(block) = current.as_mut() {
-            block.push_str(line.trim());
-            block.push('\n');
-            if line == "\t}" {
-                blocks.push(sort_elements(&current.take().unwrap()));
-            }
-        }
-    }
-    blocks.sort();
-    blocks.concat()
-}
-
-fn sort_elements(block: &str) -> String {
-    let Some((head, rest)) = block.split_once("elements = { ") else { return block.to_owned() };
-    let (elements, tail) = rest.split_once(" }").unwrap();
-    let mut list: Vec<&str> = elements.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
-    list.sort_unstable();
-    format!("{head}elements = {{ {} }}{tail}", list.join(", "))
 }
 
 #[test]

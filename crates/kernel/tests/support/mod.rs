@@ -3,6 +3,8 @@
 //! (198.18.0.0/15, 2001:db8::/32), which no real network routes.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod netns;
+
 use portico_kernel::{CompileOptions, Compiled, Ruleset, compile};
 use portico_plan::{Allocations, Plan, PlanConfig};
 use portico_testkit::plan::planned_with;
