@@ -88,6 +88,30 @@ fn require_root() -> Result<()> {
     Ok(())
 }
 
+/// Fails unless the programs the lab runs are installed: `ip` always, `nft` for the kernel
+/// data plane (the agents would otherwise never be ready, and `up` would wait for them).
+fn require_tools(mode: ProxyMode) -> Result<()> {
+    let needed: &[(&str, &str)] = match mode {
+        ProxyMode::Nftables => &[("ip", "iproute2"), ("nft", "nftables")],
+        ProxyMode::Userspace => &[("ip", "iproute2")],
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let installed = |program: &str| {
+        std::env::split_paths(&path)
+            .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+            .any(|dir| dir.join(program).is_file())
+    };
+    let missing: Vec<String> = needed
+        .iter()
+        .filter(|(p, _)| !installed(p))
+        .map(|(p, package)| format!("{p} (Debian: {package})"))
+        .collect();
+    if !missing.is_empty() {
+        bail!("the lab needs {}: install it first", missing.join(" and "));
+    }
+    Ok(())
+}
+
 /// The configuration every node agent plans with: the lab's ranges, and this node's name.
 fn agent_config() -> PlanConfig {
     PlanConfig {
@@ -151,6 +175,7 @@ fn agent_args(up: &Up, nodes_file: &Path, node: NodeIndex) -> Vec<String> {
 /// `portico lab up`.
 pub fn up(up: &Up) -> Result<()> {
     require_root()?;
+    require_tools(up.proxy_mode)?;
     let started = Instant::now();
     let indices = NodeIndex::first(up.nodes).map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = state_dir(&up.prefix);
