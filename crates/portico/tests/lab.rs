@@ -207,6 +207,14 @@ fn every_method_behaves_as_in_a_cluster() {
         assert_eq!(dropped.outcome, "timeout", "no local endpoint on {node}: dropped, {dropped:?}");
     }
 
+    // Its health check, for a cloud load balancer: 200 where a local endpoint is, else 503.
+    let health = service(&plan, "web-local")["healthCheckNodePort"].as_u64().unwrap();
+    let on_node_2 = lab.get("outside", &format!("http://198.18.0.12:{health}/"));
+    assert!(on_node_2.body.starts_with("HTTP/1.1 200"), "{on_node_2:?}");
+    assert_eq!(on_node_2.json()["localEndpoints"], 1);
+    let on_node_1 = lab.get("outside", &format!("http://198.18.0.11:{health}/"));
+    assert!(on_node_1.body.starts_with("HTTP/1.1 503"), "{on_node_1:?}");
+
     // loadBalancerSourceRanges filter the LoadBalancer address only.
     let allowed = ips(service(&plan, "allowed"), "loadBalancerIps")[0];
     assert!(lab.get("outside", &url(allowed, 80)).ok(), "outside is in the range");
