@@ -5,7 +5,7 @@
 //! without local endpoints, a source range) and no route at all.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 /// What to try.
@@ -89,14 +89,10 @@ pub fn http(url: &str) -> Result<Probe, String> {
     Ok(Probe::Http { addr, host: authority.as_str().to_owned(), path })
 }
 
-/// Reads `ADDR:PORT`.
+/// Reads `ADDR:PORT`; names are not resolved, so a probe never asks a name server.
 pub fn address(s: &str) -> Result<SocketAddr, String> {
-    s.to_socket_addrs()
-        .map_err(|e| {
-            format!("{s:?}: {e} (an address and port such as 198.18.128.10:53 or [2001:db8::1]:53)")
-        })?
-        .next()
-        .ok_or_else(|| format!("{s:?}: no address"))
+    s.parse()
+        .map_err(|e| format!("{s:?}: {e} (an address and port such as 198.18.128.10:53 or [2001:db8::1]:53)"))
 }
 
 /// Tries `probe`, giving up after `timeout`.
@@ -185,6 +181,7 @@ mod tests {
         assert!(http("http://example.test/").is_err(), "names are not resolved");
         assert_eq!(address("198.18.128.10:53"), Ok("198.18.128.10:53".parse().expect("address")));
         assert!(address("198.18.128.10").is_err());
+        assert!(address("localhost:53").is_err(), "names are not resolved");
     }
 
     #[test]
