@@ -207,8 +207,7 @@ fn parts(
     let services = compiled.len() + removed.len();
     for (service, part, fragment) in compiled {
         if let Some((_, was)) = last.services.get(&service.key) {
-            let was = was.clone();
-            drop_claims(&mut last.claims, &was, &service.key);
+            drop_claims(&mut last.claims, was, &service.key);
         }
         last.claims.extend(fragment.claims.iter().map(|d| (*d, service.key.clone())));
         new.replace_part(&Ruleset::default(), part);
