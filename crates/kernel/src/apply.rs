@@ -158,12 +158,17 @@ impl<N: Nft> Applier<N> {
     /// Puts `desired` in the kernel: the differences from the last ruleset applied, a full
     /// resync after a failed transaction, a cold start the first time.
     pub fn sync(&mut self, desired: Ruleset) -> Result<SyncReport, NftError> {
-        let kind = match (&self.kernel, &self.wanted) {
+        self.apply(desired, self.next_kind())
+    }
+
+    /// How the next [`Applier::sync`] reaches the kernel: a cold start when nothing is known
+    /// of it, a full resync after a refused transaction, else the differences.
+    pub fn next_kind(&self) -> SyncKind {
+        match (&self.kernel, &self.wanted) {
             (None, _) => SyncKind::Cold,
             (Some(_), None) => SyncKind::Diff,
             (Some(_), Some(_)) => SyncKind::Resync,
-        };
-        self.apply(desired, kind)
+        }
     }
 
     /// What the kernel holds, as far as Portico knows, when the last transaction went through:

@@ -177,15 +177,18 @@ impl<N: Nft> Shared<N> {
         let mut guard = self.kernel.lock().unwrap_or_else(PoisonError::into_inner);
         let kernel = &mut *guard;
         let mut diagnostics = Vec::new();
-        let (result, services) = match kernel.compiler.update(&plan, kernel.applier.kernel()) {
-            Change::Unchanged => (Ok(SyncReport::default()), 0),
+        let (result, kind, services) = match kernel.compiler.update(&plan, kernel.applier.kernel()) {
+            Change::Unchanged => (Ok(SyncReport::default()), SyncKind::Unchanged, 0),
             Change::Full(compiled) => {
                 diagnostics.extend(compiled.conflicts.iter().map(|(destination, conflict)| {
                     Diagnostic::warning(format!("{destination}: {conflict}; not served"))
                 }));
-                (kernel.applier.sync(compiled.ruleset), plan.services.len())
+                let kind = kernel.applier.next_kind();
+                (kernel.applier.sync(compiled.ruleset), kind, plan.services.len())
             }
-            Change::Parts { old, new, services } => (kernel.applier.sync_parts(&old, new), services),
+            Change::Parts { old, new, services } => {
+                (kernel.applier.sync_parts(&old, new), SyncKind::Diff, services)
+            }
         };
         match result {
             Ok(report) => {
@@ -218,7 +221,7 @@ impl<N: Nft> Shared<N> {
             }
             Err(error) => {
                 kernel.compiler.forget();
-                self.metrics.count(SyncKind::Diff, false, None, started);
+                self.metrics.count(kind, false, None, started);
                 let message =
                     format!("nftables rules not applied (retried at the next change or repair): {error}");
                 diagnostics.push(Diagnostic::error(message.clone()));

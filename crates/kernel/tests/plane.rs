@@ -53,7 +53,8 @@ async fn ready_once_the_rules_are_in_and_not_while_nft_refuses_them() {
         compile: CompileOptions::default(),
         sync_period: Duration::from_millis(100),
     };
-    let plane = KernelProxy::with_nft(runner.clone(), options, &watch, &mut Registry::default());
+    let mut registry = Registry::default();
+    let plane = KernelProxy::with_nft(runner.clone(), options, &watch, &mut registry);
     assert!(!plane.readiness().is_ready(), "no Plan yet");
 
     let diagnostics = plane.apply(&plan).await;
@@ -69,6 +70,12 @@ async fn ready_once_the_rules_are_in_and_not_while_nft_refuses_them() {
         "the external IP's clash: {messages:?}"
     );
     assert!(!plane.readiness().is_ready());
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(&mut metrics, &registry).unwrap();
+    assert!(
+        metrics.contains(r#"syncs_total{kind="cold",result="refused"} 1"#),
+        "the first sync is a cold start: {metrics}"
+    );
 
     // nft accepts again: the repair brings the rules in without a new Plan.
     *runner.refuse.lock().unwrap() = false;
