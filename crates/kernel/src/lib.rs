@@ -19,6 +19,7 @@ pub mod conntrack;
 pub mod diff;
 pub mod incremental;
 mod names;
+mod nfnetlink;
 mod plane;
 pub mod ruleset;
 pub mod stale;

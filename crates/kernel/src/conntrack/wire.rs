@@ -8,24 +8,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// `sizeof(struct nlmsghdr)`: length, type, flags, sequence number, port id.
-const NLMSG_HDRLEN: usize = 16;
-/// `sizeof(struct nfgenmsg)`: family, version, resource id.
-const NFGENMSG_LEN: usize = 4;
-/// `sizeof(struct nlattr)`: length, type.
-const NLA_HDRLEN: usize = 4;
-
-/// `NLMSG_ERROR`: an error, or with error 0 an acknowledgement.
-const NLMSG_ERROR: u16 = 2;
-/// `NLMSG_DONE`: the end of a dump.
-const NLMSG_DONE: u16 = 3;
-
-/// `NLM_F_REQUEST`.
-const NLM_F_REQUEST: u16 = 0x1;
-/// `NLM_F_ACK`: answer even on success, so that a deletion's outcome is known.
-const NLM_F_ACK: u16 = 0x4;
-/// `NLM_F_DUMP` (`NLM_F_ROOT | NLM_F_MATCH`): every entry.
-const NLM_F_DUMP: u16 = 0x300;
+use crate::nfnetlink::{
+    self, Attrs, Header, NFGENMSG_LEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, begin, exact, finish, put_attr,
+    put_nested,
+};
+pub use crate::nfnetlink::{Body, Malformed};
 
 /// `NFNL_SUBSYS_CTNETLINK`, the high byte of a conntrack message's type.
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -35,20 +22,12 @@ const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 /// `IPCTNL_MSG_CT_DELETE`.
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
-/// `NFNETLINK_V0`.
-const NFNETLINK_V0: u8 = 0;
-
 /// `AF_UNSPEC`: a dump of every family.
 const AF_UNSPEC: u8 = 0;
 /// `AF_INET`.
 const AF_INET: u8 = 2;
 /// `AF_INET6`.
 const AF_INET6: u8 = 10;
-
-/// `NLA_F_NESTED`: set on nested attributes, as libnetfilter_conntrack does.
-const NLA_F_NESTED: u16 = 1 << 15;
-/// `NLA_TYPE_MASK`: an attribute's type without `NLA_F_NESTED` and `NLA_F_NET_BYTEORDER`.
-const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | (1 << 14));
 
 /// `CTA_TUPLE_ORIG` (`enum ctattr_type`).
 const CTA_TUPLE_ORIG: u16 = 1;
@@ -76,11 +55,6 @@ const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 /// `CTA_PROTO_DST_PORT`.
 const CTA_PROTO_DST_PORT: u16 = 3;
-
-/// What was wrong with a message the kernel sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Malformed(pub(super) &'static str);
 
 /// The source and destination addresses of a tuple, of one family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,32 +110,10 @@ pub struct Entry {
     pub id: Option<u32>,
 }
 
-/// A netlink message of a received datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Message<'a> {
-    /// The sequence number of the request it answers.
-    pub seq: u32,
-    /// What it says.
-    pub body: Body<'a>,
-}
-
-/// What a netlink message says, for a client of ctnetlink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Body<'a> {
-    /// `NLMSG_ERROR`: 0 acknowledges a request, a negative errno refuses it.
-    Error(i32),
-    /// `NLMSG_DONE`: the end of a dump, with its error (0, or a negative errno).
-    Done(i32),
-    /// One entry of a dump: its `nfgenmsg` and attributes, read by [`parse_entry`].
-    Entry(&'a [u8]),
-    /// Anything else (`NLMSG_NOOP`, other ctnetlink messages), which a client skips.
-    Other,
-}
-
 /// The request for a dump of every entry of the namespace's table, of every family.
 pub fn dump_request(seq: u32) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(NLMSG_HDRLEN + NFGENMSG_LEN);
-    let at = begin(&mut buf, IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq, AF_UNSPEC);
+    let mut buf = Vec::with_capacity(nfnetlink::NLMSG_HDRLEN + NFGENMSG_LEN);
+    let at = begin(&mut buf, header(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq, AF_UNSPEC));
     finish(&mut buf, at);
     buf
 }
@@ -175,7 +127,7 @@ pub fn delete_request(buf: &mut Vec<u8>, entry: &Entry, seq: u32) {
         Addresses::V4(..) => AF_INET,
         Addresses::V6(..) => AF_INET6,
     };
-    let at = begin(buf, IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq, family);
+    let at = begin(buf, header(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq, family));
     put_tuple(buf, CTA_TUPLE_ORIG, &entry.orig);
     if let Some(zone) = entry.zone {
         put_attr(buf, CTA_ZONE, &zone.to_be_bytes());
@@ -186,52 +138,15 @@ pub fn delete_request(buf: &mut Vec<u8>, entry: &Entry, seq: u32) {
     finish(buf, at);
 }
 
-/// Starts a ctnetlink message at the end of `buf`; returns where it starts.
-fn begin(buf: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, family: u8) -> usize {
-    let at = buf.len();
-    buf.extend_from_slice(&0u32.to_ne_bytes()); // length, set by `finish`
-    buf.extend_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8 | kind).to_ne_bytes());
-    buf.extend_from_slice(&flags.to_ne_bytes());
-    buf.extend_from_slice(&seq.to_ne_bytes());
-    buf.extend_from_slice(&0u32.to_ne_bytes()); // port id 0: the kernel fills it in
-    buf.extend_from_slice(&[family, NFNETLINK_V0]);
-    buf.extend_from_slice(&0u16.to_be_bytes()); // resource id
-    at
+/// The header of a ctnetlink message.
+fn header(kind: u16, flags: u16, seq: u32, family: u8) -> Header {
+    Header { kind: NFNL_SUBSYS_CTNETLINK << 8 | kind, flags, seq, family, res_id: 0 }
 }
 
-/// Sets the length of the message started at `at`.
-fn finish(buf: &mut [u8], at: usize) {
-    let len = u32::try_from(buf.len() - at).unwrap_or(u32::MAX);
-    buf[at..at + 4].copy_from_slice(&len.to_ne_bytes());
-}
-
-/// Appends an attribute and its padding.
-fn put_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    let len = u16::try_from(NLA_HDRLEN + value.len()).unwrap_or(u16::MAX);
-    buf.extend_from_slice(&len.to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(value);
-    pad(buf);
-}
-
-/// Appends a nested attribute whose contents `fill` writes.
-fn put_nested(buf: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
-    let at = buf.len();
-    buf.extend_from_slice(&[0, 0]); // length, set below
-    buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
-    fill(buf);
-    let len = u16::try_from(buf.len() - at).unwrap_or(u16::MAX);
-    buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
-}
-
-/// Pads `buf` to a multiple of 4 bytes, as every attribute is.
-fn pad(buf: &mut Vec<u8>) {
-    buf.resize(align(buf.len()), 0);
-}
-
-/// `NLA_ALIGN` and `NLMSG_ALIGN`: rounded up to 4.
-fn align(len: usize) -> usize {
-    len.saturating_add(3) & !3
+/// The netlink messages of a received datagram, in order, conntrack entries read as
+/// [`Body::Entry`]; an error ends them.
+pub fn messages(datagram: &[u8]) -> nfnetlink::Messages<'_> {
+    nfnetlink::messages(datagram, NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW)
 }
 
 /// Appends a tuple as `CTA_TUPLE_ORIG` or `CTA_TUPLE_REPLY` nests it.
@@ -257,70 +172,6 @@ fn put_tuple(buf: &mut Vec<u8>, kind: u16, tuple: &Tuple) {
             }
         });
     });
-}
-
-/// The netlink messages of a received datagram, in order; an error ends them.
-pub fn messages(datagram: &[u8]) -> Messages<'_> {
-    Messages { rest: datagram }
-}
-
-/// The iterator [`messages`] returns.
-#[derive(Debug)]
-pub struct Messages<'a> {
-    /// What is left to read.
-    rest: &'a [u8],
-}
-
-impl<'a> Iterator for Messages<'a> {
-    type Item = Result<Message<'a>, Malformed>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
-            return None;
-        }
-        let message = next_message(self.rest);
-        match message {
-            Ok((message, rest)) => {
-                self.rest = rest;
-                Some(Ok(message))
-            }
-            Err(error) => {
-                self.rest = &[];
-                Some(Err(error))
-            }
-        }
-    }
-}
-
-/// The first message of `buf` and what follows it.
-fn next_message(buf: &[u8]) -> Result<(Message<'_>, &[u8]), Malformed> {
-    let header = buf.get(..NLMSG_HDRLEN).ok_or(Malformed("netlink header cut short"))?;
-    let len = ne_u32(&header[0..4]) as usize;
-    let kind = ne_u16(&header[4..6]);
-    let seq = ne_u32(&header[8..12]);
-    if len < NLMSG_HDRLEN {
-        return Err(Malformed("netlink message shorter than its header"));
-    }
-    let payload = buf.get(NLMSG_HDRLEN..len).ok_or(Malformed("netlink message cut short"))?;
-    let rest = buf.get(align(len)..).unwrap_or_default();
-    let body = match kind {
-        NLMSG_ERROR => Body::Error(error_code(payload).ok_or(Malformed("NLMSG_ERROR without its error"))?),
-        // The kernel puts the dump's error after NLMSG_DONE; an empty one is read as success.
-        NLMSG_DONE => Body::Done(if payload.is_empty() {
-            0
-        } else {
-            error_code(payload).ok_or(Malformed("NLMSG_DONE cut short"))?
-        }),
-        k if k == NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW => Body::Entry(payload),
-        _ => Body::Other,
-    };
-    Ok((Message { seq, body }, rest))
-}
-
-/// The `int error` a `NLMSG_ERROR` or `NLMSG_DONE` starts with.
-fn error_code(payload: &[u8]) -> Option<i32> {
-    let bytes: [u8; 4] = payload.get(..4)?.try_into().ok()?;
-    Some(i32::from_ne_bytes(bytes))
 }
 
 /// The tuples, zone and id of one entry of a dump, from its `nfgenmsg` and attributes;
@@ -405,63 +256,12 @@ fn parse_proto(attrs: &[u8]) -> Result<(u8, Option<u16>, Option<u16>), Malformed
     Ok((protocol, src_port, dst_port))
 }
 
-/// An attribute's value of exactly `N` bytes.
-fn exact<const N: usize>(value: &[u8], what: &'static str) -> Result<[u8; N], Malformed> {
-    value.try_into().map_err(|_| Malformed(what))
-}
-
-/// A `u32` in host byte order from 4 bytes.
-fn ne_u32(bytes: &[u8]) -> u32 {
-    u32::from_ne_bytes(bytes.try_into().unwrap_or_default())
-}
-
-/// A `u16` in host byte order from 2 bytes.
-fn ne_u16(bytes: &[u8]) -> u16 {
-    u16::from_ne_bytes(bytes.try_into().unwrap_or_default())
-}
-
-/// The attributes of a buffer, as (type without flags, value); an error ends them.
-struct Attrs<'a>(&'a [u8]);
-
-impl<'a> Iterator for Attrs<'a> {
-    type Item = Result<(u16, &'a [u8]), Malformed>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.0.is_empty() {
-            return None;
-        }
-        let attr = next_attr(self.0);
-        match attr {
-            Ok((kind, value, rest)) => {
-                self.0 = rest;
-                Some(Ok((kind, value)))
-            }
-            Err(error) => {
-                self.0 = &[];
-                Some(Err(error))
-            }
-        }
-    }
-}
-
-/// The first attribute of `buf`: its type, its value and what follows it.
-fn next_attr(buf: &[u8]) -> Result<(u16, &[u8], &[u8]), Malformed> {
-    let header = buf.get(..NLA_HDRLEN).ok_or(Malformed("attribute header cut short"))?;
-    let len = usize::from(ne_u16(&header[0..2]));
-    let kind = ne_u16(&header[2..4]) & NLA_TYPE_MASK;
-    if len < NLA_HDRLEN {
-        return Err(Malformed("attribute shorter than its header"));
-    }
-    let value = buf.get(NLA_HDRLEN..len).ok_or(Malformed("attribute cut short"))?;
-    let rest = buf.get(align(len)..).unwrap_or_default();
-    Ok((kind, value, rest))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::nfnetlink::{Message, NLMSG_DONE, NLMSG_ERROR};
     use proptest::prelude::*;
 
     fn v4(src: &str, dst: &str) -> Addresses {
