@@ -1,5 +1,5 @@
-//! Putting rulesets in the kernel: each transaction through `nft -f -`, atomically, and only
-//! the differences from the last one applied. The kernel's table is never listed: Portico
+//! Putting rulesets in the kernel: each transaction atomically (over netlink, or through
+//! `nft -f -`), and only the differences from the last one applied. The kernel's table is never listed: Portico
 //! remembers what it applied, and after a failed transaction rewrites everything once.
 
 use std::ffi::OsString;
@@ -8,12 +8,14 @@ use std::path::Path;
 use std::process::{Command as Process, Stdio};
 
 use crate::diff::{self, DiffOptions, Update};
-use crate::ruleset::Ruleset;
+use crate::expr::Unsupported;
+use crate::netlink::NetlinkNft;
+use crate::ruleset::{Command, Ruleset, render};
 
-/// Something that runs one `nft -f` script as one atomic transaction.
+/// Something that runs one transaction's commands atomically.
 pub trait Nft {
-    /// Runs `script`; all of it takes effect, or none.
-    fn run(&mut self, script: &str) -> Result<(), NftError>;
+    /// Runs `commands`; all of them take effect, or none. Returns the bytes it wrote.
+    fn run(&mut self, commands: &[Command<'_>]) -> Result<usize, NftError>;
 }
 
 /// Why a transaction was not applied.
@@ -39,6 +41,21 @@ pub enum NftError {
         /// What it wrote to stderr.
         stderr: String,
     },
+    /// The netlink socket could not be opened or written.
+    #[error("nf_tables over netlink: {0}")]
+    Netlink(#[source] std::io::Error),
+    /// The kernel refused a command of the transaction; nothing of it was applied.
+    #[error("the kernel refused `{command}`: {error}")]
+    Kernel {
+        /// The command, as nft would read it (empty when the kernel named none).
+        command: String,
+        /// What the kernel answered.
+        #[source]
+        error: std::io::Error,
+    },
+    /// A command Portico cannot encode for netlink (a rule the compiler should not write).
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
 }
 
 /// The `nft` program, given each script on its standard input.
@@ -64,7 +81,9 @@ impl NftCommand {
 }
 
 impl Nft for NftCommand {
-    fn run(&mut self, script: &str) -> Result<(), NftError> {
+    fn run(&mut self, commands: &[Command<'_>]) -> Result<usize, NftError> {
+        let script = render(commands);
+        let script = script.as_str();
         let program = self.argv.first().cloned().unwrap_or_else(|| OsString::from("nft"));
         let spawn_error =
             |source| NftError::Spawn { program: program.to_string_lossy().into_owned(), source };
@@ -90,12 +109,50 @@ impl Nft for NftCommand {
         })
         .map_err(spawn_error)?;
         if output.status.success() {
-            return Ok(());
+            return Ok(script.len());
         }
         Err(NftError::Refused {
             status: output.status.to_string(),
             stderr: String::from_utf8_lossy(&output.stderr).trim_end().to_owned(),
         })
+    }
+}
+
+/// How transactions reach the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WriterKind {
+    /// nf_tables messages over netlink, from this process.
+    #[default]
+    Netlink,
+    /// The `nft` program, given a script.
+    Nft,
+}
+
+/// The writer a node agent uses, chosen at start.
+#[derive(Debug)]
+pub enum Writer {
+    /// Over netlink.
+    Netlink(NetlinkNft),
+    /// Through `nft -f -`.
+    Program(NftCommand),
+}
+
+impl Writer {
+    /// The writer of `kind`, in this process's network namespace.
+    pub fn new(kind: WriterKind) -> Self {
+        match kind {
+            WriterKind::Netlink => Writer::Netlink(NetlinkNft::new()),
+            WriterKind::Nft => Writer::Program(NftCommand::system()),
+        }
+    }
+}
+
+impl Nft for Writer {
+    fn run(&mut self, commands: &[Command<'_>]) -> Result<usize, NftError> {
+        match self {
+            Writer::Netlink(netlink) => netlink.run(commands),
+            Writer::Program(program) => program.run(commands),
+        }
     }
 }
 
@@ -124,7 +181,7 @@ pub struct SyncReport {
     pub chains: usize,
     /// Set and map elements added or deleted.
     pub elements: usize,
-    /// Script bytes given to nft.
+    /// Bytes written: netlink messages, or the script given to nft.
     pub bytes: usize,
 }
 
@@ -244,18 +301,21 @@ fn run<N: Nft>(nft: &mut N, update: &Update<'_>, kind: SyncKind) -> Result<SyncR
     if update.is_empty() {
         return Ok(SyncReport::default());
     }
-    let scripts = update.scripts();
-    let report = SyncReport {
+    let transactions: Vec<&Vec<Command<'_>>> = update.transactions.iter().filter(|t| !t.is_empty()).collect();
+    let mut report = SyncReport {
         kind,
-        transactions: scripts.len(),
+        transactions: transactions.len(),
         chains: update.chains,
         elements: update.elements,
-        bytes: scripts.iter().map(String::len).sum(),
+        bytes: 0,
     };
-    for (i, script) in scripts.iter().enumerate() {
-        if let Err(error) = nft.run(script) {
-            tracing::warn!(transaction = i + 1, of = scripts.len(), %error, "nftables transaction refused");
-            return Err(error);
+    for (i, commands) in transactions.iter().enumerate() {
+        match nft.run(commands) {
+            Ok(bytes) => report.bytes += bytes,
+            Err(error) => {
+                tracing::warn!(transaction = i + 1, of = transactions.len(), %error, "nftables transaction refused");
+                return Err(error);
+            }
         }
     }
     tracing::debug!(?report.kind, report.chains, report.elements, report.bytes, "nftables synced");

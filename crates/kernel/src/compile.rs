@@ -256,12 +256,6 @@ fn outside_pods(plan: &Plan, family: Family, options: &CompileOptions) -> (Strin
     (format!(" {} saddr != @{POD_CIDRS}", family.name()), IpNet::aggregate(&cidrs))
 }
 
-/// `{ a, b }` of CIDRs, merged first: nft refuses overlapping intervals in one set.
-fn anonymous_set(cidrs: &[IpNet]) -> String {
-    let merged: Vec<String> = IpNet::aggregate(&cidrs.to_vec()).iter().map(IpNet::to_string).collect();
-    format!("{{ {} }}", merged.join(", "))
-}
-
 /// Where the packets of one destination go: a chain, or, without endpoints, a verdict.
 #[derive(Clone)]
 enum Target {
@@ -749,12 +743,15 @@ impl<'p> Compiler<'p> {
             .filter(|r| Family::of(&r.addr()) == sp.family)
             .copied()
             .collect();
-        // Ranges only of the other family admit no client of this one.
-        let rule = match ranges.is_empty() {
-            true => "drop".to_owned(),
-            false => format!("{} saddr != {} drop", sp.family.name(), anonymous_set(&ranges)),
-        };
-        self.chain(sp.family, &chain, None, vec![rule]);
+        // Each range lets its clients on (back to the hook that jumped here); the rest are
+        // dropped. Ranges only of the other family admit no client of this one. Rules rather
+        // than a set: an anonymous set per Service is a set the kernel finds by walking a list.
+        let mut rules: Vec<String> = IpNet::aggregate(&ranges)
+            .iter()
+            .map(|range| format!("{} saddr {range} return", sp.family.name()))
+            .collect();
+        rules.push("drop".to_owned());
+        self.chain(sp.family, &chain, None, rules);
         chain
     }
 

@@ -14,11 +14,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::ruleset::{
-    Chain, Command, Element, Family, Ruleset, Table, chain_references, render, set_references,
+    Chain, Command, Element, Family, Ruleset, SetDecl, Table, chain_references, render, set_references,
 };
 
 /// A cold start's elements waiting for their transaction, by family and set.
-type Pending<'a> = Vec<(Family, &'a str, Vec<Element<'a>>)>;
+type Pending<'a> = Vec<(Family, &'a str, &'a SetDecl, Vec<Element<'a>>)>;
 
 /// A table with nothing in it, for a family one side does not have.
 static EMPTY: Table = Table { chains: BTreeMap::new(), sets: BTreeMap::new() };
@@ -147,6 +147,7 @@ fn table_diff<'a>(
         let Some(kept) = kept else {
             additions.push((
                 name.as_str(),
+                &set.decl,
                 set.elements.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect(),
             ));
             continue;
@@ -166,13 +167,13 @@ fn table_diff<'a>(
             .collect();
         update.elements += gone.len();
         if !gone.is_empty() {
-            out.push(Command::DeleteElements(family, name, gone));
+            out.push(Command::DeleteElements(family, name, &set.decl, gone));
         }
-        additions.push((name.as_str(), coming));
+        additions.push((name.as_str(), &set.decl, coming));
     }
-    for (name, elements) in additions.into_iter().filter(|(_, e): &(_, Vec<_>)| !e.is_empty()) {
+    for (name, decl, elements) in additions.into_iter().filter(|(_, _, e): &(_, _, Vec<_>)| !e.is_empty()) {
         update.elements += elements.len();
-        out.push(Command::AddElements(family, name, elements));
+        out.push(Command::AddElements(family, name, decl, elements));
     }
     for (name, set) in &old.sets {
         if !new.sets.contains_key(name) {
@@ -218,10 +219,15 @@ fn cold(desired: &Ruleset, batch: usize) -> Update<'_> {
                     }
                 }
                 match elements.last_mut() {
-                    Some((f, s, list)) if *f == family && *s == set_name.as_str() => {
+                    Some((f, s, _, list)) if *f == family && *s == set_name.as_str() => {
                         list.push((key.as_str(), value.as_deref()));
                     }
-                    _ => elements.push((family, set_name.as_str(), vec![(key.as_str(), value.as_deref())])),
+                    _ => elements.push((
+                        family,
+                        set_name.as_str(),
+                        &set.decl,
+                        vec![(key.as_str(), value.as_deref())],
+                    )),
                 }
                 count += 1;
                 if count >= batch.max(1) {
@@ -294,7 +300,9 @@ fn close<'a>(
     out: &mut Vec<Command<'a>>,
 ) {
     fill(tables, chains, out);
-    out.extend(elements.drain(..).map(|(family, set, list)| Command::AddElements(family, set, list)));
+    out.extend(
+        elements.drain(..).map(|(family, set, decl, list)| Command::AddElements(family, set, decl, list)),
+    );
 }
 
 /// One transaction rewriting everything of `desired` whatever the kernel holds now: every
@@ -353,7 +361,7 @@ pub fn resync<'a>(previous: Option<&'a Ruleset>, desired: &'a Ruleset) -> Update
         for (name, set) in new.sets.iter().filter(|(_, set)| !set.elements.is_empty()) {
             update.elements += set.elements.len();
             let elements = set.elements.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
-            out.push(Command::AddElements(family, name, elements));
+            out.push(Command::AddElements(family, name, &set.decl, elements));
         }
         out.extend(gone.iter().map(|(name, _)| Command::DeleteChain(family, name)));
         update.chains += new.chains.len() + gone.len();

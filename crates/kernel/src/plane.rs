@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing::{debug, info, warn};
 
-use crate::apply::{Applier, Nft, NftCommand, SyncKind, SyncReport};
+use crate::apply::{Applier, Nft, SyncKind, SyncReport, Writer, WriterKind};
 use crate::compile::CompileOptions;
 use crate::diff::DiffOptions;
 use crate::incremental::{Change, Incremental};
@@ -32,6 +32,8 @@ pub struct Options {
     pub compile: CompileOptions,
     /// How often everything is rewritten, repairing what was changed by hand.
     pub sync_period: Duration,
+    /// How transactions reach the kernel.
+    pub writer: WriterKind,
 }
 
 /// Labels of a sync.
@@ -130,16 +132,16 @@ struct Shared<N> {
 
 /// The kernel data plane (`--proxy-mode nftables`): a `DataPlane` keeping this node's nftables
 /// tables equal to what the Plan asks.
-pub struct KernelProxy<N = NftCommand> {
+pub struct KernelProxy<N = Writer> {
     shared: Arc<Shared<N>>,
     applied: AtomicBool,
 }
 
-impl KernelProxy<NftCommand> {
-    /// Syncs through the system's `nft`, in this process's network namespace; repairs every
+impl KernelProxy<Writer> {
+    /// Syncs through `options.writer`, in this process's network namespace; repairs every
     /// `options.sync_period` until `drain` is signalled.
     pub fn new(options: Options, drain: &Watch, registry: &mut Registry) -> Self {
-        KernelProxy::with_nft(NftCommand::system(), options, drain, registry)
+        KernelProxy::with_nft(Writer::new(options.writer), options, drain, registry)
     }
 }
 

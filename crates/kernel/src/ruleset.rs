@@ -185,9 +185,9 @@ pub enum Command<'a> {
     /// Deletes an unreferenced set or map.
     DeleteSet(Family, &'a str, &'a SetDecl),
     /// Adds elements (key, value) to a set or map.
-    AddElements(Family, &'a str, Vec<Element<'a>>),
+    AddElements(Family, &'a str, &'a SetDecl, Vec<Element<'a>>),
     /// Deletes elements by key.
-    DeleteElements(Family, &'a str, Vec<&'a str>),
+    DeleteElements(Family, &'a str, &'a SetDecl, Vec<&'a str>),
 }
 
 impl Command<'_> {
@@ -230,7 +230,7 @@ impl Command<'_> {
             Command::DeleteSet(f, name, decl) => {
                 writeln!(out, "delete {} {} {TABLE} {name}", decl.keyword(), f.name())
             }
-            Command::AddElements(f, set, elements) => {
+            Command::AddElements(f, set, _, elements) => {
                 for chunk in elements.chunks(ELEMENTS_PER_COMMAND) {
                     let _ = write!(out, "add element {} {TABLE} {set} {{ ", f.name());
                     for (i, (key, value)) in chunk.iter().enumerate() {
@@ -247,7 +247,7 @@ impl Command<'_> {
                 }
                 Ok(())
             }
-            Command::DeleteElements(f, set, keys) => {
+            Command::DeleteElements(f, set, _, keys) => {
                 for chunk in keys.chunks(ELEMENTS_PER_COMMAND) {
                     let _ =
                         writeln!(out, "delete element {} {TABLE} {set} {{ {} }}", f.name(), chunk.join(", "));
@@ -344,8 +344,8 @@ mod tests {
             Command::AddSet(Family::Ip, "affinity-x", &decl),
             Command::AddSet(Family::Ip6, "service-nodeports", &map),
             Command::AddChain(Family::Ip, "nat-prerouting", Some(&hook)),
-            Command::AddElements(Family::Ip, "service-nodeports", elements.to_vec()),
-            Command::DeleteElements(Family::Ip, "service-nodeports", vec!["tcp . 30080"]),
+            Command::AddElements(Family::Ip, "service-nodeports", &map, elements.to_vec()),
+            Command::DeleteElements(Family::Ip, "service-nodeports", &map, vec!["tcp . 30080"]),
             Command::FlushSet(Family::Ip6, "service-nodeports", &map),
         ]);
         let lines: Vec<&str> = script.lines().collect();

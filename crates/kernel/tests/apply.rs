@@ -5,7 +5,8 @@
 
 mod support;
 
-use portico_kernel::{Applier, DiffOptions, Nft, NftError, SyncKind};
+use portico_kernel::ruleset::render;
+use portico_kernel::{Applier, Command, DiffOptions, Nft, NftError, SyncKind};
 use support::sequence;
 
 /// Records every script; refuses the next ones while `refuse` is above zero.
@@ -16,8 +17,9 @@ struct Recorder {
 }
 
 impl Nft for Recorder {
-    fn run(&mut self, script: &str) -> Result<(), NftError> {
-        self.scripts.push(script.to_owned());
+    fn run(&mut self, commands: &[Command<'_>]) -> Result<usize, NftError> {
+        let script = render(commands);
+        self.scripts.push(script.clone());
         if self.refuse > 0 {
             self.refuse -= 1;
             return Err(NftError::Refused {
@@ -25,7 +27,7 @@ impl Nft for Recorder {
                 stderr: "Error: No such file".into(),
             });
         }
-        Ok(())
+        Ok(script.len())
     }
 }
 

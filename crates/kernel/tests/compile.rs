@@ -159,7 +159,7 @@ fn source_ranges_guard_only_load_balancer_ips() {
     let chain_name = target(firewall.values().next().unwrap().as_deref().unwrap());
     assert!(chain_name.starts_with("firewall-") && chain_name.ends_with("-default/lb/tcp/http"));
     // 198.18.64.0/25 lies inside 198.18.64.0/24; the IPv6 range is the other table's.
-    assert_eq!(chain(&c, Family::Ip, chain_name).rules, ["ip saddr != { 198.18.64.0/24 } drop"]);
+    assert_eq!(chain(&c, Family::Ip, chain_name).rules, ["ip saddr 198.18.64.0/24 return", "drop"]);
     assert!(table(&c, Family::Ip6).sets[FIREWALL_IPS].elements.is_empty());
     assert_eq!(chain(&c, Family::Ip, "filter-prerouting").rules, ["ct state new jump firewall-check"]);
 }

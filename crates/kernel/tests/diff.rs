@@ -106,7 +106,7 @@ fn step(r: &mut Ruleset, command: &Command<'_>) -> Result<(), String> {
             }
             t.sets.remove(*name).ok_or(format!("no set {name} to delete"))?;
         }
-        Command::AddElements(f, name, elements) => {
+        Command::AddElements(f, name, _, elements) => {
             let t = table(r, *f)?;
             for (key, value) in elements {
                 if let Some(missing) =
@@ -122,7 +122,7 @@ fn step(r: &mut Ruleset, command: &Command<'_>) -> Result<(), String> {
                 set.elements.insert((*key).to_owned(), value);
             }
         }
-        Command::DeleteElements(f, name, keys) => {
+        Command::DeleteElements(f, name, _, keys) => {
             let set = table(r, *f)?.sets.get_mut(*name).ok_or(format!("no set {name}"))?;
             for key in keys {
                 set.elements.remove(*key).ok_or(format!("no element {key} in {name}"))?;
@@ -230,7 +230,7 @@ fn removing_an_endpoint_rewrites_its_service_chain_and_deletes_its_own() {
                 .any(|c| matches!(c, Command::DeleteChain(_, n) if n.ends_with("__198.18.128.3/8080"))),
             sticky
         );
-        assert!(commands.iter().any(|c| matches!(c, Command::DeleteElements(_, "hairpin", e) if e.as_slice() == ["198.18.128.3 . 198.18.128.3"])), "{commands:?}");
+        assert!(commands.iter().any(|c| matches!(c, Command::DeleteElements(_, "hairpin", _, e) if e.as_slice() == ["198.18.128.3 . 198.18.128.3"])), "{commands:?}");
         // The remaining endpoints' affinity sets stay, with the clients they hold.
         let sets: Vec<&str> = commands
             .iter()
@@ -307,7 +307,7 @@ fn a_large_cold_start_is_split_into_transactions_each_whole() {
         let elements: usize = transaction
             .iter()
             .map(|c| match c {
-                Command::AddElements(_, _, e) => e.len(),
+                Command::AddElements(_, _, _, e) => e.len(),
                 _ => 0,
             })
             .sum();

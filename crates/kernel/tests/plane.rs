@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use portico_dataplane::{DataPlane, drain};
-use portico_kernel::{CompileOptions, KernelProxy, Nft, NftError, Options};
+use portico_kernel::ruleset::render;
+use portico_kernel::{Command, CompileOptions, KernelProxy, Nft, NftError, Options, WriterKind};
 use portico_plan::{Allocations, PlanConfig};
 use portico_testkit::plan::planned_with;
 use prometheus_client::registry::Registry;
@@ -20,15 +21,16 @@ struct Runner {
 }
 
 impl Nft for Runner {
-    fn run(&mut self, script: &str) -> Result<(), NftError> {
-        self.scripts.lock().unwrap().push(script.to_owned());
+    fn run(&mut self, commands: &[Command<'_>]) -> Result<usize, NftError> {
+        let script = render(commands);
+        self.scripts.lock().unwrap().push(script.clone());
         if *self.refuse.lock().unwrap() {
             return Err(NftError::Refused {
                 status: "exit status: 1".into(),
                 stderr: "Error: Operation not permitted".into(),
             });
         }
-        Ok(())
+        Ok(script.len())
     }
 }
 
@@ -52,6 +54,7 @@ async fn ready_once_the_rules_are_in_and_not_while_nft_refuses_them() {
         node: "localhost".into(),
         compile: CompileOptions::default(),
         sync_period: Duration::from_millis(100),
+        writer: WriterKind::Netlink,
     };
     let mut registry = Registry::default();
     let plane = KernelProxy::with_nft(runner.clone(), options, &watch, &mut registry);

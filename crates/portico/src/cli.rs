@@ -84,6 +84,9 @@ enum LabCommand {
         /// changed by hand.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         nft_sync_period: Duration,
+        /// With nftables: how the agents write their rules (`netlink`, or the `nft` program).
+        #[arg(long, value_enum, default_value_t = run::NftWriter::Netlink)]
+        nft_writer: run::NftWriter,
     },
     /// Run a command in `outside`, `node/NAME` or `pod/NAMESPACE/NAME`.
     Exec {
@@ -210,6 +213,10 @@ struct RunArgs {
     /// bringing back rules changed or deleted by hand (changes are applied at once anyway).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     nft_sync_period: Duration,
+    /// With `--proxy-mode nftables`: how rules reach the kernel: `netlink` (nf_tables messages
+    /// from this process) or `nft` (the nft program, given a script per transaction).
+    #[arg(long, value_enum, default_value_t = run::NftWriter::Netlink)]
+    nft_writer: run::NftWriter,
     /// Run the built-in echo workload of this node's Pods that ask for it, in this process
     /// (`off`: something else runs them, as the lab does in each Pod's namespace).
     #[arg(long, default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
@@ -275,6 +282,7 @@ impl RunArgs {
             echo_pods: self.echo_pods,
             proxy_mode: self.proxy_mode,
             nft_sync_period: self.nft_sync_period,
+            nft_writer: self.nft_writer,
             http1: match self.http1_engine {
                 Http1EngineArg::Portico => portico_l7::Http1Engine::Portico,
                 Http1EngineArg::Hyper => portico_l7::Http1Engine::Hyper,
@@ -555,8 +563,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn lab_command(command: LabCommand, prefix: &str) -> Result<ExitCode> {
     match command {
-        LabCommand::Up { manifests, nodes, proxy_mode, nft_sync_period } => {
-            lab::up(&lab::Up { manifests, nodes, prefix: prefix.to_owned(), proxy_mode, nft_sync_period })?;
+        LabCommand::Up { manifests, nodes, proxy_mode, nft_sync_period, nft_writer } => {
+            let prefix = prefix.to_owned();
+            lab::up(&lab::Up { manifests, nodes, prefix, proxy_mode, nft_sync_period, nft_writer })?;
         }
         LabCommand::Exec { target, argv } => {
             let status = lab::exec(prefix, &target, &argv)?;

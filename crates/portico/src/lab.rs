@@ -21,7 +21,7 @@ use portico_plan::{Plan, PlanConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::{self, State};
-use crate::run::ProxyMode;
+use crate::run::{NftWriter, ProxyMode};
 
 /// What every namespace of the lab a person starts is called by.
 pub const DEFAULT_PREFIX: &str = "portico-lab-";
@@ -45,6 +45,8 @@ pub struct Up {
     pub proxy_mode: ProxyMode,
     /// With nftables: how often the agents rewrite every rule (repairing hand edits).
     pub nft_sync_period: Duration,
+    /// With nftables: how the agents write their rules.
+    pub nft_writer: NftWriter,
 }
 
 /// What `up` made, kept in the state folder.
@@ -166,6 +168,8 @@ fn agent_args(up: &Up, nodes_file: &Path, node: NodeIndex) -> Vec<String> {
             up.proxy_mode.flag(),
             "--nft-sync-period",
             &format!("{}ms", up.nft_sync_period.as_millis()),
+            "--nft-writer",
+            up.nft_writer.flag(),
         ]
         .map(String::from),
     );

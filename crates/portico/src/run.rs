@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use portico_dataplane::{DataPlane, drain};
 use portico_dns::DnsServer;
 use portico_healthcheck::HealthChecks;
-use portico_kernel::{CompileOptions, KernelProxy, Options as KernelOptions};
+use portico_kernel::{CompileOptions, KernelProxy, Options as KernelOptions, WriterKind};
 use portico_l4::{L4Proxy, Metrics as L4Metrics, Options as L4Options};
 use portico_l7::{AccessLog, IngressProxy, Metrics as L7Metrics, Options as L7Options};
 use portico_model::{Diagnostic, Severity};
@@ -72,6 +72,28 @@ pub struct RunConfig {
     pub proxy_mode: ProxyMode,
     /// With nftables: how often every rule is rewritten, bringing back what was changed by hand.
     pub nft_sync_period: Duration,
+    /// With nftables: how the rules reach the kernel.
+    pub nft_writer: NftWriter,
+}
+
+/// How the nftables data plane writes to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NftWriter {
+    /// nf_tables messages over netlink, from this process (no `nft` process, no table read).
+    Netlink,
+    /// The `nft` program, given a script for each transaction.
+    Nft,
+}
+
+impl NftWriter {
+    /// As the `--nft-writer` flag writes it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            NftWriter::Netlink => "netlink",
+            NftWriter::Nft => "nft",
+        }
+    }
 }
 
 /// How a node agent proxies Services.
@@ -251,6 +273,10 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
                 node: config.plan.local_node.clone(),
                 compile: CompileOptions::default(),
                 sync_period: config.nft_sync_period,
+                writer: match config.nft_writer {
+                    NftWriter::Netlink => WriterKind::Netlink,
+                    NftWriter::Nft => WriterKind::Nft,
+                },
             },
             &drain,
             registry.sub_registry_with_prefix("portico_nftables"),

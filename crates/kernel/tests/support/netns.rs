@@ -50,6 +50,41 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Its path, for entering it.
+    pub fn path(&self) -> std::path::PathBuf {
+        std::path::Path::new("/run/netns").join(&self.name)
+    }
+
+    /// Both `portico` tables as the kernel holds them, as `nft --debug=netlink` prints them:
+    /// each rule's expressions and each set's elements (in sorted order: a hash set's order
+    /// depends on its random seed), without handles.
+    pub fn expressions(&self) -> String {
+        let mut out = String::new();
+        for family in Family::ALL {
+            let text =
+                self.exec(&["nft", "--debug=netlink", "list", "table", family.name(), "portico"]).stdout;
+            let text = String::from_utf8(text).unwrap();
+            let mut elements: Vec<&str> = Vec::new();
+            for line in text.lines().take_while(|l| !l.starts_with("table ")) {
+                if line.starts_with("\telement") {
+                    elements.push(line);
+                    continue;
+                }
+                elements.sort_unstable();
+                out.extend(elements.drain(..).map(|e| format!("{e}\n")));
+                // A rule's header ends with its handle and position.
+                let header = line.trim_end_matches(|c: char| c.is_ascii_digit() || c == ' ');
+                out.push_str(if line.starts_with(family.name()) { header } else { line });
+                out.push('\n');
+            }
+            elements.sort_unstable();
+            out.extend(elements.drain(..).map(|e| format!("{e}\n")));
+        }
+        out
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
