@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::nfnetlink::{put_attr, put_nested};
+use crate::nfnetlink::{put_attr, put_attr_with, put_nested};
 use crate::ruleset::Family;
 
 /// `NFT_REG_VERDICT`.
@@ -52,7 +52,7 @@ pub enum CtKey {
 
 /// Where a rule sends a packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Verdict<'a> {
     /// `NF_DROP`.
     Drop,
     /// `NF_ACCEPT`.
@@ -60,21 +60,21 @@ pub enum Verdict {
     /// `NFT_RETURN`.
     Return,
     /// `NFT_JUMP` to a chain.
-    Jump(String),
+    Jump(&'a str),
     /// `NFT_GOTO` a chain.
-    Goto(String),
+    Goto(&'a str),
 }
 
-impl Verdict {
+impl<'a> Verdict<'a> {
     /// The verdict of a map value or statement (`goto X`, `drop`…).
-    pub fn parse(text: &str) -> Option<Verdict> {
+    pub fn parse(text: &'a str) -> Option<Verdict<'a>> {
         let mut words = text.split_whitespace();
         let verdict = match (words.next()?, words.next()) {
             ("drop", None) => Verdict::Drop,
             ("accept", None) => Verdict::Accept,
             ("return", None) => Verdict::Return,
-            ("jump", Some(chain)) => Verdict::Jump(chain.to_owned()),
-            ("goto", Some(chain)) => Verdict::Goto(chain.to_owned()),
+            ("jump", Some(chain)) => Verdict::Jump(chain),
+            ("goto", Some(chain)) => Verdict::Goto(chain),
             _ => return None,
         };
         words.next().is_none().then_some(verdict)
@@ -102,7 +102,7 @@ impl Verdict {
     }
 }
 
-impl fmt::Display for Verdict {
+impl fmt::Display for Verdict<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Verdict::Drop => f.write_str("drop"),
@@ -116,7 +116,7 @@ impl fmt::Display for Verdict {
 
 /// One nf_tables expression.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Expr {
+pub enum Expr<'a> {
     /// Loads `len` bytes at `offset` of a header.
     Payload { base: Base, offset: u32, len: u32, dreg: u32 },
     /// Loads a `meta` key.
@@ -131,11 +131,11 @@ pub enum Expr {
     Bitwise { reg: u32, mask: Vec<u8>, xor: Vec<u8> },
     /// Looks a key up in a set (a map's verdict when `verdict`), matching when found, or when
     /// not found if `invert`.
-    Lookup { set: String, sreg: u32, verdict: bool, invert: bool },
+    Lookup { set: &'a str, sreg: u32, verdict: bool, invert: bool },
     /// Puts `data` in a register.
     Immediate { dreg: u32, data: Vec<u8> },
     /// Ends the rule with a verdict.
-    Verdict(Verdict),
+    Verdict(Verdict<'a>),
     /// Destination NAT to the address and port in two registers.
     Dnat { family: Family, addr: u32, port: u32 },
     /// Masquerading, with fully random ports.
@@ -147,7 +147,7 @@ pub enum Expr {
     /// The route type of the packet's source or destination address.
     Fib { dreg: u32, daddr: bool },
     /// Adds or refreshes the key in a set with timeouts.
-    Update { set: String, sreg: u32 },
+    Update { set: &'a str, sreg: u32 },
 }
 
 /// Netlink attribute numbers of `linux/netfilter/nf_tables.h`.
@@ -163,10 +163,7 @@ pub mod attr {
 
 /// Appends a NUL-terminated string attribute, as the kernel reads names.
 pub fn put_string(buf: &mut Vec<u8>, kind: u16, text: &str) {
-    let mut value = Vec::with_capacity(text.len() + 1);
-    value.extend_from_slice(text.as_bytes());
-    value.push(0);
-    put_attr(buf, kind, &value);
+    put_attr_with(buf, kind, &[text.as_bytes(), &[0]]);
 }
 
 /// Appends a `NFTA_DATA_VALUE` nested in `kind`.
@@ -179,7 +176,7 @@ pub fn put_u32(buf: &mut Vec<u8>, kind: u16, value: u32) {
     put_attr(buf, kind, &value.to_be_bytes());
 }
 
-impl Expr {
+impl Expr<'_> {
     /// Appends it as one `NFTA_LIST_ELEM` of a rule's `NFTA_RULE_EXPRESSIONS`.
     pub fn encode(&self, buf: &mut Vec<u8>) {
         put_nested(buf, attr::LIST_ELEM, |buf| {
@@ -318,7 +315,7 @@ impl fmt::Display for Hex<'_> {
     }
 }
 
-impl fmt::Display for Expr {
+impl fmt::Display for Expr<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[ ")?;
         match self {
@@ -384,7 +381,7 @@ pub struct Unsupported {
 }
 
 /// The expressions of one rule of `family`, as nft 1.0 builds them.
-pub fn linearize(family: Family, rule: &str) -> Result<Vec<Expr>, Unsupported> {
+pub fn linearize(family: Family, rule: &str) -> Result<Vec<Expr<'_>>, Unsupported> {
     let fail = |reason: String| Unsupported { rule: rule.to_owned(), reason };
     let mut words = Tokens::new(rule);
     let mut out = Vec::with_capacity(8);
@@ -479,7 +476,7 @@ pub fn linearize(family: Family, rule: &str) -> Result<Vec<Expr>, Unsupported> {
                     return Err(fail(format!("update key {key:?}")));
                 }
                 out.push(address_payload(family, true, REG_1));
-                out.push(Expr::Update { set: set.to_owned(), sreg: REG_1 });
+                out.push(Expr::Update { set, sreg: REG_1 });
             }
             "dnat" => {
                 let to = match (words.next(), words.next()) {
@@ -515,7 +512,7 @@ pub fn linearize(family: Family, rule: &str) -> Result<Vec<Expr>, Unsupported> {
                     "return" => Verdict::Return,
                     _ => {
                         let chain = words.next().ok_or_else(|| fail(format!("{word} without a chain")))?;
-                        if word == "jump" { Verdict::Jump(chain.into()) } else { Verdict::Goto(chain.into()) }
+                        if word == "jump" { Verdict::Jump(chain) } else { Verdict::Goto(chain) }
                     }
                 };
                 out.push(Expr::Verdict(verdict));
@@ -578,7 +575,7 @@ impl Selector {
         }
     }
 
-    fn load(self, dreg: u32) -> Expr {
+    fn load(self, dreg: u32) -> Expr<'static> {
         match self {
             Selector::Address { family, source } => address_payload(family, source, dreg),
             Selector::L4proto => Expr::Meta { key: MetaKey::L4proto, dreg },
@@ -589,7 +586,12 @@ impl Selector {
 
 /// Selectors joined by ` . ` and what is done with them: looked up in a set or map (`@set`,
 /// `!= @set`, `vmap @map`), or, for one address, compared with an address or prefix.
-fn selectors(family: Family, first: &str, words: &mut Tokens<'_>, out: &mut Vec<Expr>) -> Result<(), String> {
+fn selectors<'a>(
+    family: Family,
+    first: &str,
+    words: &mut Tokens<'a>,
+    out: &mut Vec<Expr<'a>>,
+) -> Result<(), String> {
     let mut joined = vec![selector(family, first, words.next())?];
     while words.peek() == Some(".") {
         words.next();
@@ -601,7 +603,7 @@ fn selectors(family: Family, first: &str, words: &mut Tokens<'_>, out: &mut Vec<
         Some("vmap") => {
             let set = words.next().and_then(|s| s.strip_prefix('@')).ok_or("vmap without a named map")?;
             load(&joined, out);
-            out.push(Expr::Lookup { set: set.to_owned(), sreg: REG_1, verdict: true, invert: false });
+            out.push(Expr::Lookup { set, sreg: REG_1, verdict: true, invert: false });
             return Ok(());
         }
         other => (false, other),
@@ -609,7 +611,7 @@ fn selectors(family: Family, first: &str, words: &mut Tokens<'_>, out: &mut Vec<
     let target = target.ok_or("a selector without a value")?;
     if let Some(set) = target.strip_prefix('@') {
         load(&joined, out);
-        out.push(Expr::Lookup { set: set.to_owned(), sreg: REG_1, verdict: false, invert });
+        out.push(Expr::Lookup { set, sreg: REG_1, verdict: false, invert });
         return Ok(());
     }
     if let ([Selector::L4proto], Some(proto)) = (&joined[..], protocol_number(target)) {
@@ -650,7 +652,7 @@ fn selector(family: Family, word: &str, field: Option<&str>) -> Result<Selector,
 
 /// Loads selectors into registers from `NFT_REG_1` on: one alone in a 16-byte register, a
 /// concatenation in consecutive 4-byte registers, each value rounded up to 4 bytes.
-fn load(joined: &[Selector], out: &mut Vec<Expr>) {
+fn load(joined: &[Selector], out: &mut Vec<Expr<'_>>) {
     if let [alone] = joined {
         out.push(alone.load(REG_1));
         return;
@@ -670,7 +672,7 @@ fn register(slot: u32) -> u32 {
 
 /// An address compared with a prefix, as nft does: only the whole bytes it covers when the
 /// prefix ends on a byte, else masked.
-fn prefix(family: Family, source: bool, net: IpNet, negate: bool, out: &mut Vec<Expr>) {
+fn prefix(family: Family, source: bool, net: IpNet, negate: bool, out: &mut Vec<Expr<'_>>) {
     let bytes = address_bytes(net.addr());
     let full = u32::from(net.max_prefix_len());
     let len = u32::from(net.prefix_len());
@@ -688,7 +690,7 @@ fn prefix(family: Family, source: bool, net: IpNet, negate: bool, out: &mut Vec<
 }
 
 /// The load of a packet's source or destination address.
-fn address_payload(family: Family, source: bool, dreg: u32) -> Expr {
+fn address_payload(family: Family, source: bool, dreg: u32) -> Expr<'static> {
     let (offset, len) = match (family, source) {
         (Family::Ip, true) => (12, 4),
         (Family::Ip, false) => (16, 4),
@@ -699,7 +701,7 @@ fn address_payload(family: Family, source: bool, dreg: u32) -> Expr {
 }
 
 /// The load of the transport header's destination port.
-fn dport(dreg: u32) -> Expr {
+fn dport(dreg: u32) -> Expr<'static> {
     Expr::Payload { base: Base::Transport, offset: 2, len: 2, dreg }
 }
 

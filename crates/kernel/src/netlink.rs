@@ -77,7 +77,7 @@ impl Batch {
 
 /// Builds the batch of `commands`, numbering messages from `first_seq`.
 pub fn encode(commands: &[Command<'_>], first_seq: u32) -> Result<Batch, Unsupported> {
-    let mut batch = Builder { bytes: Vec::with_capacity(commands.len() * 160), seq: first_seq, set_id: 0 };
+    let mut batch = Builder { bytes: Vec::with_capacity(commands.len() * 384), seq: first_seq, set_id: 0 };
     let mut index = Vec::with_capacity(commands.len() + 2);
     batch.control(BATCH_BEGIN);
     index.push(None);

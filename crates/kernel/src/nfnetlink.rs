@@ -97,10 +97,16 @@ pub fn finish(buf: &mut [u8], at: usize) {
 
 /// Appends an attribute and its padding.
 pub fn put_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    let len = u16::try_from(NLA_HDRLEN + value.len()).unwrap_or(u16::MAX);
+    put_attr_with(buf, kind, &[value]);
+}
+
+/// Appends an attribute whose value is `parts` one after the other, and its padding.
+pub fn put_attr_with(buf: &mut Vec<u8>, kind: u16, parts: &[&[u8]]) {
+    let value_len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u16::try_from(NLA_HDRLEN + value_len).unwrap_or(u16::MAX);
     buf.extend_from_slice(&len.to_ne_bytes());
     buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(value);
+    parts.iter().for_each(|p| buf.extend_from_slice(p));
     pad(buf);
 }
 
