@@ -9,7 +9,6 @@ use std::process::{Command as Process, Stdio};
 
 use crate::diff::{self, DiffOptions, Update};
 use crate::expr::Unsupported;
-use crate::netlink::NetlinkNft;
 use crate::ruleset::{Command, Ruleset, render};
 
 /// Something that runs one transaction's commands atomically.
@@ -115,44 +114,6 @@ impl Nft for NftCommand {
             status: output.status.to_string(),
             stderr: String::from_utf8_lossy(&output.stderr).trim_end().to_owned(),
         })
-    }
-}
-
-/// How transactions reach the kernel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum WriterKind {
-    /// nf_tables messages over netlink, from this process.
-    #[default]
-    Netlink,
-    /// The `nft` program, given a script.
-    Nft,
-}
-
-/// The writer a node agent uses, chosen at start.
-#[derive(Debug)]
-pub enum Writer {
-    /// Over netlink.
-    Netlink(NetlinkNft),
-    /// Through `nft -f -`.
-    Program(NftCommand),
-}
-
-impl Writer {
-    /// The writer of `kind`, in this process's network namespace.
-    pub fn new(kind: WriterKind) -> Self {
-        match kind {
-            WriterKind::Netlink => Writer::Netlink(NetlinkNft::new()),
-            WriterKind::Nft => Writer::Program(NftCommand::system()),
-        }
-    }
-}
-
-impl Nft for Writer {
-    fn run(&mut self, commands: &[Command<'_>]) -> Result<usize, NftError> {
-        match self {
-            Writer::Netlink(netlink) => netlink.run(commands),
-            Writer::Program(program) => program.run(commands),
-        }
     }
 }
 

@@ -4,8 +4,9 @@
 //! chain per Service port and per endpoint.
 //!
 //! The shape: [`compile::compile`] turns a Plan into a [`Ruleset`] (pure); [`diff`] turns the
-//! last applied ruleset and the desired one into `nft -f` transactions; [`apply::Applier`]
-//! runs them, sending only differences, and falls back to a full resync after a failure;
+//! last applied ruleset and the desired one into transactions; [`apply::Applier`] runs them
+//! (over netlink by [`netlink::NetlinkNft`], or through `nft -f`), sending only differences,
+//! and falls back to a full resync after a failure;
 //! [`conntrack::delete`] removes the UDP flows that point at endpoints no longer there.
 //!
 //! HostPorts from `127.0.0.1` are DNAT-ed to a Pod address, which the kernel routes only with
@@ -26,11 +27,11 @@ mod plane;
 pub mod ruleset;
 pub mod stale;
 
-pub use apply::{Applier, Nft, NftCommand, NftError, SyncKind, SyncReport, Writer, WriterKind};
+pub use apply::{Applier, Nft, NftCommand, NftError, SyncKind, SyncReport};
 pub use compile::{CompileOptions, Compiled, Destination, compile};
 pub use conntrack::{ConntrackError, Filter};
 pub use diff::{DiffOptions, Update};
 pub use expr::Unsupported;
 pub use netlink::NetlinkNft;
-pub use plane::{KernelProxy, Options};
+pub use plane::{KernelProxy, Options, Writer, WriterKind};
 pub use ruleset::{Chain, Command, Family, Hook, Ruleset, Set, SetDecl, Table};

@@ -17,10 +17,12 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing::{debug, info, warn};
 
-use crate::apply::{Applier, Nft, SyncKind, SyncReport, Writer, WriterKind};
+use crate::apply::{Applier, Nft, NftCommand, NftError, SyncKind, SyncReport};
 use crate::compile::CompileOptions;
 use crate::diff::DiffOptions;
 use crate::incremental::{Change, Incremental};
+use crate::netlink::NetlinkNft;
+use crate::ruleset::Command;
 use crate::stale::stale_udp_flows;
 
 /// How the kernel data plane runs.
@@ -34,6 +36,44 @@ pub struct Options {
     pub sync_period: Duration,
     /// How transactions reach the kernel.
     pub writer: WriterKind,
+}
+
+/// How transactions reach the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WriterKind {
+    /// nf_tables messages over netlink, from this process.
+    #[default]
+    Netlink,
+    /// The `nft` program, given a script.
+    Nft,
+}
+
+/// The writer a node agent uses, chosen at start.
+#[derive(Debug)]
+pub enum Writer {
+    /// Over netlink.
+    Netlink(NetlinkNft),
+    /// Through `nft -f -`.
+    Program(NftCommand),
+}
+
+impl Writer {
+    /// The writer of `kind`, in this process's network namespace.
+    pub fn new(kind: WriterKind) -> Self {
+        match kind {
+            WriterKind::Netlink => Writer::Netlink(NetlinkNft::new()),
+            WriterKind::Nft => Writer::Program(NftCommand::system()),
+        }
+    }
+}
+
+impl Nft for Writer {
+    fn run(&mut self, commands: &[Command<'_>]) -> Result<usize, NftError> {
+        match self {
+            Writer::Netlink(netlink) => netlink.run(commands),
+            Writer::Program(program) => program.run(commands),
+        }
+    }
 }
 
 /// Labels of a sync.
