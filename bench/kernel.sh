@@ -2,22 +2,32 @@
 # Kernel data plane benchmark: Portico's node agent with `--proxy-mode nftables`, in labs of
 # network namespaces (`portico lab`), at 1k / 10k / 30k Services, beside its peers.
 #
+# The agent writes its nftables rules one of two ways, `--nft-writer`: `netlink` (the default:
+# nf_tables messages sent over netlink from the agent's process) or `nft` (the nft program fed
+# a script, the former way). Parts 1 and 2 measure every writer of PORTICO_BENCH_WRITERS, each
+# in labs of its own (`portico lab up --nft-writer W`), one writer after the other, and give
+# the ratio nft / netlink; the targets are judged on netlink. Parts 3, 4 and 5 use netlink only.
+#
 #  1. Full sync: a 1-node lab with N Services x 10 endpoints (one Deployment of 10 echo Pods,
-#     every Service selecting them): the agent's first (Cold) nftables sync from its log, the
-#     time from `lab up` starting until the last ClusterIP answers a client Pod, and the
-#     agent's RSS. Target: Cold sync at 10k under 1 s.
-#  2. One Service added at 10k (else at the largest size run): a new file with one Service
-#     written into the lab's manifest folder, 5 times: the agent's Diff sync of it, and the
-#     time from the write until the new ClusterIP answers inside the client Pod. Target: sync
-#     under 20 ms. Beside it kube-proxy's nftables mode, as reported (not measured here).
+#     every Service selecting them), per writer: the agent's first (Cold) nftables sync from
+#     its log, the time from `lab up` starting until the last ClusterIP answers a client Pod,
+#     and the agent's RSS. Also at 100 Services (the baseline of parts 3 and 4). Target: Cold
+#     sync at 10k under 1 s (netlink).
+#  2. One Service added at 10k (else at the largest size run), in each writer's lab of that
+#     size: a new file with one Service written into the lab's manifest folder, 5 times: the
+#     agent's Diff sync of it, and the time from the write until the new ClusterIP answers
+#     inside the client Pod. Target: sync under 20 ms (netlink). Beside it kube-proxy's
+#     nftables mode, as reported (not measured here).
 #  3. First-packet latency: TCP connect time from the client Pod to a ClusterIP, 2,000 fresh
-#     connections, with 100 Services loaded and with the largest size. Target: p50 within 10 %.
+#     connections, with 100 Services loaded and with the largest size (netlink labs). Target:
+#     p50 within 10 %.
 #  4. CPU per new TCP connection (connect, GET with `Connection: close`, read to the end,
 #     close; wrk inside the client Pod), four peers: direct to a Pod IP, the kernel path
-#     (nftables ClusterIP), Portico's userspace proxy (a second lab, `--proxy-mode userspace`)
-#     and HAProxy (mode tcp, nbthread 1, in the client's node namespace). The whole machine's
-#     CPU (user+nice+system+irq+softirq in /proc/stat) over each run, per connection.
-#  5. `lab up` of 3 nodes and 10 Pods. Target: under 5 s.
+#     (nftables ClusterIP, netlink lab of 100 Services), Portico's userspace proxy (a second
+#     lab, `--proxy-mode userspace`) and HAProxy (mode tcp, nbthread 1, in the client's node
+#     namespace). The whole machine's CPU (user+nice+system+irq+softirq in /proc/stat) over
+#     each run, per connection.
+#  5. `lab up` of 3 nodes and 10 Pods (netlink). Target: under 5 s.
 #
 # Prints a table per part, ratios and a verdict against the targets. Never fails on a missed
 # target; fails when something does not run or a run is invalid (a lab that does not come up,
@@ -27,6 +37,9 @@
 #   PORTICO_BENCH_SIZES="1000 10000 30000"  Service counts of part 1 (the default); part 2 runs
 #                                           at 10000 when listed, else the largest; part 3
 #                                           compares 100 with the largest
+#   PORTICO_BENCH_WRITERS="netlink nft"     the agents' --nft-writer values parts 1 and 2
+#                                           measure, in this order (the default); netlink must
+#                                           be among them (parts 3-5 and the verdict use it)
 #   PORTICO_BENCH_ROUNDS=3                  repeat parts 3, 4 and 5 (peers in rotating order),
 #                                           report medians (default 1)
 #   PORTICO_BENCH_SECONDS=2                 length of each wrk run in part 4 (default 2 s:
@@ -55,6 +68,22 @@ SIZES="${PORTICO_BENCH_SIZES:-1000 10000 30000}"
 NFT_SYNC_PERIOD="${PORTICO_BENCH_NFT_SYNC_PERIOD:-1h}"
 # shellcheck disable=SC2086
 whole_numbers "PORTICO_BENCH_SIZES takes whole numbers >= 1" $SIZES
+WRITERS="${PORTICO_BENCH_WRITERS:-netlink nft}"
+# The writer of parts 3, 4 and 5 and of the verdict: the agent's default.
+MAIN_WRITER=netlink
+writers=()
+for w in $WRITERS; do
+    case "$w" in
+        netlink | nft) ;;
+        *) echo "$bench_name: PORTICO_BENCH_WRITERS takes netlink and nft, not '$w'" >&2; exit 2 ;;
+    esac
+    for x in ${writers[@]+"${writers[@]}"}; do
+        [ "$x" != "$w" ] || { echo "$bench_name: PORTICO_BENCH_WRITERS names $w twice" >&2; exit 2; }
+    done
+    writers+=("$w")
+done
+[[ " ${writers[*]-} " == *" $MAIN_WRITER "* ]] \
+    || { echo "$bench_name: PORTICO_BENCH_WRITERS must include $MAIN_WRITER (parts 3-5 and the verdict use it)" >&2; exit 2; }
 BASE_SIZE=100
 ADDITIONS=5
 LATENCY_CONNECTIONS=2000

@@ -5,7 +5,7 @@
 //! One transaction is one batch (`NFNL_MSG_BATCH_BEGIN`, the messages, `NFNL_MSG_BATCH_END`)
 //! in one `sendmsg`: the kernel applies all of it or, when it refuses a message, none, and
 //! answers only with the errors, each naming the message by its sequence number. Rules are
-//! encoded by [`crate::expr`]; sets, maps and their elements here.
+//! encoded by the `expr` module; sets, maps and their elements here.
 
 use std::io;
 use std::net::IpAddr;
