@@ -118,8 +118,18 @@ KEEP_DIRS=(haproxy)
 tag="pbk$(($$ % 100000))"
 labs=()
 
-# lab_prefix NAME: the namespace prefix of this run's lab NAME.
-lab_prefix() { echo "$tag-$1-"; }
+# lab_prefix NAME [WRITER]: the namespace prefix of this run's lab NAME (of WRITER's agents:
+# its short code appended, "nl" or "nft"); `portico lab` takes 1-20 characters.
+lab_prefix() {
+    local p="$tag-$1"
+    case "${2:-}" in
+        netlink) p="${p}nl" ;;
+        nft) p="${p}nft" ;;
+    esac
+    p="$p-"
+    [[ ${#p} -le 20 && "$p" =~ ^[a-z0-9-]+-$ ]] || { echo "$bench_name: lab prefix '$p' is too long or malformed" >&2; exit 1; }
+    echo "$p"
+}
 # lab_state PREFIX: the lab's state folder (its logs are under logs/).
 lab_state() { echo "/run/portico-lab/${1%-}"; }
 # left_namespaces PREFIX: the namespaces of the lab still there.
@@ -158,15 +168,16 @@ kernel_cleanup() {
 }
 trap kernel_cleanup EXIT
 
-# lab_up PREFIX MANIFESTS NODES MODE [patient]: `portico lab up`; its output in
-# $tmp/up-PREFIX.log. With `patient`, `lab up` giving up on an agent that is not ready within
-# its 30 s is reported and the lab measured anyway (the agent goes on with its first sync).
+# lab_up PREFIX MANIFESTS NODES MODE WRITER [patient]: `portico lab up`, its agents with
+# --nft-writer WRITER; its output in $tmp/up-PREFIX.log. With `patient`, `lab up` giving up on
+# an agent that is not ready within its 30 s is reported and the lab measured anyway (the agent
+# goes on with its first sync).
 lab_up() {
     local prefix=$1
     labs+=("$prefix")
     if ! "$portico" lab --prefix "$prefix" up --manifests "$2" --nodes "$3" --proxy-mode "$4" \
-        --nft-sync-period "$NFT_SYNC_PERIOD" >"$tmp/up-$prefix.log" 2>&1; then
-        if [ "${5:-}" = patient ] && grep -q 'not ready after' "$tmp/up-$prefix.log" \
+        --nft-writer "$5" --nft-sync-period "$NFT_SYNC_PERIOD" >"$tmp/up-$prefix.log" 2>&1; then
+        if [ "${6:-}" = patient ] && grep -q 'not ready after' "$tmp/up-$prefix.log" \
             && [ -f "$(lab_state "$prefix")/lab.json" ]; then
             echo "  !! lab up $prefix gave up: $(grep -m 1 'not ready after' "$tmp/up-$prefix.log"); measuring on"
             echo "$prefix" >>"$results/gave-up.txt"
@@ -271,16 +282,17 @@ echo
 banner "Kernel data plane benchmark"
 echo "portico $(portico_version), $(nft --version), $(haproxy -v | head -n 1 | awk '{print "haproxy", $3}'), $(wrk -v 2>&1 | head -n 1 | awk '{print "wrk", $2}')"
 echo "sizes: $SIZES (baseline $BASE_SIZE); Service added at $p2size; $ROUNDS round(s); agents with --nft-sync-period $NFT_SYNC_PERIOD"
+echo "nftables writers: ${writers[*]} in parts 1 and 2; $MAIN_WRITER in parts 3, 4 and 5 and for the targets"
 echo
 
 # --- 5. lab up of 3 nodes and 10 Pods ----------------------------------------------------
 mkdir -p "$tmp/m-small"
 python3 "$here/gen.py" small "$tmp/m-small"
-echo "-- 5. lab up: 3 nodes, 10 echo Pods, 1 Service (nftables) --"
+echo "-- 5. lab up: 3 nodes, 10 echo Pods, 1 Service (nftables, $MAIN_WRITER writer) --"
 for round in $(seq "$ROUNDS"); do
-    prefix="$(lab_prefix "up$round")"
+    prefix="$(lab_prefix "up$round" "$MAIN_WRITER")"
     t0="$(now)"
-    lab_up "$prefix" "$tmp/m-small" 3 nftables
+    lab_up "$prefix" "$tmp/m-small" 3 nftables "$MAIN_WRITER"
     t1="$(now)"
     ready="$(sed -n 's/.*ready in \([0-9.]*\) s.*/\1/p' "$tmp/up-$prefix.log" | head -n 1)"
     in_lab "$prefix" pod/bench/echo-0 "$py" "$here/probe.py" wait "$SMALL_IP" 80 --deadline 10 >/dev/null \
@@ -297,14 +309,16 @@ done
 echo
 
 # --- 1 (baseline) and 4: the 100-Service labs --------------------------------------------
-# scale_lab PREFIX N: up a 1-node nftables lab of N Services (manifests in $tmp/m-PREFIX) and record part 1's figures in
-# results/scale-N.txt: "cold_ms elements bytes up_s last_s rss_kb hwm_kb generation".
+# scale_lab PREFIX N WRITER: up a 1-node nftables lab of N Services (manifests in
+# $tmp/m-PREFIX), its agent with --nft-writer WRITER, and record part 1's figures in
+# results/scale-WRITER-N.txt: "cold_ms elements bytes up_s last_s rss_kb hwm_kb generation".
 scale_lab() {
-    local prefix=$1 n=$2 dir="$tmp/m-${1%-}" t0 t1 last answer ok cold pid mem
+    local prefix=$1 n=$2 writer=$3 dir="$tmp/m-${1%-}" t0 t1 last answer ok cold pid mem out
+    out="$results/scale-$writer-$n.txt"
     mkdir -p "$dir"
     python3 "$here/gen.py" scale "$n" "$dir"
     t0="$(now)"
-    lab_up "$prefix" "$dir" 1 nftables patient
+    lab_up "$prefix" "$dir" 1 nftables "$writer" patient
     t1="$(now)"
     last="$(python3 "$here/gen.py" ip $((n - 1)))"
     answer="$(wait_answer "$prefix" "$last" --deadline 900)"
@@ -320,18 +334,39 @@ scale_lab() {
     [ -n "$cold" ] || { echo "$bench_name: no Cold sync in $(agent_log "$prefix")" >&2; exit 1; }
     check_agent "$prefix"
     pid="$(agent_pid "$prefix")" || { echo "$bench_name: no agent in ${prefix}node-1" >&2; exit 1; }
+    # The writer measured is the one asked for.
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--nft-writer $writer " \
+        || { echo "$bench_name: ${prefix}node-1's agent does not run with --nft-writer $writer" >&2; exit 1; }
     mem="$(mem_kb "$pid")"
     read -r gen cold_ms elements bytes <<<"$cold"
     awk -v c="$cold_ms" -v e="$elements" -v b="$bytes" -v a="$t0" -v u="$t1" -v o="$ok" -v m="$mem" -v g="$gen" \
-        'BEGIN { printf "%s %s %s %.3f %.3f %s %s\n", c, e, b, u - a, o - a, m, g }' >"$results/scale-$n.txt"
-    read -r cold_ms elements bytes up_s last_s rss hwm _ <"$results/scale-$n.txt"
-    printf "  %6d Services: Cold sync %8.1f ms (%s elements, %s bytes), lab up %6.2f s, last ClusterIP answered at %6.2f s, agent RSS %d MiB (peak %d MiB)\n" \
-        "$n" "$cold_ms" "$elements" "$bytes" "$up_s" "$last_s" $((rss / 1024)) $((hwm / 1024))
+        'BEGIN { printf "%s %s %s %.3f %.3f %s %s\n", c, e, b, u - a, o - a, m, g }' >"$out"
+    read -r cold_ms elements bytes up_s last_s rss hwm _ <"$out"
+    printf "  %6d Services, %-7s: Cold sync %8.1f ms (%s elements, %s bytes written), lab up %6.2f s, last ClusterIP answered at %6.2f s, agent RSS %d MiB (peak %d MiB)\n" \
+        "$n" "$writer" "$cold_ms" "$elements" "$bytes" "$up_s" "$last_s" $((rss / 1024)) $((hwm / 1024))
 }
 
-echo "-- 1. full sync: 1 node, N Services x 10 endpoints --"
-base="$(lab_prefix b$BASE_SIZE)"
-scale_lab "$base" "$BASE_SIZE"
+# cold_ratio N: after every writer's lab of N Services, the nft / netlink Cold sync ratio.
+cold_ratio() {
+    local a="$results/scale-netlink-$1.txt" b="$results/scale-nft-$1.txt"
+    [ -f "$a" ] && [ -f "$b" ] || return 0
+    awk 'FNR == 1 { v[++i] = $1 } END { printf "  %6d Services: Cold sync netlink %.1f ms, nft %.1f ms: nft / netlink %.2fx\n", n, v[1], v[2], (v[1] > 0 ? v[2] / v[1] : 0) }' \
+        n="$1" "$a" "$b"
+}
+
+echo "-- 1. full sync: 1 node, N Services x 10 endpoints, per writer (${writers[*]}) --"
+# The netlink lab of 100 Services stays up: parts 3 and 4 use it (the kernel peer, HAProxy).
+base="$(lab_prefix "b$BASE_SIZE" "$MAIN_WRITER")"
+for w in "${writers[@]}"; do
+    if [ "$w" = "$MAIN_WRITER" ]; then
+        scale_lab "$base" "$BASE_SIZE" "$w"
+    else
+        prefix="$(lab_prefix "b$BASE_SIZE" "$w")"
+        scale_lab "$prefix" "$BASE_SIZE" "$w"
+        lab_down "$prefix"
+    fi
+done
+cold_ratio "$BASE_SIZE"
 # Portico's userspace proxy: a lab of its own, its agent with --proxy-mode userspace, serving
 # probe4 only. (In that mode the lab cannot serve IPv6 ClusterIPs: the agent cannot bind them,
 # "Cannot assign requested address", as the lab routes the IPv6 service range to lo but does
@@ -339,7 +374,7 @@ scale_lab "$base" "$BASE_SIZE"
 user="$(lab_prefix u0)"
 mkdir -p "$tmp/m-${user%-}"
 python3 "$here/gen.py" scale 0 "$tmp/m-${user%-}"
-lab_up "$user" "$tmp/m-${user%-}" 1 userspace
+lab_up "$user" "$tmp/m-${user%-}" 1 userspace "$MAIN_WRITER"
 check_agent "$user"
 
 # --- 4. CPU per connection ---------------------------------------------------------------
@@ -465,52 +500,64 @@ latency_chunk() {
         $((LATENCY_CONNECTIONS / 4)) >>"$results/latency-$2-$3.txt" \
         || { echo "$bench_name: connect times in lab $1 failed" >&2; exit 1; }
 }
+# add_services PREFIX N WRITER: part 2 in the lab PREFIX (N Services, WRITER's agent): one
+# Service added at a time, ADDITIONS times; results/added-WRITER-K.txt each:
+# "generation diff_ms write_to_answer_s".
+add_services() {
+    local prefix=$1 n=$2 writer=$3 log k idx from answer wrote ok line gen ms
+    echo "-- 2. one Service added at $n ($writer writer): a new file with one Service, $ADDITIONS times --"
+    log="$(agent_log "$prefix")"
+    for k in $(seq "$ADDITIONS"); do
+        idx=$((n + k - 1))
+        python3 "$here/gen.py" one "added-$k" "$idx" "$tmp/added-$writer-$k.yaml"
+        from="$(wc -l <"$log")"
+        answer="$(wait_answer "$prefix" "$(python3 "$here/gen.py" ip "$idx")" \
+            --write "$tmp/m-${prefix%-}/added-$k.yaml" --from "$tmp/added-$writer-$k.yaml" --deadline 30)"
+        read -r wrote ok _ <<<"$answer"
+        line=""
+        for _ in $(seq 100); do
+            line="$(sync_line "$log" "$from" Diff)"
+            [ -z "$line" ] || break
+            sleep 0.1
+        done
+        [ -n "$line" ] || { echo "$bench_name: no Diff sync logged for added-$k in lab $prefix" >&2; exit 1; }
+        read -r gen ms _ <<<"$line"
+        awk -v g="$gen" -v m="$ms" -v w="$wrote" -v o="$ok" \
+            'BEGIN { printf "%s %s %.4f\n", g, m, o - w }' >"$results/added-$writer-$k.txt"
+        printf "  added-%d: Diff sync %6.2f ms (generation %s), answering %.0f ms after the write\n" \
+            "$k" "$ms" "$gen" "$(awk -v w="$wrote" -v o="$ok" 'BEGIN { print (o - w) * 1000 }')"
+        sleep 0.5
+    done
+    check_agent "$prefix"
+}
+
+# Each size, one writer's lab after the other (never two large labs at once); part 2 in each
+# writer's lab of its size, part 3 in the netlink lab of the largest size.
 for n in $SIZES; do
-    prefix="$(lab_prefix "s$n")"
-    scale_lab "$prefix" "$n"
-    if [ "$n" = "$p2size" ]; then
-        echo "-- 2. one Service added at $n: a new file with one Service, $ADDITIONS times --"
-        log="$(agent_log "$prefix")"
-        for k in $(seq "$ADDITIONS"); do
-            idx=$((n + k - 1))
-            python3 "$here/gen.py" one "added-$k" "$idx" "$tmp/added-$k.yaml"
-            from="$(wc -l <"$log")"
-            answer="$(wait_answer "$prefix" "$(python3 "$here/gen.py" ip "$idx")" \
-                --write "$tmp/m-${prefix%-}/added-$k.yaml" --from "$tmp/added-$k.yaml" --deadline 30)"
-            read -r wrote ok _ <<<"$answer"
-            line=""
-            for _ in $(seq 100); do
-                line="$(sync_line "$log" "$from" Diff)"
-                [ -z "$line" ] || break
-                sleep 0.1
+    for w in "${writers[@]}"; do
+        prefix="$(lab_prefix "s$n" "$w")"
+        scale_lab "$prefix" "$n" "$w"
+        [ "$n" != "$p2size" ] || add_services "$prefix" "$n" "$w"
+        if [ "$n" = "$largest" ] && [ "$w" = "$MAIN_WRITER" ]; then
+            echo "-- 3. first-packet latency: $LATENCY_CONNECTIONS fresh connections to a ClusterIP, $BASE_SIZE vs $n Services ($w writer) --"
+            # In quarters, the two labs in turn, so that a slow spell of this shared machine falls on both.
+            for round in $(seq "$ROUNDS"); do
+                for _ in 1 2 3 4; do
+                    latency_chunk "$base" "$BASE_SIZE" "$round"
+                    latency_chunk "$prefix" "$n" "$round"
+                done
+                for m in "$BASE_SIZE" "$n"; do
+                    printf "  round %d, %6d Services: %s\n" "$round" "$m" \
+                        "$(python3 "$here/report.py" percentiles "$results/latency-$m-$round.txt")"
+                done
             done
-            [ -n "$line" ] || { echo "$bench_name: no Diff sync logged for added-$k" >&2; exit 1; }
-            read -r gen ms _ <<<"$line"
-            awk -v g="$gen" -v m="$ms" -v w="$wrote" -v o="$ok" \
-                'BEGIN { printf "%s %s %.4f\n", g, m, o - w }' >"$results/added-$k.txt"
-            printf "  added-%d: Diff sync %6.2f ms (generation %s), answering %.0f ms after the write\n" \
-                "$k" "$ms" "$gen" "$(awk -v w="$wrote" -v o="$ok" 'BEGIN { print (o - w) * 1000 }')"
-            sleep 0.5
-        done
-        check_agent "$prefix"
-    fi
-    if [ "$n" = "$largest" ]; then
-        echo "-- 3. first-packet latency: $LATENCY_CONNECTIONS fresh connections to a ClusterIP, $BASE_SIZE vs $n Services --"
-        # In quarters, the two labs in turn, so that a slow spell of this shared machine falls on both.
-        for round in $(seq "$ROUNDS"); do
-            for _ in 1 2 3 4; do
-                latency_chunk "$base" "$BASE_SIZE" "$round"
-                latency_chunk "$prefix" "$n" "$round"
-            done
-            for m in "$BASE_SIZE" "$n"; do
-                printf "  round %d, %6d Services: %s\n" "$round" "$m" \
-                    "$(python3 "$here/report.py" percentiles "$results/latency-$m-$round.txt")"
-            done
-        done
-    fi
-    lab_down "$prefix"
+        fi
+        lab_down "$prefix"
+    done
+    cold_ratio "$n"
 done
 lab_down "$base"
 
 echo
-python3 "$here/report.py" report "$results" "$ROUNDS" "$BASE_SIZE" "$p2size" "$largest" "$SECONDS_PER_RUN" $SIZES
+python3 "$here/report.py" report "$results" "$ROUNDS" "$BASE_SIZE" "$p2size" "$largest" "$SECONDS_PER_RUN" \
+    "$(IFS=,; echo "${writers[*]}")" $SIZES

@@ -890,6 +890,32 @@ mod tests {
         );
     }
 
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        /// Any sequence of the dialect's words and other tokens is read or refused, never a
+        /// panic.
+        #[test]
+        fn no_rule_text_panics(words in proptest::collection::vec(proptest::prop_oneof![
+            proptest::sample::select(vec![
+                "ct", "state", "new", "status", "dnat", "fib", "saddr", "daddr", "type", "local", "numgen",
+                "random", "mod", "tcp", "udp", "sctp", "dport", "meta", "mark", "set", "l4proto", "&", "==",
+                "|", "^", "ip", "ip6", "th", ".", "vmap", "!=", "update", "{", "}", "to", "masquerade",
+                "fully-random", "reject", "with", "reset", "drop", "accept", "return", "jump", "goto",
+                "@s", "0", "2", "0x4000", "80", "198.18.0.1", "198.18.0.0/9", "2001:db8::1",
+                "2001:db8::/33", "198.18.0.1:80", "[2001:db8::1]:80", "0.0.0.0/0",
+            ]).prop_map(str::to_owned),
+            "[ -~]{0,12}",
+        ], 0..14), v6 in proptest::bool::ANY) {
+            let family = if v6 { Family::Ip6 } else { Family::Ip };
+            let rule = words.join(" ");
+            if let Ok(exprs) = linearize(family, &rule) {
+                let mut buf = Vec::new();
+                exprs.iter().for_each(|e| e.encode(&mut buf));
+            }
+        }
+    }
+
     #[test]
     fn anything_else_is_refused_by_name() {
         for (family, rule) in [
