@@ -559,5 +559,6 @@ done
 lab_down "$base"
 
 echo
+# shellcheck disable=SC2086
 python3 "$here/report.py" report "$results" "$ROUNDS" "$BASE_SIZE" "$p2size" "$largest" "$SECONDS_PER_RUN" \
     "$(IFS=,; echo "${writers[*]}")" $SIZES

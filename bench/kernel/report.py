@@ -6,12 +6,14 @@
                                     "generation elapsed_ms elements bytes"
   report.py wrk-line RESULTS PEER ROUND
                                     one line of part 4 as it runs
-  report.py report RESULTS ROUNDS BASE P2SIZE LARGEST SECONDS SIZE...
-                                    the tables, ratios and verdict
+  report.py report RESULTS ROUNDS BASE P2SIZE LARGEST SECONDS WRITERS SIZE...
+                                    the tables, ratios and verdict; WRITERS the agents'
+                                    --nft-writer values of parts 1 and 2, comma-separated
+                                    ("netlink,nft"), netlink among them
 
-RESULTS holds (N a Service count, R a round, K an addition):
-  scale-N.txt        "cold_ms elements bytes up_s last_s rss_kb hwm_kb generation"
-  added-K.txt        "generation diff_ms write_to_answer_s"
+RESULTS holds (W a writer, N a Service count, R a round, K an addition):
+  scale-W-N.txt      "cold_ms elements bytes up_s last_s rss_kb hwm_kb generation"
+  added-W-K.txt      "generation diff_ms write_to_answer_s"
   latency-N-R.txt    connect times in microseconds, one a line
   background-R.txt   the machine's busy share of one core while idle, before part 4
   wrk-PEER-R.txt     `wrk --latency` output; cpu-PEER-R.txt "machine_s process_s wall_s"
@@ -39,6 +41,9 @@ FLAT_TARGET = 0.10  # p50 with the largest size within 10 % of the baseline's
 LAB_UP_TARGET_S = 5.0  # 3 nodes, 10 Pods
 #: kube-proxy's nftables mode, one Service added at 10k Services, as reported (not measured).
 KUBE_PROXY_ADD_MS = 141.0
+#: The agents' default --nft-writer: the targets are judged on it; the other is compared to it.
+MAIN_WRITER = "netlink"
+OTHER_WRITER = "nft"
 
 UNITS_MS = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1000.0}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -136,73 +141,118 @@ def f(x, spec):
     return "-" if x is None else format(x, spec)
 
 
+def writer_ratio(values, fmt_value):
+    """"netlink A, nft B: Rx" for VALUES (writer -> figure), R being nft / netlink; only the
+    figures there are when a writer was not run."""
+    shown = ", ".join(f"{w} {fmt_value(v)}" for w, v in values.items())
+    a, b = values.get(MAIN_WRITER), values.get(OTHER_WRITER)
+    if a is None or b is None:
+        return shown
+    return f"{shown}: {fmt_ratio(b / a) if a > 0 else '-'}"
+
+
 def report(argv):
-    results, rounds, base, p2size, largest, seconds = argv[:6]
+    results, rounds, base, p2size, largest, seconds, writers = argv[:7]
     rounds, base, p2size, largest = int(rounds), int(base), int(p2size), int(largest)
-    sizes = [int(s) for s in argv[6:]]
+    writers = writers.split(",")
+    if MAIN_WRITER not in writers:
+        fail(f"the writers {writers} do not include {MAIN_WRITER}")
+    sizes = [int(s) for s in argv[7:]]
+    both = MAIN_WRITER in writers and OTHER_WRITER in writers
     checks = []
 
+    def ms(x):
+        return f"{x:.1f} ms"
+
     # --- 1. full sync ---
-    print("== 1. full sync: 1 node, N Services x 10 endpoints (the agent's first sync, from its log) ==")
+    print(
+        "== 1. full sync: 1 node, N Services x 10 endpoints (the agent's first sync, from its log),"
+        f" per nftables writer ({', '.join(writers)}) =="
+    )
     print_header(
-        f"{'Services':>8} {'Cold sync ms':>12} {'elements':>9} {'nft bytes':>10} {'lab up s':>9}"
-        f" {'last ClusterIP answers s':>24} {'agent RSS MiB':>13} {'peak MiB':>8}"
+        f"{'Services':>8} {'writer':<7} {'Cold sync ms':>12} {'nft/netlink':>11} {'elements':>9} {'bytes written':>13}"
+        f" {'lab up s':>9} {'last ClusterIP answers s':>24} {'agent RSS MiB':>13} {'peak MiB':>8}"
     )
     scale = {}
     for n in sorted(set([base] + sizes)):
-        cold, elements, nbytes, up_s, last_s, rss, hwm, _gen = numbers(os.path.join(results, f"scale-{n}.txt"))
-        scale[n] = cold
-        print(
-            f"{n:>8} {cold:>12.1f} {elements:>9.0f} {nbytes:>10.0f} {up_s:>9.2f} {last_s:>24.2f}"
-            f" {rss / 1024:>13.1f} {hwm / 1024:>8.1f}"
-        )
+        rows = {w: numbers(os.path.join(results, f"scale-{w}-{n}.txt")) for w in writers}
+        scale[n] = {w: row[0] for w, row in rows.items()}
+        main = scale[n][MAIN_WRITER]
+        for w in writers:
+            cold, elements, nbytes, up_s, last_s, rss, hwm, _gen = rows[w]
+            r = cold / main if w != MAIN_WRITER and main > 0 else None
+            print(
+                f"{n:>8} {w:<7} {cold:>12.1f} {fmt_ratio(r) if r is not None else '':>11} {elements:>9.0f}"
+                f" {nbytes:>13.0f} {up_s:>9.2f} {last_s:>24.2f} {rss / 1024:>13.1f} {hwm / 1024:>8.1f}"
+            )
     gave_up = os.path.join(results, "gave-up.txt")
     if os.path.exists(gave_up):
         print(f"  !! `lab up` gave up waiting for the agent (300 s) in: {' '.join(read(gave_up).split())}; its 'lab up s' is when it gave up")
     print(
-        "  (lab up: `portico lab up` from start to its return, once every agent's /readyz answers 200 (its first sync"
-        " done); last ClusterIP: from the same start until the last Service's ClusterIP answered an HTTP GET in the"
-        " client Pod)"
+        "  (writer: the agent's --nft-writer: netlink, nf_tables messages from its process (the default), or nft,"
+        " the nft program fed a script; bytes written: the netlink messages, or the script; lab up: `portico lab up`"
+        " from start to its return, once every agent's /readyz answers 200 (its first sync done); last ClusterIP:"
+        " from the same start until the last Service's ClusterIP answered an HTTP GET in the client Pod)"
     )
+    if both:
+        for n in scale:
+            print(f"  Cold sync at {n:>6}: {writer_ratio(scale[n], ms)}")
     if COLD_TARGET_SIZE in scale:
-        cold = scale[COLD_TARGET_SIZE]
-        print(f"  Cold sync at 10k: {cold:.1f} ms = {cold / COLD_TARGET_MS:.2f}x the 1 s target")
-        checks.append(("Cold sync at 10k < 1 s", f"{cold:.0f} ms", cold < COLD_TARGET_MS))
+        cold = scale[COLD_TARGET_SIZE][MAIN_WRITER]
+        print(f"  Cold sync at 10k ({MAIN_WRITER}): {cold:.1f} ms = {cold / COLD_TARGET_MS:.2f}x the 1 s target")
+        other = scale[COLD_TARGET_SIZE].get(OTHER_WRITER)
+        value = f"{cold:.0f} ms" + (f" (nft {other:.0f} ms, {fmt_ratio(other / cold)})" if other is not None else "")
+        checks.append((f"Cold sync at 10k < 1 s ({MAIN_WRITER})", value, cold < COLD_TARGET_MS))
     else:
         print("  (10,000 not among the sizes: the 1 s target is not judged)")
     print("  peer (context only, not measured here): kube-proxy's nftables mode full-sync figures as KEP-3866 reports them")
     print()
 
     # --- 2. one Service added ---
-    print(f"== 2. one Service added at {p2size}: a new manifest file with one Service ==")
-    print_header(f"{'addition':>8} {'generation':>10} {'Diff sync ms':>12} {'write -> answer ms':>18}")
-    adds = []
+    print(f"== 2. one Service added at {p2size}: a new manifest file with one Service, in each writer's lab ==")
+    print_header(f"{'addition':>8} {'writer':<7} {'generation':>10} {'Diff sync ms':>12} {'write -> answer ms':>18}")
+    adds = {w: [] for w in writers}
     k = 1
-    while os.path.exists(os.path.join(results, f"added-{k}.txt")):
-        gen, diff_ms, e2e = numbers(os.path.join(results, f"added-{k}.txt"))
-        adds.append((diff_ms, e2e))
-        print(f"{k:>8} {gen:>10.0f} {diff_ms:>12.2f} {1000 * e2e:>18.0f}")
+    while any(os.path.exists(os.path.join(results, f"added-{w}-{k}.txt")) for w in writers):
+        for w in writers:
+            gen, diff_ms, e2e = numbers(os.path.join(results, f"added-{w}-{k}.txt"))
+            adds[w].append((diff_ms, e2e))
+            print(f"{k:>8} {w:<7} {gen:>10.0f} {diff_ms:>12.2f} {1000 * e2e:>18.0f}")
         k += 1
-    if not adds:
+    if not adds[MAIN_WRITER]:
         fail("no result of part 2 (one Service added)")
-    diff_med = statistics.median(d for d, _ in adds)
-    diff_max = max(d for d, _ in adds)
-    e2e_med = statistics.median(e for _, e in adds) * 1000
-    e2e_max = max(e for _, e in adds) * 1000
+    diff_med = {w: statistics.median(d for d, _ in adds[w]) for w in writers}
+    diff_max = {w: max(d for d, _ in adds[w]) for w in writers}
+    e2e_med = {w: statistics.median(e for _, e in adds[w]) * 1000 for w in writers}
+    e2e_max = {w: max(e for _, e in adds[w]) * 1000 for w in writers}
     print(
-        f"  median Diff sync {diff_med:.2f} ms (worst {diff_max:.2f}); write -> answer median {e2e_med:.0f} ms"
-        f" (worst {e2e_max:.0f}), which includes the agent's 200 ms debounce, reading the new file and planning"
+        "  median Diff sync: "
+        + writer_ratio(diff_med, lambda x: f"{x:.2f} ms")
+        + "; worst "
+        + ", ".join(f"{w} {diff_max[w]:.2f} ms" for w in writers)
+    )
+    print(
+        "  write -> answer median: "
+        + writer_ratio(e2e_med, lambda x: f"{x:.0f} ms")
+        + "; worst "
+        + ", ".join(f"{w} {e2e_max[w]:.0f} ms" for w in writers)
+        + "; it includes the agent's 200 ms debounce, reading the new file and planning"
     )
     print(
         f"  peer (reported, not measured here): kube-proxy nftables mode, one Service added at 10k: about"
-        f" {KUBE_PROXY_ADD_MS:.0f} ms; Portico's median Diff sync / that = {diff_med / KUBE_PROXY_ADD_MS:.3f}x"
+        f" {KUBE_PROXY_ADD_MS:.0f} ms; Portico's median Diff sync / that: "
+        + ", ".join(f"{w} {diff_med[w] / KUBE_PROXY_ADD_MS:.3f}x" for w in writers)
     )
-    label = "Diff sync at 10k < 20 ms" if p2size == 10000 else f"Diff sync at {p2size} < 20 ms (10k not run)"
-    checks.append((label, f"median {diff_med:.1f} ms, worst {diff_max:.1f} ms", diff_med < DIFF_TARGET_MS))
+    label = f"Diff sync at 10k < 20 ms ({MAIN_WRITER})" if p2size == 10000 else f"Diff sync at {p2size} < 20 ms ({MAIN_WRITER}; 10k not run)"
+    dm = diff_med[MAIN_WRITER]
+    value = f"median {dm:.1f} ms, worst {diff_max[MAIN_WRITER]:.1f} ms"
+    if OTHER_WRITER in diff_med:
+        value += f" (nft median {diff_med[OTHER_WRITER]:.1f} ms, {fmt_ratio(diff_med[OTHER_WRITER] / dm) if dm > 0 else '-'})"
+    checks.append((label, value, dm < DIFF_TARGET_MS))
     print()
 
     # --- 3. first-packet latency ---
-    print(f"== 3. first-packet latency: TCP connect to a ClusterIP from the client Pod, fresh connections ==")
+    print(f"== 3. first-packet latency: TCP connect to a ClusterIP from the client Pod, fresh connections ({MAIN_WRITER} writer) ==")
     print_header(f"{'Services':>8} {'p50 us':>8} {'p90 us':>8} {'p99 us':>8} {'mean us':>8} {'connections':>11}")
     lat = {}
     for n in (base, largest):
@@ -220,7 +270,10 @@ def report(argv):
 
     # --- 4. CPU per connection ---
     peers = ["direct", "kernel", "userspace", "haproxy"]
-    print(f"== 4. CPU per new TCP connection (wrk, {seconds} s runs, 16 at a time: connect, GET, read to the end, close) ==")
+    print(
+        f"== 4. CPU per new TCP connection (wrk, {seconds} s runs, 16 at a time: connect, GET, read to the end, close;"
+        f" kernel: the {MAIN_WRITER} writer's rules) =="
+    )
     runs = {p: [wrk_run(results, p, r) for r in range(1, rounds + 1)] for p in peers}
     row = {p: {key: med([x[key] for x in runs[p]]) for key in runs[p][0]} for p in peers}
     bg = med([x["background"] for p in peers for x in runs[p]])
@@ -259,7 +312,7 @@ def report(argv):
     print()
 
     # --- 5. lab up ---
-    print("== 5. lab up: 3 nodes, 10 echo Pods (nftables) ==")
+    print(f"== 5. lab up: 3 nodes, 10 echo Pods (nftables, {MAIN_WRITER} writer) ==")
     ups = [numbers(os.path.join(results, f"labup-{r}.txt")) for r in range(1, rounds + 1)]
     up = med([x[0] for x in ups])
     print(
@@ -279,7 +332,7 @@ def main(argv):
         return percentiles(argv[1])
     if len(argv) == 4 and argv[0] == "wrk-line":
         return wrk_line(*argv[1:])
-    if len(argv) >= 8 and argv[0] == "report":
+    if len(argv) >= 9 and argv[0] == "report":
         return report(argv[1:])
     sys.exit(__doc__)
 
