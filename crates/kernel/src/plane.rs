@@ -219,7 +219,9 @@ impl<N: Nft> Shared<N> {
         let mut guard = self.kernel.lock().unwrap_or_else(PoisonError::into_inner);
         let kernel = &mut *guard;
         let mut diagnostics = Vec::new();
-        let (result, kind, services) = match kernel.compiler.update(&plan, kernel.applier.kernel()) {
+        let change = kernel.compiler.update(&plan, kernel.applier.kernel());
+        let compiled = started.elapsed();
+        let (result, kind, services) = match change {
             Change::Unchanged => (Ok(SyncReport::default()), SyncKind::Unchanged, 0),
             Change::Full(compiled) => {
                 diagnostics.extend(compiled.conflicts.iter().map(|(destination, conflict)| {
@@ -242,6 +244,7 @@ impl<N: Nft> Shared<N> {
                     chains = report.chains,
                     elements = report.elements,
                     bytes = report.bytes,
+                    compiled = ?compiled,
                     elapsed = ?started.elapsed(),
                     "nftables synced"
                 );
