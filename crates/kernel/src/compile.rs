@@ -18,8 +18,9 @@ use ipnet::IpNet;
 use portico_plan::endpoints::{Scope, select};
 use portico_plan::{Endpoint, HostPort, IpFamily, Plan, Protocol, ServicePlan, ServicePort, TrafficPolicy};
 
+use crate::names::fnv1a;
 use crate::names::{Named, push_address};
-use crate::ruleset::{Chain, Family, Hook, Ruleset, Set, SetDecl, Table};
+use crate::ruleset::{Chain, Family, Hook, Ruleset, SERVICE_TABLES, Set, SetDecl, Table, TableId};
 
 /// Verdict map: ClusterIP, LoadBalancer IP and external IP . protocol . port → Service chain.
 pub const SERVICE_IPS: &str = "service-ips";
@@ -96,11 +97,11 @@ pub fn compile(plan: &Plan, node: &str, options: &CompileOptions) -> Compiled {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Fragment {
     /// Its chains.
-    pub chains: Vec<(Family, String)>,
+    pub chains: Vec<(TableId, String)>,
     /// Its elements of the shared maps: family, map, key.
-    pub elements: Vec<(Family, &'static str, String)>,
+    pub elements: Vec<(TableId, &'static str, String)>,
     /// Sets of its own (affinity).
-    pub sets: Vec<(Family, String)>,
+    pub sets: Vec<(TableId, String)>,
     /// The destinations it holds.
     pub claims: Vec<Destination>,
     /// The endpoint addresses its rules send to, each once: what it needs in [`HAIRPIN`].
@@ -128,8 +129,8 @@ pub(crate) fn compile_fragments(
         compiler.host_port(host_port);
     }
     for address in fragments.iter().flat_map(|f| &f.endpoints) {
-        let family = Family::of(address);
-        if let Some(set) = compiler.table(family).sets.get_mut(HAIRPIN) {
+        let main = TableId::main(Family::of(address));
+        if let Some(set) = compiler.table(main).sets.get_mut(HAIRPIN) {
             set.elements.insert(hairpin_key(*address), None);
         }
     }
@@ -140,7 +141,7 @@ pub(crate) fn compile_fragments(
         let Some(fragment) = fragments.get_mut(claim.service) else { continue };
         compiler.current = std::mem::take(fragment);
         if compiler.claim(&[claim.destination], &claim.owner) {
-            compiler.target(claim.family, claim.key, &claim.target, false);
+            compiler.target(claim.table, claim.key, &claim.target, false);
         }
         *fragment = std::mem::take(&mut compiler.current);
     }
@@ -160,7 +161,7 @@ pub(crate) fn compile_service(
     compiler.service(service, 0);
     for claim in std::mem::take(&mut compiler.external_ips) {
         if compiler.claim(&[claim.destination], &claim.owner) {
-            compiler.target(claim.family, claim.key, &claim.target, false);
+            compiler.target(claim.table, claim.key, &claim.target, false);
         }
     }
     let fragment = std::mem::take(&mut compiler.current);
@@ -171,9 +172,8 @@ pub(crate) fn compile_service(
 /// The shared maps and sets of `ruleset` (those of the skeleton), declared, without elements.
 pub(crate) fn shared_maps(ruleset: &Ruleset) -> Ruleset {
     let mut shared = Ruleset::default();
-    for family in Family::ALL {
-        let table = shared.tables.entry(family).or_default();
-        let Some(from) = ruleset.tables.get(&family) else { continue };
+    for (id, from) in &ruleset.tables {
+        let table = shared.tables.entry(*id).or_default();
         for name in SHARED_SETS {
             if let Some(set) = from.sets.get(name) {
                 table
@@ -270,7 +270,8 @@ struct ExternalIp {
     /// The index of its Service in the Plan.
     service: usize,
     destination: Destination,
-    family: Family,
+    /// The Service table of its Service.
+    table: TableId,
     key: String,
     target: Target,
     owner: String,
@@ -285,6 +286,8 @@ struct EndpointNames {
 /// What every chain of one Service port in one family is named after.
 struct ServicePortChains {
     family: Family,
+    /// The Service table its chains are in.
+    table: TableId,
     proto: &'static str,
     named: Named,
     /// Every endpoint chosen cluster-wide.
@@ -334,6 +337,9 @@ impl<'p> Compiler<'p> {
         };
         for family in Family::ALL {
             compiler.skeleton(family);
+            for part in 1..=SERVICE_TABLES {
+                compiler.service_skeleton(TableId { family, part });
+            }
         }
         compiler.current = Fragment::default();
         compiler
@@ -351,19 +357,19 @@ impl<'p> Compiler<'p> {
         }
     }
 
-    fn table(&mut self, family: Family) -> &mut Table {
-        self.compiled.ruleset.tables.entry(family).or_default()
+    fn table(&mut self, id: TableId) -> &mut Table {
+        self.compiled.ruleset.tables.entry(id).or_default()
     }
 
-    fn chain(&mut self, family: Family, name: &str, hook: Option<Hook>, rules: Vec<String>) {
-        self.table(family).chains.insert(name.to_owned(), Chain { hook, rules });
-        self.current.chains.push((family, name.to_owned()));
+    fn chain(&mut self, id: TableId, name: &str, hook: Option<Hook>, rules: Vec<String>) {
+        self.table(id).chains.insert(name.to_owned(), Chain { hook, rules });
+        self.current.chains.push((id, name.to_owned()));
     }
 
-    fn element(&mut self, family: Family, set: &'static str, key: String, value: Option<String>) {
-        if let Some(into) = self.table(family).sets.get_mut(set) {
+    fn element(&mut self, id: TableId, set: &'static str, key: String, value: Option<String>) {
+        if let Some(into) = self.table(id).sets.get_mut(set) {
             into.elements.insert(key.clone(), value);
-            self.current.elements.push((family, set, key));
+            self.current.elements.push((id, set, key));
         }
     }
 
@@ -385,83 +391,77 @@ impl<'p> Compiler<'p> {
     }
 
     /// Sends `key` to `target` through the Service maps (by destination address) or the
-    /// NodePort maps.
-    fn target(&mut self, family: Family, key: String, target: &Target, node_port: bool) {
+    /// NodePort maps of the Service table `table`; without endpoints, through the main table's.
+    fn target(&mut self, table: TableId, key: String, target: &Target, node_port: bool) {
         let (served, unserved) = match node_port {
             false => (SERVICE_IPS, NO_ENDPOINT_SERVICES),
             true => (SERVICE_NODEPORTS, NO_ENDPOINT_NODEPORTS),
         };
         match target {
-            Target::Chain(chain) => self.element(family, served, key, Some(format!("goto {chain}"))),
-            Target::NoEndpoints(verdict) => self.element(family, unserved, key, Some((*verdict).to_owned())),
+            Target::Chain(chain) => self.element(table, served, key, Some(format!("goto {chain}"))),
+            Target::NoEndpoints(verdict) => {
+                self.element(TableId::main(table.family), unserved, key, Some((*verdict).to_owned()));
+            }
         }
     }
 
-    /// The chains and maps every table has, whatever the Plan.
+    /// The chains and maps of a family's main table, whatever the Plan: the filter hooks (the
+    /// firewall, refusals without endpoints), HostPorts and masquerading.
     fn skeleton(&mut self, family: Family) {
-        let ip = family.name();
-        let hook = |kind, hook, priority| Some(Hook { kind, hook, priority });
-        let rules = |rules: &[&str]| rules.iter().map(|r| (*r).to_owned()).collect::<Vec<_>>();
+        let main = TableId::main(family);
         let new = "ct state new jump";
-        let into_services = rules(&[&format!("jump {SERVICES}"), &format!("jump {HOSTPORTS}")]);
-        self.chain(family, "nat-prerouting", hook("nat", "prerouting", "dstnat"), into_services.clone());
-        self.chain(family, "nat-output", hook("nat", "output", "-100"), into_services);
+        let into_host_ports = vec![format!("jump {HOSTPORTS}")];
+        self.chain(main, "nat-prerouting", hook("nat", "prerouting", "dstnat"), into_host_ports.clone());
+        self.chain(main, "nat-output", hook("nat", "output", "-100"), into_host_ports);
         self.chain(
-            family,
+            main,
             "nat-postrouting",
             hook("nat", "postrouting", "srcnat"),
             vec![format!("jump {MASQUERADING}")],
         );
         // Before DNAT, so that the firewall sees the LoadBalancer IP the client asked for.
         self.chain(
-            family,
+            main,
             "filter-prerouting",
             hook("filter", "prerouting", "dstnat - 10"),
             vec![format!("{new} firewall-check")],
         );
         self.chain(
-            family,
+            main,
             "filter-input",
             hook("filter", "input", "-110"),
             vec![format!("{new} nodeport-endpoints-check"), format!("{new} service-endpoints-check")],
         );
         self.chain(
-            family,
+            main,
             "filter-forward",
             hook("filter", "forward", "-110"),
             vec![format!("{new} service-endpoints-check")],
         );
         self.chain(
-            family,
+            main,
             "filter-output",
             hook("filter", "output", "-110"),
             vec![format!("{new} service-endpoints-check"), format!("{new} firewall-check")],
         );
-        let by_address = format!("{ip} daddr . meta l4proto . th dport vmap");
-        let by_node_port =
-            format!("fib daddr type local {ip} daddr @{NODEPORT_IPS} meta l4proto . th dport vmap");
+        let (by_address, by_node_port) = lookups(family);
+        self.chain(main, "firewall-check", None, vec![format!("{by_address} @{FIREWALL_IPS}")]);
         self.chain(
-            family,
-            SERVICES,
-            None,
-            vec![format!("{by_address} @{SERVICE_IPS}"), format!("{by_node_port} @{SERVICE_NODEPORTS}")],
-        );
-        self.chain(family, "firewall-check", None, vec![format!("{by_address} @{FIREWALL_IPS}")]);
-        self.chain(
-            family,
+            main,
             "service-endpoints-check",
             None,
             vec![format!("{by_address} @{NO_ENDPOINT_SERVICES}")],
         );
         self.chain(
-            family,
+            main,
             "nodeport-endpoints-check",
             None,
             vec![format!("{by_node_port} @{NO_ENDPOINT_NODEPORTS}")],
         );
-        self.chain(family, HOSTPORTS, None, Vec::new());
+        self.chain(main, HOSTPORTS, None, Vec::new());
+        let ip = family.name();
         self.chain(
-            family,
+            main,
             MASQUERADING,
             None,
             vec![
@@ -471,32 +471,39 @@ impl<'p> Compiler<'p> {
                 "masquerade fully-random".to_owned(),
             ],
         );
-        self.chain(
-            family,
-            MARK_FOR_MASQUERADE,
-            None,
-            vec![format!("meta mark set meta mark | {MASQUERADE_BIT}")],
-        );
-        self.chain(family, REJECT_CHAIN, None, rules(&["meta l4proto tcp reject with tcp reset", "reject"]));
+        self.mark_for_masquerade(main);
+        let reject = vec!["meta l4proto tcp reject with tcp reset".to_owned(), "reject".to_owned()];
+        self.chain(main, REJECT_CHAIN, None, reject);
 
-        let map = |key: String| Set {
-            decl: SetDecl { key, value: Some("verdict"), flags: Vec::new(), timeout: None },
-            elements: Default::default(),
-        };
-        let by_address = format!("{} . inet_proto . inet_service", family.addr_type());
-        let by_node_port = "inet_proto . inet_service".to_owned();
-        let sets = &mut self.table(family).sets;
-        sets.insert(SERVICE_IPS.to_owned(), map(by_address.clone()));
-        sets.insert(NO_ENDPOINT_SERVICES.to_owned(), map(by_address.clone()));
-        sets.insert(FIREWALL_IPS.to_owned(), map(by_address));
-        sets.insert(SERVICE_NODEPORTS.to_owned(), map(by_node_port.clone()));
-        sets.insert(NO_ENDPOINT_NODEPORTS.to_owned(), map(by_node_port));
-        let node_port_ips = self.node_port_addresses(family).map(|ip| (ip.to_string(), None)).collect();
-        let set = Set {
-            decl: SetDecl { key: family.addr_type().to_owned(), ..SetDecl::default() },
-            elements: node_port_ips,
-        };
-        self.table(family).sets.insert(NODEPORT_IPS.to_owned(), set);
+        let (by_address, by_node_port) = map_keys(family);
+        let sets = &mut self.table(main).sets;
+        sets.insert(NO_ENDPOINT_SERVICES.to_owned(), verdict_map(by_address.clone()));
+        sets.insert(FIREWALL_IPS.to_owned(), verdict_map(by_address));
+        sets.insert(NO_ENDPOINT_NODEPORTS.to_owned(), verdict_map(by_node_port));
+        self.node_port_ips(main);
+        let pairs = format!("{0} . {0}", family.addr_type());
+        let hairpin =
+            Set { decl: SetDecl { key: pairs, ..SetDecl::default() }, elements: Default::default() };
+        self.table(main).sets.insert(HAIRPIN.to_owned(), hairpin);
+    }
+
+    /// The chains and maps of a Service table, whatever the Plan: its own NAT hooks looking up
+    /// the ClusterIPs, LoadBalancer IPs, external IPs and NodePorts of its Services.
+    fn service_skeleton(&mut self, id: TableId) {
+        let family = id.family;
+        let into_services = vec![format!("jump {SERVICES}")];
+        self.chain(id, "nat-prerouting", hook("nat", "prerouting", "dstnat"), into_services.clone());
+        self.chain(id, "nat-output", hook("nat", "output", "-100"), into_services);
+        let (by_address, by_node_port) = lookups(family);
+        let rules =
+            vec![format!("{by_address} @{SERVICE_IPS}"), format!("{by_node_port} @{SERVICE_NODEPORTS}")];
+        self.chain(id, SERVICES, None, rules);
+        self.mark_for_masquerade(id);
+        let (by_address, by_node_port) = map_keys(family);
+        let sets = &mut self.table(id).sets;
+        sets.insert(SERVICE_IPS.to_owned(), verdict_map(by_address));
+        sets.insert(SERVICE_NODEPORTS.to_owned(), verdict_map(by_node_port));
+        self.node_port_ips(id);
         let pod_cidrs = Set {
             decl: SetDecl {
                 key: family.addr_type().to_owned(),
@@ -505,11 +512,23 @@ impl<'p> Compiler<'p> {
             },
             elements: self.outside_pods[slot(family)].1.iter().map(|c| (c.to_string(), None)).collect(),
         };
-        self.table(family).sets.insert(POD_CIDRS.to_owned(), pod_cidrs);
-        let pairs = format!("{0} . {0}", family.addr_type());
-        let hairpin =
-            Set { decl: SetDecl { key: pairs, ..SetDecl::default() }, elements: Default::default() };
-        self.table(family).sets.insert(HAIRPIN.to_owned(), hairpin);
+        self.table(id).sets.insert(POD_CIDRS.to_owned(), pod_cidrs);
+    }
+
+    fn mark_for_masquerade(&mut self, id: TableId) {
+        self.chain(
+            id,
+            MARK_FOR_MASQUERADE,
+            None,
+            vec![format!("meta mark set meta mark | {MASQUERADE_BIT}")],
+        );
+    }
+
+    /// The set of this node's addresses serving NodePorts.
+    fn node_port_ips(&mut self, id: TableId) {
+        let elements = self.node_port_addresses(id.family).map(|ip| (ip.to_string(), None)).collect();
+        let decl = SetDecl { key: id.family.addr_type().to_owned(), ..SetDecl::default() };
+        self.table(id).sets.insert(NODEPORT_IPS.to_owned(), Set { decl, elements });
     }
 
     /// One port of one Service in one family: its chains and its destinations.
@@ -532,6 +551,7 @@ impl<'p> Compiler<'p> {
         let named = Named::new(format!("{}/{}/{proto}/{port_name}", service.key.namespace, service.key.name));
         let sp = ServicePortChains {
             family,
+            table: service_table(service, family),
             proto,
             service_chain: named.with_prefix("service"),
             local_chain: named.with_prefix("local"),
@@ -558,11 +578,11 @@ impl<'p> Compiler<'p> {
         }
         if !cluster.is_empty() {
             let rules = self.dispatch(&sp, port.port, &cluster, &names, !internal_local);
-            self.chain(family, &sp.service_chain, None, rules);
+            self.chain(sp.table, &sp.service_chain, None, rules);
         }
         if !local.is_empty() {
             let rules = self.dispatch(&sp, port.port, &local, &names, internal_local);
-            self.chain(family, &sp.local_chain, None, rules);
+            self.chain(sp.table, &sp.local_chain, None, rules);
         }
 
         // Without endpoints, a connection is refused; with endpoints elsewhere only (a Local
@@ -577,7 +597,7 @@ impl<'p> Compiler<'p> {
             let destination =
                 Destination { addr: SocketAddr::new(address, port.port), protocol: port.protocol };
             if self.claim(&[destination], &format!("ClusterIP {}", service.key)) {
-                self.target(family, address_key(address, proto, port.port), &target, false);
+                self.target(sp.table, address_key(address, proto, port.port), &target, false);
             }
         }
         let external = if external_local { &local } else { &cluster };
@@ -611,13 +631,13 @@ impl<'p> Compiler<'p> {
                 flags: vec!["dynamic", "timeout"],
                 timeout: Some(timeout),
             };
-            self.table(sp.family)
+            self.table(sp.table)
                 .sets
                 .insert(names.affinity.clone(), Set { decl, elements: Default::default() });
-            self.current.sets.push((sp.family, names.affinity.clone()));
+            self.current.sets.push((sp.table, names.affinity.clone()));
         }
         rules.push(dnat(sp.proto, endpoint));
-        self.chain(sp.family, &names.chain, None, rules);
+        self.chain(sp.table, &names.chain, None, rules);
         names
     }
 
@@ -692,7 +712,7 @@ impl<'p> Compiler<'p> {
                 ],
                 false => vec![format!("jump {MARK_FOR_MASQUERADE}"), format!("goto {}", sp.service_chain)],
             };
-            self.chain(family, chain, None, rules);
+            self.chain(sp.table, chain, None, rules);
         }
         let at = |address: IpAddr, number: u16| Destination {
             addr: SocketAddr::new(address, number),
@@ -708,7 +728,7 @@ impl<'p> Compiler<'p> {
                 .map(|a| at(a, node_port))
                 .collect();
             if self.claim(&wanted, &format!("NodePort {}", service.key)) {
-                self.target(family, format!("{} . {node_port}", sp.proto), &target, true);
+                self.target(sp.table, format!("{} . {node_port}", sp.proto), &target, true);
             }
         }
         let firewall = (!service.load_balancer_source_ranges.is_empty() && !load_balancer_ips.is_empty())
@@ -717,15 +737,16 @@ impl<'p> Compiler<'p> {
             if self.claim(&[at(address, port.port)], &format!("LoadBalancer {}", service.key)) {
                 let key = address_key(address, sp.proto, port.port);
                 if let Some(firewall) = &firewall {
-                    self.element(family, FIREWALL_IPS, key.clone(), Some(format!("goto {firewall}")));
+                    let main = TableId::main(family);
+                    self.element(main, FIREWALL_IPS, key.clone(), Some(format!("goto {firewall}")));
                 }
-                self.target(family, key, &target, false);
+                self.target(sp.table, key, &target, false);
             }
         }
         for address in external_ips {
             self.external_ips.push(ExternalIp {
                 destination: at(address, port.port),
-                family,
+                table: sp.table,
                 key: address_key(address, sp.proto, port.port),
                 target: target.clone(),
                 owner: format!("ExternalIP {}", service.key),
@@ -751,7 +772,7 @@ impl<'p> Compiler<'p> {
             .map(|range| format!("{} saddr {range} return", sp.family.name()))
             .collect();
         rules.push("drop".to_owned());
-        self.chain(sp.family, &chain, None, rules);
+        self.chain(TableId::main(sp.family), &chain, None, rules);
         chain
     }
 
@@ -808,14 +829,49 @@ impl<'p> Compiler<'p> {
                 SocketAddr::new(host_port.pod_ip, host_port.container_port)
             ),
         ];
-        self.chain(family, &chain, None, rules);
+        self.chain(TableId::main(family), &chain, None, rules);
         let to = match host_port.host_ip {
             Some(h) => format!("{ip} daddr {h}"),
             None => "fib daddr type local".to_owned(),
         };
         let rule = format!("{to} {proto} dport {} goto {chain}", host_port.host_port);
-        self.table(family).chains.entry(HOSTPORTS.to_owned()).or_default().rules.push(rule);
+        self.table(TableId::main(family)).chains.entry(HOSTPORTS.to_owned()).or_default().rules.push(rule);
     }
+}
+
+/// A base chain's hook.
+fn hook(kind: &'static str, hook: &'static str, priority: &'static str) -> Option<Hook> {
+    Some(Hook { kind, hook, priority })
+}
+
+/// The lookups by destination (address . protocol . port) and by NodePort (this node's
+/// addresses, protocol . port), each ending in `vmap` before the map's name.
+fn lookups(family: Family) -> (String, String) {
+    let ip = family.name();
+    (
+        format!("{ip} daddr . meta l4proto . th dport vmap"),
+        format!("fib daddr type local {ip} daddr @{NODEPORT_IPS} meta l4proto . th dport vmap"),
+    )
+}
+
+/// The key types of the maps by destination and by NodePort.
+fn map_keys(family: Family) -> (String, String) {
+    (format!("{} . inet_proto . inet_service", family.addr_type()), "inet_proto . inet_service".to_owned())
+}
+
+fn verdict_map(key: String) -> Set {
+    Set {
+        decl: SetDecl { key, value: Some("verdict"), flags: Vec::new(), timeout: None },
+        elements: Default::default(),
+    }
+}
+
+/// The Service table of `service`: its name hashed over the [`SERVICE_TABLES`], so that it
+/// stays there whatever else changes.
+fn service_table(service: &ServicePlan, family: Family) -> TableId {
+    let hash = fnv1a(format!("{}/{}", service.key.namespace, service.key.name).as_bytes());
+    let part = u8::try_from(hash % u64::from(SERVICE_TABLES)).unwrap_or(0) + 1;
+    TableId { family, part }
 }
 
 /// A key of the maps by destination address.

@@ -14,11 +14,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::ruleset::{
-    Chain, Command, Element, Family, Ruleset, SetDecl, Table, chain_references, render, set_references,
+    Chain, Command, Element, Ruleset, SetDecl, Table, TableId, chain_references, render, set_references,
 };
 
 /// A cold start's elements waiting for their transaction, by family and set.
-type Pending<'a> = Vec<(Family, &'a str, &'a SetDecl, Vec<Element<'a>>)>;
+type Pending<'a> = Vec<(TableId, &'a str, &'a SetDecl, Vec<Element<'a>>)>;
 
 /// A table with nothing in it, for a family one side does not have.
 static EMPTY: Table = Table { chains: BTreeMap::new(), sets: BTreeMap::new() };
@@ -67,7 +67,7 @@ pub fn diff<'a>(previous: Option<&'a Ruleset>, desired: &'a Ruleset, options: &D
     let Some(previous) = previous else { return cold(desired, options.cold_batch) };
     let mut update = Update::default();
     let mut commands = Vec::new();
-    for family in Family::ALL {
+    for family in table_ids(previous, desired) {
         let (old, new) = (previous.tables.get(&family), desired.tables.get(&family));
         match (old, new) {
             (None, None) => {}
@@ -84,9 +84,14 @@ pub fn diff<'a>(previous: Option<&'a Ruleset>, desired: &'a Ruleset, options: &D
     update
 }
 
-/// The differences of one family's table.
+/// The tables of either ruleset, in order.
+fn table_ids(previous: &Ruleset, desired: &Ruleset) -> BTreeSet<TableId> {
+    previous.tables.keys().chain(desired.tables.keys()).copied().collect()
+}
+
+/// The differences of one table.
 fn table_diff<'a>(
-    family: Family,
+    family: TableId,
     old: &'a Table,
     new: &'a Table,
     out: &mut Vec<Command<'a>>,
@@ -195,7 +200,7 @@ fn cold(desired: &Ruleset, batch: usize) -> Update<'_> {
         elements: total,
     };
     let mut first = Vec::new();
-    let mut filled: HashSet<(Family, &str)> = HashSet::new();
+    let mut filled: HashSet<(TableId, &str)> = HashSet::new();
     let mut chains = Vec::new();
     for (&family, table) in &desired.tables {
         first.extend([Command::AddTable(family), Command::DeleteTable(family), Command::AddTable(family)]);
@@ -256,12 +261,12 @@ fn cold(desired: &Ruleset, batch: usize) -> Update<'_> {
 
 /// Marks `name` and every chain it reaches as filled, listing those not filled yet.
 fn reach<'a>(
-    family: Family,
+    family: TableId,
     table: &'a Table,
     name: &'a str,
     chain: &'a Chain,
-    filled: &mut HashSet<(Family, &'a str)>,
-    out: &mut Vec<(Family, &'a str)>,
+    filled: &mut HashSet<(TableId, &'a str)>,
+    out: &mut Vec<(TableId, &'a str)>,
 ) {
     if !filled.insert((family, name)) {
         return;
@@ -277,11 +282,11 @@ fn reach<'a>(
 /// The listed chains, made and filled: every one made before any rule, since rules name
 /// each other.
 fn fill<'a>(
-    tables: &'a BTreeMap<Family, Table>,
-    chains: &mut Vec<(Family, &'a str)>,
+    tables: &'a BTreeMap<TableId, Table>,
+    chains: &mut Vec<(TableId, &'a str)>,
     out: &mut Vec<Command<'a>>,
 ) {
-    let chain = |family: Family, name: &str| tables.get(&family).and_then(|t| t.chains.get(name));
+    let chain = |family: TableId, name: &str| tables.get(&family).and_then(|t| t.chains.get(name));
     for &(family, name) in chains.iter() {
         out.push(Command::AddChain(family, name, chain(family, name).and_then(|c| c.hook.as_ref())));
     }
@@ -294,8 +299,8 @@ fn fill<'a>(
 
 /// One batch of a cold start: its chains, then its elements.
 fn close<'a>(
-    tables: &'a BTreeMap<Family, Table>,
-    chains: &mut Vec<(Family, &'a str)>,
+    tables: &'a BTreeMap<TableId, Table>,
+    chains: &mut Vec<(TableId, &'a str)>,
     elements: &mut Pending<'a>,
     out: &mut Vec<Command<'a>>,
 ) {
@@ -313,7 +318,7 @@ pub fn resync<'a>(previous: Option<&'a Ruleset>, desired: &'a Ruleset) -> Update
     let Some(previous) = previous else { return cold(desired, usize::MAX) };
     let mut update = Update::default();
     let mut out = Vec::new();
-    for family in Family::ALL {
+    for family in table_ids(previous, desired) {
         let old = previous.tables.get(&family).unwrap_or(&EMPTY);
         let Some(new) = desired.tables.get(&family) else {
             if previous.tables.contains_key(&family) {

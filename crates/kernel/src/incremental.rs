@@ -19,7 +19,7 @@ use crate::compile::{
     CompileOptions, Compiled, Destination, Fragment, HAIRPIN, compile_fragments, compile_service,
     hairpin_key, part_of, shared_maps,
 };
-use crate::ruleset::{Family, Ruleset};
+use crate::ruleset::{Family, Ruleset, TableId};
 
 /// What a new Plan changes in the ruleset.
 #[derive(Debug)]
@@ -190,7 +190,9 @@ fn parts(
             (1.., 0) => &mut old,
             _ => &mut Ruleset::default(),
         };
-        if let Some(set) = into.tables.get_mut(&Family::of(&address)).and_then(|t| t.sets.get_mut(HAIRPIN)) {
+        if let Some(set) =
+            into.tables.get_mut(&TableId::main(Family::of(&address))).and_then(|t| t.sets.get_mut(HAIRPIN))
+        {
             set.elements.insert(hairpin_key(address), None);
         }
         if after == 0 {

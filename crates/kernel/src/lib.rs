@@ -34,4 +34,4 @@ pub use diff::{DiffOptions, Update};
 pub use expr::Unsupported;
 pub use netlink::NetlinkNft;
 pub use plane::{KernelProxy, Options, Writer, WriterKind};
-pub use ruleset::{Chain, Command, Family, Hook, Ruleset, Set, SetDecl, Table};
+pub use ruleset::{Chain, Command, Family, Hook, Ruleset, Set, SetDecl, Table, TableId};

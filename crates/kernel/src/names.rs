@@ -60,13 +60,19 @@ pub(crate) fn push_address(out: &mut String, addr: IpAddr) {
     }
 }
 
-/// The first 40 bits of the FNV-1a hash of `bytes`, in base32.
-fn hash(bytes: &[u8]) -> [u8; 8] {
+/// The 64-bit FNV-1a hash of `bytes`: the same in every process, on every node.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
+    h
+}
+
+/// The first 40 bits of the FNV-1a hash of `bytes`, in base32.
+fn hash(bytes: &[u8]) -> [u8; 8] {
+    let h = fnv1a(bytes);
     let mut out = [0u8; 8];
     for (i, c) in out.iter_mut().enumerate() {
         *c = BASE32[((h >> (59 - 5 * i)) & 31) as usize];

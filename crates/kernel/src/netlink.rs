@@ -19,7 +19,7 @@ use rustix::thread::LinkNameSpaceType;
 use crate::apply::{Nft, NftError};
 use crate::expr::{self, Unsupported, Verdict, address_bytes, nfproto, put_string, put_u32};
 use crate::nfnetlink::{self, Body, Header, NLM_F_REQUEST, begin, finish, put_attr, put_nested};
-use crate::ruleset::{Command, Element, Family, Hook, SetDecl, TABLE};
+use crate::ruleset::{Command, Element, Hook, SetDecl, TableId};
 
 /// `NFNL_SUBSYS_NFTABLES`.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -119,31 +119,31 @@ impl Builder {
     }
 
     /// Writes one message of `family`; `fill` writes its attributes.
-    fn message(&mut self, msg: Msg, flags: u16, family: Family, fill: impl FnOnce(&mut Vec<u8>)) {
+    fn message(&mut self, msg: Msg, flags: u16, table: TableId, fill: impl FnOnce(&mut Vec<u8>, &str)) {
         let header = Header {
             kind: NFNL_SUBSYS_NFTABLES << 8 | msg as u16,
             flags: NLM_F_REQUEST | flags,
             seq: self.next_seq(),
-            family: nfproto(family) as u8,
+            family: nfproto(table.family) as u8,
             res_id: 0,
         };
         let at = begin(&mut self.bytes, header);
-        fill(&mut self.bytes);
+        fill(&mut self.bytes, &table.name());
         finish(&mut self.bytes, at);
     }
 
     fn command(&mut self, command: &Command<'_>) -> Result<(), Unsupported> {
         match *command {
-            Command::AddTable(f) => self.message(Msg::NewTable, NLM_F_CREATE, f, |b| {
-                put_string(b, 1, TABLE); // NFTA_TABLE_NAME
+            Command::AddTable(f) => self.message(Msg::NewTable, NLM_F_CREATE, f, |b, t| {
+                put_string(b, 1, t); // NFTA_TABLE_NAME
                 put_u32(b, 2, 0); // NFTA_TABLE_FLAGS
             }),
-            Command::DeleteTable(f) => self.message(Msg::DelTable, 0, f, |b| put_string(b, 1, TABLE)),
+            Command::DeleteTable(f) => self.message(Msg::DelTable, 0, f, |b, t| put_string(b, 1, t)),
             Command::AddChain(f, name, hook) => {
                 let hook = hook.map(|h| base_chain(h).map(|numbers| (h.kind, numbers))).transpose();
                 let hook = hook.map_err(|reason| unsupported(command, reason))?;
-                self.message(Msg::NewChain, NLM_F_CREATE, f, |b| {
-                    put_string(b, 1, TABLE); // NFTA_CHAIN_TABLE
+                self.message(Msg::NewChain, NLM_F_CREATE, f, |b, t| {
+                    put_string(b, 1, t); // NFTA_CHAIN_TABLE
                     put_string(b, 3, name); // NFTA_CHAIN_NAME
                     if let Some((kind, (hooknum, priority))) = hook {
                         put_string(b, 7, kind); // NFTA_CHAIN_TYPE
@@ -155,18 +155,18 @@ impl Builder {
                     }
                 });
             }
-            Command::FlushChain(f, name) => self.message(Msg::DelRule, 0, f, |b| {
-                put_string(b, 1, TABLE); // NFTA_RULE_TABLE
+            Command::FlushChain(f, name) => self.message(Msg::DelRule, 0, f, |b, t| {
+                put_string(b, 1, t); // NFTA_RULE_TABLE
                 put_string(b, 2, name); // NFTA_RULE_CHAIN
             }),
-            Command::DeleteChain(f, name) => self.message(Msg::DelChain, 0, f, |b| {
-                put_string(b, 1, TABLE);
+            Command::DeleteChain(f, name) => self.message(Msg::DelChain, 0, f, |b, t| {
+                put_string(b, 1, t);
                 put_string(b, 3, name);
             }),
             Command::AddRule(f, chain, rule) => {
-                let exprs = expr::linearize(f, rule)?;
-                self.message(Msg::NewRule, NLM_F_CREATE | NLM_F_APPEND, f, |b| {
-                    put_string(b, 1, TABLE);
+                let exprs = expr::linearize(f.family, rule)?;
+                self.message(Msg::NewRule, NLM_F_CREATE | NLM_F_APPEND, f, |b, t| {
+                    put_string(b, 1, t);
                     put_string(b, 2, chain);
                     put_nested(b, 4, |b| exprs.iter().for_each(|e| e.encode(b))); // NFTA_RULE_EXPRESSIONS
                 });
@@ -175,14 +175,14 @@ impl Builder {
                 let key = KeyType::of(decl).map_err(|reason| unsupported(command, reason))?;
                 self.set_id += 1;
                 let id = self.set_id;
-                self.message(Msg::NewSet, NLM_F_CREATE, f, |b| set(b, name, decl, &key, id));
+                self.message(Msg::NewSet, NLM_F_CREATE, f, |b, t| set(b, t, name, decl, &key, id));
             }
-            Command::FlushSet(f, name, _) => self.message(Msg::DelSetElem, 0, f, |b| {
-                put_string(b, 1, TABLE); // NFTA_SET_ELEM_LIST_TABLE
+            Command::FlushSet(f, name, _) => self.message(Msg::DelSetElem, 0, f, |b, t| {
+                put_string(b, 1, t); // NFTA_SET_ELEM_LIST_TABLE
                 put_string(b, 2, name); // NFTA_SET_ELEM_LIST_SET
             }),
-            Command::DeleteSet(f, name, _) => self.message(Msg::DelSet, 0, f, |b| {
-                put_string(b, 1, TABLE); // NFTA_SET_TABLE
+            Command::DeleteSet(f, name, _) => self.message(Msg::DelSet, 0, f, |b, t| {
+                put_string(b, 1, t); // NFTA_SET_TABLE
                 put_string(b, 2, name); // NFTA_SET_NAME
             }),
             Command::AddElements(f, name, decl, ref elements) => {
@@ -204,7 +204,7 @@ impl Builder {
     }
 
     /// Element messages of at most [`ELEMENT_BYTES`] each.
-    fn elements(&mut self, msg: Msg, flags: u16, family: Family, set: &str, encoded: Vec<Vec<u8>>) {
+    fn elements(&mut self, msg: Msg, flags: u16, table: TableId, set: &str, encoded: Vec<Vec<u8>>) {
         let mut rest = encoded.as_slice();
         while !rest.is_empty() {
             let mut size = 0;
@@ -217,8 +217,8 @@ impl Builder {
                 .count()
                 .max(1);
             let (now, later) = rest.split_at(count);
-            self.message(msg, flags, family, |b| {
-                put_string(b, 1, TABLE);
+            self.message(msg, flags, table, |b, t| {
+                put_string(b, 1, t);
                 put_string(b, 2, set);
                 put_nested(b, 3, |b| now.iter().for_each(|e| b.extend_from_slice(e))); // NFTA_SET_ELEM_LIST_ELEMENTS
             });
@@ -320,7 +320,7 @@ const DATA_VERDICT: u32 = 0xffff_ff00;
 const ELEM_INTERVAL_END: u32 = 0x1;
 
 /// A `NFT_MSG_NEWSET`'s attributes.
-fn set(b: &mut Vec<u8>, name: &str, decl: &SetDecl, key: &KeyType, id: u32) {
+fn set(b: &mut Vec<u8>, table: &str, name: &str, decl: &SetDecl, key: &KeyType, id: u32) {
     let mut flags = if decl.value.is_some() { SET_MAP } else { 0 };
     for flag in &decl.flags {
         flags |= match *flag {
@@ -330,7 +330,7 @@ fn set(b: &mut Vec<u8>, name: &str, decl: &SetDecl, key: &KeyType, id: u32) {
             _ => 0,
         };
     }
-    put_string(b, 1, TABLE); // NFTA_SET_TABLE
+    put_string(b, 1, table); // NFTA_SET_TABLE
     put_string(b, 2, name); // NFTA_SET_NAME
     put_u32(b, 3, flags); // NFTA_SET_FLAGS
     put_u32(b, 4, key.number()); // NFTA_SET_KEY_TYPE
@@ -568,6 +568,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::ruleset::Family;
 
     fn decl(key: &str, value: Option<&'static str>, flags: Vec<&'static str>) -> SetDecl {
         SetDecl { key: key.into(), value, flags, timeout: None }
@@ -626,11 +627,12 @@ mod tests {
             .map(|p| (format!("tcp . {}", 30000 + p), Some("goto some-chain-with-a-long-name")))
             .collect();
         let elements: Vec<Element<'_>> = many.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let ip = TableId::main(Family::Ip);
         let commands = [
-            Command::AddTable(Family::Ip),
-            Command::AddSet(Family::Ip, "m", &map),
-            Command::AddElements(Family::Ip, "m", &map, elements),
-            Command::AddRule(Family::Ip, "c", "meta l4proto . th dport vmap @m"),
+            Command::AddTable(ip),
+            Command::AddSet(ip, "m", &map),
+            Command::AddElements(ip, "m", &map, elements),
+            Command::AddRule(ip, "c", "meta l4proto . th dport vmap @m"),
         ];
         let batch = encode(&commands, 100).unwrap();
         // Begin, table, set, the elements in more than one message, rule, end.
@@ -640,7 +642,7 @@ mod tests {
         assert_eq!(batch.command(103), Some(2));
         assert_eq!(batch.command(100 + batch.commands.len() as u32 - 2), Some(3));
         assert_eq!(batch.command(99), None);
-        let bad = [Command::AddRule(Family::Ip, "c", "counter")];
+        let bad = [Command::AddRule(ip, "c", "counter")];
         let error = encode(&bad, 1).unwrap_err();
         assert!(error.to_string().contains("counter"), "{error}");
     }

@@ -70,10 +70,13 @@ fn a_refused_transaction_is_followed_by_a_full_resync_then_a_cold_start() {
     assert_eq!(resync.kind, SyncKind::Resync);
     let script = last(&applier);
     assert!(
-        script.contains("flush chain ip portico services\n")
-            && script.contains("flush map ip portico service-ips\n")
+        script.contains("flush chain ip portico-services-01 services\n")
+            && script.contains("flush map ip portico-services-01 service-ips\n")
     );
-    assert!(!script.contains("flush set ip portico affinity-"), "affinity sets keep their clients");
+    assert!(
+        !script.lines().any(|l| l.starts_with("flush set") && l.contains(" affinity-")),
+        "affinity sets keep their clients"
+    );
     assert!(!script.contains("delete table"));
     assert_eq!(applier.sync(p2.clone()).unwrap().kind, SyncKind::Unchanged);
 
@@ -92,7 +95,7 @@ fn repair_rewrites_the_latest_ruleset() {
     applier.sync(p1).unwrap();
     let repair = applier.repair().unwrap();
     assert_eq!(repair.kind, SyncKind::Resync);
-    assert!(last(&applier).contains("flush chain ip portico services\n"));
+    assert!(last(&applier).contains("flush chain ip portico-services-01 services\n"));
     // The Plan a refused diff wanted is the one a repair puts in.
     applier.nft_mut().refuse = 1;
     assert!(applier.sync(p2.clone()).is_err());

@@ -8,30 +8,34 @@ use portico_kernel::compile::{
     FIREWALL_IPS, HOSTPORTS, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES, NODEPORT_IPS, SERVICE_IPS,
     SERVICE_NODEPORTS,
 };
-use portico_kernel::{Chain, CompileOptions, Compiled, Family, Table, compile};
-use support::{NODE, cluster, compiled, plan};
+use portico_kernel::ruleset::SERVICE_TABLES;
+use portico_kernel::{Chain, CompileOptions, Compiled, Family, Table, TableId, compile};
+use support::{NODE, cluster, compiled, merged, plan};
 
-fn table(c: &Compiled, family: Family) -> &Table {
-    c.ruleset.tables.get(&family).unwrap()
+/// Every table of `family` as one (see [`merged`]).
+fn table(c: &Compiled, family: Family) -> Table {
+    merged(&c.ruleset, family)
 }
 
 /// The value of `key` in the map `set`, if any.
-fn value<'c>(c: &'c Compiled, family: Family, set: &str, key: &str) -> Option<&'c str> {
-    table(c, family).sets[set].elements.get(key).map(|v| v.as_deref().unwrap_or(""))
+fn value(c: &Compiled, family: Family, set: &str, key: &str) -> Option<String> {
+    table(c, family).sets[set].elements.get(key).map(|v| v.clone().unwrap_or_default())
 }
 
 /// The chain `goto` in a map value or rule names.
-fn target(text: &str) -> &str {
-    text.strip_prefix("goto ").unwrap_or_else(|| panic!("not a goto: {text}"))
+fn target(text: impl AsRef<str>) -> String {
+    let text = text.as_ref();
+    text.strip_prefix("goto ").unwrap_or_else(|| panic!("not a goto: {text}")).to_owned()
 }
 
-fn chain<'c>(c: &'c Compiled, family: Family, name: &str) -> &'c Chain {
-    table(c, family).chains.get(name).unwrap_or_else(|| panic!("no chain {name}"))
+fn chain(c: &Compiled, family: Family, name: impl AsRef<str>) -> Chain {
+    let name = name.as_ref();
+    table(c, family).chains.get(name).cloned().unwrap_or_else(|| panic!("no chain {name}"))
 }
 
 /// Every chain name of `family` ending in `suffix`.
-fn chains_ending<'c>(c: &'c Compiled, family: Family, suffix: &str) -> Vec<&'c str> {
-    table(c, family).chains.keys().filter(|n| n.ends_with(suffix)).map(String::as_str).collect()
+fn chains_ending(c: &Compiled, family: Family, suffix: &str) -> Vec<String> {
+    table(c, family).chains.keys().filter(|n| n.ends_with(suffix)).cloned().collect()
 }
 
 /// Where a Service port's chain sends connections: its last rules, one draw per endpoint
@@ -127,8 +131,8 @@ fn load_balancer_and_external_ips_go_to_the_external_chain_and_local_policy_keep
     let lb = value(&c, Family::Ip, SERVICE_IPS, "198.19.97.5 . tcp . 80").unwrap();
     let external_ip = value(&c, Family::Ip, SERVICE_IPS, "198.19.99.10 . tcp . 80").unwrap();
     let node_port = value(&c, Family::Ip, SERVICE_NODEPORTS, "tcp . 30081").unwrap();
-    assert_eq!((lb, node_port), (external_ip, external_ip));
-    let external = target(lb);
+    assert_eq!((&lb, &node_port), (&external_ip, &external_ip));
+    let external = target(&lb);
     assert!(external.starts_with("external-") && external.ends_with("-default/lb/tcp/http"), "{external}");
     let rules = &chain(&c, Family::Ip, external).rules;
     assert_eq!(rules.len(), 3, "{rules:?}");
@@ -168,9 +172,12 @@ fn source_ranges_guard_only_load_balancer_ips() {
 fn local_policies_without_a_local_endpoint_drop_and_no_endpoints_at_all_reject() {
     let c = compiled();
     // lonely: externalTrafficPolicy Local, endpoints only on node-b.
-    assert_eq!(value(&c, Family::Ip, NO_ENDPOINT_SERVICES, "198.19.97.6 . tcp . 80"), Some("drop"));
-    assert_eq!(value(&c, Family::Ip, NO_ENDPOINT_NODEPORTS, "tcp . 30082"), Some("drop"));
-    assert_eq!(value(&c, Family::Ip, SERVICE_IPS, "198.19.97.6 . tcp . 80"), None);
+    assert_eq!(
+        value(&c, Family::Ip, NO_ENDPOINT_SERVICES, "198.19.97.6 . tcp . 80").as_deref(),
+        Some("drop")
+    );
+    assert_eq!(value(&c, Family::Ip, NO_ENDPOINT_NODEPORTS, "tcp . 30082").as_deref(), Some("drop"));
+    assert_eq!(value(&c, Family::Ip, SERVICE_IPS, "198.19.97.6 . tcp . 80").as_deref(), None);
     assert!(
         value(&c, Family::Ip, SERVICE_IPS, "198.19.96.14 . tcp . 80").is_some(),
         "its ClusterIP is served"
@@ -179,14 +186,20 @@ fn local_policies_without_a_local_endpoint_drop_and_no_endpoints_at_all_reject()
         chains_ending(&c, Family::Ip, "-default/lonely/tcp/http").iter().all(|n| n.starts_with("service-"))
     );
     // internal: internalTrafficPolicy Local, endpoints only on node-b.
-    assert_eq!(value(&c, Family::Ip, NO_ENDPOINT_SERVICES, "198.19.96.15 . tcp . 80"), Some("drop"));
-    assert_eq!(value(&c, Family::Ip, SERVICE_IPS, "198.19.96.15 . tcp . 80"), None);
+    assert_eq!(
+        value(&c, Family::Ip, NO_ENDPOINT_SERVICES, "198.19.96.15 . tcp . 80").as_deref(),
+        Some("drop")
+    );
+    assert_eq!(value(&c, Family::Ip, SERVICE_IPS, "198.19.96.15 . tcp . 80").as_deref(), None);
     // empty: no endpoints anywhere.
     assert_eq!(
-        value(&c, Family::Ip, NO_ENDPOINT_SERVICES, "198.19.96.16 . tcp . 80"),
+        value(&c, Family::Ip, NO_ENDPOINT_SERVICES, "198.19.96.16 . tcp . 80").as_deref(),
         Some("goto reject-chain")
     );
-    assert_eq!(value(&c, Family::Ip, NO_ENDPOINT_NODEPORTS, "tcp . 30083"), Some("goto reject-chain"));
+    assert_eq!(
+        value(&c, Family::Ip, NO_ENDPOINT_NODEPORTS, "tcp . 30083").as_deref(),
+        Some("goto reject-chain")
+    );
     assert!(chains_ending(&c, Family::Ip, "-default/empty/tcp/http").is_empty());
     assert_eq!(
         chain(&c, Family::Ip, "reject-chain").rules,
@@ -276,12 +289,60 @@ fn host_ports_are_opened_only_on_the_pods_node_and_honour_the_host_ip() {
     let pinned = rules.iter().find(|r| r.contains("dport 18081")).unwrap();
     assert!(pinned.starts_with("ip daddr 198.18.0.1 tcp dport 18081 goto hostport-"), "{pinned}");
     assert!(!rules.iter().any(|r| r.contains("18082")), "node-b's HostPort");
-    assert_eq!(chain(&c, Family::Ip, "nat-prerouting").rules, ["jump services", "jump hostports"]);
+    let main = &c.ruleset.tables[&TableId::main(Family::Ip)];
+    assert_eq!(main.chains["nat-prerouting"].rules, ["jump hostports"]);
 
     let on_b = compile(&plan(&cluster()), "node-b", &CompileOptions::default());
     let rules = &chain(&on_b, Family::Ip, HOSTPORTS).rules;
     assert_eq!(rules.len(), 1);
     assert!(rules[0].starts_with("fib daddr type local tcp dport 18082 goto "), "{rules:?}");
+}
+
+#[test]
+fn each_service_lives_in_the_service_table_its_name_hashes_to_with_its_own_nat_hooks() {
+    let c = compiled();
+    let services: Vec<(&TableId, &Table)> = c.ruleset.tables.iter().filter(|(id, _)| id.part > 0).collect();
+    assert_eq!(services.len(), 2 * usize::from(SERVICE_TABLES), "every Service table of both families");
+    let mut used = 0;
+    for (id, table) in &services {
+        assert_eq!(table.chains["nat-prerouting"].hook.unwrap().hook, "prerouting", "{id}");
+        assert_eq!(table.chains["nat-prerouting"].rules, ["jump services"], "{id}");
+        assert_eq!(table.chains["nat-output"].rules, ["jump services"], "{id}");
+        // Every map element goes to a chain of the same table, which no other table has.
+        for value in
+            table.sets[SERVICE_IPS].elements.values().chain(table.sets[SERVICE_NODEPORTS].elements.values())
+        {
+            let to = target(value.as_deref().unwrap());
+            assert!(table.chains.contains_key(&to), "{id}: {to}");
+            let elsewhere =
+                services.iter().filter(|(other, t)| other != id && t.chains.contains_key(&to)).count();
+            assert_eq!(elsewhere, 0, "{to} in two tables");
+        }
+        used += usize::from(!table.sets[SERVICE_IPS].elements.is_empty());
+    }
+    assert!(used > 4, "the Services are spread: {used} tables used");
+    // The same Service goes to the same table in a Plan with other Services.
+    let web = |c: &Compiled| {
+        c.ruleset
+            .tables
+            .iter()
+            .find(|(_, t)| {
+                t.sets.get(SERVICE_IPS).is_some_and(|s| s.elements.contains_key("198.19.96.10 . tcp . 80"))
+            })
+            .map(|(id, _)| *id)
+            .unwrap()
+    };
+    let alone = compile(
+        &plan(&support::service(
+            "web",
+            "  clusterIP: 198.19.96.10\n  ports: [{name: http, port: 80, targetPort: 8080}]\n",
+            &[("http", "TCP", 8080)],
+            &[("198.18.128.1", NODE)],
+        )),
+        NODE,
+        &CompileOptions::default(),
+    );
+    assert_eq!(web(&c), web(&alone));
 }
 
 #[test]

@@ -10,9 +10,11 @@ use std::net::IpAddr;
 
 use portico_kernel::diff::{diff, resync};
 use portico_kernel::ruleset::{chain_references, set_references};
-use portico_kernel::{Command, CompileOptions, DiffOptions, Family, Ruleset, Table, Update, compile};
+use portico_kernel::{
+    Command, CompileOptions, DiffOptions, Family, Ruleset, Table, TableId, Update, compile,
+};
 use portico_plan::Plan;
-use support::{NODE, plan, sequence, service};
+use support::{NODE, merged, plan, sequence, service};
 
 /// What the kernel would hold; each transaction applies whole or not at all.
 #[derive(Default)]
@@ -34,8 +36,8 @@ impl Kernel {
     }
 }
 
-fn table(r: &mut Ruleset, family: Family) -> Result<&mut Table, String> {
-    r.tables.get_mut(&family).ok_or_else(|| format!("no table {family:?}"))
+fn table(r: &mut Ruleset, id: TableId) -> Result<&mut Table, String> {
+    r.tables.get_mut(&id).ok_or_else(|| format!("no table {id}"))
 }
 
 /// Whether any rule or element of `t` names the chain `name`.
@@ -170,9 +172,13 @@ fn resync_rewrites_everything_but_affinity_and_repairs_hand_edits() {
     kernel.apply(&diff(None, &p1, &DiffOptions::default()));
     // Hand edits: a chain emptied, an element and a chain deleted, a rule added.
     {
-        let t = kernel.ruleset.tables.get_mut(&Family::Ip).unwrap();
+        let serving = |t: &Table| t.sets.get("service-ips").is_some_and(|s| !s.elements.is_empty());
+        let part = kernel.ruleset.tables.iter().find(|(id, t)| id.family == Family::Ip && serving(t));
+        let part = *part.unwrap().0;
+        let t = kernel.ruleset.tables.get_mut(&part).unwrap();
         t.chains.get_mut("services").unwrap().rules.clear();
         t.sets.get_mut("service-ips").unwrap().elements.pop_first();
+        let t = kernel.ruleset.tables.get_mut(&TableId::main(Family::Ip)).unwrap();
         let removable = t.chains.keys().find(|n| n.starts_with("firewall-")).unwrap().clone();
         t.sets.get_mut("firewall-ips").unwrap().elements.clear();
         t.chains.remove(&removable);
@@ -327,7 +333,7 @@ fn a_large_cold_start_is_split_into_transactions_each_whole() {
 fn thirty_thousand_services_of_ten_endpoints_compile() {
     let plan = many(30_000, 10);
     let compiled = compile(&plan, NODE, &CompileOptions::default());
-    let ip = &compiled.ruleset.tables[&Family::Ip];
+    let ip = &merged(&compiled.ruleset, Family::Ip);
     assert_eq!(ip.sets["service-ips"].elements.len(), 30_000);
     assert_eq!(ip.sets["hairpin"].elements.len(), 300_000, "one per endpoint address");
     assert!(

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use portico_kernel::diff::{diff, resync};
 use portico_kernel::netlink::encode;
-use portico_kernel::ruleset::{Chain, Command, Set, SetDecl, Table};
+use portico_kernel::ruleset::{Chain, Command, Set, SetDecl, Table, TableId};
 use portico_kernel::{
     Applier, CompileOptions, DiffOptions, Family, NetlinkNft, Nft, NftCommand, NftError, Ruleset, SyncKind,
     compile,
@@ -116,8 +116,9 @@ fn every_compiled_ruleset_and_every_difference_lists_the_same_through_netlink_as
     pair.sync(compile(&plan(&cluster()), "node-b", &CompileOptions::default()).ruleset, "the other node");
     // A hand edit, then a repair by each.
     for ns in [&pair.by_nft, &pair.by_netlink] {
-        ns.exec(&["nft", "flush", "chain", "ip", "portico", "services"]);
-        ns.exec(&["nft", "flush", "map", "ip", "portico", "service-ips"]);
+        ns.exec(&["nft", "flush", "chain", "ip", "portico-services-01", "services"]);
+        ns.exec(&["nft", "flush", "map", "ip", "portico-services-01", "service-ips"]);
+        ns.exec(&["nft", "flush", "chain", "ip", "portico", "hostports"]);
     }
     pair.nft.repair().unwrap();
     pair.netlink.repair().unwrap();
@@ -164,7 +165,9 @@ fn large(n: usize, changed: usize) -> Ruleset {
         elements.insert(address, Some(format!("goto {name}")));
     }
     table.sets.insert("service-ips".into(), Set { decl: map, elements });
-    Ruleset { tables: [(Family::Ip, table), (Family::Ip6, Table::default())].into() }
+    Ruleset {
+        tables: [(TableId::main(Family::Ip), table), (TableId::main(Family::Ip6), Table::default())].into(),
+    }
 }
 
 #[test]
@@ -174,7 +177,8 @@ fn a_refused_transaction_names_its_command_and_changes_nothing() {
     }
     let ns = Netns::new("refused");
     let mut netlink = NetlinkNft::in_namespace(&ns.path()).unwrap();
-    let commands = [Command::AddTable(Family::Ip), Command::DeleteChain(Family::Ip, "absent")];
+    let ip = TableId::main(Family::Ip);
+    let commands = [Command::AddTable(ip), Command::DeleteChain(ip, "absent")];
     match netlink.run(&commands) {
         Err(NftError::Kernel { command, error }) => {
             assert_eq!(command, "delete chain ip portico absent");

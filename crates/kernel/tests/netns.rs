@@ -10,7 +10,7 @@ use std::process::Command;
 
 use portico_kernel::{Applier, CompileOptions, DiffOptions, SyncKind, compile};
 use support::netns::Netns;
-use support::{NODE, cluster, compiled, plan, sequence};
+use support::{NODE, cluster, compiled, plan, sequence, table_of};
 
 /// Whether this test can run: root, `ip` and `nft`.
 fn able() -> bool {
@@ -57,22 +57,15 @@ fn diffs_in_a_row_list_as_a_cold_start_and_a_repair_undoes_hand_edits() {
         assert_eq!(report.kind, SyncKind::Diff, "{report:?}");
     }
     let mut other = Applier::new(cold.nft(), DiffOptions::default());
+    let web = table_of(&p3, "service-ips", "198.19.96.10 . tcp . 80").name();
     other.sync(p3).unwrap();
     let wanted = cold.listing();
     assert_ne!(first, wanted, "the Plans differ");
     assert_eq!(by_diffs.listing(), wanted);
 
     // Rules deleted by hand, an element deleted, a rule added: a repair puts back the ruleset.
-    by_diffs.exec(&["nft", "flush", "chain", "ip", "portico", "services"]);
-    by_diffs.exec(&[
-        "nft",
-        "delete",
-        "element",
-        "ip",
-        "portico",
-        "service-ips",
-        "{ 198.19.96.10 . tcp . 80 }",
-    ]);
+    by_diffs.exec(&["nft", "flush", "chain", "ip", &web, "services"]);
+    by_diffs.exec(&["nft", "delete", "element", "ip", &web, "service-ips", "{ 198.19.96.10 . tcp . 80 }"]);
     by_diffs.exec(&["nft", "add", "rule", "ip", "portico", "filter-input", "counter"]);
     assert_ne!(by_diffs.listing(), wanted);
     assert_eq!(applier.repair().unwrap().kind, SyncKind::Resync);

@@ -323,7 +323,9 @@ fn udp_follows_its_new_endpoint_hand_deleted_rules_return_and_down_leaves_nothin
     // A rule deleted by hand comes back with the next repair.
     let tcp = url(vip.parse().unwrap(), 80);
     assert!(lab.get(CLIENT, &tcp).ok());
-    let flushed = lab.exec("node/lab-node-1", &["nft", "flush", "map", "ip", "portico", "service-ips"]);
+    // Every Service table's map (`portico-services-NN`): the ClusterIP's is among them.
+    let flush = "for t in $(nft list tables ip | cut -d' ' -f3 | grep services); do nft flush map ip $t service-ips || exit 1; done";
+    let flushed = lab.exec("node/lab-node-1", &["sh", "-c", flush]);
     assert!(flushed.status.success(), "{}", String::from_utf8_lossy(&flushed.stderr));
     assert!(!lab.get(CLIENT, &tcp).ok(), "the ClusterIP is gone with its map element");
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -5,7 +5,7 @@
 
 pub mod netns;
 
-use portico_kernel::{CompileOptions, Compiled, Ruleset, compile};
+use portico_kernel::{CompileOptions, Compiled, Family, Ruleset, Table, TableId, compile};
 use portico_plan::{Allocations, Plan, PlanConfig};
 use portico_testkit::plan::planned_with;
 
@@ -184,4 +184,28 @@ pub fn remove_service(yaml: &str, name: &str) -> String {
                 && !doc.contains(&format!("metadata: {{name: {name}-1,"))
         })
         .collect()
+}
+
+/// Every table of `family` in `ruleset` as one, for looking things up wherever they are:
+/// chains by name (the main table's first), sets by name with their elements together.
+pub fn merged(ruleset: &Ruleset, family: Family) -> Table {
+    let mut out = Table::default();
+    for (id, table) in ruleset.tables.iter().filter(|(id, _)| id.family == family) {
+        for (name, chain) in &table.chains {
+            if id.part == 0 || !out.chains.contains_key(name) {
+                out.chains.insert(name.clone(), chain.clone());
+            }
+        }
+        for (name, set) in &table.sets {
+            let into = out.sets.entry(name.clone()).or_insert_with(|| set.clone());
+            into.elements.extend(set.elements.clone());
+        }
+    }
+    out
+}
+
+/// The table whose set `set` holds `key`.
+pub fn table_of(ruleset: &Ruleset, set: &str, key: &str) -> TableId {
+    let holds = |t: &Table| t.sets.get(set).is_some_and(|s| s.elements.contains_key(key));
+    *ruleset.tables.iter().find(|(_, t)| holds(t)).unwrap_or_else(|| panic!("no {set} holds {key}")).0
 }

@@ -38,15 +38,10 @@ impl Netns {
         NftCommand::new(["ip", "netns", "exec", &self.name, "nft"])
     }
 
-    /// Both `portico` tables as nft lists them, in an order that does not depend on the
-    /// order things were made in: blocks sorted, elements sorted.
+    /// Every table (Portico's, the only ones here) as nft lists them, in an order that does
+    /// not depend on the order things were made in: blocks sorted, elements sorted.
     pub fn listing(&self) -> String {
-        let mut out = String::new();
-        for family in Family::ALL {
-            let text = self.exec(&["nft", "list", "table", family.name(), "portico"]).stdout;
-            out += &normalize(&String::from_utf8(text).unwrap());
-        }
-        out
+        normalize(&String::from_utf8(self.exec(&["nft", "list", "ruleset"]).stdout).unwrap())
     }
 }
 
@@ -56,31 +51,33 @@ impl Netns {
         std::path::Path::new("/run/netns").join(&self.name)
     }
 
-    /// Both `portico` tables as the kernel holds them, as `nft --debug=netlink` prints them:
-    /// each rule's expressions and each set's elements (in sorted order: a hash set's order
-    /// depends on its random seed), without handles.
+    /// Every table as the kernel holds it, as `nft --debug=netlink` prints it: each rule's
+    /// expressions and each set's elements (in sorted order: a hash set's order depends on
+    /// its random seed), without handles.
     pub fn expressions(&self) -> String {
+        let text = self.exec(&["nft", "--debug=netlink", "list", "ruleset"]).stdout;
+        let text = String::from_utf8(text).unwrap();
         let mut out = String::new();
-        for family in Family::ALL {
-            let text =
-                self.exec(&["nft", "--debug=netlink", "list", "table", family.name(), "portico"]).stdout;
-            let text = String::from_utf8(text).unwrap();
-            let mut elements: Vec<&str> = Vec::new();
-            for line in text.lines().take_while(|l| !l.starts_with("table ")) {
-                if line.starts_with("\telement") {
-                    elements.push(line);
-                    continue;
-                }
-                elements.sort_unstable();
-                out.extend(elements.drain(..).map(|e| format!("{e}\n")));
-                // A rule's header ends with its handle and position.
-                let header = line.trim_end_matches(|c: char| c.is_ascii_digit() || c == ' ');
-                out.push_str(if line.starts_with(family.name()) { header } else { line });
-                out.push('\n');
+        let mut elements: Vec<&str> = Vec::new();
+        for line in text.lines().take_while(|l| !l.starts_with("table ")) {
+            if line.starts_with("\telement") {
+                elements.push(line);
+                continue;
             }
             elements.sort_unstable();
             out.extend(elements.drain(..).map(|e| format!("{e}\n")));
+            // A rule's header (`ip portico-services-01 services 12 11`) ends with its handle
+            // and position.
+            let rule = Family::ALL.iter().any(|f| line.starts_with(&format!("{} portico", f.name())));
+            out.push_str(if rule {
+                line.trim_end_matches(|c: char| c.is_ascii_digit() || c == ' ')
+            } else {
+                line
+            });
+            out.push('\n');
         }
+        elements.sort_unstable();
+        out.extend(elements.drain(..).map(|e| format!("{e}\n")));
         out
     }
 }
@@ -95,9 +92,13 @@ impl Drop for Netns {
 pub fn normalize(listing: &str) -> String {
     let mut blocks: Vec<String> = Vec::new();
     let mut current: Option<String> = None;
+    let mut table = "";
     for line in listing.lines() {
+        if let Some(name) = line.strip_prefix("table ") {
+            table = name.trim_end_matches(" {");
+        }
         if line.starts_with("\tchain ") || line.starts_with("\tmap ") || line.starts_with("\tset ") {
-            current = Some(String::new());
+            current = Some(format!("{table}: "));
         }
         if let Some(block) = current.as_mut() {
             block.push_str(line.trim());
