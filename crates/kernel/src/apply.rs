@@ -146,7 +146,7 @@ pub struct SyncReport {
     pub bytes: usize,
 }
 
-/// Keeps the kernel's `portico` tables equal to the latest ruleset.
+/// Keeps the kernel's Portico tables equal to the latest ruleset.
 pub struct Applier<N> {
     nft: N,
     options: DiffOptions,

@@ -1,7 +1,7 @@
 //! The kernel data plane: every proxied Service, NodePort, LoadBalancer IP, external IP and
 //! HostPort of a [`Plan`](portico_plan::Plan) as nftables rules, in kube-proxy's nftables
-//! design (KEP-3866): one `portico` table per family, verdict maps keyed by destination, one
-//! chain per Service port and per endpoint.
+//! design (KEP-3866): per family a main `portico` table and 16 Service tables, verdict maps
+//! keyed by destination, one chain per Service port (and per endpoint under affinity).
 //!
 //! The shape: [`compile::compile`] turns a Plan into a [`Ruleset`] (pure); [`diff`] turns the
 //! last applied ruleset and the desired one into transactions; [`apply::Applier`] runs them

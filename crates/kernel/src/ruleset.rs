@@ -137,7 +137,7 @@ impl Ruleset {
     }
 }
 
-/// The `portico` table of one family.
+/// One table: its chains and sets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Table {
     /// Chains by name.
