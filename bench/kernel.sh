@@ -20,7 +20,7 @@
 #     nftables mode, as reported (not measured here).
 #  3. First-packet latency: TCP connect time from the client Pod to a ClusterIP, 2,000 fresh
 #     connections, with 100 Services loaded and with the largest size (netlink labs). Target:
-#     p50 within 10 %.
+#     p50 at most 10 % above the baseline's (flat: no growth with the number of Services).
 #  4. CPU per new TCP connection (connect, GET with `Connection: close`, read to the end,
 #     close; wrk inside the client Pod), four peers: direct to a Pod IP, the kernel path
 #     (nftables ClusterIP, netlink lab of 100 Services), Portico's userspace proxy (a second
