@@ -90,12 +90,12 @@ fn require_root() -> Result<()> {
     Ok(())
 }
 
-/// Fails unless the programs the lab runs are installed: `ip` always, `nft` for the kernel
-/// data plane (the agents would otherwise never be ready, and `up` would wait for them).
-fn require_tools(mode: ProxyMode) -> Result<()> {
-    let needed: &[(&str, &str)] = match mode {
-        ProxyMode::Nftables => &[("ip", "iproute2"), ("nft", "nftables")],
-        ProxyMode::Userspace => &[("ip", "iproute2")],
+/// Fails unless the programs the lab runs are installed: `ip` always, `nft` when the agents
+/// write their rules with it (they would otherwise never be ready, and `up` would wait).
+fn require_tools(mode: ProxyMode, writer: NftWriter) -> Result<()> {
+    let needed: &[(&str, &str)] = match (mode, writer) {
+        (ProxyMode::Nftables, NftWriter::Nft) => &[("ip", "iproute2"), ("nft", "nftables")],
+        _ => &[("ip", "iproute2")],
     };
     let path = std::env::var_os("PATH").unwrap_or_default();
     let installed = |program: &str| {
@@ -179,7 +179,7 @@ fn agent_args(up: &Up, nodes_file: &Path, node: NodeIndex) -> Vec<String> {
 /// `portico lab up`.
 pub fn up(up: &Up) -> Result<()> {
     require_root()?;
-    require_tools(up.proxy_mode)?;
+    require_tools(up.proxy_mode, up.nft_writer)?;
     let started = Instant::now();
     let indices = NodeIndex::first(up.nodes).map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = state_dir(&up.prefix);
