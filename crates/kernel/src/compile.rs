@@ -18,8 +18,7 @@ use ipnet::IpNet;
 use portico_plan::endpoints::{Scope, select};
 use portico_plan::{Endpoint, HostPort, IpFamily, Plan, Protocol, ServicePlan, ServicePort, TrafficPolicy};
 
-use crate::names::fnv1a;
-use crate::names::{Named, push_address};
+use crate::names::{Named, fnv1a, push_address};
 use crate::ruleset::{Chain, Family, Hook, Ruleset, SERVICE_TABLES, Set, SetDecl, Table, TableId};
 
 /// Verdict map: ClusterIP, LoadBalancer IP and external IP . protocol . port → Service chain.
@@ -98,7 +97,7 @@ pub fn compile(plan: &Plan, node: &str, options: &CompileOptions) -> Compiled {
 pub(crate) struct Fragment {
     /// Its chains.
     pub chains: Vec<(TableId, String)>,
-    /// Its elements of the shared maps: family, map, key.
+    /// Its elements of the shared maps: table, map, key.
     pub elements: Vec<(TableId, &'static str, String)>,
     /// Sets of its own (affinity).
     pub sets: Vec<(TableId, String)>,
