@@ -6,6 +6,7 @@
 pub mod diagnostic;
 pub mod load;
 pub mod locate;
+pub mod metallb;
 pub mod names;
 pub mod object;
 pub mod pod;

@@ -458,6 +458,8 @@ fn typed(kind: ObjectKind, value: Value) -> Result<Object, Vec<(String, String)>
         ObjectKind::ReplicaSet => {
             Object::Workload(Box::new(de::<k8s_openapi::api::apps::v1::ReplicaSet>(value)?.into()))
         }
+        ObjectKind::IpAddressPool => Object::IpAddressPool(Box::new(de(value)?)),
+        ObjectKind::L2Advertisement => Object::L2Advertisement(Box::new(de(value)?)),
     })
 }
 

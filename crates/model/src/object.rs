@@ -7,6 +7,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::diagnostic::{ObjectKey, ObjectRef};
+use crate::metallb::{self, IpAddressPool, L2Advertisement};
 
 /// The kinds Portico understands, with their API group/version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,11 +36,15 @@ pub enum ObjectKind {
     DaemonSet,
     /// apps/v1 ReplicaSet.
     ReplicaSet,
+    /// metallb.io/v1beta1 IPAddressPool.
+    IpAddressPool,
+    /// metallb.io/v1beta1 L2Advertisement.
+    L2Advertisement,
 }
 
 impl ObjectKind {
     /// Every kind, in the order objects are reported.
-    pub const ALL: [ObjectKind; 12] = [
+    pub const ALL: [ObjectKind; 14] = [
         ObjectKind::Namespace,
         ObjectKind::Node,
         ObjectKind::Secret,
@@ -52,6 +57,8 @@ impl ObjectKind {
         ObjectKind::EndpointSlice,
         ObjectKind::IngressClass,
         ObjectKind::Ingress,
+        ObjectKind::IpAddressPool,
+        ObjectKind::L2Advertisement,
     ];
 
     /// The `kind` field value.
@@ -69,6 +76,8 @@ impl ObjectKind {
             ObjectKind::StatefulSet => "StatefulSet",
             ObjectKind::DaemonSet => "DaemonSet",
             ObjectKind::ReplicaSet => "ReplicaSet",
+            ObjectKind::IpAddressPool => "IPAddressPool",
+            ObjectKind::L2Advertisement => "L2Advertisement",
         }
     }
 
@@ -81,6 +90,7 @@ impl ObjectKind {
             | ObjectKind::StatefulSet
             | ObjectKind::DaemonSet
             | ObjectKind::ReplicaSet => "apps/v1",
+            ObjectKind::IpAddressPool | ObjectKind::L2Advertisement => metallb::API_VERSION,
             _ => "v1",
         }
     }
@@ -110,6 +120,8 @@ pub enum Object {
     IngressClass(Box<IngressClass>),
     Secret(Box<Secret>),
     Workload(Box<Workload>),
+    IpAddressPool(Box<IpAddressPool>),
+    L2Advertisement(Box<L2Advertisement>),
 }
 
 /// A controller that runs Pods from a template (Deployment, StatefulSet, DaemonSet,
@@ -199,6 +211,8 @@ impl Object {
             Object::IngressClass(_) => ObjectKind::IngressClass,
             Object::Secret(_) => ObjectKind::Secret,
             Object::Workload(w) => w.kind,
+            Object::IpAddressPool(_) => ObjectKind::IpAddressPool,
+            Object::L2Advertisement(_) => ObjectKind::L2Advertisement,
         }
     }
 
@@ -214,6 +228,8 @@ impl Object {
             Object::IngressClass(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
             Object::Workload(o) => &o.metadata,
+            Object::IpAddressPool(o) => &o.metadata,
+            Object::L2Advertisement(o) => &o.metadata,
         }
     }
 
@@ -229,6 +245,8 @@ impl Object {
             Object::IngressClass(o) => &mut o.metadata,
             Object::Secret(o) => &mut o.metadata,
             Object::Workload(o) => &mut o.metadata,
+            Object::IpAddressPool(o) => &mut o.metadata,
+            Object::L2Advertisement(o) => &mut o.metadata,
         }
     }
 

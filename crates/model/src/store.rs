@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use crate::diagnostic::{Diagnostic, ObjectKey, ObjectRef, Origin};
+use crate::metallb::{IpAddressPool, L2Advertisement};
 use crate::object::{Object, ObjectKind, Workload};
 use crate::pod::PodRecord;
 use crate::slice::EndpointSliceRecord;
@@ -36,6 +37,8 @@ pub struct Store {
     pub secrets: BTreeMap<ObjectKey, Stored<Secret>>,
     /// Deployments, StatefulSets, DaemonSets and ReplicaSets, by kind and key.
     pub workloads: BTreeMap<ObjectRef, Stored<Workload>>,
+    pub ip_address_pools: BTreeMap<ObjectKey, Stored<IpAddressPool>>,
+    pub l2_advertisements: BTreeMap<ObjectKey, Stored<L2Advertisement>>,
 }
 
 /// How the diagnostic for a second, different copy of an object begins.
@@ -66,6 +69,8 @@ impl Store {
             ingress_classes: take(&mut self.ingress_classes, files),
             secrets: take(&mut self.secrets, files),
             workloads: take(&mut self.workloads, files),
+            ip_address_pools: take(&mut self.ip_address_pools, files),
+            l2_advertisements: take(&mut self.l2_advertisements, files),
         }
     }
 
@@ -87,6 +92,8 @@ impl Store {
             | ObjectKind::StatefulSet
             | ObjectKind::DaemonSet
             | ObjectKind::ReplicaSet => self.workloads.remove(object).is_some(),
+            ObjectKind::IpAddressPool => self.ip_address_pools.remove(key).is_some(),
+            ObjectKind::L2Advertisement => self.l2_advertisements.remove(key).is_some(),
         }
     }
 
@@ -157,6 +164,8 @@ impl Store {
             Object::IngressClass(o) => check(&self.ingress_classes, &key, |s| s == o.as_ref()),
             Object::Secret(o) => check(&self.secrets, &key, |s| s == o.as_ref()),
             Object::Workload(o) => check(&self.workloads, &object.reference(), |s| s == o.as_ref()),
+            Object::IpAddressPool(o) => check(&self.ip_address_pools, &key, |s| s == o.as_ref()),
+            Object::L2Advertisement(o) => check(&self.l2_advertisements, &key, |s| s == o.as_ref()),
         }
     }
 
@@ -184,6 +193,12 @@ impl Store {
             Object::Secret(object) => drop(self.secrets.insert(key, Stored { origin, object: *object })),
             Object::Workload(object) => {
                 drop(self.workloads.insert(reference, Stored { origin, object: *object }))
+            }
+            Object::IpAddressPool(object) => {
+                drop(self.ip_address_pools.insert(key, Stored { origin, object: *object }))
+            }
+            Object::L2Advertisement(object) => {
+                drop(self.l2_advertisements.insert(key, Stored { origin, object: *object }))
             }
         }
     }
@@ -221,6 +236,8 @@ impl Store {
         keep(&mut self.ingresses, &last.ingresses, "Ingress", &broken);
         keep(&mut self.ingress_classes, &last.ingress_classes, "IngressClass", &broken);
         keep(&mut self.secrets, &last.secrets, "Secret", &broken);
+        keep(&mut self.ip_address_pools, &last.ip_address_pools, "IPAddressPool", &broken);
+        keep(&mut self.l2_advertisements, &last.l2_advertisements, "L2Advertisement", &broken);
         for (reference, stored) in &last.workloads {
             if !self.workloads.contains_key(reference)
                 && broken(&reference.kind, &reference.key, &stored.origin)

@@ -8,10 +8,11 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, Secret, Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::diagnostic::Diagnostic;
+use crate::metallb::{AddressRange, IpAddressPool, L2Advertisement};
 use crate::names::{ingress_host_problem, is_dns_label, is_dns_subdomain, is_dns1035_label, is_port_name};
 use crate::object::{Object, ObjectKind, Workload};
 use crate::selector::selector_matches;
@@ -28,6 +29,8 @@ pub fn validate(object: &Object) -> Vec<Diagnostic> {
     v.metadata(object.kind(), object.metadata());
     match object {
         Object::Service(s) => v.service(s),
+        Object::IpAddressPool(p) => v.ip_address_pool(p),
+        Object::L2Advertisement(a) => v.l2_advertisement(a),
         Object::EndpointSlice(s) => v.endpoint_slice(s),
         Object::Pod(p) => v.pod(p),
         Object::Ingress(i) => v.ingress(i),
@@ -97,6 +100,71 @@ impl Findings {
 
     fn warning(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.0.push(Diagnostic::warning(message).field(field));
+    }
+
+    /// MetalLB's checks of a pool: at least one address entry, each a CIDR or range of one
+    /// family, no two entries sharing an address; selectors that can be read.
+    fn ip_address_pool(&mut self, pool: &IpAddressPool) {
+        let addresses = &pool.spec.addresses;
+        if addresses.is_empty() {
+            self.error("spec.addresses", "required: at least one CIDR or range (first-last)");
+        }
+        let mut read: Vec<(usize, AddressRange)> = Vec::new();
+        for (i, text) in addresses.iter().enumerate() {
+            match AddressRange::parse(text) {
+                Ok(range) => {
+                    if let Some((j, _)) = read.iter().find(|(_, r)| r.overlaps(&range)) {
+                        self.error(
+                            format!("spec.addresses[{i}]"),
+                            format!("{text} overlaps spec.addresses[{j}]"),
+                        );
+                    }
+                    read.push((i, range));
+                }
+                Err(why) => self.error(format!("spec.addresses[{i}]"), why),
+            }
+        }
+        if let Some(allocation) = &pool.spec.service_allocation {
+            for (i, namespace) in allocation.namespaces.iter().enumerate() {
+                if !is_dns_label(namespace) {
+                    let field = format!("spec.serviceAllocation.namespaces[{i}]");
+                    self.error(field, format!("{namespace:?} is not a valid namespace name"));
+                }
+            }
+            self.selectors("spec.serviceAllocation.namespaceSelectors", &allocation.namespace_selectors);
+            self.selectors("spec.serviceAllocation.serviceSelectors", &allocation.service_selectors);
+        }
+    }
+
+    /// MetalLB's checks of an L2 advertisement: pools named as names, readable selectors.
+    fn l2_advertisement(&mut self, advertisement: &L2Advertisement) {
+        let spec = &advertisement.spec;
+        for (i, pool) in spec.ip_address_pools.iter().enumerate() {
+            if !is_dns_subdomain(pool) {
+                self.error(format!("spec.ipAddressPools[{i}]"), format!("{pool:?} is not a pool name"));
+            }
+        }
+        self.selectors("spec.ipAddressPoolSelectors", &spec.ip_address_pool_selectors);
+        self.selectors("spec.nodeSelectors", &spec.node_selectors);
+        for (i, interface) in spec.interfaces.iter().enumerate() {
+            // Linux interface names: 1 to 15 bytes, no '/', no whitespace.
+            if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ', ':']) {
+                self.error(
+                    format!("spec.interfaces[{i}]"),
+                    format!("{interface:?} is not an interface name"),
+                );
+            }
+        }
+    }
+
+    /// Each selector of a list read as the planner will read it.
+    fn selectors(&mut self, field: &str, selectors: &[LabelSelector]) {
+        let empty = std::collections::BTreeMap::new();
+        for (i, selector) in selectors.iter().enumerate() {
+            if let Err(why) = selector_matches(selector, &empty) {
+                self.error(format!("{field}[{i}]"), why);
+            }
+        }
     }
 
     fn metadata(&mut self, kind: ObjectKind, meta: &ObjectMeta) {
