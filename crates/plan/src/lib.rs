@@ -10,6 +10,7 @@ pub mod endpoints;
 pub mod exposure;
 pub mod families;
 pub mod ingress;
+pub mod lb;
 mod nodes;
 mod order;
 pub mod pattern;

@@ -13,6 +13,7 @@ use crate::alloc::{Allocations, CidrPool, Claim, Holders, PortPool, assign};
 use crate::config::PlanConfig;
 use crate::endpoints::{self, Endpoint, Selected};
 use crate::families::{self, IpFamily, IpFamilyPolicy, ServiceCidrs, ServiceFamilies};
+use crate::lb;
 use crate::order::by_age;
 use crate::pods::{PodIndex, PodPlan};
 
@@ -153,7 +154,16 @@ pub fn plan_services(
     let families = resolve_families(&cidrs, &mut admission);
     let cluster_ips = allocate_cluster_ips(&cidrs, &families, previous, allocations, &mut admission);
     let node_ports = allocate_node_ports(config, previous, allocations, &mut admission);
-    let lb_ips = allocate_lb_ips(&services, config, previous, allocations, admission.diagnostics);
+    let lb_ips = allocate_lb_ips(
+        store,
+        &services,
+        &families,
+        &admission.rejected,
+        config,
+        previous,
+        allocations,
+        admission.diagnostics,
+    );
     let rejected = admission.rejected;
     let slices = slices_by_service(store);
     let pods = PodIndex::new(pods);
@@ -403,52 +413,30 @@ fn allocate_node_ports(
     out
 }
 
+/// LoadBalancer addresses (see [`lb`]); a Service of another `loadBalancerClass` keeps
+/// what its own controller put in its status.
+#[allow(clippy::too_many_arguments)]
 fn allocate_lb_ips(
+    store: &Store,
     services: &[&Stored<Service>],
+    families: &[Option<ServiceFamilies>],
+    rejected: &[bool],
     config: &PlanConfig,
     previous: &Allocations,
     allocations: &mut Allocations,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> BTreeMap<ObjectKey, Vec<IpAddr>> {
+    let pools = lb::pools(store, &config.load_balancer_pools, diagnostics);
+    let no_labels = BTreeMap::new();
     let mut out = BTreeMap::new();
-    let mut held = Holders::new();
-    for net in &config.load_balancer_pools {
-        let pool = CidrPool::load_balancer(*net);
-        let mut who = Vec::new();
-        let mut claims = Vec::new();
-        for (i, service) in services.iter().enumerate() {
-            if kind_of(&service.object) != ServiceKind::LoadBalancer || out.contains_key(&key_of(service)) {
-                continue;
-            }
-            let spec = service.object.spec.as_ref();
-            if spec.and_then(|s| s.load_balancer_class.as_deref()).is_some() {
-                continue;
-            }
-            let owner = key_of(service).to_string();
-            let requested: Option<IpAddr> = spec
-                .and_then(|s| s.load_balancer_ip.as_deref())
-                .filter(|s| !s.is_empty())
-                .and_then(|s| s.parse().ok());
-            if requested.is_some_and(|ip| !net.contains(&ip)) {
-                continue;
-            }
-            let prev = previous_in(&previous.load_balancer_ips, &owner, net);
-            claims.push(Claim { owner, requested, previous: prev });
-            who.push(i);
-        }
-        for (i, result) in who.into_iter().zip(assign(&pool, &claims, &mut held, |_, _| false)) {
-            if let Ok(ip) = result {
-                out.insert(key_of(services[i]), vec![ip]);
-            }
-        }
-    }
-    for service in services {
-        let key = key_of(service);
-        let spec = service.object.spec.as_ref();
-        if kind_of(&service.object) != ServiceKind::LoadBalancer || out.contains_key(&key) {
+    let mut requests = Vec::new();
+    for (i, service) in services.iter().enumerate() {
+        if kind_of(&service.object) != ServiceKind::LoadBalancer || rejected[i] {
             continue;
         }
-        if spec.and_then(|s| s.load_balancer_class.as_deref()).is_some() {
+        let key = key_of(service);
+        let class = service.object.spec.as_ref().and_then(|s| s.load_balancer_class.as_deref());
+        if class.is_some_and(|c| c != lb::LOAD_BALANCER_CLASS) {
             let from_status: Vec<IpAddr> = service
                 .object
                 .status
@@ -462,25 +450,19 @@ fn allocate_lb_ips(
             out.insert(key, from_status);
             continue;
         }
-        let pools = config.load_balancer_pools.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-        let requested = spec.and_then(|s| s.load_balancer_ip.as_deref()).filter(|s| !s.is_empty());
-        let (field, message) = match requested {
-            Some(ip) => (
-                "spec.loadBalancerIP",
-                format!("{ip} is in no LoadBalancer pool ({pools}); no external IP assigned"),
-            ),
-            None => (
-                "spec.type",
-                format!("no free LoadBalancer IP in the pools ({pools}); the Service stays pending"),
-            ),
-        };
-        diagnostics
-            .push(Diagnostic::warning(message).at(&service.origin).on(reference(service)).field(field));
+        let namespace = store.namespaces.get(&ObjectKey::cluster(key.namespace.clone()));
+        requests.push(lb::Request {
+            service,
+            families: families[i].as_ref().map(|f| f.families.clone()).unwrap_or_default(),
+            labels: service.object.metadata.labels.as_ref().unwrap_or(&no_labels),
+            namespace_labels: namespace.and_then(|n| n.object.metadata.labels.as_ref()).unwrap_or(&no_labels),
+            key,
+        });
     }
-    for (key, ips) in &out {
-        if !ips.is_empty() {
-            allocations.load_balancer_ips.insert(key.to_string(), ips.clone());
-        }
+    for (key, assigned) in lb::assign(&requests, &pools, &previous.load_balancer_ips, diagnostics) {
+        let ips: Vec<IpAddr> = assigned.iter().map(|a| a.address).collect();
+        allocations.load_balancer_ips.insert(key.to_string(), ips.clone());
+        out.insert(key, ips);
     }
     out
 }
