@@ -423,7 +423,7 @@ fn main() -> Result<()> {
     );
     let pods_time = start.elapsed();
     let start = Instant::now();
-    let service_plans = services::plan_services(
+    let (service_plans, _) = services::plan_services(
         &store,
         &pod_plans,
         &config,

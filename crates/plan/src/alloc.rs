@@ -175,7 +175,7 @@ pub fn assign<P: Pool>(
 pub type Holders<V> = std::collections::HashMap<V, String>;
 
 /// FNV-1a: a hash that is the same on every machine and every Rust release.
-fn stable_hash(s: &str) -> u64 {
+pub(crate) fn stable_hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 

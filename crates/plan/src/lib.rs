@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod annotations;
+pub mod announce;
 pub mod config;
 pub mod dns;
 pub mod endpoints;

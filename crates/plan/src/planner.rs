@@ -4,6 +4,7 @@
 use portico_model::{Diagnostic, Store};
 use serde::Serialize;
 
+use crate::announce;
 use crate::nodes::{NodePlan, plan_nodes};
 use crate::routes::HttpRoutes;
 use crate::routes::from_ingress::from_ingress;
@@ -37,6 +38,9 @@ pub struct Plan {
     /// The cluster DNS zone: every name under `cluster_domain`, and the reverse names of
     /// cluster addresses, with their records.
     pub dns: dns::DnsZone,
+    /// Each LoadBalancer address an `L2Advertisement` covers, and the nodes that may
+    /// announce it, in the order they take it.
+    pub announcements: Vec<announce::Announcement>,
 }
 
 /// Where the ingress data plane listens.
@@ -74,8 +78,9 @@ pub fn plan(store: &Store, config: &PlanConfig, previous: &Allocations, generati
         &mut allocations,
         &mut diagnostics,
     );
-    let services =
+    let (services, load_balancers) =
         services::plan_services(store, &pods, config, previous, &mut allocations, &mut diagnostics);
+    let announcements = announce::announcements(store, &nodes, &services, &load_balancers, &mut diagnostics);
     let ingress = ingress::plan_ingress(store, &services, config, &mut diagnostics);
     let dns = match config.dns_records {
         true => dns::build(&config.cluster_domain, &services, &pods),
@@ -93,6 +98,7 @@ pub fn plan(store: &Store, config: &PlanConfig, previous: &Allocations, generati
         ingress_addresses: IngressAddresses { http: config.ingress_http, https: config.ingress_https },
         http_routes,
         dns,
+        announcements,
     };
     Planned { plan, allocations, diagnostics }
 }

@@ -139,6 +139,9 @@ enum Backend<'a> {
     Address(IpAddr),
 }
 
+/// The Services planned, and the LoadBalancer addresses given out with their pools.
+pub type PlannedServices = (Vec<ServicePlan>, BTreeMap<ObjectKey, Vec<lb::Assigned>>);
+
 /// Plans every Service: allocation first (oldest Services first), then endpoints.
 pub fn plan_services(
     store: &Store,
@@ -147,14 +150,14 @@ pub fn plan_services(
     previous: &Allocations,
     allocations: &mut Allocations,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Vec<ServicePlan> {
+) -> PlannedServices {
     let services = by_age(store.services.values(), |s| s.metadata.creation_timestamp.as_ref());
     let mut admission = Admission { services: &services, rejected: vec![false; services.len()], diagnostics };
     let cidrs = ServiceCidrs::new(&config.service_cidrs);
     let families = resolve_families(&cidrs, &mut admission);
     let cluster_ips = allocate_cluster_ips(&cidrs, &families, previous, allocations, &mut admission);
     let node_ports = allocate_node_ports(config, previous, allocations, &mut admission);
-    let lb_ips = allocate_lb_ips(
+    let (lb_ips, assigned) = allocate_lb_ips(
         store,
         &services,
         &families,
@@ -188,7 +191,7 @@ pub fn plan_services(
     }
     plans.sort_by(|a, b| a.key.cmp(&b.key));
     plans.shrink_to_fit();
-    plans
+    (plans, assigned)
 }
 
 /// Services in age order, and which of them the API server would have rejected.
@@ -425,7 +428,7 @@ fn allocate_lb_ips(
     previous: &Allocations,
     allocations: &mut Allocations,
     diagnostics: &mut Vec<Diagnostic>,
-) -> BTreeMap<ObjectKey, Vec<IpAddr>> {
+) -> (BTreeMap<ObjectKey, Vec<IpAddr>>, BTreeMap<ObjectKey, Vec<lb::Assigned>>) {
     let pools = lb::pools(store, &config.load_balancer_pools, diagnostics);
     let no_labels = BTreeMap::new();
     let mut out = BTreeMap::new();
@@ -459,12 +462,13 @@ fn allocate_lb_ips(
             key,
         });
     }
-    for (key, assigned) in lb::assign(&requests, &pools, &previous.load_balancer_ips, diagnostics) {
-        let ips: Vec<IpAddr> = assigned.iter().map(|a| a.address).collect();
+    let assigned = lb::assign(&requests, &pools, &previous.load_balancer_ips, diagnostics);
+    for (key, given) in &assigned {
+        let ips: Vec<IpAddr> = given.iter().map(|a| a.address).collect();
         allocations.load_balancer_ips.insert(key.to_string(), ips.clone());
-        out.insert(key, ips);
+        out.insert(key.clone(), ips);
     }
-    out
+    (out, assigned)
 }
 
 fn slices_by_service(store: &Store) -> BTreeMap<ObjectKey, Vec<&EndpointSliceRecord>> {
