@@ -7,8 +7,10 @@
 //! announce an address, ranked the same on every node) and from which of them are alive
 //! ([`liveness`]: heartbeats among the node agents, with a hold-down so that a node coming
 //! back does not flap); [`election::mine`] puts the two together. [`wire`] reads and writes
-//! the messages.
+//! the messages, [`link`] answers and announces on an interface.
+#![forbid(unsafe_code)]
 
 pub mod election;
+pub mod link;
 pub mod liveness;
 pub mod wire;
