@@ -13,4 +13,7 @@
 pub mod election;
 pub mod link;
 pub mod liveness;
+mod plane;
 pub mod wire;
+
+pub use plane::{Announcer, Options};

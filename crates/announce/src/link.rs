@@ -103,6 +103,11 @@ impl Responder {
         Ok(Responder { shared, threads })
     }
 
+    /// The addresses it answers for.
+    pub fn addresses(&self) -> BTreeSet<IpAddr> {
+        self.shared.addresses.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// Answers for `addresses` from now on, and announces those it did not have.
     pub fn set(&self, addresses: BTreeSet<IpAddr>) -> io::Result<()> {
         let added: Vec<IpAddr> = {

@@ -221,6 +221,13 @@ struct RunArgs {
     /// (`off`: something else runs them, as the lab does in each Pod's namespace).
     #[arg(long, default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     echo_pods: bool,
+    /// Announce the LoadBalancer addresses L2Advertisements cover by ARP and NDP, from the node
+    /// the Plan ranks first among those alive (root: raw sockets).
+    #[arg(long, default_value = "off", value_parser = parse_switch, action = clap::ArgAction::Set)]
+    announce: bool,
+    /// With `--announce on`: the UDP port node agents send each other heartbeats on.
+    #[arg(long, default_value_t = 9651)]
+    announce_port: u16,
 }
 
 /// `on` or `off`.
@@ -280,6 +287,7 @@ impl RunArgs {
             dns_autopath: self.dns_autopath,
             dns_ttl: self.dns_ttl,
             echo_pods: self.echo_pods,
+            announce: self.announce.then_some(self.announce_port),
             proxy_mode: self.proxy_mode,
             nft_sync_period: self.nft_sync_period,
             nft_writer: self.nft_writer,

@@ -173,6 +173,10 @@ fn agent_args(up: &Up, nodes_file: &Path, node: NodeIndex) -> Vec<String> {
         ]
         .map(String::from),
     );
+    if up.proxy_mode == ProxyMode::Nftables {
+        // LoadBalancer addresses an L2Advertisement covers are announced on the LAN.
+        args.extend(["--announce".to_owned(), "on".to_owned()]);
+    }
     args
 }
 

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use portico_announce::liveness::Timing;
+use portico_announce::{Announcer, Options as AnnounceOptions};
 use portico_dataplane::{DataPlane, drain};
 use portico_dns::DnsServer;
 use portico_healthcheck::HealthChecks;
@@ -68,6 +70,8 @@ pub struct RunConfig {
     pub dns_ttl: u32,
     /// Whether this process runs the echo workload of this node's Pods.
     pub echo_pods: bool,
+    /// With announcement on: the heartbeat port.
+    pub announce: Option<u16>,
     /// How Services are proxied.
     pub proxy_mode: ProxyMode,
     /// With nftables: how often every rule is rewritten, bringing back what was changed by hand.
@@ -283,6 +287,19 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         )),
     };
     planes.extend([services, health_checks as _]);
+    if let Some(port) = config.announce {
+        let options = AnnounceOptions {
+            node: config.plan.local_node.clone(),
+            port,
+            interval: Duration::from_millis(100),
+            timing: Timing::default(),
+        };
+        let registry = registry.sub_registry_with_prefix("portico_announce");
+        let announcer = Announcer::start(options, &drain, registry)
+            .await
+            .with_context(|| format!("announcing: the heartbeat port {port} cannot be opened"))?;
+        planes.push(Arc::new(announcer));
+    }
     if let Some(addr) = config.dns {
         planes.push(start_dns(&config, addr, bounds.dns_tcp_connections, dns_metrics, drain.clone()).await?);
     }

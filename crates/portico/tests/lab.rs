@@ -392,3 +392,131 @@ fn the_userspace_proxy_serves_the_same_lab() {
     .unwrap();
     assert!(!log.contains("error:"), "nothing the agent could not serve: {log}");
 }
+
+/// A Deployment of three echo Pods, a dual-stack LoadBalancer Service over them, and a
+/// MetalLB pool on the LAN's own subnet with an L2Advertisement for it.
+const ANNOUNCED: &str = "
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: echo, image: ghcr.io/portico-dev/portico:0.1, args: [echo], ports: [{name: http, containerPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-l2}
+spec:
+  type: LoadBalancer
+  ipFamilyPolicy: RequireDualStack
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: lan, namespace: metallb-system}
+spec: {addresses: [198.18.0.240-198.18.0.247, '2001:db8::f0-2001:db8::f7']}
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: lan, namespace: metallb-system}
+";
+
+/// The nodes that may announce `address`, in the order they take it.
+fn announcers(plan: &Value, address: &str) -> Vec<String> {
+    let all = plan["announcements"].as_array().unwrap();
+    let found =
+        all.iter().find(|a| a["address"] == address).unwrap_or_else(|| panic!("{address} not announced"));
+    found["nodes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_owned()).collect()
+}
+
+/// The link-layer address of `node`'s LAN interface.
+fn mac_of(lab: &Lab, node: &str) -> String {
+    let link =
+        String::from_utf8(lab.exec(&format!("node/{node}"), &["ip", "link", "show", "eth0"]).stdout).unwrap();
+    link.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap().to_owned()
+}
+
+/// Probes `url` from `outside` every 100 ms until it answers; the time that took.
+fn until_answered(lab: &Lab, url: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let out = lab.exec("outside", &[EXE, "lab", "probe", "--timeout", "200ms", "http", url]);
+        if String::from_utf8_lossy(&out.stdout).starts_with("ok") {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "{url} did not answer within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_load_balancer_address_is_found_by_arp_and_ndp_and_moves_when_its_node_fails() {
+    if !can_build_labs() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("l2.yaml"), ANNOUNCED).unwrap();
+    let lab = Lab::up('d', dir.path(), &[]);
+    let plan = lab.plan("lab-node-1");
+    let web = service(&plan, "web-l2");
+    assert_eq!(
+        ips(web, "loadBalancerIps"),
+        ["198.18.0.240".parse::<IpAddr>().unwrap(), "2001:db8::f0".parse().unwrap()]
+    );
+    for node in ["lab-node-2", "lab-node-3"] {
+        assert_eq!(lab.plan(node)["announcements"], plan["announcements"], "{node} ranks the same");
+    }
+    let (v4, v6) = ("http://198.18.0.240:80/", "http://[2001:db8::f0]:80/");
+    // No route: the addresses are on the LAN's link, found by ARP and NDP.
+    for address in ["198.18.0.240", "2001:db8::f0"] {
+        let route = String::from_utf8(lab.exec("outside", &["ip", "route", "get", address]).stdout).unwrap();
+        assert!(!route.contains(" via "), "{route}");
+    }
+    until_answered(&lab, v4, Duration::from_secs(5));
+    until_answered(&lab, v6, Duration::from_secs(5));
+
+    // The first node alive announces; its agent killed, the next one takes over.
+    let ranked = announcers(&plan, "198.18.0.240");
+    let first = &ranked[0];
+    // The agent is the node namespace's only process (each Pod has a namespace of its own).
+    let namespace = format!("{}node-{}", lab.prefix, first.trim_start_matches("lab-node-"));
+    let pids = Command::new("ip").args(["netns", "pids", &namespace]).output().unwrap();
+    let pids = String::from_utf8(pids.stdout).unwrap();
+    assert!(!pids.trim().is_empty(), "no agent in {namespace}");
+    for pid in pids.split_whitespace() {
+        assert!(Command::new("kill").args(["-KILL", pid]).status().unwrap().success());
+    }
+    let took = until_answered(&lab, v4, Duration::from_secs(5));
+    println!("IPv4 address answered again {took:?} after its node's agent was killed");
+    // The node's kernel still forwards with the rules its agent left, but the address moves:
+    // `outside` now finds it at the next node's link-layer address.
+    let next_mac = mac_of(&lab, &ranked[1]);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let entry =
+            String::from_utf8(lab.exec("outside", &["ip", "neigh", "show", "198.18.0.240"]).stdout).unwrap();
+        if entry.contains(&next_mac) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "198.18.0.240 did not move to {}: {entry}", ranked[1]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let v6_ranked = announcers(&plan, "2001:db8::f0");
+    if v6_ranked[0] == *first {
+        let took = until_answered(&lab, v6, Duration::from_secs(5));
+        println!("IPv6 address answered again {took:?} after its node's agent was killed");
+    }
+
+    // The next one's link goes down: the third takes over.
+    let second = &ranked[1];
+    let down = lab.exec(&format!("node/{second}"), &["ip", "link", "set", "eth0", "down"]);
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    let took = until_answered(&lab, v4, Duration::from_secs(5));
+    println!("IPv4 address answered again {took:?} after its node's link went down");
+}
