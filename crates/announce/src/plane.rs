@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use portico_dataplane::drain::Watch;
 use portico_dataplane::{Applying, DataPlane, Readiness};
 use portico_plan::Plan;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::UdpSocket;
@@ -43,10 +45,19 @@ pub struct Options {
     pub timing: Timing,
 }
 
+/// Labels of an announced address.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AddressLabels {
+    address: String,
+    interface: String,
+}
+
 /// Prometheus handles.
 struct Metrics {
     announced: Gauge,
     takeovers: Counter,
+    /// 1 for each address this node announces, by interface; gone when released.
+    announcing: Family<AddressLabels, Gauge>,
 }
 
 /// What the tasks share.
@@ -72,7 +83,16 @@ impl Announcer {
         let socket = Arc::new(
             UdpSocket::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), options.port)).await?,
         );
-        let metrics = Metrics { announced: Gauge::default(), takeovers: Counter::default() };
+        let metrics = Metrics {
+            announced: Gauge::default(),
+            takeovers: Counter::default(),
+            announcing: Family::default(),
+        };
+        registry.register(
+            "announcing",
+            "1 for each LoadBalancer address this node announces, and the interface",
+            metrics.announcing.clone(),
+        );
         registry.register(
             "addresses",
             "LoadBalancer addresses this node announces",
@@ -169,6 +189,11 @@ fn elect(shared: &Shared, plan: &Plan) {
     responders.retain(|name, responder| {
         let keep = wanted.contains_key(name);
         if !keep {
+            for released in responder.addresses() {
+                info!(address = %released, interface = %name, "LoadBalancer address released");
+                let labels = AddressLabels { address: released.to_string(), interface: name.clone() };
+                shared.metrics.announcing.remove(&labels);
+            }
             let _ = responder.set(BTreeSet::new());
         }
         keep
@@ -188,12 +213,16 @@ fn elect(shared: &Shared, plan: &Plan) {
         }
         let Some(responder) = responders.get(&name) else { continue };
         let before = responder.addresses();
+        let labels =
+            |address: &IpAddr| AddressLabels { address: address.to_string(), interface: name.clone() };
         for taken in addresses.difference(&before) {
             info!(address = %taken, interface = %name, "LoadBalancer address taken over");
             shared.metrics.takeovers.inc();
+            shared.metrics.announcing.get_or_create(&labels(taken)).set(1);
         }
         for released in before.difference(&addresses) {
             info!(address = %released, interface = %name, "LoadBalancer address released");
+            shared.metrics.announcing.remove(&labels(released));
         }
         if let Err(error) = responder.set(addresses) {
             problem = Some(format!("interface {name}: {error}"));

@@ -266,7 +266,9 @@ fn service_exposures(plan: &Plan, service: &ServicePlan, out: &mut Vec<Exposure>
             (vec!["<pending>".to_string()], "waiting for an IP".into())
         } else {
             let n = service.load_balancer_ips.len();
-            (ips(&service.load_balancer_ips), format!("{n} own IP{}", if n == 1 { "" } else { "s" }))
+            let mut cost = format!("{n} own IP{}", if n == 1 { "" } else { "s" });
+            cost.push_str(&announced_by(plan, &service.load_balancer_ips));
+            (ips(&service.load_balancer_ips), cost)
         };
         out.push(row(
             Method::LoadBalancer,
@@ -289,6 +291,26 @@ fn service_exposures(plan: &Plan, service: &ServicePlan, out: &mut Vec<Exposure>
             service.external_ips.clone(),
             format!("{n} routed IP{}", if n == 1 { "" } else { "s" }),
         ));
+    }
+}
+
+/// Who answers ARP and NDP for `addresses`, when an `L2Advertisement` covers them: the first
+/// node of each ranking (the next ones take over when it fails).
+fn announced_by(plan: &Plan, addresses: &[IpAddr]) -> String {
+    let firsts: Vec<(IpAddr, &str)> = addresses
+        .iter()
+        .filter_map(|a| {
+            let announcement = plan.announcements.iter().find(|x| x.address == *a)?;
+            Some((*a, announcement.nodes.first().map_or("no node", String::as_str)))
+        })
+        .collect();
+    match firsts.as_slice() {
+        [] => String::new(),
+        [(_, node), rest @ ..] if rest.iter().all(|(_, n)| n == node) => format!(", announced by {node}"),
+        all => {
+            let each: Vec<String> = all.iter().map(|(a, n)| format!("{a} by {n}")).collect();
+            format!(", announced: {}", each.join(", "))
+        }
     }
 }
 

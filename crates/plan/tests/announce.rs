@@ -89,6 +89,10 @@ fn every_agent_ranks_the_same_nodes_for_the_same_address() {
     assert!(web.interfaces.is_empty(), "every interface");
     let address: IpAddr = "198.18.1.0".parse().unwrap();
     assert_eq!(rank(["b", "c", "a"], &address), web.nodes);
+    // explain says who answers for it.
+    let rows = portico_plan::exposure::exposures(&one.plan);
+    let lb = rows.iter().find(|r| r.method == portico_plan::exposure::Method::LoadBalancer).unwrap();
+    assert_eq!(lb.cost, format!("1 own IP, announced by {}", web.nodes[0]));
 }
 
 #[test]

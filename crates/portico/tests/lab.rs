@@ -507,6 +507,12 @@ fn a_load_balancer_address_is_found_by_arp_and_ndp_and_moves_when_its_node_fails
         assert!(Instant::now() < deadline, "198.18.0.240 did not move to {}: {entry}", ranked[1]);
         std::thread::sleep(Duration::from_millis(50));
     }
+    let metrics = lab.get(&format!("node/{}", ranked[1]), "http://127.0.0.1:9650/metrics");
+    assert!(
+        metrics.body.contains("portico_announce_announcing{address=\"198.18.0.240\",interface=\"eth0\"} 1"),
+        "{}",
+        metrics.body
+    );
     let v6_ranked = announcers(&plan, "2001:db8::f0");
     if v6_ranked[0] == *first {
         let took = until_answered(&lab, v6, Duration::from_secs(5));
@@ -519,4 +525,6 @@ fn a_load_balancer_address_is_found_by_arp_and_ndp_and_moves_when_its_node_fails
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     let took = until_answered(&lab, v4, Duration::from_secs(5));
     println!("IPv4 address answered again {took:?} after its node's link went down");
+    let took = until_answered(&lab, v6, Duration::from_secs(5));
+    println!("IPv6 address answered {took:?} after the second node's link went down");
 }
