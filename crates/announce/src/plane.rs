@@ -63,6 +63,9 @@ struct Metrics {
 /// What the tasks share.
 struct Shared {
     options: Options,
+    /// When this agent started: it announces nothing for `settle`, the time the others take
+    /// to count it alive again and give back the addresses it is first for.
+    started: Instant,
     plan: Mutex<Option<Arc<Plan>>>,
     members: Mutex<Membership>,
     responders: Mutex<BTreeMap<String, Responder>>,
@@ -104,6 +107,7 @@ impl Announcer {
             metrics.takeovers.clone(),
         );
         let shared = Arc::new(Shared {
+            started: Instant::now(),
             members: Mutex::new(Membership::new([], Instant::now(), options.timing)),
             options,
             plan: Mutex::new(None),
@@ -167,9 +171,15 @@ async fn beat(shared: Arc<Shared>, socket: Arc<UdpSocket>, stop: impl std::futur
 /// Works out this node's addresses and puts them on its interfaces.
 fn elect(shared: &Shared, plan: &Plan) {
     let now = Instant::now();
-    let duties: Vec<Duty> = {
-        let alive: BTreeSet<String> = lock(&shared.members).alive(now).into_iter().collect();
-        mine(&plan.announcements, &shared.options.node, |n| alive.contains(n))
+    let settling = now.saturating_duration_since(shared.started) < shared.options.timing.settle;
+    let duties: Vec<Duty> = match settling {
+        // A restarted agent would otherwise answer at once for addresses another node still
+        // holds, and clients would flip between the two.
+        true => Vec::new(),
+        false => {
+            let alive: BTreeSet<String> = lock(&shared.members).alive(now).into_iter().collect();
+            mine(&plan.announcements, &shared.options.node, |n| alive.contains(n))
+        }
     };
     let available = links();
     let mut wanted: BTreeMap<String, (Link, BTreeSet<IpAddr>)> = BTreeMap::new();
