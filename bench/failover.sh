@@ -73,39 +73,10 @@ tag="pfo$(($$ % 100000))r"
 labs=()
 lab_count=0
 
-# The manifests: the only files in their folder, which every lab's agents watch.
+# The manifests: the only files in their folder, which every lab's agents watch. The lab test
+# of crates/portico/tests/lab.rs reads the same file.
 mkdir -p "$tmp/manifests"
-cat >"$tmp/manifests/l2.yaml" <<'EOF'
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-      - {name: echo, image: ghcr.io/portico-dev/portico:0.1, args: [echo], ports: [{name: http, containerPort: 8080}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web-l2}
-spec:
-  type: LoadBalancer
-  ipFamilyPolicy: RequireDualStack
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: http}]
----
-apiVersion: metallb.io/v1beta1
-kind: IPAddressPool
-metadata: {name: lan, namespace: metallb-system}
-spec: {addresses: [198.18.0.240-198.18.0.247, '2001:db8::f0-2001:db8::f7']}
----
-apiVersion: metallb.io/v1beta1
-kind: L2Advertisement
-metadata: {name: lan, namespace: metallb-system}
-EOF
+cp "$here/l2.yaml" "$tmp/manifests/l2.yaml"
 
 # next_prefix: the namespace prefix of this run's next lab; `portico lab` takes 1-20 characters.
 next_prefix() {

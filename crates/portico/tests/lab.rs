@@ -394,38 +394,9 @@ fn the_userspace_proxy_serves_the_same_lab() {
 }
 
 /// A Deployment of three echo Pods, a dual-stack LoadBalancer Service over them, and a
-/// MetalLB pool on the LAN's own subnet with an L2Advertisement for it.
-const ANNOUNCED: &str = "
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-      - {name: echo, image: ghcr.io/portico-dev/portico:0.1, args: [echo], ports: [{name: http, containerPort: 8080}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web-l2}
-spec:
-  type: LoadBalancer
-  ipFamilyPolicy: RequireDualStack
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: http}]
----
-apiVersion: metallb.io/v1beta1
-kind: IPAddressPool
-metadata: {name: lan, namespace: metallb-system}
-spec: {addresses: [198.18.0.240-198.18.0.247, '2001:db8::f0-2001:db8::f7']}
----
-apiVersion: metallb.io/v1beta1
-kind: L2Advertisement
-metadata: {name: lan, namespace: metallb-system}
-";
+/// MetalLB pool on the LAN's own subnet with an L2Advertisement for it: the scenario
+/// bench/failover.sh measures.
+const ANNOUNCED: &str = include_str!("../../../bench/failover/l2.yaml");
 
 /// The nodes that may announce `address`, in the order they take it.
 fn announcers(plan: &Value, address: &str) -> Vec<String> {
