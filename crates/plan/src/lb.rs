@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use portico_model::metallb::AddressRange;
 use portico_model::selector::selector_matches;
-use portico_model::{Diagnostic, ObjectKey, ObjectRef, Origin, Store, Stored};
+use portico_model::{Diagnostic, ObjectKey, ObjectRef, Store, Stored};
 
 use crate::families::IpFamily;
 
@@ -36,8 +36,8 @@ pub const LOAD_BALANCER_CLASS: &str = "portico.dev/loadbalancer";
 pub struct LbPool {
     /// The `IPAddressPool`'s name, or the flag's CIDR.
     pub name: String,
-    /// The pool object, when it is one.
-    pub object: Option<(ObjectKey, Origin)>,
+    /// The pool object's namespace and name, when it is one.
+    pub object: Option<ObjectKey>,
     /// Its addresses.
     pub ranges: Vec<AddressRange>,
     /// Whether it serves Services that name no pool and no address.
@@ -142,7 +142,7 @@ pub fn pools(store: &Store, flag: &[IpNet], diagnostics: &mut Vec<Diagnostic>) -
                 if let Some(theirs) = other.ranges.iter().find(|r| r.overlaps(range)) {
                     let message = format!(
                         "{range} overlaps {theirs} of IPAddressPool {}; this pool is not used",
-                        other.object.as_ref().map_or_else(|| other.name.clone(), |(k, _)| k.to_string())
+                        other.object.as_ref().map_or_else(|| other.name.clone(), ToString::to_string)
                     );
                     diagnostics.push(
                         Diagnostic::error(message)
@@ -157,7 +157,7 @@ pub fn pools(store: &Store, flag: &[IpNet], diagnostics: &mut Vec<Diagnostic>) -
         let allocation = spec.service_allocation.clone().unwrap_or_default();
         out.push(LbPool {
             name: key.name.clone(),
-            object: Some((key.clone(), stored.origin.clone())),
+            object: Some(key.clone()),
             ranges,
             auto_assign: spec.auto_assign.unwrap_or(true),
             avoid_buggy_ips: spec.avoid_buggy_ips.unwrap_or(false),
