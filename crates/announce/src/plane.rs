@@ -9,7 +9,7 @@
 //! does without its optional key.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -83,9 +83,15 @@ pub struct Announcer {
 impl Announcer {
     /// Starts heartbeats and the periodic election; announces nothing until a Plan comes.
     pub async fn start(options: Options, drain: &Watch, registry: &mut Registry) -> std::io::Result<Self> {
-        let socket = Arc::new(
-            UdpSocket::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), options.port)).await?,
-        );
+        // Both families on one socket; IPv4 alone where IPv6 is off.
+        let socket =
+            match UdpSocket::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), options.port)).await {
+                Ok(socket) => socket,
+                Err(_) => {
+                    UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), options.port)).await?
+                }
+            };
+        let socket = Arc::new(socket);
         let metrics = Metrics {
             announced: Gauge::default(),
             takeovers: Counter::default(),
@@ -156,10 +162,16 @@ async fn beat(shared: Arc<Shared>, socket: Arc<UdpSocket>, stop: impl std::futur
         let plan = lock(&shared.plan).clone();
         let Some(plan) = plan else { continue };
         let message = format!("{HEARTBEAT}{}", shared.options.node);
+        let dual = socket.local_addr().is_ok_and(|a| a.is_ipv6());
         for node in plan.nodes.iter().filter(|n| n.name != shared.options.node) {
             for address in &node.addresses {
-                let to = SocketAddr::new(*address, shared.options.port);
-                let _ = socket.send_to(message.as_bytes(), to).await;
+                let to = match (dual, address) {
+                    // An IPv4 peer reached from the dual-stack socket, as the kernel names it.
+                    (true, IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
+                    (false, IpAddr::V6(_)) => continue,
+                    (_, other) => *other,
+                };
+                let _ = socket.send_to(message.as_bytes(), SocketAddr::new(to, shared.options.port)).await;
             }
         }
         let keep = Arc::clone(&shared);
