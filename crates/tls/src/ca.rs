@@ -2,10 +2,14 @@
 //! URIs (a workload identity such as `spiffe://cluster.local/ns/default/sa/web`) and tells
 //! whether a chain is one it issued.
 //!
-//! Certificates carry rcgen's default validity (1975 to 4096): lifetimes and rotation belong
-//! to whoever runs the CA (the mesh), not to issuing.
+//! [`Ca::new`] and [`Ca::issue`] give rcgen's default validity (1975 to 4096), for servers whose
+//! certificates live as long as their configuration. A mesh gives lifetimes: a root
+//! ([`Ca::root`]) signs an intermediate ([`Ca::intermediate`]) that issues short-lived leaves
+//! ([`Ca::issue_valid`]) carrying it in their chain, renewed at two thirds of their life
+//! ([`Validity::renew_at`]).
 
 use std::fmt;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
@@ -41,11 +45,44 @@ impl fmt::Debug for Issued {
     }
 }
 
-/// A self-signed CA with its key, issuing leaves directly (no intermediates).
+/// When a certificate is good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    /// Not before.
+    pub not_before: SystemTime,
+    /// Not after.
+    pub not_after: SystemTime,
+}
+
+impl Validity {
+    /// From `now` for `lifetime`, starting a minute early: a peer whose clock is a little
+    /// behind still accepts a certificate issued this instant.
+    pub fn starting(now: SystemTime, lifetime: Duration) -> Self {
+        let skew = Duration::from_secs(60);
+        Validity { not_before: now.checked_sub(skew).unwrap_or(now), not_after: now + lifetime }
+    }
+
+    /// When to replace the certificate: after two thirds of its life, so that a renewal that
+    /// fails has a third of it left to try again.
+    pub fn renew_at(&self) -> SystemTime {
+        let life = self.not_after.duration_since(self.not_before).unwrap_or_default();
+        self.not_before + life * 2 / 3
+    }
+
+    fn apply(&self, params: &mut CertificateParams) {
+        params.not_before = self.not_before.into();
+        params.not_after = self.not_after.into();
+    }
+}
+
+/// A CA with its key: a root, or an intermediate under one.
 pub struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
-    /// Only this CA's certificate, to verify against.
+    /// The root's certificate alone, to verify against.
     roots: RootCertStore,
+    /// The certificates between a leaf and the root (this CA's, for an intermediate), sent
+    /// after the leaf.
+    intermediates: Vec<CertificateDer<'static>>,
 }
 
 impl fmt::Debug for Ca {
@@ -57,20 +94,43 @@ impl fmt::Debug for Ca {
 impl Ca {
     /// A new CA with a fresh key, named `common_name`.
     pub fn new(common_name: &str) -> Result<Self, TlsError> {
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, common_name);
         // Path length 0: it signs leaves only, so a leaf cannot pose as a CA of its own.
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let params = ca_params(common_name, 0);
         let key = KeyPair::generate().map_err(TlsError::Issue)?;
         let issuer = CertifiedIssuer::self_signed(params, key).map_err(TlsError::Issue)?;
-        let mut roots = RootCertStore::empty();
-        roots.add(issuer.der().clone())?;
-        Ok(Ca { issuer, roots })
+        Ca::rooted_in(issuer)
     }
 
-    /// The CA's certificate: what a peer trusts to accept the leaves it issues.
+    /// A root named `common_name` for `validity`, which signs intermediates (path length 1)
+    /// rather than leaves.
+    pub fn root(common_name: &str, validity: Validity) -> Result<Self, TlsError> {
+        let mut params = ca_params(common_name, 1);
+        validity.apply(&mut params);
+        let key = KeyPair::generate().map_err(TlsError::Issue)?;
+        let issuer = CertifiedIssuer::self_signed(params, key).map_err(TlsError::Issue)?;
+        Ca::rooted_in(issuer)
+    }
+
+    /// An intermediate CA under this one, named `common_name`, for `validity`: it issues the
+    /// leaves, and a leaf's chain carries it.
+    pub fn intermediate(&self, common_name: &str, validity: Validity) -> Result<Self, TlsError> {
+        let mut params = ca_params(common_name, 0);
+        validity.apply(&mut params);
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().map_err(TlsError::Issue)?;
+        let issuer = CertifiedIssuer::signed_by(params, key, &self.issuer).map_err(TlsError::Issue)?;
+        let mut intermediates = vec![issuer.der().clone()];
+        intermediates.extend(self.intermediates.iter().cloned());
+        Ok(Ca { issuer, roots: self.roots.clone(), intermediates })
+    }
+
+    fn rooted_in(issuer: CertifiedIssuer<'static, KeyPair>) -> Result<Self, TlsError> {
+        let mut roots = RootCertStore::empty();
+        roots.add(issuer.der().clone())?;
+        Ok(Ca { issuer, roots, intermediates: Vec::new() })
+    }
+
+    /// This CA's certificate (for an intermediate: not what peers trust, the root is).
     pub fn certificate(&self) -> &CertificateDer<'static> {
         self.issuer.der()
     }
@@ -78,7 +138,19 @@ impl Ca {
     /// A leaf for `names` with a fresh key, good for both ends of a connection (a mesh
     /// workload serves and connects with one identity).
     pub fn issue(&self, names: &[Name]) -> Result<Issued, TlsError> {
+        self.issue_with(names, None)
+    }
+
+    /// A leaf for `names` good for `validity`; its chain carries the intermediates.
+    pub fn issue_valid(&self, names: &[Name], validity: Validity) -> Result<Issued, TlsError> {
+        self.issue_with(names, Some(validity))
+    }
+
+    fn issue_with(&self, names: &[Name], validity: Option<Validity>) -> Result<Issued, TlsError> {
         let mut params = CertificateParams::default();
+        if let Some(validity) = validity {
+            validity.apply(&mut params);
+        }
         params.distinguished_name = DistinguishedName::new();
         params.subject_alt_names = names
             .iter()
@@ -94,7 +166,9 @@ impl Ca {
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().map_err(TlsError::Issue)?;
         let leaf = params.signed_by(&key, &self.issuer).map_err(TlsError::Issue)?;
-        Ok(Issued { chain: vec![leaf.der().clone()], key: key.into() })
+        let mut chain = vec![leaf.der().clone()];
+        chain.extend(self.intermediates.iter().cloned());
+        Ok(Issued { chain, key: key.into() })
     }
 
     /// Whether `chain` (leaf first) was issued by this CA and is valid at `now`. Names are the
@@ -107,6 +181,17 @@ impl Ca {
         verify_server_cert_signed_by_trust_anchor(&leaf, &self.roots, intermediates, now, algorithms)
             .map_err(TlsError::Verify)
     }
+}
+
+/// The parameters of a CA certificate named `common_name` that may sign `path_len` more CAs
+/// below it.
+fn ca_params(common_name: &str, path_len: u8) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
 }
 
 #[cfg(test)]
@@ -189,6 +274,65 @@ mod tests {
         assert!(handshake(Arc::clone(&client), Arc::clone(&server), name("web.default.svc")).is_ok());
         let wrong = handshake(client, server, name("db.default.svc")).unwrap_err();
         assert!(matches!(wrong, rustls::Error::InvalidCertificate(_)), "{wrong:?}");
+    }
+
+    #[test]
+    fn a_leaf_of_an_intermediate_verifies_against_the_root_within_its_life_only() {
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let root = Ca::root("portico mesh root", Validity::starting(now, 3650 * day)).unwrap();
+        let intermediate =
+            root.intermediate("portico mesh intermediate", Validity::starting(now, 365 * day)).unwrap();
+        let life = Validity::starting(now, day);
+        let leaf = intermediate.issue_valid(&web(), life).unwrap();
+        assert_eq!(leaf.chain.len(), 2, "the leaf and the intermediate");
+        assert_eq!(&leaf.chain[1], intermediate.certificate());
+        let at =
+            |t: SystemTime| UnixTime::since_unix_epoch(t.duration_since(SystemTime::UNIX_EPOCH).unwrap());
+        root.verify(&leaf.chain, at(now)).unwrap();
+        intermediate.verify(&leaf.chain, at(now)).unwrap();
+        // Without the intermediate the leaf does not reach the root.
+        assert!(root.verify(&leaf.chain[..1], at(now)).is_err());
+        // Expired, and not yet valid.
+        let expired = root.verify(&leaf.chain, at(now + 2 * day)).unwrap_err();
+        assert!(
+            matches!(
+                expired,
+                TlsError::Verify(rustls::Error::InvalidCertificate(
+                    CertificateError::Expired | CertificateError::ExpiredContext { .. }
+                ))
+            ),
+            "{expired:?}"
+        );
+        assert!(root.verify(&leaf.chain, at(now - day)).is_err());
+        // Renewed after two thirds of its life: 16 h in, for a day.
+        let renew = life.renew_at().duration_since(now).unwrap();
+        assert!(
+            renew > Duration::from_secs(15 * 3600) && renew < Duration::from_secs(16 * 3600),
+            "{renew:?}"
+        );
+        // Another root's intermediate is not ours.
+        let other = Ca::root("theirs", Validity::starting(now, day)).unwrap();
+        let foreign = other
+            .intermediate("theirs too", Validity::starting(now, day))
+            .unwrap()
+            .issue_valid(&web(), life)
+            .unwrap();
+        assert!(root.verify(&foreign.chain, at(now)).is_err());
+    }
+
+    #[test]
+    fn an_intermediate_cannot_sign_another_ca() {
+        let now = SystemTime::now();
+        let root = Ca::root("root", Validity::starting(now, Duration::from_secs(3600))).unwrap();
+        let intermediate =
+            root.intermediate("intermediate", Validity::starting(now, Duration::from_secs(3600))).unwrap();
+        let below = intermediate
+            .intermediate("too deep", Validity::starting(now, Duration::from_secs(3600)))
+            .unwrap();
+        let leaf = below.issue_valid(&web(), Validity::starting(now, Duration::from_secs(600))).unwrap();
+        assert_eq!(leaf.chain.len(), 3);
+        assert!(root.verify(&leaf.chain, UnixTime::now()).is_err(), "path length 0 under the root's 1");
     }
 
     #[test]

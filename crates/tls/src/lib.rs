@@ -12,6 +12,7 @@ pub mod client;
 pub mod pem;
 pub mod server;
 pub mod sni;
+pub mod spiffe;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ pub use ca::{Ca, Issued, Name};
 pub use client::Alpn;
 pub use pem::PemError;
 pub use sni::{CertResolver, Served};
+pub use spiffe::{InvalidSpiffeId, SpiffeId};
 
 /// What can go wrong loading, issuing or verifying certificates.
 #[derive(Debug, thiserror::Error)]
