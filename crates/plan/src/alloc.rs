@@ -1,4 +1,5 @@
-//! The API server's allocation duties: ClusterIPs, NodePorts, LoadBalancer IPs and Pod IPs.
+//! The API server's allocation duties: ClusterIPs, NodePorts and Pod IPs (LoadBalancer IPs are
+//! `lb`'s), and every allocation's persisted [`Allocations`].
 //!
 //! Allocation is a pure function of the claims and the previous [`Allocations`]: an object
 //! keeps what it had as long as it exists, explicit requests are honoured when free, and
@@ -193,8 +194,6 @@ fn banded_order(size: u64, band: u64, owner: &str) -> Box<dyn Iterator<Item = u6
 #[derive(Clone, Debug)]
 pub struct CidrPool {
     net: IpNet,
-    /// Lowest free first (LoadBalancer pools, as MetalLB does) instead of hashed.
-    lowest_first: bool,
     /// Size of the static band kept for explicit choices; 0 for none.
     band: u64,
     /// Addresses after the network address never handed out (a Pod CIDR's gateway).
@@ -204,20 +203,15 @@ pub struct CidrPool {
 impl CidrPool {
     /// A Service CIDR: hashed choice, upper band first.
     pub fn service(net: IpNet) -> Self {
-        let mut pool = Self { net, lowest_first: false, band: 0, skip: 0 };
+        let mut pool = Self { net, band: 0, skip: 0 };
         pool.band = (pool.size() / 16).clamp(16, 256);
         pool
-    }
-
-    /// A LoadBalancer pool: lowest free address first.
-    pub fn load_balancer(net: IpNet) -> Self {
-        Self { net, lowest_first: true, band: 0, skip: 0 }
     }
 
     /// A Pod CIDR: hashed choice over the range but its first address, which is the node's
     /// gateway for its Pods (as the CNI host-local allocator keeps it).
     pub fn pods(net: IpNet) -> Self {
-        Self { net, lowest_first: false, band: 0, skip: 1 }
+        Self { net, band: 0, skip: 1 }
     }
 
     fn host_bits(&self) -> u32 {
@@ -264,7 +258,7 @@ impl Pool for CidrPool {
     }
 
     fn order(&self, owner: &str) -> Box<dyn Iterator<Item = u64> + '_> {
-        if self.lowest_first { Box::new(0..self.size()) } else { banded_order(self.size(), self.band, owner) }
+        banded_order(self.size(), self.band, owner)
     }
 }
 
@@ -378,19 +372,5 @@ mod tests {
         assert_eq!(given.len(), 5);
         assert!(!given.contains(&gateway) && given.iter().all(|ip| pool.contains(*ip)), "{given:?}");
         assert!(matches!(got[5], Err(AllocError::Exhausted { .. })));
-    }
-
-    #[test]
-    fn load_balancer_pool_is_lowest_first_and_skips_network() {
-        let pool = CidrPool::load_balancer("127.97.0.0/30".parse().expect("cidr"));
-        let mut held = Holders::new();
-        let c: Vec<Claim<IpAddr>> = ["a", "b", "c"]
-            .iter()
-            .map(|n| Claim { owner: n.to_string(), requested: None, previous: None })
-            .collect();
-        let got = assign(&pool, &c, &mut held, |_, _| false);
-        assert_eq!(got[0], Ok("127.97.0.1".parse().expect("ip")));
-        assert_eq!(got[1], Ok("127.97.0.2".parse().expect("ip")));
-        assert!(matches!(got[2], Err(AllocError::Exhausted { .. })));
     }
 }
