@@ -182,6 +182,11 @@ async fn beat(shared: Arc<Shared>, socket: Arc<UdpSocket>, stop: impl std::futur
 
 /// Works out this node's addresses and puts them on its interfaces.
 fn elect(shared: &Shared, plan: &Plan) {
+    // Nothing to announce and nothing announced: no interface to look at.
+    if plan.announcements.is_empty() && lock(&shared.responders).is_empty() {
+        *lock(&shared.problem) = None;
+        return;
+    }
     let now = Instant::now();
     let settling = now.saturating_duration_since(shared.started) < shared.options.timing.settle;
     let duties: Vec<Duty> = match settling {
@@ -193,7 +198,7 @@ fn elect(shared: &Shared, plan: &Plan) {
             mine(&plan.announcements, &shared.options.node, |n| alive.contains(n))
         }
     };
-    let available = links();
+    let available = if duties.is_empty() { Vec::new() } else { links() };
     let mut wanted: BTreeMap<String, (Link, BTreeSet<IpAddr>)> = BTreeMap::new();
     for duty in &duties {
         for link in available

@@ -15,6 +15,7 @@ use portico_model::{Diagnostic, ObjectKey, ObjectRef, Store, Stored};
 use serde::Serialize;
 
 use crate::alloc::stable_hash;
+use crate::endpoints::{Scope, select};
 use crate::lb::Assigned;
 use crate::nodes::NodePlan;
 use crate::services::{ServicePlan, TrafficPolicy};
@@ -151,6 +152,8 @@ fn matches_any(selectors: &[LabelSelector], labels: &BTreeMap<String, String>) -
     selectors.is_empty() || selectors.iter().any(|s| selector_matches(s, labels).unwrap_or(false))
 }
 
+/// Whether the node's own data plane would send the Service's traffic somewhere: the local
+/// endpoints its Local policy selects.
 fn has_local_endpoint(service: &ServicePlan, node: &str) -> bool {
-    service.ports.iter().flat_map(|p| &p.endpoints).any(|e| e.ready && e.node.as_deref() == Some(node))
+    service.ports.iter().any(|p| !select(&p.endpoints, Scope::Local { node }).is_empty())
 }
