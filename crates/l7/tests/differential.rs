@@ -297,6 +297,9 @@ async fn the_named_cases_get_the_same_answers_from_both_engines() {
         b"POST /t HTTP/1.1\r\nHost: public.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nContent-Length: 9\r\nHost: evil.test\r\nX-Sum: 5\r\n\r\n",
         b"POST /bad HTTP/1.1\r\nHost: public.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
         "GET /é HTTP/1.1\r\nHost: public.test\r\nConnection: close\r\n\r\n".as_bytes(),
+        // Found by the generator: the endpoint asks for a body that turns out malformed; its
+        // `100 Continue` comes before the 400, with both engines, every time.
+        b"GET /x HTTP/1.1\r\nHost: public.test\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\nGET /admin HTTP/1.1\r\nHost: smug.test\r\n\r\n",
     ] {
         let (ours, theirs) = tokio::join!(portico.run(case), hyper.run(case));
         let shown = String::from_utf8_lossy(case);

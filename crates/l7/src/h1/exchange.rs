@@ -155,26 +155,28 @@ pub(super) async fn serve<I: AsyncRead + AsyncWrite + Unpin>(
     let mut pump = std::pin::pin!(pump);
     let mut pumped = None;
     let mut respond = std::pin::pin!(exchange.forward(request, to, &authority));
+    let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
     let response = loop {
         tokio::select! {
             response = &mut respond => break Some(response),
             fed = &mut pump, if pumped.is_none() => pumped = Some(fed),
             asked = &mut wanted, if continue_owed => {
                 continue_owed = false;
-                let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
                 if asked.is_ok() && write_flushed(&mut writer, interim).await.is_err() {
                     break None;
                 }
             }
         }
     };
-    match response {
-        Some(response) => {
-            let answer = Answer { head_request, http10, close, body_read: pumped == Some(Ok(())) };
-            answer.write(response, &mut writer, output, pump, pumped).await
-        }
-        None => Outcome::Close,
+    let Some(response) = response else { return Outcome::Close };
+    // The body was asked for in the same step that brought the answer (a malformed body fails
+    // the exchange at once): the client still gets its `100 Continue` first, as hyper's server
+    // writes it whenever the body is read.
+    if continue_owed && wanted.try_recv().is_ok() && write_flushed(&mut writer, interim).await.is_err() {
+        return Outcome::Close;
     }
+    let answer = Answer { head_request, http10, close, body_read: pumped == Some(Ok(())) };
+    answer.write(response, &mut writer, output, pump, pumped).await
 }
 
 /// What writing an answer needs to know of its request.
