@@ -13,6 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::diagnostic::{ObjectKey, ObjectRef};
 use crate::object::{ObjectKind, key_of};
 
+/// The prefix of the annotations a [`PodRecord`] keeps.
+pub const PORTICO_ANNOTATIONS: &str = "portico.dev/";
+
 /// A Pod, reduced to what the planner reads.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodRecord {
@@ -20,6 +23,8 @@ pub struct PodRecord {
     pub key: ObjectKey,
     /// `metadata.labels`.
     pub labels: BTreeMap<String, String>,
+    /// `metadata.annotations` of Portico's own (`portico.dev/…`): the rest is never read.
+    pub annotations: BTreeMap<String, String>,
     /// `metadata.creationTimestamp`.
     pub created: Option<Time>,
     /// `metadata.deletionTimestamp` is set: the Pod is terminating.
@@ -81,6 +86,13 @@ impl From<Pod> for PodRecord {
         PodRecord {
             key,
             labels: pod.metadata.labels.unwrap_or_default(),
+            annotations: pod
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(name, _)| name.starts_with(PORTICO_ANNOTATIONS))
+                .collect(),
             created: pod.metadata.creation_timestamp,
             deleting: pod.metadata.deletion_timestamp.is_some(),
             owner,

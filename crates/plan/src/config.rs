@@ -36,6 +36,10 @@ pub struct PlanConfig {
     pub ingress_https: SocketAddr,
     /// The cluster DNS zone.
     pub cluster_domain: String,
+    /// The mesh's trust domain: every workload identity is `spiffe://<it>/ns/…/sa/…`.
+    pub trust_domain: String,
+    /// AuthorizationPolicies in this namespace apply to every workload (Istio's root namespace).
+    pub mesh_root_namespace: String,
     /// Whether the Plan carries the DNS zone's records: not when nothing serves them
     /// (`run --dns off`), since ten thousand Services make a zone of megabytes.
     pub dns_records: bool,
@@ -55,6 +59,8 @@ impl Default for PlanConfig {
             ingress_http: SocketAddr::new(loopback, 8080),
             ingress_https: SocketAddr::new(loopback, 8443),
             cluster_domain: "cluster.local".into(),
+            trust_domain: "cluster.local".into(),
+            mesh_root_namespace: "istio-system".into(),
             dns_records: true,
         }
     }

@@ -12,6 +12,7 @@ pub mod exposure;
 pub mod families;
 pub mod ingress;
 pub mod lb;
+pub mod mesh;
 mod nodes;
 mod order;
 pub mod pattern;

@@ -4,7 +4,6 @@
 use portico_model::{Diagnostic, Store};
 use serde::Serialize;
 
-use crate::announce;
 use crate::nodes::{NodePlan, plan_nodes};
 use crate::routes::HttpRoutes;
 use crate::routes::from_ingress::from_ingress;
@@ -12,6 +11,7 @@ use crate::{
     Allocations, HostPort, IngressPlan, PlanConfig, PodPlan, ServicePlan, dns, ingress, pods, services,
     workloads,
 };
+use crate::{announce, mesh};
 
 /// Everything the data planes serve, computed in one go from one store.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -41,6 +41,8 @@ pub struct Plan {
     /// Each LoadBalancer address an `L2Advertisement` covers, and the nodes that may
     /// announce it, in the order they take it.
     pub announcements: Vec<announce::Announcement>,
+    /// The meshed Pods, their identities and the policies that apply to them.
+    pub mesh: mesh::MeshPlan,
 }
 
 /// Where the ingress data plane listens.
@@ -87,6 +89,7 @@ pub fn plan(store: &Store, config: &PlanConfig, previous: &Allocations, generati
         false => dns::DnsZone { apex: config.cluster_domain.clone(), ..dns::DnsZone::default() },
     };
     let http_routes = from_ingress(&ingress, config.ingress_http, config.ingress_https);
+    let mesh = mesh::plan_mesh(store, &pods, &[&store.pods, &workload_pods], config, &mut diagnostics);
     let plan = Plan {
         generation,
         cluster_domain: config.cluster_domain.clone(),
@@ -99,6 +102,7 @@ pub fn plan(store: &Store, config: &PlanConfig, previous: &Allocations, generati
         http_routes,
         dns,
         announcements,
+        mesh,
     };
     Planned { plan, allocations, diagnostics }
 }

@@ -400,6 +400,20 @@ struct PlanArgs {
     /// The cluster DNS zone.
     #[arg(long, default_value_t = PlanConfig::default().cluster_domain, value_parser = parse_domain)]
     cluster_domain: String,
+    /// The mesh's trust domain: workloads are spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/ACCOUNT.
+    #[arg(long, default_value_t = PlanConfig::default().trust_domain, value_parser = parse_trust_domain)]
+    trust_domain: String,
+    /// The namespace whose AuthorizationPolicies apply to every meshed workload.
+    #[arg(long, default_value_t = PlanConfig::default().mesh_root_namespace)]
+    mesh_root_namespace: String,
+}
+
+/// A trust domain as the SPIFFE ID specification allows it (lower-case letters, digits, `.`,
+/// `-` and `_`).
+fn parse_trust_domain(s: &str) -> Result<String, String> {
+    portico_tls::spiffe::SpiffeId::service_account(s, "default", "default")
+        .map(|id| id.trust_domain().to_owned())
+        .map_err(|e| format!("{s:?} is not a SPIFFE trust domain: {e}"))
 }
 
 /// A DNS name of letters, digits and hyphens, as a cluster domain must be; a final dot is
@@ -444,6 +458,8 @@ impl PlanArgs {
             ingress_http: self.ingress_http,
             ingress_https: self.ingress_https,
             cluster_domain: self.cluster_domain.clone(),
+            trust_domain: self.trust_domain.clone(),
+            mesh_root_namespace: self.mesh_root_namespace.clone(),
             ..PlanConfig::default()
         };
         config.ingress_class_names.extend(self.ingress_classes.iter().cloned());

@@ -7,6 +7,7 @@ use anyhow::Result;
 use portico_model::{Diagnostic, Origin, Severity};
 use portico_plan::NodePlan;
 use portico_plan::exposure::{Exposure, Layer, exposures};
+use portico_plan::mesh::{MeshPlan, MeshedBy};
 use serde::Serialize;
 
 use crate::pipeline::Outcome;
@@ -111,17 +112,22 @@ pub fn explain(outcome: &Outcome, json: bool, out: &mut impl Write) -> Result<()
         struct Report<'a> {
             nodes: &'a [NodePlan],
             exposures: &'a [Exposure],
+            mesh: &'a MeshPlan,
             diagnostics: &'a [Diagnostic],
         }
-        serde_json::to_writer_pretty(
-            &mut *out,
-            &Report { nodes: &outcome.plan.nodes, exposures: &rows, diagnostics: &outcome.diagnostics },
-        )?;
+        let report = Report {
+            nodes: &outcome.plan.nodes,
+            exposures: &rows,
+            mesh: &outcome.plan.mesh,
+            diagnostics: &outcome.diagnostics,
+        };
+        serde_json::to_writer_pretty(&mut *out, &report)?;
         writeln!(out)?;
         return Ok(());
     }
     write_nodes(&outcome.plan.nodes, out)?;
     write_table(&rows, out)?;
+    write_mesh(&outcome.plan.mesh, out)?;
     if errors + warnings > 0 {
         eprintln!(
             "{errors} error{}, {warnings} warning{}: objects with errors are not shown; `portico check` lists them",
@@ -175,9 +181,6 @@ fn cells(row: &Exposure) -> [String; 7] {
     ]
 }
 
-/// Rows grouped under their object, columns aligned across the whole table, entry points
-/// last and one per line; an entry point that would pass 100 columns goes on a line of its
-/// own rather than wrapping.
 /// The nodes the methods are served on: NodePorts on every node's addresses, HostPorts on
 /// their Pod's node, Pod addresses from each node's pod CIDRs.
 fn write_nodes(nodes: &[NodePlan], out: &mut impl Write) -> Result<()> {
@@ -193,7 +196,17 @@ fn write_nodes(nodes: &[NodePlan], out: &mut impl Write) -> Result<()> {
             ]
         })
         .collect();
-    let headers = ["NODE", "ADDRESSES", "POD CIDRS", "READY"];
+    write_aligned(["NODE", "ADDRESSES", "POD CIDRS", "READY"], rows, out)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Rows of `cells` under `headers`, columns aligned, indented by two.
+fn write_aligned<const N: usize>(
+    headers: [&str; N],
+    rows: Vec<[String; N]>,
+    out: &mut impl Write,
+) -> Result<()> {
     let mut widths = headers.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -204,10 +217,34 @@ fn write_nodes(nodes: &[NodePlan], out: &mut impl Write) -> Result<()> {
         let line: String = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}  ")).collect();
         writeln!(out, "  {}", line.trim_end())?;
     }
-    writeln!(out)?;
     Ok(())
 }
 
+/// The meshed workloads: the identity each runs as and the node whose proxy serves it.
+fn write_mesh(mesh: &MeshPlan, out: &mut impl Write) -> Result<()> {
+    if mesh.workloads.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    let n = mesh.workloads.len();
+    writeln!(out, "Mesh: {n} workload{} in trust domain {}", plural(n), mesh.trust_domain)?;
+    let rows = mesh
+        .workloads
+        .iter()
+        .map(|w| {
+            let by = match w.meshed_by {
+                MeshedBy::Pod => "Pod label",
+                MeshedBy::Namespace => "namespace label",
+            };
+            [w.pod.to_string(), w.node.clone(), w.identity.clone(), by.to_owned()]
+        })
+        .collect();
+    write_aligned(["POD", "NODE", "IDENTITY", "MESHED BY"], rows, out)
+}
+
+/// Rows grouped under their object, columns aligned across the whole table, entry points
+/// last and one per line; an entry point that would pass 100 columns goes on a line of its
+/// own rather than wrapping.
 fn write_table(rows: &[Exposure], out: &mut impl Write) -> Result<()> {
     if rows.is_empty() {
         writeln!(out, "Nothing is exposed.")?;
