@@ -12,8 +12,8 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::RootCertStore;
 use rustls::client::verify_server_cert_signed_by_trust_anchor;
@@ -77,9 +77,13 @@ impl Validity {
 
 /// A CA with its key: a root, or an intermediate under one.
 pub struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+    issuer: Issuer<'static, KeyPair>,
+    /// This CA's own certificate.
+    certificate: CertificateDer<'static>,
     /// The root's certificate alone, to verify against.
     roots: RootCertStore,
+    /// The root's certificate.
+    root: CertificateDer<'static>,
     /// The certificates between a leaf and the root (this CA's, for an intermediate), sent
     /// after the leaf.
     intermediates: Vec<CertificateDer<'static>>,
@@ -87,7 +91,27 @@ pub struct Ca {
 
 impl fmt::Debug for Ca {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ca").field("certificate", self.issuer.der()).finish_non_exhaustive()
+        f.debug_struct("Ca").field("certificate", &self.certificate).finish_non_exhaustive()
+    }
+}
+
+/// A CA as PEM text: what a state folder or a Secret keeps.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaPem {
+    /// The CA's own certificate.
+    pub certificate: String,
+    /// Its private key (PKCS#8).
+    pub key: String,
+    /// The certificates between it and the root, nearest first (none for a root or an
+    /// intermediate right under it).
+    pub chain: String,
+    /// The root's certificate, which peers trust.
+    pub root: String,
+}
+
+impl fmt::Debug for CaPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaPem").field("certificate", &self.certificate).finish_non_exhaustive()
     }
 }
 
@@ -95,10 +119,7 @@ impl Ca {
     /// A new CA with a fresh key, named `common_name`.
     pub fn new(common_name: &str) -> Result<Self, TlsError> {
         // Path length 0: it signs leaves only, so a leaf cannot pose as a CA of its own.
-        let params = ca_params(common_name, 0);
-        let key = KeyPair::generate().map_err(TlsError::Issue)?;
-        let issuer = CertifiedIssuer::self_signed(params, key).map_err(TlsError::Issue)?;
-        Ca::rooted_in(issuer)
+        Ca::self_signed(ca_params(common_name, 0))
     }
 
     /// A root named `common_name` for `validity`, which signs intermediates (path length 1)
@@ -106,9 +127,16 @@ impl Ca {
     pub fn root(common_name: &str, validity: Validity) -> Result<Self, TlsError> {
         let mut params = ca_params(common_name, 1);
         validity.apply(&mut params);
+        Ca::self_signed(params)
+    }
+
+    fn self_signed(params: CertificateParams) -> Result<Self, TlsError> {
         let key = KeyPair::generate().map_err(TlsError::Issue)?;
-        let issuer = CertifiedIssuer::self_signed(params, key).map_err(TlsError::Issue)?;
-        Ca::rooted_in(issuer)
+        let certificate = params.self_signed(&key).map_err(TlsError::Issue)?.der().clone();
+        let mut roots = RootCertStore::empty();
+        roots.add(certificate.clone())?;
+        let root = certificate.clone();
+        Ok(Ca { issuer: Issuer::new(params, key), certificate, roots, root, intermediates: Vec::new() })
     }
 
     /// An intermediate CA under this one, named `common_name`, for `validity`: it issues the
@@ -118,21 +146,73 @@ impl Ca {
         validity.apply(&mut params);
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().map_err(TlsError::Issue)?;
-        let issuer = CertifiedIssuer::signed_by(params, key, &self.issuer).map_err(TlsError::Issue)?;
-        let mut intermediates = vec![issuer.der().clone()];
+        let certificate = params.signed_by(&key, &self.issuer).map_err(TlsError::Issue)?.der().clone();
+        let mut intermediates = vec![certificate.clone()];
         intermediates.extend(self.intermediates.iter().cloned());
-        Ok(Ca { issuer, roots: self.roots.clone(), intermediates })
+        Ok(Ca {
+            issuer: Issuer::new(params, key),
+            certificate,
+            roots: self.roots.clone(),
+            root: self.root.clone(),
+            intermediates,
+        })
     }
 
-    fn rooted_in(issuer: CertifiedIssuer<'static, KeyPair>) -> Result<Self, TlsError> {
+    /// This CA as PEM text.
+    pub fn to_pem(&self) -> CaPem {
+        let pem = |der: &CertificateDer<'_>| {
+            let body: Vec<String> = base64(der.as_ref())
+                .as_bytes()
+                .chunks(64)
+                .map(|line| String::from_utf8_lossy(line).into_owned())
+                .collect();
+            format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", body.join("\n"))
+        };
+        // A root's chain is empty; an intermediate's starts with itself, which `certificate` holds.
+        let above = self.intermediates.iter().skip(1);
+        CaPem {
+            certificate: pem(&self.certificate),
+            key: self.issuer.key().serialize_pem(),
+            chain: above.map(pem).collect(),
+            root: pem(&self.root),
+        }
+    }
+
+    /// A CA kept as PEM text. Checked whole: the key must be the certificate's and the chain
+    /// must lead from it to the root, or a leaf it issued would not verify.
+    pub fn from_pem(pem: &CaPem) -> Result<Self, TlsError> {
+        let bad = |what: &str, why: String| TlsError::Ca(format!("{what}: {why}"));
+        let key = KeyPair::from_pem(&pem.key).map_err(|e| bad("the CA key", e.to_string()))?;
+        let certificate = one_certificate(&pem.certificate).map_err(|e| bad("the CA certificate", e))?;
+        let root = one_certificate(&pem.root).map_err(|e| bad("the root certificate", e))?;
+        let chain = match pem.chain.trim().is_empty() {
+            true => Vec::new(),
+            false => crate::pem::chain(pem.chain.as_bytes()).map_err(|e| bad("the chain", e.to_string()))?,
+        };
+        let issuer = Issuer::from_ca_cert_der(&certificate, key)
+            .map_err(|e| bad("the CA certificate", e.to_string()))?;
         let mut roots = RootCertStore::empty();
-        roots.add(issuer.der().clone())?;
-        Ok(Ca { issuer, roots, intermediates: Vec::new() })
+        roots.add(root.clone()).map_err(|e| bad("the root certificate", e.to_string()))?;
+        let intermediates = match certificate == root {
+            true => Vec::new(),
+            false => std::iter::once(certificate.clone()).chain(chain).collect(),
+        };
+        let ca = Ca { issuer, certificate, roots, root, intermediates };
+        let probe = ca.issue(&[Name::Dns("probe.invalid".into())])?;
+        ca.verify(&probe.chain, UnixTime::now()).map_err(|e| {
+            bad("the CA", format!("a certificate it issues does not verify against the root ({e}): the key is not the certificate's, or the chain does not lead to the root"))
+        })?;
+        Ok(ca)
+    }
+
+    /// The root's certificate, which peers trust.
+    pub fn root_certificate(&self) -> &CertificateDer<'static> {
+        &self.root
     }
 
     /// This CA's certificate (for an intermediate: not what peers trust, the root is).
     pub fn certificate(&self) -> &CertificateDer<'static> {
-        self.issuer.der()
+        &self.certificate
     }
 
     /// A leaf for `names` with a fresh key, good for both ends of a connection (a mesh
@@ -181,6 +261,32 @@ impl Ca {
         verify_server_cert_signed_by_trust_anchor(&leaf, &self.roots, intermediates, now, algorithms)
             .map_err(TlsError::Verify)
     }
+}
+
+/// The one certificate of `pem`.
+fn one_certificate(pem: &str) -> Result<CertificateDer<'static>, String> {
+    let mut all = crate::pem::chain(pem.as_bytes()).map_err(|e| e.to_string())?;
+    match all.len() {
+        1 => Ok(all.remove(0)),
+        n => Err(format!("{n} certificates where one was expected")),
+    }
+}
+
+/// Standard base64 with padding, as PEM bodies are written.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let n = group.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// The parameters of a CA certificate named `common_name` that may sign `path_len` more CAs
@@ -340,5 +446,61 @@ mod tests {
         let ca = Ca::new("portico test CA").unwrap();
         let error = ca.issue(&[Name::Dns("wéb.test".into())]).unwrap_err();
         assert!(matches!(error, TlsError::Issue(_)), "{error:?}");
+    }
+
+    #[test]
+    fn base64_is_written_as_pem_bodies_are() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(&[0xfb, 0xff, 0xfe]), "+//+");
+    }
+
+    #[test]
+    fn a_ca_kept_as_pem_issues_what_its_root_verifies() {
+        let now = SystemTime::now();
+        let root = Ca::root("root", Validity::starting(now, Duration::from_secs(86_400))).unwrap();
+        let intermediate =
+            root.intermediate("intermediate", Validity::starting(now, Duration::from_secs(3600))).unwrap();
+        // The root itself, read back, signs a new intermediate that the original root trusts.
+        let root_again = Ca::from_pem(&root.to_pem()).unwrap();
+        assert_eq!(root_again.certificate(), root.certificate());
+        let fresh =
+            root_again.intermediate("again", Validity::starting(now, Duration::from_secs(3600))).unwrap();
+        let leaf = fresh.issue_valid(&web(), Validity::starting(now, Duration::from_secs(600))).unwrap();
+        root.verify(&leaf.chain, UnixTime::now()).unwrap();
+        // The intermediate, read back, issues leaves carrying it.
+        let pem = intermediate.to_pem();
+        assert!(pem.chain.is_empty(), "nothing between an intermediate and its root");
+        assert_eq!(pem.root, root.to_pem().certificate);
+        let again = Ca::from_pem(&pem).unwrap();
+        let leaf = again.issue_valid(&web(), Validity::starting(now, Duration::from_secs(600))).unwrap();
+        assert_eq!(&leaf.chain[1], intermediate.certificate());
+        root.verify(&leaf.chain, UnixTime::now()).unwrap();
+        assert_eq!(again.root_certificate(), root.certificate());
+    }
+
+    #[test]
+    fn a_ca_whose_parts_do_not_belong_together_is_refused() {
+        let now = SystemTime::now();
+        let day = Validity::starting(now, Duration::from_secs(86_400));
+        let root = Ca::root("root", day).unwrap();
+        let intermediate = root.intermediate("intermediate", day).unwrap();
+        let other = Ca::root("other", day).unwrap();
+        let wrong_key = CaPem { key: other.to_pem().key, ..intermediate.to_pem() };
+        let wrong_root = CaPem { root: other.to_pem().root, ..intermediate.to_pem() };
+        for (pem, what) in [(wrong_key, "key"), (wrong_root, "root")] {
+            let error = Ca::from_pem(&pem).unwrap_err().to_string();
+            assert!(error.contains("does not verify against the root"), "{what}: {error}");
+        }
+        let two = CaPem {
+            certificate: format!("{}{}", root.to_pem().certificate, root.to_pem().certificate),
+            ..root.to_pem()
+        };
+        assert!(Ca::from_pem(&two).unwrap_err().to_string().contains("2 certificates"));
+        let garbage = CaPem { key: "not a key".into(), ..root.to_pem() };
+        assert!(Ca::from_pem(&garbage).unwrap_err().to_string().contains("the CA key"));
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 
-pub use ca::{Ca, Issued, Name};
+pub use ca::{Ca, CaPem, Issued, Name, Validity};
 pub use client::Alpn;
 pub use pem::PemError;
 pub use sni::{CertResolver, Served};
@@ -41,6 +41,9 @@ pub enum TlsError {
     /// A CA or a certificate it issues could not be generated (e.g. a name that is not ASCII).
     #[error("issuing a certificate: {0}")]
     Issue(rcgen::Error),
+    /// A CA kept as PEM cannot be used.
+    #[error("{0}")]
+    Ca(String),
     /// A certificate chain is not one the CA issued, or not valid now.
     #[error("certificate does not verify: {0}")]
     Verify(rustls::Error),
