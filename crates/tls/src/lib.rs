@@ -1,7 +1,8 @@
 //! TLS and identity for every data plane: the certificates a listener serves by SNI
 //! ([`sni`]), the server configurations built on them ([`server`]), certificates and keys read
-//! from PEM ([`pem`]), a CA that issues and verifies ([`ca`]), and how endpoints are spoken to
-//! over TLS ([`client`]).
+//! from PEM ([`pem`]), a CA that issues and verifies ([`ca`]), how endpoints are spoken to
+//! over TLS ([`client`]), workload identities ([`spiffe`]) and mutual TLS between mesh proxies
+//! ([`mesh`]).
 //!
 //! One crypto provider (ring) and one set of protocol versions (TLS 1.3 and 1.2) are chosen
 //! here, so that the Ingress, the echo workload and later the mesh cannot drift apart.
@@ -9,6 +10,7 @@
 
 pub mod ca;
 pub mod client;
+pub mod mesh;
 pub mod pem;
 pub mod server;
 pub mod sni;
@@ -41,6 +43,9 @@ pub enum TlsError {
     /// A CA or a certificate it issues could not be generated (e.g. a name that is not ASCII).
     #[error("issuing a certificate: {0}")]
     Issue(rcgen::Error),
+    /// A peer's certificate carries no usable workload identity.
+    #[error("no workload identity: {0}")]
+    Identity(String),
     /// A CA kept as PEM cannot be used.
     #[error("{0}")]
     Ca(String),
