@@ -127,6 +127,9 @@ pub enum Expr<'a> {
     Ct { key: CtKey, dreg: u32 },
     /// Compares a register with `data`: equal, or not when `negate`.
     Cmp { sreg: u32, negate: bool, data: Vec<u8> },
+    /// Matches when a register is at least (`at_most`: at most) `data`, compared as big-endian
+    /// bytes.
+    CmpBound { sreg: u32, at_most: bool, data: Vec<u8> },
     /// `dreg = (sreg & mask) ^ xor`.
     Bitwise { reg: u32, mask: Vec<u8>, xor: Vec<u8> },
     /// Looks a key up in a set (a map's verdict when `verdict`), matching when found, or when
@@ -140,6 +143,8 @@ pub enum Expr<'a> {
     Dnat { family: Family, addr: u32, port: u32 },
     /// Masquerading, with fully random ports.
     Masquerade,
+    /// Redirection to this host, to the port in a register.
+    Redirect { port: u32 },
     /// Rejects: `kind` 0 ICMP unreachable with `code`, 1 TCP reset.
     Reject { kind: u32, code: u8 },
     /// A random number modulo `modulus`.
@@ -190,12 +195,13 @@ impl Expr<'_> {
             Expr::Payload { .. } => "payload",
             Expr::Meta { .. } | Expr::MetaSet { .. } => "meta",
             Expr::Ct { .. } => "ct",
-            Expr::Cmp { .. } => "cmp",
+            Expr::Cmp { .. } | Expr::CmpBound { .. } => "cmp",
             Expr::Bitwise { .. } => "bitwise",
             Expr::Lookup { .. } => "lookup",
             Expr::Immediate { .. } | Expr::Verdict(_) => "immediate",
             Expr::Dnat { .. } => "nat",
             Expr::Masquerade => "masq",
+            Expr::Redirect { .. } => "redir",
             Expr::Reject { .. } => "reject",
             Expr::Numgen { .. } => "numgen",
             Expr::Fib { .. } => "fib",
@@ -227,6 +233,11 @@ impl Expr<'_> {
             Expr::Cmp { sreg, negate, data } => {
                 put_u32(buf, 1, *sreg);
                 put_u32(buf, 2, u32::from(*negate));
+                put_value(buf, 3, data);
+            }
+            Expr::CmpBound { sreg, at_most, data } => {
+                put_u32(buf, 1, *sreg);
+                put_u32(buf, 2, if *at_most { NFT_CMP_LTE } else { NFT_CMP_GTE });
                 put_value(buf, 3, data);
             }
             Expr::Bitwise { reg, mask, xor } => {
@@ -262,6 +273,10 @@ impl Expr<'_> {
                 put_u32(buf, 7, NF_NAT_RANGE_PROTO_SPECIFIED);
             }
             Expr::Masquerade => put_u32(buf, 1, NF_NAT_RANGE_PROTO_RANDOM_FULLY),
+            Expr::Redirect { port } => {
+                put_u32(buf, 1, *port); // NFTA_REDIR_REG_PROTO_MIN
+                put_u32(buf, 3, NF_NAT_RANGE_PROTO_SPECIFIED); // NFTA_REDIR_FLAGS
+            }
             Expr::Reject { kind, code } => {
                 put_u32(buf, 1, *kind);
                 put_attr(buf, 2, &[*code]);
@@ -284,6 +299,10 @@ impl Expr<'_> {
         }
     }
 }
+
+/// `NFT_CMP_LTE` and `NFT_CMP_GTE` of `enum nft_cmp_ops`.
+const NFT_CMP_LTE: u32 = 3;
+const NFT_CMP_GTE: u32 = 5;
 
 /// `NF_NAT_RANGE_PROTO_SPECIFIED`: the port is given.
 const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 0x2;
@@ -332,6 +351,9 @@ impl fmt::Display for Expr<'_> {
             Expr::Cmp { sreg, negate, data } => {
                 write!(f, "cmp {} reg {sreg} {}", if *negate { "neq" } else { "eq" }, Hex(data))?;
             }
+            Expr::CmpBound { sreg, at_most, data } => {
+                write!(f, "cmp {} reg {sreg} {}", if *at_most { "lte" } else { "gte" }, Hex(data))?;
+            }
             Expr::Bitwise { reg, mask, xor } => {
                 write!(f, "bitwise reg {reg} = ( reg {reg} & {} ) ^ {}", Hex(mask), Hex(xor))?;
             }
@@ -352,6 +374,9 @@ impl fmt::Display for Expr<'_> {
                 family.name()
             )?,
             Expr::Masquerade => write!(f, "masq flags 0x{NF_NAT_RANGE_PROTO_RANDOM_FULLY:x}")?,
+            Expr::Redirect { port } => {
+                write!(f, "redir proto_min reg {port} flags 0x{NF_NAT_RANGE_PROTO_SPECIFIED:x}")?;
+            }
             Expr::Reject { kind, code } => write!(f, "reject type {kind} code {code}")?,
             Expr::Numgen { dreg, modulus } => write!(f, "numgen reg {dreg} = random mod {modulus}")?,
             Expr::Fib { dreg, daddr } => {
@@ -422,12 +447,29 @@ pub fn linearize(family: Family, rule: &str) -> Result<Vec<Expr<'_>>, Unsupporte
                 if words.next() != Some("dport") {
                     return Err(fail(format!("{word} without dport")));
                 }
-                let port = words.next().and_then(|p| p.parse::<u16>().ok());
-                let port = port.ok_or_else(|| fail(format!("{word} dport without a port")))?;
+                // A port, or a range of them (`9000-9010`).
+                let ports = words.next().and_then(|p| match p.split_once('-') {
+                    Some((low, high)) => Some((low.parse::<u16>().ok()?, Some(high.parse::<u16>().ok()?))),
+                    None => Some((p.parse::<u16>().ok()?, None)),
+                });
+                let (port, last) = ports.ok_or_else(|| fail(format!("{word} dport without a port")))?;
                 out.push(Expr::Meta { key: MetaKey::L4proto, dreg: REG_1 });
                 out.push(Expr::Cmp { sreg: REG_1, negate: false, data: vec![proto] });
                 out.push(dport(REG_1));
-                out.push(Expr::Cmp { sreg: REG_1, negate: false, data: port.to_be_bytes().to_vec() });
+                match last {
+                    None => {
+                        out.push(Expr::Cmp { sreg: REG_1, negate: false, data: port.to_be_bytes().to_vec() })
+                    }
+                    Some(last) => {
+                        let bound = |at_most, p: u16| Expr::CmpBound {
+                            sreg: REG_1,
+                            at_most,
+                            data: p.to_be_bytes().to_vec(),
+                        };
+                        out.push(bound(false, port));
+                        out.push(bound(true, last));
+                    }
+                }
             }
             "meta" if words.peek_at(1) == Some("set") => {
                 // meta mark set meta mark | BIT, or ^ BIT
@@ -490,6 +532,15 @@ pub fn linearize(family: Family, rule: &str) -> Result<Vec<Expr<'_>>, Unsupporte
                 out.push(Expr::Immediate { dreg: REG_1, data: address_bytes(to.ip()) });
                 out.push(Expr::Immediate { dreg: 2, data: to.port().to_be_bytes().to_vec() });
                 out.push(Expr::Dnat { family, addr: REG_1, port: 2 });
+            }
+            "redirect" => {
+                let port = match (words.next(), words.next()) {
+                    (Some("to"), Some(to)) => to.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()),
+                    _ => None,
+                };
+                let port = port.ok_or_else(|| fail("redirect without `to :PORT`".into()))?;
+                out.push(Expr::Immediate { dreg: REG_1, data: port.to_be_bytes().to_vec() });
+                out.push(Expr::Redirect { port: REG_1 });
             }
             "masquerade" => {
                 if words.next() != Some("fully-random") {
@@ -810,6 +861,34 @@ mod tests {
                 "[ nat dnat ip addr_min reg 1 proto_min reg 2 flags 0x2 ]",
             ]
         );
+    }
+
+    #[test]
+    fn redirects_to_a_port_of_this_host_and_matches_port_ranges() {
+        // As nft 1.0.6 printed it for the mesh's capture rule.
+        assert_eq!(
+            printed(Family::Ip, "meta l4proto tcp redirect to :15001"),
+            [
+                "[ meta load l4proto => reg 1 ]",
+                "[ cmp eq reg 1 0x00000006 ]",
+                "[ immediate reg 1 0x0000993a ]",
+                "[ redir proto_min reg 1 flags 0x2 ]",
+            ]
+        );
+        assert!(linearize(Family::Ip, "redirect to 15001").is_err());
+        assert_eq!(
+            printed(Family::Ip6, "tcp dport 9000-9010 return"),
+            [
+                "[ meta load l4proto => reg 1 ]",
+                "[ cmp eq reg 1 0x00000006 ]",
+                "[ payload load 2b @ transport header + 2 => reg 1 ]",
+                "[ cmp gte reg 1 0x00002823 ]",
+                "[ cmp lte reg 1 0x00003223 ]",
+                "[ immediate reg 0 return ]",
+            ]
+        );
+        assert!(linearize(Family::Ip, "tcp dport 9000- return").is_err());
+        assert!(linearize(Family::Ip, "redirect").is_err());
     }
 
     #[test]

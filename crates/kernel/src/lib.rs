@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod capture;
 pub mod compile;
 pub mod conntrack;
 pub mod diff;

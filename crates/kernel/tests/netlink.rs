@@ -10,6 +10,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use portico_kernel::capture::{ProxyPorts, capture};
 use portico_kernel::diff::{diff, resync};
 use portico_kernel::netlink::encode;
 use portico_kernel::ruleset::{Chain, Command, Set, SetDecl, Table, TableId};
@@ -17,6 +18,7 @@ use portico_kernel::{
     Applier, CompileOptions, DiffOptions, Family, NetlinkNft, Nft, NftCommand, NftError, Ruleset, SyncKind,
     compile,
 };
+use portico_plan::mesh::PortRange;
 use support::netns::Netns;
 use support::{NODE, cluster, compiled, plan, sequence};
 
@@ -123,6 +125,9 @@ fn every_compiled_ruleset_and_every_difference_lists_the_same_through_netlink_as
     pair.nft.repair().unwrap();
     pair.netlink.repair().unwrap();
     pair.same("repaired");
+    // The mesh's capture in a Pod: marks, redirects, single ports and ranges left alone.
+    let ranges = [PortRange { first: 9090, last: 9090 }, PortRange { first: 9000, last: 9010 }];
+    pair.sync(capture(ProxyPorts::default(), &ranges, &ranges[1..]), "a meshed Pod's capture");
 }
 
 #[test]
