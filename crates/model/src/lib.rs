@@ -3,6 +3,7 @@
 //! to its file, document, object and field.
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod diagnostic;
 pub mod load;
 pub mod locate;

@@ -363,7 +363,7 @@ impl Parsed {
             );
             return;
         };
-        if api_version != known.api_version() {
+        if !known.reads(&api_version) {
             self.diagnostics.push(
                 Diagnostic::error(format!(
                     "apiVersion {api_version} is not supported for {kind}; use {}",
@@ -460,6 +460,7 @@ fn typed(kind: ObjectKind, value: Value) -> Result<Object, Vec<(String, String)>
         }
         ObjectKind::IpAddressPool => Object::IpAddressPool(Box::new(de(value)?)),
         ObjectKind::L2Advertisement => Object::L2Advertisement(Box::new(de(value)?)),
+        ObjectKind::AuthorizationPolicy => Object::AuthorizationPolicy(Box::new(de(value)?)),
     })
 }
 

@@ -6,6 +6,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
+use crate::authz::{self, AuthorizationPolicy};
 use crate::diagnostic::{ObjectKey, ObjectRef};
 use crate::metallb::{self, IpAddressPool, L2Advertisement};
 
@@ -40,11 +41,13 @@ pub enum ObjectKind {
     IpAddressPool,
     /// metallb.io/v1beta1 L2Advertisement.
     L2Advertisement,
+    /// security.istio.io/v1 (or v1beta1) AuthorizationPolicy.
+    AuthorizationPolicy,
 }
 
 impl ObjectKind {
     /// Every kind, in the order objects are reported.
-    pub const ALL: [ObjectKind; 14] = [
+    pub const ALL: [ObjectKind; 15] = [
         ObjectKind::Namespace,
         ObjectKind::Node,
         ObjectKind::Secret,
@@ -59,6 +62,7 @@ impl ObjectKind {
         ObjectKind::Ingress,
         ObjectKind::IpAddressPool,
         ObjectKind::L2Advertisement,
+        ObjectKind::AuthorizationPolicy,
     ];
 
     /// The `kind` field value.
@@ -78,10 +82,11 @@ impl ObjectKind {
             ObjectKind::ReplicaSet => "ReplicaSet",
             ObjectKind::IpAddressPool => "IPAddressPool",
             ObjectKind::L2Advertisement => "L2Advertisement",
+            ObjectKind::AuthorizationPolicy => "AuthorizationPolicy",
         }
     }
 
-    /// The `apiVersion` this kind is read at.
+    /// The `apiVersion` this kind is read at (the preferred one, when there are several).
     pub fn api_version(self) -> &'static str {
         match self {
             ObjectKind::EndpointSlice => "discovery.k8s.io/v1",
@@ -91,7 +96,17 @@ impl ObjectKind {
             | ObjectKind::DaemonSet
             | ObjectKind::ReplicaSet => "apps/v1",
             ObjectKind::IpAddressPool | ObjectKind::L2Advertisement => metallb::API_VERSION,
+            ObjectKind::AuthorizationPolicy => authz::API_VERSION,
             _ => "v1",
+        }
+    }
+
+    /// Whether objects of this kind are read at `api_version`: the preferred version, or an
+    /// older one with the same schema.
+    pub fn reads(self, api_version: &str) -> bool {
+        match self {
+            ObjectKind::AuthorizationPolicy => authz::API_VERSIONS.contains(&api_version),
+            _ => api_version == self.api_version(),
         }
     }
 
@@ -122,6 +137,7 @@ pub enum Object {
     Workload(Box<Workload>),
     IpAddressPool(Box<IpAddressPool>),
     L2Advertisement(Box<L2Advertisement>),
+    AuthorizationPolicy(Box<AuthorizationPolicy>),
 }
 
 /// A controller that runs Pods from a template (Deployment, StatefulSet, DaemonSet,
@@ -213,6 +229,7 @@ impl Object {
             Object::Workload(w) => w.kind,
             Object::IpAddressPool(_) => ObjectKind::IpAddressPool,
             Object::L2Advertisement(_) => ObjectKind::L2Advertisement,
+            Object::AuthorizationPolicy(_) => ObjectKind::AuthorizationPolicy,
         }
     }
 
@@ -230,6 +247,7 @@ impl Object {
             Object::Workload(o) => &o.metadata,
             Object::IpAddressPool(o) => &o.metadata,
             Object::L2Advertisement(o) => &o.metadata,
+            Object::AuthorizationPolicy(o) => &o.metadata,
         }
     }
 
@@ -247,6 +265,7 @@ impl Object {
             Object::Workload(o) => &mut o.metadata,
             Object::IpAddressPool(o) => &mut o.metadata,
             Object::L2Advertisement(o) => &mut o.metadata,
+            Object::AuthorizationPolicy(o) => &mut o.metadata,
         }
     }
 

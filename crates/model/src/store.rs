@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
+use crate::authz::AuthorizationPolicy;
 use crate::diagnostic::{Diagnostic, ObjectKey, ObjectRef, Origin};
 use crate::metallb::{IpAddressPool, L2Advertisement};
 use crate::object::{Object, ObjectKind, Workload};
@@ -39,6 +40,7 @@ pub struct Store {
     pub workloads: BTreeMap<ObjectRef, Stored<Workload>>,
     pub ip_address_pools: BTreeMap<ObjectKey, Stored<IpAddressPool>>,
     pub l2_advertisements: BTreeMap<ObjectKey, Stored<L2Advertisement>>,
+    pub authorization_policies: BTreeMap<ObjectKey, Stored<AuthorizationPolicy>>,
 }
 
 /// How the diagnostic for a second, different copy of an object begins.
@@ -71,6 +73,7 @@ impl Store {
             workloads: take(&mut self.workloads, files),
             ip_address_pools: take(&mut self.ip_address_pools, files),
             l2_advertisements: take(&mut self.l2_advertisements, files),
+            authorization_policies: take(&mut self.authorization_policies, files),
         }
     }
 
@@ -94,6 +97,7 @@ impl Store {
             | ObjectKind::ReplicaSet => self.workloads.remove(object).is_some(),
             ObjectKind::IpAddressPool => self.ip_address_pools.remove(key).is_some(),
             ObjectKind::L2Advertisement => self.l2_advertisements.remove(key).is_some(),
+            ObjectKind::AuthorizationPolicy => self.authorization_policies.remove(key).is_some(),
         }
     }
 
@@ -166,6 +170,7 @@ impl Store {
             Object::Workload(o) => check(&self.workloads, &object.reference(), |s| s == o.as_ref()),
             Object::IpAddressPool(o) => check(&self.ip_address_pools, &key, |s| s == o.as_ref()),
             Object::L2Advertisement(o) => check(&self.l2_advertisements, &key, |s| s == o.as_ref()),
+            Object::AuthorizationPolicy(o) => check(&self.authorization_policies, &key, |s| s == o.as_ref()),
         }
     }
 
@@ -199,6 +204,9 @@ impl Store {
             }
             Object::L2Advertisement(object) => {
                 drop(self.l2_advertisements.insert(key, Stored { origin, object: *object }))
+            }
+            Object::AuthorizationPolicy(object) => {
+                drop(self.authorization_policies.insert(key, Stored { origin, object: *object }))
             }
         }
     }
@@ -238,6 +246,7 @@ impl Store {
         keep(&mut self.secrets, &last.secrets, "Secret", &broken);
         keep(&mut self.ip_address_pools, &last.ip_address_pools, "IPAddressPool", &broken);
         keep(&mut self.l2_advertisements, &last.l2_advertisements, "L2Advertisement", &broken);
+        keep(&mut self.authorization_policies, &last.authorization_policies, "AuthorizationPolicy", &broken);
         for (reference, stored) in &last.workloads {
             if !self.workloads.contains_key(reference)
                 && broken(&reference.kind, &reference.key, &stored.origin)
@@ -262,6 +271,7 @@ impl Store {
         pack(&mut self.ingress_classes);
         pack(&mut self.secrets);
         pack(&mut self.workloads);
+        pack(&mut self.authorization_policies);
     }
 
     /// Number of objects held.
@@ -275,6 +285,7 @@ impl Store {
             + self.ingress_classes.len()
             + self.secrets.len()
             + self.workloads.len()
+            + self.authorization_policies.len()
     }
 
     /// True when nothing is stored.

@@ -11,11 +11,20 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::authz::{
+    self, Action, AuthorizationPolicy, ConditionKey, Operation, PathPattern, PolicyTargetReference, Source,
+    Wildcard,
+};
 use crate::diagnostic::Diagnostic;
 use crate::metallb::{AddressRange, IpAddressPool, L2Advertisement};
 use crate::names::{ingress_host_problem, is_dns_label, is_dns_subdomain, is_dns1035_label, is_port_name};
 use crate::object::{Object, ObjectKind, Workload};
 use crate::selector::selector_matches;
+
+/// Why Portico never sees a JWT identity.
+const JWT: &str = "Portico does not authenticate requests by JWT (RequestAuthentication)";
+/// Why Portico never sees a remote address.
+const REMOTE: &str = "Portico reads neither X-Forwarded-For nor the PROXY protocol";
 
 /// Label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -31,6 +40,7 @@ pub fn validate(object: &Object) -> Vec<Diagnostic> {
         Object::Service(s) => v.service(s),
         Object::IpAddressPool(p) => v.ip_address_pool(p),
         Object::L2Advertisement(a) => v.l2_advertisement(a),
+        Object::AuthorizationPolicy(p) => v.authorization_policy(p),
         Object::EndpointSlice(s) => v.endpoint_slice(s),
         Object::Pod(p) => v.pod(p),
         Object::Ingress(i) => v.ingress(i),
@@ -155,6 +165,313 @@ impl Findings {
                 );
             }
         }
+    }
+
+    /// What Istio's webhook rejects in an AuthorizationPolicy (`ValidateAuthorizationPolicy`),
+    /// its warnings, and a warning for each part Portico does not enforce, saying what it does
+    /// instead.
+    fn authorization_policy(&mut self, policy: &AuthorizationPolicy) {
+        let spec = &policy.spec;
+        let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
+        let targets = if spec.target_refs.is_empty() { "spec.targetRef" } else { "spec.targetRefs" };
+        let kinds_set = [spec.selector.is_some(), spec.target_ref.is_some(), !spec.target_refs.is_empty()];
+        if kinds_set.into_iter().filter(|set| *set).count() > 1 {
+            self.error(targets, "only one of selector, targetRef and targetRefs may be set");
+        }
+        if let Some(selector) = &spec.selector {
+            if selector.match_labels.is_empty() {
+                self.warning(
+                    "spec.selector",
+                    "a selector without labels selects every workload of the namespace, as no selector does",
+                );
+            }
+            for (key, value) in &selector.match_labels {
+                let field = format!("spec.selector.matchLabels[{key}]");
+                if key.is_empty() {
+                    self.error(field, "an empty key is not supported");
+                } else if key.contains('*') || value.contains('*') {
+                    self.error(field, format!("wildcards are not supported in a selector: {key}={value}"));
+                }
+            }
+        }
+        let references = spec.target_ref.iter().map(|r| ("spec.targetRef".to_owned(), r));
+        let references = references
+            .chain(spec.target_refs.iter().enumerate().map(|(i, r)| (format!("spec.targetRefs[{i}]"), r)));
+        for (at, reference) in references {
+            self.target_reference(&at, reference);
+        }
+        if spec.has_target_refs() {
+            self.warning(
+                targets,
+                "Portico applies an AuthorizationPolicy by its selector, or to every workload of its namespace, only: this one attaches to a waypoint or gateway, which Portico does not run, so it applies to no workload (ztunnel ignores it too)",
+            );
+        }
+        match spec.action {
+            Action::Custom if spec.rules.is_empty() => self.error(
+                "spec.rules",
+                "CUSTOM action without rules is meaningless as it will never be triggered; add an empty rule {} to trigger it for every request",
+            ),
+            Action::Custom if spec.provider.as_ref().is_none_or(|p| p.name.is_empty()) => {
+                self.error("spec.provider.name", "required with the CUSTOM action")
+            }
+            Action::Custom => self.warning(
+                "spec.provider.name",
+                "Portico has no external authorizer to ask: as Istio does when the provider is not defined in its mesh configuration, Portico denies the requests this policy matches",
+            ),
+            Action::Deny if spec.rules.is_empty() => self.error(
+                "spec.rules",
+                "DENY action without rules is meaningless as it will never be triggered; add an empty rule {} to deny every request",
+            ),
+            Action::Audit => self.warning(
+                "spec.action",
+                "Portico keeps no audit log: an AUDIT policy never changes a verdict, and `portico explain` lists it",
+            ),
+            Action::Allow | Action::Deny => {}
+        }
+        if spec.provider.is_some() && spec.action != Action::Custom {
+            self.error(
+                "spec.provider",
+                format!("may only be set with the CUSTOM action, not {}", spec.action),
+            );
+        }
+        for (r, rule) in spec.rules.iter().enumerate() {
+            self.authorization_rule(&format!("spec.rules[{r}]"), rule, spec.action, namespace);
+        }
+    }
+
+    /// A `targetRef`: named, and of a kind a policy can attach to.
+    fn target_reference(&mut self, at: &str, reference: &PolicyTargetReference) {
+        if reference.name.is_empty() {
+            self.error(format!("{at}.name"), "required");
+        }
+        let group = reference.group.as_str();
+        let allowed = match reference.kind.as_str() {
+            "Gateway" | "GatewayClass" => group == "gateway.networking.k8s.io",
+            "Service" => matches!(group, "" | "core"),
+            "ServiceEntry" => group == "networking.istio.io",
+            _ => false,
+        };
+        if !allowed {
+            self.error(
+                format!("{at}.kind"),
+                format!("{group}/{} is not a Gateway, GatewayClass (gateway.networking.k8s.io), Service (core) or ServiceEntry (networking.istio.io)", reference.kind),
+            );
+        }
+    }
+
+    fn authorization_rule(&mut self, at: &str, rule: &authz::Rule, action: Action, namespace: &str) {
+        if rule.from.as_ref().is_some_and(Vec::is_empty) {
+            self.error(format!("{at}.from"), "must not be empty: leave it out to match any source");
+        }
+        if rule.to.as_ref().is_some_and(Vec::is_empty) {
+            self.error(format!("{at}.to"), "must not be empty: leave it out to match any operation");
+        }
+        let sources: Vec<&Source> = rule.from.iter().flatten().filter_map(|f| f.source.as_ref()).collect();
+        let operations: Vec<&Operation> =
+            rule.to.iter().flatten().filter_map(|t| t.operation.as_ref()).collect();
+        for (f, from) in rule.from.iter().flatten().enumerate() {
+            match &from.source {
+                Some(source) => self.source(&format!("{at}.from[{f}].source"), source, action, namespace),
+                None => self.error(format!("{at}.from[{f}].source"), "required"),
+            }
+        }
+        for (t, to) in rule.to.iter().flatten().enumerate() {
+            match &to.operation {
+                Some(operation) => self.operation(&format!("{at}.to[{t}].operation"), operation),
+                None => self.error(format!("{at}.to[{t}].operation"), "required"),
+            }
+        }
+        for (w, condition) in rule.when.iter().enumerate() {
+            self.condition(&format!("{at}.when[{w}]"), condition, action);
+        }
+        // Istio's own warning, with its own test: a `from` of JWT or remote addresses only, or a
+        // `to` without ports, leaves nothing a plain TCP connection can be told apart by.
+        let layer4_source = sources.iter().any(|s| {
+            [
+                &s.principals,
+                &s.not_principals,
+                &s.namespaces,
+                &s.not_namespaces,
+                &s.service_accounts,
+                &s.not_service_accounts,
+                &s.ip_blocks,
+                &s.not_ip_blocks,
+                &s.remote_ip_blocks,
+                &s.not_remote_ip_blocks,
+            ]
+            .iter()
+            .any(|values| !values.is_empty())
+        });
+        let layer4_operation = operations.iter().any(|o| !o.ports.is_empty() || !o.not_ports.is_empty());
+        let http_only = (!sources.is_empty() && operations.is_empty() && !layer4_source)
+            || (!operations.is_empty() && !layer4_operation);
+        if action == Action::Deny && http_only {
+            self.warning(
+                at,
+                "this DENY rule names only HTTP attributes: on a connection Portico does not read as HTTP they are ignored, so it denies every such connection under its scope; name the ports it is meant for",
+            );
+        }
+    }
+
+    /// A `from[].source`.
+    fn source(&mut self, at: &str, source: &Source, action: Action, namespace: &str) {
+        if *source == Source::default() {
+            self.error(at, "must not be empty: set a field, or leave out this source to match any");
+        }
+        let identities =
+            [&source.principals, &source.not_principals, &source.namespaces, &source.not_namespaces];
+        let accounts = [&source.service_accounts, &source.not_service_accounts];
+        if identities.iter().any(|v| !v.is_empty()) && accounts.iter().any(|v| !v.is_empty()) {
+            self.error(at, "serviceAccounts cannot be set with namespaces or principals");
+        }
+        for (name, values) in [
+            ("principals", &source.principals),
+            ("notPrincipals", &source.not_principals),
+            ("namespaces", &source.namespaces),
+            ("notNamespaces", &source.not_namespaces),
+            ("requestPrincipals", &source.request_principals),
+            ("notRequestPrincipals", &source.not_request_principals),
+        ] {
+            self.each(at, name, values, Wildcard::parse);
+        }
+        for (name, values) in [("principals", &source.principals), ("notPrincipals", &source.not_principals)]
+        {
+            for (i, value) in values.iter().enumerate() {
+                if value.starts_with("spiffe://") {
+                    self.warning(
+                        format!("{at}.{name}[{i}]"),
+                        "principals are SPIFFE IDs without spiffe:// (cluster.local/ns/NAMESPACE/sa/ACCOUNT): this value never matches",
+                    );
+                }
+            }
+        }
+        for (name, values) in [
+            ("serviceAccounts", &source.service_accounts),
+            ("notServiceAccounts", &source.not_service_accounts),
+        ] {
+            self.each(at, name, values, |v| authz::parse_service_account(v, namespace));
+        }
+        for (name, values) in [
+            ("ipBlocks", &source.ip_blocks),
+            ("notIpBlocks", &source.not_ip_blocks),
+            ("remoteIpBlocks", &source.remote_ip_blocks),
+            ("notRemoteIpBlocks", &source.not_remote_ip_blocks),
+        ] {
+            self.each(at, name, values, authz::parse_ip_block);
+        }
+        if action == Action::Custom {
+            for (name, values) in [
+                ("principals", &source.principals),
+                ("notPrincipals", &source.not_principals),
+                ("namespaces", &source.namespaces),
+                ("notNamespaces", &source.not_namespaces),
+                ("serviceAccounts", &source.service_accounts),
+                ("notServiceAccounts", &source.not_service_accounts),
+                ("requestPrincipals", &source.request_principals),
+                ("notRequestPrincipals", &source.not_request_principals),
+            ] {
+                if !values.is_empty() {
+                    self.error(format!("{at}.{name}"), "not supported with the CUSTOM action");
+                }
+            }
+        }
+        for (name, values, unseen) in [
+            ("requestPrincipals", &source.request_principals, JWT),
+            ("notRequestPrincipals", &source.not_request_principals, JWT),
+            ("remoteIpBlocks", &source.remote_ip_blocks, REMOTE),
+            ("notRemoteIpBlocks", &source.not_remote_ip_blocks, REMOTE),
+        ] {
+            if !values.is_empty() {
+                self.unseen(format!("{at}.{name}"), unseen, action);
+            }
+        }
+    }
+
+    /// A `to[].operation`.
+    fn operation(&mut self, at: &str, operation: &Operation) {
+        if *operation == Operation::default() {
+            self.error(at, "must not be empty: set a field, or leave out this operation to match any");
+        }
+        for (name, values) in [("ports", &operation.ports), ("notPorts", &operation.not_ports)] {
+            self.each(at, name, values, authz::parse_port);
+        }
+        for (name, values) in [
+            ("hosts", &operation.hosts),
+            ("notHosts", &operation.not_hosts),
+            ("methods", &operation.methods),
+            ("notMethods", &operation.not_methods),
+        ] {
+            self.each(at, name, values, Wildcard::parse);
+        }
+        for (name, values) in [("paths", &operation.paths), ("notPaths", &operation.not_paths)] {
+            self.each(at, name, values, PathPattern::parse);
+        }
+    }
+
+    /// A `when` condition: a known key, and values that key can hold.
+    fn condition(&mut self, at: &str, condition: &authz::Condition, action: Action) {
+        if condition.key.is_empty() {
+            self.error(format!("{at}.key"), "required");
+            return;
+        }
+        if condition.values.is_empty() && condition.not_values.is_empty() {
+            self.error(
+                at,
+                format!("at least one of values or notValues must be set for key {}", condition.key),
+            );
+        }
+        let key = match ConditionKey::parse(&condition.key) {
+            Ok(key) => key,
+            Err(why) => return self.error(format!("{at}.key"), why),
+        };
+        for (name, values) in [("values", &condition.values), ("notValues", &condition.not_values)] {
+            match &key {
+                ConditionKey::SourceIp | ConditionKey::DestinationIp => {
+                    self.each(at, name, values, authz::parse_ip_block)
+                }
+                ConditionKey::DestinationPort => self.each(at, name, values, authz::parse_port),
+                ConditionKey::SourceNamespace
+                | ConditionKey::SourcePrincipal
+                | ConditionKey::RequestHeader(_) => self.each(at, name, values, Wildcard::parse),
+                ConditionKey::Unseen(_) => self.each(at, name, values, |v| match v.is_empty() {
+                    true => Err("empty value not allowed"),
+                    false => Ok(()),
+                }),
+            }
+        }
+        let identity = matches!(key, ConditionKey::SourceNamespace | ConditionKey::SourcePrincipal);
+        if action == Action::Custom && (identity || condition.key.starts_with("request.auth.")) {
+            self.error(format!("{at}.key"), "not supported with the CUSTOM action");
+        }
+        if let ConditionKey::Unseen(why) = key {
+            self.unseen(format!("{at}.key"), why, action);
+        }
+    }
+
+    /// Each value of the list `name` under `at`, read by `parse`; an error names its index.
+    fn each<T, E: Into<String>>(
+        &mut self,
+        at: &str,
+        name: &str,
+        values: &[String],
+        parse: impl Fn(&str) -> Result<T, E>,
+    ) {
+        for (i, value) in values.iter().enumerate() {
+            if let Err(why) = parse(value) {
+                self.error(format!("{at}.{name}[{i}]"), why);
+            }
+        }
+    }
+
+    /// A field whose attribute Portico never sees: what the planner's evaluation does instead
+    /// (`portico_plan::authz`): an ALLOW rule never matches, any other rule matches as if the
+    /// field were not there, as istiod hands such rules to ztunnel.
+    fn unseen(&mut self, field: String, why: &str, action: Action) {
+        let effect = match action {
+            Action::Allow => "this ALLOW rule never matches".to_owned(),
+            other => format!("Portico ignores the field, so this {other} rule matches more requests"),
+        };
+        self.warning(field, format!("{why}: {effect}"));
     }
 
     /// Each selector of a list read as the planner will read it.

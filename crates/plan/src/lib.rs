@@ -5,6 +5,7 @@
 pub mod alloc;
 pub mod annotations;
 pub mod announce;
+pub mod authz;
 pub mod config;
 pub mod dns;
 pub mod endpoints;
