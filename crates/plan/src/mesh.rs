@@ -2,7 +2,8 @@
 //! namespace carries `portico.dev/mesh: enabled` (or Istio ambient's
 //! `istio.io/dataplane-mode: ambient`), and not when the Pod says `disabled` (`none`). Its
 //! identity is its ServiceAccount's SPIFFE ID, `spiffe://<trust domain>/ns/<ns>/sa/<sa>`, as
-//! Istio and Linkerd name workloads.
+//! Istio and Linkerd name workloads. The AuthorizationPolicies that apply to each are compiled
+//! with it.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -11,6 +12,7 @@ use portico_model::pod::PodRecord;
 use portico_model::{Diagnostic, ObjectKey, ObjectRef, Store, Stored};
 use serde::Serialize;
 
+use crate::authz::{EffectivePolicy, effective};
 use crate::config::PlanConfig;
 use crate::pods::PodPlan;
 
@@ -55,6 +57,8 @@ pub struct MeshWorkload {
     pub exclude_inbound: Vec<PortRange>,
     /// Outbound destination ports left alone.
     pub exclude_outbound: Vec<PortRange>,
+    /// The AuthorizationPolicies that apply to it.
+    pub policy: EffectivePolicy,
 }
 
 /// What put a Pod in the mesh.
@@ -182,6 +186,8 @@ pub fn plan_mesh(
         };
         let exclude_inbound = ports(EXCLUDE_INBOUND);
         let exclude_outbound = ports(EXCLUDE_OUTBOUND);
+        let policies = store.authorization_policies.iter().map(|(key, stored)| (key, &stored.object));
+        let policy = effective(policies, &config.mesh_root_namespace, &pod.key.namespace, &pod.labels);
         workloads.push(MeshWorkload {
             pod: pod.key.clone(),
             node: pod.node.clone(),
@@ -191,6 +197,7 @@ pub fn plan_mesh(
             meshed_by,
             exclude_inbound,
             exclude_outbound,
+            policy,
         });
     }
     MeshPlan {

@@ -87,6 +87,9 @@ enum LabCommand {
         /// With nftables: how the agents write their rules (`netlink`, or the `nft` program).
         #[arg(long, value_enum, default_value_t = run::NftWriter::Netlink)]
         nft_writer: run::NftWriter,
+        /// How long the mesh's workload certificates are good for (renewed two thirds in).
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        mesh_cert_lifetime: Duration,
     },
     /// Run a command in `outside`, `node/NAME` or `pod/NAMESPACE/NAME`.
     Exec {
@@ -228,6 +231,19 @@ struct RunArgs {
     /// With `--announce on`: the UDP port node agents send each other heartbeats on.
     #[arg(long, default_value_t = 9651)]
     announce_port: u16,
+    /// Where a meshed Pod's network namespace is, `{namespace}` and `{name}` standing for the
+    /// Pod's (`/run/netns/pl-pod-{namespace}-{name}` in the lab); without it meshed Pods are
+    /// listed but their traffic is not captured.
+    #[arg(long)]
+    pod_netns: Option<String>,
+    /// The mesh CA's folder, in the layout of Istio's cacerts (ca-cert.pem, ca-key.pem,
+    /// cert-chain.pem, root-cert.pem; or only root-cert.pem and root-key.pem: your own root);
+    /// made when empty. Default: mesh-ca in the state folder.
+    #[arg(long)]
+    mesh_ca: Option<PathBuf>,
+    /// How long a workload certificate is good for; it is renewed two thirds into its life.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    mesh_cert_lifetime: Duration,
 }
 
 /// `on` or `off`.
@@ -257,12 +273,18 @@ impl RunArgs {
         let mut plan = self.plan.config();
         plan.local_node_addresses = self.node_addresses;
         plan.dns_records = self.dns.0.is_some();
+        let state = match self.plan.state.as_deref() {
+            Some(dir) if dir == Path::new("none") => None,
+            Some(dir) => Some(dir.to_owned()),
+            None => Some(default_state_dir()),
+        };
         run::RunConfig {
-            state: match self.plan.state.as_deref() {
-                Some(dir) if dir == Path::new("none") => None,
-                Some(dir) => Some(dir.to_owned()),
-                None => Some(default_state_dir()),
+            mesh: run::MeshConfig {
+                pod_netns: self.pod_netns,
+                ca: self.mesh_ca.or_else(|| state.as_ref().map(|s| s.join("mesh-ca"))),
+                cert_lifetime: self.mesh_cert_lifetime,
             },
+            state,
             manifests: self.manifests,
             plan,
             admin: self.admin,
@@ -587,9 +609,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn lab_command(command: LabCommand, prefix: &str) -> Result<ExitCode> {
     match command {
-        LabCommand::Up { manifests, nodes, proxy_mode, nft_sync_period, nft_writer } => {
+        LabCommand::Up { manifests, nodes, proxy_mode, nft_sync_period, nft_writer, mesh_cert_lifetime } => {
             let prefix = prefix.to_owned();
-            lab::up(&lab::Up { manifests, nodes, prefix, proxy_mode, nft_sync_period, nft_writer })?;
+            let up = lab::Up {
+                manifests,
+                nodes,
+                prefix,
+                proxy_mode,
+                nft_sync_period,
+                nft_writer,
+                mesh_cert_lifetime,
+            };
+            lab::up(&up)?;
         }
         LabCommand::Exec { target, argv } => {
             let status = lab::exec(prefix, &target, &argv)?;

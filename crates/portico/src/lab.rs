@@ -47,6 +47,8 @@ pub struct Up {
     pub nft_sync_period: Duration,
     /// With nftables: how the agents write their rules.
     pub nft_writer: NftWriter,
+    /// How long the mesh's workload certificates are good for.
+    pub mesh_cert_lifetime: Duration,
 }
 
 /// What `up` made, kept in the state folder.
@@ -58,6 +60,11 @@ struct Record {
     proxy_mode: ProxyMode,
     /// `outside`, `node/NAME`, `pod/NAMESPACE/NAME` → network namespace.
     targets: BTreeMap<String, String>,
+}
+
+/// The mesh CA every agent of the lab issues workload certificates from.
+fn mesh_ca(prefix: &str) -> PathBuf {
+    state_dir(prefix).join("mesh-ca")
 }
 
 fn state_dir(prefix: &str) -> PathBuf {
@@ -170,6 +177,12 @@ fn agent_args(up: &Up, nodes_file: &Path, node: NodeIndex) -> Vec<String> {
             &format!("{}ms", up.nft_sync_period.as_millis()),
             "--nft-writer",
             up.nft_writer.flag(),
+            "--mesh-ca",
+            &mesh_ca(&up.prefix).display().to_string(),
+            "--pod-netns",
+            &format!("/run/netns/{}pod-{{namespace}}-{{name}}", up.prefix),
+            "--mesh-cert-lifetime",
+            &format!("{}ms", up.mesh_cert_lifetime.as_millis()),
         ]
         .map(String::from),
     );
@@ -204,6 +217,9 @@ pub fn up(up: &Up) -> Result<()> {
     for skipped in &layout.skipped {
         eprintln!("not in the lab: {}: {}", skipped.what, skipped.reason);
     }
+    // Made before the agents start, so that every node trusts the same root.
+    let authority = portico_mesh::authority::load_or_create(&mesh_ca(&up.prefix))?;
+    tracing::debug!(origin = ?authority.origin, "the lab's mesh CA");
     netns::build(&layout).context("building the lab's network")?;
     let exe = std::env::current_exe().context("finding the portico binary")?;
     let logs = dir.join("logs");

@@ -239,7 +239,27 @@ fn write_mesh(mesh: &MeshPlan, out: &mut impl Write) -> Result<()> {
             [w.pod.to_string(), w.node.clone(), w.identity.clone(), by.to_owned()]
         })
         .collect();
-    write_aligned(["POD", "NODE", "IDENTITY", "MESHED BY"], rows, out)
+    write_aligned(["POD", "NODE", "IDENTITY", "MESHED BY"], rows, out)?;
+    // Workloads under the same policies are listed together, once.
+    let mut groups: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+    for workload in &mesh.workloads {
+        let lines = workload.policy.describe();
+        match groups.iter_mut().find(|(l, _)| *l == lines) {
+            Some((_, pods)) => pods.push(workload.pod.to_string()),
+            None => groups.push((lines, vec![workload.pod.to_string()])),
+        }
+    }
+    writeln!(out, "Authorization (Istio AuthorizationPolicy, root namespace {}):", mesh.root_namespace)?;
+    for (lines, pods) in groups {
+        writeln!(out, "  {}", pods.join(", "))?;
+        if lines.is_empty() {
+            writeln!(out, "    no policy: every source allowed, meshed or plain")?;
+        }
+        for line in lines {
+            writeln!(out, "    {line}")?;
+        }
+    }
+    Ok(())
 }
 
 /// Rows grouped under their object, columns aligned across the whole table, entry points

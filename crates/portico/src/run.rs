@@ -13,9 +13,11 @@ use portico_announce::{Announcer, Options as AnnounceOptions};
 use portico_dataplane::{DataPlane, drain};
 use portico_dns::DnsServer;
 use portico_healthcheck::HealthChecks;
+use portico_kernel::capture::ProxyPorts;
 use portico_kernel::{CompileOptions, KernelProxy, Options as KernelOptions, WriterKind};
 use portico_l4::{L4Proxy, Metrics as L4Metrics, Options as L4Options};
 use portico_l7::{AccessLog, IngressProxy, Metrics as L7Metrics, Options as L7Options};
+use portico_mesh::{Mesh, Options as MeshOptions};
 use portico_model::{Diagnostic, Severity};
 use portico_plan::exposure::{Layer, Method, exposures};
 use portico_plan::ingress::{PathKind, RuleHost};
@@ -78,6 +80,19 @@ pub struct RunConfig {
     pub nft_sync_period: Duration,
     /// With nftables: how the rules reach the kernel.
     pub nft_writer: NftWriter,
+    /// The mesh's node proxy.
+    pub mesh: MeshConfig,
+}
+
+/// How the mesh's node proxy runs.
+#[derive(Clone, Debug)]
+pub struct MeshConfig {
+    /// Where a Pod's network namespace is (`{namespace}`, `{name}`); `None`: not captured.
+    pub pod_netns: Option<String>,
+    /// The CA folder.
+    pub ca: Option<PathBuf>,
+    /// How long a workload certificate is good for.
+    pub cert_lifetime: Duration,
 }
 
 /// How the nftables data plane writes to the kernel.
@@ -304,6 +319,14 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         planes.push(start_dns(&config, addr, bounds.dns_tcp_connections, dns_metrics, drain.clone()).await?);
     }
     planes.push(Arc::new(ingress));
+    let mesh = MeshOptions {
+        node: config.plan.local_node.clone(),
+        pod_netns: config.mesh.pod_netns.clone(),
+        ca_dir: config.mesh.ca.clone(),
+        cert_lifetime: config.mesh.cert_lifetime,
+        ports: ProxyPorts::default(),
+    };
+    planes.push(Arc::new(Mesh::new(mesh, drain.clone(), registry.sub_registry_with_prefix("portico_mesh"))));
     let admin = Arc::new(Admin::new(registry, planes.clone(), drain));
     let (stop_admin, admin_stopped) = watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(admin_listener, Arc::clone(&admin), until(admin_stopped)));

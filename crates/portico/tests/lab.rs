@@ -1,13 +1,16 @@
 //! `portico lab` as root: a 3-node lab of network namespaces with the nftables data plane,
 //! every method tried through real packets from where a cluster's clients would be. Each test
 //! builds its own lab (its own namespace prefix) and removes it, also when it fails; without
-//! root, `ip` or `nft` they say that they skip.
+//! root, `ip` or `nft` they say that they skip. The mesh's test watches the LAN for plaintext
+//! and follows one stream across certificate renewals.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -498,4 +501,203 @@ fn a_load_balancer_address_is_found_by_arp_and_ndp_and_moves_when_its_node_fails
     println!("IPv4 address answered again {took:?} after its node's link went down");
     let took = until_answered(&lab, v6, Duration::from_secs(5));
     println!("IPv6 address answered {took:?} after the second node's link went down");
+}
+
+/// Frames seen on every port of a namespace's links (an `AF_PACKET` socket opened inside it),
+/// until `stop`.
+fn capture(namespace: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/run/netns/{namespace}")).unwrap();
+        let network = Some(rustix::thread::LinkNameSpaceType::Network);
+        rustix::thread::move_into_link_name_space(file.as_fd(), network).unwrap();
+        const ETH_P_ALL: u16 = 0x0003;
+        let protocol = socket2::Protocol::from(i32::from(ETH_P_ALL.to_be()));
+        let socket =
+            socket2::Socket::new(socket2::Domain::PACKET, socket2::Type::RAW, Some(protocol)).unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let (mut frames, mut buf) = (Vec::new(), vec![0u8; 65_536]);
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(n) = (&socket).read(&mut buf) {
+                frames.push(buf[..n].to_vec());
+            }
+        }
+        frames
+    })
+}
+
+/// The TCP ports and payload of an Ethernet frame carrying IPv4 or IPv6.
+fn tcp_payload(frame: &[u8]) -> Option<(u16, u16, &[u8])> {
+    let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    let ip = frame.get(14..)?;
+    let (protocol, header) = match ethertype {
+        0x0800 => (*ip.get(9)?, usize::from(ip.first()? & 0x0f) * 4),
+        0x86dd => (*ip.get(6)?, 40),
+        _ => return None,
+    };
+    let total = match ethertype {
+        0x0800 => usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?])),
+        _ => 40 + usize::from(u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?])),
+    };
+    let tcp = ip.get(header..total.min(ip.len()))?;
+    if protocol != 6 {
+        return None;
+    }
+    let ports =
+        (u16::from_be_bytes([*tcp.first()?, *tcp.get(1)?]), u16::from_be_bytes([*tcp.get(2)?, *tcp.get(3)?]));
+    let offset = usize::from(tcp.get(12)? >> 4) * 4;
+    Some((ports.0, ports.1, tcp.get(offset..)?))
+}
+
+/// A counter's value summed over the series of `name` whose labels include every one of
+/// `labels`, from the agent of `node`.
+fn counter(lab: &Lab, node: &str, name: &str, labels: &[&str]) -> f64 {
+    let seen = lab.get(&format!("node/{node}"), "http://127.0.0.1:9650/metrics");
+    assert!(seen.ok(), "{node}'s metrics: {seen:?}");
+    seen.body
+        .lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// One HTTP/1.1 exchange on a kept-alive connection, from a thread inside a Pod's namespace.
+fn keep_asking(
+    namespace: String,
+    to: String,
+    every: Duration,
+    for_: Duration,
+) -> std::thread::JoinHandle<usize> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::fd::AsFd;
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/run/netns/{namespace}")).unwrap();
+        let network = Some(rustix::thread::LinkNameSpaceType::Network);
+        rustix::thread::move_into_link_name_space(file.as_fd(), network).unwrap();
+        let stream = std::net::TcpStream::connect(&to).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let (started, mut answered) = (Instant::now(), 0);
+        while started.elapsed() < for_ {
+            (&stream)
+                .write_all(format!("GET /long-lived HTTP/1.1\r\nHost: {to}\r\n\r\n").as_bytes())
+                .unwrap();
+            let mut status = String::new();
+            reader.read_line(&mut status).unwrap();
+            assert!(status.starts_with("HTTP/1.1 200"), "answer {answered} on the kept stream: {status:?}");
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = n.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            answered += 1;
+            std::thread::sleep(every);
+        }
+        answered
+    })
+}
+
+#[test]
+fn meshed_pods_talk_over_mutual_tls_as_their_identities_and_policy_decides_who_may() {
+    if !can_build_labs() {
+        return;
+    }
+    // Leaves live 6 s and are renewed 4 s in: a 12 s stream outlives three of them.
+    let lab = Lab::up('m', &repo().join("examples/mesh"), &["--mesh-cert-lifetime", "6s"]);
+    let plan = lab.plan("lab-node-1");
+    let web = service(&plan, "web");
+    let cluster_ip = ips(web, "clusterIps")[0];
+    let remote =
+        ["web-0", "web-1", "web-2"].into_iter().find(|p| pod_node(&plan, p) != "lab-node-1").unwrap();
+    let (remote_ip, remote_node) = (pod_ip(&plan, remote), pod_node(&plan, remote));
+    let readiness = lab.get("node/lab-node-1", "http://127.0.0.1:9650/readyz");
+    assert!(readiness.ok() && readiness.body.contains("mesh: ready"), "{readiness:?}");
+
+    // Between meshed Pods on two nodes, the LAN carries only TLS to the tunnel port.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sniffer = capture(format!("{}lan", lab.prefix), Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(200));
+    let secret = format!("/mesh-secret-{}", std::process::id());
+    let seen = lab.get("pod/shop/frontend", &format!("http://{remote_ip}:8080{secret}"));
+    assert!(seen.ok(), "frontend to {remote} over the mesh: {seen:?}");
+    assert_eq!(seen.pod(), remote);
+    for _ in 0..6 {
+        assert!(lab.get("pod/shop/frontend", &url(cluster_ip, 80)).ok(), "frontend through the ClusterIP");
+    }
+    // The control: plaintext from outside the mesh, which the policy allows on the admin port.
+    let plain = format!("/plain-visible-{}", std::process::id());
+    let seen = lab.get("pod/legacy/old", &format!("http://{remote_ip}:9090{plain}"));
+    assert!(seen.ok(), "legacy/old to {remote}'s admin port, plaintext: {seen:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let frames = sniffer.join().unwrap();
+    let segments: Vec<(u16, u16, &[u8])> = frames.iter().filter_map(|f| tcp_payload(f)).collect();
+    let carries =
+        |needle: &[u8]| segments.iter().any(|(_, _, p)| p.windows(needle.len()).any(|w| w == needle));
+    assert!(carries(plain.as_bytes()), "the capture sees plaintext ({} frames)", frames.len());
+    assert!(!carries(secret.as_bytes()), "the meshed request crossed the LAN in plaintext");
+    let tunnel: Vec<&[u8]> = segments
+        .iter()
+        .filter(|(s, d, p)| (*s == 15008 || *d == 15008) && !p.is_empty())
+        .map(|(_, _, p)| *p)
+        .collect();
+    assert!(!tunnel.is_empty(), "the request went through a tunnel to port 15008");
+    assert!(tunnel.iter().all(|p| p[0] == 0x16 || p[0] == 0x17 || p[0] == 0x14), "TLS records only");
+    assert!(
+        !segments.iter().any(|(_, d, p)| *d == 8080 && !p.is_empty()),
+        "nothing meshed reached :8080 in plain"
+    );
+
+    // The server's proxy saw the client's SPIFFE identity, and counted it.
+    let frontend = "source_principal=\"spiffe://cluster.local/ns/shop/sa/frontend\"";
+    let opened = "portico_mesh_tcp_connections_opened_total";
+    let mtls = [frontend, "reporter=\"destination\"", "security_policy=\"mutual_tls\""];
+    assert!(counter(&lab, &remote_node, opened, &mtls) >= 1.0, "{remote_node} counted frontend's connection");
+    let log = std::fs::read_to_string(format!(
+        "/run/portico-lab/{}/logs/{remote_node}.log",
+        lab.prefix.trim_end_matches('-')
+    ))
+    .unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("reporter=\"destination\"")
+            && l.contains("source_principal=spiffe://cluster.local/ns/shop/sa/frontend")
+            && l.contains(&format!("destination=shop/{remote}"))),
+        "the access log names the client's identity"
+    );
+
+    // Denied: another identity on the http port, and plaintext there; each counted.
+    let before = counter(&lab, &remote_node, "portico_mesh_denied_total", &[]);
+    let batch = lab.get("pod/shop/batch", &format!("http://{remote_ip}:8080/"));
+    assert_eq!(batch.outcome, "refused", "batch is not allowed: {batch:?}");
+    let old = lab.get("pod/legacy/old", &format!("http://{remote_ip}:8080/"));
+    assert_eq!(old.outcome, "refused", "plaintext is not allowed on the http port: {old:?}");
+    let batch_denied = ["source_principal=\"spiffe://cluster.local/ns/shop/sa/batch\""];
+    assert!(counter(&lab, &remote_node, "portico_mesh_denied_total", &batch_denied) >= 1.0);
+    assert!(counter(&lab, &remote_node, "portico_mesh_denied_total", &[]) >= before + 2.0);
+
+    // Renewals under a running stream drop nothing, and new connections use the new leaves.
+    let renewed = counter(&lab, "lab-node-1", "portico_mesh_certificate_renewals_total", &[]);
+    let stream = keep_asking(
+        format!("{}pod-shop-frontend", lab.prefix),
+        format!("{remote_ip}:8080"),
+        Duration::from_millis(250),
+        Duration::from_secs(12),
+    );
+    let answered = stream.join().unwrap();
+    assert!(answered >= 40, "answers on one stream: {answered}");
+    let renewals = counter(&lab, "lab-node-1", "portico_mesh_certificate_renewals_total", &[]) - renewed;
+    assert!(renewals >= 2.0, "frontend's leaf renewed under the stream: {renewals}");
+    assert!(
+        lab.get("pod/shop/frontend", &format!("http://{remote_ip}:8080/")).ok(),
+        "a new connection after renewals"
+    );
 }

@@ -48,6 +48,8 @@ impl fmt::Debug for Issued {
 /// When a certificate is good.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Validity {
+    /// When it was issued.
+    pub issued: SystemTime,
     /// Not before.
     pub not_before: SystemTime,
     /// Not after.
@@ -59,14 +61,15 @@ impl Validity {
     /// behind still accepts a certificate issued this instant.
     pub fn starting(now: SystemTime, lifetime: Duration) -> Self {
         let skew = Duration::from_secs(60);
-        Validity { not_before: now.checked_sub(skew).unwrap_or(now), not_after: now + lifetime }
+        Validity { issued: now, not_before: now.checked_sub(skew).unwrap_or(now), not_after: now + lifetime }
     }
 
-    /// When to replace the certificate: after two thirds of its life, so that a renewal that
-    /// fails has a third of it left to try again.
+    /// When to replace the certificate: two thirds into the life it was issued for (the
+    /// minute of skew before it not counted), so that a renewal that fails has a third of it
+    /// left to try again.
     pub fn renew_at(&self) -> SystemTime {
-        let life = self.not_after.duration_since(self.not_before).unwrap_or_default();
-        self.not_before + life * 2 / 3
+        let life = self.not_after.duration_since(self.issued).unwrap_or_default();
+        self.issued + life * 2 / 3
     }
 
     fn apply(&self, params: &mut CertificateParams) {
@@ -412,10 +415,12 @@ mod tests {
         );
         assert!(root.verify(&leaf.chain, at(now - day)).is_err());
         // Renewed after two thirds of its life: 16 h in, for a day.
-        let renew = life.renew_at().duration_since(now).unwrap();
-        assert!(
-            renew > Duration::from_secs(15 * 3600) && renew < Duration::from_secs(16 * 3600),
-            "{renew:?}"
+        assert_eq!(life.renew_at().duration_since(now).unwrap(), Duration::from_secs(16 * 3600));
+        let short = Validity::starting(now, Duration::from_secs(6));
+        assert_eq!(
+            short.renew_at().duration_since(now).unwrap(),
+            Duration::from_secs(4),
+            "the skew is not life"
         );
         // Another root's intermediate is not ours.
         let other = Ca::root("theirs", Validity::starting(now, day)).unwrap();

@@ -1,0 +1,119 @@
+//! Sockets made inside a Pod's network namespace by a process outside it, as ztunnel does
+//! for the Pods of its node: a socket belongs to the namespace it was made in, so one thread
+//! per Pod enters that namespace once and makes sockets on request; the proxy uses them from
+//! its own runtime. Outbound sockets carry the proxy's mark, so that the Pod's capture lets
+//! them pass. `SO_ORIGINAL_DST` reads where a captured connection was going.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use portico_kernel::capture::PROXY_MARK;
+use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::oneshot;
+
+/// What the thread in the namespace is asked to make.
+enum Request {
+    Listener(SocketAddr, oneshot::Sender<io::Result<std::net::TcpListener>>),
+    Socket(IpAddr, oneshot::Sender<io::Result<Socket>>),
+}
+
+/// A Pod's network namespace, with the thread that makes sockets in it.
+#[derive(Debug, Clone)]
+pub struct PodNetns {
+    path: PathBuf,
+    requests: mpsc::Sender<Request>,
+}
+
+impl PodNetns {
+    /// Enters the namespace at `path` (a file under `/run/netns`, or `/proc/PID/ns/net`).
+    pub fn open(path: &Path) -> io::Result<PodNetns> {
+        let namespace = std::fs::File::open(path)?;
+        let (requests, incoming) = mpsc::channel::<Request>();
+        let (entered, entering) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new().name("mesh-netns".into()).spawn(move || {
+            let moved = move_into_link_name_space(namespace.as_fd(), Some(LinkNameSpaceType::Network));
+            let ok = moved.is_ok();
+            let _ = entered.send(moved.map_err(io::Error::from));
+            if !ok {
+                return;
+            }
+            // Ends when the last sender (the last handle) is dropped.
+            for request in incoming {
+                match request {
+                    Request::Listener(addr, reply) => {
+                        let _ = reply.send(listener(addr));
+                    }
+                    Request::Socket(ip, reply) => {
+                        let _ = reply.send(marked(ip));
+                    }
+                }
+            }
+        })?;
+        entering.recv().map_err(|_| io::Error::other("the namespace thread ended"))??;
+        Ok(PodNetns { path: path.to_owned(), requests })
+    }
+
+    /// The namespace's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A listener on `addr` inside the namespace.
+    pub async fn listen(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        let (reply, made) = oneshot::channel();
+        self.ask(Request::Listener(addr, reply))?;
+        let listener = made.await.map_err(|_| gone())??;
+        TcpListener::from_std(listener)
+    }
+
+    /// A connection to `to` from inside the namespace, marked as the proxy's.
+    pub async fn connect(&self, to: SocketAddr) -> io::Result<TcpStream> {
+        let (reply, made) = oneshot::channel();
+        self.ask(Request::Socket(to.ip(), reply))?;
+        let socket = made.await.map_err(|_| gone())??;
+        let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
+        socket.connect(to).await
+    }
+
+    fn ask(&self, request: Request) -> io::Result<()> {
+        self.requests.send(request).map_err(|_| gone())
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::other("the namespace thread ended")
+}
+
+fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+fn marked(ip: IpAddr) -> io::Result<Socket> {
+    let domain = if ip.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_mark(PROXY_MARK)?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    Ok(socket)
+}
+
+/// Where a connection the capture redirected was going.
+pub fn original_destination(stream: &TcpStream) -> io::Result<SocketAddr> {
+    match stream.local_addr()? {
+        SocketAddr::V4(_) => Ok(SocketAddr::V4(rustix::net::sockopt::ip_original_dst(stream)?)),
+        SocketAddr::V6(_) => Ok(SocketAddr::V6(rustix::net::sockopt::ipv6_original_dst(stream)?)),
+    }
+}
