@@ -21,10 +21,10 @@ use crate::body::Watched;
 use crate::failure::Failure;
 use crate::fields::{FORWARDING_FIELDS, Fields, put_field};
 use crate::metrics::{Figures, LogLine, RouteMetrics};
-use crate::normalize::normalize_path;
 use crate::raw::RawBody;
 use crate::request::Refusal;
 use crate::shared::{Conn, Shared, Table};
+use portico_plan::routes::normalize::normalize_path;
 
 /// Bodies sent to clients: an endpoint's, passed through, or one made here.
 pub(crate) type ProxyBody = Either<Watched<AnswerBody>, Full<Bytes>>;

@@ -17,7 +17,6 @@ mod fnv;
 mod h1;
 mod hyper_engine;
 pub mod metrics;
-pub mod normalize;
 mod raw;
 mod request;
 mod rewind;

@@ -2,7 +2,8 @@
 //! the client's identity proved by its certificate) and plain connections captured on its
 //! inbound port (no identity). Each is decided by the policies that apply to the Pod before
 //! it reaches the application; a denied tunnel stream is answered 401, as ztunnel answers it,
-//! and a denied plain connection is reset.
+//! and a denied plain connection is reset. A port whose policies name HTTP fields is decided
+//! request by request instead ([`requests`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,28 +16,32 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portico_plan::authz::{Attributes, Verdict};
 use portico_tls::SpiffeId;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::metrics::{ConnectionLabels, DenialLabels, HandshakeLabels, UNKNOWN};
+use crate::metrics::{ConnectionLabels, HandshakeLabels, UNKNOWN};
 use crate::netns::original_destination;
-use crate::shared::{Served, Shared, accept, relay, reset};
+use crate::requests;
+use crate::shared::{Served, Shared, Source, accept, connect, denied, relay, reset};
 use crate::table::Local;
-use crate::tunnel::{CONNECTION_WINDOW, STREAM_WINDOW};
+use crate::tunnel::{CONNECTION_WINDOW, HANDSHAKE, KEEPALIVE, STREAM_WINDOW, STREAMS_PER_CONNECTION};
+
+/// The most header bytes a CONNECT request may carry (it needs a few dozen).
+const MAX_HEADERS: u32 = 16 << 10;
 
 /// Serves the Pod's tunnel port until the drain.
 pub async fn serve_tunnels(shared: Arc<Shared>, served: Arc<Served>, listener: TcpListener) {
     let handle = |stream, from| tunnel_connection(Arc::clone(&shared), Arc::clone(&served), stream, from);
-    accept(&shared, listener, handle).await;
+    accept(&shared, listener, format!("mesh tunnels of {}", served.pod), handle).await;
 }
 
 /// Serves the Pod's inbound port (plain connections the capture sent there) until the drain.
 pub async fn serve_plain(shared: Arc<Shared>, served: Arc<Served>, listener: TcpListener) {
     let handle = |stream, from| plain(Arc::clone(&shared), Arc::clone(&served), stream, from);
-    accept(&shared, listener, handle).await;
+    accept(&shared, listener, format!("mesh inbound of {}", served.pod), handle).await;
 }
 
 async fn tunnel_connection(shared: Arc<Shared>, served: Arc<Served>, stream: TcpStream, from: SocketAddr) {
@@ -53,7 +58,11 @@ async fn tunnel_connection(shared: Arc<Shared>, served: Arc<Served>, stream: Tcp
         let labels = HandshakeLabels { reporter: "destination", workload: served.pod.to_string() };
         shared.metrics.handshake_failures.get_or_create(&labels).inc();
     };
-    let tls = match TlsAcceptor::from(Arc::clone(&credentials.server)).accept(stream).await {
+    let accepting = TlsAcceptor::from(Arc::clone(&credentials.server)).accept(stream);
+    let handshake = tokio::time::timeout(HANDSHAKE, accepting).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no handshake within {HANDSHAKE:?}")))
+    });
+    let tls = match handshake {
         Ok(tls) => tls,
         Err(e) => {
             failed();
@@ -74,6 +83,11 @@ async fn tunnel_connection(shared: Arc<Shared>, served: Arc<Served>, stream: Tcp
         async move { Ok::<_, Infallible>(stream_request(shared, served, &peer, from, request).await) }
     });
     let served_connection = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
+        .max_concurrent_streams(STREAMS_PER_CONNECTION)
+        .max_header_list_size(MAX_HEADERS)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .initial_stream_window_size(STREAM_WINDOW)
         .serve_connection(TokioIo::new(tls), service);
@@ -105,10 +119,12 @@ async fn stream_request(
         return answer(StatusCode::BAD_REQUEST);
     };
     let Some(local) = shared.local(&served.pod) else { return answer(StatusCode::SERVICE_UNAVAILABLE) };
-    if !allowed(&shared, &served, &local, Some(peer), from, target) {
+    let source = source_of(peer, from);
+    let by_request = local.policy.needs_http(target.port());
+    if !by_request && !allowed(&shared, &served, &local, &source, target) {
         return answer(StatusCode::UNAUTHORIZED);
     }
-    let mut app = match served.netns.connect(target).await {
+    let mut app = match connect(&served, target).await {
         Ok(app) => app,
         Err(e) => {
             tracing::debug!(pod = %served.pod, %target, error = %e, "mesh: the application did not answer");
@@ -128,6 +144,11 @@ async fn stream_request(
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match upgrade.await {
+            Ok(tunnel) if by_request => {
+                let tunnel = TokioIo::new(tunnel);
+                let decided = requests::Decided { served, local, source, target };
+                requests::serve(shared, decided, tunnel, app, labels).await;
+            }
             Ok(tunnel) => relay(&shared, &mut TokioIo::new(tunnel), &mut app, &labels).await,
             Err(e) => tracing::debug!(error = %e, "mesh: a tunnel stream did not open"),
         }
@@ -138,11 +159,15 @@ async fn stream_request(
 async fn plain(shared: Arc<Shared>, served: Arc<Served>, stream: TcpStream, from: SocketAddr) {
     let Ok(target) = original_destination(&stream) else { return reset(stream) };
     let Some(local) = shared.local(&served.pod) else { return reset(stream) };
+    let source = Source { principal: None, namespace: None, ip: from.ip().to_canonical() };
+    let by_request = local.policy.needs_http(target.port());
     // Redirected here but meant for the proxy itself: never looped back into it.
-    if is_proxy_port(&shared, target.port()) || !allowed(&shared, &served, &local, None, from, target) {
+    if is_proxy_port(&shared, target.port())
+        || (!by_request && !allowed(&shared, &served, &local, &source, target))
+    {
         return reset(stream);
     }
-    let mut app = match served.netns.connect(target).await {
+    let mut app = match connect(&served, target).await {
         Ok(app) => app,
         Err(_) => return reset(stream),
     };
@@ -160,7 +185,13 @@ async fn plain(shared: Arc<Shared>, served: Arc<Served>, stream: TcpStream, from
         security_policy: "none",
     };
     let mut stream = stream;
-    relay(&shared, &mut stream, &mut app, &labels).await;
+    match by_request {
+        true => {
+            let decided = requests::Decided { served, local, source, target };
+            requests::serve(shared, decided, stream, app, labels).await;
+        }
+        false => relay(&shared, &mut stream, &mut app, &labels).await,
+    }
 }
 
 fn is_proxy_port(shared: &Shared, port: u16) -> bool {
@@ -168,41 +199,28 @@ fn is_proxy_port(shared: &Shared, port: u16) -> bool {
     [ports.outbound, ports.inbound, ports.tunnel].contains(&port)
 }
 
-/// Whether the policies of the Pod let `peer` (none over plaintext) from `from` reach
-/// `target`; a denial is counted and logged.
-fn allowed(
-    shared: &Shared,
-    served: &Served,
-    local: &Local,
-    peer: Option<&SpiffeId>,
-    from: SocketAddr,
-    target: SocketAddr,
-) -> bool {
-    let principal = peer.map(|p| p.to_string());
+/// Whether the policies of the Pod let `source` reach `target` on the connection alone; a
+/// denial is counted and logged.
+fn allowed(shared: &Shared, served: &Served, local: &Local, source: &Source, target: SocketAddr) -> bool {
     let attributes = Attributes {
-        source_principal: principal.as_deref().map(|p| p.trim_start_matches("spiffe://")),
-        source_namespace: peer.and_then(|p| p.service_account_of()).map(|(namespace, _)| namespace),
-        source_ip: from.ip(),
+        source_principal: source.principal.as_deref(),
+        source_namespace: source.namespace.as_deref(),
+        source_ip: source.ip,
         destination_ip: target.ip(),
         destination_port: target.port(),
         http: None,
     };
     let Verdict::Deny { by } = local.policy.evaluate(&attributes) else { return true };
     let policy = by.map_or_else(|| "no ALLOW policy matched".to_owned(), |key| key.to_string());
-    let labels = DenialLabels {
-        destination_workload: served.pod.to_string(),
-        source_principal: principal.clone().unwrap_or_else(|| UNKNOWN.into()),
-        policy: policy.clone(),
-    };
-    shared.metrics.denied.get_or_create(&labels).inc();
-    tracing::info!(
-        target: "portico::mesh::access",
-        pod = %served.pod,
-        source = %from,
-        source_principal = principal.as_deref().unwrap_or(UNKNOWN),
-        destination = %target,
-        %policy,
-        "denied"
-    );
+    denied(shared, served, source, target, &policy);
     false
+}
+
+/// What the policies know of a tunnel's client: its identity, proved by its certificate.
+fn source_of(peer: &SpiffeId, from: SocketAddr) -> Source {
+    Source {
+        principal: Some(peer.to_string()),
+        namespace: peer.service_account_of().map(|(namespace, _)| namespace.to_owned()),
+        ip: from.ip().to_canonical(),
+    }
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod netns;
 pub mod outbound;
 pub mod plane;
+pub mod requests;
 pub mod shared;
 pub mod table;
 pub mod tunnel;

@@ -12,13 +12,13 @@ use tokio::net::TcpStream;
 
 use crate::metrics::{ConnectionLabels, HandshakeLabels, UNKNOWN};
 use crate::netns::original_destination;
-use crate::shared::{Served, Shared, accept, relay, reset};
+use crate::shared::{Served, Shared, accept, connect, relay, reset};
 use crate::tunnel::TunnelError;
 
 /// Serves the Pod's outbound port until the drain.
 pub async fn serve(shared: Arc<Shared>, served: Arc<Served>, listener: tokio::net::TcpListener) {
     let handle = |stream, from| outbound(Arc::clone(&shared), Arc::clone(&served), stream, from);
-    accept(&shared, listener, handle).await;
+    accept(&shared, listener, format!("mesh outbound of {}", served.pod), handle).await;
 }
 
 async fn outbound(shared: Arc<Shared>, served: Arc<Served>, mut stream: TcpStream, from: SocketAddr) {
@@ -42,7 +42,7 @@ async fn outbound(shared: Arc<Shared>, served: Arc<Served>, mut stream: TcpStrea
         security_policy: "none",
     };
     let Some(peer) = table.peers.get(&endpoint.ip()) else {
-        match served.netns.connect(endpoint).await {
+        match connect(&served, endpoint).await {
             Ok(mut server) => relay(&shared, &mut stream, &mut server, &labels).await,
             Err(e) => {
                 tracing::debug!(pod = %served.pod, %endpoint, error = %e, "mesh: connecting failed");

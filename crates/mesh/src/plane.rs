@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use portico_accept::{Counters, Limits};
 use portico_dataplane::drain::Watch;
 use portico_dataplane::{Applying, DataPlane, Readiness};
 use portico_kernel::capture::{ProxyPorts, capture};
@@ -43,6 +44,12 @@ pub struct Options {
     pub cert_lifetime: Duration,
     /// The proxy's ports inside each Pod.
     pub ports: ProxyPorts,
+    /// How many connections the proxy's listeners hold in all (plain and tunnels).
+    pub connections: usize,
+    /// How many each listener holds.
+    pub connections_per_listener: usize,
+    /// How long a relayed connection may pass no byte.
+    pub idle: Duration,
 }
 
 /// The node proxy.
@@ -88,6 +95,13 @@ impl Mesh {
             pool: Pool::default(),
             metrics: Metrics::register(registry),
             drain,
+            limits: Limits::new(
+                "mesh",
+                options.connections,
+                options.connections_per_listener,
+                Counters::register(registry),
+            ),
+            idle: options.idle,
         };
         Mesh {
             options,
@@ -223,8 +237,8 @@ impl DataPlane for Mesh {
     fn apply<'a>(&'a self, plan: &'a Arc<Plan>) -> Applying<'a> {
         Box::pin(async move {
             let (table, mut diagnostics) = table(plan, &self.options.node);
-            let wanted: HashMap<ObjectKey, Local> =
-                table.local.iter().map(|(k, l)| (k.clone(), l.clone())).collect();
+            let wanted: HashMap<ObjectKey, Arc<Local>> =
+                table.local.iter().map(|(k, l)| (k.clone(), Arc::clone(l))).collect();
             self.shared.table.store(Arc::new(table));
             let mut pods = self.pods.lock().await;
             let gone: Vec<ObjectKey> = pods

@@ -61,7 +61,7 @@ pub struct MeshTable {
     /// Meshed workloads by address.
     pub peers: HashMap<IpAddr, Peer>,
     /// The meshed workloads on this node.
-    pub local: BTreeMap<ObjectKey, Local>,
+    pub local: BTreeMap<ObjectKey, Arc<Local>>,
 }
 
 impl MeshTable {
@@ -95,7 +95,10 @@ pub fn table(plan: &Plan, node: &str) -> (MeshTable, Vec<Diagnostic>) {
         }
         if workload.node == node {
             let policy = workload.policy.clone();
-            table.local.insert(workload.pod.clone(), Local { workload: workload.clone(), identity, policy });
+            table.local.insert(
+                workload.pod.clone(),
+                Arc::new(Local { workload: workload.clone(), identity, policy }),
+            );
         }
     }
     let scope = Scope::Cluster {

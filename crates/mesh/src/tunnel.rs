@@ -6,13 +6,14 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Empty;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portico_tls::SpiffeId;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
@@ -20,11 +21,20 @@ use tokio_rustls::TlsConnector;
 
 use crate::netns::PodNetns;
 
+/// How long a TLS handshake, or a connection to an application or a peer, may take.
+pub const HANDSHAKE: Duration = Duration::from_secs(10);
+
 /// The flow-control windows of a tunnel connection and of each stream: large enough that a
 /// stream is not held back by round trips on a LAN.
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
 /// The flow-control window of one stream.
 pub const STREAM_WINDOW: u32 = 4 << 20;
+/// How often an idle tunnel connection is pinged, and how long an answer may take before the
+/// connection is given up (a peer gone without a word).
+pub const KEEPALIVE: Duration = Duration::from_secs(20);
+/// How many streams a tunnel connection carries at once: each is a connection to an
+/// application.
+pub const STREAMS_PER_CONNECTION: u32 = 256;
 
 /// Why a tunnel could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -109,11 +119,21 @@ async fn dial(
     tls: Arc<ClientConfig>,
     peer: SocketAddr,
 ) -> Result<SendRequest<Empty<Bytes>>, TunnelError> {
-    let tcp = netns.connect(peer).await.map_err(|e| TunnelError::Connect(peer, e))?;
+    let late =
+        |what| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} took over {HANDSHAKE:?}"));
+    let tcp = match tokio::time::timeout(HANDSHAKE, netns.connect(peer)).await {
+        Ok(connected) => connected.map_err(|e| TunnelError::Connect(peer, e))?,
+        Err(_) => return Err(TunnelError::Connect(peer, late("connecting"))),
+    };
     let name = ServerName::IpAddress(peer.ip().into());
-    let tls =
-        TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| TunnelError::Handshake(peer, e))?;
+    let tls = match tokio::time::timeout(HANDSHAKE, TlsConnector::from(tls).connect(name, tcp)).await {
+        Ok(handshake) => handshake.map_err(|e| TunnelError::Handshake(peer, e))?,
+        Err(_) => return Err(TunnelError::Handshake(peer, late("the handshake"))),
+    };
     let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .initial_stream_window_size(STREAM_WINDOW)
         .handshake(TokioIo::new(tls))

@@ -325,6 +325,9 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         ca_dir: config.mesh.ca.clone(),
         cert_lifetime: config.mesh.cert_lifetime,
         ports: ProxyPorts::default(),
+        connections: bounds.tcp_connections,
+        connections_per_listener: bounds.tcp_connections_per_listener,
+        idle: config.l4.tcp_idle,
     };
     planes.push(Arc::new(Mesh::new(mesh, drain.clone(), registry.sub_registry_with_prefix("portico_mesh"))));
     let admin = Arc::new(Admin::new(registry, planes.clone(), drain));

@@ -507,11 +507,8 @@ fn a_load_balancer_address_is_found_by_arp_and_ndp_and_moves_when_its_node_fails
 /// until `stop`.
 fn capture(namespace: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
     use std::io::Read;
-    use std::os::fd::AsFd;
     std::thread::spawn(move || {
-        let file = std::fs::File::open(format!("/run/netns/{namespace}")).unwrap();
-        let network = Some(rustix::thread::LinkNameSpaceType::Network);
-        rustix::thread::move_into_link_name_space(file.as_fd(), network).unwrap();
+        enter(&namespace);
         const ETH_P_ALL: u16 = 0x0003;
         let protocol = socket2::Protocol::from(i32::from(ETH_P_ALL.to_be()));
         let socket =
@@ -525,6 +522,31 @@ fn capture(namespace: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<
         }
         frames
     })
+}
+
+/// Moves this thread into the network namespace `namespace` (a name under /run/netns).
+fn enter(namespace: &str) {
+    use std::os::fd::AsFd;
+    let file = std::fs::File::open(format!("/run/netns/{namespace}")).unwrap();
+    let network = Some(rustix::thread::LinkNameSpaceType::Network);
+    rustix::thread::move_into_link_name_space(file.as_fd(), network).unwrap();
+}
+
+/// The status line of the answer to `request`, sent as it is from inside `namespace`.
+fn status_of(namespace: &str, to: &str, request: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let (namespace, to, request) = (namespace.to_owned(), to.to_owned(), request.to_owned());
+    std::thread::spawn(move || {
+        enter(&namespace);
+        let mut stream = std::net::TcpStream::connect(&to).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut status = String::new();
+        let _ = BufReader::new(stream).read_line(&mut status);
+        status.trim_end().to_owned()
+    })
+    .join()
+    .unwrap()
 }
 
 /// The TCP ports and payload of an Ethernet frame carrying IPv4 or IPv6.
@@ -570,11 +592,8 @@ fn keep_asking(
     for_: Duration,
 ) -> std::thread::JoinHandle<usize> {
     use std::io::{BufRead, BufReader, Read, Write};
-    use std::os::fd::AsFd;
     std::thread::spawn(move || {
-        let file = std::fs::File::open(format!("/run/netns/{namespace}")).unwrap();
-        let network = Some(rustix::thread::LinkNameSpaceType::Network);
-        rustix::thread::move_into_link_name_space(file.as_fd(), network).unwrap();
+        enter(&namespace);
         let stream = std::net::TcpStream::connect(&to).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -683,6 +702,31 @@ fn meshed_pods_talk_over_mutual_tls_as_their_identities_and_policy_decides_who_m
     let batch_denied = ["source_principal=\"spiffe://cluster.local/ns/shop/sa/batch\""];
     assert!(counter(&lab, &remote_node, "portico_mesh_denied_total", &batch_denied) >= 1.0);
     assert!(counter(&lab, &remote_node, "portico_mesh_denied_total", &[]) >= before + 2.0);
+
+    // On the admin port, each request is decided: reads yes, /private/ and writes no, whatever
+    // the spelling of the path, for a plaintext client and a meshed one alike.
+    let old_ns = format!("{}pod-legacy-old", lab.prefix);
+    let admin = format!("{remote_ip}:9090");
+    let ask = |method: &str, path: &str| {
+        format!("{method} {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+    };
+    assert!(status_of(&old_ns, &admin, &ask("GET", "/metrics")).starts_with("HTTP/1.1 200"));
+    for (method, path) in [
+        ("GET", "/private/keys"),
+        ("GET", "/public/../private/keys"),
+        ("GET", "//private/keys"),
+        ("DELETE", "/metrics"),
+    ] {
+        let status = status_of(&old_ns, &admin, &ask(method, path));
+        assert!(status.starts_with("HTTP/1.1 403"), "{method} {path}: {status}");
+    }
+    let private = lab.get("pod/shop/frontend", &format!("http://{admin}/private/keys"));
+    assert!(
+        private.body.starts_with("HTTP/1.1 403") && private.body.contains("RBAC: access denied"),
+        "{private:?}"
+    );
+    let denied_requests = ["policy=\"no ALLOW policy matched\"", "source_principal=\"unknown\""];
+    assert!(counter(&lab, &remote_node, "portico_mesh_denied_total", &denied_requests) >= 4.0);
 
     // Renewals under a running stream drop nothing, and new connections use the new leaves.
     let renewed = counter(&lab, "lab-node-1", "portico_mesh_certificate_renewals_total", &[]);

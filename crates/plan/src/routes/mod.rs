@@ -12,6 +12,7 @@ pub mod filters;
 pub mod from_ingress;
 pub mod hosts;
 pub mod matching;
+pub mod normalize;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! normal form, and no spelling of a path reaches further than its plain form.
 #![allow(clippy::unwrap_used)]
 
-use portico_l7::normalize::normalize_path;
+use portico_plan::routes::normalize::normalize_path;
 use proptest::prelude::*;
 
 /// Path segments from a small alphabet, with the characters and escapes attacks use.
