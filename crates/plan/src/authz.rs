@@ -378,10 +378,8 @@ impl Rule {
             });
         }
         if self.http {
-            text.push_str(match action {
-                Action::Allow => " (HTTP only: never matches a plain TCP connection)",
-                _ => " (on a plain TCP connection, without its HTTP fields)",
-            });
+            // The mesh reads every port such a rule covers as HTTP (`needs_http`).
+            text.push_str(" (HTTP: its ports are read as HTTP and decided request by request)");
         }
         text
     }

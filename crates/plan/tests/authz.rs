@@ -447,8 +447,8 @@ fn explain_describes_each_policy_and_rule_on_one_line() {
         [
             "CUSTOM shop/z (provider ext: no external authorizer, denied): everything",
             "DENY shop/d: from ns foo to port 8080",
-            "ALLOW shop/a rules[0]: from principal */sa/front, not ip 10.0.0.1|10.9.0.0/16 or sa shop/robot to method GET|HEAD, path /api/* (HTTP only: never matches a plain TCP connection)",
-            "ALLOW shop/a rules[1]: when not request.headers[x-user] eve and destination.port 80 (HTTP only: never matches a plain TCP connection)",
+            "ALLOW shop/a rules[0]: from principal */sa/front, not ip 10.0.0.1|10.9.0.0/16 or sa shop/robot to method GET|HEAD, path /api/* (HTTP: its ports are read as HTTP and decided request by request)",
+            "ALLOW shop/a rules[1]: when not request.headers[x-user] eve and destination.port 80 (HTTP: its ports are read as HTTP and decided request by request)",
             "ALLOW shop/a rules[2]: from anyone (never matches: Portico cannot check requestPrincipals)",
             "ALLOW shop/none: nothing (no rules)",
             "AUDIT shop/au: to not port 22",
