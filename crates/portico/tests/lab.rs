@@ -646,11 +646,11 @@ fn meshed_pods_talk_over_mutual_tls_as_their_identities_and_policy_decides_who_m
     let sniffer = capture(format!("{}lan", lab.prefix), Arc::clone(&stop));
     std::thread::sleep(Duration::from_millis(200));
     let secret = format!("/mesh-secret-{}", std::process::id());
-    let seen = lab.get("pod/shop/frontend", &format!("http://{remote_ip}:8080{secret}"));
+    let seen = lab.get("pod/market/frontend", &format!("http://{remote_ip}:8080{secret}"));
     assert!(seen.ok(), "frontend to {remote} over the mesh: {seen:?}");
     assert_eq!(seen.pod(), remote);
     for _ in 0..6 {
-        assert!(lab.get("pod/shop/frontend", &url(cluster_ip, 80)).ok(), "frontend through the ClusterIP");
+        assert!(lab.get("pod/market/frontend", &url(cluster_ip, 80)).ok(), "frontend through the ClusterIP");
     }
     // The control: plaintext from outside the mesh, which the policy allows on the admin port.
     let plain = format!("/plain-visible-{}", std::process::id());
@@ -677,7 +677,7 @@ fn meshed_pods_talk_over_mutual_tls_as_their_identities_and_policy_decides_who_m
     );
 
     // The server's proxy saw the client's SPIFFE identity, and counted it.
-    let frontend = "source_principal=\"spiffe://cluster.local/ns/shop/sa/frontend\"";
+    let frontend = "source_principal=\"spiffe://cluster.local/ns/market/sa/frontend\"";
     let opened = "portico_mesh_tcp_connections_opened_total";
     let mtls = [frontend, "reporter=\"destination\"", "security_policy=\"mutual_tls\""];
     assert!(counter(&lab, &remote_node, opened, &mtls) >= 1.0, "{remote_node} counted frontend's connection");
@@ -688,18 +688,18 @@ fn meshed_pods_talk_over_mutual_tls_as_their_identities_and_policy_decides_who_m
     .unwrap();
     assert!(
         log.lines().any(|l| l.contains("reporter=\"destination\"")
-            && l.contains("source_principal=spiffe://cluster.local/ns/shop/sa/frontend")
-            && l.contains(&format!("destination=shop/{remote}"))),
+            && l.contains("source_principal=spiffe://cluster.local/ns/market/sa/frontend")
+            && l.contains(&format!("destination=market/{remote}"))),
         "the access log names the client's identity"
     );
 
     // Denied: another identity on the http port, and plaintext there; each counted.
     let before = counter(&lab, &remote_node, "portico_mesh_denied_total", &[]);
-    let batch = lab.get("pod/shop/batch", &format!("http://{remote_ip}:8080/"));
+    let batch = lab.get("pod/market/batch", &format!("http://{remote_ip}:8080/"));
     assert_eq!(batch.outcome, "refused", "batch is not allowed: {batch:?}");
     let old = lab.get("pod/legacy/old", &format!("http://{remote_ip}:8080/"));
     assert_eq!(old.outcome, "refused", "plaintext is not allowed on the http port: {old:?}");
-    let batch_denied = ["source_principal=\"spiffe://cluster.local/ns/shop/sa/batch\""];
+    let batch_denied = ["source_principal=\"spiffe://cluster.local/ns/market/sa/batch\""];
     assert!(counter(&lab, &remote_node, "portico_mesh_denied_total", &batch_denied) >= 1.0);
     assert!(counter(&lab, &remote_node, "portico_mesh_denied_total", &[]) >= before + 2.0);
 
@@ -720,7 +720,7 @@ fn meshed_pods_talk_over_mutual_tls_as_their_identities_and_policy_decides_who_m
         let status = status_of(&old_ns, &admin, &ask(method, path));
         assert!(status.starts_with("HTTP/1.1 403"), "{method} {path}: {status}");
     }
-    let private = lab.get("pod/shop/frontend", &format!("http://{admin}/private/keys"));
+    let private = lab.get("pod/market/frontend", &format!("http://{admin}/private/keys"));
     assert!(
         private.body.starts_with("HTTP/1.1 403") && private.body.contains("RBAC: access denied"),
         "{private:?}"
@@ -731,7 +731,7 @@ fn meshed_pods_talk_over_mutual_tls_as_their_identities_and_policy_decides_who_m
     // Renewals under a running stream drop nothing, and new connections use the new leaves.
     let renewed = counter(&lab, "lab-node-1", "portico_mesh_certificate_renewals_total", &[]);
     let stream = keep_asking(
-        format!("{}pod-shop-frontend", lab.prefix),
+        format!("{}pod-market-frontend", lab.prefix),
         format!("{remote_ip}:8080"),
         Duration::from_millis(250),
         Duration::from_secs(12),
@@ -741,7 +741,7 @@ fn meshed_pods_talk_over_mutual_tls_as_their_identities_and_policy_decides_who_m
     let renewals = counter(&lab, "lab-node-1", "portico_mesh_certificate_renewals_total", &[]) - renewed;
     assert!(renewals >= 2.0, "frontend's leaf renewed under the stream: {renewals}");
     assert!(
-        lab.get("pod/shop/frontend", &format!("http://{remote_ip}:8080/")).ok(),
+        lab.get("pod/market/frontend", &format!("http://{remote_ip}:8080/")).ok(),
         "a new connection after renewals"
     );
 }
