@@ -631,7 +631,10 @@ fn meshed_pods_talk_over_mutual_tls_as_their_identities_and_policy_decides_who_m
         return;
     }
     // Leaves live 6 s and are renewed 4 s in: a 12 s stream outlives three of them.
-    let lab = Lab::up('m', &repo().join("examples/mesh"), &["--mesh-cert-lifetime", "6s"]);
+    let manifests = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(repo().join("examples/mesh/mesh.yaml")).unwrap();
+    std::fs::write(manifests.path().join("mesh.yaml"), &example).unwrap();
+    let lab = Lab::up('m', manifests.path(), &["--mesh-cert-lifetime", "6s"]);
     let plan = lab.plan("lab-node-1");
     let web = service(&plan, "web");
     let cluster_ip = ips(web, "clusterIps")[0];
@@ -744,4 +747,35 @@ fn meshed_pods_talk_over_mutual_tls_as_their_identities_and_policy_decides_who_m
         lab.get("pod/market/frontend", &format!("http://{remote_ip}:8080/")).ok(),
         "a new connection after renewals"
     );
+
+    // IPv6 goes through the mesh as well.
+    let pods = plan["pods"].as_array().unwrap();
+    let remote_v6 =
+        pods.iter().find(|p| p["key"]["name"] == remote).unwrap()["ips"][1].as_str().unwrap().to_owned();
+    let before = counter(&lab, &remote_node, opened, &mtls);
+    assert!(lab.get("pod/market/frontend", &format!("http://[{remote_v6}]:8080/")).ok(), "over IPv6");
+    assert!(counter(&lab, &remote_node, opened, &mtls) > before, "through a tunnel");
+
+    // Something that is no proxy dialling the tunnel port fails its handshake, and is counted.
+    let failures = "portico_mesh_tls_handshake_failures_total";
+    let tunnel_port = format!("{remote_ip}:15008");
+    let answer = status_of(&old_ns, &tunnel_port, &ask("GET", "/"));
+    assert!(!answer.starts_with("HTTP"), "no HTTP on the tunnel port: {answer:?}");
+    assert!(counter(&lab, &remote_node, failures, &["reporter=\"destination\""]) >= 1.0);
+
+    // Out of the mesh (the namespace's label off): the capture goes, and traffic is plain again.
+    let remote_pod = format!("pod/market/{remote}");
+    let rules =
+        || String::from_utf8_lossy(&lab.exec(&remote_pod, &["nft", "list", "ruleset"]).stdout).into_owned();
+    assert!(rules().contains("redirect to :15006"), "the capture is in {remote}: {}", rules());
+    let unmeshed = example.replace("portico.dev/mesh: enabled", "portico.dev/mesh: disabled");
+    std::fs::write(manifests.path().join("mesh.yaml"), unmeshed).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rules().contains("mesh-prerouting") {
+        assert!(Instant::now() < deadline, "the capture is still in {remote}: {}", rules());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seen = lab.get("pod/market/batch", &format!("http://{remote_ip}:8080/"));
+    assert!(seen.ok(), "outside the mesh no policy applies: {seen:?}");
+    assert_eq!(seen.client(), pod_ip(&plan, "batch"), "and the Pod sees the client's own address");
 }

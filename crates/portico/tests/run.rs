@@ -749,3 +749,47 @@ fn echo_pods_off_leaves_the_pods_to_whatever_runs_them() {
     assert!(readiness.contains("l4: ready"), "{readiness}");
     assert!(std::net::TcpStream::connect_timeout(&pod, Duration::from_secs(1)).is_err(), "no echo at {pod}");
 }
+
+fn meshed_deployment(name: &str) -> String {
+    deployment(name, 1).replacen("labels: {app: ", "labels: {portico.dev/mesh: enabled, app: ", 1)
+}
+
+#[test]
+fn meshed_pods_are_listed_with_their_identities_and_standalone_serves_them_uncaptured() {
+    let files =
+        [("web.yaml", meshed_deployment("web")), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
+    let portico = start(136, &files);
+    let plan = portico.wait_for(|plan| plan["mesh"]["workloads"].as_array().is_some_and(|w| !w.is_empty()));
+    assert_eq!(plan["mesh"]["workloads"][0]["identity"], "spiffe://cluster.local/ns/default/sa/default");
+    let (status, readiness) = portico.get("/readyz");
+    assert_eq!(status, 200, "a standalone host has nothing to capture in: {readiness}");
+    assert!(readiness.contains("mesh: ready"), "{readiness}");
+    let vip = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
+    assert!(pod_at(vip).starts_with("web-"), "the Pod still answers, in plain");
+}
+
+#[test]
+fn a_meshed_pod_that_cannot_be_captured_makes_the_mesh_not_ready_and_nothing_else() {
+    let files =
+        [("web.yaml", meshed_deployment("web")), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
+    let flags = ["--pod-netns", "/nonexistent/netns/{namespace}-{name}"];
+    let portico = start_with(137, &files, Launch { flags: &flags, ..Launch::default() });
+    let mut readiness = String::new();
+    for _ in 0..50 {
+        readiness = portico.get("/readyz").1;
+        if readiness.contains("mesh: not ready") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(readiness.contains("mesh: not ready") && readiness.contains("default/web-0"), "{readiness}");
+    assert!(readiness.contains("l4: ready"), "{readiness}");
+    let plan = portico.plan();
+    let vip = SocketAddr::new(ip(&service_plan(&plan, "web")["clusterIps"][0]), 80);
+    assert!(pod_at(vip).starts_with("web-"), "Services are served all the same");
+    // The CA was made in the state folder, in Istio's cacerts layout.
+    let ca = portico._dir.path().join("state/mesh-ca");
+    for file in ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem", "root-key.pem"] {
+        assert!(ca.join(file).is_file(), "{file}");
+    }
+}
