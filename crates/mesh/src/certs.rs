@@ -115,11 +115,6 @@ impl Certificates {
     pub fn held(&self) -> Vec<(SpiffeId, SystemTime)> {
         self.inner().by_identity.values().map(|c| (c.identity.clone(), c.validity.not_after)).collect()
     }
-
-    /// The root every proxy trusts.
-    pub fn root(&self) -> &rustls::pki_types::CertificateDer<'static> {
-        self.ca.root_certificate()
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 
 use portico_kernel::capture::PROXY_MARK;
@@ -25,7 +25,6 @@ enum Request {
 /// A Pod's network namespace, with the thread that makes sockets in it.
 #[derive(Debug, Clone)]
 pub struct PodNetns {
-    path: PathBuf,
     requests: mpsc::Sender<Request>,
 }
 
@@ -55,12 +54,7 @@ impl PodNetns {
             }
         })?;
         entering.recv().map_err(|_| io::Error::other("the namespace thread ended"))??;
-        Ok(PodNetns { path: path.to_owned(), requests })
-    }
-
-    /// The namespace's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(PodNetns { requests })
     }
 
     /// A listener on `addr` inside the namespace.

@@ -54,21 +54,24 @@ async fn outbound(shared: Arc<Shared>, served: Arc<Served>, mut stream: TcpStrea
     labels.destination_workload = peer.pod.to_string();
     labels.destination_principal = peer.identity.to_string();
     labels.security_policy = "mutual_tls";
-    let opened = async {
-        let certs = shared.certs()?;
+    let tls = shared.certs().and_then(|certs| {
         let credentials = certs.get(&local.identity, SystemTime::now()).map_err(std::io::Error::other)?;
         let tls = certs.client(&credentials, &peer.identity).map_err(std::io::Error::other)?;
-        let through = SocketAddr::new(endpoint.ip(), shared.ports.tunnel);
-        let local = (&credentials.identity, credentials.serial);
-        shared.pool.open(&served.netns, local, tls, through, endpoint).await.map_err(std::io::Error::other)
+        Ok((credentials, tls))
+    });
+    let (credentials, tls) = match tls {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::warn!(pod = %served.pod, error = %e, "mesh: no certificate to dial with");
+            return reset(stream);
+        }
     };
-    match opened.await {
+    let through = SocketAddr::new(endpoint.ip(), shared.ports.tunnel);
+    let local = (&credentials.identity, credentials.serial);
+    match shared.pool.open(&served.netns, local, tls, through, endpoint).await {
         Ok(tunnel) => relay(&shared, &mut stream, &mut TokioIo::new(tunnel), &labels).await,
         Err(e) => {
-            if e.get_ref()
-                .and_then(|e| e.downcast_ref::<TunnelError>())
-                .is_some_and(|e| matches!(e, TunnelError::Handshake(..)))
-            {
+            if matches!(e, TunnelError::Handshake(..)) {
                 let labels = HandshakeLabels { reporter: "source", workload: served.pod.to_string() };
                 shared.metrics.handshake_failures.get_or_create(&labels).inc();
             }

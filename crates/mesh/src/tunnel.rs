@@ -101,16 +101,6 @@ impl Pool {
     fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<Key, SendRequest<Empty<Bytes>>>> {
         self.connections.lock().unwrap_or_else(PoisonError::into_inner)
     }
-
-    /// How many connections are pooled.
-    pub fn len(&self) -> usize {
-        self.connections().len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// A new tunnel connection to `peer`.

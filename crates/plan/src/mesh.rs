@@ -87,13 +87,6 @@ impl PortRange {
     }
 }
 
-impl MeshPlan {
-    /// The workload that has `ip`.
-    pub fn workload_at(&self, ip: IpAddr) -> Option<&MeshWorkload> {
-        self.workloads.iter().find(|w| w.ips.contains(&ip))
-    }
-}
-
 /// The SPIFFE ID of ServiceAccount `name` in `namespace`.
 pub fn identity(trust_domain: &str, namespace: &str, service_account: &str) -> String {
     format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")

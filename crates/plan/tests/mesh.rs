@@ -49,9 +49,8 @@ fn namespace_and_pod_labels_decide_membership() {
             ("shop/web".into(), "spiffe://cluster.local/ns/shop/sa/default".into(), MeshedBy::Namespace),
         ]
     );
-    let web =
-        planned.plan.mesh.workload_at(planned.plan.pods.iter().find(|p| p.key.name == "web").unwrap().ips[0]);
-    assert_eq!(web.map(|w| w.pod.name.as_str()), Some("web"));
+    let web = planned.plan.pods.iter().find(|p| p.key.name == "web").unwrap();
+    assert_eq!(planned.plan.mesh.workloads[2].ips, web.ips);
 }
 
 #[test]
