@@ -17,7 +17,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use portico_plan::authz::{Attributes, Verdict};
 use portico_tls::SpiffeId;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -25,8 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::metrics::{ConnectionLabels, HandshakeLabels, UNKNOWN};
 use crate::netns::original_destination;
 use crate::requests;
-use crate::shared::{Served, Shared, Source, accept, connect, denied, relay, reset};
-use crate::table::Local;
+use crate::shared::{Served, Shared, Source, accept, authorized, connect, relay, reset};
 use crate::tunnel::{CONNECTION_WINDOW, HANDSHAKE, KEEPALIVE, STREAM_WINDOW, STREAMS_PER_CONNECTION};
 
 /// The most header bytes a CONNECT request may carry (it needs a few dozen).
@@ -121,7 +119,7 @@ async fn stream_request(
     let Some(local) = shared.local(&served.pod) else { return answer(StatusCode::SERVICE_UNAVAILABLE) };
     let source = source_of(peer, from);
     let by_request = local.policy.needs_http(target.port());
-    if !by_request && !allowed(&shared, &served, &local, &source, target) {
+    if !by_request && !authorized(&shared, &served, &local, &source, target, None) {
         return answer(StatusCode::UNAUTHORIZED);
     }
     let mut app = match connect(&served, target).await {
@@ -163,7 +161,7 @@ async fn plain(shared: Arc<Shared>, served: Arc<Served>, stream: TcpStream, from
     let by_request = local.policy.needs_http(target.port());
     // Redirected here but meant for the proxy itself: never looped back into it.
     if is_proxy_port(&shared, target.port())
-        || (!by_request && !allowed(&shared, &served, &local, &source, target))
+        || (!by_request && !authorized(&shared, &served, &local, &source, target, None))
     {
         return reset(stream);
     }
@@ -197,23 +195,6 @@ async fn plain(shared: Arc<Shared>, served: Arc<Served>, stream: TcpStream, from
 fn is_proxy_port(shared: &Shared, port: u16) -> bool {
     let ports = shared.ports;
     [ports.outbound, ports.inbound, ports.tunnel].contains(&port)
-}
-
-/// Whether the policies of the Pod let `source` reach `target` on the connection alone; a
-/// denial is counted and logged.
-fn allowed(shared: &Shared, served: &Served, local: &Local, source: &Source, target: SocketAddr) -> bool {
-    let attributes = Attributes {
-        source_principal: source.principal.as_deref(),
-        source_namespace: source.namespace.as_deref(),
-        source_ip: source.ip,
-        destination_ip: target.ip(),
-        destination_port: target.port(),
-        http: None,
-    };
-    let Verdict::Deny { by } = local.policy.evaluate(&attributes) else { return true };
-    let policy = by.map_or_else(|| "no ALLOW policy matched".to_owned(), |key| key.to_string());
-    denied(shared, served, source, target, &policy);
-    false
 }
 
 /// What the policies know of a tunnel's client: its identity, proved by its certificate.

@@ -15,14 +15,14 @@ use hyper::client::conn::http1 as client;
 use hyper::server::conn::http1 as server;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use portico_plan::authz::{Attributes, HttpAttributes, Verdict};
+use portico_plan::authz::HttpAttributes;
 use portico_plan::routes::normalize::normalize_path;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use crate::metrics::ConnectionLabels;
-use crate::shared::{Served, Shared, Source, Tally, denied};
+use crate::shared::{Served, Shared, Source, Tally, authorized};
 use crate::table::Local;
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -128,25 +128,9 @@ fn decide(
         .unwrap_or_default();
     let headers: Vec<(&str, &str)> =
         request.headers().iter().filter_map(|(n, v)| v.to_str().ok().map(|v| (n.as_str(), v))).collect();
-    let attributes = Attributes {
-        source_principal: source.principal.as_deref(),
-        source_namespace: source.namespace.as_deref(),
-        source_ip: source.ip,
-        destination_ip: target.ip(),
-        destination_port: target.port(),
-        http: Some(HttpAttributes {
-            method: request.method().as_str(),
-            path: &path,
-            host,
-            headers: &headers,
-        }),
-    };
-    match local.policy.evaluate(&attributes) {
-        Verdict::Allow { .. } => Ok(()),
-        Verdict::Deny { by } => {
-            let policy = by.map_or_else(|| "no ALLOW policy matched".to_owned(), |key| key.to_string());
-            denied(shared, served, source, *target, &policy);
-            Err((StatusCode::FORBIDDEN, "RBAC: access denied"))
-        }
+    let http = HttpAttributes { method: request.method().as_str(), path: &path, host, headers: &headers };
+    match authorized(shared, served, local, source, *target, Some(http)) {
+        true => Ok(()),
+        false => Err((StatusCode::FORBIDDEN, "RBAC: access denied")),
     }
 }

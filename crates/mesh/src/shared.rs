@@ -15,6 +15,7 @@ use portico_accept::Limits;
 use portico_dataplane::drain::Watch;
 use portico_kernel::capture::ProxyPorts;
 use portico_model::ObjectKey;
+use portico_plan::authz::{Attributes, HttpAttributes, Verdict};
 use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -225,13 +226,31 @@ pub async fn connect(served: &Served, to: SocketAddr) -> io::Result<TcpStream> {
     }
 }
 
-/// Counts and logs a connection or request `policy` denied.
-pub fn denied(shared: &Shared, served: &Served, source: &Source, target: SocketAddr, policy: &str) {
+/// Whether the policies of the Pod let `source` reach `target` (with `http`, the request read
+/// from the connection); a denial is counted and logged.
+pub fn authorized(
+    shared: &Shared,
+    served: &Served,
+    local: &Local,
+    source: &Source,
+    target: SocketAddr,
+    http: Option<HttpAttributes<'_>>,
+) -> bool {
+    let attributes = Attributes {
+        source_principal: source.principal.as_deref(),
+        source_namespace: source.namespace.as_deref(),
+        source_ip: source.ip,
+        destination_ip: target.ip(),
+        destination_port: target.port(),
+        http,
+    };
+    let Verdict::Deny { by } = local.policy.evaluate(&attributes) else { return true };
+    let policy = by.map_or_else(|| "no ALLOW policy matched".to_owned(), |key| key.to_string());
     let principal = source.principal.as_deref().unwrap_or(UNKNOWN);
     let labels = DenialLabels {
         destination_workload: served.pod.to_string(),
         source_principal: principal.to_owned(),
-        policy: policy.to_owned(),
+        policy: policy.clone(),
     };
     shared.metrics.denied.get_or_create(&labels).inc();
     tracing::info!(
@@ -243,6 +262,7 @@ pub fn denied(shared: &Shared, served: &Served, source: &Source, target: SocketA
         policy,
         "denied"
     );
+    false
 }
 
 /// Closes `stream` with a reset, as a refused connection is answered.
