@@ -54,12 +54,22 @@ pub struct Options {
 
 /// The node proxy.
 pub struct Mesh {
+    inner: Arc<Inner>,
+    retry: JoinHandle<()>,
+}
+
+/// What the data plane and its background tasks share.
+struct Inner {
     options: Options,
     shared: Arc<Shared>,
     pods: tokio::sync::Mutex<HashMap<ObjectKey, Pod>>,
     readiness: Mutex<Readiness>,
     renewal: OnceLock<JoinHandle<()>>,
 }
+
+/// How often meshed Pods that could not be captured are tried again (their namespace may not
+/// be there yet).
+const RETRY: Duration = Duration::from_secs(2);
 
 /// One served Pod.
 struct Pod {
@@ -79,14 +89,16 @@ impl Drop for Pod {
 
 impl Drop for Mesh {
     fn drop(&mut self) {
-        if let Some(renewal) = self.renewal.get() {
+        self.retry.abort();
+        if let Some(renewal) = self.inner.renewal.get() {
             renewal.abort();
         }
     }
 }
 
 impl Mesh {
-    /// A node proxy serving nothing yet; metrics in `registry`.
+    /// A node proxy serving nothing yet; metrics in `registry`. Starts a task, so it is made
+    /// inside the runtime.
     pub fn new(options: Options, drain: Watch, registry: &mut Registry) -> Self {
         let shared = Shared {
             ports: options.ports,
@@ -103,17 +115,109 @@ impl Mesh {
             ),
             idle: options.idle,
         };
-        Mesh {
+        let inner = Arc::new(Inner {
             options,
             shared: Arc::new(shared),
             pods: tokio::sync::Mutex::new(HashMap::new()),
             readiness: Mutex::new(Readiness::NotReady("no plan applied yet".into())),
             renewal: OnceLock::new(),
+        });
+        let retry = tokio::spawn(retry(Arc::downgrade(&inner)));
+        Mesh { inner, retry }
+    }
+}
+
+/// Tries again, every [`RETRY`], to serve the meshed Pods not served yet, while the data plane
+/// lives.
+async fn retry(inner: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(RETRY).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.shared.drain.is_draining() {
+            return;
         }
+        if !inner.readiness().is_ready() && inner.shared.certs.get().is_some() {
+            inner.reconcile().await;
+        }
+    }
+}
+
+impl Inner {
+    fn readiness(&self) -> Readiness {
+        self.readiness.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn set_readiness(&self, readiness: Readiness) {
         *self.readiness.lock().unwrap_or_else(PoisonError::into_inner) = readiness;
+    }
+
+    /// Serves the meshed Pods of the table served, and only them; what could not be served.
+    async fn reconcile(&self) -> Vec<Diagnostic> {
+        let mut diagnostics = Vec::new();
+        let wanted: HashMap<ObjectKey, Arc<Local>> =
+            self.shared.table.load().local.iter().map(|(k, l)| (k.clone(), Arc::clone(l))).collect();
+        let mut pods = self.pods.lock().await;
+        let gone: Vec<ObjectKey> = pods
+            .iter()
+            .filter(|(key, pod)| {
+                wanted.get(*key).is_none_or(|l| {
+                    (l.workload.exclude_inbound.clone(), l.workload.exclude_outbound.clone()) != pod.capture
+                        || l.workload.ips != pod.served.ips
+                })
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in gone {
+            if let Some(pod) = pods.remove(&key) {
+                release(pod).await;
+            }
+        }
+        if wanted.is_empty() {
+            self.set_readiness(Readiness::Ready);
+            return diagnostics;
+        }
+        if self.options.pod_netns.is_none() {
+            // Standalone: Pods run as this host's processes, with nothing to capture in.
+            for key in wanted.keys() {
+                let why = "Portico runs this Pod without a network namespace of its own, so its traffic is not captured here (`portico lab` runs Pods in their own)";
+                diagnostics.push(
+                    Diagnostic::warning(format!("meshed, but {why}")).on(ObjectRef::new("Pod", key.clone())),
+                );
+            }
+            self.set_readiness(Readiness::Ready);
+            return diagnostics;
+        }
+        if let Err(why) = self.certificates().await {
+            self.set_readiness(Readiness::NotReady(format!("the mesh CA: {why}")));
+            diagnostics.push(Diagnostic::error(format!("the mesh CA cannot be used: {why}")));
+            return diagnostics;
+        }
+        let mut unserved = Vec::new();
+        for (key, local) in &wanted {
+            if pods.contains_key(key) {
+                continue;
+            }
+            match self.serve(local).await {
+                Ok(pod) => {
+                    pods.insert(key.clone(), pod);
+                }
+                Err(why) => {
+                    unserved.push(key.to_string());
+                    diagnostics.push(
+                        Diagnostic::warning(format!(
+                            "meshed, but not captured on node {}: {why}",
+                            self.options.node
+                        ))
+                        .on(ObjectRef::new("Pod", key.clone())),
+                    );
+                }
+            }
+        }
+        self.set_readiness(match unserved.is_empty() {
+            true => Readiness::Ready,
+            false => Readiness::NotReady(format!("meshed Pods not captured: {}", unserved.join(", "))),
+        });
+        diagnostics
     }
 
     /// Loads the CA on first need, and starts renewing leaves.
@@ -236,78 +340,14 @@ impl DataPlane for Mesh {
 
     fn apply<'a>(&'a self, plan: &'a Arc<Plan>) -> Applying<'a> {
         Box::pin(async move {
-            let (table, mut diagnostics) = table(plan, &self.options.node);
-            let wanted: HashMap<ObjectKey, Arc<Local>> =
-                table.local.iter().map(|(k, l)| (k.clone(), Arc::clone(l))).collect();
-            self.shared.table.store(Arc::new(table));
-            let mut pods = self.pods.lock().await;
-            let gone: Vec<ObjectKey> = pods
-                .iter()
-                .filter(|(key, pod)| {
-                    wanted.get(*key).is_none_or(|l| {
-                        (l.workload.exclude_inbound.clone(), l.workload.exclude_outbound.clone())
-                            != pod.capture
-                            || l.workload.ips != pod.served.ips
-                    })
-                })
-                .map(|(key, _)| key.clone())
-                .collect();
-            for key in gone {
-                if let Some(pod) = pods.remove(&key) {
-                    release(pod).await;
-                }
-            }
-            if wanted.is_empty() {
-                self.set_readiness(Readiness::Ready);
-                return diagnostics;
-            }
-            if self.options.pod_netns.is_none() {
-                // Standalone: Pods run as this host's processes, with nothing to capture in.
-                for key in wanted.keys() {
-                    let why = "Portico runs this Pod without a network namespace of its own, so its traffic is not captured here (`portico lab` runs Pods in their own)";
-                    diagnostics.push(
-                        Diagnostic::warning(format!("meshed, but {why}"))
-                            .on(ObjectRef::new("Pod", key.clone())),
-                    );
-                }
-                self.set_readiness(Readiness::Ready);
-                return diagnostics;
-            }
-            if let Err(why) = self.certificates().await {
-                self.set_readiness(Readiness::NotReady(format!("the mesh CA: {why}")));
-                diagnostics.push(Diagnostic::error(format!("the mesh CA cannot be used: {why}")));
-                return diagnostics;
-            }
-            let mut unserved = Vec::new();
-            for (key, local) in &wanted {
-                if pods.contains_key(key) {
-                    continue;
-                }
-                match self.serve(local).await {
-                    Ok(pod) => {
-                        pods.insert(key.clone(), pod);
-                    }
-                    Err(why) => {
-                        unserved.push(key.to_string());
-                        diagnostics.push(
-                            Diagnostic::warning(format!(
-                                "meshed, but not captured on node {}: {why}",
-                                self.options.node
-                            ))
-                            .on(ObjectRef::new("Pod", key.clone())),
-                        );
-                    }
-                }
-            }
-            self.set_readiness(match unserved.is_empty() {
-                true => Readiness::Ready,
-                false => Readiness::NotReady(format!("meshed Pods not captured: {}", unserved.join(", "))),
-            });
+            let (table, mut diagnostics) = table(plan, &self.inner.options.node);
+            self.inner.shared.table.store(Arc::new(table));
+            diagnostics.extend(self.inner.reconcile().await);
             diagnostics
         })
     }
 
     fn readiness(&self) -> Readiness {
-        self.readiness.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.inner.readiness()
     }
 }

@@ -793,3 +793,39 @@ fn a_meshed_pod_that_cannot_be_captured_makes_the_mesh_not_ready_and_nothing_els
         assert!(ca.join(file).is_file(), "{file}");
     }
 }
+
+#[test]
+fn a_meshed_pod_whose_namespace_comes_later_is_captured_then() {
+    if !portico_testkit::root::able(&["ip", "nft"]) {
+        return;
+    }
+    let files =
+        [("web.yaml", meshed_deployment("web")), ("svc.yaml", service("web", "web", "ClusterIP", ""))];
+    let prefix = format!("ptlate{}", std::process::id() % 100_000);
+    let template = format!("/run/netns/{prefix}-{{namespace}}-{{name}}");
+    let flags = ["--pod-netns", template.as_str()];
+    let portico = start_with(138, &files, Launch { flags: &flags, ..Launch::default() });
+    let until = |wanted: &str| {
+        let mut readiness = String::new();
+        for _ in 0..100 {
+            readiness = portico.get("/readyz").1;
+            if readiness.contains(wanted) {
+                return readiness;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("never {wanted}: {readiness}");
+    };
+    until("mesh: not ready");
+    let namespace = format!("{prefix}-default-web-0");
+    let added = std::process::Command::new("ip").args(["netns", "add", &namespace]).status().unwrap();
+    assert!(added.success());
+    let readiness = until("mesh: ready");
+    let rules = std::process::Command::new("ip")
+        .args(["netns", "exec", &namespace, "nft", "list", "ruleset"])
+        .output();
+    let _ = std::process::Command::new("ip").args(["netns", "del", &namespace]).status();
+    assert!(readiness.contains("l4: ready"), "{readiness}");
+    let rules = String::from_utf8_lossy(&rules.unwrap().stdout).into_owned();
+    assert!(rules.contains("redirect to :15006"), "the capture is in: {rules}");
+}
