@@ -205,6 +205,9 @@ where
         tokio::select! {
             () = &mut drained => return,
             (stream, from, seat) = gate.accept(&listener) => {
+                // Answers go out in several writes (TLS records, HTTP/2 frames): Nagle's
+                // algorithm would hold each later one for the peer's delayed ACK.
+                let _ = stream.set_nodelay(true);
                 let handled = handle(stream, from);
                 tokio::spawn(async move {
                     handled.await;
