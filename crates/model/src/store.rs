@@ -271,6 +271,8 @@ impl Store {
         pack(&mut self.ingress_classes);
         pack(&mut self.secrets);
         pack(&mut self.workloads);
+        pack(&mut self.ip_address_pools);
+        pack(&mut self.l2_advertisements);
         pack(&mut self.authorization_policies);
     }
 
@@ -285,6 +287,8 @@ impl Store {
             + self.ingress_classes.len()
             + self.secrets.len()
             + self.workloads.len()
+            + self.ip_address_pools.len()
+            + self.l2_advertisements.len()
             + self.authorization_policies.len()
     }
 

@@ -47,6 +47,7 @@ spec:
 fn a_metallb_configuration_is_read_whole() {
     let (store, said) = admit(METALLB);
     assert!(said.is_empty(), "{said:?}");
+    assert_eq!(store.len(), 2, "both objects are counted as accepted");
     let pool = &store.ip_address_pools.values().next().unwrap().object;
     assert_eq!(pool.metadata.namespace.as_deref(), Some("metallb-system"));
     let ranges: Vec<String> =
