@@ -1,7 +1,8 @@
-//! Sources of objects: manifest files and folders, loaded and watched (the Kubernetes API
-//! joins later).
+//! Sources of objects: manifest files and folders, loaded and watched, and the Kubernetes API
+//! server.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod files;
 pub mod watch;
 

@@ -1,0 +1,269 @@
+//! Objects from the Kubernetes API server, for Portico running inside a cluster: a kube-runtime
+//! watcher per kind lists then watches, and every object is checked and stored as the file
+//! source stores its objects (one store, one planner, no second path for semantics), its origin
+//! the API object at its `resourceVersion`.
+//!
+//! A relist (a first list, a `410 Gone`, a dropped watch) is applied in place: the objects
+//! listed replace their stored copies as they come, and when the list is done the kind's
+//! objects it did not name are deleted, so a relist never holds two copies of a kind. Nothing
+//! is handed on until every kind's first list is in; after that, each quiet moment after
+//! changes hands on the whole store.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Debug;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource, ResourceExt};
+use portico_model::object::{Object, ObjectKind};
+use portico_model::validate::validate;
+use portico_model::{Diagnostic, ObjectRef, Origin, Store};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// How long the store waits for changes to pause before it hands them on.
+const QUIET: Duration = Duration::from_millis(100);
+
+/// The store as the API server has it, once every kind was listed.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Every object accepted.
+    pub store: Store,
+    /// What checking the objects found.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// What a watcher tells the store.
+#[derive(Debug)]
+enum Change {
+    /// A (re)list of the kind begins.
+    Listing(ObjectKind),
+    /// An object, listed or changed.
+    Apply(Origin, Object),
+    /// An object gone.
+    Delete(ObjectRef),
+    /// The list is done: objects of the kind it did not name are gone.
+    Listed(ObjectKind),
+    /// The watch failed (it is retried with backoff).
+    Failed(ObjectKind, String),
+}
+
+/// The watchers of one cluster; they stop when it is dropped.
+pub struct Cluster {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Cluster {
+    /// Watches every kind Portico reads in a cluster through `client`; snapshots arrive on the
+    /// receiver, the first once every kind was listed.
+    pub fn start(client: Client) -> (Cluster, mpsc::Receiver<Snapshot>) {
+        let (changes, incoming) = mpsc::channel(1024);
+        let all = watcher::Config::default();
+        // Only the Secrets an Ingress can serve: TLS ones.
+        let tls = watcher::Config::default().fields("type=kubernetes.io/tls");
+        let mut tasks = vec![
+            watch::<Namespace>(
+                &client,
+                all.clone(),
+                ObjectKind::Namespace,
+                |o| Object::Namespace(Box::new(o)),
+                &changes,
+            ),
+            watch::<Service>(
+                &client,
+                all.clone(),
+                ObjectKind::Service,
+                |o| Object::Service(Box::new(o)),
+                &changes,
+            ),
+            watch::<EndpointSlice>(
+                &client,
+                all.clone(),
+                ObjectKind::EndpointSlice,
+                |o| Object::EndpointSlice(Box::new(o)),
+                &changes,
+            ),
+            watch::<Pod>(&client, all.clone(), ObjectKind::Pod, |o| Object::Pod(Box::new(o)), &changes),
+            watch::<Node>(&client, all.clone(), ObjectKind::Node, |o| Object::Node(Box::new(o)), &changes),
+            watch::<Ingress>(
+                &client,
+                all.clone(),
+                ObjectKind::Ingress,
+                |o| Object::Ingress(Box::new(o)),
+                &changes,
+            ),
+            watch::<IngressClass>(
+                &client,
+                all,
+                ObjectKind::IngressClass,
+                |o| Object::IngressClass(Box::new(o)),
+                &changes,
+            ),
+            watch::<Secret>(&client, tls, ObjectKind::Secret, |o| Object::Secret(Box::new(o)), &changes),
+        ];
+        let kinds = KINDS.len();
+        let (snapshots, receiver) = mpsc::channel(4);
+        tasks.push(tokio::spawn(keep(incoming, kinds, snapshots)));
+        (Cluster { tasks }, receiver)
+    }
+}
+
+/// The kinds [`Cluster::start`] watches.
+pub const KINDS: [ObjectKind; 8] = [
+    ObjectKind::Namespace,
+    ObjectKind::Service,
+    ObjectKind::EndpointSlice,
+    ObjectKind::Pod,
+    ObjectKind::Node,
+    ObjectKind::Ingress,
+    ObjectKind::IngressClass,
+    ObjectKind::Secret,
+];
+
+/// A watcher of `K`s, each turned into an [`Object`] by `into`.
+fn watch<K>(
+    client: &Client,
+    config: watcher::Config,
+    kind: ObjectKind,
+    into: fn(K) -> Object,
+    changes: &mpsc::Sender<Change>,
+) -> JoinHandle<()>
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let changes = changes.clone();
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(api, config));
+        while let Some(event) = events.next().await {
+            let change = match event {
+                Ok(Event::Init) => Change::Listing(kind),
+                Ok(Event::InitDone) => Change::Listed(kind),
+                Ok(Event::Apply(object) | Event::InitApply(object)) => {
+                    let origin =
+                        Origin::Api { resource_version: object.resource_version().unwrap_or_default() };
+                    Change::Apply(origin, into(object))
+                }
+                Ok(Event::Delete(object)) => {
+                    let object = into(object);
+                    Change::Delete(object.reference())
+                }
+                Err(e) => Change::Failed(kind, e.to_string()),
+            };
+            if changes.send(change).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// kube-runtime's watcher, retried with its default backoff after any error.
+fn watcher<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = Result<Event<K>, watcher::Error>>
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    watcher::watcher(api, config).default_backoff()
+}
+
+/// Keeps the store from the watchers' changes, and hands it on.
+async fn keep(mut incoming: mpsc::Receiver<Change>, kinds: usize, snapshots: mpsc::Sender<Snapshot>) {
+    let mut store = Store::default();
+    let mut findings: BTreeMap<ObjectRef, Vec<Diagnostic>> = BTreeMap::new();
+    let mut listing: BTreeMap<ObjectKind, HashSet<ObjectRef>> = BTreeMap::new();
+    let mut listed: HashSet<ObjectKind> = HashSet::new();
+    let mut changed = false;
+    loop {
+        let change = match tokio::time::timeout(QUIET, incoming.recv()).await {
+            Ok(Some(change)) => change,
+            Ok(None) => return,
+            Err(_) => {
+                if changed && listed.len() == kinds {
+                    let diagnostics = findings.values().flatten().cloned().collect();
+                    if snapshots.send(Snapshot { store: store.clone(), diagnostics }).await.is_err() {
+                        return;
+                    }
+                    changed = false;
+                }
+                continue;
+            }
+        };
+        changed = true;
+        match change {
+            Change::Listing(kind) => {
+                listing.insert(kind, HashSet::new());
+            }
+            Change::Apply(origin, object) => {
+                let reference = object.reference();
+                if let Some(seen) = listing.get_mut(&object.kind()) {
+                    seen.insert(reference.clone());
+                }
+                let found: Vec<Diagnostic> =
+                    validate(&object).into_iter().map(|d| d.at(&origin).on(reference.clone())).collect();
+                if found.iter().any(Diagnostic::is_error) {
+                    // As the file source: an object with errors is not served.
+                    store.remove(&reference);
+                } else {
+                    store.insert(origin, object);
+                }
+                findings.insert(reference, found);
+            }
+            Change::Delete(reference) => {
+                store.remove(&reference);
+                findings.remove(&reference);
+            }
+            Change::Listed(kind) => {
+                let seen = listing.remove(&kind).unwrap_or_default();
+                for reference in references(&store, kind) {
+                    if !seen.contains(&reference) {
+                        store.remove(&reference);
+                        findings.remove(&reference);
+                    }
+                }
+                if listed.insert(kind) {
+                    tracing::info!(kind = kind.name(), "cluster: listed");
+                }
+            }
+            Change::Failed(kind, error) => {
+                changed = false;
+                tracing::warn!(kind = kind.name(), %error, "cluster: watching failed; retrying");
+            }
+        }
+    }
+}
+
+/// Every stored object of `kind`.
+fn references(store: &Store, kind: ObjectKind) -> Vec<ObjectRef> {
+    let keys: Vec<&portico_model::ObjectKey> = match kind {
+        ObjectKind::Namespace => store.namespaces.keys().collect(),
+        ObjectKind::Service => store.services.keys().collect(),
+        ObjectKind::EndpointSlice => store.endpoint_slices.keys().collect(),
+        ObjectKind::Pod => store.pods.keys().collect(),
+        ObjectKind::Node => store.nodes.keys().collect(),
+        ObjectKind::Ingress => store.ingresses.keys().collect(),
+        ObjectKind::IngressClass => store.ingress_classes.keys().collect(),
+        ObjectKind::Secret => store.secrets.keys().collect(),
+        ObjectKind::IpAddressPool => store.ip_address_pools.keys().collect(),
+        ObjectKind::L2Advertisement => store.l2_advertisements.keys().collect(),
+        ObjectKind::AuthorizationPolicy => store.authorization_policies.keys().collect(),
+        _ => return store.workloads.keys().filter(|r| r.kind == kind.name()).cloned().collect(),
+    };
+    keys.into_iter().map(|key| ObjectRef::new(kind.name(), key.clone())).collect()
+}

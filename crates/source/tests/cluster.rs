@@ -1,0 +1,322 @@
+//! The API source against an in-process API server that speaks list and watch as the real one
+//! does (lists with a `resourceVersion`, watch streams of `ADDED`, `MODIFIED`, `DELETED`,
+//! `BOOKMARK` and `ERROR` events, one JSON object a line): the first snapshot comes once every
+//! kind is listed; changes, bookmarks, a `410 Gone` relist and a dropped watch all end in the
+//! store the server holds; an object the API server would refuse is reported, not served; and
+//! one fixture set gives the same Plan through the file source and through the API.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use portico_model::{Origin, Store, parse_text};
+use portico_source::cluster::{Cluster, Snapshot};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+
+/// The collections the source lists and watches, by path.
+const PATHS: [(&str, &str); 8] = [
+    ("/api/v1/namespaces", "NamespaceList"),
+    ("/api/v1/services", "ServiceList"),
+    ("/apis/discovery.k8s.io/v1/endpointslices", "EndpointSliceList"),
+    ("/api/v1/pods", "PodList"),
+    ("/api/v1/nodes", "NodeList"),
+    ("/apis/networking.k8s.io/v1/ingresses", "IngressList"),
+    ("/apis/networking.k8s.io/v1/ingressclasses", "IngressClassList"),
+    ("/api/v1/secrets", "SecretList"),
+];
+
+/// One collection: what a list answers, and the events its open watches are sent.
+struct Collection {
+    version: u64,
+    items: Vec<Value>,
+    events: broadcast::Sender<Option<String>>,
+}
+
+/// The fake API server's state.
+#[derive(Clone)]
+struct Fake {
+    collections: Arc<Mutex<HashMap<String, Collection>>>,
+    lists: Arc<Mutex<Vec<String>>>,
+}
+
+impl Fake {
+    async fn start() -> (Fake, SocketAddr) {
+        let collections = PATHS
+            .iter()
+            .map(|(path, _)| {
+                (
+                    path.to_string(),
+                    Collection { version: 1, items: Vec::new(), events: broadcast::channel(64).0 },
+                )
+            })
+            .collect();
+        let fake = Fake { collections: Arc::new(Mutex::new(collections)), lists: Arc::default() };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serving = fake.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let fake = serving.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| fake.clone().answer(request));
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        (fake, addr)
+    }
+
+    async fn answer(
+        self,
+        request: Request<Incoming>,
+    ) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+        let path = request.uri().path().to_owned();
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let mut collections = self.collections.lock().unwrap();
+        let Some(collection) = collections.get_mut(&path) else {
+            let body = Full::new(Bytes::from_static(b"{}")).boxed();
+            return Ok(Response::builder().status(404).body(body).unwrap());
+        };
+        if query.split('&').any(|p| p == "watch=true" || p == "watch=1") {
+            let events = collection.events.subscribe();
+            let stream = futures::stream::unfold(events, |mut events| async move {
+                match events.recv().await {
+                    Ok(Some(line)) => {
+                        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line + "\n"))), events))
+                    }
+                    // `None` ends the watch, as a dropped connection does.
+                    _ => None,
+                }
+            });
+            return Ok(Response::new(StreamBody::new(stream).boxed()));
+        }
+        self.lists.lock().unwrap().push(path.clone());
+        let kind = PATHS.iter().find(|(p, _)| *p == path).map(|(_, k)| *k).unwrap_or_default();
+        let list = json!({
+            "apiVersion": if path.starts_with("/api/v1") { "v1".to_owned() } else { path.trim_start_matches("/apis/").rsplit_once('/').unwrap().0.to_owned() },
+            "kind": kind,
+            "metadata": {"resourceVersion": collection.version.to_string()},
+            "items": collection.items,
+        });
+        Ok(Response::new(Full::new(Bytes::from(list.to_string())).boxed()))
+    }
+
+    /// Changes `path`'s collection as an event of `kind` on `object` says, and sends the event.
+    fn event(&self, path: &str, kind: &str, mut object: Value) {
+        let mut collections = self.collections.lock().unwrap();
+        let collection = collections.get_mut(path).unwrap();
+        collection.version += 1;
+        object["metadata"]["resourceVersion"] = json!(collection.version.to_string());
+        let name = object["metadata"]["name"].clone();
+        collection.items.retain(|item| item["metadata"]["name"] != name);
+        if kind != "DELETED" {
+            collection.items.push(object.clone());
+        }
+        let _ = collection.events.send(Some(json!({"type": kind, "object": object}).to_string()));
+    }
+
+    /// Sends a raw event line to `path`'s watches (bookmarks, errors), or ends them (`None`).
+    fn send(&self, path: &str, line: Option<Value>) {
+        let collections = self.collections.lock().unwrap();
+        let _ = collections[path].events.send(line.map(|l| l.to_string()));
+    }
+
+    /// Replaces what `path` lists, as if the history had moved on past the watches.
+    fn replace(&self, path: &str, items: Vec<Value>, version: u64) {
+        let mut collections = self.collections.lock().unwrap();
+        let collection = collections.get_mut(path).unwrap();
+        collection.items = items;
+        collection.version = version;
+    }
+
+    fn lists_of(&self, path: &str) -> usize {
+        self.lists.lock().unwrap().iter().filter(|p| *p == path).count()
+    }
+}
+
+fn service(name: &str, cluster_ip: &str, port: i64) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "default", "resourceVersion": "1"},
+        "spec": {"clusterIP": cluster_ip, "clusterIPs": [cluster_ip], "selector": {"app": name}, "ports": [{"port": port, "protocol": "TCP"}]},
+    })
+}
+
+async fn client(addr: SocketAddr) -> kube::Client {
+    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    kube::Client::try_from(config).unwrap()
+}
+
+/// The next snapshot for which `wanted` holds, within 10 s.
+async fn until(snapshots: &mut mpsc::Receiver<Snapshot>, wanted: impl Fn(&Snapshot) -> bool) -> Snapshot {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let snapshot = tokio::time::timeout_at(deadline, snapshots.recv())
+            .await
+            .expect("no such snapshot in 10 s")
+            .unwrap();
+        if wanted(&snapshot) {
+            return snapshot;
+        }
+    }
+}
+
+fn names(store: &Store) -> Vec<String> {
+    store.services.keys().map(|k| k.name.clone()).collect()
+}
+
+#[tokio::test]
+async fn the_store_follows_lists_watches_relists_and_dropped_watches() {
+    let (fake, addr) = Fake::start().await;
+    let services = "/api/v1/services";
+    fake.replace(services, vec![service("web", "10.96.0.10", 80)], 10);
+    let (_cluster, mut snapshots) = Cluster::start(client(addr).await);
+
+    let first = until(&mut snapshots, |_| true).await;
+    assert_eq!(names(&first.store), ["web"]);
+    let web = first.store.services.values().next().unwrap();
+    assert_eq!(web.origin, Origin::Api { resource_version: "1".into() }, "the object's own version");
+    for (path, _) in PATHS {
+        assert_eq!(fake.lists_of(path), 1, "{path} listed once");
+    }
+
+    fake.event(services, "ADDED", service("db", "10.96.0.11", 5432));
+    until(&mut snapshots, |s| names(&s.store) == ["db", "web"]).await;
+    fake.event(services, "MODIFIED", service("web", "10.96.0.10", 8080));
+    let modified = until(&mut snapshots, |s| {
+        s.store
+            .services
+            .values()
+            .any(|v| v.object.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port == 8080)
+    })
+    .await;
+    assert_eq!(names(&modified.store), ["db", "web"]);
+    fake.event(services, "DELETED", service("db", "10.96.0.11", 5432));
+    until(&mut snapshots, |s| names(&s.store) == ["web"]).await;
+
+    // A bookmark moves the watch's version on and changes nothing.
+    let bookmark = json!({"type": "BOOKMARK", "object": {"apiVersion": "v1", "kind": "Service", "metadata": {"resourceVersion": "50"}}});
+    fake.send(services, Some(bookmark));
+    fake.event(services, "ADDED", service("cache", "10.96.0.12", 6379));
+    until(&mut snapshots, |s| names(&s.store) == ["cache", "web"]).await;
+
+    // 410 Gone: the history moved on; the relist replaces the kind in place.
+    fake.replace(services, vec![service("api", "10.96.0.20", 443)], 100);
+    let gone = json!({"type": "ERROR", "object": {"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Expired", "code": 410, "message": "too old resource version"}});
+    fake.send(services, Some(gone));
+    let relisted = until(&mut snapshots, |s| names(&s.store) == ["api"]).await;
+    assert!(fake.lists_of(services) >= 2, "relisted");
+    assert_eq!(relisted.store.namespaces.len() + relisted.store.pods.len(), 0, "other kinds untouched");
+
+    // A dropped watch is watched again from where it was, without a relist.
+    let lists = fake.lists_of(services);
+    fake.send(services, None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fake.event(services, "ADDED", service("late", "10.96.0.21", 80));
+    until(&mut snapshots, |s| names(&s.store) == ["api", "late"]).await;
+    assert_eq!(fake.lists_of(services), lists, "no relist for a dropped watch");
+}
+
+#[tokio::test]
+async fn an_object_the_api_server_would_refuse_is_reported_not_served() {
+    let (fake, addr) = Fake::start().await;
+    let (_cluster, mut snapshots) = Cluster::start(client(addr).await);
+    until(&mut snapshots, |_| true).await;
+    fake.event("/api/v1/services", "ADDED", service("bad", "10.96.0.30", 70_000));
+    fake.event("/api/v1/services", "ADDED", service("good", "10.96.0.31", 80));
+    let snapshot = until(&mut snapshots, |s| names(&s.store) == ["good"]).await;
+    let said: Vec<String> = snapshot.diagnostics.iter().map(ToString::to_string).collect();
+    assert!(said.iter().any(|d| d.contains("default/bad") && d.contains("spec.ports[0].port")), "{said:?}");
+}
+
+const FIXTURE: &str = "
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status: {addresses: [{type: InternalIP, address: 198.18.0.11}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  clusterIPs: [10.96.0.10]
+  type: NodePort
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-abc, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- addresses: [10.244.1.5]
+  conditions: {ready: true}
+  nodeName: n1
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: default}
+spec:
+  ingressClassName: portico
+  rules: [{host: web.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]
+";
+
+#[tokio::test]
+async fn one_fixture_set_gives_the_same_plan_through_files_and_through_the_api() {
+    let (objects, diagnostics) = parse_text(Path::new("fixture.yaml"), FIXTURE);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let (from_files, _) = Store::from_objects(objects.clone());
+    let (fake, addr) = Fake::start().await;
+    for (_, object) in &objects {
+        let json = object_json(object);
+        let kind = json["kind"].as_str().unwrap().to_owned();
+        let path = PATHS.iter().find(|(_, k)| k.trim_end_matches("List") == kind).unwrap().0;
+        fake.event(path, "ADDED", json);
+    }
+    let (_cluster, mut snapshots) = Cluster::start(client(addr).await);
+    let snapshot = until(&mut snapshots, |s| s.store.len() == objects.len()).await;
+    // The cluster's own range: the API server allocated the ClusterIP from it.
+    let config = portico_plan::PlanConfig {
+        service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
+        ..portico_plan::PlanConfig::default()
+    };
+    let plan = |store: &Store| {
+        let planned = portico_plan::plan(store, &config, &Default::default(), 1);
+        serde_json::to_value(&planned.plan).unwrap()
+    };
+    let (by_files, by_api) = (plan(&from_files), plan(&snapshot.store));
+    assert_eq!(by_api, by_files);
+    let services = by_api["services"].as_array().unwrap();
+    assert_eq!(services.len(), 1, "{by_api}");
+    assert_eq!(services[0]["clusterIps"][0], "10.96.0.10", "the API server's ClusterIP is kept");
+    assert_eq!(services[0]["ports"][0]["endpoints"][0]["address"], "10.244.1.5", "from the EndpointSlice");
+}
+
+/// An object as the API server would send it.
+fn object_json(object: &portico_model::object::Object) -> Value {
+    use portico_model::object::Object;
+    match object {
+        Object::Node(o) => serde_json::to_value(o.as_ref()),
+        Object::Service(o) => serde_json::to_value(o.as_ref()),
+        Object::EndpointSlice(o) => serde_json::to_value(o.as_ref()),
+        Object::Ingress(o) => serde_json::to_value(o.as_ref()),
+        other => panic!("not in the fixture: {:?}", other.kind()),
+    }
+    .unwrap()
+}
