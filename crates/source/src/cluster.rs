@@ -1,7 +1,8 @@
 //! Objects from the Kubernetes API server, for Portico running inside a cluster: a kube-runtime
 //! watcher per kind lists then watches, and every object is checked and stored as the file
 //! source stores its objects (one store, one planner, no second path for semantics), its origin
-//! the API object at its `resourceVersion`.
+//! the API object at its `resourceVersion`. MetalLB's pools and Istio's AuthorizationPolicies are
+//! custom resources, watched as dynamic objects and read as the model's types.
 //!
 //! A relist (a first list, a `410 Gone`, a dropped watch) is applied in place: the objects
 //! listed replace their stored copies as they come, and when the list is done the kind's
@@ -17,11 +18,12 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
 use portico_model::object::{Object, ObjectKind};
 use portico_model::validate::validate;
-use portico_model::{Diagnostic, ObjectRef, Origin, Store};
+use portico_model::{Diagnostic, ObjectKey, ObjectRef, Origin, Store};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -49,6 +51,8 @@ enum Change {
     Delete(ObjectRef),
     /// The list is done: objects of the kind it did not name are gone.
     Listed(ObjectKind),
+    /// An object that cannot be read as the model's type.
+    Unreadable(Origin, ObjectRef, String),
     /// The watch failed (it is retried with backoff).
     Failed(ObjectKind, String),
 }
@@ -75,45 +79,68 @@ impl Cluster {
         // Only the Secrets an Ingress can serve: TLS ones.
         let tls = watcher::Config::default().fields("type=kubernetes.io/tls");
         let mut tasks = vec![
-            watch::<Namespace>(
-                &client,
+            watch(
+                Api::<Namespace>::all(client.clone()),
                 all.clone(),
                 ObjectKind::Namespace,
-                |o| Object::Namespace(Box::new(o)),
+                |o| Ok(Object::Namespace(Box::new(o))),
                 &changes,
             ),
-            watch::<Service>(
-                &client,
+            watch(
+                Api::<Service>::all(client.clone()),
                 all.clone(),
                 ObjectKind::Service,
-                |o| Object::Service(Box::new(o)),
+                |o| Ok(Object::Service(Box::new(o))),
                 &changes,
             ),
-            watch::<EndpointSlice>(
-                &client,
+            watch(
+                Api::<EndpointSlice>::all(client.clone()),
                 all.clone(),
                 ObjectKind::EndpointSlice,
-                |o| Object::EndpointSlice(Box::new(o)),
+                |o| Ok(Object::EndpointSlice(Box::new(o))),
                 &changes,
             ),
-            watch::<Pod>(&client, all.clone(), ObjectKind::Pod, |o| Object::Pod(Box::new(o)), &changes),
-            watch::<Node>(&client, all.clone(), ObjectKind::Node, |o| Object::Node(Box::new(o)), &changes),
-            watch::<Ingress>(
-                &client,
+            watch(
+                Api::<Pod>::all(client.clone()),
+                all.clone(),
+                ObjectKind::Pod,
+                |o| Ok(Object::Pod(Box::new(o))),
+                &changes,
+            ),
+            watch(
+                Api::<Node>::all(client.clone()),
+                all.clone(),
+                ObjectKind::Node,
+                |o| Ok(Object::Node(Box::new(o))),
+                &changes,
+            ),
+            watch(
+                Api::<Ingress>::all(client.clone()),
                 all.clone(),
                 ObjectKind::Ingress,
-                |o| Object::Ingress(Box::new(o)),
+                |o| Ok(Object::Ingress(Box::new(o))),
                 &changes,
             ),
-            watch::<IngressClass>(
-                &client,
-                all,
+            watch(
+                Api::<IngressClass>::all(client.clone()),
+                all.clone(),
                 ObjectKind::IngressClass,
-                |o| Object::IngressClass(Box::new(o)),
+                |o| Ok(Object::IngressClass(Box::new(o))),
                 &changes,
             ),
-            watch::<Secret>(&client, tls, ObjectKind::Secret, |o| Object::Secret(Box::new(o)), &changes),
+            watch(
+                Api::<Secret>::all(client.clone()),
+                tls,
+                ObjectKind::Secret,
+                |o| Ok(Object::Secret(Box::new(o))),
+                &changes,
+            ),
         ];
+        for kind in [ObjectKind::IpAddressPool, ObjectKind::L2Advertisement, ObjectKind::AuthorizationPolicy]
+        {
+            let api = Api::<DynamicObject>::all_with(client.clone(), &resource(kind));
+            tasks.push(watch(api, all.clone(), kind, move |o| custom(kind, o), &changes));
+        }
         let kinds = KINDS.len();
         let (snapshots, receiver) = mpsc::channel(4);
         tasks.push(tokio::spawn(keep(incoming, kinds, snapshots)));
@@ -122,7 +149,7 @@ impl Cluster {
 }
 
 /// The kinds [`Cluster::start`] watches.
-pub const KINDS: [ObjectKind; 8] = [
+pub const KINDS: [ObjectKind; 11] = [
     ObjectKind::Namespace,
     ObjectKind::Service,
     ObjectKind::EndpointSlice,
@@ -131,21 +158,24 @@ pub const KINDS: [ObjectKind; 8] = [
     ObjectKind::Ingress,
     ObjectKind::IngressClass,
     ObjectKind::Secret,
+    ObjectKind::IpAddressPool,
+    ObjectKind::L2Advertisement,
+    ObjectKind::AuthorizationPolicy,
 ];
 
-/// A watcher of `K`s, each turned into an [`Object`] by `into`.
-fn watch<K>(
-    client: &Client,
+/// A watcher of every `K` of `api`, each turned into an [`Object`] by `into` (what cannot be
+/// read is reported, not served).
+fn watch<K, F>(
+    api: Api<K>,
     config: watcher::Config,
     kind: ObjectKind,
-    into: fn(K) -> Object,
+    into: F,
     changes: &mpsc::Sender<Change>,
 ) -> JoinHandle<()>
 where
     K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Default,
+    F: Fn(K) -> Result<Object, (ObjectRef, String)> + Send + 'static,
 {
-    let api: Api<K> = Api::all(client.clone());
     let changes = changes.clone();
     tokio::spawn(async move {
         let mut events = std::pin::pin!(watcher(api, config));
@@ -156,12 +186,15 @@ where
                 Ok(Event::Apply(object) | Event::InitApply(object)) => {
                     let origin =
                         Origin::Api { resource_version: object.resource_version().unwrap_or_default() };
-                    Change::Apply(origin, into(object))
+                    match into(object) {
+                        Ok(object) => Change::Apply(origin, object),
+                        Err((reference, why)) => Change::Unreadable(origin, reference, why),
+                    }
                 }
-                Ok(Event::Delete(object)) => {
-                    let object = into(object);
-                    Change::Delete(object.reference())
-                }
+                Ok(Event::Delete(object)) => match into(object) {
+                    Ok(object) => Change::Delete(object.reference()),
+                    Err((reference, _)) => Change::Delete(reference),
+                },
                 Err(e) => Change::Failed(kind, e.to_string()),
             };
             if changes.send(change).await.is_err() {
@@ -169,6 +202,40 @@ where
             }
         }
     })
+}
+
+/// A custom resource read as the model's type of `kind`: fields the model does not know (a
+/// `status`, say) are left out, since the API server checked the object against its CRD.
+fn custom(kind: ObjectKind, object: DynamicObject) -> Result<Object, (ObjectRef, String)> {
+    let key = match object.metadata.namespace.as_deref() {
+        Some(namespace) => ObjectKey::new(namespace, object.name_any()),
+        None => ObjectKey::cluster(object.name_any()),
+    };
+    let reference = ObjectRef::new(kind.name(), key);
+    let value = serde_json::to_value(&object).map_err(|e| (reference.clone(), e.to_string()))?;
+    let read = match kind {
+        ObjectKind::IpAddressPool => {
+            serde_json::from_value(value).map(|o| Object::IpAddressPool(Box::new(o)))
+        }
+        ObjectKind::L2Advertisement => {
+            serde_json::from_value(value).map(|o| Object::L2Advertisement(Box::new(o)))
+        }
+        ObjectKind::AuthorizationPolicy => {
+            serde_json::from_value(value).map(|o| Object::AuthorizationPolicy(Box::new(o)))
+        }
+        other => return Err((reference, format!("{} is not a custom resource", other.name()))),
+    };
+    read.map_err(|e| (reference, e.to_string()))
+}
+
+/// The custom resources Portico reads, as kube-rs addresses them.
+fn resource(kind: ObjectKind) -> ApiResource {
+    let (group, version, plural) = match kind {
+        ObjectKind::IpAddressPool => ("metallb.io", "v1beta1", "ipaddresspools"),
+        ObjectKind::L2Advertisement => ("metallb.io", "v1beta1", "l2advertisements"),
+        _ => ("security.istio.io", "v1", "authorizationpolicies"),
+    };
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind.name()), plural)
 }
 
 /// kube-runtime's watcher, retried with its default backoff after any error.
@@ -224,6 +291,12 @@ async fn keep(mut incoming: mpsc::Receiver<Change>, kinds: usize, snapshots: mps
                     store.insert(origin, object);
                 }
                 findings.insert(reference, found);
+            }
+            Change::Unreadable(origin, reference, why) => {
+                store.remove(&reference);
+                let diagnostic =
+                    Diagnostic::error(format!("cannot be read: {why}")).at(&origin).on(reference.clone());
+                findings.insert(reference, vec![diagnostic]);
             }
             Change::Delete(reference) => {
                 store.remove(&reference);

@@ -1,8 +1,8 @@
 //! The API source against an in-process API server that speaks list and watch as the real one
 //! does (lists with a `resourceVersion`, watch streams of `ADDED`, `MODIFIED`, `DELETED`,
 //! `BOOKMARK` and `ERROR` events, one JSON object a line): the first snapshot comes once every
-//! kind is listed; changes, bookmarks, a `410 Gone` relist and a dropped watch all end in the
-//! store the server holds; an object the API server would refuse is reported, not served; and
+//! kind is listed (custom resources too); changes, bookmarks, a `410 Gone` relist and a dropped
+//! watch all end in the store the server holds; an object the API server would refuse is reported, not served; and
 //! one fixture set gives the same Plan through the file source and through the API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
 /// The collections the source lists and watches, by path.
-const PATHS: [(&str, &str); 8] = [
+const PATHS: [(&str, &str); 11] = [
     ("/api/v1/namespaces", "NamespaceList"),
     ("/api/v1/services", "ServiceList"),
     ("/apis/discovery.k8s.io/v1/endpointslices", "EndpointSliceList"),
@@ -36,6 +36,9 @@ const PATHS: [(&str, &str); 8] = [
     ("/apis/networking.k8s.io/v1/ingresses", "IngressList"),
     ("/apis/networking.k8s.io/v1/ingressclasses", "IngressClassList"),
     ("/api/v1/secrets", "SecretList"),
+    ("/apis/metallb.io/v1beta1/ipaddresspools", "IPAddressPoolList"),
+    ("/apis/metallb.io/v1beta1/l2advertisements", "L2AdvertisementList"),
+    ("/apis/security.istio.io/v1/authorizationpolicies", "AuthorizationPolicyList"),
 ];
 
 /// One collection: what a list answers, and the events its open watches are sent.
@@ -232,15 +235,26 @@ async fn the_store_follows_lists_watches_relists_and_dropped_watches() {
 }
 
 #[tokio::test]
-async fn an_object_the_api_server_would_refuse_is_reported_not_served() {
+async fn objects_that_cannot_be_served_are_reported_not_served() {
     let (fake, addr) = Fake::start().await;
     let (_cluster, mut snapshots) = Cluster::start(client(addr).await);
     until(&mut snapshots, |_| true).await;
     fake.event("/api/v1/services", "ADDED", service("bad", "10.96.0.30", 70_000));
     fake.event("/api/v1/services", "ADDED", service("good", "10.96.0.31", 80));
-    let snapshot = until(&mut snapshots, |s| names(&s.store) == ["good"]).await;
+    let pool = json!({
+        "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": "odd", "namespace": "metallb-system"},
+        "spec": {"addresses": "198.18.0.240/28"},
+    });
+    fake.event("/apis/metallb.io/v1beta1/ipaddresspools", "ADDED", pool);
+    let snapshot = until(&mut snapshots, |s| names(&s.store) == ["good"] && s.diagnostics.len() >= 2).await;
     let said: Vec<String> = snapshot.diagnostics.iter().map(ToString::to_string).collect();
     assert!(said.iter().any(|d| d.contains("default/bad") && d.contains("spec.ports[0].port")), "{said:?}");
+    assert!(
+        said.iter().any(|d| d.contains("metallb-system/odd") && d.contains("cannot be read")),
+        "{said:?}"
+    );
+    assert!(snapshot.store.ip_address_pools.is_empty());
 }
 
 const FIXTURE: &str = "
@@ -275,6 +289,18 @@ metadata: {name: web, namespace: default}
 spec:
   ingressClassName: portico
   rules: [{host: web.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]
+---
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: lan, namespace: metallb-system}
+spec: {addresses: [198.18.0.240/28]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules: [{from: [{source: {namespaces: [default]}}]}]
 ";
 
 #[tokio::test]
@@ -306,6 +332,8 @@ async fn one_fixture_set_gives_the_same_plan_through_files_and_through_the_api()
     assert_eq!(services.len(), 1, "{by_api}");
     assert_eq!(services[0]["clusterIps"][0], "10.96.0.10", "the API server's ClusterIP is kept");
     assert_eq!(services[0]["ports"][0]["endpoints"][0]["address"], "10.244.1.5", "from the EndpointSlice");
+    assert_eq!(snapshot.store.ip_address_pools.len(), 1, "a custom resource, read with its status left out");
+    assert_eq!(snapshot.store.authorization_policies.len(), 1);
 }
 
 /// An object as the API server would send it.
@@ -316,6 +344,12 @@ fn object_json(object: &portico_model::object::Object) -> Value {
         Object::Service(o) => serde_json::to_value(o.as_ref()),
         Object::EndpointSlice(o) => serde_json::to_value(o.as_ref()),
         Object::Ingress(o) => serde_json::to_value(o.as_ref()),
+        // As the API server sends them, with a status the model does not read.
+        Object::IpAddressPool(o) => serde_json::to_value(o.as_ref()).map(|mut v| {
+            v["status"] = json!({"assignedIPv4": 0, "availableIPv4": 16});
+            v
+        }),
+        Object::AuthorizationPolicy(o) => serde_json::to_value(o.as_ref()),
         other => panic!("not in the fixture: {:?}", other.kind()),
     }
     .unwrap()
