@@ -141,8 +141,17 @@ struct ManifestArgs {
 #[derive(Args)]
 struct RunArgs {
     /// Manifest folder or file to serve and watch (repeatable).
-    #[arg(long = "manifests", required = true)]
+    #[arg(long = "manifests", required_unless_present = "cluster")]
     manifests: Vec<PathBuf>,
+    /// Read the objects from the Kubernetes API server instead of manifests, watching
+    /// Services, EndpointSlices, Pods, Nodes, Ingresses, IngressClasses, TLS Secrets, MetalLB
+    /// pools and AuthorizationPolicies; the server is found with --kubeconfig, else as kubectl
+    /// finds it (KUBECONFIG, ~/.kube/config), else from the Pod's service account.
+    #[arg(long, conflicts_with = "manifests")]
+    cluster: bool,
+    /// With --cluster: the kubeconfig file.
+    #[arg(long, requires = "cluster")]
+    kubeconfig: Option<PathBuf>,
     #[command(flatten)]
     plan: PlanArgs,
     /// Admin HTTP address: /healthz, /readyz, /metrics, /plan.
@@ -279,6 +288,7 @@ impl RunArgs {
             None => Some(default_state_dir()),
         };
         run::RunConfig {
+            cluster: self.cluster.then(|| run::ClusterConfig { kubeconfig: self.kubeconfig.clone() }),
             mesh: run::MeshConfig {
                 pod_netns: self.pod_netns,
                 ca: self.mesh_ca.or_else(|| state.as_ref().map(|s| s.join("mesh-ca"))),

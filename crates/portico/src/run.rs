@@ -22,14 +22,15 @@ use portico_model::{Diagnostic, Severity};
 use portico_plan::exposure::{Layer, Method, exposures};
 use portico_plan::ingress::{PathKind, RuleHost};
 use portico_plan::{Allocations, Plan, PlanConfig, Protocol};
-use portico_source::{Loader, Watcher};
+use portico_source::cluster::{Cluster, Snapshot};
+use portico_source::{Change, Loader, Watcher};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::admin::{self, Admin};
@@ -82,6 +83,38 @@ pub struct RunConfig {
     pub nft_writer: NftWriter,
     /// The mesh's node proxy.
     pub mesh: MeshConfig,
+    /// Read the objects from the Kubernetes API server instead of `manifests`.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How to reach the API server.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterConfig {
+    /// The kubeconfig file; `None`: as kubectl finds one, else the Pod's service account.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Where the objects come from, and the news that they changed.
+enum Objects {
+    /// Manifest files, watched.
+    Files { _watcher: Watcher, changes: mpsc::Receiver<Change> },
+    /// The API server, watched kind by kind.
+    Cluster { _cluster: Cluster, snapshots: mpsc::Receiver<Snapshot> },
+}
+
+impl Objects {
+    /// What to plan next: `Some(None)` to read the files again, `Some(Some(snapshot))` for the
+    /// API server's objects; `None` once the source has stopped.
+    async fn next(&mut self) -> Option<Option<Snapshot>> {
+        match self {
+            Objects::Files { changes, .. } => {
+                let change = changes.recv().await?;
+                info!(paths = ?change.paths, "manifests changed");
+                Some(None)
+            }
+            Objects::Cluster { snapshots, .. } => snapshots.recv().await.map(Some),
+        }
+    }
 }
 
 /// How the mesh's node proxy runs.
@@ -261,8 +294,18 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
     ));
     let admin_listener =
         TcpListener::bind(config.admin).await.with_context(|| format!("admin address {}", config.admin))?;
-    let (_watcher, mut changes) = Watcher::start(&config.manifests, config.debounce)
-        .with_context(|| format!("watching {:?}", config.manifests))?;
+    let mut objects = match &config.cluster {
+        None => {
+            let (watcher, changes) = Watcher::start(&config.manifests, config.debounce)
+                .with_context(|| format!("watching {:?}", config.manifests))?;
+            Objects::Files { _watcher: watcher, changes }
+        }
+        Some(cluster) => {
+            let client = portico_source::cluster::client(cluster.kubeconfig.as_deref()).await?;
+            let (cluster, snapshots) = Cluster::start(client);
+            Objects::Cluster { _cluster: cluster, snapshots }
+        }
+    };
     let allocations = match &config.state {
         Some(dir) => state::load(dir)?,
         None => Allocations::default(),
@@ -347,8 +390,23 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         generation: 0,
     };
     tokio::pin!(stop);
+    // Files are read at once; the API server's objects once every kind is listed.
+    let first = match &mut objects {
+        Objects::Files { .. } => Some(None),
+        Objects::Cluster { .. } => {
+            info!("listing the API server's objects");
+            tokio::select! {
+                first = objects.next() => first,
+                () = stop.as_mut() => return server.stop(trigger, stop_admin, admin_task).await,
+            }
+        }
+    };
+    let Some(first) = first else {
+        error!("the source stopped before the first plan");
+        return server.stop(trigger, stop_admin, admin_task).await;
+    };
     tokio::select! {
-        served = server.reload() => {
+        served = server.reload(first) => {
             if let Some(plan) = served {
                 print_entry_points(&plan, &server.config);
             }
@@ -356,19 +414,17 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         () = stop.as_mut() => return server.stop(trigger, stop_admin, admin_task).await,
     }
     loop {
-        tokio::select! {
-            change = changes.recv() => match change {
-                Some(change) => info!(paths = ?change.paths, "manifests changed"),
-                None => {
-                    error!("the manifest watcher stopped; serving the last plan until told to stop");
-                    stop.as_mut().await;
-                    break;
-                }
-            },
+        let next = tokio::select! {
+            next = objects.next() => next,
             () = stop.as_mut() => break,
-        }
+        };
+        let Some(next) = next else {
+            error!("the source stopped; serving the last plan until told to stop");
+            stop.as_mut().await;
+            break;
+        };
         tokio::select! {
-            _ = server.reload() => {}
+            _ = server.reload(next) => {}
             () = stop.as_mut() => break,
         }
     }
@@ -497,13 +553,14 @@ async fn until(mut stopped: watch::Receiver<bool>) {
 impl Server {
     /// Loads, plans and applies; a broken object keeps its last good version. Returns the
     /// plan now served (`None` only if planning itself failed before any plan was served).
-    async fn reload(&mut self) -> Option<Arc<Plan>> {
+    async fn reload(&mut self, snapshot: Option<Snapshot>) -> Option<Arc<Plan>> {
         self.generation += 1;
         let span = info_span!("reload", generation = self.generation);
-        self.apply().instrument(span).await
+        self.apply(snapshot).instrument(span).await
     }
 
-    async fn apply(&mut self) -> Option<Arc<Plan>> {
+    /// Plans the API server's `snapshot`, or, without one, the manifests read again.
+    async fn apply(&mut self, snapshot: Option<Snapshot>) -> Option<Arc<Plan>> {
         // Loading and planning run off the async thread: with one core the proxies keep
         // answering while ten thousand objects are planned.
         let mut loader = std::mem::take(&mut self.loader);
@@ -512,7 +569,14 @@ impl Server {
         let (previous, generation) = (self.allocations.clone(), self.generation);
         let work = tokio::task::spawn_blocking(move || {
             let (mut diagnostics, planned) = {
-                let (store, diagnostics) = loader.load(&manifests);
+                let from_api;
+                let (store, diagnostics) = match snapshot {
+                    Some(snapshot) => {
+                        from_api = snapshot.store;
+                        (&from_api, snapshot.diagnostics)
+                    }
+                    None => loader.load(&manifests),
+                };
                 (diagnostics, pipeline::plan(store, &config, &previous, generation))
             };
             diagnostics.extend(planned.diagnostics);

@@ -77,6 +77,8 @@ struct Launch<'a> {
     stdout: bool,
     /// Keep the log (standard error) in `Portico::log`: a child process.
     log: bool,
+    /// Read the objects from the API server this kubeconfig names, not from the files.
+    kubeconfig: Option<std::path::PathBuf>,
 }
 
 /// `start` as `launch` says.
@@ -93,7 +95,10 @@ fn start_with(net: u8, files: &[(&str, String)], launch: Launch<'_>) -> Portico 
     let dns = block.addr(5, 1, 10053);
     let access_log = dir.path().join("access.log");
     let log = dir.path().join("portico.log");
-    let mut args: Vec<String> = vec!["--manifests".into(), manifests.display().to_string()];
+    let mut args: Vec<String> = match &launch.kubeconfig {
+        Some(kubeconfig) => vec!["--cluster".into(), "--kubeconfig".into(), kubeconfig.display().to_string()],
+        None => vec!["--manifests".into(), manifests.display().to_string()],
+    };
     args.extend(["--state".into(), dir.path().join("state").display().to_string()]);
     args.extend(
         [
@@ -828,4 +833,62 @@ fn a_meshed_pod_whose_namespace_comes_later_is_captured_then() {
     assert!(readiness.contains("l4: ready"), "{readiness}");
     let rules = String::from_utf8_lossy(&rules.unwrap().stdout).into_owned();
     assert!(rules.contains("redirect to :15006"), "the capture is in: {rules}");
+}
+
+/// A kubeconfig naming the API server at `addr`, in `dir`.
+fn kubeconfig(dir: &std::path::Path, addr: SocketAddr) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: 'http://{addr}'}}}}]\nusers: [{{name: fake, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn in_a_cluster_the_api_servers_objects_are_served_and_followed() {
+    use portico_testkit::api::FakeApi;
+    use serde_json::json;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let (fake, addr) = runtime.block_on(FakeApi::start());
+    let _api = runtime.enter();
+    let block = Block::new(139);
+    let (cluster_ip, pod_ip) = (block.ip(0, 10), block.ip(2, 5));
+    fake.event("/api/v1/pods", "ADDED", json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web-0", "namespace": "default", "labels": {"app": "web"}},
+        "spec": {"nodeName": "localhost", "containers": [{"name": "echo", "image": "ghcr.io/portico-dev/portico:0.1", "args": ["echo"], "ports": [{"containerPort": 8080}]}]},
+        "status": {"podIP": pod_ip.to_string(), "podIPs": [{"ip": pod_ip.to_string()}], "conditions": [{"type": "Ready", "status": "True"}]},
+    }));
+    fake.event("/apis/discovery.k8s.io/v1/endpointslices", "ADDED", json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "web-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [pod_ip.to_string()], "conditions": {"ready": true}, "nodeName": "localhost", "targetRef": {"kind": "Pod", "name": "web-0", "namespace": "default"}}],
+    }));
+    let service = |name: &str, ip: std::net::IpAddr| {
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"clusterIP": ip.to_string(), "clusterIPs": [ip.to_string()], "selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]},
+        })
+    };
+    fake.event("/api/v1/services", "ADDED", service("web", cluster_ip));
+    let dir = tempfile::tempdir().unwrap();
+    let launch = Launch { kubeconfig: Some(kubeconfig(dir.path(), addr)), ..Launch::default() };
+    let portico = start_with(139, &[], launch);
+    let plan = portico.plan();
+    assert_eq!(ip(&service_plan(&plan, "web")["clusterIps"][0]), cluster_ip, "the API server's ClusterIP");
+    let vip = SocketAddr::new(cluster_ip, 80);
+    assert_eq!(pod_at(vip), "web-0", "through the ClusterIP to the Pod the EndpointSlice names");
+    // A Service added in the cluster is served within moments; one deleted goes.
+    let other = block.ip(0, 11);
+    fake.event("/api/v1/services", "ADDED", service("web-too", other));
+    portico.wait_for(|plan| plan["services"].as_array().is_some_and(|s| s.len() == 2));
+    assert_eq!(pod_at(SocketAddr::new(other, 80)), "web-0");
+    fake.event("/api/v1/services", "DELETED", service("web-too", other));
+    portico.wait_for(|plan| plan["services"].as_array().is_some_and(|s| s.len() == 1));
+    let (status, readiness) = portico.get("/readyz");
+    assert_eq!(status, 200, "{readiness}");
 }

@@ -57,6 +57,33 @@ enum Change {
     Failed(ObjectKind, String),
 }
 
+/// Why the API server cannot be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No configuration found, or one that does not read.
+    #[error("the Kubernetes configuration: {0}")]
+    Config(String),
+    /// A client could not be made from it.
+    #[error("a Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// A client of the API server: from `kubeconfig` if given, else as kubectl finds one (the
+/// `KUBECONFIG` variable, `~/.kube/config`), else the Pod's own service account.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, ClusterError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let read = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| ClusterError::Config(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(read, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| ClusterError::Config(format!("{}: {e}", path.display())))?
+        }
+        None => kube::Config::infer().await.map_err(|e| ClusterError::Config(e.to_string()))?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
 /// The watchers of one cluster; they stop when it is dropped.
 pub struct Cluster {
     tasks: Vec<JoinHandle<()>>,

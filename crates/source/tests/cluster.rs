@@ -6,150 +6,15 @@
 //! one fixture set gives the same Plan through the file source and through the API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
-use hyper::body::{Frame, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use portico_model::{Origin, Store, parse_text};
 use portico_source::cluster::{Cluster, Snapshot};
+use portico_testkit::api::{FakeApi, PATHS};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc};
-
-/// The collections the source lists and watches, by path.
-const PATHS: [(&str, &str); 11] = [
-    ("/api/v1/namespaces", "NamespaceList"),
-    ("/api/v1/services", "ServiceList"),
-    ("/apis/discovery.k8s.io/v1/endpointslices", "EndpointSliceList"),
-    ("/api/v1/pods", "PodList"),
-    ("/api/v1/nodes", "NodeList"),
-    ("/apis/networking.k8s.io/v1/ingresses", "IngressList"),
-    ("/apis/networking.k8s.io/v1/ingressclasses", "IngressClassList"),
-    ("/api/v1/secrets", "SecretList"),
-    ("/apis/metallb.io/v1beta1/ipaddresspools", "IPAddressPoolList"),
-    ("/apis/metallb.io/v1beta1/l2advertisements", "L2AdvertisementList"),
-    ("/apis/security.istio.io/v1/authorizationpolicies", "AuthorizationPolicyList"),
-];
-
-/// One collection: what a list answers, and the events its open watches are sent.
-struct Collection {
-    version: u64,
-    items: Vec<Value>,
-    events: broadcast::Sender<Option<String>>,
-}
-
-/// The fake API server's state.
-#[derive(Clone)]
-struct Fake {
-    collections: Arc<Mutex<HashMap<String, Collection>>>,
-    lists: Arc<Mutex<Vec<String>>>,
-}
-
-impl Fake {
-    async fn start() -> (Fake, SocketAddr) {
-        let collections = PATHS
-            .iter()
-            .map(|(path, _)| {
-                (
-                    path.to_string(),
-                    Collection { version: 1, items: Vec::new(), events: broadcast::channel(64).0 },
-                )
-            })
-            .collect();
-        let fake = Fake { collections: Arc::new(Mutex::new(collections)), lists: Arc::default() };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let serving = fake.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let fake = serving.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| fake.clone().answer(request));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                });
-            }
-        });
-        (fake, addr)
-    }
-
-    async fn answer(
-        self,
-        request: Request<Incoming>,
-    ) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
-        let path = request.uri().path().to_owned();
-        let query = request.uri().query().unwrap_or_default().to_owned();
-        let mut collections = self.collections.lock().unwrap();
-        let Some(collection) = collections.get_mut(&path) else {
-            let body = Full::new(Bytes::from_static(b"{}")).boxed();
-            return Ok(Response::builder().status(404).body(body).unwrap());
-        };
-        if query.split('&').any(|p| p == "watch=true" || p == "watch=1") {
-            let events = collection.events.subscribe();
-            let stream = futures::stream::unfold(events, |mut events| async move {
-                match events.recv().await {
-                    Ok(Some(line)) => {
-                        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line + "\n"))), events))
-                    }
-                    // `None` ends the watch, as a dropped connection does.
-                    _ => None,
-                }
-            });
-            return Ok(Response::new(StreamBody::new(stream).boxed()));
-        }
-        self.lists.lock().unwrap().push(path.clone());
-        let kind = PATHS.iter().find(|(p, _)| *p == path).map(|(_, k)| *k).unwrap_or_default();
-        let list = json!({
-            "apiVersion": if path.starts_with("/api/v1") { "v1".to_owned() } else { path.trim_start_matches("/apis/").rsplit_once('/').unwrap().0.to_owned() },
-            "kind": kind,
-            "metadata": {"resourceVersion": collection.version.to_string()},
-            "items": collection.items,
-        });
-        Ok(Response::new(Full::new(Bytes::from(list.to_string())).boxed()))
-    }
-
-    /// Changes `path`'s collection as an event of `kind` on `object` says, and sends the event.
-    fn event(&self, path: &str, kind: &str, mut object: Value) {
-        let mut collections = self.collections.lock().unwrap();
-        let collection = collections.get_mut(path).unwrap();
-        collection.version += 1;
-        object["metadata"]["resourceVersion"] = json!(collection.version.to_string());
-        let name = object["metadata"]["name"].clone();
-        collection.items.retain(|item| item["metadata"]["name"] != name);
-        if kind != "DELETED" {
-            collection.items.push(object.clone());
-        }
-        let _ = collection.events.send(Some(json!({"type": kind, "object": object}).to_string()));
-    }
-
-    /// Sends a raw event line to `path`'s watches (bookmarks, errors), or ends them (`None`).
-    fn send(&self, path: &str, line: Option<Value>) {
-        let collections = self.collections.lock().unwrap();
-        let _ = collections[path].events.send(line.map(|l| l.to_string()));
-    }
-
-    /// Replaces what `path` lists, as if the history had moved on past the watches.
-    fn replace(&self, path: &str, items: Vec<Value>, version: u64) {
-        let mut collections = self.collections.lock().unwrap();
-        let collection = collections.get_mut(path).unwrap();
-        collection.items = items;
-        collection.version = version;
-    }
-
-    fn lists_of(&self, path: &str) -> usize {
-        self.lists.lock().unwrap().iter().filter(|p| *p == path).count()
-    }
-}
+use tokio::sync::mpsc;
 
 fn service(name: &str, cluster_ip: &str, port: i64) -> Value {
     json!({
@@ -184,7 +49,7 @@ fn names(store: &Store) -> Vec<String> {
 
 #[tokio::test]
 async fn the_store_follows_lists_watches_relists_and_dropped_watches() {
-    let (fake, addr) = Fake::start().await;
+    let (fake, addr) = FakeApi::start().await;
     let services = "/api/v1/services";
     fake.replace(services, vec![service("web", "10.96.0.10", 80)], 10);
     let (_cluster, mut snapshots) = Cluster::start(client(addr).await);
@@ -236,7 +101,7 @@ async fn the_store_follows_lists_watches_relists_and_dropped_watches() {
 
 #[tokio::test]
 async fn objects_that_cannot_be_served_are_reported_not_served() {
-    let (fake, addr) = Fake::start().await;
+    let (fake, addr) = FakeApi::start().await;
     let (_cluster, mut snapshots) = Cluster::start(client(addr).await);
     until(&mut snapshots, |_| true).await;
     fake.event("/api/v1/services", "ADDED", service("bad", "10.96.0.30", 70_000));
@@ -308,7 +173,7 @@ async fn one_fixture_set_gives_the_same_plan_through_files_and_through_the_api()
     let (objects, diagnostics) = parse_text(Path::new("fixture.yaml"), FIXTURE);
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
     let (from_files, _) = Store::from_objects(objects.clone());
-    let (fake, addr) = Fake::start().await;
+    let (fake, addr) = FakeApi::start().await;
     for (_, object) in &objects {
         let json = object_json(object);
         let kind = json["kind"].as_str().unwrap().to_owned();

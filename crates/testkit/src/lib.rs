@@ -2,13 +2,14 @@
 //! YAML text ([`plan`]), manifests built from a few values ([`manifests`]), loopback address
 //! blocks and free ports ([`net`]), a fleet of echo backends ([`echo`]), a raw HTTP/1.1 client
 //! ([`http`]), a TLS client ([`tls`]), DNS queries and answers ([`dns`]) and the check that a
-//! kernel test may run ([`root`]).
+//! kernel test may run ([`root`]), and an API server that lists and watches ([`api`]).
 //!
 //! A dev-dependency only. It stands below the data planes: it may use `portico-model`,
 //! `portico-plan` and `portico-echo`, never `portico-l4`, `portico-l7`, `portico-dns` or the
 //! binary. Its helpers panic with what went wrong, as test code does.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod dns;
 pub mod echo;
 pub mod http;
