@@ -168,27 +168,12 @@ impl Cluster {
             let api = Api::<DynamicObject>::all_with(client.clone(), &resource(kind));
             tasks.push(watch(api, all.clone(), kind, move |o| custom(kind, o), &changes));
         }
-        let kinds = KINDS.len();
+        let kinds = RESOURCES.len();
         let (snapshots, receiver) = mpsc::channel(4);
         tasks.push(tokio::spawn(keep(incoming, kinds, snapshots)));
         (Cluster { tasks }, receiver)
     }
 }
-
-/// The kinds [`Cluster::start`] watches.
-pub const KINDS: [ObjectKind; 11] = [
-    ObjectKind::Namespace,
-    ObjectKind::Service,
-    ObjectKind::EndpointSlice,
-    ObjectKind::Pod,
-    ObjectKind::Node,
-    ObjectKind::Ingress,
-    ObjectKind::IngressClass,
-    ObjectKind::Secret,
-    ObjectKind::IpAddressPool,
-    ObjectKind::L2Advertisement,
-    ObjectKind::AuthorizationPolicy,
-];
 
 /// A watcher of every `K` of `api`, each turned into an [`Object`] by `into` (what cannot be
 /// read is reported, not served).
@@ -255,13 +240,26 @@ fn custom(kind: ObjectKind, object: DynamicObject) -> Result<Object, (ObjectRef,
     read.map_err(|e| (reference, e.to_string()))
 }
 
-/// The custom resources Portico reads, as kube-rs addresses them.
+/// Every collection the source lists and watches: its kind, API group ("" for the core group),
+/// version and resource name, as RBAC rules and API paths name them.
+pub const RESOURCES: [(ObjectKind, &str, &str, &str); 11] = [
+    (ObjectKind::Namespace, "", "v1", "namespaces"),
+    (ObjectKind::Service, "", "v1", "services"),
+    (ObjectKind::EndpointSlice, "discovery.k8s.io", "v1", "endpointslices"),
+    (ObjectKind::Pod, "", "v1", "pods"),
+    (ObjectKind::Node, "", "v1", "nodes"),
+    (ObjectKind::Ingress, "networking.k8s.io", "v1", "ingresses"),
+    (ObjectKind::IngressClass, "networking.k8s.io", "v1", "ingressclasses"),
+    (ObjectKind::Secret, "", "v1", "secrets"),
+    (ObjectKind::IpAddressPool, "metallb.io", "v1beta1", "ipaddresspools"),
+    (ObjectKind::L2Advertisement, "metallb.io", "v1beta1", "l2advertisements"),
+    (ObjectKind::AuthorizationPolicy, "security.istio.io", "v1", "authorizationpolicies"),
+];
+
+/// A custom resource of [`RESOURCES`], as kube-rs addresses it.
 fn resource(kind: ObjectKind) -> ApiResource {
-    let (group, version, plural) = match kind {
-        ObjectKind::IpAddressPool => ("metallb.io", "v1beta1", "ipaddresspools"),
-        ObjectKind::L2Advertisement => ("metallb.io", "v1beta1", "l2advertisements"),
-        _ => ("security.istio.io", "v1", "authorizationpolicies"),
-    };
+    let (_, group, version, plural) =
+        RESOURCES.iter().find(|(k, ..)| *k == kind).copied().unwrap_or(RESOURCES[10]);
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind.name()), plural)
 }
 
