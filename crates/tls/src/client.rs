@@ -40,9 +40,10 @@ pub fn endpoint_config(alpn: Alpn) -> Result<Arc<ClientConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-/// Accepts any certificate, but only with signatures made by its key.
+/// Accepts any certificate, but only with signatures made by its key; the mesh's verifier
+/// checks signatures with it too.
 #[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
+pub(crate) struct AnyCertificate(pub(crate) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(

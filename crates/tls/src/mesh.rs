@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::verify_server_cert_signed_by_trust_anchor;
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use x509_parser::extensions::GeneralName;
 
+use crate::client::AnyCertificate;
 use crate::spiffe::SpiffeId;
 use crate::{Issued, TlsError, provider};
 
@@ -47,7 +47,8 @@ pub fn client_config(
     expected: SpiffeId,
 ) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = provider();
-    let verifier = Arc::new(Expected { roots: roots(root)?, expected, provider: Arc::clone(&provider) });
+    let signatures = AnyCertificate(Arc::clone(&provider));
+    let verifier = Arc::new(Expected { roots: roots(root)?, expected, signatures });
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -89,7 +90,8 @@ fn roots(root: &CertificateDer<'static>) -> Result<RootCertStore, TlsError> {
 struct Expected {
     roots: RootCertStore,
     expected: SpiffeId,
-    provider: Arc<CryptoProvider>,
+    /// Signatures are checked as towards any endpoint.
+    signatures: AnyCertificate,
 }
 
 impl ServerCertVerifier for Expected {
@@ -102,7 +104,7 @@ impl ServerCertVerifier for Expected {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let leaf = ParsedCertificate::try_from(end_entity)?;
-        let algorithms = self.provider.signature_verification_algorithms.all;
+        let algorithms = self.signatures.0.signature_verification_algorithms.all;
         verify_server_cert_signed_by_trust_anchor(&leaf, &self.roots, intermediates, now, algorithms)?;
         match identity_of(end_entity) {
             Ok(id) if id == self.expected => Ok(ServerCertVerified::assertion()),
@@ -126,16 +128,11 @@ impl ServerCertVerifier for Expected {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.signatures.supported_verify_schemes()
     }
 }
 
@@ -216,7 +213,7 @@ mod tests {
             .with_custom_certificate_verifier(Arc::new(Expected {
                 roots: roots(root.certificate()).unwrap(),
                 expected: id("web"),
-                provider: provider(),
+                signatures: AnyCertificate(provider()),
             }))
             .with_no_client_auth();
         assert!(handshake(Arc::new(anonymous), server, address()).is_err());
