@@ -297,7 +297,8 @@ async fn keep(mut incoming: mpsc::Receiver<Change>, kinds: usize, snapshots: mps
                 continue;
             }
         };
-        changed = true;
+        // A failed watch changes nothing, but must not forget the changes before it.
+        changed |= !matches!(change, Change::Failed(..));
         match change {
             Change::Listing(kind) => {
                 listing.insert(kind, HashSet::new());
@@ -340,7 +341,6 @@ async fn keep(mut incoming: mpsc::Receiver<Change>, kinds: usize, snapshots: mps
                 }
             }
             Change::Failed(kind, error) => {
-                changed = false;
                 tracing::warn!(kind = kind.name(), %error, "cluster: watching failed; retrying");
             }
         }
