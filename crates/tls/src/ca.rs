@@ -259,11 +259,20 @@ impl Ca {
     pub fn verify(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> Result<(), TlsError> {
         let (leaf, intermediates) =
             chain.split_first().ok_or(TlsError::Verify(rustls::Error::NoCertificatesPresented))?;
-        let leaf = ParsedCertificate::try_from(leaf).map_err(TlsError::Verify)?;
-        let algorithms = provider().signature_verification_algorithms.all;
-        verify_server_cert_signed_by_trust_anchor(&leaf, &self.roots, intermediates, now, algorithms)
-            .map_err(TlsError::Verify)
+        signed_under(&self.roots, leaf, intermediates, now).map_err(TlsError::Verify)
     }
+}
+
+/// Whether `leaf`, with `intermediates`, leads to one of `roots` and is valid at `now`.
+pub(crate) fn signed_under(
+    roots: &RootCertStore,
+    leaf: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<(), rustls::Error> {
+    let leaf = ParsedCertificate::try_from(leaf)?;
+    let algorithms = provider().signature_verification_algorithms.all;
+    verify_server_cert_signed_by_trust_anchor(&leaf, roots, intermediates, now, algorithms).map(|_| ())
 }
 
 /// The one certificate of `pem`.

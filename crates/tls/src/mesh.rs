@@ -7,12 +7,12 @@
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use x509_parser::extensions::GeneralName;
 
+use crate::ca::signed_under;
 use crate::client::AnyCertificate;
 use crate::spiffe::SpiffeId;
 use crate::{Issued, TlsError, provider};
@@ -103,9 +103,7 @@ impl ServerCertVerifier for Expected {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let leaf = ParsedCertificate::try_from(end_entity)?;
-        let algorithms = self.signatures.0.signature_verification_algorithms.all;
-        verify_server_cert_signed_by_trust_anchor(&leaf, &self.roots, intermediates, now, algorithms)?;
+        signed_under(&self.roots, end_entity, intermediates, now)?;
         match identity_of(end_entity) {
             Ok(id) if id == self.expected => Ok(ServerCertVerified::assertion()),
             Ok(id) => Err(rustls::Error::General(format!("the peer is {id}, not {}", self.expected))),
