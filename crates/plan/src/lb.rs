@@ -31,6 +31,33 @@ pub const ALLOW_SHARED_IP: &str = "metallb.io/allow-shared-ip";
 /// The `spec.loadBalancerClass` Portico serves, beside an unset class.
 pub const LOAD_BALANCER_CLASS: &str = "portico.dev/loadbalancer";
 
+/// Whether Portico hands out this Service's LoadBalancer addresses: its
+/// `spec.loadBalancerClass` is unset (as MetalLB serves those) or Portico's.
+pub fn serves_class(service: &Service) -> bool {
+    let class = service.spec.as_ref().and_then(|s| s.load_balancer_class.as_deref());
+    class.is_none_or(|c| c == LOAD_BALANCER_CLASS)
+}
+
+/// The addresses of a Service's `status.loadBalancer.ingress`.
+pub fn status_ips(service: &Service) -> Vec<IpAddr> {
+    let ingress =
+        service.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
+    ingress.into_iter().flatten().filter_map(|i| i.ip.as_deref()?.parse().ok()).collect()
+}
+
+/// The LoadBalancer addresses the API server holds for the Services Portico serves, as
+/// [`crate::Allocations`] keeps them: in a cluster, the elected writer's decisions, which
+/// every node plans from so that all of them give each Service the same addresses.
+pub fn observed(store: &Store) -> BTreeMap<String, Vec<IpAddr>> {
+    store
+        .services
+        .iter()
+        .filter(|(_, s)| serves_class(&s.object))
+        .map(|(key, s)| (key.to_string(), status_ips(&s.object)))
+        .filter(|(_, ips)| !ips.is_empty())
+        .collect()
+}
+
 /// A pool addresses are handed out from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LbPool {

@@ -438,19 +438,8 @@ fn allocate_lb_ips(
             continue;
         }
         let key = key_of(service);
-        let class = service.object.spec.as_ref().and_then(|s| s.load_balancer_class.as_deref());
-        if class.is_some_and(|c| c != lb::LOAD_BALANCER_CLASS) {
-            let from_status: Vec<IpAddr> = service
-                .object
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|l| l.ingress.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.ip.as_deref()?.parse().ok())
-                .collect();
-            out.insert(key, from_status);
+        if !lb::serves_class(&service.object) {
+            out.insert(key, lb::status_ips(&service.object));
             continue;
         }
         let namespace = store.namespaces.get(&ObjectKey::cluster(key.namespace.clone()));

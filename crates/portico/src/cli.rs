@@ -152,6 +152,22 @@ struct RunArgs {
     /// With --cluster: the kubeconfig file.
     #[arg(long, requires = "cluster")]
     kubeconfig: Option<PathBuf>,
+    /// What this process serves, comma-separated: `agent` (Services, HostPorts, health-check
+    /// ports, announcement, cluster DNS, the mesh's node proxy, this node's echo Pods) and
+    /// `ingress` (the Ingress controller). Both by default; in a cluster the DaemonSet runs
+    /// `agent` and the ingress Deployment `ingress`.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Role::Agent, Role::Ingress])]
+    role: Vec<Role>,
+    /// With --cluster: the Lease electing one status writer among the replicas that share it.
+    #[arg(long, default_value = "portico")]
+    lease: String,
+    /// With --cluster: the Lease's namespace (default: $POD_NAMESPACE, else portico-system).
+    #[arg(long)]
+    lease_namespace: Option<String>,
+    /// With --cluster: the Service (NAMESPACE/NAME) whose addresses served Ingresses report in
+    /// their status, as ingress-nginx's --publish-service.
+    #[arg(long, value_parser = parse_object_key)]
+    publish_service: Option<portico_model::ObjectKey>,
     #[command(flatten)]
     plan: PlanArgs,
     /// Admin HTTP address: /healthz, /readyz, /metrics, /plan.
@@ -280,6 +296,11 @@ fn parse_optional_address(s: &str) -> Result<OptionalAddress, String> {
 impl RunArgs {
     fn into_config(self) -> run::RunConfig {
         let mut plan = self.plan.config();
+        if self.cluster && self.plan.lb_pools.is_empty() {
+            // A loopback pool has no place in a cluster: its addresses would go in Services'
+            // status for every client to see.
+            plan.load_balancer_pools.clear();
+        }
         plan.local_node_addresses = self.node_addresses;
         plan.dns_records = self.dns.0.is_some();
         let state = match self.plan.state.as_deref() {
@@ -288,7 +309,22 @@ impl RunArgs {
             None => Some(default_state_dir()),
         };
         run::RunConfig {
-            cluster: self.cluster.then(|| run::ClusterConfig { kubeconfig: self.kubeconfig.clone() }),
+            cluster: self.cluster.then(|| run::ClusterConfig {
+                kubeconfig: self.kubeconfig.clone(),
+                lease: self.lease.clone(),
+                lease_namespace: self.lease_namespace.clone().unwrap_or_else(|| {
+                    std::env::var("POD_NAMESPACE")
+                        .ok()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or("portico-system".into())
+                }),
+                identity: lease_identity(),
+                publish_service: self.publish_service.clone(),
+            }),
+            roles: run::Roles {
+                agent: self.role.contains(&Role::Agent),
+                ingress: self.role.contains(&Role::Ingress),
+            },
             mesh: run::MeshConfig {
                 pod_netns: self.pod_netns,
                 ca: self.mesh_ca.or_else(|| state.as_ref().map(|s| s.join("mesh-ca"))),
@@ -344,13 +380,37 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     let argv = ["portico".into(), "run".into()].into_iter().chain(args.into_iter().map(Into::into));
-    match Cli::try_parse_from(argv)?.command {
+    match Cli::try_parse_from(with_flag_files(argv).map_err(anyhow::Error::msg)?)?.command {
         Command::Run(args) => {
             args.plan.check()?;
             Ok(args.into_config())
         }
         _ => anyhow::bail!("not the run command"),
     }
+}
+
+/// The arguments with each `@FILE` replaced by the flags in the file: words split on white
+/// space, `#` starting a comment to the end of its line. The image has no shell, so a
+/// ConfigMap of flags reaches the binary this way (`portico run @/etc/portico/flags`).
+fn with_flag_files<I, T>(args: I) -> Result<Vec<std::ffi::OsString>, String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString>,
+{
+    let mut out = Vec::new();
+    for arg in args.into_iter().map(Into::into) {
+        match arg.to_str().and_then(|a| a.strip_prefix('@')) {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| format!("the flags file {path}: {e}"))?;
+                let words =
+                    text.lines().flat_map(|line| line.split('#').next().unwrap_or("").split_whitespace());
+                out.extend(words.map(std::ffi::OsString::from));
+            }
+            None => out.push(arg),
+        }
+    }
+    Ok(out)
 }
 
 /// `$XDG_STATE_HOME/portico`, else `~/.local/state/portico`, else `.portico-state`.
@@ -374,6 +434,45 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
         _ => Err(format!("{s:?}: unit must be ms, s, m or h")),
+    }
+}
+
+/// A part of what `run` serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Role {
+    /// The node agent.
+    Agent,
+    /// The Ingress controller.
+    Ingress,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Agent => "agent",
+            Role::Ingress => "ingress",
+        })
+    }
+}
+
+/// `NAMESPACE/NAME`.
+fn parse_object_key(s: &str) -> Result<portico_model::ObjectKey, String> {
+    match s.split_once('/') {
+        Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(portico_model::ObjectKey::new(namespace, name))
+        }
+        _ => Err(format!("{s:?}: NAMESPACE/NAME, such as portico-system/portico-ingress")),
+    }
+}
+
+/// This replica's name in the Lease: the Pod's name, else the host's name and the process id.
+fn lease_identity() -> String {
+    match std::env::var("POD_NAME") {
+        Ok(name) if !name.is_empty() => name,
+        _ => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}_{}", host.trim(), std::process::id())
+        }
     }
 }
 
@@ -408,8 +507,9 @@ struct PlanArgs {
     /// Service CIDR for ClusterIPs (repeat for dual stack).
     #[arg(long = "service-cidr", default_values_t = PlanConfig::default().service_cidrs)]
     service_cidrs: Vec<IpNet>,
-    /// LoadBalancer IP pool (repeatable).
-    #[arg(long = "lb-pool", default_values_t = PlanConfig::default().load_balancer_pools)]
+    /// LoadBalancer IP pool (repeatable), used while no MetalLB IPAddressPool exists. Default:
+    /// 127.97.0.0/24 with manifests; none with --cluster, where the pools are IPAddressPools.
+    #[arg(long = "lb-pool")]
     lb_pools: Vec<IpNet>,
     /// Pod CIDR for Pods without status.podIP.
     #[arg(long, default_value_t = PlanConfig::default().pod_cidr)]
@@ -483,7 +583,11 @@ impl PlanArgs {
     fn config(&self) -> PlanConfig {
         let mut config = PlanConfig {
             service_cidrs: self.service_cidrs.clone(),
-            load_balancer_pools: self.lb_pools.clone(),
+            load_balancer_pools: if self.lb_pools.is_empty() {
+                PlanConfig::default().load_balancer_pools
+            } else {
+                self.lb_pools.clone()
+            },
             pod_cidr: self.pod_cidr,
             node_port_range: self.node_port_range.clone(),
             local_node: self.node_name.clone(),
@@ -550,7 +654,14 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(Cli::parse()) {
+    let args = match with_flag_files(std::env::args_os()) {
+        Ok(args) => args,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(Cli::parse_from(args)) {
         Ok(code) => code,
         // A closed pipe (`portico check | head`) is the reader's choice, not a failure.
         Err(err)
@@ -669,6 +780,28 @@ mod tests {
         let kept = run_config(["--manifests", "m", "--state", "/tmp/portico-state"])?;
         assert_eq!(kept.state.as_deref(), Some(Path::new("/tmp/portico-state")));
         assert!(run_config(["--manifests", "m"])?.state.is_some(), "a default folder");
+        Ok(())
+    }
+
+    #[test]
+    fn a_flags_file_stands_for_its_words_and_a_missing_one_is_named() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("flags");
+        std::fs::write(
+            &file,
+            "# the agent's flags\n--cluster --role agent  # a node agent\n\n--lease   portico-agent\n",
+        )?;
+        let config = run_config([format!("@{}", file.display()), "--publish-service".into(), "a/b".into()])?;
+        let cluster = config.cluster.expect("--cluster from the file");
+        assert_eq!(cluster.lease, "portico-agent");
+        assert_eq!(cluster.publish_service, Some(portico_model::ObjectKey::new("a", "b")));
+        assert!(config.roles.agent && !config.roles.ingress);
+        let missing = run_config(["@/nonexistent/flags"]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(missing.contains("the flags file /nonexistent/flags"), "{missing}");
+        assert!(run_config(["--cluster", "--publish-service", "no-slash"]).is_err());
+        assert!(config.plan.load_balancer_pools.is_empty(), "no loopback pool in a cluster");
+        let files = run_config(["--manifests", "m"])?;
+        assert_eq!(files.plan.load_balancer_pools, PlanConfig::default().load_balancer_pools);
         Ok(())
     }
 

@@ -24,6 +24,7 @@ use portico_plan::ingress::{PathKind, RuleHost};
 use portico_plan::{Allocations, Plan, PlanConfig, Protocol};
 use portico_source::cluster::{Cluster, Snapshot};
 use portico_source::{Change, Loader, Watcher};
+use portico_status::{Batch, Election, LeaseOptions, Scope, StatusWriter};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -85,13 +86,32 @@ pub struct RunConfig {
     pub mesh: MeshConfig,
     /// Read the objects from the Kubernetes API server instead of `manifests`.
     pub cluster: Option<ClusterConfig>,
+    /// What this process serves.
+    pub roles: Roles,
 }
 
-/// How to reach the API server.
-#[derive(Clone, Debug, Default)]
+/// How to reach the API server, and how replicas elect the one that writes status.
+#[derive(Clone, Debug)]
 pub struct ClusterConfig {
     /// The kubeconfig file; `None`: as kubectl finds one, else the Pod's service account.
     pub kubeconfig: Option<PathBuf>,
+    /// The Lease's name.
+    pub lease: String,
+    /// The Lease's namespace.
+    pub lease_namespace: String,
+    /// This replica's name in the Lease.
+    pub identity: String,
+    /// The Service whose addresses served Ingresses report.
+    pub publish_service: Option<portico_model::ObjectKey>,
+}
+
+/// The parts of Portico this process runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Roles {
+    /// The node agent: Services, HostPorts, health checks, announcement, DNS, the mesh, echo Pods.
+    pub agent: bool,
+    /// The Ingress controller.
+    pub ingress: bool,
 }
 
 /// Where the objects come from, and the news that they changed.
@@ -252,6 +272,38 @@ struct Server {
     logged: HashSet<u64>,
     allocations: Allocations,
     generation: u64,
+    /// In a cluster: the Lease and the status writer.
+    status: Option<StatusWriting>,
+}
+
+/// Status write-back in a cluster: one writer elected by a Lease among the replicas.
+struct StatusWriting {
+    election: Election,
+    writer: StatusWriter,
+    scope: Scope,
+}
+
+impl StatusWriting {
+    /// Campaigns for the Lease and starts the writer; this process writes the statuses of its
+    /// roles: LoadBalancer Services' as an agent, Ingresses' as the ingress.
+    fn start(
+        client: portico_source::cluster::Client,
+        cluster: &ClusterConfig,
+        config: &RunConfig,
+        registry: &mut Registry,
+    ) -> Self {
+        let options = LeaseOptions::new(&cluster.lease_namespace, &cluster.lease, &cluster.identity);
+        info!(lease = %cluster.lease, namespace = %cluster.lease_namespace, identity = %cluster.identity, "campaigning to write status");
+        let election = Election::start(client.clone(), options);
+        let writer = StatusWriter::start(client, election.leader(), &cluster.identity, registry);
+        let scope = Scope {
+            services: config.roles.agent,
+            ingresses: config.roles.ingress,
+            publish_service: cluster.publish_service.clone(),
+            node: config.plan.local_node.clone(),
+        };
+        StatusWriting { election, writer, scope }
+    }
 }
 
 /// Serves until SIGINT or SIGTERM, then drains.
@@ -294,6 +346,7 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
     ));
     let admin_listener =
         TcpListener::bind(config.admin).await.with_context(|| format!("admin address {}", config.admin))?;
+    let mut status = None;
     let mut objects = match &config.cluster {
         None => {
             let (watcher, changes) = Watcher::start(&config.manifests, config.debounce)
@@ -302,6 +355,12 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         }
         Some(cluster) => {
             let client = portico_source::cluster::client(cluster.kubeconfig.as_deref()).await?;
+            status = Some(StatusWriting::start(
+                client.clone(),
+                cluster,
+                &config,
+                registry.sub_registry_with_prefix("portico_status"),
+            ));
             let (cluster, snapshots) = Cluster::start(client);
             Objects::Cluster { _cluster: cluster, snapshots }
         }
@@ -325,54 +384,65 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         l7_metrics,
         drain.clone(),
     )?;
-    let pods = config.echo_pods.then(|| Arc::new(LocalPods::new(config.plan.local_node.clone())));
+    let agent = config.roles.agent;
+    let pods = (agent && config.echo_pods).then(|| Arc::new(LocalPods::new(config.plan.local_node.clone())));
     let mut planes: Vec<Arc<dyn DataPlane>> = Vec::new();
     planes.extend(pods.iter().map(|p| Arc::clone(p) as _));
-    let services: Arc<dyn DataPlane> = match config.proxy_mode {
-        ProxyMode::Userspace => Arc::new(L4Proxy::new(config.l4.clone(), l4_metrics, drain.clone())),
-        ProxyMode::Nftables => Arc::new(KernelProxy::new(
-            KernelOptions {
-                node: config.plan.local_node.clone(),
-                compile: CompileOptions::default(),
-                sync_period: config.nft_sync_period,
-                writer: match config.nft_writer {
-                    NftWriter::Netlink => WriterKind::Netlink,
-                    NftWriter::Nft => WriterKind::Nft,
+    if agent {
+        let services: Arc<dyn DataPlane> = match config.proxy_mode {
+            ProxyMode::Userspace => Arc::new(L4Proxy::new(config.l4.clone(), l4_metrics, drain.clone())),
+            ProxyMode::Nftables => Arc::new(KernelProxy::new(
+                KernelOptions {
+                    node: config.plan.local_node.clone(),
+                    compile: CompileOptions::default(),
+                    sync_period: config.nft_sync_period,
+                    writer: match config.nft_writer {
+                        NftWriter::Netlink => WriterKind::Netlink,
+                        NftWriter::Nft => WriterKind::Nft,
+                    },
                 },
-            },
-            &drain,
-            registry.sub_registry_with_prefix("portico_nftables"),
-        )),
-    };
-    planes.extend([services, health_checks as _]);
-    if let Some(port) = config.announce {
-        let options = AnnounceOptions {
-            node: config.plan.local_node.clone(),
-            port,
-            interval: Duration::from_millis(100),
-            timing: Timing::default(),
+                &drain,
+                registry.sub_registry_with_prefix("portico_nftables"),
+            )),
         };
-        let registry = registry.sub_registry_with_prefix("portico_announce");
-        let announcer = Announcer::start(options, &drain, registry)
-            .await
-            .with_context(|| format!("announcing: the heartbeat port {port} cannot be opened"))?;
-        planes.push(Arc::new(announcer));
+        planes.extend([services, health_checks as _]);
+        if let Some(port) = config.announce {
+            let options = AnnounceOptions {
+                node: config.plan.local_node.clone(),
+                port,
+                interval: Duration::from_millis(100),
+                timing: Timing::default(),
+            };
+            let registry = registry.sub_registry_with_prefix("portico_announce");
+            let announcer = Announcer::start(options, &drain, registry)
+                .await
+                .with_context(|| format!("announcing: the heartbeat port {port} cannot be opened"))?;
+            planes.push(Arc::new(announcer));
+        }
+        if let Some(addr) = config.dns {
+            planes.push(
+                start_dns(&config, addr, bounds.dns_tcp_connections, dns_metrics, drain.clone()).await?,
+            );
+        }
+        let mesh = MeshOptions {
+            node: config.plan.local_node.clone(),
+            pod_netns: config.mesh.pod_netns.clone(),
+            ca_dir: config.mesh.ca.clone(),
+            cert_lifetime: config.mesh.cert_lifetime,
+            ports: ProxyPorts::default(),
+            connections: bounds.tcp_connections,
+            connections_per_listener: bounds.tcp_connections_per_listener,
+            idle: config.l4.tcp_idle,
+        };
+        planes.push(Arc::new(Mesh::new(
+            mesh,
+            drain.clone(),
+            registry.sub_registry_with_prefix("portico_mesh"),
+        )));
     }
-    if let Some(addr) = config.dns {
-        planes.push(start_dns(&config, addr, bounds.dns_tcp_connections, dns_metrics, drain.clone()).await?);
+    if config.roles.ingress {
+        planes.push(Arc::new(ingress));
     }
-    planes.push(Arc::new(ingress));
-    let mesh = MeshOptions {
-        node: config.plan.local_node.clone(),
-        pod_netns: config.mesh.pod_netns.clone(),
-        ca_dir: config.mesh.ca.clone(),
-        cert_lifetime: config.mesh.cert_lifetime,
-        ports: ProxyPorts::default(),
-        connections: bounds.tcp_connections,
-        connections_per_listener: bounds.tcp_connections_per_listener,
-        idle: config.l4.tcp_idle,
-    };
-    planes.push(Arc::new(Mesh::new(mesh, drain.clone(), registry.sub_registry_with_prefix("portico_mesh"))));
     let admin = Arc::new(Admin::new(registry, planes.clone(), drain));
     let (stop_admin, admin_stopped) = watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(admin_listener, Arc::clone(&admin), until(admin_stopped)));
@@ -388,6 +458,7 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         logged: HashSet::new(),
         allocations,
         generation: 0,
+        status,
     };
     tokio::pin!(stop);
     // Files are read at once; the API server's objects once every kind is listed.
@@ -491,6 +562,10 @@ impl Server {
         if let Some(pods) = &self.pods {
             pods.stop_all().await;
         }
+        if let Some(status) = self.status {
+            drop(status.writer);
+            status.election.release().await;
+        }
         let _ = stop_admin.send(true);
         let _ = admin.await;
         Ok(())
@@ -566,24 +641,30 @@ impl Server {
         let mut loader = std::mem::take(&mut self.loader);
         let mut locator = std::mem::take(&mut self.locator);
         let (manifests, config) = (self.config.manifests.clone(), self.config.plan.clone());
-        let (previous, generation) = (self.allocations.clone(), self.generation);
+        let (mut previous, generation) = (self.allocations.clone(), self.generation);
+        let scope = self.status.as_ref().map(|s| s.scope.clone());
         let work = tokio::task::spawn_blocking(move || {
-            let (mut diagnostics, planned) = {
-                let from_api;
-                let (store, diagnostics) = match snapshot {
-                    Some(snapshot) => {
-                        from_api = snapshot.store;
-                        (&from_api, snapshot.diagnostics)
-                    }
-                    None => loader.load(&manifests),
-                };
-                (diagnostics, pipeline::plan(store, &config, &previous, generation))
+            let from_api;
+            let (store, mut diagnostics) = match snapshot {
+                Some(snapshot) => {
+                    from_api = snapshot.store;
+                    // Every replica plans from the addresses the API server holds (the status
+                    // writer's decisions), so that all of them serve the same ones.
+                    previous.load_balancer_ips = portico_plan::lb::observed(&from_api);
+                    (&from_api, snapshot.diagnostics)
+                }
+                None => loader.load(&manifests),
             };
+            let planned = pipeline::plan(store, &config, &previous, generation);
             diagnostics.extend(planned.diagnostics);
+            let batch = scope.map(|scope| Batch {
+                statuses: portico_status::statuses(store, &planned.plan, &scope),
+                notes: portico_status::notes(store, &planned.plan, &diagnostics, &scope),
+            });
             locator.locate(&mut diagnostics);
-            (loader, locator, diagnostics, planned.plan, planned.allocations)
+            (loader, locator, diagnostics, planned.plan, planned.allocations, batch)
         });
-        let (loader, locator, mut diagnostics, plan, allocations) = match work.await {
+        let (loader, locator, mut diagnostics, plan, allocations, batch) = match work.await {
             Ok(done) => done,
             Err(err) => {
                 // A panic in the planner is a bug; what was served stays served.
@@ -600,6 +681,9 @@ impl Server {
                 Ok(()) => self.allocations = allocations,
                 Err(err) => diagnostics.push(Diagnostic::error(format!("allocations not saved: {err:#}"))),
             }
+        }
+        if let (Some(status), Some(batch)) = (&self.status, batch) {
+            status.writer.update(batch);
         }
         let plan = Arc::new(plan);
         for plane in &self.planes {

@@ -891,4 +891,61 @@ fn in_a_cluster_the_api_servers_objects_are_served_and_followed() {
     portico.wait_for(|plan| plan["services"].as_array().is_some_and(|s| s.len() == 1));
     let (status, readiness) = portico.get("/readyz");
     assert_eq!(status, 200, "{readiness}");
+
+    // Status write-back: the one replica (it holds the Lease) writes the LoadBalancer address
+    // it gave out, and the address of the Ingress it serves; another class's is left alone.
+    let mut front = service("front", block.ip(0, 12));
+    front["spec"]["type"] = json!("LoadBalancer");
+    fake.event("/api/v1/services", "ADDED", front);
+    let ingress = |name: &str, class: &str| {
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"ingressClassName": class, "rules": [{"host": format!("{name}.example"), "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]},
+        })
+    };
+    fake.event("/apis/networking.k8s.io/v1/ingresses", "ADDED", ingress("ours", "portico"));
+    fake.event("/apis/networking.k8s.io/v1/ingresses", "ADDED", ingress("theirs", "nginx"));
+    let status_of = |path: &str, name: &str| {
+        fake.object(path, Some("default"), name).map(|o| o["status"]["loadBalancer"]["ingress"].clone())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while status_of("/api/v1/services", "front").is_none_or(|s| s.is_null())
+        || status_of("/apis/networking.k8s.io/v1/ingresses", "ours").is_none_or(|s| s.is_null())
+    {
+        assert!(std::time::Instant::now() < deadline, "no status written: {:?}", fake.writes());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let front_ip = status_of("/api/v1/services", "front").unwrap()[0]["ip"].as_str().unwrap().to_owned();
+    let front_ip: std::net::IpAddr = front_ip.parse().unwrap();
+    assert!(
+        block.subnet(1).parse::<ipnet::IpNet>().unwrap().contains(&front_ip),
+        "from the pool: {front_ip}"
+    );
+    assert_eq!(
+        status_of("/apis/networking.k8s.io/v1/ingresses", "ours").unwrap(),
+        json!([{"ip": block.ip(4, 1).to_string()}])
+    );
+    let writes = fake.writes();
+    assert!(writes.iter().all(|w| !w.path.contains("theirs")), "another class's Ingress untouched");
+    for write in writes.iter().filter(|w| w.path.ends_with("/status")) {
+        assert!(write.query.contains("fieldManager=portico"), "{write:?}");
+        assert_eq!(write.content_type, "application/apply-patch+yaml");
+    }
+    // The plan serves the address the API server now holds, and nothing is written twice.
+    portico.wait_for(|plan| {
+        plan["services"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["loadBalancerIps"][0] == json!(front_ip.to_string())))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let status_writes = |fake: &FakeApi| fake.writes().iter().filter(|w| w.path.ends_with("/status")).count();
+    assert_eq!(status_writes(&fake), 2, "{:?}", fake.writes());
+    let lease =
+        fake.object("/apis/coordination.k8s.io/v1/leases", Some("portico-system"), "portico").unwrap();
+    assert!(lease["spec"]["holderIdentity"].as_str().is_some_and(|h| !h.is_empty()), "{lease}");
+    drop(portico);
+    let lease =
+        fake.object("/apis/coordination.k8s.io/v1/leases", Some("portico-system"), "portico").unwrap();
+    assert!(lease["spec"]["holderIdentity"].is_null(), "released when it stops: {lease}");
 }

@@ -8,7 +8,9 @@
 //! listed replace their stored copies as they come, and when the list is done the kind's
 //! objects it did not name are deleted, so a relist never holds two copies of a kind. Nothing
 //! is handed on until every kind's first list is in; after that, each quiet moment after
-//! changes hands on the whole store.
+//! changes hands on the whole store. A custom resource whose CRD is not installed (a cluster
+//! without MetalLB's or Istio's CRDs) counts as listed and empty, and is listed again with the
+//! watcher's backoff until its CRD comes.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
@@ -18,9 +20,10 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+pub use kube::Client;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use portico_model::object::{Object, ObjectKind};
 use portico_model::validate::validate;
 use portico_model::{Diagnostic, ObjectKey, ObjectRef, Origin, Store};
@@ -191,9 +194,29 @@ where
     let changes = changes.clone();
     tokio::spawn(async move {
         let mut events = std::pin::pin!(watcher(api, config));
+        // A custom resource whose CRD is not installed: none of its objects, listed again with
+        // the backoff until it is.
+        let mut uninstalled = false;
         while let Some(event) = events.next().await {
             let change = match event {
-                Ok(Event::Init) => Change::Listing(kind),
+                Err(watcher::Error::InitialListFailed(kube::Error::Api(status))) if status.code == 404 => {
+                    if uninstalled {
+                        continue;
+                    }
+                    uninstalled = true;
+                    tracing::warn!(
+                        kind = kind.name(),
+                        "cluster: its CRD is not installed; none of its objects until it is"
+                    );
+                    if changes.send(Change::Listing(kind)).await.is_err() {
+                        return;
+                    }
+                    Change::Listed(kind)
+                }
+                Ok(Event::Init) => {
+                    uninstalled = false;
+                    Change::Listing(kind)
+                }
                 Ok(Event::InitDone) => Change::Listed(kind),
                 Ok(Event::Apply(object) | Event::InitApply(object)) => {
                     let origin =

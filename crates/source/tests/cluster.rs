@@ -122,6 +122,26 @@ async fn objects_that_cannot_be_served_are_reported_not_served() {
     assert!(snapshot.store.ip_address_pools.is_empty());
 }
 
+#[tokio::test]
+async fn a_custom_resource_without_its_crd_is_empty_until_the_crd_comes() {
+    let pools = "/apis/metallb.io/v1beta1/ipaddresspools";
+    let policies = "/apis/security.istio.io/v1/authorizationpolicies";
+    let (fake, addr) = FakeApi::start_without(&[pools, policies]).await;
+    fake.replace("/api/v1/services", vec![service("web", "10.96.0.10", 80)], 10);
+    let (_cluster, mut snapshots) = Cluster::start(client(addr).await);
+    let first = until(&mut snapshots, |_| true).await;
+    assert_eq!(names(&first.store), ["web"], "served without the CRDs");
+    fake.install(pools);
+    let pool = json!({
+        "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": "lan", "namespace": "metallb-system"},
+        "spec": {"addresses": ["198.18.0.240/28"]},
+    });
+    fake.replace(pools, vec![pool], 5);
+    let later = until(&mut snapshots, |s| !s.store.ip_address_pools.is_empty()).await;
+    assert_eq!(names(&later.store), ["web"]);
+}
+
 const FIXTURE: &str = "
 apiVersion: v1
 kind: Node
