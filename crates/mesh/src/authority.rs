@@ -22,6 +22,9 @@ pub const ROOT_CERT: &str = "root-cert.pem";
 /// The root's key, when the root is kept here.
 pub const ROOT_KEY: &str = "root-key.pem";
 
+/// A CA's files: name and PEM text.
+pub type Files = Vec<(&'static str, String)>;
+
 /// How long a root made here is good for (as Istio's self-signed root).
 const ROOT_LIFE: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// How long an intermediate made here is good for.
@@ -88,7 +91,6 @@ pub fn load_or_create(dir: &Path) -> Result<Authority, AuthorityError> {
         let origin = if has(ROOT_KEY) { Origin::Own } else { Origin::Plugged };
         return Ok(Authority { ca, origin });
     }
-    let now = SystemTime::now();
     let (root, origin) = match (has(ROOT_CERT), has(ROOT_KEY)) {
         (true, true) => {
             let pem = CaPem {
@@ -106,25 +108,73 @@ pub fn load_or_create(dir: &Path) -> Result<Authority, AuthorityError> {
         }
         (false, true) => return Err(invalid(format!("{ROOT_KEY} without {ROOT_CERT}"))),
         (false, false) => {
-            let root = Ca::root("Portico mesh root", Validity::starting(now, ROOT_LIFE))
+            let root = Ca::root("Portico mesh root", Validity::starting(SystemTime::now(), ROOT_LIFE))
                 .map_err(|e| invalid(e.to_string()))?;
             (root, Origin::Own)
         }
     };
+    let (ca, files) = intermediate(&root, origin == Origin::Own).map_err(invalid)?;
+    std::fs::create_dir_all(dir).map_err(|source| AuthorityError::Io { path: dir.to_owned(), source })?;
+    for (name, text) in &files {
+        write(dir, name, text)?;
+    }
+    Ok(Authority { ca, origin })
+}
+
+/// An intermediate made under `root`, and the files that keep them (the root's key too when
+/// `with_root_key`), `ca-cert.pem` last: its presence says the folder holds a whole CA.
+fn intermediate(root: &Ca, with_root_key: bool) -> Result<(Ca, Files), String> {
+    let now = SystemTime::now();
     let ca = root
         .intermediate("Portico mesh intermediate", Validity::starting(now, INTERMEDIATE_LIFE))
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     let (root_pem, ca_pem) = (root.to_pem(), ca.to_pem());
-    std::fs::create_dir_all(dir).map_err(|source| AuthorityError::Io { path: dir.to_owned(), source })?;
-    if origin == Origin::Own {
-        write(dir, ROOT_KEY, &root_pem.key)?;
-        write(dir, ROOT_CERT, &root_pem.certificate)?;
+    let mut files = Vec::new();
+    if with_root_key {
+        files.push((ROOT_KEY, root_pem.key));
+        files.push((ROOT_CERT, root_pem.certificate));
     }
-    write(dir, CA_KEY, &ca_pem.key)?;
-    write(dir, CERT_CHAIN, &format!("{}{}{}", ca_pem.certificate, ca_pem.chain, ca_pem.root))?;
-    // Written last: its presence says the folder holds a whole CA.
-    write(dir, CA_CERT, &ca_pem.certificate)?;
-    Ok(Authority { ca, origin })
+    files.push((CA_KEY, ca_pem.key.clone()));
+    files.push((CERT_CHAIN, format!("{}{}{}", ca_pem.certificate, ca_pem.chain, ca_pem.root)));
+    files.push((CA_CERT, ca_pem.certificate));
+    Ok((ca, files))
+}
+
+/// The files of a new CA of Portico's own (a root and an intermediate), by name: what a
+/// cluster keeps in a Secret for every node agent to share.
+pub fn new_files() -> Result<Files, String> {
+    let root = Ca::root("Portico mesh root", Validity::starting(SystemTime::now(), ROOT_LIFE))
+        .map_err(|e| e.to_string())?;
+    intermediate(&root, true).map(|(_, files)| files)
+}
+
+/// Puts the CA `files` (name → contents, as a Secret holds them) in `dir`, each written whole
+/// and owner-only, and removes the CA files they do not name, so that the folder holds what
+/// the Secret holds and nothing of an earlier CA; other names are refused.
+pub fn store(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), AuthorityError> {
+    const NAMES: [&str; 5] = [ROOT_KEY, ROOT_CERT, CA_KEY, CERT_CHAIN, CA_CERT];
+    let invalid = |why: String| AuthorityError::Invalid { dir: dir.to_owned(), why };
+    if let Some((name, _)) = files.iter().find(|(name, _)| !NAMES.contains(&name.as_str())) {
+        return Err(invalid(format!("{name:?} is not a file of a CA ({})", NAMES.join(", "))));
+    }
+    std::fs::create_dir_all(dir).map_err(|source| AuthorityError::Io { path: dir.to_owned(), source })?;
+    // `ca-cert.pem` goes first when it goes, last when it comes, as `load_or_create` reads it.
+    for name in NAMES.iter().rev().filter(|n| !files.iter().any(|(f, _)| f == *n)) {
+        match std::fs::remove_file(dir.join(name)) {
+            Err(source) if source.kind() != io::ErrorKind::NotFound => {
+                return Err(AuthorityError::Io { path: dir.join(name), source });
+            }
+            _ => {}
+        }
+    }
+    for name in NAMES {
+        if let Some((_, bytes)) = files.iter().find(|(f, _)| f == name) {
+            let text =
+                String::from_utf8(bytes.clone()).map_err(|_| invalid(format!("{name} is not PEM text")))?;
+            write(dir, name, &text)?;
+        }
+    }
+    Ok(())
 }
 
 /// The certificates of `chain` that lie between `certificate` and `root`: Istio's
@@ -192,6 +242,25 @@ mod tests {
         assert_eq!(again.ca.certificate(), first.ca.certificate());
         assert_eq!(again.ca.root_certificate(), first.ca.root_certificate());
         assert_eq!(again.origin, Origin::Own);
+    }
+
+    #[test]
+    fn a_shared_ca_stored_in_a_folder_replaces_the_one_there_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = load_or_create(dir.path()).unwrap();
+        let shared: Vec<(String, Vec<u8>)> =
+            new_files().unwrap().into_iter().map(|(n, t)| (n.to_owned(), t.into_bytes())).collect();
+        // As a plugged-in Secret: no root key.
+        let plugged: Vec<(String, Vec<u8>)> = shared.iter().filter(|(n, _)| n != ROOT_KEY).cloned().collect();
+        store(dir.path(), &plugged).unwrap();
+        assert!(!dir.path().join(ROOT_KEY).exists(), "the earlier CA's root key is gone");
+        let loaded = load_or_create(dir.path()).unwrap();
+        assert_eq!(loaded.origin, Origin::Plugged);
+        assert_ne!(loaded.ca.root_certificate(), own.ca.root_certificate());
+        let root = shared.iter().find(|(n, _)| n == ROOT_CERT).unwrap();
+        assert_eq!(std::fs::read(dir.path().join(ROOT_CERT)).unwrap(), root.1);
+        let odd = store(dir.path(), &[("tls.crt".to_owned(), Vec::new())]).unwrap_err().to_string();
+        assert!(odd.contains("tls.crt"), "{odd}");
     }
 
     #[test]

@@ -20,6 +20,24 @@ use tokio::sync::oneshot;
 enum Request {
     Listener(SocketAddr, oneshot::Sender<io::Result<std::net::TcpListener>>),
     Socket(IpAddr, oneshot::Sender<io::Result<Socket>>),
+    Holds(IpAddr, oneshot::Sender<bool>),
+}
+
+/// The namespace under `dir` that holds `ip` as its own address, entered: how a node agent
+/// finds a Pod's namespace where the container runtime names it (containerd and CRI-O keep
+/// each Pod sandbox's under `/run/netns`, named `cni-…`), knowing only the Pod's address.
+pub async fn find(dir: &Path, ip: IpAddr) -> io::Result<Option<(std::path::PathBuf, PodNetns)>> {
+    let mut entries: Vec<std::path::PathBuf> =
+        std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for path in entries {
+        // A namespace that cannot be entered (gone meanwhile, not a namespace) is not the one.
+        let Ok(netns) = PodNetns::open(&path) else { continue };
+        if netns.holds(ip).await? {
+            return Ok(Some((path, netns)));
+        }
+    }
+    Ok(None)
 }
 
 /// A Pod's network namespace, with the thread that makes sockets in it.
@@ -50,6 +68,9 @@ impl PodNetns {
                     Request::Socket(ip, reply) => {
                         let _ = reply.send(marked(ip));
                     }
+                    Request::Holds(ip, reply) => {
+                        let _ = reply.send(std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok());
+                    }
                 }
             }
         })?;
@@ -72,6 +93,13 @@ impl PodNetns {
         let socket = made.await.map_err(|_| gone())??;
         let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
         socket.connect(to).await
+    }
+
+    /// Whether `ip` is one of the namespace's own addresses (a socket can be bound to it).
+    pub async fn holds(&self, ip: IpAddr) -> io::Result<bool> {
+        let (reply, made) = oneshot::channel();
+        self.ask(Request::Holds(ip, reply))?;
+        made.await.map_err(|_| gone())
     }
 
     fn ask(&self, request: Request) -> io::Result<()> {

@@ -24,7 +24,7 @@ use crate::authority;
 use crate::certs::Certificates;
 use crate::inbound;
 use crate::metrics::Metrics;
-use crate::netns::PodNetns;
+use crate::netns::{self, PodNetns};
 use crate::outbound;
 use crate::shared::{Served, Shared};
 use crate::table::{Local, table};
@@ -35,7 +35,8 @@ use crate::tunnel::Pool;
 pub struct Options {
     /// This node's name: the meshed Pods on it are served here.
     pub node: String,
-    /// Where a Pod's network namespace is, `{namespace}` and `{name}` standing for the Pod's;
+    /// Where a Pod's network namespace is: a path with `{namespace}` and `{name}` standing for
+    /// the Pod's, or a folder whose namespaces are searched for the one holding the Pod's address;
     /// `None` where Pods have none Portico can enter (standalone).
     pub pod_netns: Option<String>,
     /// The CA folder ([`authority`]).
@@ -241,14 +242,31 @@ impl Inner {
         Ok(())
     }
 
+    /// The Pod's namespace: where the template puts it, or the one under the folder that holds
+    /// the Pod's address.
+    async fn pod_netns(&self, local: &Local) -> Result<(PathBuf, PodNetns), String> {
+        let given = self.options.pod_netns.as_deref().unwrap_or_default();
+        let pod = &local.workload.pod;
+        if given.contains("{name}") {
+            let path =
+                PathBuf::from(given.replace("{namespace}", &pod.namespace).replace("{name}", &pod.name));
+            let netns = PodNetns::open(&path)
+                .map_err(|e| format!("its network namespace {}: {e}", path.display()))?;
+            return Ok((path, netns));
+        }
+        let ip = *local.workload.ips.first().ok_or("no address yet, so its namespace cannot be found")?;
+        let dir = PathBuf::from(given);
+        match netns::find(&dir, ip).await {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => Err(format!("no network namespace under {} holds its address {ip}", dir.display())),
+            Err(e) => Err(format!("the network namespaces under {}: {e}", dir.display())),
+        }
+    }
+
     /// Serves `local` from its namespace: capture, then listeners.
     async fn serve(&self, local: &Local) -> Result<Pod, String> {
-        let template = self.options.pod_netns.as_deref().unwrap_or_default();
         let pod = &local.workload.pod;
-        let path =
-            PathBuf::from(template.replace("{namespace}", &pod.namespace).replace("{name}", &pod.name));
-        let netns =
-            PodNetns::open(&path).map_err(|e| format!("its network namespace {}: {e}", path.display()))?;
+        let (path, netns) = self.pod_netns(local).await?;
         let capture_of = (local.workload.exclude_inbound.clone(), local.workload.exclude_outbound.clone());
         let ruleset = capture(self.options.ports, &capture_of.0, &capture_of.1);
         let in_namespace = path.clone();

@@ -256,9 +256,11 @@ struct RunArgs {
     /// With `--announce on`: the UDP port node agents send each other heartbeats on.
     #[arg(long, default_value_t = 9651)]
     announce_port: u16,
-    /// Where a meshed Pod's network namespace is, `{namespace}` and `{name}` standing for the
-    /// Pod's (`/run/netns/pl-pod-{namespace}-{name}` in the lab); without it meshed Pods are
-    /// listed but their traffic is not captured.
+    /// Where a meshed Pod's network namespace is: a path with `{namespace}` and `{name}`
+    /// standing for the Pod's (`/run/netns/pl-pod-{namespace}-{name}` in the lab), or a folder
+    /// searched for the namespace that holds the Pod's address (`/run/netns` on a node, where
+    /// containerd and CRI-O keep them); without it meshed Pods are listed but their traffic is
+    /// not captured.
     #[arg(long)]
     pod_netns: Option<String>,
     /// The mesh CA's folder, in the layout of Istio's cacerts (ca-cert.pem, ca-key.pem,
@@ -269,6 +271,11 @@ struct RunArgs {
     /// How long a workload certificate is good for; it is renewed two thirds into its life.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     mesh_cert_lifetime: Duration,
+    /// With --cluster: the Secret, in the Lease's namespace, that holds the mesh CA every node
+    /// agent shares (Istio's cacerts keys); made by the first agent when absent, then copied
+    /// into --mesh-ca. `none`: each agent keeps the CA of its own folder.
+    #[arg(long, default_value = "portico-mesh-ca")]
+    mesh_ca_secret: String,
 }
 
 /// `on` or `off`.
@@ -329,6 +336,7 @@ impl RunArgs {
                 pod_netns: self.pod_netns,
                 ca: self.mesh_ca.or_else(|| state.as_ref().map(|s| s.join("mesh-ca"))),
                 cert_lifetime: self.mesh_cert_lifetime,
+                ca_secret: (self.mesh_ca_secret != "none").then_some(self.mesh_ca_secret),
             },
             state,
             manifests: self.manifests,

@@ -146,6 +146,8 @@ pub struct MeshConfig {
     pub ca: Option<PathBuf>,
     /// How long a workload certificate is good for.
     pub cert_lifetime: Duration,
+    /// In a cluster: the Secret holding the CA every agent shares, copied into `ca`.
+    pub ca_secret: Option<String>,
 }
 
 /// How the nftables data plane writes to the kernel.
@@ -355,6 +357,9 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         }
         Some(cluster) => {
             let client = portico_source::cluster::client(cluster.kubeconfig.as_deref()).await?;
+            if config.roles.agent {
+                shared_mesh_ca(&client, cluster, &mut config.mesh).await;
+            }
             status = Some(StatusWriting::start(
                 client.clone(),
                 cluster,
@@ -500,6 +505,33 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         }
     }
     server.stop(trigger, stop_admin, admin_task).await
+}
+
+/// In a cluster, the mesh CA every agent shares: the Secret's files copied into the CA folder
+/// (the Secret made first when there is none). When that cannot be done the mesh has no CA
+/// and says so, rather than making one of its own that no other node trusts.
+async fn shared_mesh_ca(
+    client: &portico_source::cluster::Client,
+    cluster: &ClusterConfig,
+    mesh: &mut MeshConfig,
+) {
+    let (Some(name), Some(dir)) = (mesh.ca_secret.clone(), mesh.ca.clone()) else { return };
+    let make = || {
+        let files = portico_mesh::authority::new_files()?;
+        Ok(files.into_iter().map(|(name, text)| (name.to_owned(), text.into_bytes())).collect())
+    };
+    let shared =
+        portico_status::secret::shared_secret(client.clone(), &cluster.lease_namespace, &name, make).await;
+    let stored = shared
+        .map_err(|e| e.to_string())
+        .and_then(|files| portico_mesh::authority::store(&dir, &files).map_err(|e| e.to_string()));
+    match stored {
+        Ok(()) => info!(secret = %name, dir = %dir.display(), "mesh: the shared CA is in place"),
+        Err(err) => {
+            error!(secret = %name, %err, "mesh: the shared CA cannot be had; meshed Pods are not served");
+            mesh.ca = None;
+        }
+    }
 }
 
 /// Raises the soft limit on open files to the hard one, as nginx and HAProxy do: every

@@ -16,9 +16,14 @@ use portico_source::cluster::RESOURCES;
 use portico_status::PERMISSIONS;
 use serde_json::Value;
 
-/// The rendered objects, or `None` without kubectl.
+/// The rendered objects of `deploy/`, or `None` without kubectl.
 fn rendered() -> Option<Vec<Value>> {
-    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    rendered_from("")
+}
+
+/// The rendered objects of the folder `under` deploy/, or `None` without kubectl.
+fn rendered_from(under: &str) -> Option<Vec<Value>> {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(under);
     let out = match Command::new("kubectl").arg("kustomize").arg(&deploy).output() {
         Ok(out) => out,
         Err(_) => {
@@ -73,7 +78,8 @@ fn grants(objects: &[Value], account: &str) -> BTreeSet<Grant> {
     out
 }
 
-/// What a role needs: reads of every collection, and its writes (the Lease in the namespace).
+/// What a role needs: reads of every collection, and its writes (the Lease and the shared
+/// Secrets in the namespace only).
 fn needs(services: bool) -> BTreeSet<Grant> {
     let mut out = BTreeSet::new();
     for (_, group, _, plural) in RESOURCES {
@@ -83,7 +89,7 @@ fn needs(services: bool) -> BTreeSet<Grant> {
     }
     for permission in PERMISSIONS.iter().filter(|p| if services { p.services } else { p.ingresses }) {
         for verb in permission.verbs {
-            let cluster_wide = permission.resource != "leases";
+            let cluster_wide = !permission.namespaced;
             out.insert((
                 cluster_wide,
                 permission.group.to_owned(),
@@ -175,6 +181,9 @@ fn the_agent_runs_in_the_host_network_as_root_with_two_capabilities_and_serves_d
             "host network: {probe}"
         );
     }
+    let heartbeat = config.announce.expect("LoadBalancer addresses announced");
+    assert_eq!(port(container, "heartbeat")["containerPort"].as_u64(), Some(u64::from(heartbeat)));
+    assert!(config.mesh.pod_netns.is_none(), "the mesh's capture is deploy/mesh's");
     // Cluster DNS: the Service's target ports are the agent's, which are the flag's port.
     let dns = config.dns.expect("the agents answer cluster DNS");
     let service = named(&objects, "Service", "portico-dns");
@@ -248,4 +257,36 @@ fn the_ingress_runs_as_nonroot_and_publishes_its_load_balancer_service() {
         named(&objects, "DaemonSet", "portico-agent")["spec"]["template"]["spec"]["containers"][0]["image"],
         "one image"
     );
+}
+
+#[test]
+fn with_the_mesh_the_agent_also_enters_pods_namespaces_found_under_run_netns() {
+    let Some(objects) = rendered_from("mesh") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pod = &named(&objects, "DaemonSet", "portico-agent")["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let added = strings(&container["securityContext"]["capabilities"]["add"]);
+    assert_eq!(
+        added,
+        ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"].map(String::from).into(),
+        "setns needs SYS_ADMIN"
+    );
+    let config = flags_of(&objects, pod, dir.path());
+    let searched = config.mesh.pod_netns.clone().expect("--pod-netns");
+    assert!(!searched.contains("{name}"), "a folder searched by address, not a template");
+    let mount =
+        container["volumeMounts"].as_array().unwrap().iter().find(|m| m["mountPath"] == searched.as_str());
+    let mount = mount.expect("the folder is mounted");
+    assert_eq!(mount["mountPropagation"], "HostToContainer", "namespaces made later are seen");
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == mount["name"]).unwrap();
+    assert_eq!(volume["hostPath"]["path"], "/run/netns");
+    assert_eq!(config.mesh.ca_secret.as_deref(), Some("portico-mesh-ca"));
+    let secrets = grants(&objects, "portico-agent");
+    assert!(
+        secrets.contains(&(false, String::new(), "secrets".into(), "create".into())),
+        "the CA Secret can be made"
+    );
+    // Everything else is the base's.
+    let base = rendered().unwrap();
+    assert_eq!(objects.len(), base.len());
 }

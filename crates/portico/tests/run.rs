@@ -891,6 +891,12 @@ fn in_a_cluster_the_api_servers_objects_are_served_and_followed() {
     portico.wait_for(|plan| plan["services"].as_array().is_some_and(|s| s.len() == 1));
     let (status, readiness) = portico.get("/readyz");
     assert_eq!(status, 200, "{readiness}");
+    // The mesh CA every agent shares: made by this first agent, kept in a Secret.
+    let ca =
+        fake.object("/api/v1/secrets", Some("portico-system"), "portico-mesh-ca").expect("the CA Secret");
+    for key in ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"] {
+        assert!(ca["data"][key].is_string(), "{key} in the Secret");
+    }
 
     // Status write-back: the one replica (it holds the Lease) writes the LoadBalancer address
     // it gave out, and the address of the Ingress it serves; another class's is left alone.

@@ -142,6 +142,26 @@ async fn a_custom_resource_without_its_crd_is_empty_until_the_crd_comes() {
     assert_eq!(names(&later.store), ["web"]);
 }
 
+#[tokio::test]
+async fn only_tls_secrets_are_watched() {
+    let (fake, addr) = FakeApi::start().await;
+    let secret = |name: &str, kind: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": kind,
+            "metadata": {"name": name, "namespace": "default"},
+            "data": {"tls.crt": "", "tls.key": "", "password": "aHVudGVyMg=="},
+        })
+    };
+    fake.event("/api/v1/secrets", "ADDED", secret("listed-opaque", "Opaque"));
+    let (_cluster, mut snapshots) = Cluster::start(client(addr).await);
+    until(&mut snapshots, |_| true).await;
+    fake.event("/api/v1/secrets", "ADDED", secret("watched-opaque", "Opaque"));
+    fake.event("/api/v1/secrets", "ADDED", secret("site", "kubernetes.io/tls"));
+    let snapshot = until(&mut snapshots, |s| !s.store.secrets.is_empty()).await;
+    let names: Vec<&str> = snapshot.store.secrets.keys().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["site"], "a password never reaches Portico's memory");
+}
+
 const FIXTURE: &str = "
 apiVersion: v1
 kind: Node

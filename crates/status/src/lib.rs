@@ -1,11 +1,12 @@
-//! Status write-back, for Portico in a cluster: what the planner decided (LoadBalancer and
-//! Ingress addresses) and what it found wrong (as Events), written to the API server by the one
-//! replica that holds a Lease.
+//! What Portico keeps in the API server, in a cluster: what the planner decided (LoadBalancer
+//! and Ingress addresses) and what it found wrong (as Events), written by the one replica that
+//! holds a Lease; and the Secrets every replica shares (the mesh's CA), made once.
 
 #![forbid(unsafe_code)]
 
 pub mod desired;
 pub mod lease;
+pub mod secret;
 pub mod writer;
 
 pub use desired::{Scope, notes, statuses};
@@ -25,17 +26,20 @@ pub struct Permission {
     pub services: bool,
     /// Needed to write the Ingresses' statuses (the ingress role).
     pub ingresses: bool,
+    /// Only in Portico's own namespace (a Role, not a ClusterRole).
+    pub namespaced: bool,
 }
 
 /// Every write this crate makes: status patches, Events (created, then patched as a series),
-/// and the Lease (read, created, replaced).
-pub const PERMISSIONS: [Permission; 4] = [
+/// the Lease (read, created, replaced), and the agents' shared Secrets (read, created once).
+pub const PERMISSIONS: [Permission; 5] = [
     Permission {
         group: "",
         resource: "services/status",
         verbs: &["patch"],
         services: true,
         ingresses: false,
+        namespaced: false,
     },
     Permission {
         group: "networking.k8s.io",
@@ -43,6 +47,7 @@ pub const PERMISSIONS: [Permission; 4] = [
         verbs: &["patch"],
         services: false,
         ingresses: true,
+        namespaced: false,
     },
     Permission {
         group: "events.k8s.io",
@@ -50,6 +55,7 @@ pub const PERMISSIONS: [Permission; 4] = [
         verbs: &["create", "patch"],
         services: true,
         ingresses: true,
+        namespaced: false,
     },
     Permission {
         group: "coordination.k8s.io",
@@ -57,5 +63,14 @@ pub const PERMISSIONS: [Permission; 4] = [
         verbs: &["get", "create", "update"],
         services: true,
         ingresses: true,
+        namespaced: true,
+    },
+    Permission {
+        group: "",
+        resource: "secrets",
+        verbs: &["get", "create"],
+        services: true,
+        ingresses: false,
+        namespaced: true,
     },
 ];

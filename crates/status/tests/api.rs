@@ -155,3 +155,37 @@ async fn only_the_holder_writes_statuses_as_its_field_manager_and_events() {
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(text.contains("writes_total{kind=\"Service\",result=\"ok\"} 2"), "{text}");
 }
+
+#[tokio::test]
+async fn a_shared_secret_is_made_once_and_read_by_everyone_after() {
+    use portico_status::secret::shared_secret;
+    let (fake, addr) = FakeApi::start().await;
+    let made = |value: &'static str| move || Ok(vec![("ca-cert.pem".to_owned(), value.as_bytes().to_vec())]);
+    // Two agents at once: one creation wins, both end with its data.
+    let (a, b) = tokio::join!(
+        shared_secret(client(addr).await, "portico-system", "portico-mesh-ca", made("from a")),
+        shared_secret(client(addr).await, "portico-system", "portico-mesh-ca", made("from b")),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b, "the same CA for both");
+    let creations =
+        fake.writes().iter().filter(|w| w.method == "POST" && w.path.ends_with("/secrets")).count();
+    assert!((1..=2).contains(&creations));
+    // Later agents read it and make nothing.
+    let later = shared_secret(client(addr).await, "portico-system", "portico-mesh-ca", || {
+        Err("nothing should be made".to_owned())
+    })
+    .await
+    .unwrap();
+    assert_eq!(later, a);
+    let stored = fake.object("/api/v1/secrets", Some("portico-system"), "portico-mesh-ca").unwrap();
+    assert_eq!(stored["type"], "Opaque");
+    assert_eq!(stored["metadata"]["labels"]["app.kubernetes.io/managed-by"], "portico");
+    // One that cannot be made is an error naming the Secret.
+    let failed =
+        shared_secret(client(addr).await, "other", "portico-mesh-ca", || Err("no entropy".to_owned()))
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(failed.contains("other/portico-mesh-ca") && failed.contains("no entropy"), "{failed}");
+}

@@ -1,7 +1,8 @@
 //! An API server in process, for the tests of the API source and of `run` in a cluster: it
 //! speaks list and watch as the real one does (a list with a `resourceVersion`; a watch stream
 //! of `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` and `ERROR` events, one JSON object a line),
-//! over plain HTTP on loopback, for every collection Portico reads. It also takes writes as the
+//! over plain HTTP on loopback, for every collection Portico reads, a `type=` field selector
+//! honoured as the API server honours it. It also takes writes as the
 //! status writer and the Lease make them: a GET of one object, a POST that creates (409 when the
 //! name is taken), a PUT that replaces only at the stored `resourceVersion` (409 otherwise), and
 //! a PATCH (apply or merge) of an object or its `status`, each change sent to the watches and
@@ -162,6 +163,14 @@ fn failure(status: StatusCode, reason: &str, message: &str) -> Answer {
     answer(status, &body)
 }
 
+/// The `type` a list or watch's `fieldSelector` asks for (`type=kubernetes.io/tls`), if any:
+/// the one field selector Portico uses.
+fn field_selector_type(query: &str) -> Option<String> {
+    let selector = query.split('&').find_map(|p| p.strip_prefix("fieldSelector="))?;
+    let decoded = selector.replace("%3D", "=").replace("%3d", "=").replace("%2F", "/").replace("%2f", "/");
+    decoded.strip_prefix("type=").map(str::to_owned)
+}
+
 /// `patch` merged into `target` as a JSON merge patch does (`null` deletes); server-side apply
 /// of fields one manager owns comes to the same for the tests' objects.
 fn merge(target: &mut Value, patch: &Value) {
@@ -264,15 +273,25 @@ impl FakeApi {
                 None => failure(StatusCode::NOT_FOUND, "NotFound", &format!("{name} not found")),
             };
         }
+        let wanted_type = field_selector_type(query);
+        let selected =
+            move |object: &Value| wanted_type.as_ref().is_none_or(|t| object["type"] == t.as_str());
         if query.split('&').any(|p| p == "watch=true" || p == "watch=1") {
             let events = collection.events.subscribe();
-            let stream = futures::stream::unfold(events, |mut events| async move {
-                match events.recv().await {
-                    Ok(Some(line)) => {
-                        Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line + "\n"))), events))
+            let stream = futures::stream::unfold((events, selected), |(mut events, selected)| async move {
+                loop {
+                    match events.recv().await {
+                        Ok(Some(line)) => {
+                            let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                            if event["object"]["kind"].is_string() && !selected(&event["object"]) {
+                                continue;
+                            }
+                            let frame = Frame::data(Bytes::from(line + "\n"));
+                            return Some((Ok::<_, Infallible>(frame), (events, selected)));
+                        }
+                        // `None` ends the watch, as a dropped connection does.
+                        _ => return None,
                     }
-                    // `None` ends the watch, as a dropped connection does.
-                    _ => None,
                 }
             });
             return Response::new(StreamBody::new(stream).boxed());
@@ -287,7 +306,7 @@ impl FakeApi {
             "apiVersion": api_version,
             "kind": kind,
             "metadata": {"resourceVersion": collection.version.to_string()},
-            "items": collection.items,
+            "items": collection.items.iter().filter(|item| selected(item)).collect::<Vec<_>>(),
         });
         answer(StatusCode::OK, &list)
     }
