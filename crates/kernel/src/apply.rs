@@ -17,6 +17,20 @@ pub trait Nft {
     fn run(&mut self, commands: &[Command<'_>]) -> Result<usize, NftError>;
 }
 
+/// Takes every table of Portico's out of the namespace `nft` writes to, in one transaction
+/// (what `kube-proxy --cleanup` does for its own rules): each is made first where it is not,
+/// so that deleting it cannot fail. Returns the bytes written.
+pub fn remove_all<N: Nft>(nft: &mut N) -> Result<usize, NftError> {
+    let mut commands = Vec::new();
+    for family in [crate::ruleset::Family::Ip, crate::ruleset::Family::Ip6] {
+        for part in 0..=crate::ruleset::SERVICE_TABLES {
+            let table = crate::ruleset::TableId { family, part };
+            commands.extend([Command::AddTable(table), Command::DeleteTable(table)]);
+        }
+    }
+    nft.run(&commands)
+}
+
 /// Why a transaction was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {

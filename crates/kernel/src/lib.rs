@@ -28,7 +28,7 @@ mod plane;
 pub mod ruleset;
 pub mod stale;
 
-pub use apply::{Applier, Nft, NftCommand, NftError, SyncKind, SyncReport};
+pub use apply::{Applier, Nft, NftCommand, NftError, SyncKind, SyncReport, remove_all};
 pub use compile::{CompileOptions, Compiled, Destination, compile};
 pub use conntrack::{ConntrackError, Filter};
 pub use diff::{DiffOptions, Update};

@@ -42,6 +42,24 @@ fn every_compiled_ruleset_loads() {
 }
 
 #[test]
+fn removing_everything_leaves_no_table_of_portico_and_keeps_others() {
+    if !able() {
+        return;
+    }
+    let ns = Netns::new("remove");
+    let mut applier = Applier::new(ns.nft(), DiffOptions::default());
+    applier.sync(compiled().ruleset).unwrap();
+    ns.exec(&["nft", "add", "table", "inet", "someone-else"]);
+    assert!(ns.exec(&["nft", "list", "tables"]).stdout.len() > 100, "Portico's tables are in");
+    let mut nft = portico_kernel::NetlinkNft::in_namespace(&ns.path()).unwrap();
+    portico_kernel::remove_all(&mut nft).unwrap();
+    let tables = String::from_utf8(ns.exec(&["nft", "list", "tables"]).stdout).unwrap();
+    assert_eq!(tables.trim(), "table inet someone-else", "only the other's table is left");
+    // Again, with nothing of Portico's left: nothing fails.
+    portico_kernel::remove_all(&mut nft).unwrap();
+}
+
+#[test]
 fn diffs_in_a_row_list_as_a_cold_start_and_a_repair_undoes_hand_edits() {
     if !able() {
         return;

@@ -54,6 +54,19 @@ enum Command {
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
     },
+    /// Take Portico's rules out of this node (root), as `kube-proxy --cleanup` does: every
+    /// nftables table of Portico's in this host's network namespace, and with --pod-netns the
+    /// mesh's capture in every Pod namespace under that folder. A node agent leaves its rules
+    /// in place when it stops, so that connections live through its restarts; this is for
+    /// removing Portico from a node.
+    Cleanup {
+        /// A folder of Pods' network namespaces (`/run/netns`) whose capture is taken out too.
+        #[arg(long)]
+        pod_netns: Option<PathBuf>,
+        /// Whether this host's own namespace is cleaned (`off`: only the Pods').
+        #[arg(long, default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
+        host: bool,
+    },
     /// A small cluster on this host (root): nodes, Pods and an `outside` client, each in its
     /// own network namespace on a bridged LAN (198.18.0.0/15 and 2001:db8::/32 only), a Portico
     /// node agent per node, to see how each method behaves in a cluster.
@@ -690,7 +703,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Check(args) | Command::Explain(args) => args.plan.check()?,
         Command::Run(args) => args.plan.check()?,
-        Command::Echo { .. } | Command::Lab { .. } => {}
+        Command::Echo { .. } | Command::Lab { .. } | Command::Cleanup { .. } => {}
     }
     match cli.command {
         Command::Check(args) => {
@@ -715,6 +728,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Lab { command, prefix } => lab_command(command, &prefix),
+        Command::Cleanup { pod_netns, host } => cleanup(pod_netns.as_deref(), host),
         Command::Echo { listen, name, namespace, service, tls_cert, tls_key } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(portico_echo::TlsConfig::from_files(&cert, &key)?),
@@ -734,6 +748,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `portico cleanup`: Portico's tables out of this host's namespace (unless `host` is off)
+/// and out of every namespace under `pod_netns`; fails if any could not be cleaned.
+fn cleanup(pod_netns: Option<&Path>, host: bool) -> Result<ExitCode> {
+    use portico_kernel::{NetlinkNft, remove_all};
+    let mut failed = 0;
+    if host {
+        match remove_all(&mut NetlinkNft::new()) {
+            Ok(_) => println!("removed Portico's nftables tables from this host's network namespace"),
+            Err(err) => {
+                eprintln!("error: this host's network namespace: {err}");
+                failed += 1;
+            }
+        }
+    }
+    if let Some(dir) = pod_netns {
+        let entries = std::fs::read_dir(dir).with_context(|| format!("the folder {}", dir.display()))?;
+        let mut namespaces: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        namespaces.sort();
+        let mut cleaned = 0;
+        for path in &namespaces {
+            match NetlinkNft::in_namespace(path).and_then(|mut nft| remove_all(&mut nft)) {
+                Ok(_) => cleaned += 1,
+                Err(err) => {
+                    eprintln!("error: {}: {err}", path.display());
+                    failed += 1;
+                }
+            }
+        }
+        println!("removed the mesh's capture from {cleaned} Pod network namespaces under {}", dir.display());
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn lab_command(command: LabCommand, prefix: &str) -> Result<ExitCode> {

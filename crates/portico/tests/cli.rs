@@ -358,3 +358,44 @@ fn two_service_cidrs_of_one_family_are_refused_and_dual_stack_is_planned() {
     let report = json(&dual);
     assert!(report["diagnostics"].as_array().unwrap().is_empty(), "{report:#}");
 }
+
+/// `portico cleanup --pod-netns DIR --host off` on namespaces this test makes (root; skipped,
+/// saying so, without root, `ip` or `nft`): the capture goes from each, another table stays,
+/// and the host's own namespace is not touched.
+#[test]
+fn cleanup_takes_portico_tables_out_of_each_pod_namespace() {
+    if !portico_testkit::root::able(&["ip", "nft"]) {
+        return;
+    }
+    let names: Vec<String> =
+        ["a", "b"].iter().map(|n| format!("pt-cleanup-{}-{n}", std::process::id())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    for name in &names {
+        assert!(Command::new("ip").args(["netns", "add", name]).status().unwrap().success());
+        let exec = |args: &[&str]| {
+            let mut argv = vec!["netns", "exec", name.as_str()];
+            argv.extend(args);
+            Command::new("ip").args(&argv).output().unwrap()
+        };
+        assert!(exec(&["nft", "add", "table", "ip", "portico"]).status.success());
+        assert!(exec(&["nft", "add", "table", "ip6", "portico-services-03"]).status.success());
+        assert!(exec(&["nft", "add", "table", "inet", "other"]).status.success());
+        // The folder holds links to the namespaces, as /run/netns holds the runtime's.
+        std::os::unix::fs::symlink(Path::new("/run/netns").join(name), dir.path().join(name)).unwrap();
+    }
+    let out = portico(&["cleanup", "--host", "off", "--pod-netns", dir.path().to_str().unwrap()]);
+    let listings: Vec<String> = names
+        .iter()
+        .map(|name| {
+            let listed =
+                Command::new("ip").args(["netns", "exec", name, "nft", "list", "tables"]).output().unwrap();
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+            String::from_utf8(listed.stdout).unwrap()
+        })
+        .collect();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("from 2 Pod network namespaces"));
+    for listing in listings {
+        assert_eq!(listing.trim(), "table inet other");
+    }
+}
