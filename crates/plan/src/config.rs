@@ -40,6 +40,13 @@ pub struct PlanConfig {
     pub trust_domain: String,
     /// AuthorizationPolicies in this namespace apply to every workload (Istio's root namespace).
     pub mesh_root_namespace: String,
+    /// With a name, only the Services labelled `service.kubernetes.io/service-proxy-name` with
+    /// it are proxied (the others are kube-proxy's, which leaves labelled ones alone); without,
+    /// every Service without that label.
+    pub service_proxy_name: Option<String>,
+    /// Only Services of Portico's own `spec.loadBalancerClass` get LoadBalancer addresses
+    /// (those without a class are left to MetalLB or a cloud's controller).
+    pub load_balancer_class_only: bool,
     /// Whether the Plan carries the DNS zone's records: not when nothing serves them
     /// (`run --dns off`), since ten thousand Services make a zone of megabytes.
     pub dns_records: bool,
@@ -61,6 +68,8 @@ impl Default for PlanConfig {
             cluster_domain: "cluster.local".into(),
             trust_domain: "cluster.local".into(),
             mesh_root_namespace: "istio-system".into(),
+            service_proxy_name: None,
+            load_balancer_class_only: false,
             dns_records: true,
         }
     }

@@ -32,10 +32,13 @@ pub const ALLOW_SHARED_IP: &str = "metallb.io/allow-shared-ip";
 pub const LOAD_BALANCER_CLASS: &str = "portico.dev/loadbalancer";
 
 /// Whether Portico hands out this Service's LoadBalancer addresses: its
-/// `spec.loadBalancerClass` is unset (as MetalLB serves those) or Portico's.
-pub fn serves_class(service: &Service) -> bool {
-    let class = service.spec.as_ref().and_then(|s| s.load_balancer_class.as_deref());
-    class.is_none_or(|c| c == LOAD_BALANCER_CLASS)
+/// `spec.loadBalancerClass` is Portico's, or unset (as MetalLB serves those) unless
+/// `class_only`.
+pub fn serves_class(service: &Service, class_only: bool) -> bool {
+    match service.spec.as_ref().and_then(|s| s.load_balancer_class.as_deref()) {
+        Some(class) => class == LOAD_BALANCER_CLASS,
+        None => !class_only,
+    }
 }
 
 /// The addresses of a Service's `status.loadBalancer.ingress`.
@@ -48,11 +51,11 @@ pub fn status_ips(service: &Service) -> Vec<IpAddr> {
 /// The LoadBalancer addresses the API server holds for the Services Portico serves, as
 /// [`crate::Allocations`] keeps them: in a cluster, the elected writer's decisions, which
 /// every node plans from so that all of them give each Service the same addresses.
-pub fn observed(store: &Store) -> BTreeMap<String, Vec<IpAddr>> {
+pub fn observed(store: &Store, class_only: bool) -> BTreeMap<String, Vec<IpAddr>> {
     store
         .services
         .iter()
-        .filter(|(_, s)| serves_class(&s.object))
+        .filter(|(_, s)| serves_class(&s.object, class_only))
         .map(|(key, s)| (key.to_string(), status_ips(&s.object)))
         .filter(|(_, ips)| !ips.is_empty())
         .collect()

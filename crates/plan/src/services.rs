@@ -21,6 +21,18 @@ use crate::pods::{PodIndex, PodPlan};
 /// to that proxy.
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 
+/// Whether another proxy serves `service`: it is labelled with another proxy's name, or
+/// Portico has a name of its own (`own`) and the Service is not labelled with it — how
+/// Portico runs beside kube-proxy, which leaves labelled Services alone.
+pub fn other_proxy(service: &Service, own: Option<&str>) -> bool {
+    let label = service.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_PROXY_NAME_LABEL));
+    match (label, own) {
+        (Some(label), Some(own)) => label != own,
+        (None, None) => false,
+        _ => true,
+    }
+}
+
 /// How a Service is exposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum ServiceKind {
@@ -185,6 +197,7 @@ pub fn plan_services(
             lb_ips.get(&key).cloned().unwrap_or_default(),
             slices.get(&key).map(Vec::as_slice).unwrap_or_default(),
             &pods,
+            config.service_proxy_name.as_deref(),
             diagnostics,
         );
         plans.push(plan);
@@ -438,7 +451,7 @@ fn allocate_lb_ips(
             continue;
         }
         let key = key_of(service);
-        if !lb::serves_class(&service.object) {
+        if !lb::serves_class(&service.object, config.load_balancer_class_only) {
             out.insert(key, lb::status_ips(&service.object));
             continue;
         }
@@ -479,6 +492,7 @@ fn service_plan(
     load_balancer_ips: Vec<IpAddr>,
     slices: &[&EndpointSliceRecord],
     pods: &PodIndex<'_>,
+    proxy_name: Option<&str>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> ServicePlan {
     let spec = service.object.spec.clone().unwrap_or_default();
@@ -486,8 +500,7 @@ fn service_plan(
     let policy = |p: &Option<String>| {
         if p.as_deref() == Some("Local") { TrafficPolicy::Local } else { TrafficPolicy::Cluster }
     };
-    let other_proxy =
-        service.object.metadata.labels.as_ref().is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL));
+    let other_proxy = other_proxy(&service.object, proxy_name);
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
     let selector = spec.selector.clone().unwrap_or_default();
     let selected: Vec<&PodPlan> = if selector.is_empty() || kind == ServiceKind::ExternalName {

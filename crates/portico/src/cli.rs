@@ -528,6 +528,14 @@ struct PlanArgs {
     /// Service CIDR for ClusterIPs (repeat for dual stack).
     #[arg(long = "service-cidr", default_values_t = PlanConfig::default().service_cidrs)]
     service_cidrs: Vec<IpNet>,
+    /// Proxy only the Services labelled service.kubernetes.io/service-proxy-name=NAME, leaving
+    /// the others to kube-proxy (which leaves labelled ones alone): Portico beside kube-proxy.
+    #[arg(long)]
+    service_proxy_name: Option<String>,
+    /// Give LoadBalancer addresses only to Services of spec.loadBalancerClass
+    /// portico.dev/loadbalancer, leaving those without a class to MetalLB or a cloud.
+    #[arg(long)]
+    load_balancer_class_only: bool,
     /// LoadBalancer IP pool (repeatable), used while no MetalLB IPAddressPool exists. Default:
     /// 127.97.0.0/24 with manifests; none with --cluster, where the pools are IPAddressPools.
     #[arg(long = "lb-pool")]
@@ -610,6 +618,8 @@ impl PlanArgs {
                 self.lb_pools.clone()
             },
             pod_cidr: self.pod_cidr,
+            service_proxy_name: self.service_proxy_name.clone(),
+            load_balancer_class_only: self.load_balancer_class_only,
             node_port_range: self.node_port_range.clone(),
             local_node: self.node_name.clone(),
             ingress_http: self.ingress_http,

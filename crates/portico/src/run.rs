@@ -303,6 +303,7 @@ impl StatusWriting {
             ingresses: config.roles.ingress,
             publish_service: cluster.publish_service.clone(),
             node: config.plan.local_node.clone(),
+            load_balancer_class_only: config.plan.load_balancer_class_only,
         };
         StatusWriting { election, writer, scope }
     }
@@ -682,7 +683,8 @@ impl Server {
                     from_api = snapshot.store;
                     // Every replica plans from the addresses the API server holds (the status
                     // writer's decisions), so that all of them serve the same ones.
-                    previous.load_balancer_ips = portico_plan::lb::observed(&from_api);
+                    previous.load_balancer_ips =
+                        portico_plan::lb::observed(&from_api, config.load_balancer_class_only);
                     (&from_api, snapshot.diagnostics)
                 }
                 None => loader.load(&manifests),

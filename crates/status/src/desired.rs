@@ -28,6 +28,8 @@ pub struct Scope {
     pub publish_service: Option<ObjectKey>,
     /// This node's name, for its addresses.
     pub node: String,
+    /// Only Services of Portico's `loadBalancerClass` are Portico's (not those without one).
+    pub load_balancer_class_only: bool,
 }
 
 /// One status to write.
@@ -101,7 +103,7 @@ impl Reference {
 pub fn statuses(store: &Store, plan: &Plan, scope: &Scope) -> Vec<Status> {
     let mut out = Vec::new();
     if scope.services {
-        out.extend(service_statuses(store, plan));
+        out.extend(service_statuses(store, plan, scope.load_balancer_class_only));
     }
     if scope.ingresses {
         out.extend(ingress_statuses(store, plan, scope));
@@ -109,11 +111,11 @@ pub fn statuses(store: &Store, plan: &Plan, scope: &Scope) -> Vec<Status> {
     out
 }
 
-fn service_statuses(store: &Store, plan: &Plan) -> Vec<Status> {
+fn service_statuses(store: &Store, plan: &Plan, class_only: bool) -> Vec<Status> {
     let mut out = Vec::new();
     for service in &plan.services {
         let Some(stored) = store.services.get(&service.key) else { continue };
-        if !lb::serves_class(&stored.object) {
+        if !lb::serves_class(&stored.object, class_only) {
             continue;
         }
         let wanted = match service.kind {

@@ -20,8 +20,10 @@ fn planned(yaml: &str) -> (Store, Plan, Vec<portico_model::Diagnostic>) {
     let config =
         PlanConfig { load_balancer_pools: vec!["127.0.80.0/24".parse().unwrap()], ..PlanConfig::default() };
     // As in a cluster: the addresses the API server holds are the allocations planned from.
-    let observed =
-        Allocations { load_balancer_ips: portico_plan::lb::observed(&store), ..Allocations::default() };
+    let observed = Allocations {
+        load_balancer_ips: portico_plan::lb::observed(&store, false),
+        ..Allocations::default()
+    };
     let planned = portico_plan::plan(&store, &config, &observed, 1);
     diagnostics.extend(planned.diagnostics);
     (store, planned.plan, diagnostics)
@@ -64,6 +66,11 @@ fn portico_load_balancers_get_their_addresses_and_other_classes_are_left_alone()
         ],
     );
     assert!(statuses(&store, &plan, &Scope::default()).is_empty(), "nothing outside the scope");
+    // Beside MetalLB: only Portico's class is Portico's to write.
+    let class_only = Scope { load_balancer_class_only: true, ..services_only() };
+    let written: Vec<String> =
+        statuses(&store, &plan, &class_only).iter().map(|s| s.object().1.name.clone()).collect();
+    assert_eq!(written, ["ours"]);
 }
 
 #[test]
