@@ -803,7 +803,11 @@ const MAX_ENTRY_POINTS: usize = 40;
 /// The lines a person can paste to reach each workload, printed once serving starts.
 fn print_entry_points(plan: &Plan, config: &RunConfig) {
     let manifests: Vec<String> = config.manifests.iter().map(|p| p.display().to_string()).collect();
-    println!("portico is serving {} (admin: http://{}/plan)", manifests.join(", "), config.admin);
+    let source = match config.cluster {
+        Some(_) => "the API server's objects".to_owned(),
+        None => manifests.join(", "),
+    };
+    println!("portico is serving {source} (admin: http://{}/plan)", config.admin);
     let mut lines = Vec::new();
     let mut later = Vec::new();
     for row in exposures(plan) {
