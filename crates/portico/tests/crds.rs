@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 use portico_model::{authz, metallb};
 use portico_source::cluster::RESOURCES;
@@ -23,17 +22,7 @@ const CUSTOM_GROUPS: [&str; 2] = ["metallb.io", "security.istio.io"];
 
 /// The rendered CRDs, or `None` without kubectl.
 fn rendered() -> Option<Vec<Value>> {
-    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds");
-    let out = match Command::new("kubectl").arg("kustomize").arg(&crds).output() {
-        Ok(out) => out,
-        Err(_) => {
-            println!("skipping: needs kubectl (Debian: kubernetes-client)");
-            return None;
-        }
-    };
-    assert!(out.status.success(), "kubectl kustomize: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    Some(text.split("\n---\n").map(|doc| serde_saphyr::from_str::<Value>(doc).unwrap()).collect())
+    portico_testkit::kustomize::rendered(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds"))
 }
 
 /// The one CRD defining `kind`.

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 use portico::run::RunConfig;
 use portico_source::cluster::RESOURCES;
@@ -23,17 +22,9 @@ fn rendered() -> Option<Vec<Value>> {
 
 /// The rendered objects of the folder `under` deploy/, or `None` without kubectl.
 fn rendered_from(under: &str) -> Option<Vec<Value>> {
-    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(under);
-    let out = match Command::new("kubectl").arg("kustomize").arg(&deploy).output() {
-        Ok(out) => out,
-        Err(_) => {
-            println!("skipping: needs kubectl (Debian: kubernetes-client)");
-            return None;
-        }
-    };
-    assert!(out.status.success(), "kubectl kustomize: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    Some(text.split("\n---\n").map(|doc| serde_saphyr::from_str::<Value>(doc).unwrap()).collect())
+    portico_testkit::kustomize::rendered(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(under),
+    )
 }
 
 fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {

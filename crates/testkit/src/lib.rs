@@ -13,6 +13,7 @@ pub mod api;
 pub mod dns;
 pub mod echo;
 pub mod http;
+pub mod kustomize;
 pub mod manifests;
 pub mod net;
 pub mod plan;
