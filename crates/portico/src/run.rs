@@ -521,8 +521,15 @@ async fn shared_mesh_ca(
         let files = portico_mesh::authority::new_files()?;
         Ok(files.into_iter().map(|(name, text)| (name.to_owned(), text.into_bytes())).collect())
     };
-    let shared =
-        portico_status::secret::shared_secret(client.clone(), &cluster.lease_namespace, &name, make).await;
+    let namespace = &cluster.lease_namespace;
+    // The API server may not answer yet while the node starts: a few tries, 2 s apart.
+    let mut shared = portico_status::secret::shared_secret(client.clone(), namespace, &name, make).await;
+    for _ in 1..5 {
+        let Err(err) = &shared else { break };
+        warn!(secret = %name, %err, "mesh: the shared CA; trying again");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        shared = portico_status::secret::shared_secret(client.clone(), namespace, &name, make).await;
+    }
     let stored = shared
         .map_err(|e| e.to_string())
         .and_then(|files| portico_mesh::authority::store(&dir, &files).map_err(|e| e.to_string()));
@@ -597,7 +604,9 @@ impl Server {
         }
         if let Some(status) = self.status {
             drop(status.writer);
-            status.election.release().await;
+            // An API server that does not answer does not hold up the stop: the Lease then
+            // passes after its duration.
+            let _ = tokio::time::timeout(Duration::from_secs(2), status.election.release()).await;
         }
         let _ = stop_admin.send(true);
         let _ = admin.await;
