@@ -367,7 +367,10 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
                 &config,
                 registry.sub_registry_with_prefix("portico_status"),
             ));
-            let (cluster, snapshots) = Cluster::start(client);
+            // Without the mesh's capture, a node needs only its own Pods.
+            let mesh = config.roles.agent && config.mesh.pod_netns.is_some();
+            let node = (!mesh).then_some(config.plan.local_node.as_str());
+            let (cluster, snapshots) = Cluster::start_with(client, node);
             Objects::Cluster { _cluster: cluster, snapshots }
         }
     };

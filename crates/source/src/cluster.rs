@@ -101,11 +101,21 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    /// Watches every kind Portico reads in a cluster through `client`; snapshots arrive on the
-    /// receiver, the first once every kind was listed.
+    /// Watches every kind Portico reads in a cluster through `client`, every Pod included;
+    /// snapshots arrive on the receiver, the first once every kind was listed.
     pub fn start(client: Client) -> (Cluster, mpsc::Receiver<Snapshot>) {
+        Cluster::start_with(client, None)
+    }
+
+    /// As [`Cluster::start`], but with `node` only that node's Pods: all a node agent needs
+    /// (HostPorts, local Pods) but for the mesh, which needs every peer's identity.
+    pub fn start_with(client: Client, node: Option<&str>) -> (Cluster, mpsc::Receiver<Snapshot>) {
         let (changes, incoming) = mpsc::channel(1024);
         let all = watcher::Config::default();
+        let pods = match node {
+            Some(node) => watcher::Config::default().fields(&format!("spec.nodeName={node}")),
+            None => all.clone(),
+        };
         // Only the Secrets an Ingress can serve: TLS ones.
         let tls = watcher::Config::default().fields("type=kubernetes.io/tls");
         let mut tasks = vec![
@@ -132,7 +142,7 @@ impl Cluster {
             ),
             watch(
                 Api::<Pod>::all(client.clone()),
-                all.clone(),
+                pods,
                 ObjectKind::Pod,
                 |o| Ok(Object::Pod(Box::new(o))),
                 &changes,

@@ -162,6 +162,27 @@ async fn only_tls_secrets_are_watched() {
     assert_eq!(names, ["site"], "a password never reaches Portico's memory");
 }
 
+#[tokio::test]
+async fn a_node_agent_without_the_mesh_watches_only_its_nodes_pods() {
+    let (fake, addr) = FakeApi::start().await;
+    let pod = |name: &str, node: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]},
+        })
+    };
+    fake.event("/api/v1/pods", "ADDED", pod("here-0", "n1"));
+    fake.event("/api/v1/pods", "ADDED", pod("there-0", "n2"));
+    let (_cluster, mut snapshots) = Cluster::start_with(client(addr).await, Some("n1"));
+    until(&mut snapshots, |_| true).await;
+    fake.event("/api/v1/pods", "ADDED", pod("there-1", "n2"));
+    fake.event("/api/v1/pods", "ADDED", pod("here-1", "n1"));
+    let snapshot = until(&mut snapshots, |s| s.store.pods.len() >= 2).await;
+    let names: Vec<&str> = snapshot.store.pods.keys().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["here-0", "here-1"]);
+}
+
 const FIXTURE: &str = "
 apiVersion: v1
 kind: Node

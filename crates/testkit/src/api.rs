@@ -1,8 +1,8 @@
 //! An API server in process, for the tests of the API source and of `run` in a cluster: it
 //! speaks list and watch as the real one does (a list with a `resourceVersion`; a watch stream
 //! of `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` and `ERROR` events, one JSON object a line),
-//! over plain HTTP on loopback, for every collection Portico reads, a `type=` field selector
-//! honoured as the API server honours it. It also takes writes as the
+//! over plain HTTP on loopback, for every collection Portico reads, a one-field selector
+//! (`type=…`, `spec.nodeName=…`) honoured as the API server honours it. It also takes writes as the
 //! status writer and the Lease make them: a GET of one object, a POST that creates (409 when the
 //! name is taken), a PUT that replaces only at the stored `resourceVersion` (409 otherwise), and
 //! a PATCH (apply or merge) of an object or its `status`, each change sent to the watches and
@@ -163,12 +163,19 @@ fn failure(status: StatusCode, reason: &str, message: &str) -> Answer {
     answer(status, &body)
 }
 
-/// The `type` a list or watch's `fieldSelector` asks for (`type=kubernetes.io/tls`), if any:
-/// the one field selector Portico uses.
-fn field_selector_type(query: &str) -> Option<String> {
+/// The field and value a list or watch's `fieldSelector` asks for (`type=kubernetes.io/tls`,
+/// `spec.nodeName=n1`), if any: the selectors Portico uses, one field each.
+fn field_selector(query: &str) -> Option<(Vec<String>, String)> {
     let selector = query.split('&').find_map(|p| p.strip_prefix("fieldSelector="))?;
     let decoded = selector.replace("%3D", "=").replace("%3d", "=").replace("%2F", "/").replace("%2f", "/");
-    decoded.strip_prefix("type=").map(str::to_owned)
+    let (field, value) = decoded.split_once('=')?;
+    Some((field.split('.').map(str::to_owned).collect(), value.to_owned()))
+}
+
+/// Whether `object` has the field value `wanted` asks for (everything, without one).
+fn has_field(object: &Value, wanted: Option<&(Vec<String>, String)>) -> bool {
+    let Some((path, value)) = wanted else { return true };
+    path.iter().fold(object, |at, key| &at[key.as_str()]) == value.as_str()
 }
 
 /// `patch` merged into `target` as a JSON merge patch does (`null` deletes); server-side apply
@@ -273,9 +280,8 @@ impl FakeApi {
                 None => failure(StatusCode::NOT_FOUND, "NotFound", &format!("{name} not found")),
             };
         }
-        let wanted_type = field_selector_type(query);
-        let selected =
-            move |object: &Value| wanted_type.as_ref().is_none_or(|t| object["type"] == t.as_str());
+        let wanted = field_selector(query);
+        let selected = move |object: &Value| has_field(object, wanted.as_ref());
         if query.split('&').any(|p| p == "watch=true" || p == "watch=1") {
             let events = collection.events.subscribe();
             let stream = futures::stream::unfold((events, selected), |(mut events, selected)| async move {
