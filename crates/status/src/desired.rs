@@ -142,15 +142,16 @@ fn ingress_statuses(store: &Store, plan: &Plan, scope: &Scope) -> Vec<Status> {
     out
 }
 
-/// Where the Ingresses are reached: the published Service's outside addresses (LoadBalancer
-/// addresses, else external IPs, else its ClusterIPs, as ingress-nginx publishes them), else
-/// the listeners' addresses, else this node's.
+/// Where the Ingresses are reached: the published Service's addresses as ingress-nginx
+/// publishes them (a LoadBalancer's addresses and external IPs, none while it waits for an
+/// address; another Service's external IPs, else its ClusterIPs), else the listeners'
+/// addresses, else this node's.
 fn ingress_addresses(plan: &Plan, scope: &Scope) -> Vec<IpAddr> {
     if let Some(key) = &scope.publish_service {
         let Some(service) = plan.services.iter().find(|s| &s.key == key) else { return Vec::new() };
         let mut addresses = service.load_balancer_ips.clone();
         addresses.extend(&service.external_ips);
-        if addresses.is_empty() {
+        if addresses.is_empty() && service.kind != ServiceKind::LoadBalancer {
             addresses.clone_from(&service.cluster_ips);
         }
         return dedup(addresses);

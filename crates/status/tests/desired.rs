@@ -135,6 +135,13 @@ fn ingresses_of_portico_get_the_published_services_addresses_and_others_nothing(
         statuses(&store, &plan, &published),
         vec![Status::Ingress { ingress: ObjectKey::new("shop", "ours"), addresses: lb_ip }],
     );
+    // A LoadBalancer still waiting for an address publishes nothing (not its ClusterIP).
+    let waiting = format!("{INGRESSES}{}", lb("web", "", "")).replace(
+        "spec: {type: LoadBalancer, clusterIP: 127.96.0.99",
+        "spec: {type: LoadBalancer, loadBalancerClass: example.com/cloud, clusterIP: 127.96.0.99",
+    );
+    let (pending_store, pending_plan, _) = planned(&waiting);
+    assert_eq!(statuses(&pending_store, &pending_plan, &published), vec![], "nothing to publish yet");
     // Without a published Service: the listeners' addresses (loopback by default).
     let listeners = Scope { ingresses: true, ..Scope::default() };
     assert_eq!(
