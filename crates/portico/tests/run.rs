@@ -955,3 +955,29 @@ fn in_a_cluster_the_api_servers_objects_are_served_and_followed() {
         fake.object("/apis/coordination.k8s.io/v1/leases", Some("portico-system"), "portico").unwrap();
     assert!(lease["spec"]["holderIdentity"].is_null(), "released when it stops: {lease}");
 }
+
+#[test]
+fn each_role_serves_only_its_part() {
+    let ingress_only =
+        start_with(140, &site_files(1), Launch { flags: &["--role", "ingress"], ..Launch::default() });
+    let (_, readiness) = ingress_only.get("/readyz");
+    assert!(readiness.contains("ingress: ready"), "{readiness}");
+    for plane in ["l4", "dns", "pods", "mesh", "healthcheck"] {
+        assert!(!readiness.contains(&format!("{plane}:")), "no {plane} in the ingress role: {readiness}");
+    }
+    let vip = SocketAddr::new(ip(&service_plan(&ingress_only.plan(), "web")["clusterIps"][0]), 80);
+    assert!(
+        std::net::TcpStream::connect_timeout(&vip, Duration::from_millis(500)).is_err(),
+        "no ClusterIP listener"
+    );
+    drop(ingress_only);
+
+    let agent_only =
+        start_with(141, &site_files(1), Launch { flags: &["--role", "agent"], ..Launch::default() });
+    let (_, readiness) = agent_only.get("/readyz");
+    assert!(readiness.contains("l4: ready") && readiness.contains("dns: ready"), "{readiness}");
+    assert!(!readiness.contains("ingress:"), "{readiness}");
+    assert!(std::net::TcpStream::connect_timeout(&agent_only.ingress, Duration::from_millis(500)).is_err());
+    let vip = SocketAddr::new(ip(&service_plan(&agent_only.plan(), "web")["clusterIps"][0]), 80);
+    assert_eq!(pod_at(vip), "web-0", "the agent serves the ClusterIP and runs the Pod");
+}
