@@ -40,6 +40,10 @@ pub struct PlanConfig {
     pub trust_domain: String,
     /// AuthorizationPolicies in this namespace apply to every workload (Istio's root namespace).
     pub mesh_root_namespace: String,
+    /// Whether the objects come from an API server that admitted them: Services' ClusterIPs
+    /// and IP families are taken as it stored them, whatever `service_cidrs` says (the
+    /// cluster's range is the API server's to know).
+    pub admitted: bool,
     /// With a name, only the Services labelled `service.kubernetes.io/service-proxy-name` with
     /// it are proxied (the others are kube-proxy's, which leaves labelled ones alone); without,
     /// every Service without that label.
@@ -68,6 +72,7 @@ impl Default for PlanConfig {
             cluster_domain: "cluster.local".into(),
             trust_domain: "cluster.local".into(),
             mesh_root_namespace: "istio-system".into(),
+            admitted: false,
             service_proxy_name: None,
             load_balancer_class_only: false,
             dns_records: true,

@@ -171,6 +171,18 @@ pub fn requested_ips(spec: &ServiceSpec) -> Vec<RequestedIp> {
     }
 }
 
+/// A Service's families and policy as an API server stored them (`spec.ipFamilies` filled
+/// in), taken as they are; `None` when it gives no family.
+pub fn as_stored(spec: &ServiceSpec) -> Option<ServiceFamilies> {
+    let families: Vec<IpFamily> =
+        spec.ip_families.iter().flatten().filter_map(|f| IpFamily::parse(f)).collect();
+    if families.is_empty() {
+        return None;
+    }
+    let policy = spec.ip_family_policy.as_deref().and_then(IpFamilyPolicy::parse).unwrap_or_default();
+    Some(ServiceFamilies { policy, families })
+}
+
 /// The families and policy of a Service that is not an ExternalName, as the API server's
 /// allocator defaults and checks them against the cluster's families; the addresses asked
 /// for must lie in their family's CIDR.

@@ -165,8 +165,10 @@ pub fn plan_services(
 ) -> PlannedServices {
     let services = by_age(store.services.values(), |s| s.metadata.creation_timestamp.as_ref());
     let mut admission = Admission { services: &services, rejected: vec![false; services.len()], diagnostics };
-    let cidrs = ServiceCidrs::new(&config.service_cidrs);
-    let families = resolve_families(&cidrs, &mut admission);
+    // Admitted Services' addresses lie in the API server's ranges, whichever they are.
+    let whole: [IpNet; 2] = [IpNet::V4(Default::default()), IpNet::V6(Default::default())];
+    let cidrs = ServiceCidrs::new(if config.admitted { &whole } else { &config.service_cidrs });
+    let families = resolve_families(&cidrs, config.admitted, &mut admission);
     let cluster_ips = allocate_cluster_ips(&cidrs, &families, previous, allocations, &mut admission);
     let node_ports = allocate_node_ports(config, previous, allocations, &mut admission);
     let (lb_ips, assigned) = allocate_lb_ips(
@@ -253,7 +255,11 @@ fn has_cluster_ip(kind: ServiceKind) -> bool {
 
 /// Each Service's families and policy, by index; none for ExternalName Services (which have
 /// neither) and for Services the API server would reject over them.
-fn resolve_families(cidrs: &ServiceCidrs, admission: &mut Admission<'_>) -> Vec<Option<ServiceFamilies>> {
+fn resolve_families(
+    cidrs: &ServiceCidrs,
+    admitted: bool,
+    admission: &mut Admission<'_>,
+) -> Vec<Option<ServiceFamilies>> {
     let services = admission.services;
     let no_spec = ServiceSpec::default();
     let mut out = Vec::with_capacity(services.len());
@@ -263,6 +269,10 @@ fn resolve_families(cidrs: &ServiceCidrs, admission: &mut Admission<'_>) -> Vec<
             continue;
         }
         let spec = service.object.spec.as_ref().unwrap_or(&no_spec);
+        if let Some(stored) = admitted.then(|| families::as_stored(spec)).flatten() {
+            out.push(Some(stored));
+            continue;
+        }
         match families::resolve(spec, cidrs) {
             Ok(resolved) => out.push(Some(resolved)),
             Err(problem) => {

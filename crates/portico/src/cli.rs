@@ -316,6 +316,8 @@ fn parse_optional_address(s: &str) -> Result<OptionalAddress, String> {
 impl RunArgs {
     fn into_config(self) -> run::RunConfig {
         let mut plan = self.plan.config();
+        // The API server admitted every Service: its ClusterIPs are its ranges' to know.
+        plan.admitted = self.cluster;
         if self.cluster && self.plan.lb_pools.is_empty() {
             // A loopback pool has no place in a cluster: its addresses would go in Services'
             // status for every client to see.
@@ -525,7 +527,8 @@ struct PlanArgs {
     /// (allocations start afresh and are deterministic).
     #[arg(long)]
     state: Option<PathBuf>,
-    /// Service CIDR for ClusterIPs (repeat for dual stack).
+    /// Service CIDR for ClusterIPs (repeat for dual stack); with --cluster the API server's
+    /// ClusterIPs and families are taken as they are and this is not used.
     #[arg(long = "service-cidr", default_values_t = PlanConfig::default().service_cidrs)]
     service_cidrs: Vec<IpNet>,
     /// Proxy only the Services labelled service.kubernetes.io/service-proxy-name=NAME, leaving
