@@ -284,7 +284,7 @@ struct RunArgs {
     /// How long a workload certificate is good for; it is renewed two thirds into its life.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     mesh_cert_lifetime: Duration,
-    /// With --cluster: the Secret, in the Lease's namespace, that holds the mesh CA every node
+    /// With --cluster and --pod-netns: the Secret, in the Lease's namespace, that holds the mesh CA every node
     /// agent shares (Istio's cacerts keys); made by the first agent when absent, then copied
     /// into --mesh-ca. `none`: each agent keeps the CA of its own folder.
     #[arg(long, default_value = "portico-mesh-ca")]

@@ -358,7 +358,8 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         }
         Some(cluster) => {
             let client = portico_source::cluster::client(cluster.kubeconfig.as_deref()).await?;
-            if config.roles.agent {
+            // The CA is needed only where meshed Pods are captured.
+            if config.roles.agent && config.mesh.pod_netns.is_some() {
                 shared_mesh_ca(&client, cluster, &mut config.mesh).await;
             }
             status = Some(StatusWriting::start(
@@ -398,56 +399,8 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
     let mut planes: Vec<Arc<dyn DataPlane>> = Vec::new();
     planes.extend(pods.iter().map(|p| Arc::clone(p) as _));
     if agent {
-        let services: Arc<dyn DataPlane> = match config.proxy_mode {
-            ProxyMode::Userspace => Arc::new(L4Proxy::new(config.l4.clone(), l4_metrics, drain.clone())),
-            ProxyMode::Nftables => Arc::new(KernelProxy::new(
-                KernelOptions {
-                    node: config.plan.local_node.clone(),
-                    compile: CompileOptions::default(),
-                    sync_period: config.nft_sync_period,
-                    writer: match config.nft_writer {
-                        NftWriter::Netlink => WriterKind::Netlink,
-                        NftWriter::Nft => WriterKind::Nft,
-                    },
-                },
-                &drain,
-                registry.sub_registry_with_prefix("portico_nftables"),
-            )),
-        };
-        planes.extend([services, health_checks as _]);
-        if let Some(port) = config.announce {
-            let options = AnnounceOptions {
-                node: config.plan.local_node.clone(),
-                port,
-                interval: Duration::from_millis(100),
-                timing: Timing::default(),
-            };
-            let registry = registry.sub_registry_with_prefix("portico_announce");
-            let announcer = Announcer::start(options, &drain, registry)
-                .await
-                .with_context(|| format!("announcing: the heartbeat port {port} cannot be opened"))?;
-            planes.push(Arc::new(announcer));
-        }
-        if let Some(addr) = config.dns {
-            planes.push(
-                start_dns(&config, addr, bounds.dns_tcp_connections, dns_metrics, drain.clone()).await?,
-            );
-        }
-        let mesh = MeshOptions {
-            node: config.plan.local_node.clone(),
-            pod_netns: config.mesh.pod_netns.clone(),
-            ca_dir: config.mesh.ca.clone(),
-            cert_lifetime: config.mesh.cert_lifetime,
-            ports: ProxyPorts::default(),
-            connections: bounds.tcp_connections,
-            connections_per_listener: bounds.tcp_connections_per_listener,
-            idle: config.l4.tcp_idle,
-        };
-        planes.push(Arc::new(Mesh::new(
-            mesh,
-            drain.clone(),
-            registry.sub_registry_with_prefix("portico_mesh"),
-        )));
+        let agent_planes = AgentPlanes { l4: l4_metrics, dns: dns_metrics, health_checks };
+        planes.extend(agent_planes.start(&config, &bounds, &drain, &mut registry).await?);
     }
     if config.roles.ingress {
         planes.push(Arc::new(ingress));
@@ -509,6 +462,75 @@ pub async fn serve(mut config: RunConfig, stop: impl Future<Output = ()>) -> Res
         }
     }
     server.stop(trigger, stop_admin, admin_task).await
+}
+
+/// What the node agent's data planes share with the rest of the process.
+struct AgentPlanes {
+    l4: Arc<L4Metrics>,
+    dns: Arc<portico_dns::metrics::Metrics>,
+    health_checks: Arc<HealthChecks>,
+}
+
+impl AgentPlanes {
+    /// The node agent's data planes, in the order each Plan reaches them: Services (userspace
+    /// or nftables), health-check ports, the announcer, cluster DNS, the mesh's node proxy.
+    async fn start(
+        self,
+        config: &RunConfig,
+        bounds: &crate::bounds::Resolved,
+        drain: &drain::Watch,
+        registry: &mut Registry,
+    ) -> Result<Vec<Arc<dyn DataPlane>>> {
+        let services: Arc<dyn DataPlane> = match config.proxy_mode {
+            ProxyMode::Userspace => Arc::new(L4Proxy::new(config.l4.clone(), self.l4, drain.clone())),
+            ProxyMode::Nftables => Arc::new(KernelProxy::new(
+                KernelOptions {
+                    node: config.plan.local_node.clone(),
+                    compile: CompileOptions::default(),
+                    sync_period: config.nft_sync_period,
+                    writer: match config.nft_writer {
+                        NftWriter::Netlink => WriterKind::Netlink,
+                        NftWriter::Nft => WriterKind::Nft,
+                    },
+                },
+                drain,
+                registry.sub_registry_with_prefix("portico_nftables"),
+            )),
+        };
+        let mut planes: Vec<Arc<dyn DataPlane>> = vec![services, self.health_checks];
+        if let Some(port) = config.announce {
+            let options = AnnounceOptions {
+                node: config.plan.local_node.clone(),
+                port,
+                interval: Duration::from_millis(100),
+                timing: Timing::default(),
+            };
+            let registry = registry.sub_registry_with_prefix("portico_announce");
+            let announcer = Announcer::start(options, drain, registry)
+                .await
+                .with_context(|| format!("announcing: the heartbeat port {port} cannot be opened"))?;
+            planes.push(Arc::new(announcer));
+        }
+        if let Some(addr) = config.dns {
+            planes.push(start_dns(config, addr, bounds.dns_tcp_connections, self.dns, drain.clone()).await?);
+        }
+        let mesh = MeshOptions {
+            node: config.plan.local_node.clone(),
+            pod_netns: config.mesh.pod_netns.clone(),
+            ca_dir: config.mesh.ca.clone(),
+            cert_lifetime: config.mesh.cert_lifetime,
+            ports: ProxyPorts::default(),
+            connections: bounds.tcp_connections,
+            connections_per_listener: bounds.tcp_connections_per_listener,
+            idle: config.l4.tcp_idle,
+        };
+        planes.push(Arc::new(Mesh::new(
+            mesh,
+            drain.clone(),
+            registry.sub_registry_with_prefix("portico_mesh"),
+        )));
+        Ok(planes)
+    }
 }
 
 /// In a cluster, the mesh CA every agent shares: the Secret's files copied into the CA folder

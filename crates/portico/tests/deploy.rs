@@ -56,6 +56,12 @@ fn grants(objects: &[Value], account: &str) -> BTreeSet<Grant> {
             binding["roleRef"]["kind"].as_str().unwrap(),
             binding["roleRef"]["name"].as_str().unwrap(),
         );
+        if !cluster_wide {
+            // A Role grants in its own namespace: Portico's, where the Leases and the CA are.
+            for namespaced in [binding, role] {
+                assert_eq!(namespaced["metadata"]["namespace"], "portico-system", "{namespaced}");
+            }
+        }
         for rule in role["rules"].as_array().unwrap() {
             for group in strings(&rule["apiGroups"]) {
                 for resource in strings(&rule["resources"]) {
@@ -70,15 +76,16 @@ fn grants(objects: &[Value], account: &str) -> BTreeSet<Grant> {
 }
 
 /// What a role needs: reads of every collection, and its writes (the Lease and the shared
-/// Secrets in the namespace only).
-fn needs(services: bool) -> BTreeSet<Grant> {
+/// Secrets in the namespace only; the mesh's with the mesh).
+fn needs(services: bool, mesh: bool) -> BTreeSet<Grant> {
     let mut out = BTreeSet::new();
     for (_, group, _, plural) in RESOURCES {
         for verb in ["list", "watch"] {
             out.insert((true, group.to_owned(), plural.to_owned(), verb.to_owned()));
         }
     }
-    for permission in PERMISSIONS.iter().filter(|p| if services { p.services } else { p.ingresses }) {
+    let of_role = |p: &&portico_status::Permission| if services { p.services } else { p.ingresses };
+    for permission in PERMISSIONS.iter().filter(of_role).filter(|p| mesh || !p.mesh) {
         for verb in permission.verbs {
             let cluster_wide = !permission.namespaced;
             out.insert((
@@ -100,7 +107,7 @@ fn each_service_account_is_granted_what_its_role_uses_and_nothing_more() {
     for (pod, services) in [(agent, true), (ingress, false)] {
         let account = pod["serviceAccountName"].as_str().unwrap();
         named(&objects, "ServiceAccount", account);
-        assert_eq!(grants(&objects, account), needs(services), "{account}");
+        assert_eq!(grants(&objects, account), needs(services, false), "{account}");
     }
 }
 
@@ -272,12 +279,9 @@ fn with_the_mesh_the_agent_also_enters_pods_namespaces_found_under_run_netns() {
     let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == mount["name"]).unwrap();
     assert_eq!(volume["hostPath"]["path"], "/run/netns");
     assert_eq!(config.mesh.ca_secret.as_deref(), Some("portico-mesh-ca"));
-    let secrets = grants(&objects, "portico-agent");
-    assert!(
-        secrets.contains(&(false, String::new(), "secrets".into(), "create".into())),
-        "the CA Secret can be made"
-    );
-    // Everything else is the base's.
+    assert_eq!(grants(&objects, "portico-agent"), needs(true, true), "and the CA Secret");
+    assert_eq!(grants(&objects, "portico-ingress"), needs(false, true));
+    // Everything else is the base's, and the Role for the Secret.
     let base = rendered().unwrap();
-    assert_eq!(objects.len(), base.len());
+    assert_eq!(objects.len(), base.len() + 2);
 }

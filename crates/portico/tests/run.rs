@@ -876,7 +876,14 @@ fn in_a_cluster_the_api_servers_objects_are_served_and_followed() {
     };
     fake.event("/api/v1/services", "ADDED", service("web", cluster_ip));
     let dir = tempfile::tempdir().unwrap();
-    let launch = Launch { kubeconfig: Some(kubeconfig(dir.path(), addr)), ..Launch::default() };
+    // With the mesh's capture (no meshed Pod here, so an empty folder of namespaces will do),
+    // the agent takes its CA from the cluster.
+    let netns = dir.path().join("netns");
+    std::fs::create_dir(&netns).unwrap();
+    let netns = netns.display().to_string();
+    let flags = ["--pod-netns", netns.as_str()];
+    let launch =
+        Launch { kubeconfig: Some(kubeconfig(dir.path(), addr)), flags: &flags, ..Launch::default() };
     let portico = start_with(139, &[], launch);
     let plan = portico.plan();
     assert_eq!(ip(&service_plan(&plan, "web")["clusterIps"][0]), cluster_ip, "the API server's ClusterIP");

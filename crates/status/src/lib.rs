@@ -28,10 +28,13 @@ pub struct Permission {
     pub ingresses: bool,
     /// Only in Portico's own namespace (a Role, not a ClusterRole).
     pub namespaced: bool,
+    /// Only with the mesh's capture (`deploy/mesh`).
+    pub mesh: bool,
 }
 
 /// Every write this crate makes: status patches, Events (created, then patched as a series),
-/// the Lease (read, created, replaced), and the agents' shared Secrets (read, created once).
+/// the Lease (read, created, replaced), and, with the mesh, the agents' shared CA Secret (read,
+/// created once).
 pub const PERMISSIONS: [Permission; 5] = [
     Permission {
         group: "",
@@ -40,6 +43,7 @@ pub const PERMISSIONS: [Permission; 5] = [
         services: true,
         ingresses: false,
         namespaced: false,
+        mesh: false,
     },
     Permission {
         group: "networking.k8s.io",
@@ -48,6 +52,7 @@ pub const PERMISSIONS: [Permission; 5] = [
         services: false,
         ingresses: true,
         namespaced: false,
+        mesh: false,
     },
     Permission {
         group: "events.k8s.io",
@@ -56,6 +61,7 @@ pub const PERMISSIONS: [Permission; 5] = [
         services: true,
         ingresses: true,
         namespaced: false,
+        mesh: false,
     },
     Permission {
         group: "coordination.k8s.io",
@@ -64,6 +70,7 @@ pub const PERMISSIONS: [Permission; 5] = [
         services: true,
         ingresses: true,
         namespaced: true,
+        mesh: false,
     },
     Permission {
         group: "",
@@ -72,5 +79,6 @@ pub const PERMISSIONS: [Permission; 5] = [
         services: true,
         ingresses: false,
         namespaced: true,
+        mesh: true,
     },
 ];
