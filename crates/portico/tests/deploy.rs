@@ -161,6 +161,7 @@ fn the_agent_runs_in_the_host_network_as_root_with_two_capabilities_and_serves_d
     let dir = tempfile::tempdir().unwrap();
     let pod = &named(&objects, "DaemonSet", "portico-agent")["spec"]["template"]["spec"];
     assert_eq!(pod["hostNetwork"], true, "the node's nftables rules are in the host's namespace");
+    assert_eq!(pod["dnsPolicy"], "Default", "upstreams from the node's resolv.conf, not itself");
     let container = &pod["containers"][0];
     let security = &container["securityContext"];
     assert_eq!(security["runAsUser"], 0, "the image's user is nonroot; capabilities need root");
