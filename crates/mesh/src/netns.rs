@@ -7,7 +7,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use portico_kernel::capture::PROXY_MARK;
@@ -26,18 +26,38 @@ enum Request {
 /// The namespace under `dir` that holds `ip` as its own address, entered: how a node agent
 /// finds a Pod's namespace where the container runtime names it (containerd and CRI-O keep
 /// each Pod sandbox's under `/run/netns`, named `cni-…`), knowing only the Pod's address.
-pub async fn find(dir: &Path, ip: IpAddr) -> io::Result<Option<(std::path::PathBuf, PodNetns)>> {
-    let mut entries: Vec<std::path::PathBuf> =
+pub async fn find(dir: &Path, ip: IpAddr) -> io::Result<Option<(PathBuf, PodNetns)>> {
+    let dir = dir.to_owned();
+    let (reply, searched) = oneshot::channel();
+    // One thread of its own goes through the namespaces in turn and ends there, so that no
+    // thread of the runtime is left in a Pod's namespace.
+    std::thread::Builder::new().name("mesh-netns-find".into()).spawn(move || {
+        let _ = reply.send(search(&dir, ip));
+    })?;
+    let Some(path) = searched.await.map_err(|_| gone())?? else { return Ok(None) };
+    PodNetns::open(&path).map(|netns| Some((path, netns)))
+}
+
+/// Enters each namespace under `dir` in turn, from this thread, until one holds `ip`.
+fn search(dir: &Path, ip: IpAddr) -> io::Result<Option<PathBuf>> {
+    let mut entries: Vec<PathBuf> =
         std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for path in entries {
         // A namespace that cannot be entered (gone meanwhile, not a namespace) is not the one.
-        let Ok(netns) = PodNetns::open(&path) else { continue };
-        if netns.holds(ip).await? {
-            return Ok(Some((path, netns)));
+        let Ok(namespace) = std::fs::File::open(&path) else { continue };
+        if move_into_link_name_space(namespace.as_fd(), Some(LinkNameSpaceType::Network)).is_ok()
+            && holds_here(ip)
+        {
+            return Ok(Some(path));
         }
     }
     Ok(None)
+}
+
+/// Whether `ip` is one of this thread's namespace's own addresses (a socket can be bound to it).
+fn holds_here(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// A Pod's network namespace, with the thread that makes sockets in it.
@@ -69,7 +89,7 @@ impl PodNetns {
                         let _ = reply.send(marked(ip));
                     }
                     Request::Holds(ip, reply) => {
-                        let _ = reply.send(std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok());
+                        let _ = reply.send(holds_here(ip));
                     }
                 }
             }
