@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use portico_model::ObjectKey;
@@ -193,25 +193,20 @@ fn ingress_list(addresses: &[IpAddr], vip: bool) -> Value {
 
 /// One status, applied to the object's `status` subresource.
 async fn apply(client: &Client, status: &Status) -> Result<(), kube::Error> {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    match status {
+    let (resource, key, addresses, vip) = match status {
         Status::Service { service, addresses } => {
-            let patch = json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": service.name, "namespace": service.namespace},
-                "status": ingress_list(addresses, true),
-            });
-            let api = Api::<Service>::namespaced(client.clone(), &service.namespace);
-            api.patch_status(&service.name, &params, &Patch::Apply(patch)).await.map(drop)
+            (ApiResource::erase::<Service>(&()), service, addresses, true)
         }
         Status::Ingress { ingress, addresses } => {
-            let patch = json!({
-                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-                "metadata": {"name": ingress.name, "namespace": ingress.namespace},
-                "status": ingress_list(addresses, false),
-            });
-            let api = Api::<Ingress>::namespaced(client.clone(), &ingress.namespace);
-            api.patch_status(&ingress.name, &params, &Patch::Apply(patch)).await.map(drop)
+            (ApiResource::erase::<Ingress>(&()), ingress, addresses, false)
         }
-    }
+    };
+    let patch = json!({
+        "apiVersion": resource.api_version, "kind": resource.kind,
+        "metadata": {"name": key.name, "namespace": key.namespace},
+        "status": ingress_list(addresses, vip),
+    });
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), &key.namespace, &resource);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(&key.name, &params, &Patch::Apply(patch)).await.map(drop)
 }
