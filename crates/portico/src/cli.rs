@@ -169,7 +169,7 @@ struct RunArgs {
     /// ports, announcement, cluster DNS, the mesh's node proxy, this node's echo Pods) and
     /// `ingress` (the Ingress controller). Both by default; in a cluster the DaemonSet runs
     /// `agent` and the ingress Deployment `ingress`.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Role::Agent, Role::Ingress])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["agent", "ingress"])]
     role: Vec<Role>,
     /// With --cluster: the Lease electing one status writer among the replicas that share it.
     #[arg(long, default_value = "portico")]
@@ -467,15 +467,6 @@ enum Role {
     Agent,
     /// The Ingress controller.
     Ingress,
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::Agent => "agent",
-            Role::Ingress => "ingress",
-        })
-    }
 }
 
 /// `NAMESPACE/NAME`.
